@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Builds (once) and caches the local environment's binaries under ~/.cache/serin/:
+# kube-apiserver, kube-controller-manager, kube-scheduler and kubectl from the Go module
+# k8s.io/kubernetes, etcd from go.etcd.io/etcd/server/v3, kwok, and Debian's Prometheus.
+# Each component lands in its own versioned directory with a `.complete` marker written
+# last, so a build that was interrupted is never taken as done.
+#
+# Usage: hack/deps.sh [all|k8s|etcd|kwok|prometheus]   (prints the bin directories)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=hack/versions.env
+source "$here/versions.env"
+CACHE=${SERIN_CACHE:-$HOME/.cache/serin}
+mkdir -p "$CACHE"
+export GOFLAGS=${GOFLAGS:-} GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+start=$(date +%s)
+
+log() { printf '[deps %4ss] %s\n' "$(( $(date +%s) - start ))" "$*" >&2; }
+
+# Runs a long command while printing a heartbeat every 30 s so it never looks hung.
+with_heartbeat() {
+  local what=$1; shift
+  "$@" &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    for _ in $(seq 30); do sleep 1; kill -0 "$pid" 2>/dev/null || break; done
+    kill -0 "$pid" 2>/dev/null && log "$what: still working…"
+  done
+  wait "$pid"
+}
+
+build_k8s() {
+  local dir=$CACHE/kubernetes-$K8S_VERSION
+  [ -f "$dir/.complete" ] && return 0
+  log "kubernetes $K8S_VERSION: preparing the wrapper module (cold build: 10-20 minutes on 2 cores)"
+  rm -rf "$dir"; mkdir -p "$dir/src" "$dir/bin"
+  local stg="v0.${K8S_VERSION#v1.}" gomod
+  # k8s.io/kubernetes' own go.mod replaces every staging module with ./staging/...; a
+  # dependent module must name real versions instead, so derive that list from the source.
+  gomod=$(cd "$(mktemp -d)" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  {
+    printf 'module serin.dev/localenv/kubernetes\n\ngo 1.26.0\n\nrequire k8s.io/kubernetes %s\n\n' "$K8S_VERSION"
+    awk -v v="$stg" '$2=="=>" && $3 ~ /^\.\/staging\// {print "replace " $1 " => " $1 " " v}' "$gomod"
+  } >"$dir/src/go.mod"
+  cat >"$dir/src/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+  log "kubernetes: go mod tidy (downloads modules)"
+  (cd "$dir/src" && with_heartbeat "go mod tidy" go mod tidy)
+  local minor ldf="" p
+  minor=$(echo "$K8S_VERSION" | cut -d. -f2)
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldf="$ldf -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+    ldf="$ldf -X $p.gitTreeState=clean -X $p.gitCommit=0000000000000000000000000000000000000000"
+    ldf="$ldf -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  log "kubernetes: compiling kube-apiserver, kube-controller-manager, kube-scheduler, kubectl"
+  (cd "$dir/src" && CGO_ENABLED=0 with_heartbeat "go build kubernetes" \
+    go build -trimpath -ldflags "-s -w $ldf" -o "$dir/bin/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+  "$dir/bin/kube-apiserver" --version | grep -q "$K8S_VERSION"
+  touch "$dir/.complete"
+  log "kubernetes $K8S_VERSION: done"
+}
+
+build_etcd() {
+  local dir=$CACHE/etcd-$ETCD_VERSION
+  [ -f "$dir/.complete" ] && return 0
+  log "etcd $ETCD_VERSION: building (1-3 minutes)"
+  rm -rf "$dir"; mkdir -p "$dir/src" "$dir/bin"
+  # Its own module: sharing one with kubernetes would let version selection move the
+  # apiserver's etcd client.
+  printf 'module serin.dev/localenv/etcd\n\ngo 1.26.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' \
+    "$ETCD_VERSION" >"$dir/src/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' >"$dir/src/tools.go"
+  (cd "$dir/src" && with_heartbeat "etcd go mod tidy" go mod tidy &&
+    CGO_ENABLED=0 with_heartbeat "go build etcd" \
+      go build -trimpath -ldflags "-s -w" -o "$dir/bin/etcd" go.etcd.io/etcd/server/v3)
+  "$dir/bin/etcd" --version >/dev/null
+  touch "$dir/.complete"
+  log "etcd: done"
+}
+
+build_kwok() {
+  local dir=$CACHE/kwok-$KWOK_VERSION
+  [ -f "$dir/.complete" ] && return 0
+  log "kwok $KWOK_VERSION: building (1-2 minutes)"
+  rm -rf "$dir"; mkdir -p "$dir/bin" "$dir/stages"
+  CGO_ENABLED=0 GOBIN="$dir/bin" with_heartbeat "go install kwok" \
+    go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  # The default stages ship inside the module; keep a copy beside the binary.
+  local src
+  src=$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage
+  local f
+  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+    pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    cat "$src/$f"; printf '\n---\n'
+  done >"$dir/stages/default.yaml"
+  touch "$dir/.complete"
+  log "kwok: done"
+}
+
+build_prometheus() {
+  local dir=$CACHE/prometheus-deb
+  [ -f "$dir/.complete" ] && return 0
+  log "prometheus: fetching the Debian package (no service is installed or started)"
+  rm -rf "$dir"; mkdir -p "$dir/deb" "$dir/root"
+  if ! (cd "$dir/deb" && apt-get download "$PROMETHEUS_DEB" >/dev/null 2>&1); then
+    log "prometheus: apt-get download failed; refreshing the package lists once"
+    apt-get update -qq >/dev/null 2>&1 || true
+    (cd "$dir/deb" && apt-get download "$PROMETHEUS_DEB" >/dev/null)
+  fi
+  dpkg-deb -x "$dir"/deb/*.deb "$dir/root"
+  mkdir -p "$dir/bin"
+  ln -sf ../root/usr/bin/prometheus "$dir/bin/prometheus"
+  ln -sf ../root/usr/bin/promtool "$dir/bin/promtool"
+  "$dir/bin/prometheus" --version >/dev/null 2>&1
+  touch "$dir/.complete"
+  log "prometheus: done"
+}
+
+what=${1:-all}
+case $what in
+  all) build_prometheus; build_kwok; build_etcd; build_k8s ;;
+  k8s) build_k8s ;;
+  etcd) build_etcd ;;
+  kwok) build_kwok ;;
+  prometheus) build_prometheus ;;
+  *) echo "usage: $0 [all|k8s|etcd|kwok|prometheus]" >&2; exit 2 ;;
+esac
+[ "$what" = all ] && log "all components ready in $CACHE"
+exit 0

@@ -1,0 +1,10 @@
+//! Serin: progressive delivery for Kubernetes.
+//!
+//! A team annotates an existing Deployment (`serin.dev/enabled: "true"`); from then on every
+//! new revision is released as a canary. The crate is layered so that the pure core never
+//! touches the network:
+//! - [`spec`]: the canary model, annotation parsing, schema and validation (pure);
+//! - [`admission`]: the validating and mutating webhooks built on [`spec`];
+//! - [`server`]: HTTPS serving with reloadable certificates and the admin port;
+//! - [`certs`]: a local CA and serving certificate;
+//! - [`cli`]: the `serin` command line.
