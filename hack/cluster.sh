@@ -118,7 +118,7 @@ up() {
     --bind-address 127.0.0.1 --secure-port "$sched_port" --v=1
   start_bg kwok "$C/kwok.pid" "$C/kwok.log" "$KWOK_DIR/bin/kwok" \
     --kubeconfig "$C/kubeconfig" --config "$KWOK_DIR/stages/default.yaml" \
-    --manage-all-nodes=true --cidr 10.0.0.0/16 --node-ip 10.0.0.1 \
+    --manage-all-nodes=true --cidr 10.244.0.0/16 --node-ip 10.0.0.1 \
     --node-lease-duration-seconds 40
   wait_for "kube-controller-manager (default ServiceAccount)" "$C/kube-controller-manager.log" 60 default_sa
   kubectl apply -f - >/dev/null <<'NODE'

@@ -24,7 +24,8 @@ alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 # start NAME PIDFILE LOG CMD...: runs CMD detached in its own session, records its pid.
 start_bg() {
   local name=$1 pidfile=$2 logfile=$3; shift 3
-  setsid "$@" >"$logfile" 2>&1 </dev/null &
+  # fd 9 is the caller's lock: a daemon must not inherit (and so hold) it.
+  setsid "$@" >"$logfile" 2>&1 </dev/null 9>&- &
   echo $! >"$pidfile"
   say "started $name (pid $!, log $logfile)"
 }

@@ -1,0 +1,203 @@
+//! Decoding AdmissionReview bodies without trusting them: anything malformed becomes an
+//! `AdmissionResponse` that refuses with a reason (and the request's uid when it could be
+//! read), never a panic or a 5xx.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::core::{DynamicObject, TypeMeta};
+use serde_json::Value;
+
+/// A decoded review of an `apps/v1` Deployment.
+pub type DeploymentRequest = AdmissionRequest<Deployment>;
+
+const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
+
+/// Decodes a review of an `apps/v1` Deployment, or the refusal to send back.
+pub fn decode_deployment(body: &[u8]) -> Result<DeploymentRequest, AdmissionResponse> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| invalid(None, format!("the request body is not JSON: {e}")))?;
+    let uid = value
+        .pointer("/request/uid")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let refuse = |reason: String| invalid(uid.clone(), reason);
+
+    let api_version = value.get("apiVersion").and_then(Value::as_str);
+    let kind = value.get("kind").and_then(Value::as_str);
+    if kind != Some("AdmissionReview") || api_version != Some(REVIEW_API_VERSION) {
+        return Err(refuse(format!(
+            "expected an AdmissionReview of {REVIEW_API_VERSION}, got kind {} apiVersion {}",
+            kind.unwrap_or("(none)"),
+            api_version.unwrap_or("(none)")
+        )));
+    }
+    if uid.is_none() {
+        return Err(refuse("the AdmissionReview has no request.uid".into()));
+    }
+    let review: AdmissionReview<DynamicObject> = serde_json::from_value(value)
+        .map_err(|e| refuse(format!("malformed AdmissionReview: {e}")))?;
+    let request: AdmissionRequest<DynamicObject> = review
+        .try_into()
+        .map_err(|_| refuse("the AdmissionReview has no request".into()))?;
+
+    let gvk = &request.kind;
+    if gvk.group != "apps" || gvk.version != "v1" || gvk.kind != "Deployment" {
+        return Err(refuse(format!(
+            "this webhook reviews apps/v1 Deployments, not {}/{} {}",
+            gvk.group, gvk.version, gvk.kind
+        )));
+    }
+    let object = request
+        .object
+        .map(|o| to_deployment(o, "object"))
+        .transpose()
+        .map_err(&refuse)?;
+    let old_object = request
+        .old_object
+        .map(|o| to_deployment(o, "oldObject"))
+        .transpose()
+        .map_err(&refuse)?;
+    Ok(AdmissionRequest {
+        types: request.types,
+        uid: request.uid,
+        kind: request.kind,
+        resource: request.resource,
+        sub_resource: request.sub_resource,
+        request_kind: request.request_kind,
+        request_resource: request.request_resource,
+        request_sub_resource: request.request_sub_resource,
+        name: request.name,
+        namespace: request.namespace,
+        operation: request.operation,
+        user_info: request.user_info,
+        object,
+        old_object,
+        dry_run: request.dry_run,
+        options: request.options,
+    })
+}
+
+fn to_deployment(object: DynamicObject, field: &str) -> Result<Deployment, String> {
+    let value = serde_json::to_value(object).map_err(|e| format!("request.{field}: {e}"))?;
+    serde_json::from_value(value)
+        .map_err(|e| format!("request.{field} is not a valid apps/v1 Deployment: {e}"))
+}
+
+fn invalid(uid: Option<String>, reason: String) -> AdmissionResponse {
+    let mut response = AdmissionResponse::invalid(reason);
+    response.types = TypeMeta {
+        api_version: REVIEW_API_VERSION.into(),
+        kind: "AdmissionReview".into(),
+    };
+    response.uid = uid.unwrap_or_default();
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn review_of(object: Value) -> Value {
+        json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+                "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+                "name": "web", "namespace": "shop", "operation": "CREATE",
+                "userInfo": {"username": "alice"},
+                "object": object,
+                "dryRun": false
+            }
+        })
+    }
+
+    fn deployment() -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                             "spec": {"containers": [{"name": "app", "image": "app:1"}]}}
+            }
+        })
+    }
+
+    fn refusal(body: &[u8]) -> AdmissionResponse {
+        match decode_deployment(body) {
+            Ok(req) => panic!("expected a refusal, decoded {}", req.name),
+            Err(response) => response,
+        }
+    }
+
+    #[test]
+    fn a_valid_review_decodes_into_a_typed_deployment() {
+        let body = review_of(deployment()).to_string();
+        let req = decode_deployment(body.as_bytes()).expect("decodes");
+        assert_eq!(req.uid, "705ab4f5-6393-11e8-b7cc-42010a800002");
+        let name = req.object.and_then(|d| d.metadata.name);
+        assert_eq!(name.as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn non_json_is_refused_with_a_reason() {
+        let response = refusal(b"{not json");
+        assert!(!response.allowed);
+        assert!(response.result.message.contains("not JSON"), "{}", response.result.message);
+    }
+
+    #[test]
+    fn a_review_of_another_version_is_refused_and_echoes_the_uid() {
+        let mut body = review_of(deployment());
+        body["apiVersion"] = json!("admission.k8s.io/v1beta1");
+        let response = refusal(body.to_string().as_bytes());
+        assert_eq!(response.uid, "705ab4f5-6393-11e8-b7cc-42010a800002");
+        assert!(response.result.message.contains("admission.k8s.io/v1"));
+    }
+
+    #[test]
+    fn a_review_of_another_kind_is_refused() {
+        let mut body = review_of(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}));
+        body["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "Pod"});
+        let response = refusal(body.to_string().as_bytes());
+        assert!(!response.allowed);
+        assert!(response.result.message.contains("not /v1 Pod"), "{}", response.result.message);
+    }
+
+    #[test]
+    fn a_deployment_missing_required_fields_is_refused_naming_the_field() {
+        let body = review_of(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                                    "metadata": {"name": "web"}, "spec": {"replicas": "three"}}));
+        let response = refusal(body.to_string().as_bytes());
+        assert!(response.result.message.contains("request.object"), "{}", response.result.message);
+    }
+
+    #[test]
+    fn a_review_without_request_is_refused() {
+        let body = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"});
+        let response = refusal(body.to_string().as_bytes());
+        assert!(response.result.message.contains("request.uid"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = decode_deployment(&body);
+        }
+
+        #[test]
+        fn arbitrary_json_in_the_object_never_panics(
+            key in "[a-zA-Z]{1,8}",
+            text in ".{0,40}",
+            number in proptest::num::i64::ANY,
+        ) {
+            let object = json!({"metadata": {"name": text, "annotations": {key.clone(): number}},
+                                "spec": {key: text}});
+            let body = review_of(object).to_string();
+            let _ = decode_deployment(body.as_bytes());
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Support for the end-to-end tests: they run against a real control plane.
+//!
+//! Without `KUBECONFIG`, the local environment (`hack/cluster.sh up`, idempotent and safe to
+//! call from parallel test binaries) is started on first use and `.serin/cluster/kubeconfig`
+//! is used. With `KUBECONFIG` set, the tests run against that cluster instead. Every test
+//! gets a fresh namespace that is deleted when the test ends, pass or fail.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs a script from `hack/` and panics with its output when it fails.
+pub fn hack(script: &str, args: &[&str]) -> String {
+    let path = repo_root().join("hack").join(script);
+    let out = Command::new(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{} {} failed ({}):\n{stderr}",
+        path.display(),
+        args.join(" "),
+        out.status
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The kubeconfig the tests use: `KUBECONFIG` if set, else the local cluster (started once).
+pub fn kubeconfig() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| match std::env::var_os("KUBECONFIG") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => {
+            hack("cluster.sh", &["up"]);
+            repo_root().join(".serin/cluster/kubeconfig")
+        }
+    })
+}
+
+/// The kubectl built with the local cluster (same version as the API server), else `kubectl`.
+pub fn kubectl_path() -> PathBuf {
+    let built = repo_root().join(".serin/bin/kubectl");
+    if built.exists() {
+        built
+    } else {
+        PathBuf::from("kubectl")
+    }
+}
+
+/// Runs kubectl against the test cluster, feeding `stdin`; returns (success, stdout, stderr).
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(kubectl_path())
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl starts");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(input.as_bytes())
+            .expect("write kubectl stdin");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("kubectl finishes");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub async fn kube_config() -> Config {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig()).expect("kubeconfig is readable");
+    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is valid")
+}
+
+pub async fn client() -> Client {
+    Client::try_from(kube_config().await).expect("client from kubeconfig")
+}
+
+/// A namespace that lives as long as the test: deleted on drop (also when the test panics).
+/// Set `SERIN_E2E_KEEP=1` to keep it for debugging.
+pub struct TestNamespace {
+    pub name: String,
+    config: Config,
+}
+
+impl TestNamespace {
+    pub async fn create(client: &Client, prefix: &str) -> Self {
+        let suffix: u32 = rand_suffix();
+        let name = format!("e2e-{prefix}-{suffix:08x}");
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some([("serin.dev/e2e".to_string(), "true".to_string())].into()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+        TestNamespace {
+            name,
+            config: kube_config().await,
+        }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if std::env::var_os("SERIN_E2E_KEEP").is_some() {
+            eprintln!("keeping namespace {}", self.name);
+            return;
+        }
+        // The test's runtime is blocked inside this drop, so delete from a runtime of our own.
+        let (name, config) = (self.name.clone(), self.config.clone());
+        let deleted = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async move {
+                let client = Client::try_from(config).map_err(|e| e.to_string())?;
+                let namespaces: Api<Namespace> = Api::all(client);
+                match namespaces.delete(&name, &DeleteParams::background()).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = deleted {
+            eprintln!("warning: could not delete namespace {}: {e}", self.name);
+        }
+    }
+}
+
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish() as u32
+}
+
+/// Polls `probe` every 250 ms until it returns `Ok`, or panics after `timeout` with `what`
+/// and the probe's last description of the state it saw.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(state) if start.elapsed() >= timeout => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {state}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// The Prometheus the tests query: `SERIN_PROMETHEUS_URL`, else the local one (started once).
+pub fn prometheus_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| match std::env::var("SERIN_PROMETHEUS_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            hack("prometheus.sh", &["up"]);
+            hack("prometheus.sh", &["url"]).trim().to_string()
+        }
+    })
+}
+
+/// A scrape target registered with the local Prometheus (file-based discovery) for as long
+/// as the value lives.
+pub struct ScrapeTarget {
+    file: PathBuf,
+}
+
+impl ScrapeTarget {
+    pub fn register(name: &str, address: &str) -> Self {
+        prometheus_url();
+        let dir = repo_root().join(".serin/prometheus/targets");
+        std::fs::create_dir_all(&dir).expect("targets dir");
+        let file = dir.join(format!("{name}.json"));
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let body = serde_json::json!([{ "targets": [address] }]).to_string();
+        std::fs::write(&tmp, body).expect("write target");
+        std::fs::rename(&tmp, &file).expect("publish target");
+        ScrapeTarget { file }
+    }
+}
+
+impl Drop for ScrapeTarget {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// One instant query against the Prometheus HTTP API; the first sample's value, if any.
+pub async fn prometheus_query(query: &str) -> Result<Option<f64>, String> {
+    let url = format!("{}/api/v1/query", prometheus_url());
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(url)
+        .query(&[("query", query)])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    if body["status"] != "success" {
+        return Err(format!("query failed: {body}"));
+    }
+    Ok(body["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok()))
+}
