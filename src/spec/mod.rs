@@ -2,9 +2,9 @@
 //!
 //! Pure code: admission, the controller and `serin check` all read a Deployment through
 //! [`read_deployment`] / [`read_annotations`], so they cannot disagree. Reading is a pipeline:
-//! parse each annotation into the typed model ([`annotations`]), check the result against the
-//! JSON Schema derived from the same types as the `Canary` CRD ([`schema`]), then apply the
-//! rules between annotations ([`validate`]). Every mistake is reported at once, one line each.
+//! parse each annotation into the typed model (`annotations`), check the result against the
+//! JSON Schema derived from the same types as the `Canary` CRD (`schema`), then apply the
+//! rules between annotations (`validate`). Every mistake is reported at once, one line each.
 
 mod annotations;
 mod duration;

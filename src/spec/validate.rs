@@ -178,3 +178,194 @@ fn only_with(needed: Provider, provider: Provider) -> String {
         Key::Provider.annotation()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::OptIn;
+    use super::super::testing::{annotations, enabled, refused};
+    use super::super::{ENABLED, read_annotations};
+    use super::*;
+
+    #[test]
+    fn step_weight_and_step_weights_together_are_refused() {
+        assert_eq!(
+            refused(&[
+                ("serin.dev/step-weight", "10"),
+                ("serin.dev/step-weights", "5,10")
+            ]),
+            [
+                "serin.dev/step-weights: cannot be combined with serin.dev/step-weight; use one of them"
+            ]
+        );
+    }
+
+    #[test]
+    fn step_weight_above_max_weight_is_refused() {
+        assert_eq!(
+            refused(&[("serin.dev/step-weight", "60")]),
+            [r#"serin.dev/step-weight: "60" must not be above serin.dev/max-weight (50)"#]
+        );
+        assert_eq!(enabled(&[("serin.dev/step-weight", "50")]).weights(), [50]);
+    }
+
+    #[test]
+    fn step_weights_must_be_strictly_increasing() {
+        assert_eq!(
+            refused(&[("serin.dev/step-weights", "5,5,10")]),
+            [r#"serin.dev/step-weights: "5,5,10" must be strictly increasing"#]
+        );
+    }
+
+    #[test]
+    fn step_weights_ending_above_max_weight_are_refused() {
+        assert_eq!(
+            refused(&[
+                ("serin.dev/step-weights", "5,60"),
+                ("serin.dev/max-weight", "50")
+            ]),
+            [r#"serin.dev/step-weights: "5,60" must end at or below serin.dev/max-weight (50)"#]
+        );
+        let spec = enabled(&[
+            ("serin.dev/step-weights", "5,25"),
+            ("serin.dev/max-weight", "50"),
+        ]);
+        assert_eq!(spec.weights(), [5, 25, 50]);
+    }
+
+    #[test]
+    fn match_needs_a_provider_that_can_match() {
+        let ab = [
+            ("serin.dev/iterations", "10"),
+            ("serin.dev/match", "cookie:canary"),
+        ];
+        assert_eq!(
+            refused(&ab),
+            ["serin.dev/match: needs serin.dev/provider gatewayapi, nginx, gloo, not linkerd"]
+        );
+        let spec = enabled(&[ab[0], ab[1], ("serin.dev/provider", "gatewayapi")]);
+        assert_eq!(spec.strategy(), super::super::Strategy::ABTesting);
+    }
+
+    #[test]
+    fn match_without_iterations_is_refused() {
+        assert_eq!(
+            refused(&[
+                ("serin.dev/provider", "gloo"),
+                ("serin.dev/match", "cookie:canary")
+            ]),
+            ["serin.dev/match: A/B testing needs serin.dev/iterations (how many checks to run)"]
+        );
+    }
+
+    #[test]
+    fn nginx_needs_an_ingress() {
+        assert_eq!(
+            refused(&[("serin.dev/provider", "nginx")]),
+            ["serin.dev/ingress: is required with serin.dev/provider nginx (the Ingress to drive)"]
+        );
+        let spec = enabled(&[
+            ("serin.dev/provider", "nginx"),
+            ("serin.dev/ingress", "podinfo"),
+        ]);
+        assert_eq!(spec.ingress.as_deref(), Some("podinfo"));
+    }
+
+    #[test]
+    fn ingress_without_nginx_is_refused() {
+        assert_eq!(
+            refused(&[("serin.dev/ingress", "podinfo")]),
+            ["serin.dev/ingress: only applies with serin.dev/provider nginx, not linkerd"]
+        );
+    }
+
+    #[test]
+    fn gateway_without_gatewayapi_is_refused() {
+        assert_eq!(
+            refused(&[
+                ("serin.dev/provider", "smi:v1alpha2"),
+                ("serin.dev/gateway", "infra/public")
+            ]),
+            [
+                "serin.dev/gateway: only applies with serin.dev/provider gatewayapi, not smi:v1alpha2"
+            ]
+        );
+    }
+
+    #[test]
+    fn port_missing_from_the_pod_template_is_refused_naming_the_ports() {
+        assert_eq!(
+            refused(&[("serin.dev/port", "9090")]),
+            [
+                r#"serin.dev/port: "9090" is not a containerPort of the pod template; it has 9898, 8080"#
+            ]
+        );
+        assert_eq!(enabled(&[("serin.dev/port", "8080")]).port, Some(8080));
+    }
+
+    #[test]
+    fn port_in_a_template_without_ports_is_refused() {
+        let annotations = annotations(&[(ENABLED, "true"), ("serin.dev/port", "80")]);
+        let problems = read_annotations("podinfo", &annotations, Some(&PodSpec::default()));
+        assert_eq!(
+            problems.err().map(|p| p.to_string()).as_deref(),
+            Some(
+                r#"serin.dev/port: "80" is not a containerPort of the pod template; it declares none"#
+            )
+        );
+    }
+
+    #[test]
+    fn port_is_not_checked_without_a_pod_template() {
+        let annotations = annotations(&[(ENABLED, "true"), ("serin.dev/port", "80")]);
+        let read = read_annotations("podinfo", &annotations, None);
+        assert!(matches!(read, Ok(OptIn::Enabled(spec)) if spec.port == Some(80)));
+    }
+
+    #[test]
+    fn interval_below_one_second_is_refused() {
+        assert_eq!(
+            refused(&[("serin.dev/interval", "500ms")]),
+            [r#"serin.dev/interval: "500ms" must be at least 1s"#]
+        );
+        assert_eq!(
+            enabled(&[("serin.dev/interval", "1s")]).interval,
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn metrics_window_below_one_second_and_zero_latency_are_refused() {
+        assert_eq!(
+            refused(&[
+                ("serin.dev/metrics-window", "0"),
+                ("serin.dev/latency", "0s")
+            ]),
+            [
+                r#"serin.dev/latency: "0s" must be at least 1ms"#,
+                r#"serin.dev/metrics-window: "0" must be at least 1s"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refused_value_does_not_cause_follow_on_problems() {
+        // max-weight is malformed: no "step above max weight" line on top of it.
+        assert_eq!(
+            refused(&[
+                ("serin.dev/max-weight", "0"),
+                ("serin.dev/step-weight", "20")
+            ]),
+            [r#"serin.dev/max-weight: "0" must be an integer from 1 to 100"#]
+        );
+        // provider is malformed: no "match needs a provider" line on top of it.
+        assert_eq!(
+            refused(&[
+                ("serin.dev/provider", "istio"),
+                ("serin.dev/iterations", "5"),
+                ("serin.dev/match", "cookie:canary"),
+            ])
+            .len(),
+            1
+        );
+    }
+}
