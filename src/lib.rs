@@ -8,3 +8,4 @@
 //! - [`server`]: HTTPS serving with reloadable certificates and the admin port;
 //! - [`certs`]: a local CA and serving certificate;
 //! - [`cli`]: the `serin` command line.
+pub mod spec;

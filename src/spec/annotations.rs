@@ -1,0 +1,883 @@
+//! The `serin.dev/` annotation keys: the key table, parsing each value into the typed model,
+//! the defaults that depend on other keys, the canonical annotations written back, and the
+//! "did you mean" hint for unknown keys.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+
+use super::duration;
+use super::model::{CanarySpec, DEFAULT_STEP_WEIGHT, GatewayRef, MatchRule, Provider};
+use super::{DESIRED_REPLICAS, ENABLED, PREFIX, Problem, schema};
+
+/// Every annotation Serin knows. Users write all of them except [`Key::DesiredReplicas`],
+/// which the mutating webhook writes (and which is still accepted as input).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Key {
+    Enabled,
+    Provider,
+    Port,
+    Service,
+    Ingress,
+    Gateway,
+    Interval,
+    Threshold,
+    StepWeight,
+    StepWeights,
+    MaxWeight,
+    Iterations,
+    Match,
+    SuccessRate,
+    Latency,
+    MetricsWindow,
+    Analysis,
+    SkipAnalysis,
+    DesiredReplicas,
+}
+
+impl Key {
+    pub(super) const ALL: [Key; 19] = [
+        Key::Enabled,
+        Key::Provider,
+        Key::Port,
+        Key::Service,
+        Key::Ingress,
+        Key::Gateway,
+        Key::Interval,
+        Key::Threshold,
+        Key::StepWeight,
+        Key::StepWeights,
+        Key::MaxWeight,
+        Key::Iterations,
+        Key::Match,
+        Key::SuccessRate,
+        Key::Latency,
+        Key::MetricsWindow,
+        Key::Analysis,
+        Key::SkipAnalysis,
+        Key::DesiredReplicas,
+    ];
+
+    pub(super) fn annotation(self) -> &'static str {
+        match self {
+            Key::Enabled => ENABLED,
+            Key::Provider => "serin.dev/provider",
+            Key::Port => "serin.dev/port",
+            Key::Service => "serin.dev/service",
+            Key::Ingress => "serin.dev/ingress",
+            Key::Gateway => "serin.dev/gateway",
+            Key::Interval => "serin.dev/interval",
+            Key::Threshold => "serin.dev/threshold",
+            Key::StepWeight => "serin.dev/step-weight",
+            Key::StepWeights => "serin.dev/step-weights",
+            Key::MaxWeight => "serin.dev/max-weight",
+            Key::Iterations => "serin.dev/iterations",
+            Key::Match => "serin.dev/match",
+            Key::SuccessRate => "serin.dev/success-rate",
+            Key::Latency => "serin.dev/latency",
+            Key::MetricsWindow => "serin.dev/metrics-window",
+            Key::Analysis => "serin.dev/analysis",
+            Key::SkipAnalysis => "serin.dev/skip-analysis",
+            Key::DesiredReplicas => DESIRED_REPLICAS,
+        }
+    }
+
+    /// The [`CanarySpec`] field (its JSON name) this key configures, if any.
+    pub(super) fn field(self) -> Option<&'static str> {
+        Some(match self {
+            Key::Enabled | Key::DesiredReplicas => return None,
+            Key::Provider => "provider",
+            Key::Port => "port",
+            Key::Service => "service",
+            Key::Ingress => "ingress",
+            Key::Gateway => "gateway",
+            Key::Interval => "interval",
+            Key::Threshold => "threshold",
+            Key::StepWeight => "stepWeight",
+            Key::StepWeights => "stepWeights",
+            Key::MaxWeight => "maxWeight",
+            Key::Iterations => "iterations",
+            Key::Match => "matches",
+            Key::SuccessRate => "successRate",
+            Key::Latency => "latency",
+            Key::MetricsWindow => "metricsWindow",
+            Key::Analysis => "analysis",
+            Key::SkipAnalysis => "skipAnalysis",
+        })
+    }
+
+    fn find(annotation: &str) -> Option<Key> {
+        Key::ALL.into_iter().find(|k| k.annotation() == annotation)
+    }
+
+    pub(super) fn for_field(field: &str) -> Option<Key> {
+        Key::ALL.into_iter().find(|k| k.field() == Some(field))
+    }
+
+    /// What a value of this key must look like, completing `"<value>" …` in a problem.
+    /// Numeric ranges are read from the schema, where the model declares them.
+    pub(super) fn expectation(self) -> String {
+        let range = |kind: &str| match schema::range(self.field().unwrap_or_default()) {
+            Some((min, max)) => format!("must be {kind} from {min} to {max}"),
+            None => format!("must be {kind}"),
+        };
+        match self {
+            Key::Enabled | Key::SkipAnalysis => r#"must be "true" or "false""#.to_owned(),
+            Key::Provider => Provider::expectation(),
+            Key::Port | Key::Threshold | Key::StepWeight | Key::MaxWeight | Key::Iterations => {
+                range("an integer")
+            }
+            Key::SuccessRate => range("a number"),
+            Key::StepWeights => format!(
+                "{}, strictly increasing, such as 5,10,25,50",
+                range("a comma-separated list of integers")
+            ),
+            Key::Interval | Key::Latency | Key::MetricsWindow => duration::EXPECTATION.to_owned(),
+            Key::Service => "must be a Service name: at most 63 lowercase letters, digits or '-', \
+                             starting with a letter"
+                .to_owned(),
+            Key::Ingress | Key::Analysis => "must be an object name: at most 253 lowercase \
+                                             letters, digits, '-' or '.'"
+                .to_owned(),
+            Key::Gateway => "must be NAMESPACE/NAME of a Gateway".to_owned(),
+            Key::Match => "must be header:NAME=VALUE, header:NAME~REGEX or cookie:NAME, where \
+                           NAME is an HTTP token, VALUE is not empty and REGEX is a valid regular \
+                           expression"
+                .to_owned(),
+            Key::DesiredReplicas => format!("must be an integer from 0 to {}", i32::MAX),
+        }
+    }
+
+    /// The problem for a value of this key that is not what [`Key::expectation`] says.
+    pub(super) fn refuse(self, shown: &str) -> Problem {
+        Problem::new(
+            self.annotation(),
+            format!("{shown:?} {}", self.expectation()),
+        )
+    }
+}
+
+/// What the `serin.dev/` annotations of one Deployment say, as far as reading goes.
+pub(super) struct Reading<'a> {
+    /// `serin.dev/enabled` is `"true"`.
+    pub enabled: bool,
+    /// Defaults overwritten by every value that parsed.
+    pub spec: CanarySpec,
+    /// Every known key the user wrote, with its raw value.
+    pub written: BTreeMap<Key, &'a str>,
+    /// Keys whose value was refused: later rules skip them, so one mistake is one line.
+    pub refused: BTreeSet<Key>,
+    pub problems: Vec<Problem>,
+}
+
+impl Reading<'_> {
+    pub(super) fn usable(&self, key: Key) -> bool {
+        !self.refused.contains(&key)
+    }
+
+    pub(super) fn is_written(&self, key: Key) -> bool {
+        self.written.contains_key(&key)
+    }
+
+    pub(super) fn refuse(&mut self, key: Key, problem: Problem) {
+        self.refused.insert(key);
+        self.problems.push(problem);
+    }
+
+    /// The value of `key` for a message: as written, or the default it took.
+    pub(super) fn shown(&self, key: Key) -> String {
+        match self.written.get(&key) {
+            Some(raw) => format!("{raw:?}"),
+            None => format!(
+                "{:?} (default)",
+                value_of(key, &self.spec).unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// Parses every `serin.dev/` annotation over `defaults`; unknown keys and malformed values
+/// become problems. Ranges, names and cross-field rules are checked later.
+pub(super) fn read<'a>(
+    ours: impl IntoIterator<Item = (&'a str, &'a str)>,
+    defaults: CanarySpec,
+) -> Reading<'a> {
+    let mut reading = Reading {
+        enabled: false,
+        spec: defaults,
+        written: BTreeMap::new(),
+        refused: BTreeSet::new(),
+        problems: Vec::new(),
+    };
+    for (annotation, raw) in ours {
+        let Some(key) = Key::find(annotation) else {
+            reading.problems.push(unknown(annotation));
+            continue;
+        };
+        reading.written.insert(key, raw);
+        if let Err(problems) = apply(key, raw, &mut reading) {
+            reading.refused.insert(key);
+            reading.problems.extend(problems);
+        }
+    }
+    reading
+}
+
+/// Stores one annotation value in `reading`, or says why it has the wrong form.
+fn apply(key: Key, raw: &str, reading: &mut Reading<'_>) -> Result<(), Vec<Problem>> {
+    let refused = || vec![key.refuse(raw)];
+    let spec = &mut reading.spec;
+    match key {
+        Key::Enabled => reading.enabled = boolean(raw).ok_or_else(refused)?,
+        Key::DesiredReplicas => {
+            parsed::<i32>(raw).filter(|n| *n >= 0).ok_or_else(refused)?;
+        }
+        Key::Provider => spec.provider = parsed(raw).ok_or_else(refused)?,
+        Key::Port => spec.port = Some(parsed(raw).ok_or_else(refused)?),
+        Key::Service => spec.service = raw.to_owned(),
+        Key::Ingress => spec.ingress = Some(raw.to_owned()),
+        Key::Gateway => spec.gateway = Some(gateway(raw).ok_or_else(refused)?),
+        Key::Interval => spec.interval = parsed(raw).ok_or_else(refused)?,
+        Key::Threshold => spec.threshold = parsed(raw).ok_or_else(refused)?,
+        Key::StepWeight => spec.step_weight = Some(parsed(raw).ok_or_else(refused)?),
+        Key::StepWeights => spec.step_weights = Some(list(raw).ok_or_else(refused)?),
+        Key::MaxWeight => spec.max_weight = parsed(raw).ok_or_else(refused)?,
+        Key::Iterations => spec.iterations = Some(parsed(raw).ok_or_else(refused)?),
+        Key::Match => spec.matches = match_rules(raw)?,
+        Key::SuccessRate => {
+            spec.success_rate = parsed::<f64>(raw)
+                .filter(|n| n.is_finite())
+                .ok_or_else(refused)?
+        }
+        Key::Latency => spec.latency = parsed(raw).ok_or_else(refused)?,
+        Key::MetricsWindow => spec.metrics_window = parsed(raw).ok_or_else(refused)?,
+        Key::Analysis => spec.analysis = Some(raw.to_owned()),
+        Key::SkipAnalysis => spec.skip_analysis = boolean(raw).ok_or_else(refused)?,
+    }
+    Ok(())
+}
+
+fn boolean(raw: &str) -> Option<bool> {
+    match raw {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
+/// Integers, [`Provider`], [`Duration`]: anything with a `FromStr`.
+fn parsed<T: FromStr>(raw: &str) -> Option<T> {
+    raw.parse().ok()
+}
+
+/// `5,10,25,50`; spaces around items are allowed.
+fn list(raw: &str) -> Option<Vec<u32>> {
+    raw.split(',')
+        .map(|item| item.trim().parse().ok())
+        .collect()
+}
+
+/// `namespace/name`.
+fn gateway(raw: &str) -> Option<GatewayRef> {
+    let (namespace, name) = raw.split_once('/')?;
+    (!namespace.is_empty() && !name.is_empty()).then(|| GatewayRef {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    })
+}
+
+/// Comma-separated rules; each malformed rule is its own problem. A comma only starts a new
+/// rule when `header:` or `cookie:` follows, so a regex may contain `{1,3}`.
+fn match_rules(raw: &str) -> Result<Vec<MatchRule>, Vec<Problem>> {
+    let mut texts: Vec<String> = Vec::new();
+    for piece in raw.split(',') {
+        let starts_rule = ["header:", "cookie:"]
+            .iter()
+            .any(|p| piece.trim_start().starts_with(p));
+        match texts.last_mut() {
+            Some(last) if !starts_rule => {
+                last.push(',');
+                last.push_str(piece);
+            }
+            _ => texts.push(piece.to_owned()),
+        }
+    }
+    let mut rules = Vec::new();
+    let mut problems = Vec::new();
+    for text in &texts {
+        let text = text.trim();
+        match match_rule(text) {
+            Some(rule) => rules.push(rule),
+            None => problems.push(Key::Match.refuse(text)),
+        }
+    }
+    if problems.is_empty() {
+        Ok(rules)
+    } else {
+        Err(problems)
+    }
+}
+
+/// One rule; the name is split at the first `=` or `~`. Token and regex checks are the
+/// schema's, so the annotation and the CRD refuse the same rules.
+fn match_rule(text: &str) -> Option<MatchRule> {
+    if let Some(name) = text.strip_prefix("cookie:") {
+        return Some(MatchRule::Cookie {
+            name: name.to_owned(),
+        });
+    }
+    let header = text.strip_prefix("header:")?;
+    let at = header.find(['=', '~'])?;
+    let (name, value) = (header[..at].to_owned(), header[at + 1..].to_owned());
+    Some(match header.as_bytes().get(at) {
+        Some(b'=') => MatchRule::HeaderExact { name, value },
+        _ => MatchRule::HeaderRegex { name, regex: value },
+    })
+}
+
+/// Defaults that depend on what else was written, filled once values are known to be valid.
+///
+/// Flagger users expect an explicit weight list to end where the canary is promoted, so
+/// without `max-weight` the last listed weight is the max weight; and a default step never
+/// exceeds a lower `max-weight` (`max-weight: 5` alone walks `[5]`), so that the canonical
+/// annotations of any valid spec read back to the same spec.
+pub(super) fn fill_derived_defaults(reading: &mut Reading<'_>) {
+    let written = |key| reading.written.contains_key(&key);
+    let spec = &mut reading.spec;
+    if !written(Key::StepWeights) {
+        if !written(Key::StepWeight) {
+            spec.step_weight = Some(DEFAULT_STEP_WEIGHT.min(spec.max_weight));
+        }
+        return;
+    }
+    if !written(Key::StepWeight) {
+        spec.step_weight = None;
+    }
+    let last = spec.step_weights.as_ref().and_then(|list| list.last());
+    if let Some(&last) = last
+        && !written(Key::MaxWeight)
+        && !reading.refused.contains(&Key::StepWeights)
+    {
+        spec.max_weight = last;
+    }
+}
+
+/// The canonical annotation value of `key` in `spec`; `None` when the key is not set.
+pub(super) fn value_of(key: Key, spec: &CanarySpec) -> Option<String> {
+    let join = |items: Vec<String>| items.join(",");
+    match key {
+        Key::Enabled => Some("true".to_owned()),
+        Key::DesiredReplicas => None,
+        Key::Provider => Some(spec.provider.to_string()),
+        Key::Port => spec.port.map(|p| p.to_string()),
+        Key::Service => Some(spec.service.clone()),
+        Key::Ingress => spec.ingress.clone(),
+        Key::Gateway => spec.gateway.as_ref().map(ToString::to_string),
+        Key::Interval => Some(spec.interval.to_string()),
+        Key::Threshold => Some(spec.threshold.to_string()),
+        Key::StepWeight => spec.step_weight.map(|w| w.to_string()),
+        Key::StepWeights => spec
+            .step_weights
+            .as_ref()
+            .map(|list| join(list.iter().map(u32::to_string).collect())),
+        Key::MaxWeight => Some(spec.max_weight.to_string()),
+        Key::Iterations => spec.iterations.map(|n| n.to_string()),
+        Key::Match => (!spec.matches.is_empty())
+            .then(|| join(spec.matches.iter().map(ToString::to_string).collect())),
+        Key::SuccessRate => Some(spec.success_rate.to_string()),
+        Key::Latency => Some(spec.latency.to_string()),
+        Key::MetricsWindow => Some(spec.metrics_window.to_string()),
+        Key::Analysis => spec.analysis.clone(),
+        Key::SkipAnalysis => Some(spec.skip_analysis.to_string()),
+    }
+}
+
+/// `serin.dev/stepweight: unknown annotation; did you mean serin.dev/step-weight?`
+fn unknown(annotation: &str) -> Problem {
+    let typed = annotation
+        .strip_prefix(PREFIX)
+        .unwrap_or(annotation)
+        .to_lowercase();
+    let closest = Key::ALL
+        .into_iter()
+        .map(|key| {
+            let known = key.annotation().strip_prefix(PREFIX).unwrap_or_default();
+            (edit_distance(&typed, known), known.len(), key)
+        })
+        .min_by_key(|(distance, _, _)| *distance)
+        .filter(|(distance, len, _)| *distance <= (len / 3).max(2));
+    let message = match closest {
+        Some((_, _, key)) => format!("unknown annotation; did you mean {}?", key.annotation()),
+        None => "unknown annotation".to_owned(),
+    };
+    Problem::new(annotation, message)
+}
+
+/// Optimal string alignment distance: Levenshtein plus adjacent transpositions (`prot`→`port`).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    rows[0] = (0..=b.len()).collect();
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{enabled, read, refused};
+    use super::super::{OptIn, defaulted_annotations, read_annotations};
+    use super::*;
+    use crate::spec::duration::Duration;
+    use proptest::prelude::{
+        Just, ProptestConfig, Strategy as _, any, prop_assert_eq, prop_oneof, proptest,
+    };
+
+    #[test]
+    fn every_configuration_annotation_is_read_into_the_spec() {
+        let spec = enabled(&[
+            ("serin.dev/provider", "gatewayapi"),
+            ("serin.dev/port", "8080"),
+            ("serin.dev/service", "web"),
+            ("serin.dev/gateway", "infra/public"),
+            ("serin.dev/interval", "30s"),
+            ("serin.dev/threshold", "3"),
+            ("serin.dev/step-weight", "20"),
+            ("serin.dev/max-weight", "80"),
+            ("serin.dev/iterations", "10"),
+            ("serin.dev/match", "header:x-canary=insider"),
+            ("serin.dev/success-rate", "99.5"),
+            ("serin.dev/latency", "250ms"),
+            ("serin.dev/metrics-window", "2m"),
+            ("serin.dev/analysis", "podinfo-checks"),
+            ("serin.dev/skip-analysis", "true"),
+        ]);
+        let expected = CanarySpec {
+            provider: Provider::GatewayApi,
+            port: Some(8080),
+            service: "web".into(),
+            ingress: None,
+            gateway: Some(GatewayRef {
+                namespace: "infra".into(),
+                name: "public".into(),
+            }),
+            interval: Duration::from_secs(30),
+            threshold: 3,
+            step_weight: Some(20),
+            step_weights: None,
+            max_weight: 80,
+            iterations: Some(10),
+            matches: vec![MatchRule::HeaderExact {
+                name: "x-canary".into(),
+                value: "insider".into(),
+            }],
+            success_rate: 99.5,
+            latency: Duration::from_millis(250),
+            metrics_window: Duration::from_secs(120),
+            analysis: Some("podinfo-checks".into()),
+            skip_analysis: true,
+        };
+        assert_eq!(spec, expected);
+    }
+
+    #[test]
+    fn default_port_is_the_first_container_port_of_the_first_container_with_one() {
+        assert_eq!(enabled(&[]).port, Some(9898));
+    }
+
+    #[test]
+    fn pod_template_without_ports_leaves_the_port_unset() {
+        let annotations = [(ENABLED.to_owned(), "true".to_owned())].into();
+        let result = read_annotations("podinfo", &annotations, Some(&Default::default()));
+        assert!(matches!(result, Ok(OptIn::Enabled(spec)) if spec.port.is_none()));
+    }
+
+    #[test]
+    fn default_service_is_the_deployment_name() {
+        assert_eq!(enabled(&[]).service, "podinfo");
+    }
+
+    #[test]
+    fn deployment_name_that_is_no_service_name_needs_serin_service() {
+        let annotations = [(ENABLED.to_owned(), "true".to_owned())].into();
+        let problems = read_annotations("web.v2", &annotations, None)
+            .err()
+            .map(|p| p.to_string());
+        assert_eq!(
+            problems.as_deref(),
+            Some(
+                r#"serin.dev/service: "web.v2" (default) must be a Service name: at most 63 lowercase letters, digits or '-', starting with a letter"#
+            )
+        );
+    }
+
+    #[test]
+    fn step_weight_zero_is_refused_with_its_range() {
+        assert_eq!(
+            refused(&[("serin.dev/step-weight", "0")]),
+            [r#"serin.dev/step-weight: "0" must be an integer from 1 to 100"#]
+        );
+    }
+
+    #[test]
+    fn step_weight_that_is_not_a_number_gets_the_same_message_as_out_of_range() {
+        assert_eq!(
+            refused(&[("serin.dev/step-weight", "ten")]),
+            [r#"serin.dev/step-weight: "ten" must be an integer from 1 to 100"#]
+        );
+    }
+
+    #[test]
+    fn numbers_out_of_their_range_are_refused() {
+        for (key, value) in [
+            ("serin.dev/port", "70000"),
+            ("serin.dev/port", "-1"),
+            ("serin.dev/threshold", "0"),
+            ("serin.dev/threshold", "1001"),
+            ("serin.dev/max-weight", "101"),
+            ("serin.dev/iterations", "0"),
+            ("serin.dev/success-rate", "100.5"),
+            ("serin.dev/success-rate", "-1"),
+            ("serin.dev/success-rate", "NaN"),
+            ("serin.dev/success-rate", "inf"),
+        ] {
+            let lines = refused(&[(key, value)]);
+            assert_eq!(lines.len(), 1, "{key}={value}: {lines:?}");
+            assert!(
+                lines[0].starts_with(&format!("{key}: {value:?} must be")),
+                "{}",
+                lines[0]
+            );
+        }
+    }
+
+    #[test]
+    fn success_rate_message_names_its_range() {
+        assert_eq!(
+            refused(&[("serin.dev/success-rate", "high")]),
+            [r#"serin.dev/success-rate: "high" must be a number from 0 to 100"#]
+        );
+    }
+
+    #[test]
+    fn interval_that_is_not_a_duration_is_refused() {
+        assert_eq!(
+            refused(&[("serin.dev/interval", "5x")]),
+            [r#"serin.dev/interval: "5x" must be a duration such as 30s, 1m or 1m30s"#]
+        );
+    }
+
+    #[test]
+    fn unsupported_provider_is_refused_with_the_allowed_ones() {
+        assert_eq!(
+            refused(&[("serin.dev/provider", "istio")]),
+            [
+                r#"serin.dev/provider: "istio" is not supported; allowed: linkerd, smi:v1alpha2, gatewayapi, nginx, gloo"#
+            ]
+        );
+    }
+
+    #[test]
+    fn enabled_must_be_true_or_false() {
+        let problems = read(&[(ENABLED, "yes")]).err().map(|p| p.to_string());
+        assert_eq!(
+            problems.as_deref(),
+            Some(r#"serin.dev/enabled: "yes" must be "true" or "false""#)
+        );
+        assert_eq!(
+            refused(&[("serin.dev/skip-analysis", "True")]),
+            [r#"serin.dev/skip-analysis: "True" must be "true" or "false""#]
+        );
+    }
+
+    #[test]
+    fn misspelled_annotation_gets_did_you_mean() {
+        assert_eq!(
+            refused(&[("serin.dev/stepweight", "10")]),
+            ["serin.dev/stepweight: unknown annotation; did you mean serin.dev/step-weight?"]
+        );
+        assert_eq!(
+            refused(&[("serin.dev/prot", "8080")]),
+            ["serin.dev/prot: unknown annotation; did you mean serin.dev/port?"]
+        );
+        assert_eq!(
+            refused(&[("serin.dev/Max-Weight", "10")]),
+            ["serin.dev/Max-Weight: unknown annotation; did you mean serin.dev/max-weight?"]
+        );
+    }
+
+    #[test]
+    fn unknown_annotation_far_from_any_key_gets_no_hint() {
+        assert_eq!(
+            refused(&[("serin.dev/owner", "team-a")]),
+            ["serin.dev/owner: unknown annotation"]
+        );
+    }
+
+    #[test]
+    fn desired_replicas_is_accepted_as_input() {
+        assert_eq!(enabled(&[(DESIRED_REPLICAS, "3")]), enabled(&[]));
+        assert_eq!(
+            refused(&[(DESIRED_REPLICAS, "-1")]),
+            [r#"serin.dev/desired-replicas: "-1" must be an integer from 0 to 2147483647"#]
+        );
+    }
+
+    #[test]
+    fn step_weights_are_read_as_a_list_and_max_weight_defaults_to_the_last() {
+        let spec = enabled(&[("serin.dev/step-weights", "5, 10,25,50")]);
+        assert_eq!(spec.step_weights, Some(vec![5, 10, 25, 50]));
+        assert_eq!(spec.step_weight, None);
+        assert_eq!(spec.max_weight, 50);
+        assert_eq!(
+            enabled(&[("serin.dev/step-weights", "5,10,25,80")]).max_weight,
+            80
+        );
+        assert_eq!(spec.weights(), vec![5, 10, 25, 50]);
+    }
+
+    #[test]
+    fn step_weights_item_out_of_range_is_refused() {
+        assert_eq!(
+            refused(&[("serin.dev/step-weights", "5,0,10")]),
+            [
+                r#"serin.dev/step-weights: "5,0,10" must be a comma-separated list of integers from 1 to 100, strictly increasing, such as 5,10,25,50"#
+            ]
+        );
+        assert_eq!(refused(&[("serin.dev/step-weights", "5,,10")]).len(), 1);
+    }
+
+    #[test]
+    fn max_weight_below_the_default_step_lowers_the_step() {
+        let spec = enabled(&[("serin.dev/max-weight", "5")]);
+        assert_eq!((spec.step_weight, spec.weights()), (Some(5), vec![5]));
+    }
+
+    #[test]
+    fn match_rules_are_read_in_order() {
+        let spec = enabled(&[
+            ("serin.dev/provider", "nginx"),
+            ("serin.dev/ingress", "podinfo"),
+            ("serin.dev/iterations", "10"),
+            (
+                "serin.dev/match",
+                "header:x-canary=insider, header:user-agent~.*(Firefox|Chrome){1,2}.*,cookie:canary",
+            ),
+        ]);
+        assert_eq!(
+            spec.matches,
+            vec![
+                MatchRule::HeaderExact {
+                    name: "x-canary".into(),
+                    value: "insider".into()
+                },
+                MatchRule::HeaderRegex {
+                    name: "user-agent".into(),
+                    regex: ".*(Firefox|Chrome){1,2}.*".into()
+                },
+                MatchRule::Cookie {
+                    name: "canary".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn each_malformed_match_rule_is_its_own_line() {
+        let ab = [
+            ("serin.dev/provider", "gloo"),
+            ("serin.dev/iterations", "10"),
+        ];
+        let expectation = "must be header:NAME=VALUE, header:NAME~REGEX or cookie:NAME, where NAME is an HTTP token, VALUE is not empty and REGEX is a valid regular expression";
+        for (rules, bad) in [
+            ("query:x=1", vec!["query:x=1"]),
+            ("header:x-canary", vec!["header:x-canary"]),
+            ("header:x canary=1,cookie:a", vec!["header:x canary=1"]),
+            ("header:x-canary=", vec!["header:x-canary="]),
+            ("header:x-canary~([a-z]", vec!["header:x-canary~([a-z]"]),
+            ("cookie:,header:=v", vec!["cookie:", "header:=v"]),
+        ] {
+            let mut pairs = ab.to_vec();
+            pairs.push(("serin.dev/match", rules));
+            let expected: Vec<String> = bad
+                .iter()
+                .map(|rule| format!("serin.dev/match: {rule:?} {expectation}"))
+                .collect();
+            assert_eq!(refused(&pairs), expected, "{rules}");
+        }
+    }
+
+    #[test]
+    fn gateway_must_be_namespace_slash_name() {
+        let gatewayapi = ("serin.dev/provider", "gatewayapi");
+        for value in [
+            "public",
+            "/public",
+            "infra/",
+            "Infra/public",
+            "infra/pub lic",
+        ] {
+            assert_eq!(
+                refused(&[gatewayapi, ("serin.dev/gateway", value)]),
+                [format!(
+                    "serin.dev/gateway: {value:?} must be NAMESPACE/NAME of a Gateway"
+                )],
+            );
+        }
+    }
+
+    #[test]
+    fn analysis_and_ingress_must_be_object_names() {
+        assert_eq!(
+            refused(&[("serin.dev/analysis", "Checks_1")]),
+            [
+                r#"serin.dev/analysis: "Checks_1" must be an object name: at most 253 lowercase letters, digits, '-' or '.'"#
+            ]
+        );
+        let nginx = ("serin.dev/provider", "nginx");
+        assert_eq!(refused(&[nginx, ("serin.dev/ingress", "-web")]).len(), 1);
+    }
+
+    /// Valid specs, written the way the webhook would read them back without a pod template.
+    fn valid_spec() -> impl proptest::strategy::Strategy<Value = CanarySpec> {
+        let name = "[a-z]([-a-z0-9]{0,8}[a-z0-9])?";
+        let steps = prop_oneof![
+            (1u32..=100).prop_flat_map(|max| (1..=max, Just(max)).prop_map(|(s, m)| (
+                Some(s),
+                None,
+                m
+            ))),
+            proptest::collection::btree_set(1u32..=100, 1..6).prop_flat_map(|set| {
+                let list: Vec<u32> = set.into_iter().collect();
+                let last = list.last().copied().unwrap_or(1);
+                (Just(list), last..=100).prop_map(|(l, m)| (None, Some(l), m))
+            }),
+        ];
+        let rule = prop_oneof![
+            ("[A-Za-z0-9-]{1,8}", "[A-Za-z0-9._=~-]{1,8}")
+                .prop_map(|(name, value)| MatchRule::HeaderExact { name, value }),
+            (
+                "[A-Za-z0-9-]{1,8}",
+                prop_oneof![Just("^insider.*$"), Just("a{1,3}"), Just("(x|y)")]
+            )
+                .prop_map(|(name, regex)| MatchRule::HeaderRegex {
+                    name,
+                    regex: regex.to_owned()
+                }),
+            "[A-Za-z0-9_-]{1,8}".prop_map(|name| MatchRule::Cookie { name }),
+        ];
+        let config = (
+            proptest::sample::select(Provider::ALL.to_vec()),
+            proptest::option::of(1i32..=65535),
+            name,
+            proptest::option::of(("[a-z0-9]{1,8}", name)),
+            (1_000u64..100_000_000, 1u64..100_000, 1_000u64..100_000_000),
+            (1u32..=1000, steps, proptest::option::of(1u32..=1000)),
+            proptest::collection::vec(rule, 1..4),
+        );
+        (
+            config,
+            0.0f64..=100.0,
+            proptest::option::of(name),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(
+                    (provider, port, service, gateway, durations, counts, rules),
+                    success_rate,
+                    analysis,
+                    skip_analysis,
+                )| {
+                    let (interval, latency, metrics_window) = durations;
+                    let (threshold, (step_weight, step_weights, max_weight), iterations) = counts;
+                    let ab = provider.can_match() && iterations.is_some();
+                    CanarySpec {
+                        provider,
+                        port,
+                        service: service.clone(),
+                        ingress: (provider == Provider::Nginx)
+                            .then(|| format!("{service}.ingress")),
+                        gateway: gateway.filter(|_| provider == Provider::GatewayApi).map(
+                            |(namespace, name)| GatewayRef {
+                                namespace,
+                                name: name.to_owned(),
+                            },
+                        ),
+                        interval: Duration::from_millis(interval),
+                        threshold,
+                        step_weight,
+                        step_weights,
+                        max_weight,
+                        iterations,
+                        matches: if ab { rules } else { Vec::new() },
+                        success_rate,
+                        latency: Duration::from_millis(latency),
+                        metrics_window: Duration::from_millis(metrics_window),
+                        analysis,
+                        skip_analysis,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn defaulted_annotations_read_back_to_the_same_spec(spec in valid_spec()) {
+            let annotations = defaulted_annotations(&spec);
+            let read = read_annotations("ignored", &annotations, None);
+            prop_assert_eq!(read, Ok(OptIn::Enabled(spec)));
+        }
+    }
+
+    #[test]
+    fn defaulted_annotations_make_every_default_explicit() {
+        let spec = enabled(&[]);
+        let annotations = defaulted_annotations(&spec);
+        let keys: Vec<&str> = annotations.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "serin.dev/enabled",
+                "serin.dev/interval",
+                "serin.dev/latency",
+                "serin.dev/max-weight",
+                "serin.dev/metrics-window",
+                "serin.dev/port",
+                "serin.dev/provider",
+                "serin.dev/service",
+                "serin.dev/skip-analysis",
+                "serin.dev/step-weight",
+                "serin.dev/success-rate",
+                "serin.dev/threshold",
+            ]
+        );
+        assert_eq!(
+            annotations.get("serin.dev/interval").map(String::as_str),
+            Some("1m")
+        );
+        assert_eq!(
+            annotations.get("serin.dev/latency").map(String::as_str),
+            Some("500ms")
+        );
+        assert_eq!(
+            annotations
+                .get("serin.dev/success-rate")
+                .map(String::as_str),
+            Some("99")
+        );
+    }
+}

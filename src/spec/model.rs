@@ -1,0 +1,380 @@
+//! The canary model: [`CanarySpec`], the effective configuration of one opted-in Deployment,
+//! and the value types it is made of. These same types are the `spec` of the `Canary` CRD and
+//! the source of the annotation JSON Schema, so ranges and patterns are declared here, once.
+
+use std::fmt;
+use std::str::FromStr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::duration::Duration;
+
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_THRESHOLD: u32 = 5;
+pub const DEFAULT_STEP_WEIGHT: u32 = 10;
+pub const DEFAULT_MAX_WEIGHT: u32 = 50;
+pub const DEFAULT_SUCCESS_RATE: f64 = 99.0;
+pub const DEFAULT_LATENCY: Duration = Duration::from_millis(500);
+pub const DEFAULT_METRICS_WINDOW: Duration = Duration::from_secs(60);
+
+/// Service names are DNS-1035 labels.
+const DNS_1035_LABEL: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
+/// Namespace names are DNS-1123 labels.
+const DNS_1123_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// Most object names (Ingress, Gateway, AnalysisTemplate) are DNS-1123 subdomains.
+const DNS_1123_SUBDOMAIN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// HTTP header and cookie names are RFC 9110 tokens.
+const HTTP_TOKEN: &str = "^[-!#$%&'*+.^_`|~0-9A-Za-z]+$";
+
+/// The effective canary configuration: what the user wrote, with every default filled.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CanarySpec {
+    /// How traffic is split between primary and canary.
+    pub provider: Provider,
+    /// The service port; a containerPort of the pod template. Absent when the template has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+    /// Name of the apex Service (`<service>-primary` and `<service>-canary` are derived from it).
+    #[schemars(pattern(DNS_1035_LABEL), length(min = 1, max = 63))]
+    pub service: String,
+    /// The Ingress to drive (`nginx`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DNS_1123_SUBDOMAIN), length(min = 1, max = 253))]
+    pub ingress: Option<String>,
+    /// The Gateway to attach the HTTPRoute to (`gatewayapi`); the apex Service when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayRef>,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Failed checks before rollback.
+    #[schemars(range(min = 1, max = 1000))]
+    pub threshold: u32,
+    /// Weight added to the canary at each step (exclusive with `stepWeights`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub step_weight: Option<u32>,
+    /// Explicit canary weights, strictly increasing (exclusive with `stepWeight`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(range(min = 1, max = 100)), length(min = 1))]
+    pub step_weights: Option<Vec<u32>>,
+    /// Canary weight at which the canary is promoted.
+    #[schemars(range(min = 1, max = 100))]
+    pub max_weight: u32,
+    /// Checks to run for Blue/Green and A/B testing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub iterations: Option<u32>,
+    /// A/B routing: requests matching any rule go to the canary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<MatchRule>,
+    /// Minimum request success rate, percent.
+    #[schemars(range(min = 0, max = 100))]
+    pub success_rate: f64,
+    /// Maximum p99 latency.
+    pub latency: Duration,
+    /// PromQL rate window.
+    pub metrics_window: Duration,
+    /// Name of an `AnalysisTemplate` in the namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DNS_1123_SUBDOMAIN), length(min = 1, max = 253))]
+    pub analysis: Option<String>,
+    /// Promote without running checks.
+    #[serde(default)]
+    pub skip_analysis: bool,
+}
+
+/// How a release is rolled out; follows from the configuration as in Flagger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Traffic shifts to the canary step by step.
+    Canary,
+    /// All traffic switches after `iterations` checks on the idle canary.
+    BlueGreen,
+    /// Requests matching `matches` go to the canary for `iterations` checks.
+    ABTesting,
+}
+
+impl CanarySpec {
+    /// The configuration a Deployment gets when it only says `serin.dev/enabled: "true"`.
+    pub fn defaults(service: String, port: Option<i32>) -> Self {
+        Self {
+            provider: Provider::default(),
+            port,
+            service,
+            ingress: None,
+            gateway: None,
+            interval: DEFAULT_INTERVAL,
+            threshold: DEFAULT_THRESHOLD,
+            step_weight: Some(DEFAULT_STEP_WEIGHT),
+            step_weights: None,
+            max_weight: DEFAULT_MAX_WEIGHT,
+            iterations: None,
+            matches: Vec::new(),
+            success_rate: DEFAULT_SUCCESS_RATE,
+            latency: DEFAULT_LATENCY,
+            metrics_window: DEFAULT_METRICS_WINDOW,
+            analysis: None,
+            skip_analysis: false,
+        }
+    }
+
+    /// `match` + `iterations` is A/B, `iterations` alone is Blue/Green, otherwise Canary.
+    pub fn strategy(&self) -> Strategy {
+        match (self.iterations, self.matches.is_empty()) {
+            (Some(_), false) => Strategy::ABTesting,
+            (Some(_), true) => Strategy::BlueGreen,
+            (None, _) => Strategy::Canary,
+        }
+    }
+
+    /// The canary weights the controller walks through, ending at `max_weight` (where the
+    /// canary is promoted): `step 10, max 50` gives `[10, 20, 30, 40, 50]`, a last step that
+    /// would overshoot is cut to `max_weight` as Flagger does (`step 15` gives `[15, 30, 45,
+    /// 50]`), and an explicit list is walked as written, then `max_weight` if the list ends
+    /// below it. Never panics or loops, even on a spec that failed validation.
+    pub fn weights(&self) -> Vec<u32> {
+        let max = self.max_weight;
+        let mut weights: Vec<u32> = match &self.step_weights {
+            Some(list) => list.iter().copied().filter(|w| *w < max).collect(),
+            None => {
+                let step = self.step_weight.unwrap_or(DEFAULT_STEP_WEIGHT).max(1);
+                (1..).map(|i| i * step).take_while(|w| *w < max).collect()
+            }
+        };
+        weights.push(max);
+        weights
+    }
+}
+
+/// The traffic provider. The annotation spellings are the serialized names.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Provider {
+    // Linkerd through an SMI `TrafficSplit` `split.smi-spec.io/v1alpha1`.
+    #[default]
+    #[serde(rename = "linkerd")]
+    Linkerd,
+    // An SMI `TrafficSplit` `split.smi-spec.io/v1alpha2`.
+    #[serde(rename = "smi:v1alpha2")]
+    SmiV1alpha2,
+    // An `HTTPRoute` `gateway.networking.k8s.io/v1` (Linkerd >= 2.14 or any Gateway API mesh).
+    #[serde(rename = "gatewayapi")]
+    GatewayApi,
+    // A canary Ingress for ingress-nginx.
+    #[serde(rename = "nginx")]
+    Nginx,
+    // A Gloo Edge `RouteTable`.
+    #[serde(rename = "gloo")]
+    Gloo,
+}
+
+/// The value is not one of [`Provider::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} {expected}", expected = Provider::expectation())]
+pub struct UnknownProvider(pub String);
+
+impl Provider {
+    pub const ALL: [Provider; 5] = [
+        Provider::Linkerd,
+        Provider::SmiV1alpha2,
+        Provider::GatewayApi,
+        Provider::Nginx,
+        Provider::Gloo,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Linkerd => "linkerd",
+            Provider::SmiV1alpha2 => "smi:v1alpha2",
+            Provider::GatewayApi => "gatewayapi",
+            Provider::Nginx => "nginx",
+            Provider::Gloo => "gloo",
+        }
+    }
+
+    /// Whether the router can send requests to the canary by header or cookie (A/B testing).
+    pub fn can_match(self) -> bool {
+        matches!(
+            self,
+            Provider::GatewayApi | Provider::Nginx | Provider::Gloo
+        )
+    }
+
+    /// Completes `"<value>" …` in messages: the spellings users may write.
+    pub(super) fn expectation() -> String {
+        format!(
+            "is not supported; allowed: {}",
+            Self::ALL.map(Self::as_str).join(", ")
+        )
+    }
+}
+
+impl FromStr for Provider {
+    type Err = UnknownProvider;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == text)
+            .ok_or_else(|| UnknownProvider(text.to_owned()))
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A Gateway API `Gateway`, written `namespace/name` in the annotation.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct GatewayRef {
+    #[schemars(pattern(DNS_1123_LABEL), length(min = 1, max = 63))]
+    pub namespace: String,
+    #[schemars(pattern(DNS_1123_SUBDOMAIN), length(min = 1, max = 253))]
+    pub name: String,
+}
+
+impl fmt::Display for GatewayRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One A/B routing rule; requests matching any rule of a spec are sent to the canary.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum MatchRule {
+    /// `header:NAME=VALUE`: the header has exactly this value.
+    HeaderExact {
+        #[schemars(pattern(HTTP_TOKEN))]
+        name: String,
+        #[schemars(length(min = 1))]
+        value: String,
+    },
+    /// `header:NAME~REGEX`: the header matches this regular expression.
+    HeaderRegex {
+        #[schemars(pattern(HTTP_TOKEN))]
+        name: String,
+        #[schemars(length(min = 1), extend("format" = "regex"))]
+        regex: String,
+    },
+    /// `cookie:NAME`: the request carries this cookie.
+    Cookie {
+        #[schemars(pattern(HTTP_TOKEN))]
+        name: String,
+    },
+}
+
+/// The annotation syntax, as `serin.dev/match` is parsed.
+impl fmt::Display for MatchRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MatchRule::HeaderExact { name, value } => write!(f, "header:{name}={value}"),
+            MatchRule::HeaderRegex { name, regex } => write!(f, "header:{name}~{regex}"),
+            MatchRule::Cookie { name } => write!(f, "cookie:{name}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> CanarySpec {
+        CanarySpec::defaults("podinfo".into(), Some(9898))
+    }
+
+    #[test]
+    fn default_spec_is_a_canary_release() {
+        assert_eq!(spec().strategy(), Strategy::Canary);
+    }
+
+    #[test]
+    fn iterations_alone_is_blue_green() {
+        let spec = CanarySpec {
+            iterations: Some(10),
+            ..spec()
+        };
+        assert_eq!(spec.strategy(), Strategy::BlueGreen);
+    }
+
+    #[test]
+    fn match_with_iterations_is_ab_testing() {
+        let spec = CanarySpec {
+            iterations: Some(10),
+            matches: vec![MatchRule::Cookie {
+                name: "canary".into(),
+            }],
+            ..spec()
+        };
+        assert_eq!(spec.strategy(), Strategy::ABTesting);
+    }
+
+    #[test]
+    fn step_weight_walks_up_to_max_weight() {
+        assert_eq!(spec().weights(), vec![10, 20, 30, 40, 50]);
+    }
+
+    #[test]
+    fn step_weight_that_overshoots_is_cut_to_max_weight() {
+        let spec = CanarySpec {
+            step_weight: Some(15),
+            ..spec()
+        };
+        assert_eq!(spec.weights(), vec![15, 30, 45, 50]);
+    }
+
+    #[test]
+    fn step_weights_list_is_walked_as_written() {
+        let spec = CanarySpec {
+            step_weight: None,
+            step_weights: Some(vec![5, 10, 25, 50]),
+            ..spec()
+        };
+        assert_eq!(spec.weights(), vec![5, 10, 25, 50]);
+    }
+
+    #[test]
+    fn step_weights_list_ending_below_max_weight_ends_at_max_weight() {
+        let spec = CanarySpec {
+            step_weight: None,
+            step_weights: Some(vec![5, 10, 25]),
+            max_weight: 60,
+            ..spec()
+        };
+        assert_eq!(spec.weights(), vec![5, 10, 25, 60]);
+    }
+
+    #[test]
+    fn weights_of_a_zero_step_do_not_loop() {
+        let spec = CanarySpec {
+            step_weight: Some(0),
+            ..spec()
+        };
+        assert_eq!(spec.weights().last(), Some(&50));
+    }
+
+    #[test]
+    fn provider_spellings_are_the_serialized_names() {
+        for provider in Provider::ALL {
+            let json = serde_json::to_value(provider).ok();
+            assert_eq!(json, Some(serde_json::json!(provider.as_str())));
+            assert_eq!(provider.as_str().parse(), Ok(provider));
+        }
+    }
+
+    #[test]
+    fn unknown_provider_names_the_allowed_ones() {
+        let err = "istio".parse::<Provider>().err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some(
+                r#""istio" is not supported; allowed: linkerd, smi:v1alpha2, gatewayapi, nginx, gloo"#
+            )
+        );
+    }
+}

@@ -1,0 +1,371 @@
+//! Semantic rules that a JSON Schema cannot say: between annotations (steps and max weight,
+//! provider and `match`, `ingress`, `gateway`), against the pod template (the port exists), and
+//! minimums on durations. Each rule skips keys already refused, so one mistake is one line.
+
+use k8s_openapi::api::core::v1::PodSpec;
+
+use super::Problem;
+use super::annotations::{Key, Reading};
+use super::duration::Duration;
+use super::model::Provider;
+
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+const MIN_METRICS_WINDOW: Duration = Duration::from_secs(1);
+const MIN_LATENCY: Duration = Duration::from_millis(1);
+
+/// Every containerPort of the pod template, in order; the first is the default port.
+pub(super) fn container_ports(pod: &PodSpec) -> Vec<i32> {
+    pod.containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .map(|p| p.container_port)
+        .collect()
+}
+
+/// Applies the cross-field rules; `ports` is `None` when the pod template is not known.
+pub(super) fn check(reading: &mut Reading<'_>, ports: Option<&[i32]>) {
+    let spec = &reading.spec;
+    let mut found: Vec<(Key, String)> = Vec::new();
+    let mut refuse = |key: Key, message: String| found.push((key, message));
+    let usable = |keys: &[Key]| keys.iter().all(|k| reading.usable(*k));
+    let provider = spec.provider;
+
+    if reading.is_written(Key::StepWeight) && reading.is_written(Key::StepWeights) {
+        refuse(
+            Key::StepWeights,
+            format!(
+                "cannot be combined with {}; use one of them",
+                Key::StepWeight.annotation()
+            ),
+        );
+    }
+    if let Some(step) = spec
+        .step_weight
+        .filter(|_| usable(&[Key::StepWeight, Key::MaxWeight]))
+        && step > spec.max_weight
+    {
+        refuse(
+            Key::StepWeight,
+            format!(
+                "{} must not be above {} ({})",
+                reading.shown(Key::StepWeight),
+                Key::MaxWeight.annotation(),
+                spec.max_weight
+            ),
+        );
+    }
+    if let Some(list) = spec
+        .step_weights
+        .as_ref()
+        .filter(|_| usable(&[Key::StepWeights]))
+    {
+        if list.windows(2).any(|pair| pair[0] >= pair[1]) {
+            refuse(
+                Key::StepWeights,
+                format!(
+                    "{} must be strictly increasing",
+                    reading.shown(Key::StepWeights)
+                ),
+            );
+        } else if usable(&[Key::MaxWeight])
+            && list.last().is_some_and(|last| *last > spec.max_weight)
+        {
+            refuse(
+                Key::StepWeights,
+                format!(
+                    "{} must end at or below {} ({})",
+                    reading.shown(Key::StepWeights),
+                    Key::MaxWeight.annotation(),
+                    spec.max_weight
+                ),
+            );
+        }
+    }
+
+    if !spec.matches.is_empty() && usable(&[Key::Match]) {
+        if usable(&[Key::Provider]) && !provider.can_match() {
+            let able: Vec<&str> = Provider::ALL
+                .into_iter()
+                .filter(|p| p.can_match())
+                .map(Provider::as_str)
+                .collect();
+            refuse(
+                Key::Match,
+                format!(
+                    "needs {} {}, not {provider}",
+                    Key::Provider.annotation(),
+                    able.join(", ")
+                ),
+            );
+        }
+        if spec.iterations.is_none() && usable(&[Key::Iterations]) {
+            refuse(
+                Key::Match,
+                format!(
+                    "A/B testing needs {} (how many checks to run)",
+                    Key::Iterations.annotation()
+                ),
+            );
+        }
+    }
+
+    if usable(&[Key::Provider, Key::Ingress]) {
+        match (provider, reading.is_written(Key::Ingress)) {
+            (Provider::Nginx, false) => refuse(
+                Key::Ingress,
+                format!(
+                    "is required with {} {provider} (the Ingress to drive)",
+                    Key::Provider.annotation()
+                ),
+            ),
+            (Provider::Nginx, true) | (_, false) => {}
+            (_, true) => refuse(Key::Ingress, only_with(Provider::Nginx, provider)),
+        }
+    }
+    if reading.is_written(Key::Gateway)
+        && usable(&[Key::Provider])
+        && provider != Provider::GatewayApi
+    {
+        refuse(Key::Gateway, only_with(Provider::GatewayApi, provider));
+    }
+
+    if let (Some(port), Some(ports)) = (spec.port, ports)
+        && reading.is_written(Key::Port)
+        && usable(&[Key::Port])
+        && !ports.contains(&port)
+    {
+        let existing = match ports {
+            [] => "it declares none".to_owned(),
+            _ => format!(
+                "it has {}",
+                ports
+                    .iter()
+                    .map(i32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        refuse(
+            Key::Port,
+            format!(
+                "{} is not a containerPort of the pod template; {existing}",
+                reading.shown(Key::Port)
+            ),
+        );
+    }
+
+    for (key, value, min) in [
+        (Key::Interval, spec.interval, MIN_INTERVAL),
+        (Key::MetricsWindow, spec.metrics_window, MIN_METRICS_WINDOW),
+        (Key::Latency, spec.latency, MIN_LATENCY),
+    ] {
+        if value < min && usable(&[key]) {
+            refuse(
+                key,
+                format!("{} must be at least {min}", reading.shown(key)),
+            );
+        }
+    }
+
+    for (key, message) in found {
+        reading.refuse(key, Problem::new(key.annotation(), message));
+    }
+}
+
+fn only_with(needed: Provider, provider: Provider) -> String {
+    format!(
+        "only applies with {} {needed}, not {provider}",
+        Key::Provider.annotation()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::OptIn;
+    use super::super::testing::{annotations, enabled, refused};
+    use super::super::{ENABLED, read_annotations};
+    use super::*;
+
+    #[test]
+    fn step_weight_and_step_weights_together_are_refused() {
+        assert_eq!(
+            refused(&[
+                ("serin.dev/step-weight", "10"),
+                ("serin.dev/step-weights", "5,10")
+            ]),
+            [
+                "serin.dev/step-weights: cannot be combined with serin.dev/step-weight; use one of them"
+            ]
+        );
+    }
+
+    #[test]
+    fn step_weight_above_max_weight_is_refused() {
+        assert_eq!(
+            refused(&[("serin.dev/step-weight", "60")]),
+            [r#"serin.dev/step-weight: "60" must not be above serin.dev/max-weight (50)"#]
+        );
+        assert_eq!(enabled(&[("serin.dev/step-weight", "50")]).weights(), [50]);
+    }
+
+    #[test]
+    fn step_weights_must_be_strictly_increasing() {
+        assert_eq!(
+            refused(&[("serin.dev/step-weights", "5,5,10")]),
+            [r#"serin.dev/step-weights: "5,5,10" must be strictly increasing"#]
+        );
+    }
+
+    #[test]
+    fn step_weights_ending_above_max_weight_are_refused() {
+        assert_eq!(
+            refused(&[
+                ("serin.dev/step-weights", "5,60"),
+                ("serin.dev/max-weight", "50")
+            ]),
+            [r#"serin.dev/step-weights: "5,60" must end at or below serin.dev/max-weight (50)"#]
+        );
+        let spec = enabled(&[
+            ("serin.dev/step-weights", "5,25"),
+            ("serin.dev/max-weight", "50"),
+        ]);
+        assert_eq!(spec.weights(), [5, 25, 50]);
+    }
+
+    #[test]
+    fn match_needs_a_provider_that_can_match() {
+        let ab = [
+            ("serin.dev/iterations", "10"),
+            ("serin.dev/match", "cookie:canary"),
+        ];
+        assert_eq!(
+            refused(&ab),
+            ["serin.dev/match: needs serin.dev/provider gatewayapi, nginx, gloo, not linkerd"]
+        );
+        let spec = enabled(&[ab[0], ab[1], ("serin.dev/provider", "gatewayapi")]);
+        assert_eq!(spec.strategy(), super::super::Strategy::ABTesting);
+    }
+
+    #[test]
+    fn match_without_iterations_is_refused() {
+        assert_eq!(
+            refused(&[
+                ("serin.dev/provider", "gloo"),
+                ("serin.dev/match", "cookie:canary")
+            ]),
+            ["serin.dev/match: A/B testing needs serin.dev/iterations (how many checks to run)"]
+        );
+    }
+
+    #[test]
+    fn nginx_needs_an_ingress() {
+        assert_eq!(
+            refused(&[("serin.dev/provider", "nginx")]),
+            ["serin.dev/ingress: is required with serin.dev/provider nginx (the Ingress to drive)"]
+        );
+        let spec = enabled(&[
+            ("serin.dev/provider", "nginx"),
+            ("serin.dev/ingress", "podinfo"),
+        ]);
+        assert_eq!(spec.ingress.as_deref(), Some("podinfo"));
+    }
+
+    #[test]
+    fn ingress_without_nginx_is_refused() {
+        assert_eq!(
+            refused(&[("serin.dev/ingress", "podinfo")]),
+            ["serin.dev/ingress: only applies with serin.dev/provider nginx, not linkerd"]
+        );
+    }
+
+    #[test]
+    fn gateway_without_gatewayapi_is_refused() {
+        assert_eq!(
+            refused(&[
+                ("serin.dev/provider", "smi:v1alpha2"),
+                ("serin.dev/gateway", "infra/public")
+            ]),
+            [
+                "serin.dev/gateway: only applies with serin.dev/provider gatewayapi, not smi:v1alpha2"
+            ]
+        );
+    }
+
+    #[test]
+    fn port_missing_from_the_pod_template_is_refused_naming_the_ports() {
+        assert_eq!(
+            refused(&[("serin.dev/port", "9090")]),
+            [
+                r#"serin.dev/port: "9090" is not a containerPort of the pod template; it has 9898, 8080"#
+            ]
+        );
+        assert_eq!(enabled(&[("serin.dev/port", "8080")]).port, Some(8080));
+    }
+
+    #[test]
+    fn port_in_a_template_without_ports_is_refused() {
+        let annotations = annotations(&[(ENABLED, "true"), ("serin.dev/port", "80")]);
+        let problems = read_annotations("podinfo", &annotations, Some(&PodSpec::default()));
+        assert_eq!(
+            problems.err().map(|p| p.to_string()).as_deref(),
+            Some(
+                r#"serin.dev/port: "80" is not a containerPort of the pod template; it declares none"#
+            )
+        );
+    }
+
+    #[test]
+    fn port_is_not_checked_without_a_pod_template() {
+        let annotations = annotations(&[(ENABLED, "true"), ("serin.dev/port", "80")]);
+        let read = read_annotations("podinfo", &annotations, None);
+        assert!(matches!(read, Ok(OptIn::Enabled(spec)) if spec.port == Some(80)));
+    }
+
+    #[test]
+    fn interval_below_one_second_is_refused() {
+        assert_eq!(
+            refused(&[("serin.dev/interval", "500ms")]),
+            [r#"serin.dev/interval: "500ms" must be at least 1s"#]
+        );
+        assert_eq!(
+            enabled(&[("serin.dev/interval", "1s")]).interval,
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn metrics_window_below_one_second_and_zero_latency_are_refused() {
+        assert_eq!(
+            refused(&[
+                ("serin.dev/metrics-window", "0"),
+                ("serin.dev/latency", "0s")
+            ]),
+            [
+                r#"serin.dev/latency: "0s" must be at least 1ms"#,
+                r#"serin.dev/metrics-window: "0" must be at least 1s"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refused_value_does_not_cause_follow_on_problems() {
+        // max-weight is malformed: no "step above max weight" line on top of it.
+        assert_eq!(
+            refused(&[
+                ("serin.dev/max-weight", "0"),
+                ("serin.dev/step-weight", "20")
+            ]),
+            [r#"serin.dev/max-weight: "0" must be an integer from 1 to 100"#]
+        );
+        // provider is malformed: no "match needs a provider" line on top of it.
+        assert_eq!(
+            refused(&[
+                ("serin.dev/provider", "istio"),
+                ("serin.dev/iterations", "5"),
+                ("serin.dev/match", "cookie:canary"),
+            ])
+            .len(),
+            1
+        );
+    }
+}
