@@ -8,3 +8,6 @@
 //! - [`server`]: HTTPS serving with reloadable certificates and the admin port;
 //! - [`certs`]: a local CA and serving certificate;
 //! - [`cli`]: the `serin` command line.
+
+pub mod certs;
+pub mod server;
