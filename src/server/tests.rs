@@ -65,10 +65,12 @@ fn app(started: Arc<Notify>, slow_for: Duration) -> Router {
         )
 }
 
+/// Short enough for the slow-client tests to be quick, long enough that a debug build on a
+/// busy machine still completes honest handshakes and requests.
 fn test_options() -> ServeOptions {
     ServeOptions {
-        tls_handshake_timeout: Duration::from_millis(300),
-        header_read_timeout: Duration::from_millis(300),
+        tls_handshake_timeout: Duration::from_secs(1),
+        header_read_timeout: Duration::from_secs(1),
         drain_timeout: Duration::from_secs(3),
         ..ServeOptions::default()
     }
