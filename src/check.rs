@@ -73,7 +73,10 @@ pub fn check_yaml(text: &str) -> Vec<Finding> {
 }
 
 fn check_object(label: &str, value: Value, findings: &mut Vec<Finding>) {
-    let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let api_version = value
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -149,20 +152,33 @@ spec:
     #[test]
     fn every_mistake_of_every_document_is_reported() {
         let bad = GOOD
-            .replace(r#"serin.dev/step-weight: "20""#, r#"serin.dev/step-weight: "0""#)
+            .replace(
+                r#"serin.dev/step-weight: "20""#,
+                r#"serin.dev/step-weight: "0""#,
+            )
             .replace(
                 r#"serin.dev/enabled: "true""#,
                 "serin.dev/enabled: \"true\"\n    serin.dev/interval: \"soon\"",
             );
-        let text = format!("{bad}\n---\n{GOOD}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\n");
+        let text = format!(
+            "{bad}\n---\n{GOOD}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\n"
+        );
         let findings = check_yaml(&text);
         assert_eq!(findings.len(), 2, "{findings:?}");
         let Verdict::Invalid(lines) = &findings[0].verdict else {
             panic!("first Deployment should be refused: {findings:?}");
         };
         assert_eq!(lines.len(), 2, "{lines:?}");
-        assert!(lines.iter().any(|l| l.starts_with("serin.dev/step-weight:")), "{lines:?}");
-        assert!(lines.iter().any(|l| l.starts_with("serin.dev/interval:")), "{lines:?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("serin.dev/step-weight:")),
+            "{lines:?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with("serin.dev/interval:")),
+            "{lines:?}"
+        );
         assert_eq!(findings[1].verdict, Verdict::OptedIn);
     }
 
@@ -171,7 +187,11 @@ spec:
         let findings = check_yaml("kind: [unclosed\n");
         assert_eq!(findings.len(), 1);
         assert!(findings[0].is_error());
-        assert!(findings[0].to_string().starts_with("document 1: not valid YAML"));
+        assert!(
+            findings[0]
+                .to_string()
+                .starts_with("document 1: not valid YAML")
+        );
     }
 
     #[test]

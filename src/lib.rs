@@ -8,4 +8,10 @@
 //! - [`server`]: HTTPS serving with reloadable certificates and the admin port;
 //! - [`certs`]: a local CA and serving certificate;
 //! - [`cli`]: the `serin` command line.
+
+pub mod admission;
+pub mod certs;
+pub mod check;
+pub mod cli;
+pub mod server;
 pub mod spec;

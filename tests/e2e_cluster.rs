@@ -42,19 +42,23 @@ async fn deployment_becomes_available_with_three_ready_pods() {
         .await
         .expect("create Deployment");
 
-    wait_until("Deployment web Available with 3 ready replicas", Duration::from_secs(60), || async {
-        let d = deployments.get("web").await.map_err(|e| e.to_string())?;
-        let status = d.status.unwrap_or_default();
-        let available = status
-            .conditions
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Available" && c.status == "True");
-        match (available, status.ready_replicas) {
-            (true, Some(3)) => Ok(()),
-            other => Err(format!("(available, readyReplicas) = {other:?}")),
-        }
-    })
+    wait_until(
+        "Deployment web Available with 3 ready replicas",
+        Duration::from_secs(60),
+        || async {
+            let d = deployments.get("web").await.map_err(|e| e.to_string())?;
+            let status = d.status.unwrap_or_default();
+            let available = status
+                .conditions
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Available" && c.status == "True");
+            match (available, status.ready_replicas) {
+                (true, Some(3)) => Ok(()),
+                other => Err(format!("(available, readyReplicas) = {other:?}")),
+            }
+        },
+    )
     .await;
 
     let pods: Api<Pod> = Api::namespaced(client, &ns.name);
@@ -76,7 +80,11 @@ async fn deployment_becomes_available_with_three_ready_pods() {
     assert_eq!(ready, 3, "every pod is Ready");
     for pod in &list.items {
         let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
-        assert_eq!(node, Some("kwok-node-0"), "pods are scheduled onto the fake node");
+        assert_eq!(
+            node,
+            Some("kwok-node-0"),
+            "pods are scheduled onto the fake node"
+        );
     }
 }
 
@@ -92,10 +100,20 @@ async fn built_kubectl_reads_readyz_and_applies_manifests() {
     let (ok, out, err) = support::kubectl(&["version", "-o", "json"], None);
     assert!(ok, "kubectl version failed: {err}");
     let version: serde_json::Value = serde_json::from_str(&out).expect("version JSON");
-    let client_minor = version["clientVersion"]["minor"].as_str().unwrap_or_default();
-    let server_minor = version["serverVersion"]["minor"].as_str().unwrap_or_default();
-    assert!(!client_minor.is_empty(), "kubectl reports a stamped version: {out}");
-    assert_eq!(client_minor, server_minor, "kubectl and the API server are the same minor");
+    let client_minor = version["clientVersion"]["minor"]
+        .as_str()
+        .unwrap_or_default();
+    let server_minor = version["serverVersion"]["minor"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        !client_minor.is_empty(),
+        "kubectl reports a stamped version: {out}"
+    );
+    assert_eq!(
+        client_minor, server_minor,
+        "kubectl and the API server are the same minor"
+    );
 
     let manifest = format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: {}\ndata:\n  color: blue\n",
@@ -103,7 +121,10 @@ async fn built_kubectl_reads_readyz_and_applies_manifests() {
     );
     let (ok, out, err) = support::kubectl(&["apply", "-f", "-"], Some(&manifest));
     assert!(ok, "kubectl apply failed: {err}");
-    assert!(out.contains("configmap/settings created"), "apply output: {out}");
+    assert!(
+        out.contains("configmap/settings created"),
+        "apply output: {out}"
+    );
 
     let configmaps: Api<ConfigMap> = Api::namespaced(client, &ns.name);
     let cm = configmaps.get("settings").await.expect("ConfigMap exists");
@@ -142,12 +163,16 @@ async fn prometheus_scrapes_an_exporter_and_computes_its_rate() {
     // skewed by the series having just started; then read the rate once.
     let series = format!("serin_e2e_requests_total{{test=\"{test_id}\"}}");
     let samples = format!("count_over_time({series}[10s])");
-    wait_until("Prometheus to scrape the exporter 8 times", Duration::from_secs(60), || async {
-        match support::prometheus_query(&samples).await? {
-            Some(n) if n >= 8.0 => Ok(()),
-            other => Err(format!("{samples} = {other:?}")),
-        }
-    })
+    wait_until(
+        "Prometheus to scrape the exporter 8 times",
+        Duration::from_secs(60),
+        || async {
+            match support::prometheus_query(&samples).await? {
+                Some(n) if n >= 8.0 => Ok(()),
+                other => Err(format!("{samples} = {other:?}")),
+            }
+        },
+    )
     .await;
     let query = format!("rate({series}[5s])");
     let rate = support::prometheus_query(&query)

@@ -34,7 +34,7 @@ fn recorded_pids() -> Vec<(String, u32)> {
 fn running(pid: u32) -> bool {
     // A zombie still has a /proc entry; only count processes that are not dead.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| !stat.split_whitespace().nth(2).is_some_and(|s| s == "Z"))
+        .map(|stat| stat.split_whitespace().nth(2).is_none_or(|s| s != "Z"))
         .unwrap_or(false)
 }
 
@@ -47,7 +47,10 @@ fn cluster_up_twice_is_harmless_and_down_leaves_no_process() {
     }
     support::hack("cluster.sh", &["up"]);
     let before = recorded_pids();
-    assert!(before.iter().all(|(_, pid)| running(*pid)), "all components run: {before:?}");
+    assert!(
+        before.iter().all(|(_, pid)| running(*pid)),
+        "all components run: {before:?}"
+    );
 
     support::hack("cluster.sh", &["up"]);
     let after = recorded_pids();

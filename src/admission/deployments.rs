@@ -73,7 +73,11 @@ pub fn mutate(req: &DeploymentRequest, serin_user: &str) -> AdmissionResponse {
         }
         updates.insert(spec::DESIRED_REPLICAS.into(), replicas.desired.to_string());
     }
-    ops.extend(set_entries(&["metadata", "annotations"], annotations, updates));
+    ops.extend(set_entries(
+        &["metadata", "annotations"],
+        annotations,
+        updates,
+    ));
     let label = BTreeMap::from([(spec::MANAGED_LABEL.to_string(), "true".to_string())]);
     ops.extend(set_entries(
         &["metadata", "labels"],

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionResponse, AdmissionReview};
 
-use crate::server::metrics::{Metrics, Outcome};
+use crate::server::{Metrics, Outcome};
 
 /// The username Serin's own writes carry; they pass the mutating webhook untouched.
 pub const DEFAULT_SERVICE_ACCOUNT: &str = "system:serviceaccount:serin-system:serin";
@@ -79,8 +79,8 @@ fn review(
             (response, outcome)
         }
         Err(invalid) => {
-            tracing::warn!(webhook, reason = %invalid.result.message, "invalid admission review");
-            (invalid, Outcome::Error)
+            tracing::warn!(webhook, reason = %invalid.reason, "invalid admission review");
+            (invalid.into_response(), Outcome::Error)
         }
     };
     state.metrics.observe(webhook, outcome, started.elapsed());

@@ -12,8 +12,28 @@ pub type DeploymentRequest = AdmissionRequest<Deployment>;
 
 const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
 
-/// Decodes a review of an `apps/v1` Deployment, or the refusal to send back.
-pub fn decode_deployment(body: &[u8]) -> Result<DeploymentRequest, AdmissionResponse> {
+/// Why a review could not be read, and the uid to echo when it was found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalid {
+    pub uid: Option<String>,
+    pub reason: String,
+}
+
+impl Invalid {
+    /// The refusal to send back (HTTP 200, `allowed: false`, the reason as message).
+    pub fn into_response(self) -> AdmissionResponse {
+        let mut response = AdmissionResponse::invalid(self.reason);
+        response.types = TypeMeta {
+            api_version: REVIEW_API_VERSION.into(),
+            kind: "AdmissionReview".into(),
+        };
+        response.uid = self.uid.unwrap_or_default();
+        response
+    }
+}
+
+/// Decodes a review of an `apps/v1` Deployment, or says why it cannot be read.
+pub fn decode_deployment(body: &[u8]) -> Result<DeploymentRequest, Invalid> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| invalid(None, format!("the request body is not JSON: {e}")))?;
     let uid = value
@@ -83,14 +103,8 @@ fn to_deployment(object: DynamicObject, field: &str) -> Result<Deployment, Strin
         .map_err(|e| format!("request.{field} is not a valid apps/v1 Deployment: {e}"))
 }
 
-fn invalid(uid: Option<String>, reason: String) -> AdmissionResponse {
-    let mut response = AdmissionResponse::invalid(reason);
-    response.types = TypeMeta {
-        api_version: REVIEW_API_VERSION.into(),
-        kind: "AdmissionReview".into(),
-    };
-    response.uid = uid.unwrap_or_default();
-    response
+fn invalid(uid: Option<String>, reason: String) -> Invalid {
+    Invalid { uid, reason }
 }
 
 #[cfg(test)]
@@ -129,7 +143,7 @@ mod tests {
     fn refusal(body: &[u8]) -> AdmissionResponse {
         match decode_deployment(body) {
             Ok(req) => panic!("expected a refusal, decoded {}", req.name),
-            Err(response) => response,
+            Err(invalid) => invalid.into_response(),
         }
     }
 
@@ -146,7 +160,11 @@ mod tests {
     fn non_json_is_refused_with_a_reason() {
         let response = refusal(b"{not json");
         assert!(!response.allowed);
-        assert!(response.result.message.contains("not JSON"), "{}", response.result.message);
+        assert!(
+            response.result.message.contains("not JSON"),
+            "{}",
+            response.result.message
+        );
     }
 
     #[test]
@@ -160,11 +178,16 @@ mod tests {
 
     #[test]
     fn a_review_of_another_kind_is_refused() {
-        let mut body = review_of(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}));
+        let mut body =
+            review_of(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}));
         body["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "Pod"});
         let response = refusal(body.to_string().as_bytes());
         assert!(!response.allowed);
-        assert!(response.result.message.contains("not /v1 Pod"), "{}", response.result.message);
+        assert!(
+            response.result.message.contains("not /v1 Pod"),
+            "{}",
+            response.result.message
+        );
     }
 
     #[test]
@@ -172,7 +195,11 @@ mod tests {
         let body = review_of(json!({"apiVersion": "apps/v1", "kind": "Deployment",
                                     "metadata": {"name": "web"}, "spec": {"replicas": "three"}}));
         let response = refusal(body.to_string().as_bytes());
-        assert!(response.result.message.contains("request.object"), "{}", response.result.message);
+        assert!(
+            response.result.message.contains("request.object"),
+            "{}",
+            response.result.message
+        );
     }
 
     #[test]

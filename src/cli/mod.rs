@@ -1,0 +1,198 @@
+//! The `serin` command line: flags (each also an environment variable `SERIN_<FLAG>`) and
+//! the subcommands that wire the library's pieces together.
+
+mod webhook;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::certs::{self, CertOptions};
+use crate::check;
+
+#[derive(Debug, Parser)]
+#[command(name = "serin", version, about = "Progressive delivery for Kubernetes")]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags shared by the serving subcommands.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Address of the webhook's HTTPS listener.
+    #[arg(
+        long,
+        env = "SERIN_LISTEN",
+        default_value = "0.0.0.0:8443",
+        global = true
+    )]
+    pub listen: SocketAddr,
+    /// Address of the plain-HTTP admin listener (/healthz, /readyz, /metrics).
+    #[arg(
+        long,
+        env = "SERIN_ADMIN_LISTEN",
+        default_value = "0.0.0.0:8080",
+        global = true
+    )]
+    pub admin_listen: SocketAddr,
+    /// Serving certificate (PEM); reloaded when it changes.
+    #[arg(
+        long,
+        env = "SERIN_TLS_CERT",
+        default_value = "certs/tls.crt",
+        global = true
+    )]
+    pub tls_cert: PathBuf,
+    /// Serving key (PEM); reloaded together with the certificate.
+    #[arg(
+        long,
+        env = "SERIN_TLS_KEY",
+        default_value = "certs/tls.key",
+        global = true
+    )]
+    pub tls_key: PathBuf,
+    /// Username of Serin's own service account, whose writes the webhook lets through as
+    /// they are.
+    #[arg(
+        long,
+        env = "SERIN_SERVICE_ACCOUNT",
+        default_value = crate::admission::DEFAULT_SERVICE_ACCOUNT,
+        global = true
+    )]
+    pub service_account: String,
+    /// Log format.
+    #[arg(long, env = "SERIN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the admission webhooks over HTTPS, and the admin port.
+    Webhook,
+    /// Make a local CA and a serving certificate for the webhook.
+    Certs(CertsArgs),
+    /// Validate manifests offline, exactly as admission would; exit 1 on any mistake.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory to write ca.crt, tls.crt and tls.key into.
+    #[arg(long, default_value = "certs")]
+    pub out_dir: PathBuf,
+    /// Namespace of the webhook's Service (for the certificate's DNS names).
+    #[arg(long, default_value = "serin-system")]
+    pub namespace: String,
+    /// Name of the webhook's Service.
+    #[arg(long, default_value = "serin")]
+    pub service: String,
+    /// Validity in days.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Manifest file (multi-document YAML); `-` reads standard input.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// Runs the command line; the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.common.log_format);
+    let result = match cli.command {
+        Command::Webhook => webhook::run(&cli.common),
+        Command::Certs(args) => make_certs(&args),
+        Command::Check(args) => return run_check(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("serin: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn make_certs(args: &CertsArgs) -> anyhow::Result<()> {
+    let options = CertOptions {
+        namespace: args.namespace.clone(),
+        service: args.service.clone(),
+        days: args.days,
+        ..CertOptions::default()
+    };
+    let made = certs::generate(&options)?;
+    certs::write(&args.out_dir, &made)?;
+    eprintln!(
+        "wrote {dir}/{ca}, {dir}/{crt} and {dir}/{key} (names: {names})",
+        dir = args.out_dir.display(),
+        ca = certs::CA_CERT_FILE,
+        crt = certs::SERVING_CERT_FILE,
+        key = certs::SERVING_KEY_FILE,
+        names = options.subject_alt_names().join(", "),
+    );
+    eprintln!("caBundle for the webhook configurations (also printed on stdout):");
+    println!("{}", certs::ca_bundle(&made));
+    Ok(())
+}
+
+fn run_check(args: &CheckArgs) -> ExitCode {
+    let mut errors = 0;
+    let mut checked = 0;
+    for file in &args.files {
+        let text = if file.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin())
+        } else {
+            std::fs::read_to_string(file)
+        };
+        let text = match text {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("{}: cannot read: {e}", file.display());
+                errors += 1;
+                continue;
+            }
+        };
+        for finding in check::check_yaml(&text) {
+            checked += 1;
+            if finding.is_error() {
+                errors += 1;
+            }
+            for line in finding.to_string().lines() {
+                println!("{}: {line}", file.display());
+            }
+        }
+    }
+    if errors > 0 {
+        eprintln!("serin check: {errors} of {checked} objects have mistakes");
+        ExitCode::FAILURE
+    } else {
+        eprintln!("serin check: {checked} objects ok");
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,102 @@
+//! `serin webhook`: the admission webhooks over HTTPS plus the admin port, with the serving
+//! certificate reloaded when its files change and a graceful shutdown on SIGTERM/ctrl-c.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::Common;
+use crate::admission::{self, AdmissionState};
+use crate::server::{self, Metrics, ReadyFlag, ServeOptions, ServingCert};
+
+pub fn run(common: &Common) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(serve(common))
+}
+
+async fn serve(common: &Common) -> anyhow::Result<()> {
+    server::install_crypto_provider();
+    let mut registry = Registry::with_prefix("serin");
+    let metrics = Metrics::register(&mut registry);
+
+    let cert = ServingCert::load(&common.tls_cert, &common.tls_key).with_context(|| {
+        format!(
+            "loading the serving certificate {} and key {} (make them with `serin certs`)",
+            common.tls_cert.display(),
+            common.tls_key.display()
+        )
+    })?;
+    let watcher = tokio::spawn(
+        cert.clone()
+            .watch(server::DEFAULT_POLL_INTERVAL, metrics.clone()),
+    );
+    let tls = server::server_config(cert)?;
+
+    let listener = TcpListener::bind(common.listen)
+        .await
+        .with_context(|| format!("binding the webhook listener {}", common.listen))?;
+    let admin_listener = TcpListener::bind(common.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin listener {}", common.admin_listen))?;
+    tracing::info!(listen = %common.listen, admin = %common.admin_listen, "serving admission webhooks");
+
+    let ready = ReadyFlag::default();
+    let app = admission::router(AdmissionState {
+        metrics,
+        serin_user: common.service_account.as_str().into(),
+    });
+    let (stop_admin, admin_stopped) = watch::channel(());
+    let admin = tokio::spawn(server::serve_admin(
+        admin_listener,
+        server::admin_router(ready.clone(), Arc::new(registry)),
+        wait_changed(admin_stopped),
+    ));
+    server::serve_https(
+        listener,
+        tls,
+        app,
+        ServeOptions::default(),
+        ready,
+        shutdown_signal(),
+    )
+    .await;
+    // Only now stop the admin port: /readyz said 503 while requests drained.
+    let _ = stop_admin.send(());
+    let _ = admin.await;
+    watcher.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_changed(mut rx: watch::Receiver<()>) {
+    let _ = rx.changed().await;
+}
+
+/// Completes on SIGTERM (what the kubelet sends) or ctrl-c.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight reviews");
+}

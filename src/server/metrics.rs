@@ -1,0 +1,184 @@
+//! Serin's own Prometheus metrics, served on the admin port at `/metrics`.
+//!
+//! - `serin_admission_requests_total{webhook, outcome}`: admission reviews answered;
+//! - `serin_admission_duration_seconds{webhook}`: time to answer them;
+//! - `serin_tls_reloads_total{result}`: attempts to load a rotated serving certificate.
+//!
+//! [`Metrics`] is cheap to clone (every metric is an `Arc` inside), so handlers and the
+//! certificate watcher each keep a copy.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+/// How an admission review was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Allowed,
+    Denied,
+    /// The request could not be judged (malformed input, an API error): answered with a
+    /// refusal that says so.
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Denied => "denied",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// Result of an attempt to load a changed certificate pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReloadResult {
+    Success,
+    Error,
+}
+
+impl EncodeLabelValue for ReloadResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        let value = match self {
+            ReloadResult::Success => "success",
+            ReloadResult::Error => "error",
+        };
+        std::fmt::Write::write_str(encoder, value)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    webhook: String,
+    outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct WebhookLabels {
+    webhook: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReloadLabels {
+    result: ReloadResult,
+}
+
+/// Latency buckets: admission should answer in well under a millisecond for plain
+/// validation and tens of milliseconds when it reads from the API server; the API server's
+/// own timeout is 10 s at most, so anything past a second is already a problem.
+const DURATION_BUCKETS: [f64; 13] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// Handles to Serin's metrics; register once, clone freely.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    admission_requests: Family<RequestLabels, Counter>,
+    admission_duration: Family<WebhookLabels, Histogram>,
+    tls_reloads: Family<ReloadLabels, Counter>,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry` (serve it with
+    /// [`admin_router`](super::admin_router)).
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Metrics {
+            admission_requests: Family::default(),
+            admission_duration: Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS)),
+            tls_reloads: Family::default(),
+        };
+        // prometheus-client appends `_total` to counters and the unit to the histogram.
+        registry.register(
+            "serin_admission_requests",
+            "Admission reviews answered, by webhook and outcome",
+            metrics.admission_requests.clone(),
+        );
+        registry.register_with_unit(
+            "serin_admission_duration",
+            "Time to answer an admission review, by webhook",
+            Unit::Seconds,
+            metrics.admission_duration.clone(),
+        );
+        registry.register(
+            "serin_tls_reloads",
+            "Attempts to load a changed serving certificate and key, by result",
+            metrics.tls_reloads.clone(),
+        );
+        // Both series exist from the start, so `increase()` over a first failure works.
+        for result in [ReloadResult::Success, ReloadResult::Error] {
+            let _ = metrics.tls_reloads.get_or_create(&ReloadLabels { result });
+        }
+        metrics
+    }
+
+    /// Records one answered admission review. `webhook` names the endpoint (e.g.
+    /// `validate-deployments`); keep the set of names small and fixed.
+    pub fn observe(&self, webhook: &str, outcome: Outcome, elapsed: Duration) {
+        self.admission_requests
+            .get_or_create(&RequestLabels {
+                webhook: webhook.to_owned(),
+                outcome,
+            })
+            .inc();
+        self.admission_duration
+            .get_or_create(&WebhookLabels {
+                webhook: webhook.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one attempt to load a changed certificate pair.
+    pub fn tls_reload(&self, result: ReloadResult) {
+        self.tls_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+    }
+
+    /// How many reload attempts ended with `result` (for tests and diagnostics).
+    pub fn tls_reload_count(&self, result: ReloadResult) -> u64 {
+        self.tls_reloads
+            .get_or_create(&ReloadLabels { result })
+            .get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::text::encode;
+
+    #[test]
+    fn exposition_uses_the_documented_names_and_label_values() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        metrics.observe(
+            "validate-deployments",
+            Outcome::Denied,
+            Duration::from_millis(3),
+        );
+        metrics.tls_reload(ReloadResult::Error);
+        let mut text = String::new();
+        encode(&mut text, &registry).expect("encode");
+
+        assert!(text.contains(
+            r#"serin_admission_requests_total{webhook="validate-deployments",outcome="denied"} 1"#
+        ));
+        assert!(text.contains(
+            r#"serin_admission_duration_seconds_bucket{le="0.005",webhook="validate-deployments"} 1"#
+        ), "{text}");
+        assert!(text.contains(r#"serin_tls_reloads_total{result="error"} 1"#));
+        assert_eq!(metrics.tls_reload_count(ReloadResult::Error), 1);
+        assert_eq!(metrics.tls_reload_count(ReloadResult::Success), 0);
+    }
+}

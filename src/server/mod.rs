@@ -1,0 +1,42 @@
+//! Serving: the webhook over HTTPS with a reloadable certificate, and the admin port.
+//!
+//! The admission handlers arrive as an axum [`Router`](axum::Router); this module puts it on
+//! the network. Wiring, in order:
+//! 1. [`install_crypto_provider`];
+//! 2. [`ServingCert::load`] the pair, [`server_config`] from it, and spawn
+//!    [`ServingCert::watch`] to pick up rotations;
+//! 3. [`Metrics::register`] into a `prometheus_client` registry, and a [`ReadyFlag`];
+//! 4. [`serve_https`] the handlers and [`serve_admin`] an [`admin_router`].
+
+mod admin;
+mod metrics;
+mod serve;
+mod tls;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use admin::{admin_router, serve_admin};
+pub use metrics::{Metrics, Outcome, ReloadResult};
+pub use serve::{MAX_BODY_BYTES, ServeOptions, serve_https};
+pub use tls::{
+    DEFAULT_POLL_INTERVAL, ReloadOutcome, ServingCert, TlsError, install_crypto_provider,
+    server_config,
+};
+
+/// Whether the webhook port is accepting connections; read by `/readyz`.
+#[derive(Debug, Clone, Default)]
+pub struct ReadyFlag(Arc<AtomicBool>);
+
+impl ReadyFlag {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
