@@ -21,8 +21,10 @@ cluster-down:
 
 up: cluster-up
 	hack/prometheus.sh up
+	hack/serin.sh up
 
 down:
+	hack/serin.sh down
 	hack/prometheus.sh down
 	hack/cluster.sh down
 

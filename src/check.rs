@@ -63,10 +63,15 @@ pub fn check_yaml(text: &str) -> Vec<Finding> {
         match Value::deserialize(document) {
             Ok(Value::Null) => {}
             Ok(value) => check_object(&label, value, &mut findings),
-            Err(e) => findings.push(Finding {
-                object: label,
-                verdict: Verdict::Invalid(vec![format!("not valid YAML: {e}")]),
-            }),
+            Err(e) => {
+                findings.push(Finding {
+                    object: label,
+                    verdict: Verdict::Invalid(vec![format!("not valid YAML: {e}")]),
+                });
+                // The YAML stream cannot be resynchronised after a syntax error (and the
+                // iterator would keep yielding it), so stop here.
+                break;
+            }
         }
     }
     findings

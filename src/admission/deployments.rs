@@ -164,3 +164,250 @@ fn set_entries(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::review::decode_deployment;
+    use serde_json::{Value, json};
+
+    const SERIN: &str = "system:serviceaccount:serin-system:serin";
+
+    fn deployment(annotations: Value, replicas: i64, image: &str) -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop", "annotations": annotations},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                             "spec": {"containers": [{"name": "app", "image": image,
+                                                      "ports": [{"containerPort": 8080}]}]}}
+            }
+        })
+    }
+
+    fn request(
+        operation: &str,
+        user: &str,
+        object: Value,
+        old: Option<Value>,
+    ) -> DeploymentRequest {
+        let body = json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "uid-1",
+                "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+                "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+                "name": "web", "namespace": "shop", "operation": operation,
+                "userInfo": {"username": user},
+                "object": object, "oldObject": old, "dryRun": false
+            }
+        });
+        decode_deployment(body.to_string().as_bytes()).expect("test review decodes")
+    }
+
+    fn enabled() -> Value {
+        json!({"serin.dev/enabled": "true"})
+    }
+
+    /// Applies the response's patch to the request's object.
+    fn patched(req: &DeploymentRequest, response: &AdmissionResponse) -> Value {
+        let mut object = serde_json::to_value(req.object.as_ref().expect("object")).expect("json");
+        if let Some(bytes) = &response.patch {
+            let patch: Patch = serde_json::from_slice(bytes).expect("patch is JSON Patch");
+            json_patch::patch(&mut object, &patch).expect("patch applies");
+        }
+        object
+    }
+
+    #[test]
+    fn an_opted_in_deployment_with_mistakes_is_refused_listing_each_on_its_own_line() {
+        let annotations = json!({"serin.dev/enabled": "true", "serin.dev/step-weight": "0",
+                                 "serin.dev/interval": "soon"});
+        let req = request("CREATE", "alice", deployment(annotations, 2, "app:1"), None);
+        let response = validate(&req);
+        assert!(!response.allowed);
+        assert_eq!(response.uid, "uid-1");
+        let message = &response.result.message;
+        assert!(
+            message.starts_with("Deployment \"web\": 2 mistakes"),
+            "{message}"
+        );
+        let lines: Vec<_> = message.lines().skip(1).collect();
+        assert_eq!(lines.len(), 2, "{message}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("serin.dev/step-weight: \"0\"")),
+            "{message}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("serin.dev/interval: \"soon\"")),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_valid_or_unannotated_deployment_is_allowed() {
+        let req = request("CREATE", "alice", deployment(enabled(), 2, "app:1"), None);
+        assert!(validate(&req).allowed);
+        let req = request("CREATE", "alice", deployment(json!({}), 2, "app:1"), None);
+        assert!(validate(&req).allowed);
+    }
+
+    #[test]
+    fn deletes_are_allowed_without_an_object() {
+        let req = request(
+            "DELETE",
+            "alice",
+            Value::Null,
+            Some(deployment(enabled(), 2, "app:1")),
+        );
+        assert!(validate(&req).allowed);
+        assert!(mutate(&req, SERIN).patch.is_none());
+    }
+
+    #[test]
+    fn mutation_writes_every_default_as_an_explicit_annotation_and_labels_the_deployment() {
+        let req = request("CREATE", "alice", deployment(enabled(), 2, "app:1"), None);
+        let response = mutate(&req, SERIN);
+        assert!(response.allowed);
+        let object = patched(&req, &response);
+        let annotations = &object["metadata"]["annotations"];
+        assert_eq!(annotations["serin.dev/step-weight"], "10");
+        assert_eq!(annotations["serin.dev/max-weight"], "50");
+        assert_eq!(annotations["serin.dev/interval"], "1m");
+        assert_eq!(annotations["serin.dev/threshold"], "5");
+        assert_eq!(annotations["serin.dev/provider"], "linkerd");
+        assert_eq!(annotations["serin.dev/port"], "8080");
+        assert_eq!(annotations["serin.dev/desired-replicas"], "2");
+        assert_eq!(object["metadata"]["labels"]["serin.dev/canary"], "true");
+        assert_eq!(
+            object["spec"]["replicas"], 2,
+            "a create keeps the requested count"
+        );
+        // The patched object reads back as the same effective configuration.
+        let deploy: Deployment = serde_json::from_value(object).expect("still a Deployment");
+        assert!(matches!(
+            spec::read_deployment(&deploy),
+            Ok(OptIn::Enabled(_))
+        ));
+    }
+
+    #[test]
+    fn mutation_never_rewrites_a_value_the_user_wrote() {
+        let annotations = json!({"serin.dev/enabled": "true", "serin.dev/interval": "60s"});
+        let req = request("CREATE", "alice", deployment(annotations, 1, "app:1"), None);
+        let object = patched(&req, &mutate(&req, SERIN));
+        assert_eq!(
+            object["metadata"]["annotations"]["serin.dev/interval"],
+            "60s"
+        );
+    }
+
+    #[test]
+    fn an_update_that_only_changes_replicas_keeps_the_stored_count_and_records_the_request() {
+        let old = deployment(enabled(), 0, "app:1");
+        let new = deployment(enabled(), 3, "app:1");
+        let req = request("UPDATE", "argocd", new, Some(old));
+        let object = patched(&req, &mutate(&req, SERIN));
+        assert_eq!(
+            object["spec"]["replicas"], 0,
+            "the idle canary stays at zero"
+        );
+        assert_eq!(
+            object["metadata"]["annotations"]["serin.dev/desired-replicas"],
+            "3"
+        );
+    }
+
+    #[test]
+    fn an_update_of_the_pod_template_takes_the_requested_replicas() {
+        let old = deployment(enabled(), 0, "app:1");
+        let new = deployment(enabled(), 3, "app:2");
+        let req = request("UPDATE", "alice", new, Some(old));
+        let object = patched(&req, &mutate(&req, SERIN));
+        assert_eq!(object["spec"]["replicas"], 3);
+        assert_eq!(
+            object["metadata"]["annotations"]["serin.dev/desired-replicas"],
+            "3"
+        );
+    }
+
+    #[test]
+    fn an_existing_desired_replicas_annotation_is_replaced_not_duplicated() {
+        let stored = json!({"serin.dev/enabled": "true", "serin.dev/desired-replicas": "2"});
+        let old = deployment(stored.clone(), 0, "app:1");
+        let new = deployment(stored, 4, "app:1");
+        let req = request("UPDATE", "alice", new, Some(old));
+        let object = patched(&req, &mutate(&req, SERIN));
+        assert_eq!(
+            object["metadata"]["annotations"]["serin.dev/desired-replicas"],
+            "4"
+        );
+        assert_eq!(object["spec"]["replicas"], 0);
+    }
+
+    #[test]
+    fn serins_own_writes_pass_with_their_replica_count() {
+        let old = deployment(enabled(), 0, "app:1");
+        let new = deployment(enabled(), 3, "app:1");
+        let req = request("UPDATE", SERIN, new, Some(old));
+        let object = patched(&req, &mutate(&req, SERIN));
+        assert_eq!(
+            object["spec"]["replicas"], 3,
+            "the controller scales the canary"
+        );
+        assert!(
+            object["metadata"]["annotations"]
+                .get("serin.dev/desired-replicas")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_reapplied_manifest_that_already_carries_everything_gets_no_patch() {
+        let req = request("CREATE", "alice", deployment(enabled(), 2, "app:1"), None);
+        let object = patched(&req, &mutate(&req, SERIN));
+        let again = request("UPDATE", "alice", object.clone(), Some(object));
+        assert!(mutate(&again, SERIN).patch.is_none());
+    }
+
+    #[test]
+    fn deployments_that_did_not_opt_in_or_are_invalid_are_not_mutated() {
+        for annotations in [
+            json!({}),
+            json!({"serin.dev/enabled": "false"}),
+            json!({"serin.dev/enabled": "true", "serin.dev/threshold": "0"}),
+        ] {
+            let req = request(
+                "CREATE",
+                "alice",
+                deployment(annotations.clone(), 2, "app:1"),
+                None,
+            );
+            assert!(mutate(&req, SERIN).patch.is_none(), "{annotations}");
+        }
+    }
+
+    #[test]
+    fn annotation_keys_with_slashes_are_escaped_in_patch_paths() {
+        let req = request("CREATE", "alice", deployment(enabled(), 1, "app:1"), None);
+        let response = mutate(&req, SERIN);
+        let patch: Value =
+            serde_json::from_slice(response.patch.as_deref().expect("patch")).expect("json");
+        let paths: Vec<_> = patch
+            .as_array()
+            .expect("ops")
+            .iter()
+            .filter_map(|op| op["path"].as_str())
+            .collect();
+        assert!(
+            paths.contains(&"/metadata/annotations/serin.dev~1step-weight"),
+            "{paths:?}"
+        );
+    }
+}

@@ -86,3 +86,164 @@ fn review(
     state.metrics.observe(webhook, outcome, started.elapsed());
     Json(response.into_review())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use prometheus_client::registry::Registry;
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+
+    fn app() -> (Router, Arc<Registry>) {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let state = AdmissionState {
+            metrics,
+            serin_user: DEFAULT_SERVICE_ACCOUNT.into(),
+        };
+        (router(state), Arc::new(registry))
+    }
+
+    async fn post(app: Router, path: &str, body: impl Into<Body>) -> (StatusCode, Value) {
+        let request = Request::post(path)
+            .header("content-type", "application/json")
+            .body(body.into())
+            .expect("request");
+        let response = app.oneshot(request).await.expect("router answers");
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    fn review(annotations: Value) -> String {
+        json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "0c9a8d74-9cb7-44dd-b98e-09fd62def2f4",
+                "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+                "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+                "name": "web", "namespace": "shop", "operation": "CREATE",
+                "userInfo": {"username": "alice"},
+                "object": {
+                    "apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": "web", "annotations": annotations},
+                    "spec": {"selector": {"matchLabels": {"app": "web"}},
+                             "template": {"metadata": {"labels": {"app": "web"}},
+                                          "spec": {"containers": [{"name": "a", "image": "a:1"}]}}}
+                }
+            }
+        })
+        .to_string()
+    }
+
+    fn metrics_text(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).expect("encode");
+        text
+    }
+
+    #[tokio::test]
+    async fn validate_answers_an_admission_review_echoing_the_uid() {
+        let (app, registry) = app();
+        let (status, body) = post(
+            app,
+            "/validate/deployments",
+            review(json!({"serin.dev/enabled": "true"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["kind"], "AdmissionReview");
+        assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(
+            body["response"]["uid"],
+            "0c9a8d74-9cb7-44dd-b98e-09fd62def2f4"
+        );
+        assert_eq!(body["response"]["allowed"], true);
+        let text = metrics_text(&registry);
+        assert!(text.contains("outcome=\"allowed\""), "{text}");
+    }
+
+    #[tokio::test]
+    async fn validate_refuses_bad_configuration_with_http_200() {
+        let (app, registry) = app();
+        let (status, body) = post(
+            app,
+            "/validate/deployments",
+            review(json!({"serin.dev/enabled": "maybe"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["response"]["allowed"], false);
+        let message = body["response"]["status"]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(message.contains("serin.dev/enabled: \"maybe\""), "{body}");
+        assert!(metrics_text(&registry).contains("outcome=\"denied\""));
+    }
+
+    #[tokio::test]
+    async fn mutate_answers_with_a_json_patch() {
+        let (app, _) = app();
+        let (status, body) = post(
+            app,
+            "/mutate/deployments",
+            review(json!({"serin.dev/enabled": "true"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["response"]["allowed"], true);
+        assert_eq!(body["response"]["patchType"], "JSONPatch");
+        // kube-core sends the patch bytes as a JSON array of numbers, which the API server's
+        // decoder accepts for a []byte field just like base64.
+        let bytes: Vec<u8> =
+            serde_json::from_value(body["response"]["patch"].clone()).expect("patch bytes");
+        let patch: json_patch::Patch = serde_json::from_slice(&bytes).expect("a JSON Patch");
+        assert!(!patch.0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn malformed_bodies_get_a_refusing_review_not_an_error_status() {
+        for body in [
+            "",
+            "null",
+            "[]",
+            "{\"kind\":\"AdmissionReview\"}",
+            "\u{0}\u{1}garbage",
+        ] {
+            let (app, registry) = app();
+            let (status, review) = post(app, "/validate/deployments", body).await;
+            assert_eq!(status, StatusCode::OK, "body {body:?}");
+            assert_eq!(
+                review["response"]["allowed"], false,
+                "body {body:?}: {review}"
+            );
+            assert!(
+                review["response"]["status"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty())
+            );
+            assert!(metrics_text(&registry).contains("outcome=\"error\""));
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_and_methods_are_client_errors() {
+        let (app, _) = app();
+        let (status, _) = post(app.clone(), "/validate/pods", "{}").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let request = Request::get("/validate/deployments")
+            .body(Body::empty())
+            .expect("request");
+        let status = app.oneshot(request).await.expect("answers").status();
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+}

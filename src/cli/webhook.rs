@@ -22,7 +22,7 @@ pub fn run(common: &Common) -> anyhow::Result<()> {
 
 async fn serve(common: &Common) -> anyhow::Result<()> {
     server::install_crypto_provider();
-    let mut registry = Registry::with_prefix("serin");
+    let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
 
     let cert = ServingCert::load(&common.tls_cert, &common.tls_key).with_context(|| {

@@ -251,3 +251,22 @@ pub async fn prometheus_query(query: &str) -> Result<Option<f64>, String> {
         .as_str()
         .and_then(|v| v.parse().ok()))
 }
+
+/// Makes sure Serin's webhook runs and is registered (`hack/serin.sh up`, once per test
+/// binary) unless `KUBECONFIG` points at a cluster where Serin is installed already.
+pub fn serin() {
+    static UP: OnceLock<()> = OnceLock::new();
+    UP.get_or_init(|| {
+        kubeconfig();
+        if std::env::var_os("KUBECONFIG").is_none() {
+            hack("serin.sh", &["up"]);
+        }
+    });
+}
+
+/// Serin's admin address (local environment only).
+pub fn serin_admin_url() -> String {
+    let port = std::fs::read_to_string(repo_root().join(".serin/serin/admin-port"))
+        .expect("serin admin port (is the local environment up?)");
+    format!("http://127.0.0.1:{}", port.trim())
+}

@@ -1,0 +1,211 @@
+//! Admission through the real API server: kube-apiserver calls Serin's webhooks over TLS
+//! when a Deployment is applied with the built kubectl.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+use support::{TestNamespace, kubectl, wait_until};
+use tokio::sync::RwLock;
+
+/// Tests that read Serin's request counter take this exclusively; the others share it.
+static COUNTER: RwLock<()> = RwLock::const_new(());
+
+fn manifest(ns: &str, name: &str, replicas: u32, annotations: &[(&str, &str)]) -> String {
+    let mut text = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\n"
+    );
+    if !annotations.is_empty() {
+        text.push_str("  annotations:\n");
+        for (key, value) in annotations {
+            text.push_str(&format!("    {key}: {value:?}\n"));
+        }
+    }
+    text.push_str(&format!(
+        "spec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers: [{{name: app, image: \"example.invalid/app:1\", ports: [{{containerPort: 8080}}]}}]\n"
+    ));
+    text
+}
+
+async fn setup(prefix: &str) -> (kube::Client, TestNamespace) {
+    support::serin();
+    let client = support::client().await;
+    let ns = TestNamespace::create(&client, prefix).await;
+    (client, ns)
+}
+
+#[tokio::test]
+async fn a_bad_configuration_is_refused_at_apply_with_every_mistake_named() {
+    let _shared = COUNTER.read().await;
+    let (client, ns) = setup("refuse").await;
+    let bad = manifest(
+        &ns.name,
+        "web",
+        2,
+        &[
+            ("serin.dev/enabled", "true"),
+            ("serin.dev/step-weight", "0"),
+            ("serin.dev/provider", "istio"),
+            ("serin.dev/intervall", "1m"),
+            ("serin.dev/port", "9090"),
+        ],
+    );
+    for args in [
+        &["apply", "-f", "-"][..],
+        &["apply", "--dry-run=server", "-f", "-"][..],
+    ] {
+        let (ok, _, stderr) = kubectl(args, Some(&bad));
+        assert!(!ok, "kubectl {args:?} must fail");
+        assert!(stderr.contains("denied the request"), "{stderr}");
+        for expected in [
+            "serin.dev/step-weight: \"0\" must be an integer from 1 to 100",
+            "serin.dev/provider: \"istio\" is not supported; allowed: linkerd, smi:v1alpha2, gatewayapi, nginx, gloo",
+            "serin.dev/intervall: unknown annotation; did you mean serin.dev/interval?",
+            "serin.dev/port: \"9090\"",
+        ] {
+            assert!(
+                stderr.contains(expected),
+                "missing {expected:?} in:\n{stderr}"
+            );
+        }
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client, &ns.name);
+    assert!(
+        deployments.get_opt("web").await.expect("get").is_none(),
+        "nothing was stored"
+    );
+}
+
+#[tokio::test]
+async fn an_opted_in_deployment_gets_explicit_defaults_and_the_watch_label_and_rolls_out() {
+    let _shared = COUNTER.read().await;
+    let (client, ns) = setup("defaults").await;
+    let good = manifest(
+        &ns.name,
+        "web",
+        2,
+        &[
+            ("serin.dev/enabled", "true"),
+            ("serin.dev/step-weight", "20"),
+        ],
+    );
+    let (ok, _, stderr) = kubectl(&["apply", "-f", "-"], Some(&good));
+    assert!(ok, "apply failed: {stderr}");
+
+    let deployments: Api<Deployment> = Api::namespaced(client, &ns.name);
+    let stored = deployments.get("web").await.expect("stored");
+    let annotations = stored.metadata.annotations.clone().unwrap_or_default();
+    let get = |key: &str| annotations.get(key).map(String::as_str);
+    assert_eq!(
+        get("serin.dev/step-weight"),
+        Some("20"),
+        "the user's value is kept"
+    );
+    assert_eq!(get("serin.dev/max-weight"), Some("50"));
+    assert_eq!(get("serin.dev/interval"), Some("1m"));
+    assert_eq!(get("serin.dev/threshold"), Some("5"));
+    assert_eq!(get("serin.dev/success-rate"), Some("99"));
+    assert_eq!(get("serin.dev/latency"), Some("500ms"));
+    assert_eq!(get("serin.dev/provider"), Some("linkerd"));
+    assert_eq!(get("serin.dev/port"), Some("8080"));
+    assert_eq!(get("serin.dev/desired-replicas"), Some("2"));
+    let label = stored
+        .metadata
+        .labels
+        .unwrap_or_default()
+        .get("serin.dev/canary")
+        .cloned();
+    assert_eq!(label.as_deref(), Some("true"));
+
+    wait_until(
+        "web to have 2 ready replicas",
+        Duration::from_secs(60),
+        || async {
+            let d = deployments.get("web").await.map_err(|e| e.to_string())?;
+            match d.status.and_then(|s| s.ready_replicas) {
+                Some(2) => Ok(()),
+                other => Err(format!("readyReplicas {other:?}")),
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn reapplying_with_another_replica_count_keeps_the_stored_count_and_records_the_request() {
+    let _shared = COUNTER.read().await;
+    let (client, ns) = setup("replicas").await;
+    let annotations = [("serin.dev/enabled", "true")];
+    let (ok, _, stderr) = kubectl(
+        &["apply", "-f", "-"],
+        Some(&manifest(&ns.name, "web", 1, &annotations)),
+    );
+    assert!(ok, "{stderr}");
+    // A GitOps tool re-applies the same template with another replica count.
+    let (ok, _, stderr) = kubectl(
+        &["apply", "-f", "-"],
+        Some(&manifest(&ns.name, "web", 4, &annotations)),
+    );
+    assert!(ok, "{stderr}");
+    let deployments: Api<Deployment> = Api::namespaced(client, &ns.name);
+    let stored = deployments.get("web").await.expect("stored");
+    assert_eq!(
+        stored.spec.and_then(|s| s.replicas),
+        Some(1),
+        "spec.replicas kept as stored"
+    );
+    let desired = stored
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .get("serin.dev/desired-replicas")
+        .cloned();
+    assert_eq!(
+        desired.as_deref(),
+        Some("4"),
+        "requested count recorded for the primary"
+    );
+}
+
+async fn reviews_served() -> f64 {
+    let text = reqwest::get(format!("{}/metrics", support::serin_admin_url()))
+        .await
+        .expect("serin /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| l.starts_with("serin_admission_requests_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn deployments_without_serin_annotations_never_reach_the_webhook() {
+    if std::env::var_os("KUBECONFIG").is_some() {
+        eprintln!("KUBECONFIG is set: Serin's metrics are only readable in the local environment");
+        return;
+    }
+    let _exclusive = COUNTER.write().await;
+    let (_client, ns) = setup("bypass").await;
+    let before = reviews_served().await;
+    let plain = manifest(&ns.name, "plain", 1, &[("example.com/owner", "team-a")]);
+    let (ok, _, stderr) = kubectl(&["apply", "-f", "-"], Some(&plain));
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        reviews_served().await,
+        before,
+        "a plain Deployment was sent to Serin"
+    );
+
+    // The counter does move for an annotated one, so the check above can fail.
+    let annotated = manifest(&ns.name, "annotated", 1, &[("serin.dev/enabled", "true")]);
+    let (ok, _, stderr) = kubectl(&["apply", "-f", "-"], Some(&annotated));
+    assert!(ok, "{stderr}");
+    assert!(
+        reviews_served().await >= before + 2.0,
+        "mutate and validate both reviewed it"
+    );
+}
