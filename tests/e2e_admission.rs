@@ -94,6 +94,21 @@ async fn an_opted_in_deployment_gets_explicit_defaults_and_the_watch_label_and_r
     let (ok, _, stderr) = kubectl(&["apply", "-f", "-"], Some(&good));
     assert!(ok, "apply failed: {stderr}");
 
+    let get_yaml = [
+        "-n",
+        ns.name.as_str(),
+        "get",
+        "deployment",
+        "web",
+        "-o",
+        "yaml",
+    ];
+    let (ok, yaml, stderr) = kubectl(&get_yaml, None);
+    assert!(ok, "{stderr}");
+    assert!(
+        yaml.contains("serin.dev/max-weight: \"50\""),
+        "kubectl shows the defaults:\n{yaml}"
+    );
     let deployments: Api<Deployment> = Api::namespaced(client, &ns.name);
     let stored = deployments.get("web").await.expect("stored");
     let annotations = stored.metadata.annotations.clone().unwrap_or_default();
@@ -134,27 +149,45 @@ async fn an_opted_in_deployment_gets_explicit_defaults_and_the_watch_label_and_r
 }
 
 #[tokio::test]
+async fn a_server_side_dry_run_validates_and_mutates_without_storing_anything() {
+    let _shared = COUNTER.read().await;
+    let (client, ns) = setup("dryrun").await;
+    let good = manifest(&ns.name, "web", 2, &[("serin.dev/enabled", "true")]);
+    let args = ["apply", "--dry-run=server", "-o", "yaml", "-f", "-"];
+    let (ok, out, stderr) = kubectl(&args, Some(&good));
+    assert!(ok, "{stderr}");
+    assert!(
+        out.contains("serin.dev/threshold: \"5\""),
+        "the dry run shows the defaults:\n{out}"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client, &ns.name);
+    let stored = deployments.get_opt("web").await.expect("get");
+    assert!(stored.is_none(), "nothing was stored");
+}
+
+#[tokio::test]
 async fn reapplying_with_another_replica_count_keeps_the_stored_count_and_records_the_request() {
     let _shared = COUNTER.read().await;
     let (client, ns) = setup("replicas").await;
     let annotations = [("serin.dev/enabled", "true")];
     let (ok, _, stderr) = kubectl(
         &["apply", "-f", "-"],
-        Some(&manifest(&ns.name, "web", 1, &annotations)),
+        Some(&manifest(&ns.name, "web", 0, &annotations)),
     );
     assert!(ok, "{stderr}");
-    // A GitOps tool re-applies the same template with another replica count.
+    // The canary is idle (zero replicas); a GitOps tool re-applies the same template with
+    // `replicas: 3`.
     let (ok, _, stderr) = kubectl(
         &["apply", "-f", "-"],
-        Some(&manifest(&ns.name, "web", 4, &annotations)),
+        Some(&manifest(&ns.name, "web", 3, &annotations)),
     );
     assert!(ok, "{stderr}");
     let deployments: Api<Deployment> = Api::namespaced(client, &ns.name);
     let stored = deployments.get("web").await.expect("stored");
     assert_eq!(
         stored.spec.and_then(|s| s.replicas),
-        Some(1),
-        "spec.replicas kept as stored"
+        Some(0),
+        "the idle canary stays at 0"
     );
     let desired = stored
         .metadata
@@ -164,7 +197,7 @@ async fn reapplying_with_another_replica_count_keeps_the_stored_count_and_record
         .cloned();
     assert_eq!(
         desired.as_deref(),
-        Some("4"),
+        Some("3"),
         "requested count recorded for the primary"
     );
 }
