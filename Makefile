@@ -51,7 +51,7 @@ demo:
 	hack/demo.sh
 
 bench:
-	$(CARGO) bench --locked
+	$(CARGO) bench --locked --bench admission
 
 clean: down
 	rm -rf .serin target

@@ -86,6 +86,13 @@ fn main() {
         ),
         None => println!("peak resident memory (VmHWM): unavailable (no /proc/self/status)"),
     }
+    match idle_rss_of_serin_binary() {
+        Some(kib) => println!(
+            "idle resident memory of `serin webhook` (VmRSS, 2 s after start): {kib} KiB ({:.1} MiB)",
+            kib as f64 / 1024.0
+        ),
+        None => println!("idle resident memory of `serin webhook`: could not be measured"),
+    }
 }
 
 // ---- the reviews -----------------------------------------------------------------------------
@@ -553,7 +560,7 @@ fn end_to_end(opted_in: &[u8], refused: &[u8]) {
         .build()
         .expect("client runtime");
     let wall = Instant::now();
-    let (protocol, sequential, concurrent) = client_rt.block_on(async {
+    let (protocol, sequential, concurrent, paced_loads) = client_rt.block_on(async {
         let connector = TlsConnector::from(client_config(&certs.ca_pem));
         let mut conns = Vec::with_capacity(CONNECTIONS);
         for _ in 0..CONNECTIONS {
@@ -566,8 +573,16 @@ fn end_to_end(opted_in: &[u8], refused: &[u8]) {
         let sequential = load(&mut conns[..1], &routes, SEQUENTIAL_PER_ROUND).await;
         // Every connection busy: the server's throughput, latency now includes queueing.
         let concurrent = load(&mut conns, &routes, CONCURRENT_PER_ROUND / CONNECTIONS).await;
+        // An open-loop load at a fixed rate, as an API server under steady traffic sends it.
+        let paced: Vec<Load> = {
+            let mut loads = Vec::new();
+            for route in &routes[..2] {
+                loads.push(paced(&mut conns[0], route).await);
+            }
+            loads
+        };
         let protocol = conns[0].tls.get_ref().1.protocol_version();
-        (protocol, sequential, concurrent)
+        (protocol, sequential, concurrent, paced)
     });
     let wall = wall.elapsed();
 
@@ -600,6 +615,69 @@ fn end_to_end(opted_in: &[u8], refused: &[u8]) {
         &routes,
         concurrent,
     );
+    print_loads(
+        &format!(
+            "paced at {PACED_RATE} reviews/s on 1 connection for {} s ({} requests per route; \
+             req/s is the rate achieved)",
+            PACED_REQUESTS / PACED_RATE,
+            PACED_REQUESTS
+        ),
+        &routes[..2],
+        paced_loads,
+    );
+}
+
+/// Requests per second of the paced scenario, and how many to send.
+const PACED_RATE: usize = 1000;
+const PACED_REQUESTS: usize = 3000;
+
+/// Sends one request every 1/PACED_RATE s (catching up, not skipping, when one is slow)
+/// and measures each from when it is written. Not from its scheduled time: tokio's timer
+/// has a 1 ms resolution, which would add up to a millisecond of the client's own lateness.
+async fn paced(conn: &mut Conn, route: &Route) -> Load {
+    let period = Duration::from_secs(1) / PACED_RATE as u32;
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut latencies_ns = Vec::with_capacity(PACED_REQUESTS);
+    for _ in 0..PACED_REQUESTS {
+        ticker.tick().await;
+        let sent = Instant::now();
+        let reply = bounded(conn.exchange(&route.wire))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", route.label));
+        latencies_ns.push(sent.elapsed().as_nanos() as u64);
+        check_reply(route, &reply, false);
+    }
+    Load {
+        latencies_ns,
+        busy: started.elapsed(),
+    }
+}
+
+/// Resident memory of the real `serin webhook` process once it is up and idle.
+fn idle_rss_of_serin_binary() -> Option<u64> {
+    let dir = tempfile::tempdir().ok()?;
+    let made = certs::generate(&CertOptions::default()).ok()?;
+    certs::write(dir.path(), &made).ok()?;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_serin"))
+        .arg("webhook")
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .arg("--tls-cert")
+        .arg(dir.path().join(certs::SERVING_CERT_FILE))
+        .arg("--tls-key")
+        .arg(dir.path().join(certs::SERVING_KEY_FILE))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    std::thread::sleep(Duration::from_secs(2));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    status?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Sends `per_conn` requests on each of `conns` per route per round, the routes interleaved
