@@ -12,7 +12,7 @@ pub mod review;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
@@ -37,6 +37,8 @@ pub fn router(state: AdmissionState) -> Router {
     Router::new()
         .route("/validate/deployments", post(validate_deployments))
         .route("/mutate/deployments", post(mutate_deployments))
+        // The API server sends at most 3 MiB; axum's own default (2 MB) would refuse less.
+        .layer(DefaultBodyLimit::max(crate::server::MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -233,6 +235,50 @@ mod tests {
             );
             assert!(metrics_text(&registry).contains("outcome=\"error\""));
         }
+    }
+
+    #[tokio::test]
+    async fn reviews_of_another_kind_or_version_or_with_malformed_fields_are_refused_with_the_uid()
+    {
+        let good: Value = serde_json::from_str(&review(json!({}))).expect("json");
+        let mut wrong_version = good.clone();
+        wrong_version["apiVersion"] = json!("admission.k8s.io/v1beta1");
+        let mut wrong_kind = good.clone();
+        wrong_kind["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "Pod"});
+        let mut malformed_field = good.clone();
+        malformed_field["request"]["object"]["spec"]["replicas"] = json!("three");
+        for (case, body, expected) in [
+            ("version", wrong_version, "admission.k8s.io/v1"),
+            ("kind", wrong_kind, "apps/v1 Deployments"),
+            ("fields", malformed_field, "request.object"),
+        ] {
+            let (app, _) = app();
+            let (status, review) = post(app, "/validate/deployments", body.to_string()).await;
+            assert_eq!(status, StatusCode::OK, "{case}");
+            assert_eq!(review["response"]["allowed"], false, "{case}");
+            assert_eq!(
+                review["response"]["uid"], "0c9a8d74-9cb7-44dd-b98e-09fd62def2f4",
+                "{case}"
+            );
+            let message = review["response"]["status"]["message"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(message.contains(expected), "{case}: {message}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_api_servers_limit_are_refused_with_413() {
+        let (app, _) = app();
+        let padded = " ".repeat(crate::server::MAX_BODY_BYTES + 1);
+        let (status, _) = post(app.clone(), "/validate/deployments", padded).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        // Up to the limit is read (2.5 MB of valid JSON: axum's 2 MB default would refuse it).
+        let body =
+            review(json!({"serin.dev/enabled": "true", "x.example/pad": "p".repeat(2_500_000)}));
+        let (status, review) = post(app, "/validate/deployments", body).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(review["response"]["allowed"], true);
     }
 
     #[tokio::test]
