@@ -992,18 +992,15 @@ mod tests {
 
     #[test]
     fn initialization_waits_for_a_ready_primary_before_scaling_the_original_down() {
-        let status = ReleaseStatus::default();
         let mut world = World::initialized(spec());
-        world.primary_ready = false;
-        let obs = world.observe(None, Gates::default());
-        let now = Time(Timestamp::UNIX_EPOCH);
-        let (actions, next) = step(&status, &obs, now, &spec());
-        assert_eq!(next.phase, Phase::Initializing);
-        assert!(
-            !actions
-                .iter()
-                .any(|a| matches!(a, Action::ScaleCanaryToZero | Action::SetWeights(_)))
-        );
+        world.status = ReleaseStatus::default();
+        (world.primary_ready, world.canary_replicas, world.router) = (false, 3, None);
+        world.tick();
+        assert_eq!(world.status.phase, Phase::Initializing);
+        assert_eq!((world.canary_replicas, world.router), (3, None));
+        world.primary_ready = true;
+        world.tick();
+        assert_eq!(world.status.phase, Phase::Initialized);
         assert_eq!(world.router, Some(Weights::ALL_PRIMARY));
         assert_eq!(world.canary_replicas, 0);
         assert_eq!(world.status.last_promoted_revision.as_deref(), Some("rev1"));

@@ -70,8 +70,8 @@ pub enum ObjectsError {
     ServiceNameTooLong { name: String },
     #[error("the pod template has no container port; set serin.dev/port")]
     NoPort,
-    #[error("{kind} {name:?} has no name; cannot make its -primary copy")]
-    UnnamedConfig { kind: ConfigKind, name: String },
+    #[error("a {kind} without a name has no -primary copy")]
+    UnnamedConfig { kind: ConfigKind },
 }
 
 /// `<name>-primary`.
@@ -390,10 +390,7 @@ fn copy_meta(
     let name = original
         .name
         .as_deref()
-        .ok_or_else(|| ObjectsError::UnnamedConfig {
-            kind,
-            name: String::new(),
-        })?;
+        .ok_or(ObjectsError::UnnamedConfig { kind })?;
     let mut meta = managed_meta(deploy, primary_name(name))?;
     let mut labels = original.labels.clone().unwrap_or_default();
     labels.extend(meta.labels.take().unwrap_or_default());
