@@ -13,5 +13,7 @@ pub mod admission;
 pub mod certs;
 pub mod check;
 pub mod cli;
+pub mod release;
+pub mod router;
 pub mod server;
 pub mod spec;

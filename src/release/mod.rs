@@ -1,0 +1,43 @@
+//! The release machinery, as pure functions of data (no cluster I/O here):
+//! - [`objects`]: the desired objects Serin adds beside an opted-in Deployment (the
+//!   `<name>-primary` Deployment, the three Services, `-primary` copies of ConfigMaps, Secrets
+//!   and the HPA);
+//! - [`revision`]: the stable hash that says "this is a new revision";
+//! - [`machine`]: the release state machine of SPEC "The release cycle",
+//!   `(status, observations, now) -> (actions, new status)`.
+//!
+//! The router objects (TrafficSplit, HTTPRoute, ...) live in [`crate::router`], one file per
+//! provider.
+
+pub mod machine;
+pub mod objects;
+pub mod revision;
+
+pub use machine::{
+    Action, CanaryObservation, CheckValue, EventType, Gates, HookKind, MetricCheck, NoData,
+    Observations, Phase, PrimaryObservation, ReleaseStatus, Requests, builtin_checks, step,
+};
+pub use objects::{
+    ConfigKind, ConfigRef, ObjectsError, config_refs, owner_references, primary_config_map,
+    primary_deployment, primary_hpa, primary_name, primary_secret, primary_selector,
+    rewrite_config_refs, services,
+};
+pub use revision::{TrackedConfig, revision};
+
+/// Label on every object Serin builds for an opted-in Deployment (the primary, the Services,
+/// the router object, the `-primary` copies): the name of that Deployment. Admission uses it
+/// to protect managed objects and to name the Deployment to change instead; the controller
+/// uses it to find what to repair. Distinct from [`crate::spec::MANAGED_LABEL`], which marks
+/// the opted-in Deployment itself: the primary must never look opted in.
+pub const OWNER_LABEL: &str = "serin.dev/owner";
+
+/// Annotation on the primary Deployment: the [`revision`] its pod template was copied from,
+/// so the controller can tell that a promotion has reached the primary.
+pub const PRIMARY_REVISION_ANNOTATION: &str = "serin.dev/revision";
+
+/// Suffix of the primary Deployment, Service, HPA and config copies, and of the values of the
+/// primary pods' selector labels.
+pub const PRIMARY_SUFFIX: &str = "-primary";
+
+/// Suffix of the Service that selects the canary pods.
+pub const CANARY_SUFFIX: &str = "-canary";

@@ -1,0 +1,890 @@
+//! Pure builders of the objects Serin adds beside an opted-in Deployment `<name>`: the
+//! `<name>-primary` Deployment, the Services `<svc>`, `<svc>-primary` and `<svc>-canary`, the
+//! `-primary` copies of the ConfigMaps and Secrets the pod template uses, and the `-primary`
+//! HPA. Admission (injection) and the controller (repair) both call these, so they cannot
+//! disagree about what "the primary" is.
+//!
+//! Rules, as in Flagger:
+//! - **Selector labels.** Every `spec.selector.matchLabels` value `v` becomes `v-primary` in
+//!   the primary's selector and pod template (`app: web` -> `app: web-primary`). Primary pods
+//!   therefore never match the canary's selector and vice versa, and each Service selects
+//!   exactly one side. `matchExpressions` are copied, but may not name a rewritten key (they
+//!   would no longer match the primary's own pods). Without any `matchLabels` there is nothing
+//!   to tell the two sides apart, which is an [`ObjectsError`].
+//! - **Owner references.** Every object is owned by the Deployment (controller,
+//!   blockOwnerDeletion), so deleting it deletes them. The reference needs the Deployment's
+//!   `uid`, which a CREATE admission request does not carry yet: then the objects are built
+//!   without owner references and the controller, which sees the stored object, adds them on
+//!   its next pass (server-side apply by field manager `serin` makes that an ordinary update).
+//! - **Namespace.** Copied from the Deployment's metadata; an admission request may carry it
+//!   only in the request, in which case the caller sets it.
+//! - **Tracked configs.** ConfigMaps and Secrets referenced by the pod template (volumes,
+//!   projected volumes, `envFrom`, `env[].valueFrom`) are copied to `<config>-primary`, and the
+//!   primary's template refers to the copies, so editing a ConfigMap is released as a canary
+//!   instead of reaching the primary pods directly.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PodSpec, PodTemplateSpec, Secret, Service, ServicePort, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{CANARY_SUFFIX, OWNER_LABEL, PRIMARY_REVISION_ANNOTATION, PRIMARY_SUFFIX};
+use crate::spec::{CanarySpec, DESIRED_REPLICAS, PREFIX};
+
+/// Kubernetes' limit for label values and Service names (DNS-1035 labels).
+const MAX_LABEL: usize = 63;
+
+/// Annotations of the Deployment that must not reach the primary: `kubectl apply`'s memory of
+/// the user's manifest (it would make `kubectl apply` on the primary look like an edit of the
+/// original) and the Deployment controller's own bookkeeping.
+const NOT_COPIED_ANNOTATIONS: [&str; 2] = [
+    "kubectl.kubernetes.io/last-applied-configuration",
+    "deployment.kubernetes.io/revision",
+];
+
+/// Why the objects of a Deployment cannot be built; written for the person who owns it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ObjectsError {
+    #[error("the Deployment has no name")]
+    MissingName,
+    #[error(
+        "spec.selector.matchLabels is empty: Serin needs at least one selector label to tell \
+         primary pods from canary pods"
+    )]
+    NoSelectorLabels,
+    #[error(
+        "spec.selector.matchExpressions uses {key:?}, which is also in matchLabels; Serin \
+         rewrites that label for the primary pods, so the expression would not match them"
+    )]
+    ExpressionOnRewrittenKey { key: String },
+    #[error(
+        "selector label {key}={value:?}: {value:?} plus \"-primary\" is longer than 63 characters"
+    )]
+    LabelTooLong { key: String, value: String },
+    #[error("{name:?} would be longer than 63 characters; choose a shorter serin.dev/service")]
+    ServiceNameTooLong { name: String },
+    #[error("the pod template has no container port; set serin.dev/port")]
+    NoPort,
+    #[error("a {kind} without a name has no -primary copy")]
+    UnnamedConfig { kind: ConfigKind },
+}
+
+/// `<name>-primary`.
+pub fn primary_name(name: &str) -> String {
+    format!("{name}{PRIMARY_SUFFIX}")
+}
+
+/// The owner reference that makes `deploy` the controller of an object, or `None` when the
+/// Deployment has no `uid` yet (CREATE admission; see the module documentation).
+pub fn owner_references(deploy: &Deployment) -> Option<Vec<OwnerReference>> {
+    let meta = &deploy.metadata;
+    Some(vec![OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        name: meta.name.clone()?,
+        uid: meta.uid.clone()?,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }])
+}
+
+/// The primary pods' selector labels: each `matchLabels` value with `-primary` appended.
+pub fn primary_selector(deploy: &Deployment) -> Result<BTreeMap<String, String>, ObjectsError> {
+    canary_selector(deploy)?
+        .into_iter()
+        .map(|(key, value)| {
+            let primary = format!("{value}{PRIMARY_SUFFIX}");
+            match primary.len() > MAX_LABEL {
+                true => Err(ObjectsError::LabelTooLong { key, value }),
+                false => Ok((key, primary)),
+            }
+        })
+        .collect()
+}
+
+/// The canary pods' selector labels: the Deployment's own `matchLabels`.
+fn canary_selector(deploy: &Deployment) -> Result<BTreeMap<String, String>, ObjectsError> {
+    let selector = deploy.spec.as_ref().map(|s| &s.selector);
+    let labels = selector
+        .and_then(|s| s.match_labels.clone())
+        .filter(|labels| !labels.is_empty())
+        .ok_or(ObjectsError::NoSelectorLabels)?;
+    let expressions = selector.and_then(|s| s.match_expressions.as_ref());
+    if let Some(expr) = expressions
+        .into_iter()
+        .flatten()
+        .find(|e| labels.contains_key(&e.key))
+    {
+        return Err(ObjectsError::ExpressionOnRewrittenKey {
+            key: expr.key.clone(),
+        });
+    }
+    Ok(labels)
+}
+
+/// Metadata of an object Serin builds for `deploy`: name, namespace, [`OWNER_LABEL`] and the
+/// owner reference.
+fn managed_meta(deploy: &Deployment, name: String) -> Result<ObjectMeta, ObjectsError> {
+    let owner = deploy
+        .metadata
+        .name
+        .clone()
+        .ok_or(ObjectsError::MissingName)?;
+    Ok(ObjectMeta {
+        name: Some(name),
+        namespace: deploy.metadata.namespace.clone(),
+        labels: Some(BTreeMap::from([(OWNER_LABEL.to_owned(), owner)])),
+        owner_references: owner_references(deploy),
+        ..Default::default()
+    })
+}
+
+/// The replicas the primary should run: `serin.dev/desired-replicas` (written by admission),
+/// else the Deployment's own `spec.replicas`. An unreadable annotation falls back too: the
+/// validating webhook reports it, the primary must not be scaled to zero because of it.
+fn desired_replicas(deploy: &Deployment) -> Option<i32> {
+    let annotated = deploy
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(DESIRED_REPLICAS))
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .filter(|n| *n >= 0);
+    annotated.or_else(|| deploy.spec.as_ref().and_then(|s| s.replicas))
+}
+
+/// The `<name>-primary` Deployment: the Deployment's spec with the selector labels rewritten,
+/// config references pointing at the `-primary` copies, replicas from
+/// `serin.dev/desired-replicas`, no `serin.dev/` labels or annotations (the primary is not
+/// opted in itself), [`OWNER_LABEL`], and `revision` (of the template it was copied from) in
+/// [`PRIMARY_REVISION_ANNOTATION`].
+pub fn primary_deployment(deploy: &Deployment, revision: &str) -> Result<Deployment, ObjectsError> {
+    let name = deploy
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(ObjectsError::MissingName)?;
+    let selector = primary_selector(deploy)?;
+    let original = deploy.spec.clone().unwrap_or_default();
+
+    let mut meta = managed_meta(deploy, primary_name(name))?;
+    let mut labels: BTreeMap<String, String> = deploy
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .filter(|(key, _)| !key.starts_with(PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    labels.extend(meta.labels.take().unwrap_or_default());
+    meta.labels = Some(labels);
+    let mut annotations: BTreeMap<String, String> = deploy
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(key, _)| {
+            !key.starts_with(PREFIX) && !NOT_COPIED_ANNOTATIONS.contains(&key.as_str())
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    annotations.insert(PRIMARY_REVISION_ANNOTATION.to_owned(), revision.to_owned());
+    meta.annotations = Some(annotations);
+
+    let mut template = original.template.clone();
+    let pod_labels = template
+        .metadata
+        .get_or_insert_default()
+        .labels
+        .get_or_insert_default();
+    pod_labels.extend(selector.clone());
+    if let Some(spec) = template.spec.as_mut() {
+        rewrite_config_refs(spec);
+    }
+
+    Ok(Deployment {
+        metadata: meta,
+        spec: Some(DeploymentSpec {
+            replicas: desired_replicas(deploy),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                match_expressions: original.selector.match_expressions.clone(),
+            },
+            template,
+            // A paused original must not freeze the primary's promotions.
+            paused: None,
+            ..original
+        }),
+        status: None,
+    })
+}
+
+/// The three Services of a release: `<svc>` (the apex, what clients call; selects the primary
+/// pods as in Flagger, the router shifts traffic from there), `<svc>-primary` and
+/// `<svc>-canary`. Port `spec.port`, targeting the container port of that number.
+pub fn services(deploy: &Deployment, spec: &CanarySpec) -> Result<[Service; 3], ObjectsError> {
+    let port = spec.port.ok_or(ObjectsError::NoPort)?;
+    let primary = primary_selector(deploy)?;
+    let canary = canary_selector(deploy)?;
+    let container_port = deploy
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .into_iter()
+        .flat_map(|pod| &pod.containers)
+        .flat_map(|c: &Container| c.ports.iter().flatten())
+        .find(|p| p.container_port == port);
+    let service_port = ServicePort {
+        // The container's port name keeps `appProtocol`-by-name conventions (`http`, `grpc`)
+        // that meshes read; unnamed ports get `http`, what Linkerd and Flagger assume.
+        name: Some(
+            container_port
+                .and_then(|p| p.name.clone())
+                .unwrap_or_else(|| "http".into()),
+        ),
+        port,
+        target_port: Some(IntOrString::Int(port)),
+        protocol: Some(
+            container_port
+                .and_then(|p| p.protocol.clone())
+                .unwrap_or_else(|| "TCP".into()),
+        ),
+        ..Default::default()
+    };
+    let service = |name: String, selector: BTreeMap<String, String>| {
+        if name.len() > MAX_LABEL {
+            return Err(ObjectsError::ServiceNameTooLong { name });
+        }
+        Ok(Service {
+            metadata: managed_meta(deploy, name)?,
+            spec: Some(ServiceSpec {
+                type_: Some("ClusterIP".into()),
+                selector: Some(selector),
+                ports: Some(vec![service_port.clone()]),
+                ..Default::default()
+            }),
+            status: None,
+        })
+    };
+    let svc = &spec.service;
+    Ok([
+        service(svc.clone(), primary.clone())?,
+        service(format!("{svc}{PRIMARY_SUFFIX}"), primary)?,
+        service(format!("{svc}{CANARY_SUFFIX}"), canary)?,
+    ])
+}
+
+/// The kind of a tracked config object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConfigKind {
+    ConfigMap,
+    Secret,
+}
+
+impl std::fmt::Display for ConfigKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConfigKind::ConfigMap => "ConfigMap",
+            ConfigKind::Secret => "Secret",
+        })
+    }
+}
+
+/// A ConfigMap or Secret the pod template uses.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConfigRef {
+    pub kind: ConfigKind,
+    pub name: String,
+    /// Every reference to it is marked `optional: true`: its absence is not an error.
+    pub optional: bool,
+}
+
+/// The ConfigMaps and Secrets the pod template refers to, sorted by kind and name, each once.
+pub fn config_refs(template: &PodTemplateSpec) -> Vec<ConfigRef> {
+    let mut found: BTreeMap<(ConfigKind, String), bool> = BTreeMap::new();
+    if let Some(mut spec) = template.spec.clone() {
+        visit_config_refs(&mut spec, &mut |kind, name, optional| {
+            let optional = optional.unwrap_or(false);
+            found
+                .entry((kind, name.clone()))
+                .and_modify(|all| *all &= optional)
+                .or_insert(optional);
+        });
+    }
+    found
+        .into_iter()
+        .map(|((kind, name), optional)| ConfigRef {
+            kind,
+            name,
+            optional,
+        })
+        .collect()
+}
+
+/// Points every ConfigMap and Secret reference of `pod` at its `-primary` copy.
+pub fn rewrite_config_refs(pod: &mut PodSpec) {
+    visit_config_refs(pod, &mut |_, name, _| name.push_str(PRIMARY_SUFFIX));
+}
+
+/// Calls `visit(kind, name, optional)` on every ConfigMap/Secret reference of a pod spec: the
+/// one walk behind both [`config_refs`] and [`rewrite_config_refs`].
+fn visit_config_refs(
+    pod: &mut PodSpec,
+    visit: &mut impl FnMut(ConfigKind, &mut String, Option<bool>),
+) {
+    use ConfigKind::{ConfigMap, Secret};
+    for volume in pod.volumes.iter_mut().flatten() {
+        if let Some(cm) = volume.config_map.as_mut() {
+            visit(ConfigMap, &mut cm.name, cm.optional);
+        }
+        if let Some(secret) = volume.secret.as_mut()
+            && let Some(name) = secret.secret_name.as_mut()
+        {
+            visit(Secret, name, secret.optional);
+        }
+        let sources = volume.projected.as_mut().and_then(|p| p.sources.as_mut());
+        for source in sources.into_iter().flatten() {
+            if let Some(cm) = source.config_map.as_mut() {
+                visit(ConfigMap, &mut cm.name, cm.optional);
+            }
+            if let Some(secret) = source.secret.as_mut() {
+                visit(Secret, &mut secret.name, secret.optional);
+            }
+        }
+    }
+    let init = pod.init_containers.iter_mut().flatten();
+    for container in pod.containers.iter_mut().chain(init) {
+        for from in container.env_from.iter_mut().flatten() {
+            if let Some(cm) = from.config_map_ref.as_mut() {
+                visit(ConfigMap, &mut cm.name, cm.optional);
+            }
+            if let Some(secret) = from.secret_ref.as_mut() {
+                visit(Secret, &mut secret.name, secret.optional);
+            }
+        }
+        let sources = container.env.iter_mut().flatten();
+        for source in sources.filter_map(|e| e.value_from.as_mut()) {
+            if let Some(cm) = source.config_map_key_ref.as_mut() {
+                visit(ConfigMap, &mut cm.name, cm.optional);
+            }
+            if let Some(secret) = source.secret_key_ref.as_mut() {
+                visit(Secret, &mut secret.name, secret.optional);
+            }
+        }
+    }
+}
+
+/// Metadata of a `-primary` copy: the original's labels plus [`OWNER_LABEL`], owned by the
+/// Deployment. Annotations are not copied (they often hold tool state such as
+/// `last-applied-configuration`).
+fn copy_meta(
+    kind: ConfigKind,
+    original: &ObjectMeta,
+    deploy: &Deployment,
+) -> Result<ObjectMeta, ObjectsError> {
+    let name = original
+        .name
+        .as_deref()
+        .ok_or(ObjectsError::UnnamedConfig { kind })?;
+    let mut meta = managed_meta(deploy, primary_name(name))?;
+    let mut labels = original.labels.clone().unwrap_or_default();
+    labels.extend(meta.labels.take().unwrap_or_default());
+    meta.labels = Some(labels);
+    meta.namespace = original.namespace.clone().or(meta.namespace);
+    Ok(meta)
+}
+
+/// The `<config>-primary` copy of a ConfigMap the pod template uses.
+pub fn primary_config_map(cm: &ConfigMap, deploy: &Deployment) -> Result<ConfigMap, ObjectsError> {
+    Ok(ConfigMap {
+        metadata: copy_meta(ConfigKind::ConfigMap, &cm.metadata, deploy)?,
+        data: cm.data.clone(),
+        binary_data: cm.binary_data.clone(),
+        immutable: cm.immutable,
+    })
+}
+
+/// The `<secret>-primary` copy of a Secret the pod template uses.
+pub fn primary_secret(secret: &Secret, deploy: &Deployment) -> Result<Secret, ObjectsError> {
+    Ok(Secret {
+        metadata: copy_meta(ConfigKind::Secret, &secret.metadata, deploy)?,
+        data: secret.data.clone(),
+        // Written by the API server into `data`; copying both would be redundant.
+        string_data: None,
+        type_: secret.type_.clone(),
+        immutable: secret.immutable,
+    })
+}
+
+/// The `-primary` copy of an HPA that targets the Deployment, targeting `<name>-primary`
+/// instead; `None` when the HPA targets something else.
+pub fn primary_hpa(
+    hpa: &HorizontalPodAutoscaler,
+    deploy: &Deployment,
+) -> Result<Option<HorizontalPodAutoscaler>, ObjectsError> {
+    let name = deploy
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(ObjectsError::MissingName)?;
+    let spec = &hpa.spec;
+    let target = &spec.scale_target_ref;
+    if target.kind != "Deployment" || target.name != name {
+        return Ok(None);
+    }
+    let hpa_name = hpa.metadata.name.as_deref().unwrap_or(name);
+    let mut spec = spec.clone();
+    spec.scale_target_ref.name = primary_name(name);
+    Ok(Some(HorizontalPodAutoscaler {
+        metadata: managed_meta(deploy, primary_name(hpa_name))?,
+        spec,
+        status: None,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::autoscaling::v2::{
+        CrossVersionObjectReference, HorizontalPodAutoscalerSpec,
+    };
+    use k8s_openapi::api::core::v1::{
+        ConfigMapEnvSource, ConfigMapKeySelector, ConfigMapVolumeSource, ContainerPort,
+        EnvFromSource, EnvVar, EnvVarSource, ProjectedVolumeSource, SecretKeySelector,
+        SecretProjection, SecretVolumeSource, Volume, VolumeProjection,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// `web` in `prod`: selector `app: web`, an app container on 9898 named `http`, a config
+    /// volume, a secret env var, and Serin's annotations.
+    fn web() -> Deployment {
+        Deployment {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("prod".into()),
+                uid: Some("1234-abcd".into()),
+                labels: Some(labels(&[("app", "web"), ("serin.dev/canary", "true")])),
+                annotations: Some(labels(&[
+                    ("serin.dev/enabled", "true"),
+                    (DESIRED_REPLICAS, "3"),
+                    ("team", "payments"),
+                    ("kubectl.kubernetes.io/last-applied-configuration", "{}"),
+                ])),
+                ..Default::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(0),
+                selector: LabelSelector {
+                    match_labels: Some(labels(&[("app", "web")])),
+                    match_expressions: None,
+                },
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(labels(&[("app", "web"), ("tier", "front")])),
+                        ..Default::default()
+                    }),
+                    spec: Some(PodSpec {
+                        containers: vec![Container {
+                            name: "app".into(),
+                            ports: Some(vec![ContainerPort {
+                                container_port: 9898,
+                                name: Some("http-api".into()),
+                                ..Default::default()
+                            }]),
+                            env: Some(vec![EnvVar {
+                                name: "TOKEN".into(),
+                                value_from: Some(EnvVarSource {
+                                    secret_key_ref: Some(SecretKeySelector {
+                                        name: "web-token".into(),
+                                        key: "token".into(),
+                                        optional: None,
+                                    }),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            }]),
+                            ..Default::default()
+                        }],
+                        volumes: Some(vec![Volume {
+                            name: "config".into(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: "web-config".into(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }]),
+                        ..Default::default()
+                    }),
+                },
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn spec() -> CanarySpec {
+        CanarySpec::defaults("web".into(), Some(9898))
+    }
+
+    fn primary() -> Deployment {
+        match primary_deployment(&web(), "rev1") {
+            Ok(primary) => primary,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn primary_is_named_after_the_deployment_in_its_namespace() {
+        let primary = primary();
+        assert_eq!(primary.metadata.name.as_deref(), Some("web-primary"));
+        assert_eq!(primary.metadata.namespace.as_deref(), Some("prod"));
+    }
+
+    #[test]
+    fn primary_selector_and_pod_labels_get_the_primary_suffix() {
+        let primary = primary();
+        let spec = primary.spec.unwrap_or_default();
+        assert_eq!(
+            spec.selector.match_labels,
+            Some(labels(&[("app", "web-primary")]))
+        );
+        let pod_labels = spec.template.metadata.and_then(|m| m.labels);
+        assert_eq!(
+            pod_labels,
+            Some(labels(&[("app", "web-primary"), ("tier", "front")]))
+        );
+    }
+
+    #[test]
+    fn primary_replicas_come_from_desired_replicas() {
+        assert_eq!(primary().spec.and_then(|s| s.replicas), Some(3));
+    }
+
+    #[test]
+    fn primary_replicas_fall_back_to_the_deployment_when_the_annotation_is_unreadable() {
+        let mut deploy = web();
+        if let Some(a) = deploy.metadata.annotations.as_mut() {
+            a.insert(DESIRED_REPLICAS.into(), "three".into());
+        }
+        let primary = primary_deployment(&deploy, "rev1").ok();
+        assert_eq!(
+            primary.and_then(|p| p.spec).and_then(|s| s.replicas),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn primary_is_owned_by_the_deployment_as_its_controller() {
+        let owners = primary().metadata.owner_references.unwrap_or_default();
+        assert_eq!(owners.len(), 1);
+        assert_eq!(owners[0].kind, "Deployment");
+        assert_eq!(owners[0].name, "web");
+        assert_eq!(owners[0].uid, "1234-abcd");
+        assert_eq!(owners[0].controller, Some(true));
+        assert_eq!(owners[0].block_owner_deletion, Some(true));
+    }
+
+    #[test]
+    fn without_a_uid_objects_are_built_without_owner_references() {
+        let mut deploy = web();
+        deploy.metadata.uid = None;
+        let primary = primary_deployment(&deploy, "rev1").ok();
+        assert_eq!(primary.map(|p| p.metadata.owner_references), Some(None));
+    }
+
+    #[test]
+    fn primary_is_not_opted_in_and_carries_the_owner_label_and_revision() {
+        let meta = primary().metadata;
+        assert_eq!(
+            meta.labels,
+            Some(labels(&[("app", "web"), (OWNER_LABEL, "web")]))
+        );
+        assert_eq!(
+            meta.annotations,
+            Some(labels(&[
+                (PRIMARY_REVISION_ANNOTATION, "rev1"),
+                ("team", "payments")
+            ]))
+        );
+    }
+
+    #[test]
+    fn primary_template_refers_to_the_primary_copies_of_configs() {
+        let template = primary().spec.unwrap_or_default().template;
+        let names: Vec<String> = config_refs(&template).into_iter().map(|r| r.name).collect();
+        assert_eq!(names, vec!["web-config-primary", "web-token-primary"]);
+    }
+
+    #[test]
+    fn a_selector_without_match_labels_is_refused() {
+        let mut deploy = web();
+        if let Some(s) = deploy.spec.as_mut() {
+            s.selector.match_labels = None;
+        }
+        assert_eq!(
+            primary_deployment(&deploy, "r").err(),
+            Some(ObjectsError::NoSelectorLabels)
+        );
+    }
+
+    #[test]
+    fn an_expression_on_a_rewritten_label_is_refused() {
+        let mut deploy = web();
+        if let Some(s) = deploy.spec.as_mut() {
+            s.selector.match_expressions = Some(vec![LabelSelectorRequirement {
+                key: "app".into(),
+                operator: "In".into(),
+                values: Some(vec!["web".into()]),
+            }]);
+        }
+        assert_eq!(
+            primary_deployment(&deploy, "r").err(),
+            Some(ObjectsError::ExpressionOnRewrittenKey { key: "app".into() })
+        );
+    }
+
+    #[test]
+    fn a_selector_value_too_long_for_the_suffix_is_refused() {
+        let long = "a".repeat(60);
+        let mut deploy = web();
+        if let Some(s) = deploy.spec.as_mut() {
+            s.selector.match_labels = Some(labels(&[("app", &long)]));
+        }
+        assert!(matches!(
+            primary_deployment(&deploy, "r"),
+            Err(ObjectsError::LabelTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn apex_and_primary_services_select_primary_pods_and_canary_service_the_canary() {
+        let Ok([apex, primary, canary]) = services(&web(), &spec()) else {
+            panic!("services should build");
+        };
+        let name_and_selector = |s: &Service| {
+            (
+                s.metadata.name.clone().unwrap_or_default(),
+                s.spec.as_ref().and_then(|s| s.selector.clone()),
+            )
+        };
+        assert_eq!(
+            name_and_selector(&apex),
+            ("web".into(), Some(labels(&[("app", "web-primary")])))
+        );
+        assert_eq!(
+            name_and_selector(&primary),
+            (
+                "web-primary".into(),
+                Some(labels(&[("app", "web-primary")]))
+            )
+        );
+        assert_eq!(
+            name_and_selector(&canary),
+            ("web-canary".into(), Some(labels(&[("app", "web")])))
+        );
+    }
+
+    #[test]
+    fn services_expose_the_spec_port_named_after_the_container_port() {
+        let Ok(all) = services(&web(), &spec()) else {
+            panic!("services should build");
+        };
+        for service in all {
+            let ports = service.spec.and_then(|s| s.ports).unwrap_or_default();
+            assert_eq!(ports.len(), 1);
+            assert_eq!(ports[0].port, 9898);
+            assert_eq!(ports[0].target_port, Some(IntOrString::Int(9898)));
+            assert_eq!(ports[0].name.as_deref(), Some("http-api"));
+            let meta = service.metadata;
+            assert_eq!(meta.labels, Some(labels(&[(OWNER_LABEL, "web")])));
+            assert!(meta.owner_references.is_some());
+        }
+    }
+
+    #[test]
+    fn services_need_a_port() {
+        let spec = CanarySpec {
+            port: None,
+            ..spec()
+        };
+        assert_eq!(services(&web(), &spec).err(), Some(ObjectsError::NoPort));
+    }
+
+    #[test]
+    fn config_refs_finds_volumes_projections_env_from_and_env_value_from_once_each() {
+        let mut deploy = web();
+        let pod = deploy.spec.as_mut().and_then(|s| s.template.spec.as_mut());
+        let Some(pod) = pod else {
+            panic!("fixture has a pod spec")
+        };
+        pod.volumes.get_or_insert_default().extend([
+            Volume {
+                name: "creds".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some("web-token".into()),
+                    optional: Some(true),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            Volume {
+                name: "bundle".into(),
+                projected: Some(ProjectedVolumeSource {
+                    sources: Some(vec![VolumeProjection {
+                        secret: Some(SecretProjection {
+                            name: "tls".into(),
+                            optional: Some(true),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ]);
+        pod.init_containers = Some(vec![Container {
+            name: "init".into(),
+            env_from: Some(vec![EnvFromSource {
+                config_map_ref: Some(ConfigMapEnvSource {
+                    name: "env".into(),
+                    optional: None,
+                }),
+                ..Default::default()
+            }]),
+            env: Some(vec![EnvVar {
+                name: "X".into(),
+                value_from: Some(EnvVarSource {
+                    config_map_key_ref: Some(ConfigMapKeySelector {
+                        name: "web-config".into(),
+                        key: "x".into(),
+                        optional: None,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }]);
+        let refs = deploy
+            .spec
+            .map(|s| config_refs(&s.template))
+            .unwrap_or_default();
+        let cm = |name: &str, optional| ConfigRef {
+            kind: ConfigKind::ConfigMap,
+            name: name.into(),
+            optional,
+        };
+        let secret = |name: &str, optional| ConfigRef {
+            kind: ConfigKind::Secret,
+            name: name.into(),
+            optional,
+        };
+        assert_eq!(
+            refs,
+            vec![
+                cm("env", false),
+                cm("web-config", false),
+                secret("tls", true),
+                // Optional in the volume but required by the env var: required.
+                secret("web-token", false),
+            ]
+        );
+    }
+
+    #[test]
+    fn primary_config_map_copy_keeps_data_and_is_owned_by_the_deployment() {
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("web-config".into()),
+                namespace: Some("prod".into()),
+                labels: Some(labels(&[("app", "web")])),
+                ..Default::default()
+            },
+            data: Some(labels(&[("key", "value")])),
+            ..Default::default()
+        };
+        let Ok(copy) = primary_config_map(&cm, &web()) else {
+            panic!("copy should build");
+        };
+        assert_eq!(copy.metadata.name.as_deref(), Some("web-config-primary"));
+        assert_eq!(
+            copy.metadata.labels,
+            Some(labels(&[("app", "web"), (OWNER_LABEL, "web")]))
+        );
+        assert_eq!(copy.data, cm.data);
+        assert!(copy.metadata.owner_references.is_some());
+    }
+
+    #[test]
+    fn primary_secret_copy_keeps_data_and_type() {
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some("web-token".into()),
+                ..Default::default()
+            },
+            type_: Some("Opaque".into()),
+            data: Some(BTreeMap::from([(
+                "token".to_owned(),
+                k8s_openapi::ByteString(b"s3cr3t".to_vec()),
+            )])),
+            ..Default::default()
+        };
+        let Ok(copy) = primary_secret(&secret, &web()) else {
+            panic!("copy should build");
+        };
+        assert_eq!(copy.metadata.name.as_deref(), Some("web-token-primary"));
+        assert_eq!(copy.metadata.namespace.as_deref(), Some("prod"));
+        assert_eq!(copy.data, secret.data);
+        assert_eq!(copy.type_.as_deref(), Some("Opaque"));
+    }
+
+    fn hpa(target: &str) -> HorizontalPodAutoscaler {
+        HorizontalPodAutoscaler {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                ..Default::default()
+            },
+            spec: HorizontalPodAutoscalerSpec {
+                max_replicas: 10,
+                min_replicas: Some(2),
+                scale_target_ref: CrossVersionObjectReference {
+                    api_version: Some("apps/v1".into()),
+                    kind: "Deployment".into(),
+                    name: target.into(),
+                },
+                ..Default::default()
+            },
+            status: None,
+        }
+    }
+
+    #[test]
+    fn primary_hpa_targets_the_primary_deployment() {
+        let copy = primary_hpa(&hpa("web"), &web()).ok().flatten();
+        let Some(copy) = copy else {
+            panic!("the HPA targets web")
+        };
+        assert_eq!(copy.metadata.name.as_deref(), Some("web-primary"));
+        let spec = copy.spec;
+        assert_eq!(spec.scale_target_ref.name, "web-primary");
+        assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 10));
+    }
+
+    #[test]
+    fn an_hpa_of_another_deployment_gets_no_primary_copy() {
+        assert_eq!(primary_hpa(&hpa("api"), &web()), Ok(None));
+    }
+}
