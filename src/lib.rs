@@ -4,6 +4,9 @@
 //! new revision is released as a canary. The crate is layered so that the pure core never
 //! touches the network:
 //! - [`spec`]: the canary model, annotation parsing, schema and validation (pure);
+//! - [`release`]: the release machinery as pure functions: desired objects (primary,
+//!   Services, config copies, HPA), the revision hash and the release state machine;
+//! - [`router`]: one traffic router per provider behind a small trait (SMI TrafficSplit);
 //! - [`admission`]: the validating and mutating webhooks built on [`spec`];
 //! - [`server`]: HTTPS serving with reloadable certificates and the admin port;
 //! - [`certs`]: a local CA and serving certificate;
