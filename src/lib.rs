@@ -8,6 +8,7 @@
 //!   Services, config copies, HPA), the revision hash and the release state machine;
 //! - [`router`]: one traffic router per provider behind a small trait (SMI TrafficSplit);
 //! - [`admission`]: the validating and mutating webhooks built on [`spec`];
+//! - [`simulate`]: the traffic simulator's core (Linkerd-style series from weights);
 //! - [`server`]: HTTPS serving with reloadable certificates and the admin port;
 //! - [`certs`]: a local CA and serving certificate;
 //! - [`cli`]: the `serin` command line.
@@ -19,4 +20,5 @@ pub mod cli;
 pub mod release;
 pub mod router;
 pub mod server;
+pub mod simulate;
 pub mod spec;

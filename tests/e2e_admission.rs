@@ -203,6 +203,7 @@ async fn reapplying_with_another_replica_count_keeps_the_stored_count_and_record
 }
 
 async fn reviews_served() -> f64 {
+    serin::server::install_crypto_provider();
     let text = reqwest::get(format!("{}/metrics", support::serin_admin_url()))
         .await
         .expect("serin /metrics")

@@ -235,6 +235,8 @@ impl Drop for ScrapeTarget {
 /// One instant query against the Prometheus HTTP API; the first sample's value, if any.
 pub async fn prometheus_query(query: &str) -> Result<Option<f64>, String> {
     let url = format!("{}/api/v1/query", prometheus_url());
+    // reqwest is built without a crypto provider of its own: Serin installs ring explicitly.
+    serin::server::install_crypto_provider();
     let body: serde_json::Value = reqwest::Client::new()
         .get(url)
         .query(&[("query", query)])

@@ -1,0 +1,322 @@
+//! The traffic simulator's core, as pure code: given the share of traffic each version gets
+//! and how each version behaves, it accumulates the series a Linkerd proxy would export
+//! (`response_total` by classification, `response_latency_ms_bucket`) and renders them in
+//! the Prometheus text format, so the builtin Linkerd queries of SPEC "Metrics" can run
+//! against the local Prometheus exactly as they would in a meshed cluster.
+//!
+//! A version's behaviour comes from its pod template's annotations
+//! `simulate.serin.dev/error-rate` (0–1) and `simulate.serin.dev/latency-ms`. Counters are
+//! fractional and derived from elapsed time only, so ratios are exact and every run is the
+//! same. The part that watches the API server and serves `/metrics` is not built yet.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+use std::time::Duration;
+
+/// Annotation on a pod template: the share of requests that fail, from 0 to 1.
+pub const ERROR_RATE: &str = "simulate.serin.dev/error-rate";
+/// Annotation on a pod template: the latency of every request, in milliseconds.
+pub const LATENCY_MS: &str = "simulate.serin.dev/latency-ms";
+
+/// Latency a version has when its template does not say.
+const DEFAULT_LATENCY_MS: f64 = 10.0;
+
+/// The bucket bounds (ms) of Linkerd's `response_latency_ms` histogram.
+pub const BUCKETS_MS: [f64; 26] = [
+    1.0,
+    2.0,
+    3.0,
+    4.0,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    100.0,
+    200.0,
+    300.0,
+    400.0,
+    500.0,
+    1000.0,
+    2000.0,
+    3000.0,
+    4000.0,
+    5000.0,
+    10000.0,
+    20000.0,
+    30000.0,
+    40000.0,
+    50000.0,
+    f64::INFINITY,
+];
+
+/// How one version answers requests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Behaviour {
+    /// Share of requests classified `failure`, in 0..=1.
+    pub error_rate: f64,
+    /// Latency of every request, in milliseconds.
+    pub latency_ms: f64,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            error_rate: 0.0,
+            latency_ms: DEFAULT_LATENCY_MS,
+        }
+    }
+}
+
+impl Behaviour {
+    /// Reads the behaviour from a pod template's annotations. Values that do not parse, or
+    /// lie outside their range, fall back to the healthy default: the simulator stands in for
+    /// an application and never refuses to run.
+    pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Self {
+        let number = |key: &str| {
+            annotations
+                .get(key)
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        let default = Behaviour::default();
+        Behaviour {
+            error_rate: number(ERROR_RATE)
+                .filter(|r| (0.0..=1.0).contains(r))
+                .unwrap_or(default.error_rate),
+            latency_ms: number(LATENCY_MS)
+                .filter(|l| l.is_finite() && *l >= 0.0)
+                .unwrap_or(default.latency_ms),
+        }
+    }
+}
+
+/// One version behind the router, as the simulator sees it at an instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backend {
+    pub namespace: String,
+    /// The Deployment serving this version (`web` or `web-primary`): the `deployment` label.
+    pub deployment: String,
+    /// Percentage of the requests this version receives, 0..=100.
+    pub weight: u32,
+    pub behaviour: Behaviour,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Series {
+    success: f64,
+    failure: f64,
+    /// Cumulative request counts, one per bound of [`BUCKETS_MS`].
+    buckets: Vec<f64>,
+    latency_sum: f64,
+}
+
+/// Accumulated inbound traffic per (namespace, deployment).
+#[derive(Debug, Clone)]
+pub struct Simulator {
+    requests_per_second: f64,
+    series: HashMap<(String, String), Series>,
+}
+
+impl Simulator {
+    /// A simulator sending `requests_per_second` to each router, split by weight.
+    pub fn new(requests_per_second: f64) -> Self {
+        Simulator {
+            requests_per_second,
+            series: HashMap::new(),
+        }
+    }
+
+    /// Accounts for `elapsed` time of traffic split as `backends` say. Weights are used as
+    /// given; a router's backends are expected to sum to 100.
+    pub fn advance(&mut self, elapsed: Duration, backends: &[Backend]) {
+        let total = self.requests_per_second * elapsed.as_secs_f64();
+        for backend in backends {
+            let requests = total * f64::from(backend.weight.min(100)) / 100.0;
+            let key = (backend.namespace.clone(), backend.deployment.clone());
+            let series = self.series.entry(key).or_insert_with(|| Series {
+                buckets: vec![0.0; BUCKETS_MS.len()],
+                ..Series::default()
+            });
+            let Behaviour {
+                error_rate,
+                latency_ms,
+            } = backend.behaviour;
+            series.failure += requests * error_rate;
+            series.success += requests * (1.0 - error_rate);
+            series.latency_sum += requests * latency_ms;
+            for (count, bound) in series.buckets.iter_mut().zip(BUCKETS_MS) {
+                if latency_ms <= bound {
+                    *count += requests;
+                }
+            }
+        }
+    }
+
+    /// The series in the Prometheus text exposition format, sorted for stable output.
+    pub fn render(&self) -> String {
+        let mut keys: Vec<_> = self.series.keys().collect();
+        keys.sort();
+        let mut out = String::new();
+        out.push_str("# TYPE response_total counter\n");
+        for key in &keys {
+            let s = &self.series[*key];
+            let labels = labels(key);
+            for (classification, value) in [("success", s.success), ("failure", s.failure)] {
+                let _ = writeln!(
+                    out,
+                    "response_total{{{labels},classification=\"{classification}\"}} {value}"
+                );
+            }
+        }
+        out.push_str("# TYPE response_latency_ms histogram\n");
+        for key in &keys {
+            let s = &self.series[*key];
+            let labels = labels(key);
+            for (count, bound) in s.buckets.iter().zip(BUCKETS_MS) {
+                let le = if bound.is_infinite() {
+                    "+Inf".to_string()
+                } else {
+                    bound.to_string()
+                };
+                let _ = writeln!(
+                    out,
+                    "response_latency_ms_bucket{{{labels},le=\"{le}\"}} {count}"
+                );
+            }
+            let _ = writeln!(out, "response_latency_ms_sum{{{labels}}} {}", s.latency_sum);
+            let _ = writeln!(
+                out,
+                "response_latency_ms_count{{{labels}}} {}",
+                s.success + s.failure
+            );
+        }
+        out
+    }
+}
+
+fn labels((namespace, deployment): &(String, String)) -> String {
+    format!("direction=\"inbound\",namespace=\"{namespace}\",deployment=\"{deployment}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(deployment: &str, weight: u32, error_rate: f64, latency_ms: f64) -> Backend {
+        Backend {
+            namespace: "shop".into(),
+            deployment: deployment.into(),
+            weight,
+            behaviour: Behaviour {
+                error_rate,
+                latency_ms,
+            },
+        }
+    }
+
+    /// The value of the first rendered sample whose line starts with `prefix`.
+    fn sample(text: &str, prefix: &str) -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no sample {prefix} in\n{text}"))
+    }
+
+    #[test]
+    fn behaviour_is_read_from_template_annotations_with_healthy_fallbacks() {
+        let annotations = BTreeMap::from([
+            (ERROR_RATE.to_string(), "0.25".to_string()),
+            (LATENCY_MS.to_string(), "700".to_string()),
+        ]);
+        let read = Behaviour::from_annotations(&annotations);
+        assert_eq!(
+            read,
+            Behaviour {
+                error_rate: 0.25,
+                latency_ms: 700.0
+            }
+        );
+        let nonsense = BTreeMap::from([
+            (ERROR_RATE.to_string(), "1.5".to_string()),
+            (LATENCY_MS.to_string(), "fast".to_string()),
+        ]);
+        assert_eq!(Behaviour::from_annotations(&nonsense), Behaviour::default());
+    }
+
+    #[test]
+    fn requests_are_split_by_weight_and_classified_by_error_rate() {
+        let mut sim = Simulator::new(100.0);
+        sim.advance(
+            Duration::from_secs(10),
+            &[
+                backend("web-primary", 80, 0.0, 20.0),
+                backend("web", 20, 0.1, 20.0),
+            ],
+        );
+        let text = sim.render();
+        let canary = "response_total{direction=\"inbound\",namespace=\"shop\",deployment=\"web\"";
+        let primary =
+            "response_total{direction=\"inbound\",namespace=\"shop\",deployment=\"web-primary\"";
+        assert_eq!(
+            sample(&text, &format!("{canary},classification=\"success\"}}")),
+            180.0
+        );
+        assert_eq!(
+            sample(&text, &format!("{canary},classification=\"failure\"}}")),
+            20.0
+        );
+        assert_eq!(
+            sample(&text, &format!("{primary},classification=\"success\"}}")),
+            800.0
+        );
+        assert_eq!(
+            sample(&text, &format!("{primary},classification=\"failure\"}}")),
+            0.0
+        );
+    }
+
+    #[test]
+    fn counters_only_grow_and_follow_weight_changes() {
+        let mut sim = Simulator::new(10.0);
+        sim.advance(Duration::from_secs(1), &[backend("web", 0, 0.0, 5.0)]);
+        sim.advance(Duration::from_secs(1), &[backend("web", 50, 0.0, 5.0)]);
+        sim.advance(Duration::from_secs(1), &[backend("web", 100, 0.0, 5.0)]);
+        let text = sim.render();
+        let count = "response_latency_ms_count{direction=\"inbound\",namespace=\"shop\",deployment=\"web\"}";
+        assert_eq!(sample(&text, count), 15.0);
+    }
+
+    #[test]
+    fn latency_lands_in_the_first_bucket_that_holds_it() {
+        let mut sim = Simulator::new(10.0);
+        sim.advance(Duration::from_secs(1), &[backend("web", 100, 0.0, 120.0)]);
+        let text = sim.render();
+        let bucket = |le: &str| {
+            sample(
+                &text,
+                &format!(
+                    "response_latency_ms_bucket{{direction=\"inbound\",namespace=\"shop\",deployment=\"web\",le=\"{le}\"}}"
+                ),
+            )
+        };
+        assert_eq!(bucket("100"), 0.0);
+        assert_eq!(bucket("200"), 10.0);
+        assert_eq!(bucket("+Inf"), 10.0);
+    }
+
+    #[test]
+    fn rendering_is_sorted_and_stable() {
+        let mut sim = Simulator::new(1.0);
+        sim.advance(
+            Duration::from_secs(1),
+            &[backend("web", 50, 0.0, 1.0), backend("api", 50, 0.0, 1.0)],
+        );
+        let text = sim.render();
+        assert_eq!(text, sim.render());
+        let api = text.find("deployment=\"api\"").expect("api series");
+        let web = text.find("deployment=\"web\"").expect("web series");
+        assert!(api < web);
+    }
+}
