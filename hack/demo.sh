@@ -4,7 +4,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
-step "Local environment (a cold first run builds Kubernetes from source: ~20 minutes)"
+step "Local environment (a cold first run builds Kubernetes from source: 7-20 minutes)"
 "$ROOT/hack/cluster.sh" up
 "$ROOT/hack/prometheus.sh" up
 "$ROOT/hack/serin.sh" up

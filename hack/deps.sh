@@ -32,7 +32,7 @@ with_heartbeat() {
 build_k8s() {
   local dir=$CACHE/kubernetes-$K8S_VERSION
   [ -f "$dir/.complete" ] && return 0
-  log "kubernetes $K8S_VERSION: preparing the wrapper module (cold build: 10-20 minutes on 2 cores)"
+  log "kubernetes $K8S_VERSION: preparing the wrapper module (cold build: 7-20 minutes on 2 cores)"
   rm -rf "$dir"; mkdir -p "$dir/src" "$dir/bin"
   local stg="v0.${K8S_VERSION#v1.}" gomod
   # k8s.io/kubernetes' own go.mod replaces every staging module with ./staging/...; a

@@ -134,9 +134,10 @@ async fn built_kubectl_reads_readyz_and_applies_manifests() {
 
 /// A counter that grows at exactly 10 per second of wall-clock time, so any `rate()` over it
 /// must read 10 regardless of when Prometheus scrapes.
-async fn serve_counter(listener: tokio::net::TcpListener, test_id: String) {
+fn counter_exporter(test_id: &str) -> axum::Router {
     let started = Instant::now();
-    let app = axum::Router::new().route(
+    let test_id = test_id.to_string();
+    axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
             let value = started.elapsed().as_secs_f64() * 10.0;
@@ -145,35 +146,14 @@ async fn serve_counter(listener: tokio::net::TcpListener, test_id: String) {
             );
             async move { body }
         }),
-    );
-    axum::serve(listener, app).await.expect("exporter serves");
+    )
 }
 
 #[tokio::test]
 async fn prometheus_scrapes_an_exporter_and_computes_its_rate() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind exporter");
-    let address = listener.local_addr().expect("local addr").to_string();
-    let test_id = format!("rate-{}", listener.local_addr().expect("addr").port());
-    tokio::spawn(serve_counter(listener, test_id.clone()));
-    let _target = support::ScrapeTarget::register(&test_id, &address);
-
-    // First wait until the window is full of scrapes (1 s apart), so that rate() is not
-    // skewed by the series having just started; then read the rate once.
+    let (test_id, _target) = support::serve_scraped("rate", counter_exporter).await;
     let series = format!("serin_e2e_requests_total{{test=\"{test_id}\"}}");
-    let samples = format!("count_over_time({series}[10s])");
-    wait_until(
-        "Prometheus to scrape the exporter 8 times",
-        Duration::from_secs(60),
-        || async {
-            match support::prometheus_query(&samples).await? {
-                Some(n) if n >= 8.0 => Ok(()),
-                other => Err(format!("{samples} = {other:?}")),
-            }
-        },
-    )
-    .await;
+    support::wait_for_scrapes(&series).await;
     let query = format!("rate({series}[5s])");
     let rate = support::prometheus_query(&query)
         .await

@@ -4,10 +4,9 @@
 mod support;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serin::simulate::{Backend, Behaviour, Simulator};
-use support::wait_until;
 
 fn backends(ns: &str) -> Vec<Backend> {
     vec![
@@ -32,10 +31,12 @@ fn backends(ns: &str) -> Vec<Backend> {
     ]
 }
 
-/// Serves the simulator, advancing it by the real time elapsed since the previous scrape.
-async fn serve(listener: tokio::net::TcpListener, ns: String) {
+/// The simulator behind `/metrics`, advanced by the real time elapsed since the previous
+/// scrape. `ns` is the namespace label, unique per run.
+fn simulator(ns: &str) -> axum::Router {
     let state = Arc::new(Mutex::new((Simulator::new(50.0), Instant::now())));
-    let app = axum::Router::new().route(
+    let ns = ns.to_string();
+    axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
             let state = state.clone();
@@ -48,36 +49,18 @@ async fn serve(listener: tokio::net::TcpListener, ns: String) {
                 sim.render()
             }
         }),
-    );
-    axum::serve(listener, app).await.expect("simulator serves");
+    )
 }
 
 #[tokio::test]
 async fn builtin_linkerd_queries_read_back_the_simulated_success_rate_and_latency() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("addr").to_string();
-    // A namespace label of our own keeps these series apart from other runs.
-    let ns = format!("sim-{}", listener.local_addr().expect("addr").port());
-    tokio::spawn(serve(listener, ns.clone()));
-    let _target = support::ScrapeTarget::register(&ns, &address);
-
+    // The namespace label is the run's own, keeping these series apart from other runs.
+    let (ns, _target) = support::serve_scraped("sim", simulator).await;
     let selector = |target: &str| format!("namespace=\"{ns}\",deployment=~\"{target}\"");
-    let scrapes = format!(
-        "count_over_time(response_total{{{},classification=\"success\"}}[10s])",
+    support::wait_for_scrapes(&format!(
+        "response_total{{{},classification=\"success\"}}",
         selector("web")
-    );
-    wait_until(
-        "8 scrapes of the simulator",
-        Duration::from_secs(60),
-        || async {
-            match support::prometheus_query(&scrapes).await? {
-                Some(n) if n >= 8.0 => Ok(()),
-                other => Err(format!("{scrapes} = {other:?}")),
-            }
-        },
-    )
+    ))
     .await;
 
     // The queries exactly as SPEC "Metrics" writes them, with a 5 s window.

@@ -168,7 +168,7 @@ fn set_entries(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::review::decode_deployment;
+    use crate::admission::review::{decode_deployment, fixtures};
     use serde_json::{Value, json};
 
     const SERIN: &str = "system:serviceaccount:serin-system:serin";
@@ -193,17 +193,7 @@ mod tests {
         object: Value,
         old: Option<Value>,
     ) -> DeploymentRequest {
-        let body = json!({
-            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {
-                "uid": "uid-1",
-                "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
-                "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
-                "name": "web", "namespace": "shop", "operation": operation,
-                "userInfo": {"username": user},
-                "object": object, "oldObject": old, "dryRun": false
-            }
-        });
+        let body = fixtures::review(operation, user, object, old);
         decode_deployment(body.to_string().as_bytes()).expect("test review decodes")
     }
 
@@ -228,7 +218,7 @@ mod tests {
         let req = request("CREATE", "alice", deployment(annotations, 2, "app:1"), None);
         let response = validate(&req);
         assert!(!response.allowed);
-        assert_eq!(response.uid, "uid-1");
+        assert_eq!(response.uid, fixtures::UID);
         let message = &response.result.message;
         assert!(
             message.starts_with("Deployment \"web\": 2 mistakes"),

@@ -99,6 +99,8 @@ mod tests {
     use serde_json::{Value, json};
     use tower::ServiceExt;
 
+    use super::review::fixtures;
+
     fn app() -> (Router, Arc<Registry>) {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
@@ -127,24 +129,7 @@ mod tests {
     }
 
     fn review(annotations: Value) -> String {
-        json!({
-            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {
-                "uid": "0c9a8d74-9cb7-44dd-b98e-09fd62def2f4",
-                "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
-                "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
-                "name": "web", "namespace": "shop", "operation": "CREATE",
-                "userInfo": {"username": "alice"},
-                "object": {
-                    "apiVersion": "apps/v1", "kind": "Deployment",
-                    "metadata": {"name": "web", "annotations": annotations},
-                    "spec": {"selector": {"matchLabels": {"app": "web"}},
-                             "template": {"metadata": {"labels": {"app": "web"}},
-                                          "spec": {"containers": [{"name": "a", "image": "a:1"}]}}}
-                }
-            }
-        })
-        .to_string()
+        fixtures::review("CREATE", "alice", fixtures::deployment(annotations), None).to_string()
     }
 
     fn metrics_text(registry: &Registry) -> String {
@@ -165,10 +150,7 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["kind"], "AdmissionReview");
         assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
-        assert_eq!(
-            body["response"]["uid"],
-            "0c9a8d74-9cb7-44dd-b98e-09fd62def2f4"
-        );
+        assert_eq!(body["response"]["uid"], fixtures::UID);
         assert_eq!(body["response"]["allowed"], true);
         let text = metrics_text(&registry);
         assert!(text.contains("outcome=\"allowed\""), "{text}");
@@ -256,10 +238,7 @@ mod tests {
             let (status, review) = post(app, "/validate/deployments", body.to_string()).await;
             assert_eq!(status, StatusCode::OK, "{case}");
             assert_eq!(review["response"]["allowed"], false, "{case}");
-            assert_eq!(
-                review["response"]["uid"], "0c9a8d74-9cb7-44dd-b98e-09fd62def2f4",
-                "{case}"
-            );
+            assert_eq!(review["response"]["uid"], fixtures::UID, "{case}");
             let message = review["response"]["status"]["message"]
                 .as_str()
                 .unwrap_or_default();

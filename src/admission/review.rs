@@ -127,37 +127,56 @@ fn invalid(uid: Option<String>, reason: String) -> Invalid {
     Invalid { uid, reason }
 }
 
+/// AdmissionReview bodies shaped as the API server sends them, shared by the admission tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
+pub(crate) mod fixtures {
+    use serde_json::{Value, json};
 
-    fn review_of(object: Value) -> Value {
+    /// The uid every fixture review carries.
+    pub const UID: &str = "705ab4f5-6393-11e8-b7cc-42010a800002";
+
+    /// A review of a Deployment write by `user`.
+    pub fn review(operation: &str, user: &str, object: Value, old: Option<Value>) -> Value {
         json!({
             "apiVersion": "admission.k8s.io/v1",
             "kind": "AdmissionReview",
             "request": {
-                "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                "uid": UID,
                 "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
                 "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
-                "name": "web", "namespace": "shop", "operation": "CREATE",
-                "userInfo": {"username": "alice"},
-                "object": object,
+                "name": "web", "namespace": "shop", "operation": operation,
+                "userInfo": {"username": user},
+                "object": object, "oldObject": old,
                 "dryRun": false
             }
         })
     }
 
-    fn deployment() -> Value {
+    /// A minimal Deployment `web` with the given annotations.
+    pub fn deployment(annotations: Value) -> Value {
         json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "web", "namespace": "shop"},
+            "metadata": {"name": "web", "namespace": "shop", "annotations": annotations},
             "spec": {
                 "selector": {"matchLabels": {"app": "web"}},
                 "template": {"metadata": {"labels": {"app": "web"}},
                              "spec": {"containers": [{"name": "app", "image": "app:1"}]}}
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn review_of(object: Value) -> Value {
+        fixtures::review("CREATE", "alice", object, None)
+    }
+
+    fn deployment() -> Value {
+        fixtures::deployment(json!({}))
     }
 
     fn refusal(body: &[u8]) -> AdmissionResponse {
@@ -171,7 +190,7 @@ mod tests {
     fn a_valid_review_decodes_into_a_typed_deployment() {
         let body = review_of(deployment()).to_string();
         let req = decode_deployment(body.as_bytes()).expect("decodes");
-        assert_eq!(req.uid, "705ab4f5-6393-11e8-b7cc-42010a800002");
+        assert_eq!(req.uid, fixtures::UID);
         let name = req.object.and_then(|d| d.metadata.name);
         assert_eq!(name.as_deref(), Some("web"));
     }
@@ -192,7 +211,7 @@ mod tests {
         let mut body = review_of(deployment());
         body["apiVersion"] = json!("admission.k8s.io/v1beta1");
         let response = refusal(body.to_string().as_bytes());
-        assert_eq!(response.uid, "705ab4f5-6393-11e8-b7cc-42010a800002");
+        assert_eq!(response.uid, fixtures::UID);
         assert!(response.result.message.contains("admission.k8s.io/v1"));
     }
 

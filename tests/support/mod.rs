@@ -272,3 +272,39 @@ pub fn serin_admin_url() -> String {
         .expect("serin admin port (is the local environment up?)");
     format!("http://127.0.0.1:{}", port.trim())
 }
+
+/// Serves the app `make_app` builds on a free loopback port and registers it with the local
+/// Prometheus under a name made of `prefix` and the port. The name, unique per run, is given
+/// to `make_app` (to use as a label value) and returned with the registration, which ends
+/// when dropped.
+pub async fn serve_scraped(
+    prefix: &str,
+    make_app: impl FnOnce(&str) -> axum::Router,
+) -> (String, ScrapeTarget) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind exporter");
+    let address = listener.local_addr().expect("local addr");
+    let name = format!("{prefix}-{}", address.port());
+    let app = make_app(&name);
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("exporter serves") });
+    let target = ScrapeTarget::register(&name, &address.to_string());
+    (name, target)
+}
+
+/// Waits until Prometheus holds 8 scrapes (1 s apart) of `series` within 10 s, so that a
+/// `rate()` over a 5 s window is not skewed by the series having just started.
+pub async fn wait_for_scrapes(series: &str) {
+    let samples = format!("count_over_time({series}[10s])");
+    wait_until(
+        &format!("Prometheus to scrape {series} 8 times"),
+        Duration::from_secs(60),
+        || async {
+            match prometheus_query(&samples).await? {
+                Some(n) if n >= 8.0 => Ok(()),
+                other => Err(format!("{samples} = {other:?}")),
+            }
+        },
+    )
+    .await;
+}
