@@ -1,0 +1,83 @@
+//! `serin check` as a user runs it: exit status and output, from a file and from stdin.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+const GOOD: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  annotations: {serin.dev/enabled: "true"}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: app, image: "app:1", ports: [{containerPort: 8080}]}]}
+"#;
+
+fn check(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_serin"))
+        .arg("check")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serin starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("serin finishes")
+}
+
+#[test]
+fn a_valid_manifest_on_stdin_exits_zero() {
+    let out = check(&["-f", "-"], GOOD);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("-: Deployment web: ok (canary release enabled)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_file_with_mistakes_exits_one_and_prints_each_with_the_file_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("web.yaml");
+    let bad = GOOD.replace(
+        r#"{serin.dev/enabled: "true"}"#,
+        r#"{serin.dev/enabled: "true", serin.dev/threshold: "0", serin.dev/latncy: "1s"}"#,
+    );
+    std::fs::write(&path, bad).expect("write manifest");
+    let file = path.to_string_lossy().into_owned();
+    let out = check(&["-f", &file], "");
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<_> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with(&format!("{file}: Deployment web: serin.dev/"))),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("did you mean serin.dev/latency?"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn an_unreadable_file_exits_one() {
+    let out = check(&["-f", "/nonexistent/serin-manifest.yaml"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
