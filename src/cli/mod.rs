@@ -1,7 +1,7 @@
 //! The `serin` command line: flags (each also an environment variable `SERIN_<FLAG>`) and
 //! the subcommands that wire the library's pieces together.
 
-mod webhook;
+mod run;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -65,6 +65,18 @@ pub struct Common {
         global = true
     )]
     pub service_account: String,
+    /// Kubeconfig file; without it `KUBECONFIG`, then the in-cluster service account.
+    #[arg(long, env = "SERIN_KUBECONFIG", global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Prometheus HTTP API the builtin checks query (an AnalysisTemplate metric may name
+    /// another with `address`).
+    #[arg(
+        long,
+        env = "SERIN_PROMETHEUS_URL",
+        default_value = "http://prometheus.linkerd-viz:9090",
+        global = true
+    )]
+    pub prometheus_url: String,
     /// Log format.
     #[arg(long, env = "SERIN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -78,8 +90,12 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The webhooks and the release controller in one process (the default deployment).
+    Run,
     /// Serve the admission webhooks over HTTPS, and the admin port.
     Webhook,
+    /// Run only the release controller (leader-elected), with the admin port.
+    Controller,
     /// Make a local CA and a serving certificate for the webhook.
     Certs(CertsArgs),
     /// Validate manifests offline, exactly as admission would; exit 1 on any mistake.
@@ -114,7 +130,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.common.log_format);
     let result = match cli.command {
-        Command::Webhook => webhook::run(&cli.common),
+        Command::Run => run::run(&cli.common, run::Parts::ALL),
+        Command::Webhook => run::run(&cli.common, run::Parts::WEBHOOK),
+        Command::Controller => run::run(&cli.common, run::Parts::CONTROLLER),
         Command::Certs(args) => make_certs(&args),
         Command::Check(args) => return run_check(&args),
     };
@@ -125,6 +143,24 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A client for the cluster: `--kubeconfig`, else `KUBECONFIG`, else in-cluster.
+pub async fn kube_client(common: &Common) -> anyhow::Result<kube::Client> {
+    use anyhow::Context;
+    let config = match &common.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .with_context(|| format!("using the kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("finding the cluster (no --kubeconfig, KUBECONFIG or in-cluster config)")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
 }
 
 fn init_logging(format: LogFormat) {
