@@ -8,6 +8,7 @@
 //!   Services, config copies, HPA), the revision hash and the release state machine;
 //! - [`router`]: one traffic router per provider behind a small trait (SMI TrafficSplit);
 //! - [`admission`]: the validating and mutating webhooks built on [`spec`];
+//! - [`crd`]: Serin's custom resources (`Canary`, `AnalysisTemplate`), source of the CRD YAML;
 //! - [`simulate`]: the traffic simulator's core (Linkerd-style series from weights);
 //! - [`server`]: HTTPS serving with reloadable certificates and the admin port;
 //! - [`certs`]: a local CA and serving certificate;
@@ -17,6 +18,7 @@ pub mod admission;
 pub mod certs;
 pub mod check;
 pub mod cli;
+pub mod crd;
 pub mod release;
 pub mod router;
 pub mod server;

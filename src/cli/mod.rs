@@ -98,6 +98,8 @@ pub enum Command {
     Controller,
     /// Make a local CA and a serving certificate for the webhook.
     Certs(CertsArgs),
+    /// Print Serin's CustomResourceDefinitions (YAML), generated from its Rust types.
+    Crds,
     /// Validate manifests offline, exactly as admission would; exit 1 on any mistake.
     Check(CheckArgs),
 }
@@ -134,6 +136,9 @@ pub fn main() -> ExitCode {
         Command::Webhook => run::run(&cli.common, run::Parts::WEBHOOK),
         Command::Controller => run::run(&cli.common, run::Parts::CONTROLLER),
         Command::Certs(args) => make_certs(&args),
+        Command::Crds => crate::crd::to_yaml()
+            .map(|yaml| print!("{yaml}"))
+            .map_err(anyhow::Error::from),
         Command::Check(args) => return run_check(&args),
     };
     match result {

@@ -245,28 +245,39 @@ impl fmt::Display for GatewayRef {
 }
 
 /// One A/B routing rule; requests matching any rule of a spec are sent to the canary.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum MatchRule {
     /// `header:NAME=VALUE`: the header has exactly this value.
-    HeaderExact {
-        #[schemars(pattern(HTTP_TOKEN))]
-        name: String,
-        #[schemars(length(min = 1))]
-        value: String,
-    },
+    HeaderExact { name: String, value: String },
     /// `header:NAME~REGEX`: the header matches this regular expression.
-    HeaderRegex {
-        #[schemars(pattern(HTTP_TOKEN))]
-        name: String,
-        #[schemars(length(min = 1), extend("format" = "regex"))]
-        regex: String,
-    },
+    HeaderRegex { name: String, regex: String },
     /// `cookie:NAME`: the request carries this cookie.
-    Cookie {
-        #[schemars(pattern(HTTP_TOKEN))]
-        name: String,
-    },
+    Cookie { name: String },
+}
+
+/// Written by hand: the derived schema of an internally tagged enum is a `oneOf` whose
+/// branches give `type` different constants, which a CRD's structural schema cannot hold.
+/// One object with every field is what the API server accepts; which fields each `type`
+/// needs is checked by the annotation parser.
+impl JsonSchema for MatchRule {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "MatchRule".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "One A/B routing rule: headerExact (name, value), headerRegex (name, regex) or cookie (name).",
+            "type": "object",
+            "required": ["type", "name"],
+            "properties": {
+                "type": {"type": "string", "enum": ["headerExact", "headerRegex", "cookie"]},
+                "name": {"type": "string", "pattern": HTTP_TOKEN},
+                "value": {"type": "string", "minLength": 1},
+                "regex": {"type": "string", "minLength": 1, "format": "regex"}
+            }
+        })
+    }
 }
 
 /// The annotation syntax, as `serin.dev/match` is parsed.

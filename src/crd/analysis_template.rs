@@ -1,0 +1,114 @@
+//! `AnalysisTemplate`: custom metrics (PromQL with `{{ namespace }}`, `{{ target }}`,
+//! `{{ service }}`, `{{ interval }}`) and webhooks (acceptance tests, load tests, gates) that a
+//! Deployment names in `serin.dev/analysis`.
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::spec::Duration;
+
+#[derive(CustomResource, Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "serin.dev",
+    version = "v1beta1",
+    kind = "AnalysisTemplate",
+    plural = "analysistemplates",
+    namespaced,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisTemplateSpec {
+    /// Checks run at every interval, beside (or instead of) the builtin ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricTemplate>,
+    /// Webhooks called during the release.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookTemplate>,
+}
+
+/// One metric check. Without `query`, `name` must be a builtin: `request-success-rate`
+/// (percent) or `request-duration` (p99, milliseconds).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricTemplate {
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// PromQL returning one number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// Accepted range of the value; either bound may be absent.
+    #[serde(default)]
+    pub threshold_range: ThresholdRange,
+    /// Prometheus HTTP API address; `--prometheus-url` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// What an empty result means.
+    #[serde(default)]
+    pub no_data: NoDataPolicy,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Default)]
+pub struct ThresholdRange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+/// What "no data" from a metric means.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NoDataPolicy {
+    /// A failed check: a silent canary is never promoted.
+    #[default]
+    Fail,
+    /// The check is left out of that interval.
+    Skip,
+}
+
+/// When a webhook is called (Flagger's webhook types).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum HookType {
+    /// Gate before the canary is scaled up.
+    ConfirmRollout,
+    /// Before traffic shifts; failures count toward the threshold.
+    PreRollout,
+    /// At every interval (load tests); failures count as failed checks.
+    Rollout,
+    /// Gate before each weight increase.
+    ConfirmTrafficIncrease,
+    /// Gate before promotion.
+    ConfirmPromotion,
+    /// After Succeeded or Failed.
+    PostRollout,
+    /// Polled during the analysis: a success rolls back.
+    Rollback,
+    /// Every Event Serin records.
+    Event,
+}
+
+/// One webhook. The payload is Flagger's: `name`, `namespace`, `phase`, `checksum`, `metadata`;
+/// a reply status above 202 is a failure.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookTemplate {
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_: HookType,
+    #[schemars(length(min = 1))]
+    pub url: String,
+    /// Per attempt; 10s when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Extra attempts after a failure; 0 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 10))]
+    pub retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+}
