@@ -7,6 +7,7 @@
 //! - [`release`]: the release machinery as pure functions: desired objects (primary,
 //!   Services, config copies, HPA), the revision hash and the release state machine;
 //! - [`router`]: one traffic router per provider behind a small trait (SMI TrafficSplit);
+//! - [`controller`]: the release controller (kube-rs), the executor of [`release`];
 //! - [`admission`]: the validating and mutating webhooks built on [`spec`];
 //! - [`crd`]: Serin's custom resources (`Canary`, `AnalysisTemplate`), source of the CRD YAML;
 //! - [`simulate`]: the traffic simulator's core (Linkerd-style series from weights);
@@ -18,6 +19,7 @@ pub mod admission;
 pub mod certs;
 pub mod check;
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod release;
 pub mod router;

@@ -77,6 +77,14 @@ pub struct Common {
         global = true
     )]
     pub prometheus_url: String,
+    /// Namespace of the controller's leader-election Lease (Serin's own namespace).
+    #[arg(
+        long,
+        env = "SERIN_LEASE_NAMESPACE",
+        default_value = "serin-system",
+        global = true
+    )]
+    pub lease_namespace: String,
     /// Log format.
     #[arg(long, env = "SERIN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,

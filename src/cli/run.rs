@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::Common;
 use crate::admission::{self, AdmissionState};
+use crate::controller;
 use crate::server::{self, Metrics, ReadyFlag, ServeOptions, ServingCert};
 
 /// Which parts of Serin a process runs.
@@ -44,11 +45,33 @@ pub fn run(common: &Common, parts: Parts) -> anyhow::Result<()> {
 }
 
 async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
-    if parts.controller {
-        // Wired in the controller's own commit.
-        tracing::warn!("the release controller is not built yet; serving webhooks only");
-    }
     server::install_crypto_provider();
+    let controller = match parts.controller {
+        true => {
+            let client = super::kube_client(common).await?;
+            let options = controller::Options {
+                prometheus_url: common.prometheus_url.clone(),
+                lease: controller::lease::LeaseConfig::new(common.lease_namespace.clone()),
+            };
+            Some(tokio::spawn(async move {
+                let result = controller::run(client, options, shutdown_signal()).await;
+                if let Err(e) = &result {
+                    // Webhooks could go on serving, but a replica without its controller
+                    // must not look healthy: exit and let it be restarted.
+                    tracing::error!(error = %format!("{e:#}"), "the controller stopped");
+                    std::process::exit(1);
+                }
+                result
+            }))
+        }
+        false => None,
+    };
+    if !parts.webhook {
+        return match controller {
+            Some(task) => task.await.context("the controller task")?,
+            None => Ok(()),
+        };
+    }
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
 
@@ -97,6 +120,9 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
     let _ = stop_admin.send(());
     let _ = admin.await;
     watcher.abort();
+    if let Some(task) = controller {
+        task.await.context("the controller task")??;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -265,6 +265,13 @@ pub enum HookKind {
     PostRollout,
 }
 
+impl HookKind {
+    /// Gates answer `step` through [`Gates`]; the others are notifications.
+    pub fn is_gate(self) -> bool {
+        !matches!(self, HookKind::PostRollout)
+    }
+}
+
 /// Whether an Event reports normal progress or a problem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {

@@ -33,7 +33,7 @@ pub const OWNER_LABEL: &str = "serin.dev/owner";
 
 /// Annotation on the primary Deployment: the [`revision`] its pod template was copied from,
 /// so the controller can tell that a promotion has reached the primary.
-pub const PRIMARY_REVISION_ANNOTATION: &str = "serin.dev/revision";
+pub const PRIMARY_REVISION_ANNOTATION: &str = crate::spec::REVISION;
 
 /// Suffix of the primary Deployment, Service, HPA and config copies, and of the values of the
 /// primary pods' selector labels.

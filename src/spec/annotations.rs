@@ -7,10 +7,11 @@ use std::str::FromStr;
 
 use super::duration;
 use super::model::{CanarySpec, DEFAULT_STEP_WEIGHT, GatewayRef, MatchRule, Provider};
-use super::{DESIRED_REPLICAS, ENABLED, PREFIX, Problem, schema};
+use super::{DESIRED_REPLICAS, ENABLED, PREFIX, Problem, REVISION, schema};
 
 /// Every annotation Serin knows. Users write all of them except [`Key::DesiredReplicas`],
-/// which the mutating webhook writes (and which is still accepted as input).
+/// which the mutating webhook writes (and which is still accepted as input), and
+/// [`Key::Revision`], which the controller writes on the `-primary` Deployment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Key {
     Enabled,
@@ -32,10 +33,11 @@ pub(super) enum Key {
     Analysis,
     SkipAnalysis,
     DesiredReplicas,
+    Revision,
 }
 
 impl Key {
-    pub(super) const ALL: [Key; 19] = [
+    pub(super) const ALL: [Key; 20] = [
         Key::Enabled,
         Key::Provider,
         Key::Port,
@@ -55,6 +57,7 @@ impl Key {
         Key::Analysis,
         Key::SkipAnalysis,
         Key::DesiredReplicas,
+        Key::Revision,
     ];
 
     pub(super) fn annotation(self) -> &'static str {
@@ -78,13 +81,14 @@ impl Key {
             Key::Analysis => "serin.dev/analysis",
             Key::SkipAnalysis => "serin.dev/skip-analysis",
             Key::DesiredReplicas => DESIRED_REPLICAS,
+            Key::Revision => REVISION,
         }
     }
 
     /// The [`CanarySpec`] field (its JSON name) this key configures, if any.
     pub(super) fn field(self) -> Option<&'static str> {
         Some(match self {
-            Key::Enabled | Key::DesiredReplicas => return None,
+            Key::Enabled | Key::DesiredReplicas | Key::Revision => return None,
             Key::Provider => "provider",
             Key::Port => "port",
             Key::Service => "service",
@@ -144,6 +148,7 @@ impl Key {
                            expression"
                 .to_owned(),
             Key::DesiredReplicas => format!("must be an integer from 0 to {}", i32::MAX),
+            Key::Revision => "is written by Serin on -primary Deployments".to_owned(),
         }
     }
 
@@ -231,6 +236,8 @@ fn apply(key: Key, raw: &str, reading: &mut Reading<'_>) -> Result<(), Vec<Probl
         Key::DesiredReplicas => {
             parsed::<i32>(raw).filter(|n| *n >= 0).ok_or_else(refused)?;
         }
+        // Bookkeeping on the primary; any value is Serin's own.
+        Key::Revision => {}
         Key::Provider => spec.provider = parsed(raw).ok_or_else(refused)?,
         Key::Port => spec.port = Some(parsed(raw).ok_or_else(refused)?),
         Key::Service => spec.service = raw.to_owned(),
@@ -366,7 +373,7 @@ pub(super) fn value_of(key: Key, spec: &CanarySpec) -> Option<String> {
     let join = |items: Vec<String>| items.join(",");
     match key {
         Key::Enabled => Some("true".to_owned()),
-        Key::DesiredReplicas => None,
+        Key::DesiredReplicas | Key::Revision => None,
         Key::Provider => Some(spec.provider.to_string()),
         Key::Port => spec.port.map(|p| p.to_string()),
         Key::Service => Some(spec.service.clone()),

@@ -28,6 +28,9 @@ pub const PREFIX: &str = "serin.dev/";
 pub const ENABLED: &str = "serin.dev/enabled";
 /// Written by the mutating webhook: the replica count requested for the primary; integer >= 0.
 pub const DESIRED_REPLICAS: &str = "serin.dev/desired-replicas";
+/// Written by the controller on the `-primary` Deployment: the revision its template was
+/// copied from. Known here so that the primary's annotations are never an error.
+pub const REVISION: &str = "serin.dev/revision";
 /// Label put on opted-in Deployments so the controller can watch by label selector.
 pub const MANAGED_LABEL: &str = "serin.dev/canary";
 

@@ -1,0 +1,138 @@
+//! The release controller: a kube-rs `Controller` over opted-in Deployments (label
+//! `serin.dev/canary`), their `Canary` objects and their `-primary` Deployments, running
+//! [`reconcile`] only while this replica holds the Lease.
+//!
+//! - [`observe`]: what the Deployments say (pure);
+//! - [`reconcile`]: the per-Deployment pipeline around [`crate::release::step`];
+//! - [`analysis`]: measurements and webhooks for the release machine;
+//! - [`lease`]: leader election.
+
+mod analysis;
+pub mod lease;
+pub mod observe;
+mod reconcile;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+
+use crate::crd::Canary;
+use crate::release::{OWNER_LABEL, ObjectsError};
+use crate::router::RouterError;
+use crate::spec::MANAGED_LABEL;
+
+/// Field manager of every write Serin makes.
+pub const FIELD_MANAGER: &str = "serin";
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Prometheus HTTP API for the builtin checks.
+    pub prometheus_url: String,
+    pub lease: lease::LeaseConfig,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub analysis: analysis::Clients,
+}
+
+/// Why a reconcile failed; it is retried after [`RETRY_AFTER`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("the Deployment has no namespace")]
+    NoNamespace,
+    #[error("{0}")]
+    Objects(#[from] ObjectsError),
+    #[error("{0}")]
+    Router(#[from] RouterError),
+    #[error(
+        "{kind} ({api_version}) is not installed in the cluster: install its CRD, or choose \
+         another serin.dev/provider"
+    )]
+    RouterNotInstalled { api_version: String, kind: String },
+    #[error(
+        "serin.dev/analysis names AnalysisTemplate {0:?}, which does not exist in the namespace"
+    )]
+    MissingAnalysisTemplate(String),
+    #[error("encoding an object: {0}")]
+    Serialize(serde_json::Error),
+}
+
+/// Pause before retrying a failed reconcile.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+fn error_policy(deploy: Arc<Deployment>, error: &Error, _ctx: Arc<Context>) -> Requeue {
+    tracing::warn!(
+        namespace = deploy.metadata.namespace.as_deref().unwrap_or(""),
+        deployment = deploy.metadata.name.as_deref().unwrap_or(""),
+        %error,
+        "reconcile failed; retrying"
+    );
+    Requeue::requeue(RETRY_AFTER)
+}
+
+/// Runs the controller until `shutdown` completes or the Lease is lost (an error: the
+/// process should exit and be restarted, never act without the Lease).
+pub async fn run(
+    client: Client,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &options.lease.namespace);
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    tokio::select! {
+        () = lease::acquire(&leases, &options.lease) => {}
+        () = shutdown.clone() => return Ok(()),
+    }
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: Some(options.lease.identity.clone()),
+            },
+        ),
+        analysis: analysis::Clients::new(&options.prometheus_url)?,
+    });
+    let deployments: Api<Deployment> = Api::all(client.clone());
+    let controller = Controller::new(
+        deployments.clone(),
+        watcher::Config::default().labels(MANAGED_LABEL),
+    )
+    .owns(
+        Api::<Canary>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(deployments, watcher::Config::default().labels(OWNER_LABEL))
+    .graceful_shutdown_on(shutdown.clone())
+    .run(reconcile::reconcile, error_policy, ctx)
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "controller");
+        }
+    });
+    let lost = tokio::select! {
+        () = controller => false,
+        () = lease::keep(&leases, &options.lease) => true,
+    };
+    if lost {
+        anyhow::bail!("lost the controller lease; stopping so that only one replica acts");
+    }
+    lease::release(&leases, &options.lease).await;
+    tracing::info!("controller stopped");
+    Ok(())
+}

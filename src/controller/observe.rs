@@ -1,0 +1,190 @@
+//! What the controller reads off Deployments, as pure functions of their stored state: is a
+//! rollout finished and Ready, has it stalled, how many replicas the user asked for.
+
+use k8s_openapi::api::apps::v1::Deployment;
+
+use crate::release::{CanaryObservation, PRIMARY_REVISION_ANNOTATION, PrimaryObservation};
+use crate::spec::DESIRED_REPLICAS;
+
+fn spec_replicas(deploy: &Deployment) -> i32 {
+    // The API server defaults an absent `replicas` to 1.
+    deploy.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+}
+
+/// The Deployment controller has seen the current spec and finished rolling it out: every
+/// replica runs the current template and no old pod is left.
+fn rolled_out(deploy: &Deployment) -> bool {
+    let Some(status) = deploy.status.as_ref() else {
+        return false;
+    };
+    let generation = deploy.metadata.generation.unwrap_or(0);
+    let want = spec_replicas(deploy);
+    status.observed_generation.unwrap_or(0) >= generation
+        && status.updated_replicas.unwrap_or(0) >= want
+        && status.replicas.unwrap_or(0) <= status.updated_replicas.unwrap_or(0)
+}
+
+fn ready_replicas(deploy: &Deployment) -> i32 {
+    deploy
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0)
+}
+
+/// The rollout reports `ProgressDeadlineExceeded`.
+fn stalled(deploy: &Deployment) -> bool {
+    deploy
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            c.type_ == "Progressing"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        })
+}
+
+/// The replicas the user asked for: `serin.dev/desired-replicas` (recorded by admission), else
+/// `fallback` (the primary's size), else `spec.replicas` while the canary was never scaled.
+pub fn desired_replicas(deploy: &Deployment, fallback: Option<i32>) -> i32 {
+    deploy
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(DESIRED_REPLICAS))
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .filter(|n| *n >= 0)
+        .or(fallback)
+        .unwrap_or_else(|| spec_replicas(deploy))
+}
+
+/// The canary (the user's Deployment) for the release machine.
+pub fn canary(deploy: &Deployment, desired_replicas: i32) -> CanaryObservation {
+    let replicas = spec_replicas(deploy);
+    CanaryObservation {
+        ready: replicas > 0 && rolled_out(deploy) && ready_replicas(deploy) > 0,
+        stalled: stalled(deploy),
+        replicas,
+        desired_replicas,
+    }
+}
+
+/// The `<name>-primary` Deployment for the release machine; a missing one is not Ready.
+pub fn primary(primary: Option<&Deployment>) -> PrimaryObservation {
+    let Some(deploy) = primary else {
+        return PrimaryObservation::default();
+    };
+    let want = spec_replicas(deploy);
+    PrimaryObservation {
+        ready: rolled_out(deploy) && ready_replicas(deploy) >= want,
+        revision: deploy
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(PRIMARY_REVISION_ANNOTATION))
+            .cloned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentSpec, DeploymentStatus};
+    use kube::api::ObjectMeta;
+
+    fn deployment(replicas: i32, generation: i64, status: DeploymentStatus) -> Deployment {
+        Deployment {
+            metadata: ObjectMeta {
+                generation: Some(generation),
+                ..Default::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas),
+                ..Default::default()
+            }),
+            status: Some(status),
+        }
+    }
+
+    fn rolled(replicas: i32, ready: i32) -> DeploymentStatus {
+        DeploymentStatus {
+            observed_generation: Some(2),
+            replicas: Some(replicas),
+            updated_replicas: Some(replicas),
+            ready_replicas: Some(ready),
+            available_replicas: Some(ready),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_rolled_out_canary_with_a_ready_pod_is_ready() {
+        assert!(canary(&deployment(3, 2, rolled(3, 1)), 3).ready);
+    }
+
+    #[test]
+    fn a_canary_at_zero_replicas_is_not_ready() {
+        assert!(!canary(&deployment(0, 2, rolled(0, 0)), 3).ready);
+    }
+
+    #[test]
+    fn a_spec_the_deployment_controller_has_not_seen_is_not_ready() {
+        // Generation 3 written, status still about generation 2: the old pods are what is Ready.
+        assert!(!canary(&deployment(3, 3, rolled(3, 3)), 3).ready);
+        assert!(!primary(Some(&deployment(3, 3, rolled(3, 3)))).ready);
+    }
+
+    #[test]
+    fn old_pods_still_running_mean_the_rollout_is_not_finished() {
+        let status = DeploymentStatus {
+            replicas: Some(4),
+            updated_replicas: Some(3),
+            ..rolled(3, 3)
+        };
+        assert!(!primary(Some(&deployment(3, 2, status))).ready);
+    }
+
+    #[test]
+    fn the_primary_is_ready_only_with_every_replica_ready() {
+        assert!(!primary(Some(&deployment(3, 2, rolled(3, 2)))).ready);
+        assert!(primary(Some(&deployment(3, 2, rolled(3, 3)))).ready);
+        assert!(!primary(None).ready);
+    }
+
+    #[test]
+    fn progress_deadline_exceeded_is_stalled() {
+        let status = DeploymentStatus {
+            conditions: Some(vec![DeploymentCondition {
+                type_: "Progressing".into(),
+                status: "False".into(),
+                reason: Some("ProgressDeadlineExceeded".into()),
+                ..Default::default()
+            }]),
+            ..rolled(3, 0)
+        };
+        assert!(canary(&deployment(3, 2, status), 3).stalled);
+        assert!(!canary(&deployment(3, 2, rolled(3, 0)), 3).stalled);
+    }
+
+    #[test]
+    fn desired_replicas_prefers_the_annotation_then_the_primary() {
+        let mut deploy = deployment(0, 1, rolled(0, 0));
+        assert_eq!(desired_replicas(&deploy, Some(4)), 4);
+        assert_eq!(desired_replicas(&deploy, None), 0);
+        deploy.metadata.annotations = Some([(DESIRED_REPLICAS.to_owned(), "3".into())].into());
+        assert_eq!(desired_replicas(&deploy, Some(4)), 3);
+        deploy.metadata.annotations = Some([(DESIRED_REPLICAS.to_owned(), "-1".into())].into());
+        assert_eq!(desired_replicas(&deploy, Some(4)), 4);
+    }
+
+    #[test]
+    fn the_primary_reports_the_revision_it_was_copied_from() {
+        let mut deploy = deployment(1, 1, rolled(1, 1));
+        deploy.metadata.annotations =
+            Some([(PRIMARY_REVISION_ANNOTATION.to_owned(), "abc".into())].into());
+        assert_eq!(primary(Some(&deploy)).revision.as_deref(), Some("abc"));
+    }
+}

@@ -1,0 +1,631 @@
+//! One reconcile of an opted-in Deployment, as a pipeline: read the Deployment and what Serin
+//! keeps beside it → make sure the machinery exists → observe → [`release::step`] (measuring
+//! and calling gates when it asks) → perform the actions → write `Canary.status`.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::DynamicObject;
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event, EventType as KubeEventType};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::{Context, Error, FIELD_MANAGER, analysis, observe};
+use crate::crd::{AnalysisTemplate, Canary, CanaryResourceSpec, CanaryStatus};
+use crate::release::{
+    self, Action, ConfigKind, EventType, HookKind, OWNER_LABEL, Observations, Phase, ReleaseStatus,
+    TrackedConfig,
+};
+use crate::router::{Router, Weights, router_for};
+use crate::spec::{self, CanarySpec, MANAGED_LABEL, OptIn};
+
+/// How often `step` may ask for measurements or gates in one reconcile (each answer moves it
+/// on; more would be a loop).
+const MAX_CALLBACKS: usize = 8;
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// The objects of one Deployment, read once per reconcile.
+struct Release<'a> {
+    ctx: &'a Context,
+    deploy: &'a Deployment,
+    namespace: String,
+    name: String,
+    spec: CanarySpec,
+    router: Box<dyn Router>,
+    canary: Option<Canary>,
+}
+
+pub async fn reconcile(deploy: Arc<Deployment>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let namespace = deploy.namespace().ok_or(Error::NoNamespace)?;
+    let name = deploy.name_any();
+    let canaries: Api<Canary> = Api::namespaced(ctx.client.clone(), &namespace);
+    let canary = canaries.get_opt(&name).await?;
+
+    let opted_in = match spec::read_deployment(&deploy) {
+        Ok(OptIn::Enabled(spec)) => Some(spec),
+        Ok(OptIn::Absent | OptIn::Disabled) => None,
+        Err(problems) => {
+            // Admission refuses this; it can only come from before Serin was installed or
+            // while its webhook was down. Keep what runs, say why nothing happens.
+            let message = format!(
+                "Invalid serin.dev annotations; nothing changes until they are fixed:\n{problems}"
+            );
+            ctx.publish(
+                &deploy,
+                canary.as_ref(),
+                EventType::Warning,
+                "InvalidConfiguration",
+                message,
+            )
+            .await;
+            return Ok(Requeue::await_change());
+        }
+    };
+    let is_opted_in = opted_in.is_some();
+    let Some(spec) = opted_in.or_else(|| canary.as_ref().map(|c| c.spec.config.clone())) else {
+        // Not opted in and nothing of Serin's left: only the label may linger.
+        remove_label(&ctx, &deploy).await?;
+        return Ok(Requeue::await_change());
+    };
+    let Some(router) = router_for(spec.provider) else {
+        let message = format!(
+            "serin.dev/provider {} is not supported by this version of Serin yet; use linkerd or smi:v1alpha2",
+            spec.provider
+        );
+        ctx.publish(
+            &deploy,
+            canary.as_ref(),
+            EventType::Warning,
+            "UnsupportedProvider",
+            message,
+        )
+        .await;
+        return Ok(Requeue::await_change());
+    };
+    let mut release = Release {
+        ctx: &ctx,
+        deploy: &deploy,
+        namespace,
+        name,
+        spec,
+        router,
+        canary,
+    };
+    release.run(is_opted_in).await
+}
+
+impl Release<'_> {
+    fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.ctx.client.clone(), &self.namespace)
+    }
+
+    fn router_api(&self) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            self.ctx.client.clone(),
+            &self.namespace,
+            &self.router.api_resource(),
+        )
+    }
+
+    async fn run(&mut self, opted_in: bool) -> Result<Requeue, Error> {
+        let status = self
+            .canary
+            .as_ref()
+            .and_then(|c| c.status.clone())
+            .map(|s| s.release)
+            .unwrap_or_default();
+        let primary_name = release::primary_name(&self.name);
+        let mut primary = self.deployments().get_opt(&primary_name).await?;
+        let template = self
+            .deploy
+            .spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .unwrap_or_default();
+        let configs = self.tracked_configs(&template).await?;
+        let tracked: Vec<TrackedConfig> = configs.iter().map(Config::tracked).collect();
+        let revision = release::revision(&template, &tracked);
+        let desired =
+            observe::desired_replicas(self.deploy, primary.as_ref().and_then(spec_replicas));
+
+        if opted_in {
+            self.ensure_canary_object().await?;
+            if primary.is_none() {
+                self.copy_configs(&configs).await?;
+                primary = Some(self.apply_primary(&revision).await?);
+                self.event(
+                    EventType::Normal,
+                    "Initializing",
+                    format!("Created {primary_name} from revision {revision}; waiting for it to be Ready"),
+                )
+                .await;
+            }
+            if let Some(p) = primary.as_ref() {
+                self.scale_primary(p, desired).await?;
+            }
+            let primary_ready = observe::primary(primary.as_ref()).ready;
+            if status.phase != Phase::Initializing || primary_ready {
+                self.apply_services().await?;
+            }
+        }
+
+        let router_object = self.router_api().get_opt(&self.spec.service).await;
+        let weights = match router_object {
+            Ok(object) => object.and_then(|o| self.router.weights(&o, &self.spec).ok()),
+            // The router's CRD is missing: SetWeights will say so.
+            Err(_) => None,
+        };
+        let mut obs = Observations {
+            revision: revision.clone(),
+            opted_in,
+            canary: observe::canary(self.deploy, desired),
+            primary: observe::primary(primary.as_ref()),
+            router: weights,
+            ..Default::default()
+        };
+
+        let now = Time(Timestamp::now());
+        let template_spec = self.analysis_template().await?;
+        let (mut actions, mut new_status) = release::step(&status, &obs, now.clone(), &self.spec);
+        for _ in 0..MAX_CALLBACKS {
+            let mut called_back = false;
+            for action in &actions {
+                match action {
+                    Action::RunChecks if obs.checks.is_none() => {
+                        let (checks, problems) = analysis::measure(
+                            self.ctx,
+                            &self.namespace,
+                            &self.name,
+                            &self.spec,
+                            template_spec.as_ref(),
+                            self.payload(&status, &revision),
+                        )
+                        .await;
+                        for problem in problems {
+                            self.event(EventType::Warning, "MetricError", problem).await;
+                        }
+                        obs.checks = Some(checks);
+                        called_back = true;
+                    }
+                    Action::CallHook(kind) if kind.is_gate() && gate(&obs, *kind).is_none() => {
+                        let outcome = analysis::run_hooks(
+                            self.ctx,
+                            template_spec.as_ref(),
+                            *kind,
+                            self.payload(&status, &revision),
+                        )
+                        .await;
+                        if let Some(message) = outcome.message {
+                            let type_ = match outcome.passed {
+                                true => EventType::Normal,
+                                false => EventType::Warning,
+                            };
+                            self.event(type_, "Webhook", message).await;
+                        }
+                        *gate_mut(&mut obs, *kind) = Some(outcome.passed);
+                        called_back = true;
+                    }
+                    _ => {}
+                }
+            }
+            if !called_back {
+                break;
+            }
+            (actions, new_status) = release::step(&status, &obs, now.clone(), &self.spec);
+        }
+
+        let mut requeue = Requeue::await_change();
+        let mut removed = false;
+        for action in actions {
+            match action {
+                Action::SetWeights(weights) => self.set_weights(weights).await?,
+                Action::ScaleCanary(n) => self.scale_canary(n).await?,
+                Action::ScaleCanaryToZero => self.scale_canary(0).await?,
+                Action::RunChecks => {}
+                Action::CallHook(kind) if kind.is_gate() => {}
+                Action::CallHook(kind) => {
+                    let payload = self.payload(&new_status, &revision);
+                    analysis::notify(self.ctx, template_spec.clone(), kind, payload);
+                }
+                Action::CopyToPrimary { revision: wanted } => {
+                    if wanted == revision {
+                        self.copy_configs(&configs).await?;
+                        self.apply_primary(&revision).await?;
+                    }
+                }
+                Action::RemoveMachinery => {
+                    self.remove_machinery().await?;
+                    removed = true;
+                }
+                Action::RequeueAfter(after) => requeue = Requeue::requeue(after),
+                Action::Event {
+                    type_,
+                    reason,
+                    message,
+                } => self.event(type_, &reason, message).await,
+            }
+        }
+        if removed {
+            return Ok(Requeue::await_change());
+        }
+        if new_status != status || self.observed_generation_changed() {
+            self.write_status(new_status).await?;
+        }
+        Ok(requeue)
+    }
+
+    fn observed_generation_changed(&self) -> bool {
+        let stored = self
+            .canary
+            .as_ref()
+            .and_then(|c| c.status.as_ref())
+            .and_then(|s| s.observed_generation);
+        stored != self.deploy.metadata.generation
+    }
+
+    fn payload(&self, status: &ReleaseStatus, revision: &str) -> analysis::Payload {
+        analysis::Payload {
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            phase: status.phase,
+            checksum: revision.to_owned(),
+        }
+    }
+
+    async fn analysis_template(&self) -> Result<Option<crate::crd::AnalysisTemplateSpec>, Error> {
+        let Some(name) = self.spec.analysis.as_deref() else {
+            return Ok(None);
+        };
+        let api: Api<AnalysisTemplate> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        match api.get_opt(name).await? {
+            Some(t) => Ok(Some(t.spec)),
+            None => Err(Error::MissingAnalysisTemplate(name.to_owned())),
+        }
+    }
+
+    /// The `Canary` object: created when missing, its spec kept equal to the effective
+    /// configuration.
+    async fn ensure_canary_object(&mut self) -> Result<(), Error> {
+        let wanted = CanaryResourceSpec {
+            config: self.spec.clone(),
+        };
+        if self.canary.as_ref().is_some_and(|c| c.spec == wanted) {
+            return Ok(());
+        }
+        let mut object = Canary::new(&self.name, wanted);
+        object.metadata.namespace = Some(self.namespace.clone());
+        object.metadata.owner_references = release::owner_references(self.deploy);
+        object.metadata.labels = Some([(OWNER_LABEL.to_owned(), self.name.clone())].into());
+        let api: Api<Canary> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let applied = api
+            .patch(&self.name, &apply_params(), &Patch::Apply(&object))
+            .await?;
+        self.canary = Some(applied);
+        Ok(())
+    }
+
+    async fn write_status(&self, release: ReleaseStatus) -> Result<(), Error> {
+        let status = CanaryStatus {
+            release,
+            conditions: Vec::new(),
+            observed_generation: self.deploy.metadata.generation,
+        };
+        let patch = json!({
+            "apiVersion": Canary::api_version(&()),
+            "kind": Canary::kind(&()),
+            "status": status,
+        });
+        let api: Api<Canary> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        api.patch_status(&self.name, &apply_params(), &Patch::Apply(&patch))
+            .await?;
+        Ok(())
+    }
+
+    async fn apply_primary(&self, revision: &str) -> Result<Deployment, Error> {
+        let primary = release::primary_deployment(self.deploy, revision)?;
+        let name = release::primary_name(&self.name);
+        Ok(self
+            .deployments()
+            .patch(&name, &apply_params(), &Patch::Apply(&primary))
+            .await?)
+    }
+
+    /// Keeps the primary at the user's replica count (an HPA on the primary owns it instead).
+    async fn scale_primary(&self, primary: &Deployment, desired: i32) -> Result<(), Error> {
+        if spec_replicas(primary) == Some(desired) || self.has_primary_hpa() {
+            return Ok(());
+        }
+        let name = primary.name_any();
+        self.deployments()
+            .patch_scale(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": desired}})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn has_primary_hpa(&self) -> bool {
+        // HPAs are copied in a later change; until then Serin sizes the primary.
+        false
+    }
+
+    async fn scale_canary(&self, replicas: i32) -> Result<(), Error> {
+        if spec_replicas(self.deploy) == Some(replicas) {
+            return Ok(());
+        }
+        self.deployments()
+            .patch_scale(
+                &self.name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn apply_services(&self) -> Result<(), Error> {
+        let api: Api<Service> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        for service in release::services(self.deploy, &self.spec)? {
+            let name = service.name_any();
+            api.patch(&name, &apply_params(), &Patch::Apply(&service))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn set_weights(&self, weights: Weights) -> Result<(), Error> {
+        let object = self.router.build(self.deploy, &self.spec, weights)?;
+        let mut value = serde_json::to_value(&object).map_err(Error::Serialize)?;
+        // DynamicObject serializes its type; make sure the apply carries it.
+        let resource = self.router.api_resource();
+        value["apiVersion"] = json!(resource.api_version);
+        value["kind"] = json!(resource.kind);
+        self.router_api()
+            .patch(&self.spec.service, &apply_params(), &Patch::Apply(&value))
+            .await
+            .map_err(|e| match e {
+                kube::Error::Api(ref status) if status.code == 404 => Error::RouterNotInstalled {
+                    api_version: resource.api_version.clone(),
+                    kind: resource.kind.clone(),
+                },
+                e => Error::Kube(e),
+            })?;
+        Ok(())
+    }
+
+    /// The ConfigMaps and Secrets the pod template uses, as stored (missing optional ones are
+    /// left out; Kubernetes starts the pods without them too).
+    async fn tracked_configs(
+        &self,
+        template: &k8s_openapi::api::core::v1::PodTemplateSpec,
+    ) -> Result<Vec<Config>, Error> {
+        let mut configs = Vec::new();
+        for reference in release::config_refs(template) {
+            match reference.kind {
+                ConfigKind::ConfigMap => {
+                    let api: Api<ConfigMap> =
+                        Api::namespaced(self.ctx.client.clone(), &self.namespace);
+                    if let Some(cm) = api.get_opt(&reference.name).await? {
+                        configs.push(Config::Map(cm));
+                    }
+                }
+                ConfigKind::Secret => {
+                    let api: Api<Secret> =
+                        Api::namespaced(self.ctx.client.clone(), &self.namespace);
+                    if let Some(secret) = api.get_opt(&reference.name).await? {
+                        configs.push(Config::Secret(secret));
+                    }
+                }
+            }
+        }
+        Ok(configs)
+    }
+
+    async fn copy_configs(&self, configs: &[Config]) -> Result<(), Error> {
+        for config in configs {
+            match config {
+                Config::Map(cm) => {
+                    let copy = release::primary_config_map(cm, self.deploy)?;
+                    let api: Api<ConfigMap> =
+                        Api::namespaced(self.ctx.client.clone(), &self.namespace);
+                    api.patch(&copy.name_any(), &apply_params(), &Patch::Apply(&copy))
+                        .await?;
+                }
+                Config::Secret(secret) => {
+                    let copy = release::primary_secret(secret, self.deploy)?;
+                    let api: Api<Secret> =
+                        Api::namespaced(self.ctx.client.clone(), &self.namespace);
+                    api.patch(&copy.name_any(), &apply_params(), &Patch::Apply(&copy))
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Opting out, once the original is Ready again: the apex Service goes back to the
+    /// original's pods first, then everything else Serin made is deleted, then the Canary,
+    /// and last the label that put the Deployment in Serin's watch.
+    async fn remove_machinery(&self) -> Result<(), Error> {
+        let services: Api<Service> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let [apex, primary_svc, canary_svc] = release::services(self.deploy, &self.spec)?;
+        let original_selector = canary_svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.clone())
+            .unwrap_or_default();
+        // Applying the apex without Serin's label and owner drops them: the Service stays,
+        // as users had it before opting in, selecting the original's pods.
+        let apex_name = apex.name_any();
+        let restored = json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": apex_name, "namespace": self.namespace},
+            "spec": {"selector": original_selector},
+        });
+        services
+            .patch(&apex_name, &apply_params(), &Patch::Apply(&restored))
+            .await?;
+        let delete = DeleteParams::background();
+        ignore_missing(self.router_api().delete(&self.spec.service, &delete).await)?;
+        for svc in [primary_svc, canary_svc] {
+            ignore_missing(services.delete(&svc.name_any(), &delete).await)?;
+        }
+        let primary = release::primary_name(&self.name);
+        ignore_missing(self.deployments().delete(&primary, &delete).await)?;
+        let owned = ListParams::default().labels(&format!("{OWNER_LABEL}={}", self.name));
+        let maps: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        for cm in maps.list_metadata(&owned).await? {
+            ignore_missing(maps.delete(&cm.name_any(), &delete).await)?;
+        }
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        for secret in secrets.list_metadata(&owned).await? {
+            ignore_missing(secrets.delete(&secret.name_any(), &delete).await)?;
+        }
+        self.event(
+            EventType::Normal,
+            "OptedOut",
+            format!("The Deployment serves again through Service {apex_name}; removed {primary} and the router"),
+        )
+        .await;
+        let canaries: Api<Canary> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        ignore_missing(canaries.delete(&self.name, &delete).await)?;
+        remove_label(self.ctx, self.deploy).await
+    }
+
+    async fn event(&self, type_: EventType, reason: &str, message: String) {
+        self.ctx
+            .publish(self.deploy, self.canary.as_ref(), type_, reason, message)
+            .await;
+    }
+}
+
+/// A tracked ConfigMap or Secret as stored.
+enum Config {
+    Map(ConfigMap),
+    Secret(Secret),
+}
+
+impl Config {
+    fn tracked(&self) -> TrackedConfig {
+        match self {
+            Config::Map(cm) => TrackedConfig::from_config_map(cm),
+            Config::Secret(secret) => TrackedConfig::from_secret(secret),
+        }
+    }
+}
+
+fn spec_replicas(deploy: &Deployment) -> Option<i32> {
+    deploy.spec.as_ref().and_then(|s| s.replicas)
+}
+
+fn gate(obs: &Observations, kind: HookKind) -> Option<bool> {
+    let gates = &obs.gates;
+    match kind {
+        HookKind::ConfirmRollout => gates.confirm_rollout,
+        HookKind::PreRollout => gates.pre_rollout,
+        HookKind::ConfirmTrafficIncrease => gates.confirm_traffic_increase,
+        HookKind::ConfirmPromotion => gates.confirm_promotion,
+        HookKind::PostRollout => Some(true),
+    }
+}
+
+fn gate_mut(obs: &mut Observations, kind: HookKind) -> &mut Option<bool> {
+    let gates = &mut obs.gates;
+    match kind {
+        HookKind::ConfirmRollout => &mut gates.confirm_rollout,
+        HookKind::PreRollout => &mut gates.pre_rollout,
+        HookKind::ConfirmTrafficIncrease => &mut gates.confirm_traffic_increase,
+        // Not a gate; never asked for.
+        HookKind::ConfirmPromotion | HookKind::PostRollout => &mut gates.confirm_promotion,
+    }
+}
+
+fn ignore_missing<T>(result: kube::Result<T>) -> Result<(), Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(Error::Kube(e)),
+    }
+}
+
+/// Takes the Deployment out of Serin's watch once nothing of Serin's is left.
+async fn remove_label(ctx: &Context, deploy: &Deployment) -> Result<(), Error> {
+    let has_label = deploy
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(MANAGED_LABEL));
+    if !has_label {
+        return Ok(());
+    }
+    let Some(namespace) = deploy.namespace() else {
+        return Ok(());
+    };
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = json!({"metadata": {"labels": {MANAGED_LABEL: null}}});
+    api.patch(
+        &deploy.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+impl Context {
+    /// Records an Event on the Deployment and, when it exists, on its Canary.
+    pub async fn publish(
+        &self,
+        deploy: &Deployment,
+        canary: Option<&Canary>,
+        type_: EventType,
+        reason: &str,
+        message: String,
+    ) {
+        let (namespace, deployment) = (deploy.namespace().unwrap_or_default(), deploy.name_any());
+        match type_ {
+            EventType::Normal => tracing::info!(namespace, deployment, reason, "{message}"),
+            EventType::Warning => tracing::warn!(namespace, deployment, reason, "{message}"),
+        }
+        let event = Event {
+            type_: match type_ {
+                EventType::Normal => KubeEventType::Normal,
+                EventType::Warning => KubeEventType::Warning,
+            },
+            reason: reason.to_owned(),
+            // The Events API caps notes at 1 kB.
+            note: Some(truncate(&message, 1000)),
+            action: reason.to_owned(),
+            secondary: None,
+        };
+        let mut references = vec![deploy.object_ref(&())];
+        references.extend(canary.map(|c| c.object_ref(&())));
+        for reference in references {
+            if let Err(e) = self.recorder.publish(&event, &reference).await {
+                tracing::warn!(error = %e, reason, "could not record an event");
+            }
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
