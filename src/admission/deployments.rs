@@ -47,14 +47,14 @@ pub fn mutate(req: &DeploymentRequest, serin_user: &str) -> AdmissionResponse {
     let Some(deploy) = req.object.as_ref() else {
         return response;
     };
-    // Invalid configuration is the validating webhook's to refuse, with every mistake named.
-    let Ok(OptIn::Enabled(canary)) = spec::read_deployment(deploy) else {
-        return response;
-    };
     let from_serin = req.user_info.username.as_deref() == Some(serin_user);
     let old = match req.operation {
         Operation::Update => req.old_object.as_ref(),
         _ => None,
+    };
+    // Invalid configuration is the validating webhook's to refuse, with every mistake named.
+    let Ok(OptIn::Enabled(canary)) = spec::read_deployment(deploy) else {
+        return keep_managed_label(response, deploy, old, from_serin);
     };
 
     let annotations = deploy.metadata.annotations.as_ref();
@@ -93,6 +93,33 @@ pub fn mutate(req: &DeploymentRequest, serin_user: &str) -> AdmissionResponse {
         // unchanged rather than block the write.
         Err(_) => response,
     }
+}
+
+/// An opted-out Deployment stays in the controller's watch until the controller has restored
+/// it and removed the machinery (then Serin removes the label itself): a user's write that
+/// drops the label with the annotations gets it back.
+fn keep_managed_label(
+    response: AdmissionResponse,
+    deploy: &Deployment,
+    old: Option<&Deployment>,
+    from_serin: bool,
+) -> AdmissionResponse {
+    let has_label = |d: &Deployment| {
+        d.metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(spec::MANAGED_LABEL))
+    };
+    if from_serin || has_label(deploy) || !old.is_some_and(has_label) {
+        return response;
+    }
+    let label = BTreeMap::from([(spec::MANAGED_LABEL.to_string(), "true".to_string())]);
+    let ops = set_entries(
+        &["metadata", "labels"],
+        deploy.metadata.labels.as_ref(),
+        label,
+    );
+    response.clone().with_patch(Patch(ops)).unwrap_or(response)
 }
 
 /// What to do with `spec.replicas` on a user's write.
@@ -209,6 +236,25 @@ mod tests {
             json_patch::patch(&mut object, &patch).expect("patch applies");
         }
         object
+    }
+
+    fn labelled(mut object: Value) -> Value {
+        object["metadata"]["labels"] = json!({"team": "a", spec::MANAGED_LABEL: "true"});
+        object
+    }
+
+    #[test]
+    fn opting_out_keeps_the_label_until_the_controller_removes_it() {
+        let old = labelled(deployment(enabled(), 2, "app:1"));
+        let new = deployment(json!({}), 2, "app:1");
+        let req = request("UPDATE", "alice", new.clone(), Some(old.clone()));
+        let object = patched(&req, &mutate(&req, SERIN));
+        assert_eq!(object["metadata"]["labels"][spec::MANAGED_LABEL], "true");
+        // Serin's own write removes it, and a Deployment that never had it gets none.
+        let req = request("UPDATE", SERIN, new.clone(), Some(old));
+        assert!(mutate(&req, SERIN).patch.is_none());
+        let req = request("UPDATE", "alice", new.clone(), Some(new));
+        assert!(mutate(&req, SERIN).patch.is_none());
     }
 
     #[test]
