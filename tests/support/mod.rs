@@ -17,6 +17,8 @@ use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
+pub mod release;
+
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -262,6 +264,20 @@ pub fn serin() {
         kubeconfig();
         if std::env::var_os("KUBECONFIG").is_none() {
             hack("serin.sh", &["up"]);
+        }
+    });
+}
+
+/// Everything a release needs, as `make up` starts it: the cluster, Prometheus, Serin
+/// (webhooks and controller, with the SMI and Serin CRDs installed) and the traffic
+/// simulator. With `KUBECONFIG` set, all of it must be there already.
+pub fn release_environment() {
+    static UP: OnceLock<()> = OnceLock::new();
+    UP.get_or_init(|| {
+        serin();
+        if std::env::var_os("KUBECONFIG").is_none() {
+            prometheus_url();
+            hack("simulator.sh", &["up"]);
         }
     });
 }

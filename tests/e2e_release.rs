@@ -1,0 +1,348 @@
+//! The release cycle on the real local cluster: Serin (webhooks and controller, under its own
+//! service account), the traffic simulator and Prometheus, as `make up` runs them. Each test
+//! opts a Deployment in with kubectl, applies a new version and watches what Serin does.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use kube::Client;
+use serin::release::Phase;
+use serin::router::Weights;
+use support::release::{
+    Version, apply, canary, events, image, manifest, replicas, wait_phase, weights,
+};
+use support::{TestNamespace, wait_until};
+
+const SETTLE: Duration = Duration::from_secs(60);
+/// Long enough for a release of 2 s intervals with a few failed checks.
+const RELEASE: Duration = Duration::from_secs(120);
+
+async fn setup(prefix: &str) -> (Client, TestNamespace) {
+    support::release_environment();
+    let client = support::client().await;
+    let ns = TestNamespace::create(&client, prefix).await;
+    (client, ns)
+}
+
+/// Applies `v1` and waits until Serin has made the primary and routes everything to it.
+async fn opt_in(client: &Client, ns: &str, extra: &[(&str, &str)]) {
+    apply(&manifest(ns, "web", &Version::good("v1"), extra));
+    wait_phase(client, ns, "web", Phase::Initialized, SETTLE).await;
+    assert_eq!(weights(client, ns, "web").await, Some(Weights::ALL_PRIMARY));
+    assert_eq!(
+        replicas(client, ns, "web").await,
+        Some(0),
+        "the idle canary runs no pod"
+    );
+    assert_eq!(replicas(client, ns, "web-primary").await, Some(2));
+}
+
+#[tokio::test]
+async fn a_good_revision_is_promoted_and_the_primary_runs_it() {
+    let (client, ns) = setup("promote").await;
+    let ns = &ns.name;
+    opt_in(&client, ns, &[]).await;
+
+    apply(&manifest(ns, "web", &Version::good("v2"), &[]));
+    let done = wait_phase(&client, ns, "web", Phase::Succeeded, RELEASE).await;
+    let status = done.status.expect("status").release;
+    assert_eq!(status.last_promoted_revision, status.revision);
+    assert_eq!(
+        image(&client, ns, "web-primary").await,
+        "example.invalid/web:v2"
+    );
+    assert_eq!(
+        weights(&client, ns, "web").await,
+        Some(Weights::ALL_PRIMARY)
+    );
+    assert_eq!(replicas(&client, ns, "web").await, Some(0));
+    let events = events(&client, ns, "web").await.join("\n");
+    for step in [
+        "NewRevision",
+        "Advancing the canary weight to 25%",
+        "Advancing the canary weight to 50%",
+        "Promoting",
+        "Succeeded",
+    ] {
+        assert!(
+            events.contains(step),
+            "no {step:?} among the events:\n{events}"
+        );
+    }
+}
+
+/// Waits for a rollback and checks that nothing of the bad version reached the primary.
+async fn assert_rolled_back(client: &Client, ns: &str, expected_in_events: &[&str]) {
+    let failed = wait_phase(client, ns, "web", Phase::Failed, RELEASE).await;
+    let status = failed.status.expect("status").release;
+    assert_ne!(status.last_promoted_revision, status.revision);
+    assert_eq!(
+        image(client, ns, "web-primary").await,
+        "example.invalid/web:v1"
+    );
+    assert_eq!(weights(client, ns, "web").await, Some(Weights::ALL_PRIMARY));
+    assert_eq!(replicas(client, ns, "web").await, Some(0));
+    let events = events(client, ns, "web").await.join("\n");
+    for text in expected_in_events {
+        assert!(
+            events.contains(text),
+            "no {text:?} among the events:\n{events}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_error_rate_of_30_percent_is_rolled_back_with_the_measured_success_rate() {
+    let (client, ns) = setup("errors").await;
+    let ns = &ns.name;
+    opt_in(&client, ns, &[("serin.dev/threshold", "2")]).await;
+    let bad = Version {
+        tag: "v2",
+        error_rate: 0.3,
+        latency_ms: 40,
+    };
+    apply(&manifest(ns, "web", &bad, &[("serin.dev/threshold", "2")]));
+    assert_rolled_back(
+        &client,
+        ns,
+        &["RolledBack", "request-success-rate", "% < 99%"],
+    )
+    .await;
+    // The measured value is stated, and it is the simulated ~70 %.
+    let events = events(&client, ns, "web").await;
+    let measured: Vec<f64> = events
+        .iter()
+        .filter_map(|e| e.split("request-success-rate ").nth(1))
+        .filter_map(|rest| rest.split('%').next()?.parse().ok())
+        .collect();
+    assert!(
+        measured.iter().any(|v| (55.0..85.0).contains(v)),
+        "no success rate near 70% in the events: {events:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_latency_breach_is_rolled_back() {
+    let (client, ns) = setup("latency").await;
+    let ns = &ns.name;
+    opt_in(&client, ns, &[("serin.dev/threshold", "2")]).await;
+    let slow = Version {
+        tag: "v2",
+        error_rate: 0.0,
+        latency_ms: 1500,
+    };
+    apply(&manifest(ns, "web", &slow, &[("serin.dev/threshold", "2")]));
+    assert_rolled_back(
+        &client,
+        ns,
+        &["RolledBack", "request-duration", "ms > 500ms"],
+    )
+    .await;
+}
+
+/// A webhook receiver on a loopback port: answers 200 while `open`, else 500; counts calls.
+struct Receiver {
+    url: String,
+    open: Arc<AtomicBool>,
+    calls: Arc<AtomicU32>,
+}
+
+async fn receiver(open: bool) -> Receiver {
+    let open = Arc::new(AtomicBool::new(open));
+    let calls = Arc::new(AtomicU32::new(0));
+    let (o, c) = (open.clone(), calls.clone());
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |body: String| {
+            let (o, c) = (o.clone(), c.clone());
+            async move {
+                // Flagger's payload: the loadtester reads these fields.
+                let payload: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                assert!(
+                    payload["name"].is_string() && payload["checksum"].is_string(),
+                    "{body}"
+                );
+                c.fetch_add(1, Ordering::SeqCst);
+                match o.load(Ordering::SeqCst) {
+                    true => StatusCode::OK,
+                    false => StatusCode::INTERNAL_SERVER_ERROR,
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    Receiver { url, open, calls }
+}
+
+fn analysis_template(ns: &str, hook_type: &str, url: &str) -> String {
+    format!(
+        r#"apiVersion: serin.dev/v1beta1
+kind: AnalysisTemplate
+metadata: {{name: gates, namespace: {ns}}}
+spec:
+  webhooks:
+  - {{name: gate, type: {hook_type}, url: "{url}", timeout: 2s}}
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_failing_pre_rollout_webhook_rolls_back_after_threshold_tries() {
+    let (client, ns) = setup("prerollout").await;
+    let ns = &ns.name;
+    let hook = receiver(false).await;
+    apply(&analysis_template(ns, "pre-rollout", &hook.url));
+    let extra = [
+        ("serin.dev/threshold", "2"),
+        ("serin.dev/analysis", "gates"),
+    ];
+    opt_in(&client, ns, &extra).await;
+    apply(&manifest(ns, "web", &Version::good("v2"), &extra));
+    assert_rolled_back(&client, ns, &["pre-rollout", "RolledBack"]).await;
+    assert!(
+        hook.calls.load(Ordering::SeqCst) >= 2,
+        "the webhook was called {} times",
+        hook.calls.load(Ordering::SeqCst)
+    );
+}
+
+#[tokio::test]
+async fn a_closed_confirm_promotion_gate_holds_the_release_until_it_opens() {
+    let (client, ns) = setup("gate").await;
+    let ns = &ns.name;
+    let gate = receiver(false).await;
+    apply(&analysis_template(ns, "confirm-promotion", &gate.url));
+    let extra = [("serin.dev/analysis", "gates")];
+    opt_in(&client, ns, &extra).await;
+    apply(&manifest(ns, "web", &Version::good("v2"), &extra));
+    wait_phase(&client, ns, "web", Phase::WaitingPromotion, RELEASE).await;
+    // Held: several intervals later it still waits, at max weight, the primary untouched.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let held = canary(&client, ns, "web")
+        .await
+        .and_then(|c| c.status)
+        .expect("status");
+    assert_eq!(held.release.phase, Phase::WaitingPromotion);
+    assert_eq!(held.release.canary_weight, 50);
+    assert_eq!(
+        image(&client, ns, "web-primary").await,
+        "example.invalid/web:v1"
+    );
+    gate.open.store(true, Ordering::SeqCst);
+    wait_phase(&client, ns, "web", Phase::Succeeded, RELEASE).await;
+    assert_eq!(
+        image(&client, ns, "web-primary").await,
+        "example.invalid/web:v2"
+    );
+}
+
+#[tokio::test]
+async fn a_new_revision_mid_analysis_restarts_the_analysis() {
+    let (client, ns) = setup("restart").await;
+    let ns = &ns.name;
+    let extra = [
+        ("serin.dev/step-weight", "10"),
+        ("serin.dev/max-weight", "50"),
+    ];
+    opt_in(&client, ns, &extra).await;
+    apply(&manifest(ns, "web", &Version::good("v2"), &extra));
+    wait_until("the canary weight to reach 20%", RELEASE, || async {
+        let status = canary(&client, ns, "web").await.and_then(|c| c.status);
+        match status {
+            Some(s) if s.release.canary_weight >= 20 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    apply(&manifest(ns, "web", &Version::good("v3"), &extra));
+    wait_phase(&client, ns, "web", Phase::Succeeded, RELEASE).await;
+    assert_eq!(
+        image(&client, ns, "web-primary").await,
+        "example.invalid/web:v3"
+    );
+    let events = events(&client, ns, "web").await.join("\n");
+    assert!(events.contains("restarting the analysis"), "{events}");
+    assert!(
+        !events.contains("revision of v2"),
+        "v2 must never be promoted:\n{events}"
+    );
+}
+
+#[tokio::test]
+async fn opting_out_restores_the_deployment_with_no_gap_in_ready_endpoints() {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let (client, ns) = setup("optout").await;
+    let ns = &ns.name;
+    opt_in(&client, ns, &[]).await;
+
+    // Count the apex Service's ready endpoints every 100 ms while opting out.
+    let slices: kube::Api<EndpointSlice> = kube::Api::namespaced(client.clone(), ns);
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut fewest = u32::MAX;
+            let params = kube::api::ListParams::default().labels("kubernetes.io/service-name=web");
+            while !stop.load(Ordering::SeqCst) {
+                let ready: u32 = slices
+                    .list(&params)
+                    .await
+                    .expect("list EndpointSlices")
+                    .items
+                    .iter()
+                    .flat_map(|s| s.endpoints.iter().flatten())
+                    .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+                    .count() as u32;
+                fewest = fewest.min(ready);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            fewest
+        })
+    };
+    // The user removes every serin.dev annotation.
+    let mut plain = manifest(ns, "web", &Version::good("v1"), &[]);
+    plain = plain
+        .lines()
+        .filter(|l| !l.starts_with("    serin.dev/") && !l.starts_with("  annotations:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    apply(&plain);
+    wait_until("the machinery to be removed", SETTLE, || async {
+        let left = (
+            support::release::deployment(&client, ns, "web-primary")
+                .await
+                .is_some(),
+            canary(&client, ns, "web").await.is_some(),
+        );
+        match left {
+            (false, false) => Ok(()),
+            left => Err(format!("primary, Canary still there: {left:?}")),
+        }
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let fewest = watcher.await.expect("watcher");
+    assert!(
+        fewest >= 1,
+        "the Service had {fewest} ready endpoints at some moment"
+    );
+    assert_eq!(replicas(&client, ns, "web").await, Some(2));
+    let labels = support::release::deployment(&client, ns, "web")
+        .await
+        .expect("web")
+        .metadata
+        .labels
+        .unwrap_or_default();
+    assert!(
+        !labels.contains_key(serin::spec::MANAGED_LABEL),
+        "{labels:?}"
+    );
+}

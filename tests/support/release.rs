@@ -1,0 +1,187 @@
+//! Helpers for the release e2e tests: an annotated Deployment applied with kubectl as a user
+//! would, and readers for what Serin made of it (Canary status, TrafficSplit weights, Events).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::ListParams;
+use kube::core::DynamicObject;
+use kube::{Api, Client};
+use serin::crd::Canary;
+use serin::release::Phase;
+use serin::router::{Weights, router_for};
+use serin::spec::{CanarySpec, Provider};
+
+use super::{kubectl, wait_until};
+
+/// One version of the sample app: its image tag and how the simulator makes it behave.
+#[derive(Clone, Debug)]
+pub struct Version {
+    pub tag: &'static str,
+    pub error_rate: f64,
+    pub latency_ms: u32,
+}
+
+impl Version {
+    pub const fn good(tag: &'static str) -> Self {
+        Self {
+            tag,
+            error_rate: 0.0,
+            latency_ms: 40,
+        }
+    }
+}
+
+/// The sample Deployment `name` in `namespace`, opted in with short intervals and the
+/// `extra` annotations (which override the defaults here).
+pub fn manifest(namespace: &str, name: &str, version: &Version, extra: &[(&str, &str)]) -> String {
+    let mut annotations: BTreeMap<&str, &str> = [
+        ("serin.dev/enabled", "true"),
+        ("serin.dev/interval", "2s"),
+        ("serin.dev/threshold", "3"),
+        ("serin.dev/step-weight", "25"),
+        ("serin.dev/max-weight", "50"),
+        ("serin.dev/metrics-window", "5s"),
+    ]
+    .into();
+    annotations.extend(extra.iter().copied());
+    let annotations: String = annotations
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("    {k}: {v:?}\n"))
+        .collect();
+    let annotations = match annotations.is_empty() {
+        true => String::new(),
+        false => format!("  annotations:\n{annotations}"),
+    };
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  namespace: {namespace}
+{annotations}spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+      annotations:
+        simulate.serin.dev/error-rate: "{error}"
+        simulate.serin.dev/latency-ms: "{latency}"
+    spec:
+      containers:
+      - name: app
+        image: example.invalid/{name}:{tag}
+        ports: [{{containerPort: 8080}}]
+"#,
+        error = version.error_rate,
+        latency = version.latency_ms,
+        tag = version.tag,
+    )
+}
+
+/// `kubectl apply` of a manifest; panics with kubectl's output on failure.
+pub fn apply(manifest: &str) {
+    let (ok, stdout, stderr) = kubectl(&["apply", "-f", "-"], Some(manifest));
+    assert!(ok, "kubectl apply failed:\n{stdout}\n{stderr}");
+}
+
+pub async fn canary(client: &Client, ns: &str, name: &str) -> Option<Canary> {
+    Api::<Canary>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .expect("read Canary")
+}
+
+fn describe(canary: &Option<Canary>) -> String {
+    match canary.as_ref().and_then(|c| c.status.as_ref()) {
+        Some(s) => format!(
+            "phase {:?}, weight {}, failed checks {}, revision {:?}",
+            s.release.phase, s.release.canary_weight, s.release.failed_checks, s.release.revision
+        ),
+        None => "no Canary status".into(),
+    }
+}
+
+/// Waits until the Canary is in `phase`; panics after `timeout` with the last status seen.
+pub async fn wait_phase(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    phase: Phase,
+    timeout: Duration,
+) -> Canary {
+    wait_until(
+        &format!("Canary {ns}/{name} to be {phase:?}"),
+        timeout,
+        || async {
+            let canary = canary(client, ns, name).await;
+            match canary.as_ref().and_then(|c| c.status.as_ref()) {
+                Some(s) if s.release.phase == phase => Ok(canary.clone().expect("read above")),
+                _ => Err(describe(&canary)),
+            }
+        },
+    )
+    .await
+}
+
+/// The weights of the TrafficSplit `service` as stored.
+pub async fn weights(client: &Client, ns: &str, service: &str) -> Option<Weights> {
+    let router = router_for(Provider::Linkerd).expect("linkerd router");
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &router.api_resource());
+    let object = api.get_opt(service).await.expect("read TrafficSplit")?;
+    let spec = CanarySpec::defaults(service.to_owned(), None);
+    router.weights(&object, &spec).ok()
+}
+
+pub async fn deployment(client: &Client, ns: &str, name: &str) -> Option<Deployment> {
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .expect("read Deployment")
+}
+
+/// The image of a Deployment's first container.
+pub async fn image(client: &Client, ns: &str, name: &str) -> String {
+    deployment(client, ns, name)
+        .await
+        .and_then(|d| d.spec)
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.containers.into_iter().next())
+        .and_then(|c| c.image)
+        .unwrap_or_default()
+}
+
+pub async fn replicas(client: &Client, ns: &str, name: &str) -> Option<i32> {
+    deployment(client, ns, name)
+        .await
+        .and_then(|d| d.spec)
+        .and_then(|s| s.replicas)
+}
+
+/// `reason: note` of every Event about the object `name` (Deployment or Canary), oldest first.
+pub async fn events(client: &Client, ns: &str, name: &str) -> Vec<String> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let mut events: Vec<Event> = api
+        .list(&ListParams::default())
+        .await
+        .expect("list Events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect();
+    events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    events
+        .into_iter()
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default()
+            )
+        })
+        .collect()
+}
