@@ -19,7 +19,12 @@ up() {
   fi
   stop_pid prometheus "$P/prometheus.pid"
   "$ROOT/hack/deps.sh" prometheus
-  local port; port=$(free_port)
+  # The same port as last time when it is free: Serin was started with this URL.
+  local port=""
+  [ -f "$P/url" ] && port=$(sed 's/.*://' "$P/url")
+  if [ -z "$port" ] || ! python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1",int(sys.argv[1])))' "$port" 2>/dev/null; then
+    port=$(free_port)
+  fi
   echo "http://127.0.0.1:$port" >"$P/url"
   cat >"$P/prometheus.yml" <<YML
 global:
