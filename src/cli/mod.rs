@@ -158,8 +158,12 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// A client for the cluster: `--kubeconfig`, else `KUBECONFIG`, else in-cluster.
-pub async fn kube_client(common: &Common) -> anyhow::Result<kube::Client> {
+/// A client for the cluster: `--kubeconfig`, else `KUBECONFIG`, else in-cluster; every
+/// request it sends is counted in `requests`.
+pub async fn kube_client(
+    common: &Common,
+    requests: crate::server::KubeApiRequests,
+) -> anyhow::Result<kube::Client> {
     use anyhow::Context;
     let config = match &common.kubeconfig {
         Some(path) => {
@@ -173,7 +177,16 @@ pub async fn kube_client(common: &Common) -> anyhow::Result<kube::Client> {
             .await
             .context("finding the cluster (no --kubeconfig, KUBECONFIG or in-cluster config)")?,
     };
-    kube::Client::try_from(config).context("building the Kubernetes client")
+    let count = tower::util::MapRequestLayer::new(
+        move |request: axum::http::Request<kube::client::Body>| {
+            requests.count(request.method().as_str());
+            request
+        },
+    );
+    Ok(kube::client::ClientBuilder::try_from(config)
+        .context("building the Kubernetes client")?
+        .with_layer(&count)
+        .build())
 }
 
 fn init_logging(format: LogFormat) {

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::Common;
 use crate::admission::{self, AdmissionState};
 use crate::controller;
-use crate::server::{self, Metrics, ReadyFlag, ServeOptions, ServingCert};
+use crate::server::{self, KubeApiRequests, Metrics, ReadyFlag, ServeOptions, ServingCert};
 
 /// Which parts of Serin a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,9 +46,24 @@ pub fn run(common: &Common, parts: Parts) -> anyhow::Result<()> {
 
 async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
     server::install_crypto_provider();
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let api_requests = KubeApiRequests::register(&mut registry);
+
+    let admin_listener = TcpListener::bind(common.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin listener {}", common.admin_listen))?;
+    let ready = ReadyFlag::default();
+    let (stop_admin, admin_stopped) = watch::channel(());
+    let admin = tokio::spawn(server::serve_admin(
+        admin_listener,
+        server::admin_router(ready.clone(), Arc::new(registry)),
+        wait_changed(admin_stopped),
+    ));
+
     let controller = match parts.controller {
         true => {
-            let client = super::kube_client(common).await?;
+            let client = super::kube_client(common, api_requests).await?;
             let options = controller::Options {
                 prometheus_url: common.prometheus_url.clone(),
                 lease: controller::lease::LeaseConfig::new(common.lease_namespace.clone()),
@@ -67,13 +82,15 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
         false => None,
     };
     if !parts.webhook {
-        return match controller {
+        ready.set(true);
+        let result = match controller {
             Some(task) => task.await.context("the controller task")?,
             None => Ok(()),
         };
+        let _ = stop_admin.send(());
+        let _ = admin.await;
+        return result;
     }
-    let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
 
     let cert = ServingCert::load(&common.tls_cert, &common.tls_key).with_context(|| {
         format!(
@@ -91,22 +108,12 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
     let listener = TcpListener::bind(common.listen)
         .await
         .with_context(|| format!("binding the webhook listener {}", common.listen))?;
-    let admin_listener = TcpListener::bind(common.admin_listen)
-        .await
-        .with_context(|| format!("binding the admin listener {}", common.admin_listen))?;
     tracing::info!(listen = %common.listen, admin = %common.admin_listen, "serving admission webhooks");
 
-    let ready = ReadyFlag::default();
     let app = admission::router(AdmissionState {
         metrics,
         serin_user: common.service_account.as_str().into(),
     });
-    let (stop_admin, admin_stopped) = watch::channel(());
-    let admin = tokio::spawn(server::serve_admin(
-        admin_listener,
-        server::admin_router(ready.clone(), Arc::new(registry)),
-        wait_changed(admin_stopped),
-    ));
     server::serve_https(
         listener,
         tls,

@@ -74,6 +74,36 @@ struct ReloadLabels {
     result: ReloadResult,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ApiRequestLabels {
+    method: String,
+}
+
+/// Requests Serin's Kubernetes client sends, by HTTP method: what "near-zero API requests
+/// while idle" is measured with (a watch is one long GET).
+#[derive(Debug, Clone, Default)]
+pub struct KubeApiRequests(Family<ApiRequestLabels, Counter>);
+
+impl KubeApiRequests {
+    pub fn register(registry: &mut Registry) -> Self {
+        let requests = Self::default();
+        registry.register(
+            "serin_kube_api_requests",
+            "Requests sent to the Kubernetes API server, by HTTP method",
+            requests.0.clone(),
+        );
+        requests
+    }
+
+    pub fn count(&self, method: &str) {
+        self.0
+            .get_or_create(&ApiRequestLabels {
+                method: method.to_owned(),
+            })
+            .inc();
+    }
+}
+
 /// Latency buckets: admission should answer in well under a millisecond for plain
 /// validation and tens of milliseconds when it reads from the API server; the API server's
 /// own timeout is 10 s at most, so anything past a second is already a problem.

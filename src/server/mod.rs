@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use admin::{admin_router, serve_admin};
-pub use metrics::{Metrics, Outcome, ReloadResult};
+pub use metrics::{KubeApiRequests, Metrics, Outcome, ReloadResult};
 pub use serve::{MAX_BODY_BYTES, ServeOptions, serve_https};
 pub use tls::{
     DEFAULT_POLL_INTERVAL, ReloadOutcome, ServingCert, TlsError, install_crypto_provider,
