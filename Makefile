@@ -52,6 +52,8 @@ demo:
 
 bench:
 	$(CARGO) bench --locked --bench admission
+	$(MAKE) up
+	$(CARGO) bench --locked --bench scale
 
 clean: down
 	rm -rf .serin target

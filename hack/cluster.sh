@@ -112,10 +112,13 @@ up() {
   start_bg kube-controller-manager "$C/kube-controller-manager.pid" "$C/kube-controller-manager.log" \
     "$K8S_BIN/kube-controller-manager" --kubeconfig "$C/kubeconfig" --leader-elect=false \
     --secure-port 0 --root-ca-file "$PKI/ca.crt" --service-account-private-key-file "$PKI/sa.key" \
-    --use-service-account-credentials=false --controllers '*' --v=1
+    --use-service-account-credentials=false --controllers '*' --v=1 \
+    --kube-api-qps 300 --kube-api-burst 600 --concurrent-deployment-syncs 10 \
+    --concurrent-replicaset-syncs 10
   start_bg kube-scheduler "$C/kube-scheduler.pid" "$C/kube-scheduler.log" \
     "$K8S_BIN/kube-scheduler" --kubeconfig "$C/kubeconfig" --leader-elect=false \
-    --bind-address 127.0.0.1 --secure-port "$sched_port" --v=1
+    --bind-address 127.0.0.1 --secure-port "$sched_port" --v=1 \
+    --kube-api-qps 300 --kube-api-burst 600
   start_bg kwok "$C/kwok.pid" "$C/kwok.log" "$KWOK_DIR/bin/kwok" \
     --kubeconfig "$C/kubeconfig" --config "$KWOK_DIR/stages/default.yaml" \
     --manage-all-nodes=true --cidr 10.244.0.0/16 --node-ip 10.0.0.1 \
@@ -129,8 +132,8 @@ metadata:
   annotations: {node.alpha.kubernetes.io/ttl: "0", kwok.x-k8s.io/node: fake}
   labels: {kubernetes.io/hostname: kwok-node-0, kubernetes.io/os: linux, kubernetes.io/arch: amd64, type: kwok}
 status:
-  allocatable: {cpu: "32", memory: 256Gi, pods: "250"}
-  capacity: {cpu: "32", memory: 256Gi, pods: "250"}
+  allocatable: {cpu: "512", memory: 4Ti, pods: "5000"}
+  capacity: {cpu: "512", memory: 4Ti, pods: "5000"}
 NODE
   wait_for "kwok (node kwok-node-0 Ready)" "$C/kwok.log" 60 node_ready
   ln -sfn "$K8S_BIN" "$STATE/bin"
