@@ -1,16 +1,68 @@
 #!/usr/bin/env bash
-# Serin on the local cluster: builds the binary, makes its certificates, runs
-# `serin webhook` on 127.0.0.1 and registers the webhook configurations from
+# Serin on the local cluster: installs the CRDs (hack/crds.sh) and Serin's RBAC
+# (manifests/rbac.yaml), makes a kubeconfig for the `serin` ServiceAccount, builds the
+# binary and its certificates, runs `serin run` on 127.0.0.1 under that ServiceAccount's
+# identity (not the admin credentials), and registers the webhook configurations from
 # manifests/webhook.yaml with `url:` and the local CA in place of the Service reference.
 #
 #   hack/serin.sh up | down
-# State and log: .serin/serin/. Restarts Serin when the binary is newer than the process.
+# State and log: .serin/serin/ (kubeconfig: .serin/serin/kubeconfig). Restarts Serin when
+# the binary is newer than the process, or the cluster or Prometheus was restarted since.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 S=$STATE/serin
 BIN=$ROOT/target/debug/serin
 kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$STATE/cluster/kubeconfig" "$@"; }
 ready() { curl -fsS "http://127.0.0.1:$(cat "$S/admin-port")/readyz"; }
+SA_USER=system:serviceaccount:serin-system:serin
+# Lifetime of the ServiceAccount token; every `up` makes a new one, and Serin rereads the
+# token file within a minute.
+TOKEN_DURATION=48h
+
+# Serin's own kubeconfig: the cluster's server and CA from the admin kubeconfig, and a fresh
+# token of the `serin` ServiceAccount in a token file (written atomically, so a running
+# Serin picks it up without a restart).
+sa_kubeconfig() {
+  local server ca token
+  server=$(kubectl config view --raw --minify --flatten -o jsonpath='{.clusters[0].cluster.server}')
+  ca=$(kubectl config view --raw --minify --flatten -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
+  token=$(kubectl create token serin -n serin-system --duration="$TOKEN_DURATION")
+  (
+    umask 077
+    printf '%s' "$token" >"$S/token.tmp"; mv "$S/token.tmp" "$S/token"
+    cat >"$S/kubeconfig.tmp" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: serin-local
+  cluster:
+    server: $server
+    certificate-authority-data: $ca
+users:
+- name: serin
+  user:
+    tokenFile: $S/token
+contexts:
+- name: serin
+  context: {cluster: serin-local, user: serin, namespace: serin-system}
+current-context: serin
+KC
+    mv "$S/kubeconfig.tmp" "$S/kubeconfig"
+  )
+  local whoami
+  whoami=$("$K8S_BIN/kubectl" --kubeconfig "$S/kubeconfig" auth whoami -o jsonpath='{.status.userInfo.username}') ||
+    die "the token in $S/kubeconfig is not accepted (read $STATE/cluster/kube-apiserver.log)"
+  [ "$whoami" = "$SA_USER" ] || die "$S/kubeconfig authenticates as $whoami, not $SA_USER"
+  say "kubeconfig for $SA_USER: $S/kubeconfig (token valid $TOKEN_DURATION)"
+}
+
+# The running Serin is current: started after the binary was built and after the cluster
+# and Prometheus it talks to were (re)started, and ready.
+current() {
+  alive "$S/serin.pid" && [ "$S/serin.pid" -nt "$BIN" ] &&
+    [ "$S/serin.pid" -nt "$STATE/cluster/kubeconfig" ] &&
+    [ "$S/serin.pid" -nt "$STATE/prometheus/url" ] && ready >/dev/null 2>&1
+}
 
 # The webhook configurations as in manifests/, pointed at the local listener.
 register() {
@@ -38,9 +90,13 @@ up() {
   mkdir -p "$S"
   exec 9>"$S/.lock"; flock 9
   "$ROOT/hack/cluster.sh" up
+  "$ROOT/hack/crds.sh" up
+  kubectl apply -f "$ROOT/manifests/rbac.yaml" >/dev/null
+  sa_kubeconfig
+  "$ROOT/hack/prometheus.sh" up
   say "building serin (cargo build)"
   (cd "$ROOT" && cargo build --locked --quiet --bin serin)
-  if alive "$S/serin.pid" && [ "$S/serin.pid" -nt "$BIN" ] && ready >/dev/null 2>&1; then
+  if current; then
     register "$(cat "$S/port")"
     say "serin already running (log $S/serin.log)"; return 0
   fi
@@ -48,10 +104,12 @@ up() {
   [ -f "$S/certs/tls.key" ] || "$BIN" certs --out-dir "$S/certs" >/dev/null 2>&1
   local port admin; port=$(free_port); admin=$(free_port)
   echo "$port" >"$S/port"; echo "$admin" >"$S/admin-port"
-  start_bg serin "$S/serin.pid" "$S/serin.log" "$BIN" webhook \
+  start_bg serin "$S/serin.pid" "$S/serin.log" "$BIN" run \
+    --kubeconfig "$S/kubeconfig" --prometheus-url "$("$ROOT/hack/prometheus.sh" url)" \
+    --service-account "$SA_USER" \
     --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
     --tls-cert "$S/certs/tls.crt" --tls-key "$S/certs/tls.key"
-  wait_for "serin webhook" "$S/serin.log" 30 ready
+  wait_for "serin" "$S/serin.log" 30 ready
   register "$port"
 }
 

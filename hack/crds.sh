@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# The CustomResourceDefinitions Serin needs on the local cluster:
+#
+# - SMI TrafficSplit (`split.smi-spec.io`), the router of the `linkerd` and `smi:v1alpha2`
+#   providers. Taken from the Go module github.com/servicemeshinterface/smi-sdk-go
+#   (SMI_SDK_VERSION in hack/versions.env), file crds/split.yaml. That file is an
+#   apiextensions.k8s.io/v1beta1 CRD, which the API server no longer serves, so it is
+#   converted mechanically to apiextensions.k8s.io/v1 (see `derive` below) and the result is
+#   cached in .serin/crds/trafficsplits.json. Nothing in it is written by hand.
+# - Serin's own CRDs, manifests/crds.yaml (the output of `serin crds`), when that file exists.
+#
+# Both are applied with the admin kubeconfig, and `up` returns once they are Established.
+#
+#   hack/crds.sh up       derive (if not cached), apply and wait
+#   hack/crds.sh derive   only derive the TrafficSplit CRD; prints the file's path
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+D=$STATE/crds
+SMI_MODULE=github.com/servicemeshinterface/smi-sdk-go
+SMI_SOURCE="$SMI_MODULE@$SMI_SDK_VERSION crds/split.yaml"
+DERIVED=$D/trafficsplits.json
+OWN_CRDS=$ROOT/manifests/crds.yaml
+kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$STATE/cluster/kubeconfig" "$@"; }
+
+# The module's directory in the Go module cache (downloaded once, verified against go.sum
+# data by the go command).
+smi_module_dir() {
+  mkdir -p "$D/gomod"   # an empty directory: outside any Go module
+  (cd "$D/gomod" && GOFLAGS=${GOFLAGS:-} GOTOOLCHAIN=${GOTOOLCHAIN:-local} \
+    go mod download -json "$SMI_MODULE@$SMI_SDK_VERSION") |
+    python3 -c 'import json, sys; m = json.load(sys.stdin); print(m.get("Dir") or sys.exit(m.get("Error", "no Dir")))'
+}
+
+# yaml_to_json FILE: the YAML file's documents as one JSON array. PyYAML when python3 has
+# it; else the built kubectl, which can print a file as JSON but only for an apiVersion the
+# server serves, so the (otherwise unread) apiVersion line is renamed for it first.
+yaml_to_json() {
+  if python3 -c 'import yaml' 2>/dev/null; then
+    python3 -c '
+import json, sys, yaml
+with open(sys.argv[1]) as f:
+    print(json.dumps([d for d in yaml.safe_load_all(f) if d]))' "$1"
+  else
+    sed 's#^apiVersion: apiextensions\.k8s\.io/v1beta1$#apiVersion: apiextensions.k8s.io/v1#' "$1" |
+      kubectl create --dry-run=client --validate=false -o json -f - |
+      python3 -c '
+import json, sys
+text, docs, at = sys.stdin.read(), [], 0
+decoder = json.JSONDecoder()
+while text[at:].strip():
+    doc, end = decoder.raw_decode(text[at:].lstrip())
+    at = len(text) - len(text[at:].lstrip()) + end
+    docs.extend(doc.get("items", [doc]))
+print(json.dumps(docs))'
+  fi
+}
+
+# The v1beta1 -> v1 conversion, the same steps as the API server's own conversion of the two
+# CRD versions, plus what a v1 CRD requires and what Serin and Linkerd need:
+# - every version gets the schema (spec.validation, or its own), subresources and printer
+#   columns (JSONPath -> jsonPath); the deprecated top-level `version` is dropped;
+# - served: what the SDK serves, and v1alpha1 and v1alpha2, the versions Linkerd serves and
+#   Serin writes; storage: the SDK's storage version (exactly one); conversion: None, so
+#   every served version reads and writes the same stored object;
+# - structural: `type: object` where a schema has properties (and at the root), `type:
+#   array` where it has items; x-kubernetes-preserve-unknown-fields only on a schema that
+#   says nothing about its type;
+# - v1alpha1's backend weight is a quantity (Serin writes 90, Linkerd also takes "900m"), so
+#   its schema there is x-kubernetes-int-or-string instead of the SDK's `number`.
+CONVERT='
+import copy, json, sys
+source, docs = sys.argv[1], json.load(sys.stdin)
+crds = [d for d in docs if d.get("kind") == "CustomResourceDefinition"]
+if len(crds) != 1:
+    sys.exit(f"expected one CustomResourceDefinition in {source}, found {len(crds)}")
+old = crds[0]["spec"]
+SERIN_SERVES = {"v1alpha1", "v1alpha2"}
+
+def structural(schema):
+    if not isinstance(schema, dict):
+        return schema
+    schema = dict(schema)
+    for key in ("properties", "patternProperties"):
+        if key in schema:
+            schema[key] = {k: structural(v) for k, v in schema[key].items()}
+            schema.setdefault("type", "object")
+    if isinstance(schema.get("additionalProperties"), dict):
+        schema["additionalProperties"] = structural(schema["additionalProperties"])
+        schema.setdefault("type", "object")
+    if "items" in schema:
+        schema["items"] = structural(schema["items"])
+        schema.setdefault("type", "array")
+    for key in ("allOf", "anyOf", "oneOf"):
+        if key in schema:
+            schema[key] = [structural(s) for s in schema[key]]
+    if "not" in schema:
+        schema["not"] = structural(schema["not"])
+    if not ("type" in schema or schema.get("x-kubernetes-int-or-string")
+            or schema.get("x-kubernetes-preserve-unknown-fields")):
+        schema["x-kubernetes-preserve-unknown-fields"] = True
+    return schema
+
+def columns(cols):
+    out = []
+    for col in cols or []:
+        col = dict(col)
+        if "JSONPath" in col:
+            col["jsonPath"] = col.pop("JSONPath")
+        out.append(col)
+    return out
+
+versions = old.get("versions") or [{"name": old["version"], "served": True, "storage": True}]
+storage = [v["name"] for v in versions if v.get("storage")]
+if len(storage) != 1:
+    sys.exit(f"{source}: expected exactly one storage version, found {storage}")
+new_versions = []
+for v in versions:
+    name = v["name"]
+    schema = copy.deepcopy((v.get("schema") or old.get("validation") or {}).get("openAPIV3Schema"))
+    if schema is None:
+        schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    schema = structural(schema)
+    schema["type"] = "object"
+    if name == "v1alpha1":
+        weight = schema["properties"]["spec"]["properties"]["backends"]["items"]["properties"]["weight"]
+        weight.pop("type", None)
+        weight.pop("format", None)
+        weight["x-kubernetes-int-or-string"] = True
+    out = {
+        "name": name,
+        "served": bool(v.get("served")) or name in SERIN_SERVES,
+        "storage": bool(v.get("storage")),
+        "schema": {"openAPIV3Schema": schema},
+    }
+    subresources = v.get("subresources", old.get("subresources"))
+    if subresources:
+        out["subresources"] = subresources
+    cols = columns(v.get("additionalPrinterColumns", old.get("additionalPrinterColumns")))
+    if cols:
+        out["additionalPrinterColumns"] = cols
+    new_versions.append(out)
+missing = SERIN_SERVES - {v["name"] for v in new_versions}
+if missing:
+    sys.exit(f"{source} has no version {sorted(missing)}; Serin writes them")
+meta = crds[0]["metadata"]
+crd = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {
+        "name": meta["name"],
+        "labels": {**meta.get("labels", {}), "app.kubernetes.io/part-of": "serin-local"},
+        "annotations": {**meta.get("annotations", {}), "serin.dev/derived-from": source},
+    },
+    "spec": {
+        "group": old["group"],
+        "names": old["names"],
+        "scope": old["scope"],
+        "versions": new_versions,
+        "conversion": {"strategy": "None"},
+    },
+}
+print(json.dumps(crd, indent=2, sort_keys=True))
+'
+
+# Writes $DERIVED unless it is there already, derived from the same source by this script.
+derive() {
+  mkdir -p "$D"
+  if [ -f "$DERIVED" ] && [ "$DERIVED" -nt "$ROOT/hack/crds.sh" ] &&
+    python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))
+sys.exit(d["metadata"]["annotations"]["serin.dev/derived-from"] != sys.argv[2])' "$DERIVED" "$SMI_SOURCE" 2>/dev/null; then
+    return 0
+  fi
+  say "deriving the TrafficSplit CRD (v1) from $SMI_SOURCE"
+  local dir; dir=$(smi_module_dir) || die "cannot download $SMI_MODULE@$SMI_SDK_VERSION (go mod download)"
+  [ -f "$dir/crds/split.yaml" ] || die "$SMI_MODULE@$SMI_SDK_VERSION has no crds/split.yaml"
+  yaml_to_json "$dir/crds/split.yaml" | python3 -c "$CONVERT" "$SMI_SOURCE" >"$DERIVED.tmp"
+  mv "$DERIVED.tmp" "$DERIVED"
+}
+
+# apply FILE: server-side (CRDs with large schemas do not fit in the last-applied annotation),
+# then waits until every CRD in FILE is Established.
+apply() {
+  kubectl apply --server-side --force-conflicts --field-manager serin-local -f "$1" >/dev/null
+  kubectl wait --for condition=established --timeout=60s -f "$1" >/dev/null ||
+    die "the CRDs in $1 were not Established within 60s (read $STATE/cluster/kube-apiserver.log)"
+}
+
+up() {
+  mkdir -p "$D"
+  exec 9>"$D/.lock"; flock 9
+  "$ROOT/hack/cluster.sh" status || die "the cluster is not running (hack/cluster.sh up)"
+  derive
+  apply "$DERIVED"
+  say "TrafficSplit CRD established ($SMI_SOURCE, served: $(python3 -c '
+import json, sys
+print(", ".join(v["name"] + ("*" if v["storage"] else "") for v in json.load(open(sys.argv[1]))["spec"]["versions"] if v["served"]))' "$DERIVED"); * = storage)"
+  if [ -f "$OWN_CRDS" ]; then
+    apply "$OWN_CRDS"
+    say "Serin's CRDs established (manifests/crds.yaml)"
+  fi
+}
+
+case ${1:-} in
+  up) up ;;
+  derive) mkdir -p "$D"; exec 9>"$D/.lock"; flock 9; derive; echo "$DERIVED" ;;
+  *) echo "usage: $0 up|derive" >&2; exit 2 ;;
+esac
