@@ -19,6 +19,8 @@ pub mod certs;
 pub mod check;
 pub mod cli;
 pub mod crd;
+pub mod http;
+pub mod metrics;
 pub mod release;
 pub mod router;
 pub mod server;
