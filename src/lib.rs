@@ -19,6 +19,7 @@ pub mod certs;
 pub mod check;
 pub mod cli;
 pub mod crd;
+pub mod hooks;
 pub mod http;
 pub mod metrics;
 pub mod release;
