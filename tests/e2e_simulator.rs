@@ -1,12 +1,15 @@
-//! The simulator's series, scraped by the real local Prometheus, answer SPEC's builtin
-//! Linkerd queries with the success rate and latency each version was told to have.
+//! The simulator's series, scraped by the real local Prometheus, answer Serin's builtin
+//! Linkerd queries (SPEC "Metrics"), asked by Serin's Prometheus client, with the success rate
+//! and latency each version was told to have.
 
 mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use serin::metrics::{Builtin, PrometheusClient};
 use serin::simulate::{Backend, Behaviour, Simulator};
+use serin::spec::Duration;
 
 fn backends(ns: &str) -> Vec<Backend> {
     vec![
@@ -56,32 +59,29 @@ fn simulator(ns: &str) -> axum::Router {
 async fn builtin_linkerd_queries_read_back_the_simulated_success_rate_and_latency() {
     // The namespace label is the run's own, keeping these series apart from other runs.
     let (ns, _target) = support::serve_scraped("sim", simulator).await;
-    let selector = |target: &str| format!("namespace=\"{ns}\",deployment=~\"{target}\"");
     support::wait_for_scrapes(&format!(
-        "response_total{{{},classification=\"success\"}}",
-        selector("web")
+        "response_total{{namespace=\"{ns}\",deployment=\"web\",classification=\"success\"}}"
     ))
     .await;
 
-    // The queries exactly as SPEC "Metrics" writes them, with a 5 s window.
-    let success_rate = |target: &str| {
-        format!(
-            "sum(rate(response_total{{{s},classification!=\"failure\",direction=\"inbound\"}}[5s])) / \
-             sum(rate(response_total{{{s},direction=\"inbound\"}}[5s])) * 100",
-            s = selector(target)
-        )
-    };
-    let latency = |target: &str| {
-        format!(
-            "histogram_quantile(0.99, sum(rate(response_latency_ms_bucket{{{},direction=\"inbound\"}}[5s])) by (le))",
-            selector(target)
-        )
-    };
-    let read = |query: String| async move {
-        support::prometheus_query(&query)
-            .await
-            .expect("query runs")
-            .unwrap_or_else(|| panic!("no sample for {query}"))
+    // Serin's own builtin queries (unit-tested to be SPEC "Metrics" text) through Serin's own
+    // Prometheus client, with a 5 s window.
+    let prometheus = PrometheusClient::new(
+        serin::http::client().expect("http client"),
+        support::prometheus_url(),
+    );
+    let window = Duration::from_secs(5);
+    let success_rate = |target: &str| Builtin::SuccessRate.query(&ns, target, window);
+    let latency = |target: &str| Builtin::Duration.query(&ns, target, window);
+    let read = |query: String| {
+        let prometheus = &prometheus;
+        async move {
+            prometheus
+                .query(None, &query)
+                .await
+                .expect("query runs")
+                .unwrap_or_else(|| panic!("no sample for {query}"))
+        }
     };
     let canary_rate = read(success_rate("web")).await;
     let primary_rate = read(success_rate("web-primary")).await;

@@ -1,0 +1,274 @@
+//! Metric checks: which PromQL queries a release runs at each interval, and how the answers
+//! become the [`MetricCheck`]s the release state machine judges.
+//!
+//! - The builtin Linkerd queries of SPEC "Metrics" ([`Builtin`]) and the custom queries of an
+//!   `AnalysisTemplate`, whose `{{ namespace }}`, `{{ target }}`, `{{ service }}` and
+//!   `{{ interval }}` are filled by [`render_query`]. Admission refuses a template with
+//!   [`check_metric`], which goes through the same code, so the two cannot disagree.
+//! - [`plan_checks`] (pure): what to measure for a canary. As in Flagger, a template that
+//!   lists metrics replaces the builtin checks; otherwise the builtin checks run with the
+//!   annotation thresholds (`serin.dev/success-rate`, `serin.dev/latency`).
+//! - [`measure`]: runs the planned queries against Prometheus ([`prometheus`]) concurrently.
+//!
+//! Only an empty answer is "no data" (which `noData: skip` may leave out). A query that fails
+//! (Prometheus down, slow, refusing the query, a broken template) is a failed check, always:
+//! an unobservable canary is never promoted.
+
+pub mod prometheus;
+
+use futures::future::join_all;
+
+use crate::crd::{AnalysisTemplateSpec, MetricTemplate, NoDataPolicy};
+use crate::release::{MetricCheck, NoData, builtin_checks};
+use crate::spec::{CanarySpec, Duration};
+
+pub use prometheus::{DEFAULT_QUERY_TIMEOUT, MetricsError, PrometheusClient};
+
+/// The builtin Linkerd checks (SPEC "Metrics").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Builtin {
+    /// `request-success-rate`: percent of inbound requests not classified as failures.
+    SuccessRate,
+    /// `request-duration`: p99 latency of inbound requests, milliseconds.
+    Duration,
+}
+
+impl Builtin {
+    pub const ALL: [Builtin; 2] = [Builtin::SuccessRate, Builtin::Duration];
+
+    /// The metric name, in an `AnalysisTemplate` and in `Canary.status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Builtin::SuccessRate => "request-success-rate",
+            Builtin::Duration => "request-duration",
+        }
+    }
+
+    pub fn named(name: &str) -> Option<Builtin> {
+        Builtin::ALL.into_iter().find(|b| b.name() == name)
+    }
+
+    /// Printed after values in messages.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Builtin::SuccessRate => "%",
+            Builtin::Duration => "ms",
+        }
+    }
+
+    /// The query for the canary Deployment `target` in `namespace`, rating over `window`.
+    /// The window prints as Serin's canonical duration (`1m30s`), which Prometheus accepts.
+    pub fn query(self, namespace: &str, target: &str, window: Duration) -> String {
+        let selector = format!("namespace=\"{namespace}\",deployment=~\"{target}\"");
+        match self {
+            Builtin::SuccessRate => format!(
+                "sum(rate(response_total{{{selector},classification!=\"failure\",direction=\"inbound\"}}[{window}])) / \
+                 sum(rate(response_total{{{selector},direction=\"inbound\"}}[{window}])) * 100"
+            ),
+            Builtin::Duration => format!(
+                "histogram_quantile(0.99, sum(rate(response_latency_ms_bucket{{{selector},direction=\"inbound\"}}[{window}])) by (le))"
+            ),
+        }
+    }
+}
+
+/// What a custom query may refer to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueryVars<'a> {
+    pub namespace: &'a str,
+    /// The canary Deployment (the user's Deployment).
+    pub target: &'a str,
+    /// The apex Service.
+    pub service: &'a str,
+    /// The rate window, `serin.dev/metrics-window` (Flagger's metric `interval`).
+    pub interval: Duration,
+}
+
+/// The variables a query may use, in messages.
+const VARIABLES: &str = "namespace, target, service, interval";
+
+/// Why a metric of an `AnalysisTemplate` cannot become a query.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("the query uses {{{{ {name} }}}}, which is not a variable (use {VARIABLES})")]
+    UnknownVariable { name: String },
+    #[error("the query opens \"{{{{\" at character {at} and never closes it with \"}}}}\"")]
+    Unclosed { at: usize },
+    #[error(
+        "{name:?} has no query and is not a builtin metric ({})",
+        builtin_names()
+    )]
+    NotBuiltin { name: String },
+}
+
+fn builtin_names() -> String {
+    Builtin::ALL.map(Builtin::name).join(", ")
+}
+
+/// Fills the `{{ variable }}`s of a custom query (spaces inside the braces optional).
+pub fn render_query(template: &str, vars: &QueryVars<'_>) -> Result<String, QueryError> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find("{{") {
+        let at = template.len() - rest.len() + open;
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 2..];
+        let close = after.find("}}").ok_or(QueryError::Unclosed {
+            at: template[..at].chars().count() + 1,
+        })?;
+        let name = after[..close].trim();
+        match name {
+            "namespace" => out.push_str(vars.namespace),
+            "target" => out.push_str(vars.target),
+            "service" => out.push_str(vars.service),
+            "interval" => out.push_str(&vars.interval.to_string()),
+            _ => {
+                return Err(QueryError::UnknownVariable {
+                    name: name.to_owned(),
+                });
+            }
+        }
+        rest = &after[close + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Whether a template metric can be measured: its query only uses known variables, or it is
+/// a builtin. For admission, which refuses the template otherwise.
+pub fn check_metric(metric: &MetricTemplate) -> Result<(), QueryError> {
+    let vars = QueryVars {
+        namespace: "namespace",
+        target: "target",
+        service: "service",
+        interval: Duration::from_secs(60),
+    };
+    metric_query(metric, &vars).map(|_| ())
+}
+
+/// The query of a template metric: its own, rendered, or the builtin one of that name.
+fn metric_query(metric: &MetricTemplate, vars: &QueryVars<'_>) -> Result<String, QueryError> {
+    match (&metric.query, Builtin::named(&metric.name)) {
+        (Some(query), _) => render_query(query, vars),
+        (None, Some(builtin)) => Ok(builtin.query(vars.namespace, vars.target, vars.interval)),
+        (None, None) => Err(QueryError::NotBuiltin {
+            name: metric.name.clone(),
+        }),
+    }
+}
+
+/// One check to measure: the [`MetricCheck`] it becomes (name, unit, range, no-data policy;
+/// `value` still `None`), and where and what to ask.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedCheck {
+    pub check: MetricCheck,
+    /// Prometheus address; the client's default when `None`.
+    pub address: Option<String>,
+    /// The PromQL to run, or why there is none (a failed check when measured).
+    pub query: Result<String, QueryError>,
+}
+
+/// The checks of one interval for the canary Deployment `target` in `namespace`: the
+/// template's metrics when it lists any (builtin names without a query use the builtin query
+/// with the template's range), else the two builtin checks with the annotation thresholds.
+pub fn plan_checks(
+    spec: &CanarySpec,
+    template: Option<&AnalysisTemplateSpec>,
+    namespace: &str,
+    target: &str,
+) -> Vec<PlannedCheck> {
+    let vars = QueryVars {
+        namespace,
+        target,
+        service: &spec.service,
+        interval: spec.metrics_window,
+    };
+    match template.map(|t| t.metrics.as_slice()).unwrap_or_default() {
+        [] => builtin_checks(spec, None, None)
+            .into_iter()
+            .map(|check| PlannedCheck {
+                query: Builtin::named(&check.name)
+                    .map(|b| b.query(namespace, target, spec.metrics_window))
+                    .ok_or_else(|| QueryError::NotBuiltin {
+                        name: check.name.clone(),
+                    }),
+                check,
+                address: None,
+            })
+            .collect(),
+        metrics => metrics
+            .iter()
+            .map(|metric| template_check(metric, &vars))
+            .collect(),
+    }
+}
+
+fn template_check(metric: &MetricTemplate, vars: &QueryVars<'_>) -> PlannedCheck {
+    let unit = match (&metric.query, Builtin::named(&metric.name)) {
+        (None, Some(builtin)) => builtin.unit(),
+        _ => "",
+    };
+    PlannedCheck {
+        check: MetricCheck {
+            name: metric.name.clone(),
+            unit: unit.into(),
+            value: None,
+            min: metric.threshold_range.min,
+            max: metric.threshold_range.max,
+            no_data: match metric.no_data {
+                NoDataPolicy::Fail => NoData::Fail,
+                NoDataPolicy::Skip => NoData::Skip,
+            },
+        },
+        address: metric.address.clone(),
+        query: metric_query(metric, vars),
+    }
+}
+
+/// The checks of one interval, measured, for `Observations::checks`; and why any query
+/// failed, for the Event (the check itself only says "no data").
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Measurement {
+    pub checks: Vec<MetricCheck>,
+    /// One line per failed query: `<check>: <why>`.
+    pub errors: Vec<String>,
+}
+
+impl Measurement {
+    /// The errors on one line, for an Event; `None` when every query answered.
+    pub fn error_message(&self) -> Option<String> {
+        (!self.errors.is_empty()).then(|| self.errors.join("; "))
+    }
+}
+
+/// Runs every planned query at once. A query that fails is a failed check whatever its
+/// no-data policy; an empty answer (or NaN, 0/0 without traffic) is "no data".
+pub async fn measure(prometheus: &PrometheusClient, planned: &[PlannedCheck]) -> Measurement {
+    let answers = join_all(planned.iter().map(|p| async move {
+        match &p.query {
+            Ok(query) => prometheus
+                .query(p.address.as_deref(), query)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }))
+    .await;
+    let mut measurement = Measurement::default();
+    for (planned, answer) in planned.iter().zip(answers) {
+        let mut check = planned.check.clone();
+        match answer {
+            Ok(value) => check.value = value,
+            Err(why) => {
+                check.value = None;
+                check.no_data = NoData::Fail;
+                measurement.errors.push(format!("{}: {why}", check.name));
+            }
+        }
+        measurement.checks.push(check);
+    }
+    measurement
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,244 @@
+//! The Prometheus HTTP API: one instant query (`GET /api/v1/query`) answered by one number.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::http::{error_chain, read_at_most, snippet};
+
+/// How long one query may take unless told otherwise: well under any check interval, so a
+/// hanging Prometheus costs a failed check, not a stalled release.
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Answers larger than this are refused; one number never needs that much.
+const MAX_ANSWER_BYTES: usize = 4 << 20;
+
+/// How much of an unexpected answer a message quotes.
+const QUOTED_BYTES: usize = 200;
+
+/// Why a query gave no number. Each names the Prometheus address and the query.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetricsError {
+    #[error("Prometheus at {address} did not answer within {timeout:?} to {query:?}")]
+    Timeout {
+        address: String,
+        query: String,
+        timeout: Duration,
+    },
+    #[error("Prometheus at {address} could not be asked {query:?}: {reason}")]
+    Unreachable {
+        address: String,
+        query: String,
+        reason: String,
+    },
+    #[error("Prometheus at {address} refused {query:?}: {reason}")]
+    Refused {
+        address: String,
+        query: String,
+        reason: String,
+    },
+    #[error("Prometheus at {address} gave an unreadable answer to {query:?}: {reason}")]
+    Unreadable {
+        address: String,
+        query: String,
+        reason: String,
+    },
+    #[error(
+        "{query:?} gives a {result_type} on Prometheus at {address}; a check needs one number \
+         (an instant vector or a scalar)"
+    )]
+    NotANumber {
+        address: String,
+        query: String,
+        result_type: String,
+    },
+}
+
+/// A Prometheus HTTP API client with a default address (`--prometheus-url`) that a metric's
+/// own `address` overrides.
+#[derive(Clone, Debug)]
+pub struct PrometheusClient {
+    http: reqwest::Client,
+    default_address: String,
+    timeout: Duration,
+}
+
+impl PrometheusClient {
+    /// `http` from [`crate::http::client`].
+    pub fn new(http: reqwest::Client, default_address: impl Into<String>) -> Self {
+        Self {
+            http,
+            default_address: default_address.into(),
+            timeout: DEFAULT_QUERY_TIMEOUT,
+        }
+    }
+
+    /// Per-query timeout, connecting to reading the whole answer.
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        Self { timeout, ..self }
+    }
+
+    pub fn default_address(&self) -> &str {
+        &self.default_address
+    }
+
+    /// Runs `promql` as an instant query at `address` (the default when `None`) and returns
+    /// the first sample's value, or a scalar result's. `None` when there is no data: an empty
+    /// vector, or NaN (what a ratio gives with no traffic, 0/0).
+    pub async fn query(
+        &self,
+        address: Option<&str>,
+        promql: &str,
+    ) -> Result<Option<f64>, MetricsError> {
+        let address = address.unwrap_or(&self.default_address);
+        let ask = Ask {
+            address,
+            query: promql,
+        };
+        let url = format!("{}/api/v1/query", address.trim_end_matches('/'));
+        let response = self
+            .http
+            .get(url)
+            .query(&[("query", promql)])
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| ask.transport(e, self.timeout))?;
+        let status = response.status();
+        let (body, cut) = read_at_most(response, MAX_ANSWER_BYTES)
+            .await
+            .map_err(|e| ask.transport(e, self.timeout))?;
+        if cut {
+            return Err(ask.unreadable(format!(
+                "the answer is larger than {} MiB",
+                MAX_ANSWER_BYTES >> 20
+            )));
+        }
+        let answer: Option<Answer> = serde_json::from_slice(&body).ok();
+        let answer = match answer {
+            Some(answer) if answer.status == "success" && status.is_success() => answer,
+            // Prometheus explains refusals (bad query: 400, timeout: 503, ...) in the body.
+            Some(Answer {
+                error: Some(error),
+                error_type,
+                ..
+            }) => {
+                let kind = error_type.map(|t| format!(" ({t})")).unwrap_or_default();
+                return Err(ask.refused(format!("HTTP {}{kind}: {error}", status.as_u16())));
+            }
+            _ if !status.is_success() => {
+                return Err(ask.refused(format!(
+                    "HTTP {}: {}",
+                    status.as_u16(),
+                    snippet(&body, QUOTED_BYTES, false)
+                )));
+            }
+            Some(answer) => {
+                return Err(ask.refused(format!("status {:?}", answer.status)));
+            }
+            None => {
+                return Err(ask.unreadable(format!(
+                    "not a Prometheus API answer: {:?}",
+                    snippet(&body, QUOTED_BYTES, false)
+                )));
+            }
+        };
+        let data = answer
+            .data
+            .ok_or_else(|| ask.unreadable("\"data\" is missing".into()))?;
+        let sample = match data.result_type.as_str() {
+            "vector" => {
+                let samples: Vec<VectorSample> = serde_json::from_value(data.result)
+                    .map_err(|e| ask.unreadable(format!("bad vector: {e}")))?;
+                match samples.into_iter().next() {
+                    Some(first) => first.value,
+                    None => return Ok(None),
+                }
+            }
+            "scalar" => serde_json::from_value(data.result)
+                .map_err(|e| ask.unreadable(format!("bad scalar: {e}")))?,
+            other => {
+                return Err(MetricsError::NotANumber {
+                    address: address.to_owned(),
+                    query: promql.to_owned(),
+                    result_type: other.to_owned(),
+                });
+            }
+        };
+        let (_time, value) = sample;
+        // Prometheus writes values as strings: "12.5", "NaN", "+Inf", "-Inf".
+        let value: f64 = value
+            .parse()
+            .map_err(|_| ask.unreadable(format!("{value:?} is not a number")))?;
+        Ok((!value.is_nan()).then_some(value))
+    }
+}
+
+/// `{"status": ..., "data": {"resultType": ..., "result": ...}, "errorType", "error"}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Answer {
+    status: String,
+    #[serde(default)]
+    data: Option<Data>,
+    #[serde(default)]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Data {
+    result_type: String,
+    result: serde_json::Value,
+}
+
+/// `[<unix time>, "<value>"]`.
+type Sample = (serde_json::Value, String);
+
+#[derive(Deserialize)]
+struct VectorSample {
+    value: Sample,
+}
+
+/// One query at one address, for building errors that name both.
+struct Ask<'a> {
+    address: &'a str,
+    query: &'a str,
+}
+
+impl Ask<'_> {
+    fn transport(&self, error: reqwest::Error, timeout: Duration) -> MetricsError {
+        let (address, query) = (self.address.to_owned(), self.query.to_owned());
+        if error.is_timeout() {
+            return MetricsError::Timeout {
+                address,
+                query,
+                timeout,
+            };
+        }
+        MetricsError::Unreachable {
+            address,
+            query,
+            // The URL repeats address and query, which the message names already.
+            reason: error_chain(&error.without_url()),
+        }
+    }
+
+    fn refused(&self, reason: String) -> MetricsError {
+        MetricsError::Refused {
+            address: self.address.to_owned(),
+            query: self.query.to_owned(),
+            reason,
+        }
+    }
+
+    fn unreadable(&self, reason: String) -> MetricsError {
+        MetricsError::Unreadable {
+            address: self.address.to_owned(),
+            query: self.query.to_owned(),
+            reason,
+        }
+    }
+}

@@ -1,0 +1,599 @@
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration as StdDuration;
+
+use axum::Router;
+use axum::extract::{Path, Query};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::*;
+use crate::crd::{HookType, ThresholdRange, WebhookTemplate};
+use crate::http::serve_on_loopback;
+
+fn spec() -> CanarySpec {
+    CanarySpec::defaults("web-svc".into(), Some(8080))
+}
+
+fn vars() -> QueryVars<'static> {
+    QueryVars {
+        namespace: "shop",
+        target: "web",
+        service: "web-svc",
+        interval: Duration::from_secs(90),
+    }
+}
+
+fn metric(name: &str, query: Option<&str>) -> MetricTemplate {
+    MetricTemplate {
+        name: name.into(),
+        query: query.map(Into::into),
+        threshold_range: ThresholdRange::default(),
+        address: None,
+        no_data: NoDataPolicy::Fail,
+    }
+}
+
+fn template(metrics: Vec<MetricTemplate>) -> AnalysisTemplateSpec {
+    AnalysisTemplateSpec {
+        metrics,
+        webhooks: Vec::new(),
+    }
+}
+
+// ---- queries -------------------------------------------------------------------------------
+
+#[test]
+fn builtin_success_rate_query_is_the_one_spec_metrics_spells() {
+    assert_eq!(
+        Builtin::SuccessRate.query("shop", "web", Duration::from_secs(60)),
+        "sum(rate(response_total{namespace=\"shop\",deployment=~\"web\",classification!=\"failure\",direction=\"inbound\"}[1m])) \
+         / sum(rate(response_total{namespace=\"shop\",deployment=~\"web\",direction=\"inbound\"}[1m])) * 100"
+    );
+}
+
+#[test]
+fn builtin_latency_query_is_the_one_spec_metrics_spells() {
+    assert_eq!(
+        Builtin::Duration.query("shop", "web", Duration::from_secs(60)),
+        "histogram_quantile(0.99, sum(rate(response_latency_ms_bucket{namespace=\"shop\",deployment=~\"web\",direction=\"inbound\"}[1m])) by (le))"
+    );
+}
+
+#[test]
+fn builtin_queries_write_the_window_as_a_prometheus_duration() {
+    for (window, text) in [
+        (Duration::from_secs(5), "[5s]"),
+        (Duration::from_secs(90), "[1m30s]"),
+        (Duration::from_millis(1_500), "[1s500ms]"),
+        (Duration::from_secs(3_600), "[1h]"),
+    ] {
+        for builtin in Builtin::ALL {
+            let query = builtin.query("shop", "web", window);
+            assert!(query.contains(text), "{query} should contain {text}");
+        }
+    }
+}
+
+#[test]
+fn builtin_names_and_thresholds_are_the_release_machines() {
+    let checks = builtin_checks(&spec(), None, None);
+    let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, Builtin::ALL.map(Builtin::name));
+    for (check, builtin) in checks.iter().zip(Builtin::ALL) {
+        assert_eq!(check.unit, builtin.unit());
+    }
+}
+
+#[test]
+fn template_variables_are_filled_with_or_without_spaces_in_the_braces() {
+    let query = "rate(http_requests_total{namespace=\"{{ namespace }}\",pod=~\"{{target}}-.*\",\
+                 service=\"{{  service}}\"}[{{interval }}])";
+    assert_eq!(
+        render_query(query, &vars()),
+        Ok(
+            "rate(http_requests_total{namespace=\"shop\",pod=~\"web-.*\",\
+            service=\"web-svc\"}[1m30s])"
+                .to_owned()
+        )
+    );
+}
+
+#[test]
+fn a_query_without_variables_is_kept_as_written() {
+    let query = "sum(up{job=\"x\"})";
+    assert_eq!(render_query(query, &vars()), Ok(query.to_owned()));
+}
+
+#[test]
+fn an_unknown_template_variable_is_an_error_naming_it() {
+    let error = render_query("sum(x{ns=\"{{ namespace }}\",app=\"{{ app }}\"})", &vars());
+    assert_eq!(
+        error,
+        Err(QueryError::UnknownVariable { name: "app".into() })
+    );
+    let message = error.err().map(|e| e.to_string()).unwrap_or_default();
+    assert_eq!(
+        message,
+        "the query uses {{ app }}, which is not a variable (use namespace, target, service, interval)"
+    );
+}
+
+#[test]
+fn unclosed_braces_are_an_error_giving_where_they_open() {
+    let error = render_query("sum(x{ns=\"{{ namespace\"})", &vars());
+    assert_eq!(error, Err(QueryError::Unclosed { at: 11 }));
+}
+
+#[test]
+fn admission_accepts_builtins_and_known_variables_and_refuses_the_rest() {
+    assert_eq!(check_metric(&metric("request-duration", None)), Ok(()));
+    assert_eq!(
+        check_metric(&metric("errors", Some("sum(x{ns=\"{{ namespace }}\"})"))),
+        Ok(())
+    );
+    assert_eq!(
+        check_metric(&metric("errors", Some("sum(x{a=\"{{ .Values.app }}\"})"))),
+        Err(QueryError::UnknownVariable {
+            name: ".Values.app".into()
+        })
+    );
+    let not_builtin = check_metric(&metric("request-latency", None));
+    assert_eq!(
+        not_builtin
+            .as_ref()
+            .err()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some(
+            "\"request-latency\" has no query and is not a builtin metric \
+             (request-success-rate, request-duration)"
+        )
+    );
+}
+
+// ---- planning ------------------------------------------------------------------------------
+
+#[test]
+fn without_a_template_the_builtin_checks_run_with_the_annotation_thresholds() {
+    let mut spec = spec();
+    spec.success_rate = 95.0;
+    spec.latency = Duration::from_millis(300);
+    spec.metrics_window = Duration::from_secs(30);
+    let planned = plan_checks(&spec, None, "shop", "web");
+    assert_eq!(planned.len(), 2);
+    let (rate, latency) = (&planned[0], &planned[1]);
+    assert_eq!(rate.check.name, "request-success-rate");
+    assert_eq!((rate.check.min, rate.check.max), (Some(95.0), None));
+    assert_eq!(
+        rate.query,
+        Ok(Builtin::SuccessRate.query("shop", "web", Duration::from_secs(30)))
+    );
+    assert_eq!(latency.check.name, "request-duration");
+    assert_eq!((latency.check.min, latency.check.max), (None, Some(300.0)));
+    assert_eq!(
+        latency.query,
+        Ok(Builtin::Duration.query("shop", "web", Duration::from_secs(30)))
+    );
+    for p in &planned {
+        assert_eq!((p.check.value, p.check.no_data), (None, NoData::Fail));
+        assert_eq!(p.address, None);
+    }
+}
+
+#[test]
+fn a_template_with_only_webhooks_keeps_the_builtin_checks() {
+    let with_hooks = AnalysisTemplateSpec {
+        metrics: Vec::new(),
+        webhooks: vec![WebhookTemplate {
+            name: "load-test".into(),
+            type_: HookType::Rollout,
+            url: "http://loadtester/".into(),
+            timeout: None,
+            retries: None,
+            metadata: BTreeMap::new(),
+        }],
+    };
+    assert_eq!(
+        plan_checks(&spec(), Some(&with_hooks), "shop", "web"),
+        plan_checks(&spec(), None, "shop", "web")
+    );
+}
+
+#[test]
+fn template_metrics_replace_the_builtin_checks() {
+    let mut rate = metric("request-success-rate", None);
+    rate.threshold_range.min = Some(90.0);
+    let mut custom = metric(
+        "error-budget",
+        Some(
+            "sum(errors{namespace=\"{{ namespace }}\",service=\"{{ service }}\"}[{{ interval }}])",
+        ),
+    );
+    custom.threshold_range.max = Some(5.0);
+    custom.address = Some("http://thanos:9090".into());
+    custom.no_data = NoDataPolicy::Skip;
+    let planned = plan_checks(&spec(), Some(&template(vec![rate, custom])), "shop", "web");
+
+    let names: Vec<&str> = planned.iter().map(|p| p.check.name.as_str()).collect();
+    assert_eq!(names, ["request-success-rate", "error-budget"]);
+    // A builtin name without a query: the builtin query, the template's range.
+    assert_eq!(
+        planned[0].query,
+        Ok(Builtin::SuccessRate.query("shop", "web", spec().metrics_window))
+    );
+    assert_eq!(
+        (planned[0].check.min, planned[0].check.max),
+        (Some(90.0), None)
+    );
+    assert_eq!(planned[0].check.unit, "%");
+    assert_eq!(planned[0].address, None);
+    // A custom query: rendered, with its own address and no-data policy.
+    assert_eq!(
+        planned[1].query,
+        Ok("sum(errors{namespace=\"shop\",service=\"web-svc\"}[1m])".to_owned())
+    );
+    assert_eq!(
+        (planned[1].check.min, planned[1].check.max),
+        (None, Some(5.0))
+    );
+    assert_eq!(planned[1].check.unit, "");
+    assert_eq!(planned[1].address.as_deref(), Some("http://thanos:9090"));
+    assert_eq!(planned[1].check.no_data, NoData::Skip);
+}
+
+#[test]
+fn a_template_metric_that_cannot_be_rendered_is_planned_with_its_reason() {
+    let planned = plan_checks(
+        &spec(),
+        Some(&template(vec![
+            metric("latency", None),
+            metric("x", Some("{{ pod }}")),
+        ])),
+        "shop",
+        "web",
+    );
+    assert_eq!(
+        planned[0].query,
+        Err(QueryError::NotBuiltin {
+            name: "latency".into()
+        })
+    );
+    assert_eq!(
+        planned[1].query,
+        Err(QueryError::UnknownVariable { name: "pod".into() })
+    );
+}
+
+// ---- a Prometheus stand-in on loopback -----------------------------------------------------
+
+/// The builtin success-rate query of `web` in `shop`; the `echo` case checks it arrives intact.
+fn echoed_query() -> String {
+    Builtin::SuccessRate.query("shop", "web", Duration::from_secs(60))
+}
+
+fn json(status: StatusCode, body: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_owned(),
+    )
+        .into_response()
+}
+
+fn vector(values: &[&str]) -> Response {
+    let result: Vec<String> = values
+        .iter()
+        .map(|v| format!(r#"{{"metric":{{"deployment":"web"}},"value":[1700000000.123,"{v}"]}}"#))
+        .collect();
+    json(
+        StatusCode::OK,
+        &format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#,
+            result.join(",")
+        ),
+    )
+}
+
+/// Prometheus at `http://127.0.0.1:PORT/<case>`, answering as the case says.
+async fn prometheus_case(
+    Path(case): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    match case.as_str() {
+        "vector" => vector(&["99.5", "12"]),
+        "other" => vector(&["7"]),
+        "scalar" => json(
+            StatusCode::OK,
+            r#"{"status":"success","data":{"resultType":"scalar","result":[1700000000.123,"42"]}}"#,
+        ),
+        "empty" => vector(&[]),
+        "nan" => vector(&["NaN"]),
+        "inf" => vector(&["+Inf"]),
+        "matrix" => json(
+            StatusCode::OK,
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1700000000,"1"]]}]}}"#,
+        ),
+        "error500" => (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded").into_response(),
+        "bad-query" => json(
+            StatusCode::BAD_REQUEST,
+            r#"{"status":"error","errorType":"bad_data","error":"invalid parameter \"query\": 1:3: parse error: unexpected end of input"}"#,
+        ),
+        "garbage" => (StatusCode::OK, "<html>hello</html>").into_response(),
+        "not-a-number" => vector(&["lots"]),
+        "slow" => {
+            tokio::time::sleep(StdDuration::from_secs(5)).await;
+            vector(&["1"])
+        }
+        "echo" if params.get("query") == Some(&echoed_query()) => vector(&["1"]),
+        _ => (StatusCode::NOT_FOUND, "no such case").into_response(),
+    }
+}
+
+/// The stand-in's base URL; a case's address is `<base>/<case>`.
+async fn prometheus() -> String {
+    serve_on_loopback(Router::new().route("/{case}/api/v1/query", get(prometheus_case))).await
+}
+
+fn client(default_address: &str) -> PrometheusClient {
+    let http = crate::http::client().expect("http client");
+    PrometheusClient::new(http, default_address).with_timeout(StdDuration::from_millis(500))
+}
+
+async fn ask(case: &str) -> Result<Option<f64>, MetricsError> {
+    let base = prometheus().await;
+    client(&format!("{base}/{case}")).query(None, "up").await
+}
+
+fn message(result: Result<Option<f64>, MetricsError>) -> String {
+    match result {
+        Err(e) => e.to_string(),
+        Ok(v) => panic!("expected an error, got {v:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_vector_answer_gives_its_first_sample() {
+    assert_eq!(ask("vector").await, Ok(Some(99.5)));
+}
+
+#[tokio::test]
+async fn a_scalar_answer_gives_its_value() {
+    assert_eq!(ask("scalar").await, Ok(Some(42.0)));
+}
+
+#[tokio::test]
+async fn an_empty_vector_is_no_data() {
+    assert_eq!(ask("empty").await, Ok(None));
+}
+
+#[tokio::test]
+async fn nan_is_no_data() {
+    assert_eq!(ask("nan").await, Ok(None));
+}
+
+#[tokio::test]
+async fn infinity_is_a_value() {
+    assert_eq!(ask("inf").await, Ok(Some(f64::INFINITY)));
+}
+
+#[tokio::test]
+async fn the_query_arrives_url_encoded_and_intact() {
+    let base = prometheus().await;
+    let answer = client(&format!("{base}/echo"))
+        .query(None, &echoed_query())
+        .await;
+    assert_eq!(answer, Ok(Some(1.0)));
+}
+
+#[tokio::test]
+async fn a_metric_address_overrides_the_default_one_and_may_end_in_a_slash() {
+    let base = prometheus().await;
+    let client = client(&format!("{base}/vector"));
+    assert_eq!(client.query(None, "up").await, Ok(Some(99.5)));
+    let other = format!("{base}/other/");
+    assert_eq!(client.query(Some(&other), "up").await, Ok(Some(7.0)));
+}
+
+#[tokio::test]
+async fn an_http_error_names_the_address_the_query_and_the_status() {
+    let base = prometheus().await;
+    let error = message(client(&format!("{base}/error500")).query(None, "up").await);
+    assert_eq!(
+        error,
+        format!("Prometheus at {base}/error500 refused \"up\": HTTP 500: upstream exploded")
+    );
+}
+
+#[tokio::test]
+async fn a_refused_query_quotes_prometheus_explanation() {
+    let base = prometheus().await;
+    let error = message(client(&format!("{base}/bad-query")).query(None, "1+").await);
+    assert_eq!(
+        error,
+        format!(
+            "Prometheus at {base}/bad-query refused \"1+\": HTTP 400 (bad_data): invalid \
+             parameter \"query\": 1:3: parse error: unexpected end of input"
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_garbage_answer_is_an_error_quoting_it() {
+    let base = prometheus().await;
+    let error = message(client(&format!("{base}/garbage")).query(None, "up").await);
+    assert_eq!(
+        error,
+        format!(
+            "Prometheus at {base}/garbage gave an unreadable answer to \"up\": not a \
+             Prometheus API answer: \"<html>hello</html>\""
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_sample_that_is_not_a_number_is_an_error() {
+    let error = message(ask("not-a-number").await);
+    assert!(error.ends_with("\"lots\" is not a number"), "{error}");
+}
+
+#[tokio::test]
+async fn a_range_vector_is_not_a_number() {
+    let error = message(ask("matrix").await);
+    assert!(
+        error.starts_with("\"up\" gives a matrix on Prometheus at "),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_prometheus_times_out() {
+    let base = prometheus().await;
+    let started = std::time::Instant::now();
+    let answer = client(&format!("{base}/slow")).query(None, "up").await;
+    assert_eq!(
+        answer,
+        Err(MetricsError::Timeout {
+            address: format!("{base}/slow"),
+            query: "up".into(),
+            timeout: StdDuration::from_millis(500),
+        })
+    );
+    assert!(started.elapsed() < StdDuration::from_secs(4));
+    assert_eq!(
+        answer.err().map(|e| e.to_string()),
+        Some(format!(
+            "Prometheus at {base}/slow did not answer within 500ms to \"up\""
+        ))
+    );
+}
+
+/// An address where nothing listens: a port just bound and released.
+async fn closed_address() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("local address");
+    drop(listener);
+    format!("http://{address}")
+}
+
+#[tokio::test]
+async fn an_unreachable_prometheus_is_an_error_naming_it() {
+    let address = closed_address().await;
+    let error = message(client(&address).query(None, "up").await);
+    assert!(
+        error.starts_with(&format!(
+            "Prometheus at {address} could not be asked \"up\": "
+        )),
+        "{error}"
+    );
+}
+
+// ---- measuring -----------------------------------------------------------------------------
+
+fn planned(name: &str, address: &str, no_data: NoData) -> PlannedCheck {
+    PlannedCheck {
+        check: MetricCheck {
+            name: name.into(),
+            unit: String::new(),
+            value: None,
+            min: Some(1.0),
+            max: None,
+            no_data,
+        },
+        address: Some(address.into()),
+        query: Ok("up".into()),
+    }
+}
+
+#[tokio::test]
+async fn measuring_fills_each_check_with_its_answer() {
+    let base = prometheus().await;
+    let plan = [
+        planned("a", &format!("{base}/vector"), NoData::Fail),
+        planned("b", &format!("{base}/empty"), NoData::Skip),
+        planned("c", &format!("{base}/nan"), NoData::Fail),
+    ];
+    let measured = measure(&client(&base), &plan).await;
+    assert_eq!(measured.errors, Vec::<String>::new());
+    assert_eq!(measured.error_message(), None);
+    let values: Vec<_> = measured
+        .checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.value, c.no_data))
+        .collect();
+    assert_eq!(
+        values,
+        [
+            ("a", Some(99.5), NoData::Fail),
+            // Empty is "no data", which this check may skip.
+            ("b", None, NoData::Skip),
+            ("c", None, NoData::Fail),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_query_is_a_failed_check_even_when_no_data_may_be_skipped() {
+    let base = prometheus().await;
+    let down = closed_address().await;
+    let plan = [
+        planned("rate", &down, NoData::Skip),
+        planned("p99", &format!("{base}/error500"), NoData::Skip),
+    ];
+    let measured = measure(&client(&base), &plan).await;
+    for check in &measured.checks {
+        assert_eq!((check.value, check.no_data), (None, NoData::Fail));
+    }
+    assert_eq!(measured.errors.len(), 2);
+    assert!(
+        measured.errors[0].starts_with(&format!("rate: Prometheus at {down} could not be asked")),
+        "{:?}",
+        measured.errors
+    );
+    assert_eq!(
+        measured.errors[1],
+        format!("p99: Prometheus at {base}/error500 refused \"up\": HTTP 500: upstream exploded")
+    );
+    assert_eq!(measured.error_message(), Some(measured.errors.join("; ")));
+}
+
+#[tokio::test]
+async fn a_metric_that_cannot_be_rendered_is_a_failed_check_without_asking_prometheus() {
+    let down = closed_address().await;
+    let mut broken = planned("x", &down, NoData::Skip);
+    broken.query = Err(QueryError::UnknownVariable { name: "pod".into() });
+    let measured = measure(&client(&down), &[broken]).await;
+    assert_eq!(measured.checks[0].no_data, NoData::Fail);
+    assert_eq!(
+        measured.errors,
+        [
+            "x: the query uses {{ pod }}, which is not a variable (use namespace, target, service, interval)"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn checks_are_measured_concurrently() {
+    // This Prometheus answers only once all three queries are waiting: asked one after the
+    // other, the first query would time out.
+    let all_asked = std::sync::Arc::new(tokio::sync::Barrier::new(3));
+    let base = serve_on_loopback(Router::new().route(
+        "/api/v1/query",
+        get(move || {
+            let all_asked = all_asked.clone();
+            async move {
+                all_asked.wait().await;
+                vector(&["1"])
+            }
+        }),
+    ))
+    .await;
+    let plan: Vec<_> = (0..3)
+        .map(|i| planned(&format!("check-{i}"), &base, NoData::Fail))
+        .collect();
+    let measured = measure(&client(&base), &plan).await;
+    assert_eq!(measured.errors, Vec::<String>::new());
+    assert!(measured.checks.iter().all(|c| c.value == Some(1.0)));
+}
