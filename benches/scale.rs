@@ -11,7 +11,6 @@
 //! while idle. Every wait has a timeout; the namespaces are deleted at the end.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::time::{Duration, Instant};
@@ -50,7 +49,9 @@ async fn create_all(client: &Client, ns: &str, count: usize, opted_in: bool) {
             let api = api.clone();
             async move {
                 let d = deployment(&format!("app-{i:04}"), opted_in);
-                api.create(&PostParams::default(), &d).await.expect("create Deployment");
+                api.create(&PostParams::default(), &d)
+                    .await
+                    .expect("create Deployment");
             }
         })
         .buffer_unordered(32)
@@ -71,7 +72,10 @@ where
         if n >= count {
             return start.elapsed();
         }
-        assert!(start.elapsed() < TIMEOUT, "{what}: only {n}/{count} after {TIMEOUT:?}");
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "{what}: only {n}/{count} after {TIMEOUT:?}"
+        );
         if start.elapsed() >= next_note {
             eprintln!("    {what}: {n}/{count} after {:.0?}", start.elapsed());
             next_note += Duration::from_secs(5);
@@ -151,7 +155,10 @@ async fn run(client: &Client, count: usize) {
     let plain = TestNamespace::create(client, &format!("scale-plain-{count}")).await;
     let start = Instant::now();
     create_all(client, &plain.name, count, false).await;
-    wait_count("plain Deployments Available", count, || available(client, &plain.name)).await;
+    wait_count("plain Deployments Available", count, || {
+        available(client, &plain.name)
+    })
+    .await;
     let baseline = start.elapsed();
     drop(plain);
 
@@ -162,7 +169,10 @@ async fn run(client: &Client, count: usize) {
     let start = Instant::now();
     create_all(client, &ns.name, count, true).await;
     let created = start.elapsed();
-    wait_count("Canaries Initialized", count, || initialized(client, &ns.name)).await;
+    wait_count("Canaries Initialized", count, || {
+        initialized(client, &ns.name)
+    })
+    .await;
     let serin = start.elapsed();
     let peak_rss = proc_status_kib(pid, "VmHWM:");
 
@@ -173,9 +183,20 @@ async fn run(client: &Client, count: usize) {
     let idle_ticks = cpu_ticks(pid) - ticks;
     let idle_requests = api_requests().await - requests;
     let ticks_per_second = 100.0; // USER_HZ on Linux
-    println!("scale {count:>5}: plain Deployments Available (baseline) {:>6.1} s", baseline.as_secs_f64());
-    println!("scale {count:>5}: created opted-in in {:.1} s; all Initialized after {:>6.1} s (target for 1000: 60 s)", created.as_secs_f64(), serin.as_secs_f64());
-    println!("scale {count:>5}: Serin peak RSS {:.1} MiB (target 64 MB), RSS when idle {:.1} MiB", peak_rss as f64 / 1024.0, rss_before as f64 / 1024.0);
+    println!(
+        "scale {count:>5}: plain Deployments Available (baseline) {:>6.1} s",
+        baseline.as_secs_f64()
+    );
+    println!(
+        "scale {count:>5}: created opted-in in {:.1} s; all Initialized after {:>6.1} s (target for 1000: 60 s)",
+        created.as_secs_f64(),
+        serin.as_secs_f64()
+    );
+    println!(
+        "scale {count:>5}: Serin peak RSS {:.1} MiB (target 64 MB), RSS when idle {:.1} MiB",
+        peak_rss as f64 / 1024.0,
+        rss_before as f64 / 1024.0
+    );
     println!(
         "scale {count:>5}: idle {}s: CPU {:.2}% of one core, {} API requests ({:.2}/s)",
         IDLE.as_secs(),

@@ -1,21 +1,33 @@
-//! Measurements and webhooks for the release machine (temporary shell; wired to
-//! `crate::metrics` and `crate::hooks` next).
+//! Measurements and webhooks for the release machine: the controller's door to
+//! [`crate::metrics`] (Prometheus) and [`crate::hooks`] (Flagger-style webhooks).
 
-use crate::crd::AnalysisTemplateSpec;
-use crate::release::{HookKind, MetricCheck, Phase, builtin_checks};
+use std::collections::BTreeMap;
+
+use crate::crd::{AnalysisTemplateSpec, HookType};
+use crate::hooks::{self, HookClient, HookPayload};
+use crate::metrics::{self, PrometheusClient};
+use crate::release::{HookKind, MetricCheck, NoData, Phase};
 use crate::spec::CanarySpec;
 
 use super::Context;
 
-pub struct Clients {}
+/// The HTTP clients every reconcile shares.
+pub struct Clients {
+    prometheus: PrometheusClient,
+    hooks: HookClient,
+}
 
 impl Clients {
-    pub fn new(_prometheus_url: &str) -> anyhow::Result<Self> {
-        Ok(Self {})
+    pub fn new(prometheus_url: &str) -> anyhow::Result<Self> {
+        let http = crate::http::client()?;
+        Ok(Self {
+            prometheus: PrometheusClient::new(http.clone(), prometheus_url),
+            hooks: HookClient::new(http),
+        })
     }
 }
 
-/// Flagger's webhook payload fields.
+/// Flagger's webhook payload fields for this release.
 #[derive(Debug, Clone)]
 pub struct Payload {
     pub name: String,
@@ -24,38 +36,116 @@ pub struct Payload {
     pub checksum: String,
 }
 
-pub struct Outcome {
-    pub passed: bool,
-    pub message: Option<String>,
-}
-
-pub async fn measure(
-    _ctx: &Context,
-    _namespace: &str,
-    _target: &str,
-    spec: &CanarySpec,
-    _template: Option<&AnalysisTemplateSpec>,
-    _payload: Payload,
-) -> (Vec<MetricCheck>, Vec<String>) {
-    (builtin_checks(spec, None, None), vec![])
-}
-
-pub async fn run_hooks(
-    _ctx: &Context,
-    _template: Option<&AnalysisTemplateSpec>,
-    _kind: HookKind,
-    _payload: Payload,
-) -> Outcome {
-    Outcome {
-        passed: true,
-        message: None,
+impl From<Payload> for HookPayload {
+    fn from(p: Payload) -> Self {
+        HookPayload {
+            name: p.name,
+            namespace: p.namespace,
+            phase: p.phase,
+            checksum: p.checksum,
+            metadata: BTreeMap::new(),
+        }
     }
 }
 
+/// What a gate's webhooks answered.
+pub struct Outcome {
+    pub passed: bool,
+    /// For an Event: the failures; `None` when nothing is worth saying.
+    pub message: Option<String>,
+}
+
+/// One interval's checks: the metrics (builtin or the template's), then the `rollout` webhooks
+/// (load tests), whose failures count as failed checks as in Flagger. Also returns the reasons
+/// of failed queries and webhooks, for Events.
+pub async fn measure(
+    ctx: &Context,
+    namespace: &str,
+    target: &str,
+    spec: &CanarySpec,
+    template: Option<&AnalysisTemplateSpec>,
+    payload: Payload,
+) -> (Vec<MetricCheck>, Vec<String>) {
+    let planned = metrics::plan_checks(spec, template, namespace, target);
+    let rollout_hooks = template.map(|t| t.webhooks.as_slice()).unwrap_or_default();
+    let payload = HookPayload::from(payload);
+    let (measurement, load) = tokio::join!(
+        metrics::measure(&ctx.analysis.prometheus, &planned),
+        hooks::run_hooks(
+            &ctx.analysis.hooks,
+            rollout_hooks,
+            HookType::Rollout,
+            &payload
+        ),
+    );
+    let mut problems: Vec<String> = measurement.error_message().into_iter().collect();
+    let mut checks = measurement.checks;
+    if let Some(failure) = load.failure_message() {
+        // 1 for "every rollout webhook passed", 0 otherwise; at least 1 to pass.
+        checks.push(MetricCheck {
+            name: "rollout webhooks".into(),
+            unit: String::new(),
+            value: Some(0.0),
+            min: Some(1.0),
+            max: None,
+            no_data: NoData::Fail,
+        });
+        problems.push(format!("rollout webhook failed: {failure}"));
+    }
+    (checks, problems)
+}
+
+/// Runs the gate webhooks of `kind`; none configured is open.
+pub async fn run_hooks(
+    ctx: &Context,
+    template: Option<&AnalysisTemplateSpec>,
+    kind: HookKind,
+    payload: Payload,
+) -> Outcome {
+    let hooks = template.map(|t| t.webhooks.as_slice()).unwrap_or_default();
+    let outcome = hooks::run_hooks(
+        &ctx.analysis.hooks,
+        hooks,
+        kind.into(),
+        &HookPayload::from(payload),
+    )
+    .await;
+    Outcome {
+        passed: outcome.passed(),
+        message: outcome
+            .failure_message()
+            .map(|m| format!("{} webhook closed: {m}", hook_name(kind.into()))),
+    }
+}
+
+/// The webhook type as users write it (`confirm-promotion`).
+fn hook_name(kind: HookType) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Sends a notification (`post-rollout`) without waiting for it: its answer changes nothing.
 pub fn notify(
-    _ctx: &Context,
-    _template: Option<AnalysisTemplateSpec>,
-    _kind: HookKind,
-    _payload: Payload,
+    ctx: &Context,
+    template: Option<AnalysisTemplateSpec>,
+    kind: HookKind,
+    payload: Payload,
 ) {
+    let Some(template) = template.filter(|t| !t.webhooks.is_empty()) else {
+        return;
+    };
+    let client = ctx.analysis.hooks.clone();
+    let payload = HookPayload::from(payload);
+    tokio::spawn(async move {
+        let outcome = hooks::run_hooks(&client, &template.webhooks, kind.into(), &payload).await;
+        if let Some(message) = outcome.failure_message() {
+            tracing::warn!(
+                canary = payload.name,
+                namespace = payload.namespace,
+                "{message}"
+            );
+        }
+    });
 }
