@@ -5,7 +5,7 @@
 # identity (not the admin credentials), and registers the webhook configurations from
 # manifests/webhook.yaml with `url:` and the local CA in place of the Service reference.
 #
-#   hack/serin.sh up | down
+#   hack/serin.sh up | restart | down     (restart: a fresh process even when current)
 # State and log: .serin/serin/ (kubeconfig: .serin/serin/kubeconfig). Restarts Serin when
 # the binary is newer than the process, or the cluster or Prometheus was restarted since.
 set -euo pipefail
@@ -96,7 +96,7 @@ up() {
   "$ROOT/hack/prometheus.sh" up
   say "building serin (cargo build)"
   (cd "$ROOT" && cargo build --locked --quiet --bin serin)
-  if current; then
+  if [ -z "${FORCE_RESTART:-}" ] && current; then
     register "$(cat "$S/port")"
     say "serin already running (log $S/serin.log)"; return 0
   fi
@@ -127,6 +127,7 @@ down() {
 
 case ${1:-} in
   up) up ;;
+  restart) FORCE_RESTART=1 up ;;
   down) down ;;
-  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+  *) echo "usage: $0 up|restart|down" >&2; exit 2 ;;
 esac
