@@ -44,6 +44,7 @@ const NEEDED: &[Access] = &[
     ("create", "apps", "deployments", NS),
     ("patch", "apps", "deployments", NS),
     ("delete", "apps", "deployments", NS),
+    ("patch", "apps", "deployments/scale", NS),
     ("create", "", "services", NS),
     ("update", "", "services", NS),
     ("watch", "", "configmaps", CLUSTER),
