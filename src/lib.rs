@@ -8,7 +8,8 @@
 //!   Services, config copies, HPA), the revision hash and the release state machine;
 //! - [`router`]: one traffic router per provider behind a small trait (SMI TrafficSplit);
 //! - [`admission`]: the validating and mutating webhooks built on [`spec`];
-//! - [`simulate`]: the traffic simulator's core (Linkerd-style series from weights);
+//! - [`simulate`]: the local environment's traffic simulator (Linkerd-style series from the
+//!   router weights in the API server);
 //! - [`server`]: HTTPS serving with reloadable certificates and the admin port;
 //! - [`certs`]: a local CA and serving certificate;
 //! - [`cli`]: the `serin` command line.

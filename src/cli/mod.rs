@@ -2,6 +2,7 @@
 //! the subcommands that wire the library's pieces together.
 
 mod run;
+mod simulate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -100,6 +101,10 @@ pub enum Command {
     Certs(CertsArgs),
     /// Validate manifests offline, exactly as admission would; exit 1 on any mistake.
     Check(CheckArgs),
+    /// The local environment's traffic simulator: Linkerd-style series from the router
+    /// weights, on --listen (plain HTTP).
+    #[command(hide = true)]
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -135,6 +140,7 @@ pub fn main() -> ExitCode {
         Command::Controller => run::run(&cli.common, run::Parts::CONTROLLER),
         Command::Certs(args) => make_certs(&args),
         Command::Check(args) => return run_check(&args),
+        Command::Simulate(args) => simulate::run(&cli.common, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
