@@ -266,6 +266,19 @@ pub fn serin() {
     });
 }
 
+/// Makes sure the traffic simulator runs and Prometheus scrapes it (`hack/simulator.sh up`,
+/// once per test binary) unless `KUBECONFIG` points at a cluster whose mesh makes the traffic.
+pub fn simulator() {
+    static UP: OnceLock<()> = OnceLock::new();
+    UP.get_or_init(|| {
+        kubeconfig();
+        prometheus_url();
+        if std::env::var_os("KUBECONFIG").is_none() {
+            hack("simulator.sh", &["up"]);
+        }
+    });
+}
+
 /// Serin's admin address (local environment only).
 pub fn serin_admin_url() -> String {
     let port = std::fs::read_to_string(repo_root().join(".serin/serin/admin-port"))
