@@ -21,10 +21,12 @@ cluster-down:
 
 up: cluster-up
 	hack/prometheus.sh up
+	hack/simulator.sh up
 	hack/serin.sh up
 
 down:
 	hack/serin.sh down
+	hack/simulator.sh down
 	hack/prometheus.sh down
 	hack/cluster.sh down
 

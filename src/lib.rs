@@ -10,7 +10,8 @@
 //! - [`controller`]: the release controller (kube-rs), the executor of [`release`];
 //! - [`admission`]: the validating and mutating webhooks built on [`spec`];
 //! - [`crd`]: Serin's custom resources (`Canary`, `AnalysisTemplate`), source of the CRD YAML;
-//! - [`simulate`]: the traffic simulator's core (Linkerd-style series from weights);
+//! - [`simulate`]: the local environment's traffic simulator (Linkerd-style series from the
+//!   router weights in the API server);
 //! - [`server`]: HTTPS serving with reloadable certificates and the admin port;
 //! - [`certs`]: a local CA and serving certificate;
 //! - [`cli`]: the `serin` command line.

@@ -2,6 +2,7 @@
 //! the subcommands that wire the library's pieces together.
 
 mod run;
+mod simulate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -110,6 +111,10 @@ pub enum Command {
     Crds,
     /// Validate manifests offline, exactly as admission would; exit 1 on any mistake.
     Check(CheckArgs),
+    /// The local environment's traffic simulator: Linkerd-style series from the router
+    /// weights, on --listen (plain HTTP).
+    #[command(hide = true)]
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -148,6 +153,7 @@ pub fn main() -> ExitCode {
             .map(|yaml| print!("{yaml}"))
             .map_err(anyhow::Error::from),
         Command::Check(args) => return run_check(&args),
+        Command::Simulate(args) => simulate::run(&cli.common, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -139,7 +139,7 @@ async fn wait_changed(mut rx: watch::Receiver<()>) {
 }
 
 /// Completes on SIGTERM (what the kubelet sends) or ctrl-c.
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -1,13 +1,22 @@
-//! The traffic simulator's core, as pure code: given the share of traffic each version gets
-//! and how each version behaves, it accumulates the series a Linkerd proxy would export
-//! (`response_total` by classification, `response_latency_ms_bucket`) and renders them in
+//! The traffic simulator of the local environment. Its core, here, is pure code: given the
+//! share of traffic each version gets and how each version behaves, it accumulates the series
+//! a Linkerd proxy would export (`response_total` by classification,
+//! `response_latency_ms_bucket`) and renders them in
 //! the Prometheus text format, so the builtin Linkerd queries of SPEC "Metrics" can run
 //! against the local Prometheus exactly as they would in a meshed cluster.
 //!
 //! A version's behaviour comes from its pod template's annotations
 //! `simulate.serin.dev/error-rate` (0–1) and `simulate.serin.dev/latency-ms`. Counters are
 //! fractional and derived from elapsed time only, so ratios are exact and every run is the
-//! same. The part that watches the API server and serves `/metrics` is not built yet.
+//! same.
+//!
+//! - [`backends`]: which versions a router object sends traffic to, and how each behaves
+//!   (pure: router objects and Deployments in, [`Backend`]s out);
+//! - [`serve`]: the I/O edge that `serin simulate` runs: watches the API server, advances the
+//!   simulator on a tick and serves `/metrics`.
+
+pub mod backends;
+pub mod serve;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
@@ -153,6 +162,16 @@ impl Simulator {
         }
     }
 
+    /// Forgets the series of every version not among `backends`: its router object or its
+    /// Deployment is gone, and so would its proxies be. Versions at weight 0 are kept.
+    pub fn retain(&mut self, backends: &[Backend]) {
+        self.series.retain(|(namespace, deployment), _| {
+            backends
+                .iter()
+                .any(|b| &b.namespace == namespace && &b.deployment == deployment)
+        });
+    }
+
     /// The series in the Prometheus text exposition format, sorted for stable output.
     pub fn render(&self) -> String {
         let mut keys: Vec<_> = self.series.keys().collect();
@@ -286,6 +305,19 @@ mod tests {
         let text = sim.render();
         let count = "response_latency_ms_count{direction=\"inbound\",namespace=\"shop\",deployment=\"web\"}";
         assert_eq!(sample(&text, count), 15.0);
+    }
+
+    #[test]
+    fn versions_no_longer_routed_are_forgotten_and_idle_ones_kept() {
+        let mut sim = Simulator::new(10.0);
+        sim.advance(
+            Duration::from_secs(1),
+            &[backend("web", 50, 0.0, 5.0), backend("api", 50, 0.0, 5.0)],
+        );
+        sim.retain(&[backend("web", 0, 0.0, 5.0)]);
+        let text = sim.render();
+        assert!(text.contains("deployment=\"web\""), "{text}");
+        assert!(!text.contains("deployment=\"api\""), "{text}");
     }
 
     #[test]

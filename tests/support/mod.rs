@@ -268,18 +268,25 @@ pub fn serin() {
     });
 }
 
+/// Makes sure the traffic simulator runs and Prometheus scrapes it (`hack/simulator.sh up`,
+/// once per test binary) unless `KUBECONFIG` points at a cluster whose mesh makes the traffic.
+pub fn simulator() {
+    static UP: OnceLock<()> = OnceLock::new();
+    UP.get_or_init(|| {
+        kubeconfig();
+        prometheus_url();
+        if std::env::var_os("KUBECONFIG").is_none() {
+            hack("simulator.sh", &["up"]);
+        }
+    });
+}
+
 /// Everything a release needs, as `make up` starts it: the cluster, Prometheus, Serin
 /// (webhooks and controller, with the SMI and Serin CRDs installed) and the traffic
 /// simulator. With `KUBECONFIG` set, all of it must be there already.
 pub fn release_environment() {
-    static UP: OnceLock<()> = OnceLock::new();
-    UP.get_or_init(|| {
-        serin();
-        if std::env::var_os("KUBECONFIG").is_none() {
-            prometheus_url();
-            hack("simulator.sh", &["up"]);
-        }
-    });
+    serin();
+    simulator();
 }
 
 /// Serin's admin address (local environment only).

@@ -1,0 +1,58 @@
+//! `serin simulate` (hidden): the local environment's traffic simulator. It follows the
+//! router objects Serin owns through the API server and serves Linkerd-style series for
+//! Prometheus on `--listen` (plain HTTP: `/metrics`, `/healthz`). See [`crate::simulate`].
+
+use anyhow::Context;
+use clap::Args;
+use tokio::net::TcpListener;
+
+use super::{Common, kube_client};
+use crate::simulate::serve::{self, Options};
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Requests per second each router object receives, split by its weights.
+    #[arg(long, default_value_t = 50.0, value_parser = positive_rate)]
+    pub requests_per_second: f64,
+}
+
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{text:?} is not a positive number")),
+    }
+}
+
+pub fn run(common: &Common, args: &SimulateArgs) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(async {
+            crate::server::install_crypto_provider();
+            let client = kube_client(common).await?;
+            let listener = TcpListener::bind(common.listen)
+                .await
+                .with_context(|| format!("binding the simulator's listener {}", common.listen))?;
+            let options = Options {
+                requests_per_second: args.requests_per_second,
+                tick: serve::DEFAULT_TICK,
+            };
+            serve::serve(client, listener, options, super::run::shutdown_signal())
+                .await
+                .context("serving the simulated metrics")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_rate_must_be_a_positive_number() {
+        assert_eq!(positive_rate("12.5"), Ok(12.5));
+        for bad in ["0", "-1", "NaN", "inf", "many"] {
+            assert!(positive_rate(bad).is_err(), "{bad}");
+        }
+    }
+}

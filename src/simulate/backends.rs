@@ -1,0 +1,347 @@
+//! From what the cluster says to what the simulator sends, as pure functions: a router object
+//! (today the SMI `TrafficSplit` that Linkerd serves) names the opted-in Deployment it belongs
+//! to in its `serin.dev/owner` label; its weights go to that Deployment (the canary) and to
+//! `<name>-primary`, each version behaving as its pod template's `simulate.serin.dev/*`
+//! annotations say.
+//!
+//! The weights are read by the same [`Router`] code the controller writes them with, so the
+//! simulator and Serin cannot disagree about a spelling. Following another kind of router
+//! object (an `HTTPRoute`) is one entry in [`router_kinds`].
+
+use std::borrow::Borrow;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::core::{ApiResource, DynamicObject};
+
+use super::{Backend, Behaviour};
+use crate::release::{OWNER_LABEL, PRIMARY_SUFFIX};
+use crate::router::{Router, RouterError, router_for};
+use crate::spec::{CanarySpec, Provider};
+
+/// Finds the apex Service an object routes: the [`CanarySpec::service`] from which the
+/// router derives the names of its `-primary` and `-canary` backends.
+type ApexService = fn(&DynamicObject) -> Option<String>;
+
+/// A kind of router object the simulator follows.
+pub struct RouterKind {
+    /// Reads the weights of an object of this kind.
+    router: Box<dyn Router>,
+    apex_service: ApexService,
+}
+
+impl RouterKind {
+    /// The API resource to watch.
+    pub fn api_resource(&self) -> ApiResource {
+        self.router.api_resource()
+    }
+
+    /// What to call objects of this kind in logs: `TrafficSplits (split.smi-spec.io/v1alpha1)`.
+    pub fn describe(&self) -> String {
+        let resource = self.api_resource();
+        format!("{}s ({})", resource.kind, resource.api_version)
+    }
+}
+
+impl std::fmt::Debug for RouterKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RouterKind")
+            .field(&self.api_resource().api_version)
+            .finish()
+    }
+}
+
+/// The router kinds the simulator follows: SMI `TrafficSplit` v1alpha1, what Linkerd serves.
+pub fn router_kinds() -> Vec<RouterKind> {
+    let kinds: [(Provider, ApexService); 1] = [(Provider::Linkerd, spec_service)];
+    kinds
+        .into_iter()
+        // Every provider listed here has a router; `router_for` is `None` only for providers
+        // not built yet.
+        .filter_map(|(provider, apex_service)| {
+            Some(RouterKind {
+                router: router_for(provider)?,
+                apex_service,
+            })
+        })
+        .collect()
+}
+
+/// `spec.service` of an SMI `TrafficSplit`.
+fn spec_service(object: &DynamicObject) -> Option<String> {
+    object
+        .data
+        .pointer("/spec/service")?
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// Why a router object sends no traffic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MappingError {
+    #[error("{kind} {namespace}/{name}: no {OWNER_LABEL} label naming the Deployment it routes")]
+    NoOwner {
+        kind: String,
+        namespace: String,
+        name: String,
+    },
+    #[error("{kind} {namespace}/{name}: no apex Service (spec.service)")]
+    NoService {
+        kind: String,
+        namespace: String,
+        name: String,
+    },
+    #[error("in namespace {namespace}: {source}")]
+    Weights {
+        namespace: String,
+        #[source]
+        source: RouterError,
+    },
+}
+
+/// How one version of an application answers, as its Deployment says.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Version {
+    pub behaviour: Behaviour,
+    /// Whether at least one pod is ready to answer.
+    pub ready: bool,
+}
+
+impl Version {
+    /// The behaviour from the pod template's annotations; ready when `status.readyReplicas`
+    /// is above zero.
+    pub fn of(deployment: &Deployment) -> Self {
+        let annotations = deployment
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.template.metadata.as_ref())
+            .and_then(|meta| meta.annotations.as_ref());
+        let ready_replicas = deployment
+            .status
+            .as_ref()
+            .and_then(|status| status.ready_replicas)
+            .unwrap_or(0);
+        Version {
+            behaviour: annotations
+                .map(Behaviour::from_annotations)
+                .unwrap_or_default(),
+            ready: ready_replicas > 0,
+        }
+    }
+}
+
+/// The backends one router object sends traffic to: `<owner>-primary` and `<owner>` (the
+/// canary), each with its share of the router's traffic (percent) and the behaviour of its
+/// pod template. `deployment(namespace, name)` looks a Deployment up.
+///
+/// A version whose Deployment does not exist gets no backend. A version without ready
+/// replicas gets a backend of weight 0: its share is dropped, not given to the other version,
+/// as in a mesh, where requests routed to a Service without endpoints fail in the caller's
+/// proxy and never reach (nor count as inbound on) any pod.
+pub fn backends_of<D: Borrow<Deployment>>(
+    kind: &RouterKind,
+    object: &DynamicObject,
+    deployment: impl Fn(&str, &str) -> Option<D>,
+) -> Result<Vec<Backend>, MappingError> {
+    let namespace = object.metadata.namespace.clone().unwrap_or_default();
+    let described = || {
+        (
+            kind.api_resource().kind,
+            namespace.clone(),
+            object.metadata.name.clone().unwrap_or_default(),
+        )
+    };
+    let Some(owner) = object
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(OWNER_LABEL))
+        .filter(|owner| !owner.is_empty())
+    else {
+        let (kind, namespace, name) = described();
+        return Err(MappingError::NoOwner {
+            kind,
+            namespace,
+            name,
+        });
+    };
+    let Some(service) = (kind.apex_service)(object) else {
+        let (kind, namespace, name) = described();
+        return Err(MappingError::NoService {
+            kind,
+            namespace,
+            name,
+        });
+    };
+    let weights = kind
+        .router
+        .weights(object, &CanarySpec::defaults(service, None))
+        .map_err(|source| MappingError::Weights {
+            namespace: namespace.clone(),
+            source,
+        })?;
+    let versions = [
+        (format!("{owner}{PRIMARY_SUFFIX}"), weights.primary()),
+        (owner.clone(), weights.canary()),
+    ];
+    Ok(versions
+        .into_iter()
+        .filter_map(|(name, weight)| {
+            let version = Version::of(deployment(&namespace, &name)?.borrow());
+            Some(Backend {
+                namespace: namespace.clone(),
+                deployment: name,
+                weight: if version.ready { weight } else { 0 },
+                behaviour: version.behaviour,
+            })
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::Weights;
+    use crate::simulate::{ERROR_RATE, LATENCY_MS};
+    use serde_json::json;
+
+    fn linkerd() -> RouterKind {
+        router_kinds()
+            .into_iter()
+            .find(|k| k.api_resource().api_version == "split.smi-spec.io/v1alpha1")
+            .unwrap_or_else(|| panic!("no TrafficSplit v1alpha1 among {:?}", router_kinds()))
+    }
+
+    /// The TrafficSplit Serin builds for Deployment `web` in `shop` (apex Service `web-svc`).
+    fn split(canary: u32) -> DynamicObject {
+        let owner: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "shop", "uid": "uid-1"}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let spec = CanarySpec::defaults("web-svc".into(), None);
+        linkerd()
+            .router
+            .build(&owner, &spec, Weights::to_canary(canary))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn deployment(name: &str, ready: i32, annotations: &[(&str, &str)]) -> Deployment {
+        let annotations: serde_json::Map<_, _> = annotations
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .collect();
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {
+                "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}, "annotations": annotations}}
+            },
+            "status": {"readyReplicas": ready}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn map(object: &DynamicObject, cluster: &[Deployment]) -> Result<Vec<Backend>, MappingError> {
+        backends_of(&linkerd(), object, |namespace, name| {
+            cluster.iter().find(|d| {
+                d.metadata.namespace.as_deref() == Some(namespace)
+                    && d.metadata.name.as_deref() == Some(name)
+            })
+        })
+    }
+
+    fn weights(backends: &[Backend]) -> Vec<(&str, u32)> {
+        backends
+            .iter()
+            .map(|b| (b.deployment.as_str(), b.weight))
+            .collect()
+    }
+
+    #[test]
+    fn split_weights_go_to_the_owner_as_canary_and_its_primary() {
+        let cluster = [
+            deployment("web", 1, &[(ERROR_RATE, "0.3"), (LATENCY_MS, "250")]),
+            deployment("web-primary", 3, &[]),
+        ];
+        let backends = map(&split(20), &cluster).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            backends,
+            vec![
+                Backend {
+                    namespace: "shop".into(),
+                    deployment: "web-primary".into(),
+                    weight: 80,
+                    behaviour: Behaviour::default(),
+                },
+                Backend {
+                    namespace: "shop".into(),
+                    deployment: "web".into(),
+                    weight: 20,
+                    behaviour: Behaviour {
+                        error_rate: 0.3,
+                        latency_ms: 250.0
+                    },
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_version_without_ready_replicas_gets_no_traffic_and_its_share_is_dropped() {
+        let cluster = [deployment("web", 0, &[]), deployment("web-primary", 2, &[])];
+        let backends = map(&split(50), &cluster).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(weights(&backends), [("web-primary", 50), ("web", 0)]);
+    }
+
+    #[test]
+    fn a_version_whose_deployment_is_missing_gets_no_backend() {
+        let cluster = [deployment("web-primary", 1, &[])];
+        let backends = map(&split(10), &cluster).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(weights(&backends), [("web-primary", 90)]);
+        assert_eq!(map(&split(10), &[]), Ok(vec![]));
+    }
+
+    #[test]
+    fn deployments_in_other_namespaces_are_not_confused_with_the_owner() {
+        let mut elsewhere = deployment("web", 1, &[]);
+        elsewhere.metadata.namespace = Some("other".into());
+        let backends = map(&split(30), &[elsewhere]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(backends.is_empty(), "{backends:?}");
+    }
+
+    #[test]
+    fn unreadable_router_objects_say_why() {
+        let cluster = [deployment("web", 1, &[]), deployment("web-primary", 1, &[])];
+
+        let mut unowned = split(10);
+        unowned.metadata.labels = None;
+        assert_eq!(
+            map(&unowned, &cluster).map_err(|e| e.to_string()),
+            Err("TrafficSplit shop/web-svc: no serin.dev/owner label naming the Deployment it routes".into())
+        );
+
+        let mut no_service = split(10);
+        no_service.data["spec"]["service"] = json!(null);
+        assert!(
+            matches!(
+                map(&no_service, &cluster),
+                Err(MappingError::NoService { .. })
+            ),
+            "{no_service:?}"
+        );
+
+        let mut bad_weight = split(10);
+        bad_weight.data["spec"]["backends"][1]["weight"] = json!("lots");
+        let error = map(&bad_weight, &cluster).map_err(|e| e.to_string());
+        assert_eq!(
+            error,
+            Err("in namespace shop: TrafficSplit web-svc: backend \"web-svc-canary\" has weight \"lots\", which is not a number".into())
+        );
+    }
+
+    #[test]
+    fn the_simulator_follows_linkerd_traffic_splits() {
+        let described: Vec<_> = router_kinds().iter().map(RouterKind::describe).collect();
+        assert_eq!(described, ["TrafficSplits (split.smi-spec.io/v1alpha1)"]);
+    }
+}

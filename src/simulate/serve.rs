@@ -1,0 +1,305 @@
+//! The simulator's I/O edge: reflector stores of the router objects Serin owns (label
+//! `serin.dev/owner`) and of Deployments, in all namespaces; a ticker that advances the
+//! [`Simulator`] by the time elapsed, with the backends [`backends_of`] maps from the stores;
+//! and a plain-HTTP listener serving `GET /metrics` (Prometheus text) and `/healthz`.
+//!
+//! A router kind whose CRD is not installed is not fatal: its watcher logs a warning and
+//! retries with backoff, and the simulator serves the rest meanwhile.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::core::DynamicObject;
+use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+
+use super::backends::{MappingError, RouterKind, backends_of, router_kinds};
+use super::{Backend, Simulator};
+use crate::release::OWNER_LABEL;
+
+/// How often the simulator accounts for the traffic of the time elapsed.
+pub const DEFAULT_TICK: Duration = Duration::from_millis(250);
+
+/// The wait before watching again after a first error, doubled at each further one.
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(500);
+/// The longest wait before watching again: short, because in the local environment a CRD may
+/// well be installed after the simulator starts.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+
+/// How the simulator runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Requests per second each router object receives, split by its weights.
+    pub requests_per_second: f64,
+    /// How often traffic is accounted for; weight changes take effect within one tick.
+    pub tick: Duration,
+}
+
+type SharedSimulator = Arc<Mutex<Simulator>>;
+
+/// Watches the cluster through `client` and serves the simulated series on `listener` until
+/// `shutdown` completes.
+pub async fn serve(
+    client: Client,
+    listener: TcpListener,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let mut tasks = JoinSet::new();
+
+    let mut routers = Vec::new();
+    for kind in router_kinds() {
+        let resource = kind.api_resource();
+        let writer = Writer::new(resource.clone());
+        let store = writer.as_reader();
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let owned = watcher::Config::default().labels(OWNER_LABEL);
+        tasks.spawn(keep_watching(
+            kind.describe(),
+            reflector::reflector(writer, watcher(api, owned)),
+        ));
+        routers.push((kind, store));
+    }
+
+    let (deployments, writer) = reflector::store();
+    let api: Api<Deployment> = Api::all(client);
+    tasks.spawn(keep_watching(
+        "Deployments".to_owned(),
+        reflector::reflector(
+            writer,
+            watcher(api, watcher::Config::default()).modify(keep_what_the_simulator_reads),
+        ),
+    ));
+
+    let simulator = Arc::new(Mutex::new(Simulator::new(options.requests_per_second)));
+    tasks.spawn(tick(routers, deployments, simulator.clone(), options.tick));
+
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        requests_per_second = options.requests_per_second,
+        "simulating traffic"
+    );
+    let served = axum::serve(listener, router(simulator))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    tasks.shutdown().await;
+    served
+}
+
+/// `/metrics` and `/healthz`.
+fn router(simulator: SharedSimulator) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(simulator)
+}
+
+async fn metrics(State(simulator): State<SharedSimulator>) -> impl IntoResponse {
+    let text = simulator
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .render();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+}
+
+/// Drives a reflector: its store is current as long as this runs. Watch errors are logged and
+/// retried after a delay that doubles from [`FIRST_RETRY_DELAY`] to [`MAX_RETRY_DELAY`],
+/// reset once a list succeeds.
+///
+/// The backoff is here rather than the watcher's own `default_backoff()`: that one restarts
+/// from its shortest delay whenever the watcher reports `Init`, which it does before every
+/// list attempt, so a missing CRD would be listed (and logged) every second forever.
+async fn keep_watching<K>(
+    what: String,
+    stream: impl Stream<Item = watcher::Result<watcher::Event<K>>>,
+) {
+    let mut stream = std::pin::pin!(stream);
+    let mut delay = FIRST_RETRY_DELAY;
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::InitDone) => {
+                tracing::info!("watching {what}");
+                delay = FIRST_RETRY_DELAY;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if is_not_found(&e) {
+                    tracing::warn!(
+                        "cannot list {what}: the API server does not serve them (is the CRD \
+                         installed?); retrying in {delay:.1?}"
+                    );
+                } else {
+                    tracing::warn!("watching {what} failed, retrying in {delay:.1?}: {e}");
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+        }
+    }
+}
+
+fn is_not_found(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        // The API server answers an unknown group or version with a bare 404 page, which
+        // has no `reason` to go by.
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.code == 404,
+        _ => false,
+    }
+}
+
+/// Drops what the simulator never reads (managed fields, annotations of the Deployment
+/// itself, the pod spec), keeping the store small in a big cluster.
+fn keep_what_the_simulator_reads(deployment: &mut Deployment) {
+    deployment.meta_mut().managed_fields = None;
+    deployment.meta_mut().annotations = None;
+    if let Some(spec) = deployment.spec.as_mut() {
+        spec.template.spec = None;
+    }
+}
+
+/// Every `tick`, advances the simulator by the time elapsed with the backends the stores
+/// describe now (forgetting versions whose router object or Deployment is gone), and logs
+/// what changed in the routing and in the problems.
+async fn tick(
+    routers: Vec<(RouterKind, Store<DynamicObject>)>,
+    deployments: Store<Deployment>,
+    simulator: SharedSimulator,
+    period: Duration,
+) {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last = Instant::now();
+    let mut routed = BTreeMap::new();
+    let mut reported = BTreeSet::new();
+    loop {
+        interval.tick().await;
+        let (backends, problems) = current_backends(&routers, &deployments);
+        let now = Instant::now();
+        {
+            let mut simulator = simulator.lock().unwrap_or_else(PoisonError::into_inner);
+            simulator.advance(now - last, &backends);
+            simulator.retain(&backends);
+        }
+        last = now;
+
+        let routing: BTreeMap<_, _> = backends
+            .iter()
+            .map(|b| (format!("{}/{}", b.namespace, b.deployment), b.weight))
+            .collect();
+        for (version, weight) in &routing {
+            if routed.get(version) != Some(weight) {
+                tracing::info!("{version} now gets {weight}% of its router's requests");
+            }
+        }
+        for version in routed.keys().filter(|v| !routing.contains_key(*v)) {
+            tracing::info!("{version} is no longer routed to");
+        }
+        routed = routing;
+        let problems: BTreeSet<_> = problems.iter().map(ToString::to_string).collect();
+        for problem in problems.difference(&reported) {
+            tracing::warn!("no traffic: {problem}");
+        }
+        reported = problems;
+    }
+}
+
+/// The backends of every router object in the stores, and why some route nothing.
+fn current_backends(
+    routers: &[(RouterKind, Store<DynamicObject>)],
+    deployments: &Store<Deployment>,
+) -> (Vec<Backend>, Vec<MappingError>) {
+    let mut backends = Vec::new();
+    let mut problems = Vec::new();
+    let lookup =
+        |namespace: &str, name: &str| deployments.get(&ObjectRef::new(name).within(namespace));
+    for (kind, store) in routers {
+        for object in store.state() {
+            match backends_of(kind, &object, lookup) {
+                Ok(found) => backends.extend(found),
+                Err(e) => problems.push(e),
+            }
+        }
+    }
+    (backends, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulate::Behaviour;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn get(app: axum::Router, path: &str) -> (StatusCode, String, String) {
+        let request = Request::get(path)
+            .body(Body::empty())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let response = app.oneshot(request).await.unwrap_or_else(|e| match e {});
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_else(|e| panic!("{e}"));
+        (status, content_type, body)
+    }
+
+    #[tokio::test]
+    async fn metrics_serves_the_simulated_series_as_prometheus_text() {
+        let simulator = Arc::new(Mutex::new(Simulator::new(10.0)));
+        simulator
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .advance(
+                Duration::from_secs(1),
+                &[Backend {
+                    namespace: "shop".into(),
+                    deployment: "web".into(),
+                    weight: 100,
+                    behaviour: Behaviour::default(),
+                }],
+            );
+        let (status, content_type, body) = get(router(simulator.clone()), "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{content_type}"
+        );
+        assert!(
+            body.contains(
+                "response_total{direction=\"inbound\",namespace=\"shop\",deployment=\"web\",classification=\"success\"} 10"
+            ),
+            "{body}"
+        );
+        let (status, _, body) = get(router(simulator), "/healthz").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
+    }
+}
