@@ -30,7 +30,7 @@ pub fn run(common: &Common, args: &SimulateArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?
         .block_on(async {
             crate::server::install_crypto_provider();
-            let client = kube_client(common).await?;
+            let client = kube_client(common, Default::default()).await?;
             let listener = TcpListener::bind(common.listen)
                 .await
                 .with_context(|| format!("binding the simulator's listener {}", common.listen))?;
