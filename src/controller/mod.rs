@@ -20,7 +20,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::controller::{Action as Requeue, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 
@@ -43,7 +43,8 @@ pub struct Options {
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    /// Who records Events.
+    pub reporter: Reporter,
     pub analysis: analysis::Clients,
 }
 
@@ -99,13 +100,10 @@ pub async fn run(
     }
     let ctx = Arc::new(Context {
         client: client.clone(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.into(),
-                instance: Some(options.lease.identity.clone()),
-            },
-        ),
+        reporter: Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(options.lease.identity.clone()),
+        },
         analysis: analysis::Clients::new(&options.prometheus_url)?,
     });
     let deployments: Api<Deployment> = Api::all(client.clone());

@@ -11,7 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::events::{Event, EventType as KubeEventType};
+use kube::runtime::events::{Event, EventType as KubeEventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
@@ -459,11 +459,11 @@ impl Release<'_> {
     async fn remove_machinery(&self) -> Result<(), Error> {
         let services: Api<Service> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         let [apex, primary_svc, canary_svc] = release::services(self.deploy, &self.spec)?;
-        let original_selector = canary_svc
-            .spec
-            .as_ref()
-            .and_then(|s| s.selector.clone())
-            .unwrap_or_default();
+        let canary_spec = canary_svc.spec.clone().unwrap_or_default();
+        let (original_selector, ports) = (
+            canary_spec.selector.unwrap_or_default(),
+            canary_spec.ports.unwrap_or_default(),
+        );
         // Applying the apex without Serin's label and owner drops them: the Service stays,
         // as users had it before opting in, selecting the original's pods.
         let apex_name = apex.name_any();
@@ -471,7 +471,7 @@ impl Release<'_> {
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": {"name": apex_name, "namespace": self.namespace},
-            "spec": {"selector": original_selector},
+            "spec": {"selector": original_selector, "ports": ports},
         });
         services
             .patch(&apex_name, &apply_params(), &Patch::Apply(&restored))
@@ -612,7 +612,10 @@ impl Context {
         let mut references = vec![deploy.object_ref(&())];
         references.extend(canary.map(|c| c.object_ref(&())));
         for reference in references {
-            if let Err(e) = self.recorder.publish(&event, &reference).await {
+            // A Recorder per Event: one Recorder folds Events of the same reason into a
+            // series that keeps the first note, and each step's note carries its values.
+            let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+            if let Err(e) = recorder.publish(&event, &reference).await {
                 tracing::warn!(error = %e, reason, "could not record an event");
             }
         }
