@@ -162,7 +162,8 @@ pub async fn replicas(client: &Client, ns: &str, name: &str) -> Option<i32> {
         .and_then(|s| s.replicas)
 }
 
-/// `reason: note` of every Event about the object `name` (Deployment or Canary), oldest first.
+/// `reason: note` of every Event about the Deployment `name`, oldest first (Serin records
+/// each on the Canary of the same name too).
 pub async fn events(client: &Client, ns: &str, name: &str) -> Vec<String> {
     let api: Api<Event> = Api::namespaced(client.clone(), ns);
     let mut events: Vec<Event> = api
@@ -171,7 +172,11 @@ pub async fn events(client: &Client, ns: &str, name: &str) -> Vec<String> {
         .expect("list Events")
         .items
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter(|e| {
+            e.regarding.as_ref().is_some_and(|r| {
+                r.name.as_deref() == Some(name) && r.kind.as_deref() == Some("Deployment")
+            })
+        })
         .collect();
     events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
     events
