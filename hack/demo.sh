@@ -52,10 +52,10 @@ s = json.load(sys.stdin).get("status", {})
 checks = {c["name"]: c.get("value") for c in s.get("lastChecks", [])}
 def show(name, unit):
     v = checks.get(name)
-    return "-" if v is None else f"{v:.1f}{unit}"
-print(f"{s.get(\"phase\", \"?\"):<17} weight {s.get(\"canaryWeight\", 0):>3}%   "
-      f"success rate {show(\"request-success-rate\", \"%\"):>7}   p99 {show(\"request-duration\", \"ms\"):>8}   "
-      f"failed checks {s.get(\"failedChecks\", 0)}")' || echo "waiting for the Canary")
+    return "-" if v is None else "%.1f%s" % (v, unit)
+print("%-17s weight %3d%%   success rate %7s   p99 %8s   failed checks %d" % (
+    s.get("phase", "?"), s.get("canaryWeight", 0), show("request-success-rate", "%"),
+    show("request-duration", "ms"), s.get("failedChecks", 0)))' || echo "waiting for the Canary")
     if [ "$line" != "$last" ]; then
       printf '  [%3ds] %s\n' $(( $(date +%s) - start )) "$line"
       last=$line
