@@ -456,6 +456,7 @@ fn app(metrics: Metrics) -> Router {
     baseline.merge(router(AdmissionState {
         metrics,
         serin_user: Arc::from(DEFAULT_SERVICE_ACCOUNT),
+        injector: None,
     }))
 }
 

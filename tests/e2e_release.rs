@@ -346,3 +346,121 @@ async fn opting_out_restores_the_deployment_with_no_gap_in_ready_endpoints() {
         "{labels:?}"
     );
 }
+
+/// The Deployment as it ran before opting in: the same manifest without Serin's annotations.
+fn plain_manifest(ns: &str) -> String {
+    manifest(ns, "web", &Version::good("v1"), &[])
+        .lines()
+        .filter(|l| !l.starts_with("    serin.dev/") && !l.starts_with("  annotations:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn opting_an_existing_deployment_in_creates_the_machinery_at_apply_and_says_so() {
+    let (client, ns) = setup("inject").await;
+    let ns = &ns.name;
+    apply(&plain_manifest(ns));
+    let (ok, stdout, stderr) = support::kubectl(
+        &["apply", "-f", "-"],
+        Some(&manifest(ns, "web", &Version::good("v1"), &[])),
+    );
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("serin created Canary web, Deployment web-primary, Service web-primary, Service web-canary"),
+        "kubectl shows what was created as a warning; stderr:\n{stderr}"
+    );
+    // Already there when kubectl returns, owned by the Deployment.
+    let primary = support::release::deployment(&client, ns, "web-primary")
+        .await
+        .expect("web-primary");
+    let owner = primary.metadata.owner_references.unwrap_or_default();
+    assert_eq!(owner.first().map(|o| o.name.as_str()), Some("web"));
+    assert!(canary(&client, ns, "web").await.is_some());
+    wait_phase(&client, ns, "web", Phase::Initialized, SETTLE).await;
+    assert_eq!(
+        weights(&client, ns, "web").await,
+        Some(Weights::ALL_PRIMARY)
+    );
+}
+
+#[tokio::test]
+async fn what_was_injected_for_an_opt_in_refused_later_is_removed() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let (client, ns) = setup("refused").await;
+    let ns = &ns.name;
+    apply(&plain_manifest(ns));
+    // A policy evaluated after Serin's mutating webhook refuses the opt-in.
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("refuse-{ns}")},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"],
+                "operations": ["UPDATE"], "resources": ["deployments"]}]},
+            "validations": [{"expression": "!has(object.metadata.annotations) || !('serin.dev/enabled' in object.metadata.annotations)",
+                             "message": "opting in is refused here"}]
+        }
+    }))
+    .expect("policy");
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("refuse-{ns}")},
+        "spec": {"policyName": format!("refuse-{ns}"), "validationActions": ["Deny"],
+                 "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}}
+    }))
+    .expect("binding");
+    let policies: kube::Api<ValidatingAdmissionPolicy> = kube::Api::all(client.clone());
+    let bindings: kube::Api<ValidatingAdmissionPolicyBinding> = kube::Api::all(client.clone());
+    let pp = kube::api::PostParams::default();
+    policies.create(&pp, &policy).await.expect("create policy");
+    bindings
+        .create(&pp, &binding)
+        .await
+        .expect("create binding");
+    let opt_in = manifest(ns, "web", &Version::good("v1"), &[]);
+    // The policy takes effect once the API server has loaded it; a server-side dry run (no
+    // injection on dry runs) shows when.
+    wait_until("the policy to refuse opting in", SETTLE, || async {
+        match support::kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&opt_in)) {
+            (false, _, stderr) if stderr.contains("opting in is refused here") => Ok(()),
+            (ok, out, err) => Err(format!("applied: {ok}; {out} {err}")),
+        }
+    })
+    .await;
+    let (ok, _, stderr) = support::kubectl(&["apply", "-f", "-"], Some(&opt_in));
+    assert!(
+        !ok && stderr.contains("opting in is refused here"),
+        "{stderr}"
+    );
+    assert!(
+        canary(&client, ns, "web").await.is_some(),
+        "Serin's webhook ran before the policy and created the Canary"
+    );
+    let dp = kube::api::DeleteParams::default();
+    let _ = bindings.delete(&format!("refuse-{ns}"), &dp).await;
+    let _ = policies.delete(&format!("refuse-{ns}"), &dp).await;
+    // The refused update left the Deployment as it was; what the webhook made goes away.
+    wait_until(
+        "the injected objects to be removed",
+        Duration::from_secs(150),
+        || async {
+            let left = (
+                support::release::deployment(&client, ns, "web-primary")
+                    .await
+                    .is_some(),
+                canary(&client, ns, "web").await.is_some(),
+            );
+            match left {
+                (false, false) => Ok(()),
+                left => Err(format!("web-primary, Canary still there: {left:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        replicas(&client, ns, "web").await,
+        Some(2),
+        "the Deployment is untouched"
+    );
+}

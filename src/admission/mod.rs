@@ -3,8 +3,10 @@
 //! explicit and keeps an idle canary idle. Both call [`crate::spec`], the same functions
 //! `serin check` and the controller use, so admission and runtime cannot disagree.
 //!
-//! The decisions are pure functions of the request ([`deployments`]); this module only
-//! decodes, times and encodes.
+//! The decisions are pure functions of the request ([`deployments`]); this module decodes,
+//! times and encodes, and after an allowed update that opts a Deployment in, creates the
+//! release machinery that can exist before the primary is Ready
+//! ([`crate::controller::inject`]), listing it in the response's warnings.
 
 pub mod deployments;
 pub mod review;
@@ -30,7 +32,13 @@ pub struct AdmissionState {
     pub metrics: Metrics,
     /// Username of Serin's own service account (`system:serviceaccount:NS:NAME`).
     pub serin_user: Arc<str>,
+    /// The cluster access injection uses; `None` serves the decisions only.
+    pub injector: Option<Arc<crate::controller::Context>>,
 }
+
+/// Injection must fit well inside the API server's webhook timeout (5 s in the manifests);
+/// past it the controller does the same work a moment later.
+const INJECTION_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The webhook routes, to be served over TLS.
 pub fn router(state: AdmissionState) -> Router {
@@ -46,9 +54,10 @@ async fn validate_deployments(
     State(state): State<AdmissionState>,
     body: Bytes,
 ) -> Json<AdmissionReview<DynamicObject>> {
-    review("validate-deployments", &state, &body, |req| {
+    review("validate-deployments", &state, &body, async |req| {
         deployments::validate(req)
     })
+    .await
 }
 
 async fn mutate_deployments(
@@ -56,23 +65,70 @@ async fn mutate_deployments(
     body: Bytes,
 ) -> Json<AdmissionReview<DynamicObject>> {
     let serin_user = state.serin_user.clone();
-    review("mutate-deployments", &state, &body, |req| {
-        deployments::mutate(req, &serin_user)
+    let injector = state.injector.clone();
+    review("mutate-deployments", &state, &body, async |req| {
+        let mut response = deployments::mutate(req, &serin_user);
+        if let Some(ctx) = injector.filter(|_| response.allowed && opts_in(req, &serin_user)) {
+            response.warnings = Some(inject(&ctx, req).await);
+        }
+        response
     })
+    .await
+}
+
+/// A user's (not a dry-run) update that turns an existing Deployment into an opted-in one.
+/// On CREATE the Deployment has no uid yet to own anything: the controller does it all.
+fn opts_in(req: &review::DeploymentRequest, serin_user: &str) -> bool {
+    let labelled = |d: &k8s_openapi::api::apps::v1::Deployment| {
+        d.metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(crate::spec::MANAGED_LABEL))
+    };
+    req.operation == kube::core::admission::Operation::Update
+        && !req.dry_run
+        && req.user_info.username.as_deref() != Some(serin_user)
+        && req.old_object.as_ref().is_some_and(|old| !labelled(old))
+        && req.object.as_ref().is_some_and(|d| {
+            matches!(
+                crate::spec::read_deployment(d),
+                Ok(crate::spec::OptIn::Enabled(_))
+            )
+        })
+}
+
+/// Creates what can be created now; a failure only delays it to the controller.
+async fn inject(ctx: &crate::controller::Context, req: &review::DeploymentRequest) -> Vec<String> {
+    let Some(deploy) = req.object.as_ref() else {
+        return Vec::new();
+    };
+    match tokio::time::timeout(INJECTION_BUDGET, crate::controller::inject(ctx, deploy)).await {
+        Ok(Ok(created)) if created.is_empty() => Vec::new(),
+        Ok(Ok(created)) => vec![format!("serin created {}", created.join(", "))],
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "injection failed; the controller will create the objects");
+            vec![format!(
+                "serin could not create the release objects yet ({e}); its controller will"
+            )]
+        }
+        Err(_) => vec![
+            "serin: creating the release objects took too long; its controller will finish".into(),
+        ],
+    }
 }
 
 /// Decodes a review, decides, records the outcome. Always answers with an AdmissionReview
 /// (HTTP 200) that echoes the request's uid when it could be read.
-fn review(
+async fn review(
     webhook: &str,
     state: &AdmissionState,
     body: &[u8],
-    decide: impl FnOnce(&review::DeploymentRequest) -> AdmissionResponse,
+    decide: impl AsyncFnOnce(&review::DeploymentRequest) -> AdmissionResponse,
 ) -> Json<AdmissionReview<DynamicObject>> {
     let started = Instant::now();
     let (response, outcome) = match review::decode_deployment(body) {
         Ok(req) => {
-            let response = decide(&req);
+            let response = decide(&req).await;
             let outcome = if response.allowed {
                 Outcome::Allowed
             } else {
@@ -107,6 +163,7 @@ mod tests {
         let state = AdmissionState {
             metrics,
             serin_user: DEFAULT_SERVICE_ACCOUNT.into(),
+            injector: None,
         };
         (router(state), Arc::new(registry))
     }

@@ -61,26 +61,37 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
         wait_changed(admin_stopped),
     ));
 
-    let controller = match parts.controller {
-        true => {
-            let client = super::kube_client(common, api_requests).await?;
-            let options = controller::Options {
-                prometheus_url: common.prometheus_url.clone(),
-                lease: controller::lease::LeaseConfig::new(common.lease_namespace.clone()),
-            };
-            Some(tokio::spawn(async move {
-                let result = controller::run(client, options, shutdown_signal()).await;
-                if let Err(e) = &result {
-                    // Webhooks could go on serving, but a replica without its controller
-                    // must not look healthy: exit and let it be restarted.
-                    tracing::error!(error = %format!("{e:#}"), "the controller stopped");
-                    std::process::exit(1);
-                }
-                result
-            }))
+    let client = match super::kube_client(common, api_requests).await {
+        Ok(client) => Some(client),
+        Err(e) if !parts.controller => {
+            tracing::warn!(error = %format!("{e:#}"), "no cluster access: the webhooks decide but create nothing");
+            None
         }
-        false => None,
+        Err(e) => return Err(e),
     };
+    let options = controller::Options {
+        prometheus_url: common.prometheus_url.clone(),
+        lease: controller::lease::LeaseConfig::new(common.lease_namespace.clone()),
+    };
+    let injector = match &client {
+        Some(client) => Some(Arc::new(controller::Context::new(
+            client.clone(),
+            &options,
+        )?)),
+        None => None,
+    };
+    let controller = client.filter(|_| parts.controller).map(|client| {
+        tokio::spawn(async move {
+            let result = controller::run(client, options, shutdown_signal()).await;
+            if let Err(e) = &result {
+                // Webhooks could go on serving, but a replica without its controller
+                // must not look healthy: exit and let it be restarted.
+                tracing::error!(error = %format!("{e:#}"), "the controller stopped");
+                std::process::exit(1);
+            }
+            result
+        })
+    });
     if !parts.webhook {
         ready.set(true);
         let result = match controller {
@@ -113,6 +124,7 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
     let app = admission::router(AdmissionState {
         metrics,
         serin_user: common.service_account.as_str().into(),
+        injector,
     });
     server::serve_https(
         listener,

@@ -10,7 +10,10 @@
 mod analysis;
 pub mod lease;
 pub mod observe;
+mod orphans;
 mod reconcile;
+
+pub use reconcile::inject;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -40,7 +43,7 @@ pub struct Options {
     pub lease: lease::LeaseConfig,
 }
 
-/// What every reconcile shares.
+/// What every reconcile (and the webhook's injection) shares.
 pub struct Context {
     pub client: Client,
     /// Who records Events.
@@ -85,6 +88,19 @@ fn error_policy(deploy: Arc<Deployment>, error: &Error, _ctx: Arc<Context>) -> R
     Requeue::requeue(RETRY_AFTER)
 }
 
+impl Context {
+    pub fn new(client: Client, options: &Options) -> anyhow::Result<Self> {
+        Ok(Self {
+            client,
+            reporter: Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: Some(options.lease.identity.clone()),
+            },
+            analysis: analysis::Clients::new(&options.prometheus_url)?,
+        })
+    }
+}
+
 /// Runs the controller until `shutdown` completes or the Lease is lost (an error: the
 /// process should exit and be restarted, never act without the Lease).
 pub async fn run(
@@ -98,35 +114,31 @@ pub async fn run(
         () = lease::acquire(&leases, &options.lease) => {}
         () = shutdown.clone() => return Ok(()),
     }
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        reporter: Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: Some(options.lease.identity.clone()),
-        },
-        analysis: analysis::Clients::new(&options.prometheus_url)?,
-    });
+    let ctx = Arc::new(Context::new(client.clone(), &options)?);
     let deployments: Api<Deployment> = Api::all(client.clone());
     let controller = Controller::new(
         deployments.clone(),
         watcher::Config::default().labels(MANAGED_LABEL),
-    )
-    .owns(
-        Api::<Canary>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(deployments, watcher::Config::default().labels(OWNER_LABEL))
-    .graceful_shutdown_on(shutdown.clone())
-    .run(reconcile::reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "controller");
-        }
-    });
+    );
+    let sweeper = tokio::spawn(orphans::sweep_forever(client.clone(), controller.store()));
+    let controller = controller
+        .owns(
+            Api::<Canary>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(deployments, watcher::Config::default().labels(OWNER_LABEL))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile::reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller");
+            }
+        });
     let lost = tokio::select! {
         () = controller => false,
         () = lease::keep(&leases, &options.lease) => true,
     };
+    sweeper.abort();
     if lost {
         anyhow::bail!("lost the controller lease; stopping so that only one replica acts");
     }

@@ -102,6 +102,72 @@ pub async fn reconcile(deploy: Arc<Deployment>, ctx: Arc<Context>) -> Result<Req
     release.run(is_opted_in).await
 }
 
+/// The fast path of admission (SPEC "What admission does"): when an update opts an existing
+/// Deployment in, the mutating webhook creates at once what needs no Ready primary — the
+/// `Canary`, the `-primary` copies of tracked configs, `<name>-primary`, and the `-primary`
+/// and `-canary` Services — all owned by the Deployment. The apex Service and the router wait
+/// for the controller and a Ready primary: pointing traffic at a primary with no Ready pod
+/// would leave the Service without endpoints. Returns what was created, for admission
+/// warnings. Objects that exist are left alone.
+pub async fn inject(ctx: &Context, deploy: &Deployment) -> Result<Vec<String>, Error> {
+    let Ok(OptIn::Enabled(spec)) = spec::read_deployment(deploy) else {
+        return Ok(Vec::new());
+    };
+    let Some(router) = router_for(spec.provider) else {
+        return Ok(Vec::new());
+    };
+    let namespace = deploy.namespace().ok_or(Error::NoNamespace)?;
+    let name = deploy.name_any();
+    let canaries: Api<Canary> = Api::namespaced(ctx.client.clone(), &namespace);
+    let canary = canaries.get_opt(&name).await?;
+    let mut release = Release {
+        ctx,
+        deploy,
+        namespace,
+        name,
+        spec,
+        router,
+        canary,
+    };
+    let mut created = Vec::new();
+    if release.canary.is_none() {
+        release.ensure_canary_object().await?;
+        created.push(format!("Canary {}", release.name));
+    }
+    let primary_name = release::primary_name(&release.name);
+    if release
+        .deployments()
+        .get_opt(&primary_name)
+        .await?
+        .is_none()
+    {
+        let template = deploy
+            .spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .unwrap_or_default();
+        let configs = release.tracked_configs(&template).await?;
+        let tracked: Vec<TrackedConfig> = configs.iter().map(Config::tracked).collect();
+        release.copy_configs(&configs).await?;
+        release
+            .apply_primary(&release::revision(&template, &tracked))
+            .await?;
+        created.push(format!("Deployment {primary_name}"));
+    }
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &release.namespace);
+    let [_apex, primary_svc, canary_svc] = release::services(deploy, &release.spec)?;
+    for service in [primary_svc, canary_svc] {
+        let svc_name = service.name_any();
+        if services.get_opt(&svc_name).await?.is_none() {
+            services
+                .patch(&svc_name, &apply_params(), &Patch::Apply(&service))
+                .await?;
+            created.push(format!("Service {svc_name}"));
+        }
+    }
+    Ok(created)
+}
+
 impl Release<'_> {
     fn deployments(&self) -> Api<Deployment> {
         Api::namespaced(self.ctx.client.clone(), &self.namespace)
