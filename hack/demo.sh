@@ -71,13 +71,17 @@ step "A fresh namespace"
 k delete namespace $NS --ignore-not-found --wait=true >/dev/null
 k create namespace $NS >/dev/null
 
-step "Opting in with mistakes: Serin refuses the Deployment at apply time, naming each"
+step "A Deployment you already run: podinfo 6.7.0, 3 replicas (made Ready by kwok)"
+podinfo 6.7.0 0 30 'app.kubernetes.io/part-of: demo' | k apply -f - | sed 's/^/  /'
+k -n $NS rollout status deployment/podinfo --timeout=90s | sed 's/^/  /'
+
+step "Opting in with mistakes: Serin refuses the change at apply time, naming each"
 podinfo 6.7.0 0 30 'serin.dev/enabled: "true"' 'serin.dev/step-weight: "0"' \
   'serin.dev/provider: istio' 'serin.dev/intervall: 30s' |
   k apply -f - 2>&1 | sed -n 's/.*\(admission webhook\)/\1/; /admission webhook/,$p' | sed 's/^/  /' || true
 
-step "Opting in correctly: podinfo 6.7.0; Serin creates the primary, the Services and the TrafficSplit"
-podinfo 6.7.0 0 30 "${SETTINGS[@]}" | k apply -f - | sed 's/^/  /'
+step "Opting in correctly: the webhook creates the primary at once (kubectl prints it), the controller the rest"
+podinfo 6.7.0 0 30 "${SETTINGS[@]}" | k apply -f - 2>&1 | sed 's/^/  /'
 k -n $NS wait canary/podinfo --for=jsonpath='{.status.phase}'=Initialized --timeout=90s >/dev/null
 k -n $NS get deployments,services,trafficsplits,canaries | sed 's/^/  /'
 
