@@ -3,7 +3,7 @@
 //! - the time until every one has a `Canary` in phase Initialized (primary Ready, all traffic
 //!   on it, the original scaled to zero), beside the time the cluster alone takes to make the
 //!   same number of plain Deployments Available (the baseline, same run);
-//! - Serin's peak resident memory (VmHWM of a freshly started process);
+//! - the peak resident memory (VmHWM) of a freshly started, optimized (`--release`) Serin;
 //! - while idle afterwards (30 s, nothing changing): Serin's CPU time and the requests its
 //!   Kubernetes client sent (`serin_kube_api_requests_total`, watches included).
 //!
@@ -84,6 +84,16 @@ where
     }
 }
 
+/// `hack/serin.sh ACTION` with `SERIN_PROFILE=profile`.
+fn serin_sh(action: &str, profile: &str) {
+    let status = std::process::Command::new(support::repo_root().join("hack/serin.sh"))
+        .arg(action)
+        .env("SERIN_PROFILE", profile)
+        .status()
+        .expect("run hack/serin.sh");
+    assert!(status.success(), "hack/serin.sh {action} failed");
+}
+
 fn serin_pid() -> u32 {
     std::fs::read_to_string(support::repo_root().join(".serin/serin/serin.pid"))
         .expect("serin pid (is `make up` done?)")
@@ -162,8 +172,8 @@ async fn run(client: &Client, count: usize) {
     let baseline = start.elapsed();
     drop(plain);
 
-    // A fresh Serin, so its peak memory is this run's.
-    support::hack("serin.sh", &["restart"]);
+    // A fresh, optimized Serin, so its peak memory is this run's and its speed a release's.
+    serin_sh("restart", "release");
     let pid = serin_pid();
     let ns = TestNamespace::create(client, &format!("scale-serin-{count}")).await;
     let start = Instant::now();
@@ -217,4 +227,6 @@ async fn main() {
     for count in sizes {
         run(&client, count).await;
     }
+    // Back to the build the tests and `make up` use.
+    serin_sh("restart", "debug");
 }

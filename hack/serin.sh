@@ -11,7 +11,13 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 S=$STATE/serin
-BIN=$ROOT/target/debug/serin
+# SERIN_PROFILE=release runs an optimized build (the scale bench does); debug otherwise.
+PROFILE=${SERIN_PROFILE:-debug}
+case $PROFILE in
+  debug) BIN=$ROOT/target/debug/serin; BUILD=(cargo build --locked --quiet --bin serin) ;;
+  release) BIN=$ROOT/target/release/serin; BUILD=(cargo build --locked --quiet --release --bin serin) ;;
+  *) echo "SERIN_PROFILE must be debug or release, not $PROFILE" >&2; exit 2 ;;
+esac
 kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$STATE/cluster/kubeconfig" "$@"; }
 ready() { curl -fsS "http://127.0.0.1:$(cat "$S/admin-port")/readyz"; }
 SA_USER=system:serviceaccount:serin-system:serin
@@ -59,7 +65,8 @@ KC
 # The running Serin is current: started after the binary was built and after the cluster
 # and Prometheus it talks to were (re)started, and ready.
 current() {
-  alive "$S/serin.pid" && [ "$S/serin.pid" -nt "$BIN" ] &&
+  alive "$S/serin.pid" && [ "$(cat "$S/profile" 2>/dev/null)" = "$PROFILE" ] &&
+    [ "$S/serin.pid" -nt "$BIN" ] &&
     [ "$S/serin.pid" -nt "$STATE/cluster/kubeconfig" ] &&
     [ "$S/serin.pid" -nt "$STATE/prometheus/url" ] && ready >/dev/null 2>&1
 }
@@ -94,8 +101,8 @@ up() {
   kubectl apply -f "$ROOT/manifests/rbac.yaml" >/dev/null
   sa_kubeconfig
   "$ROOT/hack/prometheus.sh" up
-  say "building serin (cargo build)"
-  (cd "$ROOT" && cargo build --locked --quiet --bin serin)
+  say "building serin (${BUILD[*]})"
+  (cd "$ROOT" && "${BUILD[@]}")
   if [ -z "${FORCE_RESTART:-}" ] && current; then
     register "$(cat "$S/port")"
     say "serin already running (log $S/serin.log)"; return 0
@@ -103,7 +110,7 @@ up() {
   stop_pid serin "$S/serin.pid"
   [ -f "$S/certs/tls.key" ] || "$BIN" certs --out-dir "$S/certs" >/dev/null 2>&1
   local port admin; port=$(free_port); admin=$(free_port)
-  echo "$port" >"$S/port"; echo "$admin" >"$S/admin-port"
+  echo "$port" >"$S/port"; echo "$admin" >"$S/admin-port"; echo "$PROFILE" >"$S/profile"
   start_bg serin "$S/serin.pid" "$S/serin.log" "$BIN" run \
     --kubeconfig "$S/kubeconfig" --prometheus-url "$("$ROOT/hack/prometheus.sh" url)" \
     --service-account "$SA_USER" \

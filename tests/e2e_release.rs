@@ -464,3 +464,39 @@ async fn what_was_injected_for_an_opt_in_refused_later_is_removed() {
         "the Deployment is untouched"
     );
 }
+
+#[tokio::test]
+async fn an_hpa_on_the_deployment_gets_a_primary_copy_that_sizes_the_primary() {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let (client, ns) = setup("hpa").await;
+    let ns = &ns.name;
+    apply(&format!(
+        r#"apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}
+  minReplicas: 2
+  maxReplicas: 5
+  metrics:
+  - type: Resource
+    resource: {{name: cpu, target: {{type: Utilization, averageUtilization: 80}}}}
+"#
+    ));
+    opt_in(&client, ns, &[]).await;
+    let hpas: kube::Api<HorizontalPodAutoscaler> = kube::Api::namespaced(client.clone(), ns);
+    let copy = hpas.get("web-primary").await.expect("the -primary HPA");
+    assert_eq!(
+        Some(copy.spec.scale_target_ref.name.as_str()),
+        Some("web-primary")
+    );
+    assert_eq!(Some(copy.spec.max_replicas), Some(5));
+    let owner = copy.metadata.owner_references.unwrap_or_default();
+    assert_eq!(owner.first().map(|o| o.name.as_str()), Some("web"));
+    // The user's HPA is left as written.
+    let original = hpas.get("web").await.expect("the user's HPA");
+    assert_eq!(
+        Some(original.spec.scale_target_ref.name),
+        Some("web".to_string())
+    );
+}

@@ -56,8 +56,18 @@ fn micro_now() -> MicroTime {
     MicroTime(Timestamp::now())
 }
 
-/// One attempt to take or renew the Lease; `Ok(false)` while someone else holds it.
-async fn try_hold(api: &Api<Lease>, config: &LeaseConfig) -> kube::Result<bool> {
+/// Renews the Lease as last written by us, without reading it first (one request per
+/// renewal); `None` when it changed meanwhile (then read it again).
+async fn renew(api: &Api<Lease>, config: &LeaseConfig, mut lease: Lease) -> Option<Lease> {
+    lease.spec.get_or_insert_default().renew_time = Some(micro_now());
+    api.replace(&config.name, &PostParams::default(), &lease)
+        .await
+        .ok()
+}
+
+/// One attempt to take or renew the Lease, returning it as written; `Ok(None)` while
+/// someone else holds it.
+async fn try_hold(api: &Api<Lease>, config: &LeaseConfig) -> kube::Result<Option<Lease>> {
     let duration = i32::try_from(config.lease_duration.as_secs()).unwrap_or(15);
     let Some(mut lease) = api.get_opt(&config.name).await? else {
         let lease = Lease {
@@ -76,15 +86,15 @@ async fn try_hold(api: &Api<Lease>, config: &LeaseConfig) -> kube::Result<bool> 
             }),
         };
         return match api.create(&PostParams::default(), &lease).await {
-            Ok(_) => Ok(true),
+            Ok(lease) => Ok(Some(lease)),
             // Someone created it first.
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
             Err(e) => Err(e),
         };
     };
     let spec = lease.spec.get_or_insert_default();
     if !available(spec, &config.identity, Timestamp::now()) {
-        return Ok(false);
+        return Ok(None);
     }
     if spec.holder_identity.as_deref() != Some(config.identity.as_str()) {
         spec.holder_identity = Some(config.identity.clone());
@@ -99,26 +109,26 @@ async fn try_hold(api: &Api<Lease>, config: &LeaseConfig) -> kube::Result<bool> 
         .replace(&config.name, &PostParams::default(), &lease)
         .await
     {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Ok(lease) => Ok(Some(lease)),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-/// Waits until the Lease is ours.
-pub async fn acquire(api: &Api<Lease>, config: &LeaseConfig) {
+/// Waits until the Lease is ours; returns it as written.
+pub async fn acquire(api: &Api<Lease>, config: &LeaseConfig) -> Lease {
     let mut said_waiting = false;
     loop {
         match try_hold(api, config).await {
-            Ok(true) => {
+            Ok(Some(lease)) => {
                 tracing::info!(lease = %config.name, identity = %config.identity, "leading: running the controller");
-                return;
+                return lease;
             }
-            Ok(false) if !said_waiting => {
+            Ok(None) if !said_waiting => {
                 tracing::info!(lease = %config.name, "another replica leads; waiting for the lease");
                 said_waiting = true;
             }
-            Ok(false) => {}
+            Ok(None) => {}
             Err(e) => {
                 tracing::warn!(lease = %config.name, error = %e, "cannot read or take the lease; retrying")
             }
@@ -129,13 +139,24 @@ pub async fn acquire(api: &Api<Lease>, config: &LeaseConfig) {
 
 /// Renews the Lease until a renewal is impossible for a whole `lease_duration`; returns then
 /// (the caller must stop acting: another replica may take over).
-pub async fn keep(api: &Api<Lease>, config: &LeaseConfig) {
+pub async fn keep(api: &Api<Lease>, config: &LeaseConfig, lease: Lease) {
     let mut last_renewed = tokio::time::Instant::now();
+    let mut held = Some(lease);
     loop {
         tokio::time::sleep(config.retry_period).await;
+        if let Some(lease) = held.take() {
+            held = renew(api, config, lease).await;
+            if held.is_some() {
+                last_renewed = tokio::time::Instant::now();
+                continue;
+            }
+        }
         match try_hold(api, config).await {
-            Ok(true) => last_renewed = tokio::time::Instant::now(),
-            Ok(false) => {
+            Ok(Some(lease)) => {
+                held = Some(lease);
+                last_renewed = tokio::time::Instant::now();
+            }
+            Ok(None) => {
                 tracing::error!(lease = %config.name, "the lease was taken by another replica");
                 return;
             }

@@ -24,7 +24,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::Reporter;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client};
 
 use crate::crd::Canary;
@@ -75,6 +75,14 @@ pub enum Error {
     Serialize(serde_json::Error),
 }
 
+/// Drops what the controller never reads from a cached object.
+fn slim<K: kube::ResourceExt>(object: &mut K) {
+    object.managed_fields_mut().clear();
+    object
+        .annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
+}
+
 /// Pause before retrying a failed reconcile.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 
@@ -110,23 +118,41 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), &options.lease.namespace);
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
-    tokio::select! {
-        () = lease::acquire(&leases, &options.lease) => {}
+    let lease = tokio::select! {
+        lease = lease::acquire(&leases, &options.lease) => lease,
         () = shutdown.clone() => return Ok(()),
-    }
+    };
     let ctx = Arc::new(Context::new(client.clone(), &options)?);
     let deployments: Api<Deployment> = Api::all(client.clone());
-    let controller = Controller::new(
+    // The caches hold every opted-in Deployment, its primary and its Canary: without the
+    // managed fields and kubectl's copy of the manifest they are a fraction of the size.
+    let (reader, writer) = reflector::store();
+    let opted_in = watcher(
         deployments.clone(),
         watcher::Config::default().labels(MANAGED_LABEL),
-    );
-    let sweeper = tokio::spawn(orphans::sweep_forever(client.clone(), controller.store()));
-    let controller = controller
-        .owns(
-            Api::<Canary>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .owns(deployments, watcher::Config::default().labels(OWNER_LABEL))
+    )
+    .default_backoff()
+    .modify(slim::<Deployment>)
+    .reflect(writer)
+    .applied_objects();
+    let primaries = watcher(deployments, watcher::Config::default().labels(OWNER_LABEL))
+        .default_backoff()
+        .modify(slim::<Deployment>)
+        .applied_objects();
+    // Serin's own status writes do not change a Canary's generation: only spec changes (and
+    // its creation) need a reconcile.
+    let canaries = watcher(
+        Api::<Canary>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(slim::<Canary>)
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
+    let sweeper = tokio::spawn(orphans::sweep_forever(client.clone(), reader.clone()));
+    let controller = Controller::for_stream(opted_in, reader)
+        .owns_stream(canaries)
+        .owns_stream(primaries)
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile::reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -136,7 +162,7 @@ pub async fn run(
         });
     let lost = tokio::select! {
         () = controller => false,
-        () = lease::keep(&leases, &options.lease) => true,
+        () = lease::keep(&leases, &options.lease, lease) => true,
     };
     sweeper.abort();
     if lost {

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -41,6 +42,8 @@ struct Release<'a> {
     spec: CanarySpec,
     router: Box<dyn Router>,
     canary: Option<Canary>,
+    /// An HPA targets the Deployment, so its `-primary` copy sizes the primary.
+    autoscaled: bool,
 }
 
 pub async fn reconcile(deploy: Arc<Deployment>, ctx: Arc<Context>) -> Result<Requeue, Error> {
@@ -98,6 +101,7 @@ pub async fn reconcile(deploy: Arc<Deployment>, ctx: Arc<Context>) -> Result<Req
         spec,
         router,
         canary,
+        autoscaled: false,
     };
     release.run(is_opted_in).await
 }
@@ -128,6 +132,7 @@ pub async fn inject(ctx: &Context, deploy: &Deployment) -> Result<Vec<String>, E
         spec,
         router,
         canary,
+        autoscaled: false,
     };
     let mut created = Vec::new();
     if release.canary.is_none() {
@@ -203,7 +208,9 @@ impl Release<'_> {
             observe::desired_replicas(self.deploy, primary.as_ref().and_then(spec_replicas));
 
         if opted_in {
-            self.ensure_canary_object().await?;
+            let hpa = self.primary_hpa().await?;
+            self.autoscaled = hpa.is_some();
+            let spec_changed = self.ensure_canary_object().await?;
             if primary.is_none() {
                 self.copy_configs(&configs).await?;
                 primary = Some(self.apply_primary(&revision).await?);
@@ -214,11 +221,25 @@ impl Release<'_> {
                 )
                 .await;
             }
+            if let Some(hpa) = &hpa {
+                self.apply_primary_hpa(hpa).await?;
+            }
             if let Some(p) = primary.as_ref() {
                 self.scale_primary(p, desired).await?;
             }
+            // The Services are applied (and so repaired) when traffic first moves to the
+            // primary, and whenever the configuration, the Deployment's spec or the revision
+            // changes; not on every status event, which would cost three writes each.
             let primary_ready = observe::primary(primary.as_ref()).ready;
-            if status.phase != Phase::Initializing || primary_ready {
+            let due = match status.phase {
+                Phase::Initializing => primary_ready,
+                _ => {
+                    spec_changed
+                        || self.observed_generation_changed()
+                        || status.revision.as_deref() != Some(revision.as_str())
+                }
+            };
+            if due {
                 self.apply_services().await?;
             }
         }
@@ -358,13 +379,13 @@ impl Release<'_> {
     }
 
     /// The `Canary` object: created when missing, its spec kept equal to the effective
-    /// configuration.
-    async fn ensure_canary_object(&mut self) -> Result<(), Error> {
+    /// configuration. True when it was written.
+    async fn ensure_canary_object(&mut self) -> Result<bool, Error> {
         let wanted = CanaryResourceSpec {
             config: self.spec.clone(),
         };
         if self.canary.as_ref().is_some_and(|c| c.spec == wanted) {
-            return Ok(());
+            return Ok(false);
         }
         let mut object = Canary::new(&self.name, wanted);
         object.metadata.namespace = Some(self.namespace.clone());
@@ -375,7 +396,7 @@ impl Release<'_> {
             .patch(&self.name, &apply_params(), &Patch::Apply(&object))
             .await?;
         self.canary = Some(applied);
-        Ok(())
+        Ok(true)
     }
 
     async fn write_status(&self, release: ReleaseStatus) -> Result<(), Error> {
@@ -396,7 +417,13 @@ impl Release<'_> {
     }
 
     async fn apply_primary(&self, revision: &str) -> Result<Deployment, Error> {
-        let primary = release::primary_deployment(self.deploy, revision)?;
+        let mut primary = release::primary_deployment(self.deploy, revision)?;
+        if self.autoscaled {
+            // The HPA's: a replica count in Serin's apply would take it back at every copy.
+            if let Some(spec) = primary.spec.as_mut() {
+                spec.replicas = None;
+            }
+        }
         let name = release::primary_name(&self.name);
         Ok(self
             .deployments()
@@ -406,7 +433,7 @@ impl Release<'_> {
 
     /// Keeps the primary at the user's replica count (an HPA on the primary owns it instead).
     async fn scale_primary(&self, primary: &Deployment, desired: i32) -> Result<(), Error> {
-        if spec_replicas(primary) == Some(desired) || self.has_primary_hpa() {
+        if spec_replicas(primary) == Some(desired) || self.autoscaled {
             return Ok(());
         }
         let name = primary.name_any();
@@ -420,9 +447,28 @@ impl Release<'_> {
         Ok(())
     }
 
-    fn has_primary_hpa(&self) -> bool {
-        // HPAs are copied in a later change; until then Serin sizes the primary.
-        false
+    /// The user's HPA that targets the Deployment, as the `-primary` copy that targets the
+    /// primary; `None` when no HPA targets it.
+    async fn primary_hpa(&self) -> Result<Option<HorizontalPodAutoscaler>, Error> {
+        let api: Api<HorizontalPodAutoscaler> =
+            Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        for hpa in api.list(&ListParams::default()).await?.items {
+            if hpa.labels().contains_key(OWNER_LABEL) {
+                continue; // a copy of Serin's own
+            }
+            if let Some(copy) = release::primary_hpa(&hpa, self.deploy)? {
+                return Ok(Some(copy));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn apply_primary_hpa(&self, hpa: &HorizontalPodAutoscaler) -> Result<(), Error> {
+        let api: Api<HorizontalPodAutoscaler> =
+            Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        api.patch(&hpa.name_any(), &apply_params(), &Patch::Apply(hpa))
+            .await?;
+        Ok(())
     }
 
     async fn scale_canary(&self, replicas: i32) -> Result<(), Error> {
@@ -557,6 +603,11 @@ impl Release<'_> {
         let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         for secret in secrets.list_metadata(&owned).await? {
             ignore_missing(secrets.delete(&secret.name_any(), &delete).await)?;
+        }
+        let hpas: Api<HorizontalPodAutoscaler> =
+            Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        for hpa in hpas.list_metadata(&owned).await? {
+            ignore_missing(hpas.delete(&hpa.name_any(), &delete).await)?;
         }
         self.event(
             EventType::Normal,
