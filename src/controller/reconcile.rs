@@ -155,7 +155,7 @@ pub async fn inject(ctx: &Context, deploy: &Deployment) -> Result<Vec<String>, E
         let tracked: Vec<TrackedConfig> = configs.iter().map(Config::tracked).collect();
         release.copy_configs(&configs).await?;
         release
-            .apply_primary(&release::revision(&template, &tracked))
+            .apply_primary(&release::revision(&template, &tracked), Creating::Yes)
             .await?;
         created.push(format!("Deployment {primary_name}"));
     }
@@ -213,7 +213,7 @@ impl Release<'_> {
             let spec_changed = self.ensure_canary_object().await?;
             if primary.is_none() {
                 self.copy_configs(&configs).await?;
-                primary = Some(self.apply_primary(&revision).await?);
+                primary = Some(self.apply_primary(&revision, Creating::Yes).await?);
                 self.event(
                     EventType::Normal,
                     "Initializing",
@@ -325,7 +325,7 @@ impl Release<'_> {
                 Action::CopyToPrimary { revision: wanted } => {
                     if wanted == revision {
                         self.copy_configs(&configs).await?;
-                        self.apply_primary(&revision).await?;
+                        self.apply_primary(&revision, Creating::No).await?;
                     }
                 }
                 Action::RemoveMachinery => {
@@ -416,9 +416,9 @@ impl Release<'_> {
         Ok(())
     }
 
-    async fn apply_primary(&self, revision: &str) -> Result<Deployment, Error> {
+    async fn apply_primary(&self, revision: &str, creating: Creating) -> Result<Deployment, Error> {
         let mut primary = release::primary_deployment(self.deploy, revision)?;
-        if self.autoscaled {
+        if self.autoscaled && creating == Creating::No {
             // The HPA's: a replica count in Serin's apply would take it back at every copy.
             if let Some(spec) = primary.spec.as_mut() {
                 spec.replicas = None;
@@ -625,6 +625,14 @@ impl Release<'_> {
             .publish(self.deploy, self.canary.as_ref(), type_, reason, message)
             .await;
     }
+}
+
+/// Whether the primary is being created (it starts at the user's replica count even under an
+/// HPA, which then takes over) or updated (an HPA's count is left alone).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Creating {
+    Yes,
+    No,
 }
 
 /// A tracked ConfigMap or Secret as stored.
