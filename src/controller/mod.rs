@@ -83,6 +83,9 @@ fn slim<K: kube::ResourceExt>(object: &mut K) {
         .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
+/// Reconciles running at once.
+const CONCURRENCY: u16 = 32;
+
 /// Pause before retrying a failed reconcile.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 
@@ -153,6 +156,9 @@ pub async fn run(
     let controller = Controller::for_stream(opted_in, reader)
         .owns_stream(canaries)
         .owns_stream(primaries)
+        // Bounded: a thousand reconciles at once would each open a TLS connection to the
+        // API server (memory) and only queue there.
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile::reconcile, error_policy, ctx)
         .for_each(|result| async move {
