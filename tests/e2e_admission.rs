@@ -79,7 +79,7 @@ async fn a_bad_configuration_is_refused_at_apply_with_every_mistake_named() {
 }
 
 #[tokio::test]
-async fn an_opted_in_deployment_gets_explicit_defaults_and_the_watch_label_and_rolls_out() {
+async fn an_opted_in_deployment_gets_explicit_defaults_and_the_watch_label_and_its_pods_run() {
     let _shared = COUNTER.read().await;
     let (client, ns) = setup("defaults").await;
     let good = manifest(
@@ -134,14 +134,19 @@ async fn an_opted_in_deployment_gets_explicit_defaults_and_the_watch_label_and_r
         .cloned();
     assert_eq!(label.as_deref(), Some("true"));
 
+    // Its pods run: Serin's controller copies them to web-primary and then scales the
+    // opted-in Deployment to zero, so the replicas asked for are ready there.
     wait_until(
-        "web to have 2 ready replicas",
+        "web-primary to have the 2 ready replicas asked for",
         Duration::from_secs(60),
         || async {
-            let d = deployments.get("web").await.map_err(|e| e.to_string())?;
-            match d.status.and_then(|s| s.ready_replicas) {
+            let d = deployments
+                .get_opt("web-primary")
+                .await
+                .map_err(|e| e.to_string())?;
+            match d.and_then(|d| d.status).and_then(|s| s.ready_replicas) {
                 Some(2) => Ok(()),
-                other => Err(format!("readyReplicas {other:?}")),
+                other => Err(format!("web-primary readyReplicas {other:?}")),
             }
         },
     )

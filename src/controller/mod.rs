@@ -75,6 +75,40 @@ pub enum Error {
     Serialize(serde_json::Error),
 }
 
+/// What a Deployment event must change to need a reconcile: the spec, Serin's annotations
+/// and label, or how far the rollout has come. The Deployment controller's other status
+/// writes (condition timestamps and the like) do not.
+fn rollout_state(deploy: &Deployment) -> Option<u64> {
+    use kube::ResourceExt;
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hash = DefaultHasher::new();
+    deploy.metadata.generation.hash(&mut hash);
+    deploy
+        .annotations()
+        .iter()
+        .filter(|(key, _)| key.starts_with(crate::spec::PREFIX))
+        .for_each(|entry| entry.hash(&mut hash));
+    deploy.labels().contains_key(MANAGED_LABEL).hash(&mut hash);
+    let observed = observe::canary(deploy, 0);
+    (
+        observed.ready,
+        observed.stalled,
+        observe::primary(Some(deploy)).ready,
+    )
+        .hash(&mut hash);
+    if let Some(status) = &deploy.status {
+        (
+            status.observed_generation,
+            status.replicas,
+            status.updated_replicas,
+            status.ready_replicas,
+            status.available_replicas,
+        )
+            .hash(&mut hash);
+    }
+    Some(hash.finish())
+}
+
 /// Drops what the controller never reads from a cached object.
 fn slim<K: kube::ResourceExt>(object: &mut K) {
     object.managed_fields_mut().clear();
@@ -137,11 +171,13 @@ pub async fn run(
     .default_backoff()
     .modify(slim::<Deployment>)
     .reflect(writer)
-    .applied_objects();
+    .applied_objects()
+    .predicate_filter(rollout_state, Default::default());
     let primaries = watcher(deployments, watcher::Config::default().labels(OWNER_LABEL))
         .default_backoff()
         .modify(slim::<Deployment>)
-        .applied_objects();
+        .applied_objects()
+        .predicate_filter(rollout_state, Default::default());
     // Serin's own status writes do not change a Canary's generation: only spec changes (and
     // its creation) need a reconcile.
     let canaries = watcher(

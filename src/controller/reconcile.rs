@@ -42,8 +42,9 @@ struct Release<'a> {
     spec: CanarySpec,
     router: Box<dyn Router>,
     canary: Option<Canary>,
-    /// An HPA targets the Deployment, so its `-primary` copy sizes the primary.
-    autoscaled: bool,
+    /// An HPA targets the Deployment, so its `-primary` copy sizes the primary; looked up
+    /// (one LIST) only when a reconcile needs to know.
+    autoscaled: Option<bool>,
 }
 
 pub async fn reconcile(deploy: Arc<Deployment>, ctx: Arc<Context>) -> Result<Requeue, Error> {
@@ -101,7 +102,7 @@ pub async fn reconcile(deploy: Arc<Deployment>, ctx: Arc<Context>) -> Result<Req
         spec,
         router,
         canary,
-        autoscaled: false,
+        autoscaled: None,
     };
     release.run(is_opted_in).await
 }
@@ -132,7 +133,7 @@ pub async fn inject(ctx: &Context, deploy: &Deployment) -> Result<Vec<String>, E
         spec,
         router,
         canary,
-        autoscaled: false,
+        autoscaled: None,
     };
     let mut created = Vec::new();
     if release.canary.is_none() {
@@ -208,10 +209,9 @@ impl Release<'_> {
             observe::desired_replicas(self.deploy, primary.as_ref().and_then(spec_replicas));
 
         if opted_in {
-            let hpa = self.primary_hpa().await?;
-            self.autoscaled = hpa.is_some();
             let spec_changed = self.ensure_canary_object().await?;
-            if primary.is_none() {
+            let created = primary.is_none();
+            if created {
                 self.copy_configs(&configs).await?;
                 primary = Some(self.apply_primary(&revision, Creating::Yes).await?);
                 self.event(
@@ -221,15 +221,9 @@ impl Release<'_> {
                 )
                 .await;
             }
-            if let Some(hpa) = &hpa {
-                self.apply_primary_hpa(hpa).await?;
-            }
-            if let Some(p) = primary.as_ref() {
-                self.scale_primary(p, desired).await?;
-            }
-            // The Services are applied (and so repaired) when traffic first moves to the
-            // primary, and whenever the configuration, the Deployment's spec or the revision
-            // changes; not on every status event, which would cost three writes each.
+            // The Services and the HPA copy are applied (and so repaired) when traffic first
+            // moves to the primary, and whenever the configuration, the Deployment's spec or
+            // the revision changes; not on every status event, which would cost a write each.
             let primary_ready = observe::primary(primary.as_ref()).ready;
             let due = match status.phase {
                 Phase::Initializing => primary_ready,
@@ -239,8 +233,18 @@ impl Release<'_> {
                         || status.revision.as_deref() != Some(revision.as_str())
                 }
             };
+            if due || created {
+                let hpa = self.primary_hpa().await?;
+                self.autoscaled = Some(hpa.is_some());
+                if let Some(hpa) = &hpa {
+                    self.apply_primary_hpa(hpa).await?;
+                }
+            }
             if due {
                 self.apply_services().await?;
+            }
+            if let Some(p) = primary.as_ref() {
+                self.scale_primary(p, desired).await?;
             }
         }
 
@@ -416,9 +420,13 @@ impl Release<'_> {
         Ok(())
     }
 
-    async fn apply_primary(&self, revision: &str, creating: Creating) -> Result<Deployment, Error> {
+    async fn apply_primary(
+        &mut self,
+        revision: &str,
+        creating: Creating,
+    ) -> Result<Deployment, Error> {
         let mut primary = release::primary_deployment(self.deploy, revision)?;
-        if self.autoscaled && creating == Creating::No {
+        if creating == Creating::No && self.is_autoscaled().await? {
             // The HPA's: a replica count in Serin's apply would take it back at every copy.
             if let Some(spec) = primary.spec.as_mut() {
                 spec.replicas = None;
@@ -432,8 +440,8 @@ impl Release<'_> {
     }
 
     /// Keeps the primary at the user's replica count (an HPA on the primary owns it instead).
-    async fn scale_primary(&self, primary: &Deployment, desired: i32) -> Result<(), Error> {
-        if spec_replicas(primary) == Some(desired) || self.autoscaled {
+    async fn scale_primary(&mut self, primary: &Deployment, desired: i32) -> Result<(), Error> {
+        if spec_replicas(primary) == Some(desired) || self.is_autoscaled().await? {
             return Ok(());
         }
         let name = primary.name_any();
@@ -445,6 +453,15 @@ impl Release<'_> {
             )
             .await?;
         Ok(())
+    }
+
+    async fn is_autoscaled(&mut self) -> Result<bool, Error> {
+        if let Some(known) = self.autoscaled {
+            return Ok(known);
+        }
+        let autoscaled = self.primary_hpa().await?.is_some();
+        self.autoscaled = Some(autoscaled);
+        Ok(autoscaled)
     }
 
     /// The user's HPA that targets the Deployment, as the `-primary` copy that targets the
