@@ -500,3 +500,53 @@ spec:
         Some("web".to_string())
     );
 }
+
+#[tokio::test]
+async fn a_change_to_a_tracked_config_map_alone_is_released_as_a_new_revision() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let (client, ns) = setup("config").await;
+    let ns = &ns.name;
+    let config = |greeting: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web-config, namespace: {ns}}}\ndata: {{greeting: {greeting}}}\n"
+        )
+    };
+    apply(&config("hello"));
+    let with_config = |version: &Version| {
+        manifest(ns, "web", version, &[]).replace(
+            "        ports: [{containerPort: 8080}]\n",
+            "        ports: [{containerPort: 8080}]\n        envFrom: [{configMapRef: {name: web-config}}]\n",
+        )
+    };
+    apply(&with_config(&Version::good("v1")));
+    let first = wait_phase(&client, ns, "web", Phase::Initialized, SETTLE).await;
+    let maps: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), ns);
+    let copy = maps
+        .get("web-config-primary")
+        .await
+        .expect("the primary's copy");
+    assert_eq!(
+        copy.data
+            .unwrap_or_default()
+            .get("greeting")
+            .map(String::as_str),
+        Some("hello")
+    );
+
+    // Only the ConfigMap changes; the Deployment is not touched.
+    apply(&config("bonjour"));
+    let done = wait_phase(&client, ns, "web", Phase::Succeeded, RELEASE).await;
+    let before = first.status.expect("status").release.revision;
+    assert_ne!(done.status.expect("status").release.revision, before);
+    let copy = maps
+        .get("web-config-primary")
+        .await
+        .expect("the primary's copy");
+    assert_eq!(
+        copy.data
+            .unwrap_or_default()
+            .get("greeting")
+            .map(String::as_str),
+        Some("bonjour")
+    );
+}

@@ -22,13 +22,15 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client};
 
 use crate::crd::Canary;
-use crate::release::{OWNER_LABEL, ObjectsError};
+use crate::release::{ConfigKind, OWNER_LABEL, ObjectsError, config_refs};
 use crate::router::RouterError;
 use crate::spec::MANAGED_LABEL;
 
@@ -107,6 +109,30 @@ fn rollout_state(deploy: &Deployment) -> Option<u64> {
             .hash(&mut hash);
     }
     Some(hash.finish())
+}
+
+/// The opted-in Deployments whose pod template uses the config `meta` names.
+fn users_of(
+    deployments: &reflector::Store<Deployment>,
+    kind: ConfigKind,
+    meta: &kube::api::ObjectMeta,
+) -> Vec<reflector::ObjectRef<Deployment>> {
+    let (Some(namespace), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
+        return Vec::new();
+    };
+    deployments
+        .state()
+        .iter()
+        .filter(|d| d.metadata.namespace.as_deref() == Some(namespace))
+        .filter(|d| {
+            d.spec.as_ref().is_some_and(|spec| {
+                config_refs(&spec.template)
+                    .iter()
+                    .any(|r| r.kind == kind && r.name == name)
+            })
+        })
+        .map(|d| reflector::ObjectRef::from_obj(d.as_ref()))
+        .collect()
 }
 
 /// Drops what the controller never reads from a cached object.
@@ -188,10 +214,31 @@ pub async fn run(
     .modify(slim::<Canary>)
     .applied_objects()
     .predicate_filter(predicates::generation, Default::default());
+    // A tracked ConfigMap or Secret that changes is a new revision of every opted-in
+    // Deployment whose pod template uses it. Metadata is enough to notice the change.
+    let config_maps = watcher(
+        Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects();
+    let secrets = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects();
+    let (maps_users, secrets_users) = (reader.clone(), reader.clone());
     let sweeper = tokio::spawn(orphans::sweep_forever(client.clone(), reader.clone()));
     let controller = Controller::for_stream(opted_in, reader)
         .owns_stream(canaries)
         .owns_stream(primaries)
+        .watches_stream(config_maps, move |cm| {
+            users_of(&maps_users, ConfigKind::ConfigMap, &cm.metadata)
+        })
+        .watches_stream(secrets, move |secret| {
+            users_of(&secrets_users, ConfigKind::Secret, &secret.metadata)
+        })
         // Bounded: a thousand reconciles at once would each open a TLS connection to the
         // API server (memory) and only queue there.
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
