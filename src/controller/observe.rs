@@ -3,8 +3,9 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 
-use crate::release::{CanaryObservation, PRIMARY_REVISION_ANNOTATION, PrimaryObservation};
-use crate::spec::DESIRED_REPLICAS;
+use crate::release::{
+    CanaryObservation, PRIMARY_REVISION_ANNOTATION, PrimaryObservation, requested_replicas,
+};
 
 fn spec_replicas(deploy: &Deployment) -> i32 {
     // The API server defaults an absent `replicas` to 1.
@@ -50,13 +51,7 @@ fn stalled(deploy: &Deployment) -> bool {
 /// The replicas the user asked for: `serin.dev/desired-replicas` (recorded by admission), else
 /// `fallback` (the primary's size), else `spec.replicas` while the canary was never scaled.
 pub fn desired_replicas(deploy: &Deployment, fallback: Option<i32>) -> i32 {
-    deploy
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(DESIRED_REPLICAS))
-        .and_then(|v| v.trim().parse::<i32>().ok())
-        .filter(|n| *n >= 0)
+    requested_replicas(deploy)
         .or(fallback)
         .unwrap_or_else(|| spec_replicas(deploy))
 }
@@ -92,6 +87,7 @@ pub fn primary(primary: Option<&Deployment>) -> PrimaryObservation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::DESIRED_REPLICAS;
     use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentSpec, DeploymentStatus};
     use kube::api::ObjectMeta;
 

@@ -20,7 +20,7 @@ pub use machine::{
 pub use objects::{
     ConfigKind, ConfigRef, ObjectsError, config_refs, owner_references, primary_config_map,
     primary_deployment, primary_hpa, primary_name, primary_secret, primary_selector,
-    rewrite_config_refs, services,
+    requested_replicas, rewrite_config_refs, services,
 };
 pub use revision::{TrackedConfig, revision};
 

@@ -144,18 +144,23 @@ fn managed_meta(deploy: &Deployment, name: String) -> Result<ObjectMeta, Objects
     })
 }
 
-/// The replicas the primary should run: `serin.dev/desired-replicas` (written by admission),
-/// else the Deployment's own `spec.replicas`. An unreadable annotation falls back too: the
-/// validating webhook reports it, the primary must not be scaled to zero because of it.
-fn desired_replicas(deploy: &Deployment) -> Option<i32> {
-    let annotated = deploy
+/// The count the user asked for, as admission recorded it in `serin.dev/desired-replicas`;
+/// `None` when absent or unreadable (the validating webhook reports that).
+pub fn requested_replicas(deploy: &Deployment) -> Option<i32> {
+    deploy
         .metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(DESIRED_REPLICAS))
         .and_then(|v| v.trim().parse::<i32>().ok())
-        .filter(|n| *n >= 0);
-    annotated.or_else(|| deploy.spec.as_ref().and_then(|s| s.replicas))
+        .filter(|n| *n >= 0)
+}
+
+/// The replicas the primary should run: [`requested_replicas`], else the Deployment's own
+/// `spec.replicas`. An unreadable annotation falls back too: the primary must not be scaled
+/// to zero because of it.
+fn desired_replicas(deploy: &Deployment) -> Option<i32> {
+    requested_replicas(deploy).or_else(|| deploy.spec.as_ref().and_then(|s| s.replicas))
 }
 
 /// The `<name>-primary` Deployment: the Deployment's spec with the selector labels rewritten,
