@@ -19,7 +19,7 @@ use serde_json::json;
 use super::{Context, Error, FIELD_MANAGER, analysis, observe};
 use crate::crd::{AnalysisTemplate, Canary, CanaryResourceSpec, CanaryStatus};
 use crate::release::{
-    self, Action, ConfigKind, EventType, HookKind, OWNER_LABEL, Observations, Phase, ReleaseStatus,
+    self, Action, ConfigKind, EventType, OWNER_LABEL, Observations, Phase, ReleaseStatus,
     TrackedConfig,
 };
 use crate::router::{Router, Weights, router_for};
@@ -286,7 +286,7 @@ impl Release<'_> {
                         obs.checks = Some(checks);
                         called_back = true;
                     }
-                    Action::CallHook(kind) if kind.is_gate() && gate(&obs, *kind).is_none() => {
+                    Action::CallHook(kind) if kind.is_gate() && obs.gates.get(*kind).is_none() => {
                         let outcome = analysis::run_hooks(
                             self.ctx,
                             template_spec.as_ref(),
@@ -301,7 +301,7 @@ impl Release<'_> {
                             };
                             self.event(type_, "Webhook", message).await;
                         }
-                        *gate_mut(&mut obs, *kind) = Some(outcome.passed);
+                        obs.gates.set(*kind, outcome.passed);
                         called_back = true;
                     }
                     _ => {}
@@ -669,28 +669,6 @@ impl Config {
 
 fn spec_replicas(deploy: &Deployment) -> Option<i32> {
     deploy.spec.as_ref().and_then(|s| s.replicas)
-}
-
-fn gate(obs: &Observations, kind: HookKind) -> Option<bool> {
-    let gates = &obs.gates;
-    match kind {
-        HookKind::ConfirmRollout => gates.confirm_rollout,
-        HookKind::PreRollout => gates.pre_rollout,
-        HookKind::ConfirmTrafficIncrease => gates.confirm_traffic_increase,
-        HookKind::ConfirmPromotion => gates.confirm_promotion,
-        HookKind::PostRollout => Some(true),
-    }
-}
-
-fn gate_mut(obs: &mut Observations, kind: HookKind) -> &mut Option<bool> {
-    let gates = &mut obs.gates;
-    match kind {
-        HookKind::ConfirmRollout => &mut gates.confirm_rollout,
-        HookKind::PreRollout => &mut gates.pre_rollout,
-        HookKind::ConfirmTrafficIncrease => &mut gates.confirm_traffic_increase,
-        // Not a gate; never asked for.
-        HookKind::ConfirmPromotion | HookKind::PostRollout => &mut gates.confirm_promotion,
-    }
 }
 
 fn ignore_missing<T>(result: kube::Result<T>) -> Result<(), Error> {

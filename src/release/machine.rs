@@ -225,6 +225,32 @@ pub struct Gates {
     pub confirm_promotion: Option<bool>,
 }
 
+impl Gates {
+    /// The answer recorded for a gate; `Some(true)` for [`HookKind::PostRollout`], which
+    /// is a notification, not a gate.
+    pub fn get(&self, kind: HookKind) -> Option<bool> {
+        match kind {
+            HookKind::ConfirmRollout => self.confirm_rollout,
+            HookKind::PreRollout => self.pre_rollout,
+            HookKind::ConfirmTrafficIncrease => self.confirm_traffic_increase,
+            HookKind::ConfirmPromotion => self.confirm_promotion,
+            HookKind::PostRollout => Some(true),
+        }
+    }
+
+    /// Records a gate's answer; a notification has none to record.
+    pub fn set(&mut self, kind: HookKind, open: bool) {
+        let slot = match kind {
+            HookKind::ConfirmRollout => &mut self.confirm_rollout,
+            HookKind::PreRollout => &mut self.pre_rollout,
+            HookKind::ConfirmTrafficIncrease => &mut self.confirm_traffic_increase,
+            HookKind::ConfirmPromotion => &mut self.confirm_promotion,
+            HookKind::PostRollout => return,
+        };
+        *slot = Some(open);
+    }
+}
+
 /// Runtime requests written on the Canary by `kubectl serin promote|abort|pause|resume`.
 /// The executor clears `promote` and `abort` once a status shows them applied.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
