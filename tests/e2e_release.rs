@@ -308,13 +308,7 @@ async fn opting_out_restores_the_deployment_with_no_gap_in_ready_endpoints() {
         })
     };
     // The user removes every serin.dev annotation.
-    let mut plain = manifest(ns, "web", &Version::good("v1"), &[]);
-    plain = plain
-        .lines()
-        .filter(|l| !l.starts_with("    serin.dev/") && !l.starts_with("  annotations:"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    apply(&plain);
+    apply(&plain_manifest(ns));
     wait_until("the machinery to be removed", SETTLE, || async {
         let left = (
             support::release::deployment(&client, ns, "web-primary")
