@@ -42,16 +42,7 @@ with open(sys.argv[1]) as f:
     print(json.dumps([d for d in yaml.safe_load_all(f) if d]))' "$1"
   else
     sed 's#^apiVersion: apiextensions\.k8s\.io/v1beta1$#apiVersion: apiextensions.k8s.io/v1#' "$1" |
-      kubectl create --dry-run=client --validate=false -o json -f - |
-      python3 -c '
-import json, sys
-text, docs, at = sys.stdin.read(), [], 0
-decoder = json.JSONDecoder()
-while text[at:].strip():
-    doc, end = decoder.raw_decode(text[at:].lstrip())
-    at = len(text) - len(text[at:].lstrip()) + end
-    docs.extend(doc.get("items", [doc]))
-print(json.dumps(docs))'
+      kubectl create --dry-run=client --validate=false -o json -f - | json_items
   fi
 }
 

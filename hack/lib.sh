@@ -60,3 +60,17 @@ stop_pid() {
   fi
   rm -f "$pidfile"
 }
+
+# json_items: reads the JSON documents kubectl prints for several objects (`-o json`, one
+# document after another, Lists among them) and prints them as one JSON array of objects.
+json_items() {
+  python3 -c '
+import json, sys
+text, docs, at = sys.stdin.read(), [], 0
+decoder = json.JSONDecoder()
+while text[at:].strip():
+    doc, end = decoder.raw_decode(text[at:].lstrip())
+    at = len(text) - len(text[at:].lstrip()) + end
+    docs.extend(doc.get("items", [doc]))
+print(json.dumps(docs))'
+}

@@ -75,16 +75,11 @@ current() {
 register() {
   local port=$1 bundle
   bundle=$(base64 -w0 <"$S/certs/ca.crt")
-  kubectl create --dry-run=client -o json -f "$ROOT/manifests/webhook.yaml" |
+  kubectl create --dry-run=client -o json -f "$ROOT/manifests/webhook.yaml" | json_items |
     python3 -c '
 import json, sys
 port, bundle = sys.argv[1], sys.argv[2]
-text, docs, at = sys.stdin.read(), [], 0
-decoder = json.JSONDecoder()
-while text[at:].strip():
-    doc, end = decoder.raw_decode(text[at:].lstrip())
-    at = len(text) - len(text[at:].lstrip()) + end
-    docs.extend(doc.get("items", [doc]))
+docs = json.load(sys.stdin)
 for config in docs:
     for hook in config["webhooks"]:
         path = hook["clientConfig"]["service"]["path"]
