@@ -3,7 +3,8 @@
 # (manifests/rbac.yaml), makes a kubeconfig for the `serin` ServiceAccount, builds the
 # binary and its certificates, runs `serin run` on 127.0.0.1 under that ServiceAccount's
 # identity (not the admin credentials), and registers the webhook configurations from
-# manifests/webhook.yaml with `url:` and the local CA in place of the Service reference.
+# manifests/webhook.yaml with `url:` and the local CA in place of the Service reference (and
+# points the conversion webhook of Serin's CRDs at the same listener).
 #
 #   hack/serin.sh up | restart | down     (restart: a fresh process even when current)
 # State and log: .serin/serin/ (kubeconfig: .serin/serin/kubeconfig). Restarts Serin when
@@ -85,7 +86,13 @@ for config in docs:
         path = hook["clientConfig"]["service"]["path"]
         hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": bundle}
 print(json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))' "$port" "$bundle" | kubectl apply -f - >/dev/null
-  say "registered the webhooks at https://127.0.0.1:$port"
+  # The CRDs' conversion webhook: the same listener, path /convert.
+  local crd patch
+  patch=$(printf '{"spec":{"conversion":{"webhook":{"clientConfig":{"service":null,"url":"https://127.0.0.1:%s/convert","caBundle":"%s"}}}}}' "$port" "$bundle")
+  for crd in canaries analysistemplates canarypolicies; do
+    kubectl patch crd "$crd.serin.dev" --type merge -p "$patch" >/dev/null
+  done
+  say "registered the webhooks and CRD conversion at https://127.0.0.1:$port"
 }
 
 up() {

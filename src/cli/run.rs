@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use super::Common;
 use crate::admission::{self, AdmissionState};
 use crate::controller;
+use crate::conversion;
 use crate::server::{self, KubeApiRequests, Metrics, ReadyFlag, ServeOptions, ServingCert};
 
 /// Which parts of Serin a process runs.
@@ -122,10 +123,11 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
     tracing::info!(listen = %common.listen, admin = %common.admin_listen, "serving admission webhooks");
 
     let app = admission::router(AdmissionState {
-        metrics,
+        metrics: metrics.clone(),
         serin_user: common.service_account.as_str().into(),
         injector,
-    });
+    })
+    .merge(conversion::router(metrics));
     server::serve_https(
         listener,
         tls,

@@ -1,0 +1,72 @@
+//! `Canary`: analysis settings nested under `spec.analysis` (v1alpha1) or at the top of
+//! `spec` (v1beta1). Both shapes hold the same information; the status is the same type.
+
+use serde::{Deserialize, Serialize};
+
+use super::Versions;
+use crate::crd::CanaryResourceSpec;
+use crate::crd::v1alpha1::{self, Analysis};
+use crate::spec::CanarySpec;
+
+pub(crate) struct CanaryVersions;
+
+/// Nothing: the versions of `Canary` are a rearrangement of the same fields.
+#[derive(Serialize, Deserialize, Default, PartialEq, Debug)]
+pub(crate) struct Carried {}
+
+impl Versions for CanaryVersions {
+    type Alpha = v1alpha1::CanaryResourceSpec;
+    type Beta = CanaryResourceSpec;
+    type Carried = Carried;
+
+    fn up(alpha: Self::Alpha, _: Carried) -> Self::Beta {
+        let a = alpha.analysis;
+        CanaryResourceSpec {
+            config: CanarySpec {
+                provider: alpha.provider,
+                port: alpha.port,
+                service: alpha.service,
+                ingress: alpha.ingress,
+                gateway: alpha.gateway,
+                interval: a.interval,
+                threshold: a.threshold,
+                step_weight: a.step_weight,
+                step_weights: a.step_weights,
+                max_weight: a.max_weight,
+                iterations: a.iterations,
+                matches: a.matches,
+                success_rate: a.success_rate,
+                latency: a.latency,
+                metrics_window: a.metrics_window,
+                analysis: a.template_ref,
+                skip_analysis: a.skip,
+            },
+        }
+    }
+
+    fn down(beta: Self::Beta) -> (Self::Alpha, Carried) {
+        let c = beta.config;
+        let alpha = v1alpha1::CanaryResourceSpec {
+            provider: c.provider,
+            port: c.port,
+            service: c.service,
+            ingress: c.ingress,
+            gateway: c.gateway,
+            analysis: Analysis {
+                interval: c.interval,
+                threshold: c.threshold,
+                step_weight: c.step_weight,
+                step_weights: c.step_weights,
+                max_weight: c.max_weight,
+                iterations: c.iterations,
+                matches: c.matches,
+                success_rate: c.success_rate,
+                latency: c.latency,
+                metrics_window: c.metrics_window,
+                template_ref: c.analysis,
+                skip: c.skip_analysis,
+            },
+        };
+        (alpha, Carried {})
+    }
+}

@@ -1,0 +1,555 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use kube::core::conversion::ConversionRequest;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::crd::{
+    AnalysisTemplateSpec, CanaryPolicyResourceSpec, CanaryResourceSpec, HookType, MetricTemplate,
+    NoDataPolicy, ThresholdRange, WebhookTemplate,
+};
+use crate::policy::{CanaryPolicySpec, Enforcement, PolicyDefaults, PolicyLimits};
+use crate::spec::{CanarySpec, Duration, GatewayRef, MatchRule, Provider};
+
+fn duration() -> impl Strategy<Value = Duration> {
+    (0u64..100_000_000).prop_map(Duration::from_millis)
+}
+
+fn name() -> impl Strategy<Value = String> {
+    "[a-z][a-z0-9-]{0,8}"
+}
+
+fn bound() -> impl Strategy<Value = Option<f64>> {
+    prop::option::of(-1.0e6..1.0e6f64)
+}
+
+fn webhook() -> impl Strategy<Value = WebhookTemplate> {
+    let types = prop::sample::select(vec![
+        HookType::ConfirmRollout,
+        HookType::PreRollout,
+        HookType::Rollout,
+        HookType::ConfirmTrafficIncrease,
+        HookType::ConfirmPromotion,
+        HookType::PostRollout,
+        HookType::Rollback,
+        HookType::Event,
+    ]);
+    (
+        name(),
+        types,
+        "https?://[a-z]{1,8}(\\.[a-z]{1,5})?(:[0-9]{2,4})?/[a-z]{0,6}",
+        prop::option::of(duration()),
+        prop::option::of(0u32..=10),
+        prop::collection::btree_map("[a-z]{1,5}", ".{0,8}", 0..3),
+    )
+        .prop_map(
+            |(name, type_, url, timeout, retries, metadata)| WebhookTemplate {
+                name,
+                type_,
+                url,
+                timeout,
+                retries,
+                metadata,
+            },
+        )
+}
+
+/// Valid templates have unique metric names (the validating webhook refuses duplicates).
+fn template() -> impl Strategy<Value = AnalysisTemplateSpec> {
+    let metric = (
+        prop::option::of("sum\\(rate\\([a-z_]{1,10}\\[\\{\\{ interval \\}\\}\\]\\)\\)"),
+        bound(),
+        bound(),
+        prop::option::of("http://[a-z]{1,8}:9090"),
+        prop::sample::select(vec![NoDataPolicy::Fail, NoDataPolicy::Skip]),
+    );
+    (
+        prop::collection::vec(metric, 0..5),
+        prop::collection::vec(webhook(), 0..4),
+    )
+        .prop_map(|(metrics, webhooks)| AnalysisTemplateSpec {
+            metrics: metrics
+                .into_iter()
+                .enumerate()
+                .map(|(i, (query, min, max, address, no_data))| MetricTemplate {
+                    name: format!("metric-{i}"),
+                    query,
+                    threshold_range: ThresholdRange { min, max },
+                    address,
+                    no_data,
+                })
+                .collect(),
+            webhooks,
+        })
+}
+
+fn selector() -> impl Strategy<Value = Option<LabelSelector>> {
+    let requirement = (
+        "[a-z]{1,6}",
+        prop::sample::select(vec!["In", "NotIn", "Exists", "DoesNotExist"]),
+        prop::option::of(prop::collection::vec("[a-z0-9]{1,5}", 1..3)),
+    )
+        .prop_map(|(key, operator, values)| LabelSelectorRequirement {
+            key,
+            operator: operator.to_owned(),
+            values,
+        });
+    prop::option::of(
+        (
+            prop::option::of(prop::collection::btree_map(
+                "[a-z]{1,6}",
+                "[a-z0-9]{0,5}",
+                0..3,
+            )),
+            prop::option::of(prop::collection::vec(requirement, 0..3)),
+        )
+            .prop_map(|(match_labels, match_expressions)| LabelSelector {
+                match_labels,
+                match_expressions,
+            }),
+    )
+}
+
+fn policy() -> impl Strategy<Value = CanaryPolicySpec> {
+    let defaults = (
+        prop::option::of(prop::sample::select(Provider::ALL.to_vec())),
+        prop::option::of(duration()),
+        prop::option::of(1u32..1000),
+        prop::option::of(1u32..=100),
+        prop::option::of(1u32..=100),
+        prop::option::of(0.0..=100.0f64),
+        prop::option::of(duration()),
+    )
+        .prop_map(
+            |(provider, interval, threshold, step_weight, max_weight, success_rate, latency)| {
+                PolicyDefaults {
+                    provider,
+                    interval,
+                    threshold,
+                    step_weight,
+                    max_weight,
+                    success_rate,
+                    latency,
+                }
+            },
+        );
+    let limits = (
+        prop::option::of(1u32..=100),
+        prop::option::of(1u32..=100),
+        prop::option::of(duration()),
+        prop::option::of(1u32..1000),
+        prop::option::of(0.0..=100.0f64),
+        prop::option::of(duration()),
+    )
+        .prop_map(
+            |(
+                max_step_weight,
+                max_weight,
+                min_interval,
+                min_threshold,
+                min_success_rate,
+                max_latency,
+            )| {
+                PolicyLimits {
+                    max_step_weight,
+                    max_weight,
+                    min_interval,
+                    min_threshold,
+                    min_success_rate,
+                    max_latency,
+                }
+            },
+        );
+    (
+        selector(),
+        selector(),
+        prop::option::of(any::<bool>()),
+        prop::option::of(defaults),
+        prop::option::of(limits),
+        prop::option::of(prop::collection::vec("(\\*\\.)?[a-z]{1,6}\\.example", 0..3)),
+        prop::option::of(prop::sample::select(vec![
+            Enforcement::Deny,
+            Enforcement::Warn,
+        ])),
+    )
+        .prop_map(
+            |(
+                namespace_selector,
+                selector,
+                require_canary,
+                defaults,
+                limits,
+                hosts,
+                enforcement,
+            )| {
+                CanaryPolicySpec {
+                    namespace_selector,
+                    selector,
+                    require_canary,
+                    defaults,
+                    limits,
+                    allowed_webhook_hosts: hosts,
+                    enforcement,
+                }
+            },
+        )
+}
+
+fn canary() -> impl Strategy<Value = CanarySpec> {
+    let rule = prop_oneof![
+        ("[a-z-]{1,8}", "[a-z0-9]{1,6}")
+            .prop_map(|(name, value)| MatchRule::HeaderExact { name, value }),
+        ("[a-z-]{1,8}", "\\^[a-z]{1,6}")
+            .prop_map(|(name, regex)| MatchRule::HeaderRegex { name, regex }),
+        "[a-z-]{1,8}".prop_map(|name| MatchRule::Cookie { name }),
+    ];
+    let routing = (
+        prop::sample::select(Provider::ALL.to_vec()),
+        prop::option::of(1i32..65536),
+        name(),
+        prop::option::of(name()),
+        prop::option::of(
+            (name(), name()).prop_map(|(namespace, name)| GatewayRef { namespace, name }),
+        ),
+    );
+    let analysis = (
+        duration(),
+        1u32..1000,
+        prop::option::of(1u32..=100),
+        prop::option::of(prop::collection::vec(1u32..=100, 1..5)),
+        1u32..=100,
+        prop::option::of(1u32..1000),
+        prop::collection::vec(rule, 0..3),
+        0.0..=100.0f64,
+        duration(),
+        duration(),
+        prop::option::of(name()),
+        any::<bool>(),
+    );
+    (routing, analysis).prop_map(
+        |(
+            (provider, port, service, ingress, gateway),
+            (
+                interval,
+                threshold,
+                step_weight,
+                step_weights,
+                max_weight,
+                iterations,
+                matches,
+                success_rate,
+                latency,
+                metrics_window,
+                analysis,
+                skip_analysis,
+            ),
+        )| CanarySpec {
+            provider,
+            port,
+            service,
+            ingress,
+            gateway,
+            interval,
+            threshold,
+            step_weight,
+            step_weights,
+            max_weight,
+            iterations,
+            matches,
+            success_rate,
+            latency,
+            metrics_window,
+            analysis,
+            skip_analysis,
+        },
+    )
+}
+
+/// Metadata as the API server sends it, with annotations of the user's own.
+fn metadata() -> impl Strategy<Value = Value> {
+    prop::collection::btree_map("[a-z./-]{1,12}", ".{0,10}", 0..3).prop_map(|annotations| {
+        let mut meta = json!({
+            "name": "web",
+            "namespace": "shop",
+            "uid": "6b3a0c0e-1f1d-4c8e-9d7a-1c2b3d4e5f60",
+            "resourceVersion": "4242",
+            "generation": 3,
+            "labels": {"team": "payments"},
+        });
+        if !annotations.is_empty() {
+            meta["annotations"] = json!(annotations);
+        }
+        meta
+    })
+}
+
+fn object(kind: &str, version: &str, metadata: Value, spec: Value) -> Value {
+    json!({"apiVersion": format!("serin.dev/{version}"), "kind": kind, "metadata": metadata, "spec": spec})
+}
+
+fn round_trip(object: &Value, via: Version, back: Version) -> Value {
+    let there = convert_object(object.clone(), via).expect("converts");
+    convert_object(there, back).expect("converts back")
+}
+
+fn beta_object(kind: &str, spec: impl serde::Serialize, metadata: Value) -> Value {
+    object(
+        kind,
+        "v1beta1",
+        metadata,
+        serde_json::to_value(spec).expect("spec"),
+    )
+}
+
+/// A `v1alpha1` object as a user would write it: the `v1beta1` value taken down without
+/// anything to carry.
+fn alpha_object<K: Versions>(kind: &str, beta: K::Beta, metadata: Value) -> Option<Value> {
+    let (alpha, carried) = K::down(beta);
+    (carried == K::Carried::default()).then(|| {
+        object(
+            kind,
+            "v1alpha1",
+            metadata,
+            serde_json::to_value(alpha).expect("spec"),
+        )
+    })
+}
+
+proptest! {
+    #[test]
+    fn analysis_templates_survive_v1beta1_to_v1alpha1_and_back(spec in template(), meta in metadata()) {
+        let original = beta_object("AnalysisTemplate", &spec, meta);
+        prop_assert_eq!(round_trip(&original, Version::V1alpha1, Version::V1beta1), original);
+    }
+
+    #[test]
+    fn analysis_templates_survive_v1alpha1_to_v1beta1_and_back(spec in template(), meta in metadata()) {
+        if let Some(original) = alpha_object::<analysis_template::TemplateVersions>("AnalysisTemplate", spec, meta) {
+            prop_assert_eq!(round_trip(&original, Version::V1beta1, Version::V1alpha1), original);
+        }
+    }
+
+    #[test]
+    fn canary_policies_survive_v1beta1_to_v1alpha1_and_back(spec in policy(), meta in metadata()) {
+        let original = beta_object("CanaryPolicy", CanaryPolicyResourceSpec { policy: spec }, meta);
+        prop_assert_eq!(round_trip(&original, Version::V1alpha1, Version::V1beta1), original);
+    }
+
+    #[test]
+    fn canary_policies_survive_v1alpha1_to_v1beta1_and_back(spec in policy(), meta in metadata()) {
+        let beta = CanaryPolicyResourceSpec { policy: spec };
+        if let Some(original) = alpha_object::<canary_policy::PolicyVersions>("CanaryPolicy", beta, meta) {
+            prop_assert_eq!(round_trip(&original, Version::V1beta1, Version::V1alpha1), original);
+        }
+    }
+
+    #[test]
+    fn canaries_survive_both_round_trips_with_their_status(spec in canary(), meta in metadata()) {
+        let mut original = beta_object("Canary", CanaryResourceSpec { config: spec.clone() }, meta.clone());
+        original["status"] = json!({"phase": "Progressing", "canaryWeight": 20, "failedChecks": 1});
+        prop_assert_eq!(round_trip(&original, Version::V1alpha1, Version::V1beta1), original.clone());
+        let alpha = convert_object(original, Version::V1alpha1).expect("converts");
+        prop_assert_eq!(round_trip(&alpha, Version::V1beta1, Version::V1alpha1), alpha);
+    }
+}
+
+#[test]
+fn a_v1alpha1_template_gets_a_threshold_range_in_v1beta1() {
+    let alpha = json!({
+        "apiVersion": "serin.dev/v1alpha1", "kind": "AnalysisTemplate",
+        "metadata": {"name": "checks", "namespace": "shop"},
+        "spec": {"metrics": [{"name": "errors", "query": "sum(x)", "min": 0, "max": 5.5}]}
+    });
+    let beta = convert_object(alpha, Version::V1beta1).expect("converts");
+    assert_eq!(beta["apiVersion"], "serin.dev/v1beta1");
+    assert_eq!(
+        beta["spec"]["metrics"][0]["thresholdRange"],
+        json!({"min": 0.0, "max": 5.5})
+    );
+    assert_eq!(beta["spec"]["metrics"][0]["noData"], "fail");
+    assert!(beta["spec"]["metrics"][0].get("min").is_none());
+}
+
+#[test]
+fn what_v1alpha1_cannot_hold_travels_in_an_annotation_and_comes_back() {
+    let beta = json!({
+        "apiVersion": "serin.dev/v1beta1", "kind": "CanaryPolicy",
+        "metadata": {"name": "prod"},
+        "spec": {"selector": {"matchLabels": {"tier": "prod"}}, "enforcement": "warn",
+                 "allowedWebhookHosts": ["*.hooks.internal"]}
+    });
+    let alpha = convert_object(beta.clone(), Version::V1alpha1).expect("converts");
+    assert_eq!(
+        alpha["spec"],
+        json!({"match": {"selector": {"matchLabels": {"tier": "prod"}}}, "auditOnly": true})
+    );
+    assert_eq!(
+        alpha["metadata"]["annotations"][BETA_FIELDS],
+        r#"{"allowedWebhookHosts":["*.hooks.internal"]}"#
+    );
+    assert_eq!(
+        convert_object(alpha, Version::V1beta1).expect("converts"),
+        beta
+    );
+}
+
+#[test]
+fn a_review_converts_every_object_in_order_and_echoes_the_uid() {
+    let objects: Vec<Value> = ["a", "b", "c"]
+        .iter()
+        .map(|name| {
+            json!({"apiVersion": "serin.dev/v1alpha1", "kind": "AnalysisTemplate",
+                            "metadata": {"name": name, "namespace": "shop"}, "spec": {}})
+        })
+        .collect();
+    let request = ConversionRequest {
+        types: None,
+        uid: "0f1e2d3c".into(),
+        desired_api_version: "serin.dev/v1beta1".into(),
+        objects,
+    };
+    let response = convert(request);
+    assert_eq!(response.uid, "0f1e2d3c");
+    assert_eq!(
+        response.result.status,
+        Some(kube::core::response::StatusSummary::Success)
+    );
+    let names: Vec<_> = response
+        .converted_objects
+        .iter()
+        .map(|o| (o["apiVersion"].as_str(), o["metadata"]["name"].as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("serin.dev/v1beta1", Some("a")),
+            ("serin.dev/v1beta1", Some("b")),
+            ("serin.dev/v1beta1", Some("c"))
+        ]
+        .map(|(v, n)| (Some(v), n))
+    );
+}
+
+#[test]
+fn objects_that_cannot_be_converted_fail_the_review_with_a_reason() {
+    let good = json!({"apiVersion": "serin.dev/v1alpha1", "kind": "AnalysisTemplate",
+                      "metadata": {"name": "ok", "namespace": "shop"}, "spec": {}});
+    let cases = [
+        (
+            json!({"apiVersion": "serin.dev/v1alpha1", "kind": "AnalysisTemplate",
+                "metadata": {"name": "bad", "namespace": "shop"},
+                "spec": {"metrics": [{"name": "m", "min": "low"}]}}),
+            "serin.dev/v1beta1",
+            "AnalysisTemplate shop/bad",
+        ),
+        (
+            json!({"apiVersion": "serin.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": "r"}}),
+            "serin.dev/v1beta1",
+            "not a Serin resource",
+        ),
+        (
+            json!({"apiVersion": "serin.dev/v2", "kind": "Canary", "metadata": {"name": "x"}}),
+            "serin.dev/v1beta1",
+            "allowed: serin.dev/v1alpha1, serin.dev/v1beta1",
+        ),
+        (
+            good.clone(),
+            "serin.dev/v9",
+            "\"serin.dev/v9\" is not served",
+        ),
+        (
+            json!({"apiVersion": "serin.dev/v1alpha1", "kind": "CanaryPolicy",
+                "metadata": {"name": "p", "annotations": {BETA_FIELDS: "{not json"}}, "spec": {}}),
+            "serin.dev/v1beta1",
+            BETA_FIELDS,
+        ),
+        (json!("a string"), "serin.dev/v1beta1", "not an object"),
+    ];
+    for (object, desired, expected) in cases {
+        let request = ConversionRequest {
+            types: None,
+            uid: "u".into(),
+            desired_api_version: desired.into(),
+            objects: vec![good.clone(), object],
+        };
+        let response = convert(request);
+        assert_eq!(response.uid, "u");
+        assert_eq!(
+            response.result.status,
+            Some(kube::core::response::StatusSummary::Failure),
+            "{expected}"
+        );
+        assert!(response.converted_objects.is_empty());
+        assert!(
+            response.result.message.contains(expected),
+            "{expected}: {}",
+            response.result.message
+        );
+    }
+}
+
+#[test]
+fn the_carrier_annotation_is_removed_with_an_annotation_map_it_leaves_empty() {
+    let mut object: serde_json::Map<String, Value> = serde_json::from_value(json!({
+        "metadata": {"name": "p", "annotations": {BETA_FIELDS: "{}"}}
+    }))
+    .expect("object");
+    assert_eq!(take_annotation(&mut object).as_deref(), Some("{}"));
+    assert_eq!(Value::Object(object), json!({"metadata": {"name": "p"}}));
+}
+
+#[tokio::test]
+async fn the_route_answers_garbage_with_a_failed_review_not_an_error_status() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    let app = router(Metrics::register(&mut registry));
+    let request = Request::post("/convert")
+        .body(Body::from("{oops"))
+        .expect("request");
+    let response = app.oneshot(request).await.expect("answers");
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let review: Value = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!(review["kind"], "ConversionReview");
+    assert_eq!(review["response"]["result"]["status"], "Failure");
+}
+
+#[test]
+fn every_crd_serves_both_versions_and_stores_v1beta1_through_the_webhook() {
+    // The generated CRDs serve both versions with webhook conversion.
+    let crds = crate::crd::all();
+    for crd in &crds {
+        let versions: BTreeMap<_, _> = crd
+            .spec
+            .versions
+            .iter()
+            .map(|v| (v.name.as_str(), (v.served, v.storage)))
+            .collect();
+        assert_eq!(
+            versions.get("v1alpha1"),
+            Some(&(true, false)),
+            "{}",
+            crd.spec.names.kind
+        );
+        assert_eq!(
+            versions.get("v1beta1"),
+            Some(&(true, true)),
+            "{}",
+            crd.spec.names.kind
+        );
+        let conversion = crd.spec.conversion.as_ref().expect("conversion");
+        assert_eq!(conversion.strategy, "Webhook");
+    }
+    assert_eq!(crds.len(), 3);
+}

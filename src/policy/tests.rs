@@ -1,0 +1,502 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+
+use super::*;
+use crate::crd::{MetricTemplate, NoDataPolicy, ThresholdRange, WebhookTemplate};
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).into(), (*v).into()))
+        .collect()
+}
+
+fn policy(name: &str, spec: CanaryPolicySpec) -> NamedPolicy {
+    NamedPolicy {
+        name: name.into(),
+        spec,
+    }
+}
+
+fn prod_namespaces() -> Option<LabelSelector> {
+    Some(LabelSelector {
+        match_labels: Some(labels(&[("tier", "prod")])),
+        match_expressions: None,
+    })
+}
+
+fn canary() -> CanarySpec {
+    CanarySpec::defaults("web".into(), Some(8080))
+}
+
+fn limits(limits: PolicyLimits) -> CanaryPolicySpec {
+    CanaryPolicySpec {
+        limits: Some(limits),
+        ..Default::default()
+    }
+}
+
+fn messages(found: &[Finding]) -> Vec<String> {
+    found.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn a_policy_covers_deployments_its_selectors_select() {
+    let spec = CanaryPolicySpec {
+        namespace_selector: prod_namespaces(),
+        selector: Some(LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "app".into(),
+                operator: "NotIn".into(),
+                values: Some(vec!["batch".into()]),
+            }]),
+        }),
+        ..Default::default()
+    };
+    let prod = labels(&[("tier", "prod")]);
+    let dev = labels(&[("tier", "dev")]);
+    let web = labels(&[("app", "web")]);
+    let batch = labels(&[("app", "batch")]);
+    let subject = |namespace_labels, labels| Subject {
+        namespace_labels,
+        labels,
+    };
+    assert!(spec.applies_to(subject(&prod, &web)));
+    assert!(!spec.applies_to(subject(&dev, &web)));
+    assert!(!spec.applies_to(subject(&prod, &batch)));
+    assert!(CanaryPolicySpec::default().applies_to(subject(&dev, &batch)));
+}
+
+#[test]
+fn a_selector_that_does_not_parse_covers_nothing() {
+    let spec = CanaryPolicySpec {
+        selector: Some(LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "app".into(),
+                operator: "Matches".into(),
+                values: None,
+            }]),
+        }),
+        ..Default::default()
+    };
+    let none = BTreeMap::new();
+    assert!(!spec.applies_to(Subject {
+        namespace_labels: &none,
+        labels: &none
+    }));
+}
+
+#[test]
+fn require_canary_refuses_a_deployment_that_did_not_opt_in_naming_the_policy() {
+    let p = policy(
+        "prod-canaries",
+        CanaryPolicySpec {
+            require_canary: Some(true),
+            ..Default::default()
+        },
+    );
+    let found = findings(
+        &[&p],
+        Release {
+            canary: None,
+            template: None,
+        },
+    );
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].enforcement, Enforcement::Deny);
+    assert!(found[0].to_string().contains("CanaryPolicy prod-canaries"));
+    assert!(found[0].to_string().contains("serin.dev/enabled"));
+    let spec = canary();
+    let opted_in = findings(
+        &[&p],
+        Release {
+            canary: Some(&spec),
+            template: None,
+        },
+    );
+    assert!(opted_in.is_empty());
+}
+
+#[test]
+fn each_limit_names_the_annotation_the_value_and_the_limit() {
+    let p = policy(
+        "strict",
+        limits(PolicyLimits {
+            max_step_weight: Some(5),
+            max_weight: Some(40),
+            min_interval: Some(Duration::from_secs(120)),
+            min_threshold: Some(10),
+            min_success_rate: Some(99.5),
+            max_latency: Some(Duration::from_millis(300)),
+        }),
+    );
+    let spec = canary();
+    let found = messages(&findings(
+        &[&p],
+        Release {
+            canary: Some(&spec),
+            template: None,
+        },
+    ));
+    assert_eq!(
+        found,
+        [
+            "serin.dev/step-weight: a step of 10 exceeds the limit maxStepWeight 5 (CanaryPolicy strict)",
+            "serin.dev/max-weight: 50 exceeds the limit maxWeight 40 (CanaryPolicy strict)",
+            "serin.dev/interval: 1m is shorter than the limit minInterval 2m (CanaryPolicy strict)",
+            "serin.dev/threshold: 5 is below the limit minThreshold 10 (CanaryPolicy strict)",
+            "serin.dev/success-rate: 99 is below the limit minSuccessRate 99.5 (CanaryPolicy strict)",
+            "serin.dev/latency: 500ms exceeds the limit maxLatency 300ms (CanaryPolicy strict)",
+        ]
+    );
+}
+
+#[test]
+fn a_configuration_within_the_limits_has_no_findings() {
+    let p = policy(
+        "loose",
+        limits(PolicyLimits {
+            max_step_weight: Some(10),
+            max_weight: Some(50),
+            min_interval: Some(Duration::from_secs(60)),
+            min_threshold: Some(5),
+            min_success_rate: Some(99.0),
+            max_latency: Some(Duration::from_millis(500)),
+        }),
+    );
+    let spec = canary();
+    assert!(
+        findings(
+            &[&p],
+            Release {
+                canary: Some(&spec),
+                template: None
+            }
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn the_largest_step_of_a_weight_list_is_checked() {
+    let p = policy(
+        "steps",
+        limits(PolicyLimits {
+            max_step_weight: Some(20),
+            ..Default::default()
+        }),
+    );
+    let spec = CanarySpec {
+        step_weight: None,
+        step_weights: Some(vec![5, 10, 40]),
+        max_weight: 40,
+        ..canary()
+    };
+    let found = messages(&findings(
+        &[&p],
+        Release {
+            canary: Some(&spec),
+            template: None,
+        },
+    ));
+    assert_eq!(
+        found,
+        [
+            "serin.dev/step-weights: a step of 30 exceeds the limit maxStepWeight 20 (CanaryPolicy steps)"
+        ]
+    );
+}
+
+#[test]
+fn skipping_the_analysis_breaks_a_policy_that_bounds_success_rate_or_latency() {
+    let p = policy(
+        "quality",
+        limits(PolicyLimits {
+            min_success_rate: Some(95.0),
+            ..Default::default()
+        }),
+    );
+    let spec = CanarySpec {
+        skip_analysis: true,
+        ..canary()
+    };
+    let found = messages(&findings(
+        &[&p],
+        Release {
+            canary: Some(&spec),
+            template: None,
+        },
+    ));
+    assert_eq!(found.len(), 1);
+    assert!(found[0].starts_with("serin.dev/skip-analysis"), "{found:?}");
+}
+
+fn template(metrics: Vec<MetricTemplate>, urls: &[&str]) -> AnalysisTemplateSpec {
+    AnalysisTemplateSpec {
+        metrics,
+        webhooks: urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| WebhookTemplate {
+                name: format!("hook-{i}"),
+                type_: HookType::Rollout,
+                url: (*url).into(),
+                timeout: None,
+                retries: None,
+                metadata: BTreeMap::new(),
+            })
+            .collect(),
+    }
+}
+
+fn builtin(name: &str, min: Option<f64>, max: Option<f64>) -> MetricTemplate {
+    MetricTemplate {
+        name: name.into(),
+        query: None,
+        threshold_range: ThresholdRange { min, max },
+        address: None,
+        no_data: NoDataPolicy::Fail,
+    }
+}
+
+#[test]
+fn a_templates_builtin_metrics_are_held_to_the_quality_limits() {
+    let p = policy(
+        "quality",
+        limits(PolicyLimits {
+            min_success_rate: Some(99.0),
+            max_latency: Some(Duration::from_millis(300)),
+            ..Default::default()
+        }),
+    );
+    let spec = CanarySpec {
+        analysis: Some("checks".into()),
+        success_rate: 50.0, // not used: the template's metrics replace the annotations
+        ..canary()
+    };
+    let good = template(
+        vec![
+            builtin("request-success-rate", Some(99.5), None),
+            builtin("request-duration", None, Some(250.0)),
+        ],
+        &[],
+    );
+    let weak = template(vec![builtin("request-success-rate", Some(90.0), None)], &[]);
+    let check = |t: &AnalysisTemplateSpec| {
+        messages(&findings(
+            &[&p],
+            Release {
+                canary: Some(&spec),
+                template: Some(t),
+            },
+        ))
+    };
+    assert!(check(&good).is_empty(), "{:?}", check(&good));
+    let found = check(&weak);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].contains("min 90 is below the limit minSuccessRate 99"));
+    assert!(found[1].contains("must check request-duration"));
+}
+
+#[test]
+fn webhook_hosts_must_be_allowed() {
+    let p = policy(
+        "hosts",
+        CanaryPolicySpec {
+            allowed_webhook_hosts: Some(vec!["*.hooks.internal".into(), "tester".into()]),
+            enforcement: Some(Enforcement::Warn),
+            ..Default::default()
+        },
+    );
+    let spec = CanarySpec {
+        analysis: Some("checks".into()),
+        ..canary()
+    };
+    let t = template(
+        vec![],
+        &[
+            "http://load.hooks.internal/run",
+            "http://tester:8080/",
+            "https://evil.example.com/",
+            "http://hooks.internal/",
+        ],
+    );
+    let found = findings(
+        &[&p],
+        Release {
+            canary: Some(&spec),
+            template: Some(&t),
+        },
+    );
+    let text = messages(&found);
+    assert_eq!(found.len(), 2, "{text:?}");
+    assert!(found.iter().all(|f| f.enforcement == Enforcement::Warn));
+    assert!(text[0].contains("calls evil.example.com"), "{text:?}");
+    assert!(text[1].contains("calls hooks.internal"), "{text:?}");
+}
+
+#[test]
+fn host_patterns_cover_subdomains_but_not_the_domain_itself() {
+    let patterns = vec!["*.example.com".to_owned(), "exact.test".to_owned()];
+    assert!(host_allowed(&patterns, "a.example.com"));
+    assert!(host_allowed(&patterns, "A.B.Example.com"));
+    assert!(!host_allowed(&patterns, "example.com"));
+    assert!(!host_allowed(&patterns, "badexample.com"));
+    assert!(host_allowed(&patterns, "exact.test"));
+    assert!(!host_allowed(&patterns, "sub.exact.test"));
+}
+
+#[test]
+fn several_policies_offer_their_strictest_defaults() {
+    let a = policy(
+        "a",
+        CanaryPolicySpec {
+            defaults: Some(PolicyDefaults {
+                provider: Some(Provider::SmiV1alpha2),
+                interval: Some(Duration::from_secs(30)),
+                step_weight: Some(20),
+                success_rate: Some(98.0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    let b = policy(
+        "b",
+        CanaryPolicySpec {
+            defaults: Some(PolicyDefaults {
+                provider: Some(Provider::Linkerd),
+                interval: Some(Duration::from_secs(90)),
+                step_weight: Some(5),
+                success_rate: Some(99.9),
+                latency: Some(Duration::from_millis(200)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    let combined = combined_defaults([&a, &b]);
+    assert_eq!(
+        combined,
+        PolicyDefaults {
+            provider: Some(Provider::SmiV1alpha2),
+            interval: Some(Duration::from_secs(90)),
+            threshold: None,
+            step_weight: Some(5),
+            max_weight: None,
+            success_rate: Some(99.9),
+            latency: Some(Duration::from_millis(200)),
+        }
+    );
+}
+
+#[test]
+fn defaults_fill_only_what_the_user_left_out() {
+    let defaults = PolicyDefaults {
+        step_weight: Some(5),
+        max_weight: Some(30),
+        success_rate: Some(99.5),
+        ..Default::default()
+    };
+    let written = labels(&[
+        ("serin.dev/enabled", "true"),
+        ("serin.dev/success-rate", "97"),
+    ]);
+    let filled = fill_defaults(&written, &defaults);
+    assert_eq!(
+        filled,
+        labels(&[
+            ("serin.dev/enabled", "true"),
+            ("serin.dev/success-rate", "97"),
+            ("serin.dev/step-weight", "5"),
+            ("serin.dev/max-weight", "30"),
+        ])
+    );
+    let listed = labels(&[
+        ("serin.dev/enabled", "true"),
+        ("serin.dev/step-weights", "5,10"),
+    ]);
+    let filled = fill_defaults(&listed, &defaults);
+    assert!(!filled.contains_key("serin.dev/step-weight"));
+    assert!(!filled.contains_key("serin.dev/max-weight"));
+    assert_eq!(
+        filled.get("serin.dev/success-rate").map(String::as_str),
+        Some("99.5")
+    );
+}
+
+#[test]
+fn a_policy_with_mistakes_gets_every_one_named() {
+    let spec = CanaryPolicySpec {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(labels(&[("bad key!", "x")])),
+            match_expressions: Some(vec![
+                LabelSelectorRequirement {
+                    key: "tier".into(),
+                    operator: "In".into(),
+                    values: None,
+                },
+                LabelSelectorRequirement {
+                    key: "tier".into(),
+                    operator: "Like".into(),
+                    values: None,
+                },
+            ]),
+        }),
+        defaults: Some(PolicyDefaults {
+            step_weight: Some(30),
+            max_weight: Some(20),
+            ..Default::default()
+        }),
+        limits: Some(PolicyLimits {
+            max_step_weight: Some(10),
+            min_success_rate: Some(120.0),
+            ..Default::default()
+        }),
+        allowed_webhook_hosts: Some(vec!["https://hooks.test".into()]),
+        ..Default::default()
+    };
+    let fields: Vec<String> = spec.problems().into_iter().map(|p| p.field).collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.namespaceSelector.matchLabels[\"bad key!\"]",
+            "spec.namespaceSelector.matchExpressions[0].values",
+            "spec.namespaceSelector.matchExpressions[1].operator",
+            "spec.defaults.stepWeight",
+            "spec.limits.minSuccessRate",
+            "spec.defaults.stepWeight",
+            "spec.allowedWebhookHosts[0]",
+        ]
+    );
+    let text: Vec<String> = spec.problems().iter().map(ToString::to_string).collect();
+    assert!(
+        text[2].contains("allowed: In, NotIn, Exists, DoesNotExist"),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn a_sound_policy_has_no_problems() {
+    let spec = CanaryPolicySpec {
+        namespace_selector: prod_namespaces(),
+        require_canary: Some(true),
+        defaults: Some(PolicyDefaults {
+            step_weight: Some(10),
+            success_rate: Some(99.0),
+            ..Default::default()
+        }),
+        limits: Some(PolicyLimits {
+            max_step_weight: Some(20),
+            min_success_rate: Some(98.0),
+            ..Default::default()
+        }),
+        allowed_webhook_hosts: Some(vec!["*.svc.cluster.local".into()]),
+        enforcement: Some(Enforcement::Deny),
+        ..Default::default()
+    };
+    assert_eq!(spec.problems(), Vec::new());
+}
