@@ -29,10 +29,11 @@ use rustls::ClientConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
-use serin::admission::deployments::{mutate, validate};
+use serin::admission::deployments::{PolicyView, mutate, validate};
 use serin::admission::review::decode_deployment;
 use serin::admission::{AdmissionState, DEFAULT_SERVICE_ACCOUNT, router};
 use serin::certs::{self, CertOptions};
+use serin::policy::PolicyDefaults;
 use serin::server::{
     Metrics, ReadyFlag, ServeOptions, ServingCert, install_crypto_provider, serve_https,
     server_config,
@@ -304,18 +305,20 @@ fn review_body(annotations: Value) -> Vec<u8> {
 /// patch, the refused one is denied with several mistakes named.
 fn check_decisions(opted_in: &[u8], refused: &[u8]) {
     let good = decode_deployment(opted_in).expect("the opted-in review decodes");
-    let verdict = validate(&good);
+    let verdict = validate(&good, &PolicyView::default());
     assert!(
         verdict.allowed,
         "opted-in review refused: {}",
         verdict.result.message
     );
     assert!(
-        mutate(&good, DEFAULT_SERVICE_ACCOUNT).patch.is_some(),
+        mutate(&good, DEFAULT_SERVICE_ACCOUNT, &PolicyDefaults::default())
+            .patch
+            .is_some(),
         "mutate wrote no defaults for the opted-in review"
     );
     let bad = decode_deployment(refused).expect("the refused review decodes");
-    let verdict = validate(&bad);
+    let verdict = validate(&bad, &PolicyView::default());
     assert!(!verdict.allowed, "the refused review was allowed");
     let mistakes = verdict.result.message.lines().count().saturating_sub(1);
     assert!(
@@ -359,14 +362,18 @@ fn micro_cases<'a>(what: &str, body: &'a [u8]) -> Vec<MicroCase<'a>> {
             "decode + validate",
             Box::new(move || {
                 let req = decode_deployment(black_box(body)).expect("decodes");
-                black_box(validate(&req));
+                black_box(validate(&req, &PolicyView::default()));
             }),
         ),
         case(
             "decode + mutate",
             Box::new(move || {
                 let req = decode_deployment(black_box(body)).expect("decodes");
-                black_box(mutate(&req, DEFAULT_SERVICE_ACCOUNT));
+                black_box(mutate(
+                    &req,
+                    DEFAULT_SERVICE_ACCOUNT,
+                    &PolicyDefaults::default(),
+                ));
             }),
         ),
     ]
@@ -457,6 +464,7 @@ fn app(metrics: Metrics) -> Router {
         metrics,
         serin_user: Arc::from(DEFAULT_SERVICE_ACCOUNT),
         injector: None,
+        policies: None,
     }))
 }
 

@@ -1,8 +1,10 @@
 //! The decisions about a Deployment write, as pure functions of the admission request.
 //!
 //! - [`validate`] refuses an opted-in Deployment whose `serin.dev/` annotations are wrong,
-//!   listing every mistake, one per line.
-//! - [`mutate`] writes the effective configuration back as explicit annotations (only the
+//!   listing every mistake, one per line, and applies the `CanaryPolicy` objects that cover
+//!   it ([`PolicyView`]): `deny` findings refuse, `warn` findings become warnings.
+//! - [`mutate`] writes the effective configuration (policy defaults included) back as explicit
+//!   annotations (only the
 //!   missing ones: a value the user wrote is never rewritten, so GitOps tools see no drift),
 //!   labels the Deployment for the controller's watch, and, when an update leaves the pod
 //!   template alone, keeps `spec.replicas` as stored (an idle canary stays at zero) while
@@ -17,29 +19,112 @@ use kube::core::admission::{AdmissionResponse, Operation};
 use serde_json::Value;
 
 use super::review::DeploymentRequest;
+use crate::crd::AnalysisTemplateSpec;
+use crate::policy::{self, Enforcement, Finding, NamedPolicy, PolicyDefaults, Release};
 use crate::spec::{self, OptIn};
 
-/// Refuses an opted-in Deployment whose configuration is wrong; allows everything else.
-pub fn validate(req: &DeploymentRequest) -> AdmissionResponse {
+/// What the cluster says about a Deployment write beyond the object itself, gathered by the
+/// webhook (from its caches and the API server) before the pure decisions run.
+#[derive(Clone, Debug, Default)]
+pub struct PolicyView {
+    /// The `CanaryPolicy` objects covering the Deployment.
+    pub policies: Vec<NamedPolicy>,
+    /// The `AnalysisTemplate` the Deployment names in `serin.dev/analysis`.
+    pub template: Template,
+}
+
+/// The outcome of looking up the Deployment's `AnalysisTemplate`.
+#[derive(Clone, Debug, Default)]
+pub enum Template {
+    /// Not looked up: the Deployment names none, or the webhook has no cluster access.
+    #[default]
+    NotLooked,
+    Missing,
+    Found(AnalysisTemplateSpec),
+}
+
+/// Reads a Deployment's configuration with the policies' defaults filled in where the user
+/// wrote nothing: the same reading the mutating webhook writes back.
+pub fn read(deploy: &Deployment, defaults: &PolicyDefaults) -> Result<OptIn, spec::Problems> {
+    let annotations = deploy.metadata.annotations.as_ref();
+    let opted_in = annotations
+        .and_then(|a| a.get(spec::ENABLED))
+        .is_some_and(|v| v == "true");
+    match annotations {
+        Some(annotations) if opted_in && *defaults != PolicyDefaults::default() => {
+            let name = deploy.metadata.name.as_deref().unwrap_or_default();
+            let pod = deploy.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+            spec::read_annotations(name, &policy::fill_defaults(annotations, defaults), pod)
+        }
+        _ => spec::read_deployment(deploy),
+    }
+}
+
+/// Refuses a Deployment whose configuration is wrong, names a missing `AnalysisTemplate`, or
+/// breaks a `deny` CanaryPolicy; a `warn` policy's findings become warnings.
+pub fn validate(req: &DeploymentRequest, view: &PolicyView) -> AdmissionResponse {
     let response = AdmissionResponse::from(req);
     let Some(deploy) = req.object.as_ref() else {
         return response; // DELETE: nothing to validate
     };
-    match spec::read_deployment(deploy) {
-        Ok(_) => response,
+    let name = deploy.metadata.name.as_deref().unwrap_or(&req.name);
+    let defaults = policy::combined_defaults(&view.policies);
+    let opt_in = match read(deploy, &defaults) {
+        Ok(opt_in) => opt_in,
         Err(problems) => {
-            let name = deploy.metadata.name.as_deref().unwrap_or(&req.name);
             let count = problems.len();
             let noun = if count == 1 { "mistake" } else { "mistakes" };
-            response.deny(format!(
+            return response.deny(format!(
                 "Deployment {name:?}: {count} {noun} in its serin.dev annotations:\n{problems}"
+            ));
+        }
+    };
+    if let (OptIn::Enabled(canary), Template::Missing) = (&opt_in, &view.template) {
+        let template = canary.analysis.as_deref().unwrap_or_default();
+        let namespace = req.namespace.as_deref().unwrap_or_default();
+        return response.deny(format!(
+            "Deployment {name:?}: 1 mistake in its serin.dev annotations:\n\
+             serin.dev/analysis: AnalysisTemplate {template:?} does not exist in namespace \
+             {namespace:?}; create it first"
+        ));
+    }
+    let template = match &view.template {
+        Template::Found(spec) => Some(spec),
+        Template::NotLooked | Template::Missing => None,
+    };
+    let policies: Vec<&NamedPolicy> = view.policies.iter().collect();
+    let (denied, warned): (Vec<Finding>, Vec<Finding>) =
+        policy::findings(&policies, Release::of(&opt_in, template))
+            .into_iter()
+            .partition(|f| f.enforcement == Enforcement::Deny);
+    let mut response = match denied.len() {
+        0 => response,
+        count => {
+            let lines: Vec<String> = denied.iter().map(ToString::to_string).collect();
+            let noun = if count == 1 { "finding" } else { "findings" };
+            response.deny(format!(
+                "Deployment {name:?}: refused by CanaryPolicy ({count} {noun}):\n{}",
+                lines.join("\n")
             ))
         }
+    };
+    if !warned.is_empty() {
+        response.warnings = Some(
+            warned
+                .iter()
+                .map(|f| format!("Deployment {name:?}: {f} [enforcement: warn]"))
+                .collect(),
+        );
     }
+    response
 }
 
 /// Fills defaults and protects the idle canary's replica count; see the module docs.
-pub fn mutate(req: &DeploymentRequest, serin_user: &str) -> AdmissionResponse {
+pub fn mutate(
+    req: &DeploymentRequest,
+    serin_user: &str,
+    defaults: &PolicyDefaults,
+) -> AdmissionResponse {
     let response = AdmissionResponse::from(req);
     if !matches!(req.operation, Operation::Create | Operation::Update) {
         return response;
@@ -53,7 +138,7 @@ pub fn mutate(req: &DeploymentRequest, serin_user: &str) -> AdmissionResponse {
         _ => None,
     };
     // Invalid configuration is the validating webhook's to refuse, with every mistake named.
-    let Ok(OptIn::Enabled(canary)) = spec::read_deployment(deploy) else {
+    let Ok(OptIn::Enabled(canary)) = read(deploy, defaults) else {
         return keep_managed_label(response, deploy, old, from_serin);
     };
 
@@ -248,13 +333,21 @@ mod tests {
         let old = labelled(deployment(enabled(), 2, "app:1"));
         let new = deployment(json!({}), 2, "app:1");
         let req = request("UPDATE", "alice", new.clone(), Some(old.clone()));
-        let object = patched(&req, &mutate(&req, SERIN));
+        let object = patched(&req, &mutate(&req, SERIN, &PolicyDefaults::default()));
         assert_eq!(object["metadata"]["labels"][spec::MANAGED_LABEL], "true");
         // Serin's own write removes it, and a Deployment that never had it gets none.
         let req = request("UPDATE", SERIN, new.clone(), Some(old));
-        assert!(mutate(&req, SERIN).patch.is_none());
+        assert!(
+            mutate(&req, SERIN, &PolicyDefaults::default())
+                .patch
+                .is_none()
+        );
         let req = request("UPDATE", "alice", new.clone(), Some(new));
-        assert!(mutate(&req, SERIN).patch.is_none());
+        assert!(
+            mutate(&req, SERIN, &PolicyDefaults::default())
+                .patch
+                .is_none()
+        );
     }
 
     #[test]
@@ -262,7 +355,7 @@ mod tests {
         let annotations = json!({"serin.dev/enabled": "true", "serin.dev/step-weight": "0",
                                  "serin.dev/interval": "soon"});
         let req = request("CREATE", "alice", deployment(annotations, 2, "app:1"), None);
-        let response = validate(&req);
+        let response = validate(&req, &PolicyView::default());
         assert!(!response.allowed);
         assert_eq!(response.uid, fixtures::UID);
         let message = &response.result.message;
@@ -289,9 +382,9 @@ mod tests {
     #[test]
     fn a_valid_or_unannotated_deployment_is_allowed() {
         let req = request("CREATE", "alice", deployment(enabled(), 2, "app:1"), None);
-        assert!(validate(&req).allowed);
+        assert!(validate(&req, &PolicyView::default()).allowed);
         let req = request("CREATE", "alice", deployment(json!({}), 2, "app:1"), None);
-        assert!(validate(&req).allowed);
+        assert!(validate(&req, &PolicyView::default()).allowed);
     }
 
     #[test]
@@ -302,14 +395,18 @@ mod tests {
             Value::Null,
             Some(deployment(enabled(), 2, "app:1")),
         );
-        assert!(validate(&req).allowed);
-        assert!(mutate(&req, SERIN).patch.is_none());
+        assert!(validate(&req, &PolicyView::default()).allowed);
+        assert!(
+            mutate(&req, SERIN, &PolicyDefaults::default())
+                .patch
+                .is_none()
+        );
     }
 
     #[test]
     fn mutation_writes_every_default_as_an_explicit_annotation_and_labels_the_deployment() {
         let req = request("CREATE", "alice", deployment(enabled(), 2, "app:1"), None);
-        let response = mutate(&req, SERIN);
+        let response = mutate(&req, SERIN, &PolicyDefaults::default());
         assert!(response.allowed);
         let object = patched(&req, &response);
         let annotations = &object["metadata"]["annotations"];
@@ -337,7 +434,7 @@ mod tests {
     fn mutation_never_rewrites_a_value_the_user_wrote() {
         let annotations = json!({"serin.dev/enabled": "true", "serin.dev/interval": "60s"});
         let req = request("CREATE", "alice", deployment(annotations, 1, "app:1"), None);
-        let object = patched(&req, &mutate(&req, SERIN));
+        let object = patched(&req, &mutate(&req, SERIN, &PolicyDefaults::default()));
         assert_eq!(
             object["metadata"]["annotations"]["serin.dev/interval"],
             "60s"
@@ -349,7 +446,7 @@ mod tests {
         let old = deployment(enabled(), 0, "app:1");
         let new = deployment(enabled(), 3, "app:1");
         let req = request("UPDATE", "argocd", new, Some(old));
-        let object = patched(&req, &mutate(&req, SERIN));
+        let object = patched(&req, &mutate(&req, SERIN, &PolicyDefaults::default()));
         assert_eq!(
             object["spec"]["replicas"], 0,
             "the idle canary stays at zero"
@@ -365,7 +462,7 @@ mod tests {
         let old = deployment(enabled(), 0, "app:1");
         let new = deployment(enabled(), 3, "app:2");
         let req = request("UPDATE", "alice", new, Some(old));
-        let object = patched(&req, &mutate(&req, SERIN));
+        let object = patched(&req, &mutate(&req, SERIN, &PolicyDefaults::default()));
         assert_eq!(object["spec"]["replicas"], 3);
         assert_eq!(
             object["metadata"]["annotations"]["serin.dev/desired-replicas"],
@@ -379,7 +476,7 @@ mod tests {
         let old = deployment(stored.clone(), 0, "app:1");
         let new = deployment(stored, 4, "app:1");
         let req = request("UPDATE", "alice", new, Some(old));
-        let object = patched(&req, &mutate(&req, SERIN));
+        let object = patched(&req, &mutate(&req, SERIN, &PolicyDefaults::default()));
         assert_eq!(
             object["metadata"]["annotations"]["serin.dev/desired-replicas"],
             "4"
@@ -392,7 +489,7 @@ mod tests {
         let old = deployment(enabled(), 0, "app:1");
         let new = deployment(enabled(), 3, "app:1");
         let req = request("UPDATE", SERIN, new, Some(old));
-        let object = patched(&req, &mutate(&req, SERIN));
+        let object = patched(&req, &mutate(&req, SERIN, &PolicyDefaults::default()));
         assert_eq!(
             object["spec"]["replicas"], 3,
             "the controller scales the canary"
@@ -407,9 +504,13 @@ mod tests {
     #[test]
     fn a_reapplied_manifest_that_already_carries_everything_gets_no_patch() {
         let req = request("CREATE", "alice", deployment(enabled(), 2, "app:1"), None);
-        let object = patched(&req, &mutate(&req, SERIN));
+        let object = patched(&req, &mutate(&req, SERIN, &PolicyDefaults::default()));
         let again = request("UPDATE", "alice", object.clone(), Some(object));
-        assert!(mutate(&again, SERIN).patch.is_none());
+        assert!(
+            mutate(&again, SERIN, &PolicyDefaults::default())
+                .patch
+                .is_none()
+        );
     }
 
     #[test]
@@ -425,14 +526,19 @@ mod tests {
                 deployment(annotations.clone(), 2, "app:1"),
                 None,
             );
-            assert!(mutate(&req, SERIN).patch.is_none(), "{annotations}");
+            assert!(
+                mutate(&req, SERIN, &PolicyDefaults::default())
+                    .patch
+                    .is_none(),
+                "{annotations}"
+            );
         }
     }
 
     #[test]
     fn annotation_keys_with_slashes_are_escaped_in_patch_paths() {
         let req = request("CREATE", "alice", deployment(enabled(), 1, "app:1"), None);
-        let response = mutate(&req, SERIN);
+        let response = mutate(&req, SERIN, &PolicyDefaults::default());
         let patch: Value =
             serde_json::from_slice(response.patch.as_deref().expect("patch")).expect("json");
         let paths: Vec<_> = patch
@@ -444,6 +550,94 @@ mod tests {
         assert!(
             paths.contains(&"/metadata/annotations/serin.dev~1step-weight"),
             "{paths:?}"
+        );
+    }
+
+    fn policies(enforcement: Enforcement) -> PolicyView {
+        use crate::policy::{CanaryPolicySpec, PolicyLimits};
+        PolicyView {
+            policies: vec![NamedPolicy {
+                name: "prod-rules".into(),
+                spec: CanaryPolicySpec {
+                    require_canary: Some(true),
+                    defaults: Some(PolicyDefaults {
+                        step_weight: Some(5),
+                        ..Default::default()
+                    }),
+                    limits: Some(PolicyLimits {
+                        max_step_weight: Some(10),
+                        ..Default::default()
+                    }),
+                    enforcement: Some(enforcement),
+                    ..Default::default()
+                },
+            }],
+            template: Template::NotLooked,
+        }
+    }
+
+    #[test]
+    fn a_deny_policy_refuses_a_deployment_that_breaks_it_naming_the_policy() {
+        let annotations = json!({"serin.dev/enabled": "true", "serin.dev/step-weight": "20"});
+        let req = request("CREATE", "alice", deployment(annotations, 2, "app:1"), None);
+        let response = validate(&req, &policies(Enforcement::Deny));
+        assert!(!response.allowed);
+        assert!(
+            response.result.message.contains(
+                "serin.dev/step-weight: a step of 20 exceeds the limit maxStepWeight 10 \
+                 (CanaryPolicy prod-rules)"
+            ),
+            "{}",
+            response.result.message
+        );
+        let plain = request("CREATE", "alice", deployment(json!({}), 2, "app:1"), None);
+        let response = validate(&plain, &policies(Enforcement::Deny));
+        assert!(!response.allowed);
+        assert!(response.result.message.contains("must release as canaries"));
+    }
+
+    #[test]
+    fn a_warn_policy_admits_with_the_same_findings_as_warnings() {
+        let annotations = json!({"serin.dev/enabled": "true", "serin.dev/step-weight": "20"});
+        let req = request("CREATE", "alice", deployment(annotations, 2, "app:1"), None);
+        let response = validate(&req, &policies(Enforcement::Warn));
+        assert!(response.allowed);
+        let warnings = response.warnings.unwrap_or_default();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("maxStepWeight 10 (CanaryPolicy prod-rules) [enforcement: warn]")
+        );
+    }
+
+    #[test]
+    fn policy_defaults_are_written_where_the_user_wrote_nothing() {
+        let req = request("CREATE", "alice", deployment(enabled(), 2, "app:1"), None);
+        let defaults = policy::combined_defaults(&policies(Enforcement::Deny).policies);
+        let object = patched(&req, &mutate(&req, SERIN, &defaults));
+        assert_eq!(
+            object["metadata"]["annotations"]["serin.dev/step-weight"],
+            "5"
+        );
+        // The filled default keeps the Deployment within the policy's limits.
+        let filled = request("CREATE", "alice", object, None);
+        assert!(validate(&filled, &policies(Enforcement::Deny)).allowed);
+    }
+
+    #[test]
+    fn naming_a_template_that_does_not_exist_is_refused() {
+        let annotations = json!({"serin.dev/enabled": "true", "serin.dev/analysis": "checks"});
+        let req = request("CREATE", "alice", deployment(annotations, 2, "app:1"), None);
+        let view = PolicyView {
+            template: Template::Missing,
+            ..Default::default()
+        };
+        let response = validate(&req, &view);
+        assert!(!response.allowed);
+        assert!(
+            response
+                .result
+                .message
+                .contains("serin.dev/analysis: AnalysisTemplate \"checks\" does not exist")
         );
     }
 }

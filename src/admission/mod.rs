@@ -9,6 +9,8 @@
 //! ([`crate::controller::inject`]), listing it in the response's warnings.
 
 pub mod deployments;
+pub mod policies;
+pub mod resources;
 pub mod review;
 
 use std::sync::Arc;
@@ -21,7 +23,10 @@ use bytes::Bytes;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionResponse, AdmissionReview};
 
+use crate::crd::AnalysisTemplateSpec;
+use crate::policy::CanaryPolicySpec;
 use crate::server::{Metrics, Outcome};
+pub use policies::PolicyIndex;
 
 /// The username Serin's own writes carry; they pass the mutating webhook untouched.
 pub const DEFAULT_SERVICE_ACCOUNT: &str = "system:serviceaccount:serin-system:serin";
@@ -34,6 +39,8 @@ pub struct AdmissionState {
     pub serin_user: Arc<str>,
     /// The cluster access injection uses; `None` serves the decisions only.
     pub injector: Option<Arc<crate::controller::Context>>,
+    /// The cluster's CanaryPolicies; `None` (no cluster access) applies none.
+    pub policies: Option<Arc<PolicyIndex>>,
 }
 
 /// Injection must fit well inside the API server's webhook timeout (5 s in the manifests);
@@ -45,6 +52,14 @@ pub fn router(state: AdmissionState) -> Router {
     Router::new()
         .route("/validate/deployments", post(validate_deployments))
         .route("/mutate/deployments", post(mutate_deployments))
+        .route(
+            "/validate/analysistemplates",
+            post(validate_resource::<AnalysisTemplateSpec>),
+        )
+        .route(
+            "/validate/canarypolicies",
+            post(validate_resource::<CanaryPolicySpec>),
+        )
         // The API server sends at most 3 MiB; axum's own default (2 MB) would refuse less.
         .layer(DefaultBodyLimit::max(crate::server::MAX_BODY_BYTES))
         .with_state(state)
@@ -54,9 +69,15 @@ async fn validate_deployments(
     State(state): State<AdmissionState>,
     body: Bytes,
 ) -> Json<AdmissionReview<DynamicObject>> {
-    review("validate-deployments", &state, &body, async |req| {
-        deployments::validate(req)
-    })
+    review(
+        "validate-deployments",
+        &state,
+        &body,
+        async |req| match policy_view(&state, req).await {
+            Ok(view) => deployments::validate(req, &view),
+            Err(refusal) => AdmissionResponse::from(req).deny(refusal),
+        },
+    )
     .await
 }
 
@@ -67,13 +88,87 @@ async fn mutate_deployments(
     let serin_user = state.serin_user.clone();
     let injector = state.injector.clone();
     review("mutate-deployments", &state, &body, async |req| {
-        let mut response = deployments::mutate(req, &serin_user);
+        // Without the policies (not read yet) no policy default is filled; the validating
+        // webhook refuses such a write anyway.
+        let policies = match policy_view(&state, req).await {
+            Ok(view) => view.policies,
+            Err(_) => Vec::new(),
+        };
+        let defaults = crate::policy::combined_defaults(&policies);
+        let mut response = deployments::mutate(req, &serin_user, &defaults);
         if let Some(ctx) = injector.filter(|_| response.allowed && opts_in(req, &serin_user)) {
             response.warnings = Some(inject(&ctx, req).await);
         }
         response
     })
     .await
+}
+
+/// The policies covering the Deployment and, for an opted-in one naming a template, that
+/// template. Serin's own writes are not subject to policies. `Err` is a refusal: a policy
+/// that could not be read must not be bypassed.
+async fn policy_view(
+    state: &AdmissionState,
+    req: &review::DeploymentRequest,
+) -> Result<deployments::PolicyView, String> {
+    let (Some(index), Some(deploy)) = (&state.policies, &req.object) else {
+        return Ok(Default::default());
+    };
+    if req.user_info.username.as_deref() == Some(&*state.serin_user) {
+        return Ok(Default::default());
+    }
+    let namespace = req.namespace.as_deref().unwrap_or_default();
+    let no_labels = Default::default();
+    let labels = deploy.metadata.labels.as_ref().unwrap_or(&no_labels);
+    let policies = index
+        .covering(namespace, labels)
+        .await
+        .map_err(|e| e.to_string())?;
+    let defaults = crate::policy::combined_defaults(&policies);
+    let named = match deployments::read(deploy, &defaults) {
+        Ok(crate::spec::OptIn::Enabled(canary)) => canary.analysis,
+        _ => None,
+    };
+    let template = match named {
+        None => deployments::Template::NotLooked,
+        Some(name) => match index.template(namespace, &name).await {
+            Ok(Some(spec)) => deployments::Template::Found(spec),
+            Ok(None) => deployments::Template::Missing,
+            Err(e) => {
+                return Err(format!(
+                    "serin could not read AnalysisTemplate {name:?} ({e}); retry"
+                ));
+            }
+        },
+    };
+    Ok(deployments::PolicyView { policies, template })
+}
+
+async fn validate_resource<K: resources::Checked>(
+    State(state): State<AdmissionState>,
+    body: Bytes,
+) -> Json<AdmissionReview<DynamicObject>> {
+    let started = Instant::now();
+    let webhook = match K::KIND {
+        "AnalysisTemplate" => "validate-analysistemplates",
+        _ => "validate-canarypolicies",
+    };
+    let (response, outcome) = match resources::decode::<K>(&body) {
+        Ok(req) => {
+            let response = resources::validate::<K>(&req);
+            let outcome = match response.allowed {
+                true => Outcome::Allowed,
+                false => Outcome::Denied,
+            };
+            (response, outcome)
+        }
+        Err(invalid) => {
+            tracing::warn!(webhook, reason = %invalid.reason, "invalid admission review");
+            (invalid.into_response(), Outcome::Error)
+        }
+    };
+    state.metrics.observe(webhook, outcome, started.elapsed());
+    Json(response.into_review())
 }
 
 /// A user's (not a dry-run) update that turns an existing Deployment into an opted-in one.
@@ -164,6 +259,7 @@ mod tests {
             metrics,
             serin_user: DEFAULT_SERVICE_ACCOUNT.into(),
             injector: None,
+            policies: None,
         };
         (router(state), Arc::new(registry))
     }

@@ -122,10 +122,14 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
         .with_context(|| format!("binding the webhook listener {}", common.listen))?;
     tracing::info!(listen = %common.listen, admin = %common.admin_listen, "serving admission webhooks");
 
+    let policies = injector
+        .as_ref()
+        .map(|ctx| admission::PolicyIndex::start(ctx.client.clone()));
     let app = admission::router(AdmissionState {
         metrics: metrics.clone(),
         serin_user: common.service_account.as_str().into(),
         injector,
+        policies,
     })
     .merge(conversion::router(metrics));
     server::serve_https(

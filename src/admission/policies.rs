@@ -1,0 +1,125 @@
+//! The cluster's `CanaryPolicy` objects and namespace labels, as the Deployment webhooks see
+//! them: two watch-fed caches (no request to the API server per review), and a read of the
+//! `AnalysisTemplate` a Deployment names when a decision needs it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+
+use crate::crd::{AnalysisTemplate, AnalysisTemplateSpec, CanaryPolicy};
+use crate::policy::{NamedPolicy, Subject};
+
+/// How long a review waits for the caches after Serin starts before it refuses (fail closed:
+/// a policy must not be bypassed because Serin had not read it yet).
+const READY_WAIT: Duration = Duration::from_secs(3);
+
+/// Watch-fed caches of policies and namespace labels.
+pub struct PolicyIndex {
+    client: Client,
+    policies: Store<CanaryPolicy>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+}
+
+/// The caches were not filled in time.
+#[derive(Debug, thiserror::Error)]
+#[error("serin has not finished reading the cluster's CanaryPolicies; retry in a few seconds")]
+pub struct NotReady;
+
+impl PolicyIndex {
+    /// Starts the two watches on the current runtime.
+    pub fn start(client: Client) -> Arc<Self> {
+        let (policies, policy_writer) = reflector::store();
+        let policy_events = watcher(Api::<CanaryPolicy>::all(client.clone()), Default::default())
+            .default_backoff()
+            .reflect(policy_writer)
+            .applied_objects();
+        tokio::spawn(policy_events.for_each(|_| async {}));
+        let (namespaces, namespace_writer) = reflector::store();
+        let namespace_events = watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            Default::default(),
+        )
+        .default_backoff()
+        .reflect(namespace_writer)
+        .applied_objects();
+        tokio::spawn(namespace_events.for_each(|_| async {}));
+        Arc::new(Self {
+            client,
+            policies,
+            namespaces,
+        })
+    }
+
+    async fn ready(&self) -> Result<(), NotReady> {
+        let both = async {
+            self.policies.wait_until_ready().await.ok();
+            self.namespaces.wait_until_ready().await.ok();
+        };
+        tokio::time::timeout(READY_WAIT, both)
+            .await
+            .map_err(|_| NotReady)
+    }
+
+    /// The policies covering a Deployment with `labels` in `namespace`.
+    pub async fn covering(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<NamedPolicy>, NotReady> {
+        self.ready().await?;
+        let all: Vec<NamedPolicy> = self
+            .policies
+            .state()
+            .iter()
+            .map(|p| NamedPolicy {
+                name: p.metadata.name.clone().unwrap_or_default(),
+                spec: p.spec.policy.clone(),
+            })
+            .collect();
+        if all.is_empty() {
+            return Ok(all);
+        }
+        let namespace_labels = self.namespace_labels(namespace).await;
+        let subject = Subject {
+            namespace_labels: &namespace_labels,
+            labels,
+        };
+        Ok(crate::policy::applicable(&all, subject)
+            .into_iter()
+            .cloned()
+            .collect())
+    }
+
+    /// A namespace created a moment ago may not be in the cache yet: then it is read.
+    async fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
+        if let Some(meta) = self.namespaces.get(&ObjectRef::new(namespace)) {
+            return meta.metadata.labels.clone().unwrap_or_default();
+        }
+        let api = Api::<PartialObjectMeta<Namespace>>::all(self.client.clone());
+        match api.get_opt(namespace).await {
+            Ok(Some(meta)) => meta.metadata.labels.unwrap_or_default(),
+            // Kubernetes labels every namespace with its name; keep that much.
+            _ => BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_owned(),
+                namespace.to_owned(),
+            )]),
+        }
+    }
+
+    /// The `AnalysisTemplate` `name` in `namespace`; `None` when there is none.
+    pub async fn template(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<AnalysisTemplateSpec>, kube::Error> {
+        let api = Api::<AnalysisTemplate>::namespaced(self.client.clone(), namespace);
+        Ok(api.get_opt(name).await?.map(|t| t.spec))
+    }
+}

@@ -1,0 +1,186 @@
+//! The validating webhooks for Serin's own resources: `POST /validate/analysistemplates` and
+//! `POST /validate/canarypolicies` refuse what the OpenAPI schema cannot: durations and
+//! bounds that make no sense together, URLs, unknown `{{ variables }}`, selectors that do not
+//! parse. Objects arrive as `v1beta1` whatever version they were written in (the
+//! configuration's rules name `v1beta1`, and `matchPolicy: Equivalent` converts).
+
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::review::Invalid;
+use crate::crd::{AnalysisTemplateSpec, GROUP};
+use crate::policy::CanaryPolicySpec;
+use crate::spec::Problem;
+
+/// A kind Serin validates: how to read its spec and what is wrong with it.
+pub trait Checked: DeserializeOwned {
+    const KIND: &'static str;
+    fn problems(&self) -> Vec<Problem>;
+}
+
+impl Checked for AnalysisTemplateSpec {
+    const KIND: &'static str = "AnalysisTemplate";
+    fn problems(&self) -> Vec<Problem> {
+        AnalysisTemplateSpec::problems(self)
+    }
+}
+
+impl Checked for CanaryPolicySpec {
+    const KIND: &'static str = "CanaryPolicy";
+    fn problems(&self) -> Vec<Problem> {
+        CanaryPolicySpec::problems(self)
+    }
+}
+
+/// Decodes a review of a `serin.dev` object of kind `K`, or says why it cannot be read.
+pub fn decode<K: Checked>(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, Invalid> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| Invalid {
+        uid: None,
+        reason: format!("the request body is not JSON: {e}"),
+    })?;
+    let uid = value
+        .pointer("/request/uid")
+        .and_then(Value::as_str)
+        .filter(|uid| !uid.is_empty())
+        .map(str::to_owned);
+    let refuse = |reason: String| Invalid {
+        uid: uid.clone(),
+        reason,
+    };
+    let review: AdmissionReview<DynamicObject> = serde_json::from_value(value)
+        .map_err(|e| refuse(format!("not an AdmissionReview admission.k8s.io/v1: {e}")))?;
+    if review.types.api_version != "admission.k8s.io/v1" || review.types.kind != "AdmissionReview" {
+        return Err(refuse(format!(
+            "expected an AdmissionReview of admission.k8s.io/v1, got kind {} apiVersion {}",
+            review.types.kind, review.types.api_version
+        )));
+    }
+    let request: AdmissionRequest<DynamicObject> = review
+        .try_into()
+        .map_err(|_| refuse("the AdmissionReview has no request".into()))?;
+    if uid.is_none() {
+        return Err(refuse("the AdmissionReview has no request.uid".into()));
+    }
+    if request.kind.group != GROUP || request.kind.kind != K::KIND {
+        return Err(refuse(format!(
+            "this webhook reviews {GROUP} {}, not {}/{} {}",
+            K::KIND,
+            request.kind.group,
+            request.kind.version,
+            request.kind.kind
+        )));
+    }
+    Ok(request)
+}
+
+/// Refuses a create or update of `K` whose spec has problems, listing every one.
+pub fn validate<K: Checked>(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    let response = AdmissionResponse::from(req);
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
+        return response;
+    }
+    let Some(object) = &req.object else {
+        return response;
+    };
+    let name = object.metadata.name.as_deref().unwrap_or(&req.name);
+    let spec = object
+        .data
+        .get("spec")
+        .cloned()
+        .unwrap_or(Value::Object(Default::default()));
+    let problems = match serde_json::from_value::<K>(spec) {
+        Ok(spec) => spec.problems(),
+        Err(e) => vec![Problem::new("spec", e.to_string())],
+    };
+    if problems.is_empty() {
+        return response;
+    }
+    let count = problems.len();
+    let noun = if count == 1 { "mistake" } else { "mistakes" };
+    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    response.deny(format!(
+        "{} {name:?}: {count} {noun}:\n{}",
+        K::KIND,
+        lines.join("\n")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn review(kind: &str, spec: Value) -> Vec<u8> {
+        json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1",
+                "kind": {"group": "serin.dev", "version": "v1beta1", "kind": kind},
+                "resource": {"group": "serin.dev", "version": "v1beta1", "resource": "x"},
+                "name": "checks",
+                "operation": "CREATE",
+                "userInfo": {"username": "alice"},
+                "object": {"apiVersion": "serin.dev/v1beta1", "kind": kind,
+                           "metadata": {"name": "checks"}, "spec": spec},
+            }
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_template_with_mistakes_is_refused_with_each_field_named() {
+        let body = review(
+            "AnalysisTemplate",
+            json!({"metrics": [{"name": "e", "query": "{{ pod }}", "thresholdRange": {"min": 2, "max": 1}}]}),
+        );
+        let req = decode::<AnalysisTemplateSpec>(&body).expect("decodes");
+        let response = validate::<AnalysisTemplateSpec>(&req);
+        assert!(!response.allowed);
+        let message = &response.result.message;
+        assert!(
+            message.starts_with("AnalysisTemplate \"checks\": 2 mistakes:"),
+            "{message}"
+        );
+        assert!(message.contains("spec.metrics[0].query"), "{message}");
+        assert!(message.contains("spec.metrics[0].thresholdRange: min 2 is larger than max 1"));
+    }
+
+    #[test]
+    fn a_sound_policy_is_admitted_and_a_broken_one_refused() {
+        let good = review("CanaryPolicy", json!({"limits": {"maxStepWeight": 20}}));
+        let req = decode::<CanaryPolicySpec>(&good).expect("decodes");
+        assert!(validate::<CanaryPolicySpec>(&req).allowed);
+        let bad = review(
+            "CanaryPolicy",
+            json!({"selector": {"matchExpressions": [{"key": "app", "operator": "Has"}]}}),
+        );
+        let req = decode::<CanaryPolicySpec>(&bad).expect("decodes");
+        let response = validate::<CanaryPolicySpec>(&req);
+        assert!(!response.allowed);
+        assert!(
+            response
+                .result
+                .message
+                .contains("spec.selector.matchExpressions[0].operator")
+        );
+    }
+
+    #[test]
+    fn a_review_of_another_kind_is_refused_with_the_uid() {
+        let body = review("Canary", json!({}));
+        let invalid = decode::<CanaryPolicySpec>(&body).expect_err("wrong kind");
+        assert_eq!(invalid.uid.as_deref(), Some("u-1"));
+        assert!(
+            invalid.reason.contains("reviews serin.dev CanaryPolicy"),
+            "{}",
+            invalid.reason
+        );
+        let invalid = decode::<CanaryPolicySpec>(b"{]").expect_err("not json");
+        assert_eq!(invalid.uid, None);
+    }
+}
