@@ -168,6 +168,27 @@ sys.exit(d["metadata"]["annotations"]["serin.dev/derived-from"] != sys.argv[2])'
   mv "$DERIVED.tmp" "$DERIVED"
 }
 
+# Serin's CRDs as in manifests/, their conversion webhook reached by `url:` on 127.0.0.1 (the
+# local Serin's last port and CA when known; hack/serin.sh points it at the running one). A
+# Service reference would be kept beside a later url and make the CRD invalid.
+local_conversion() {
+  local port bundle=""
+  port=$(cat "$STATE/serin/port" 2>/dev/null || echo 9)
+  [ -f "$STATE/serin/certs/ca.crt" ] && bundle=$(base64 -w0 <"$STATE/serin/certs/ca.crt")
+  yaml_to_json "$OWN_CRDS" | python3 -c '
+import json, sys
+port, bundle = sys.argv[1], sys.argv[2]
+docs = json.load(sys.stdin)
+for crd in docs:
+    webhook = crd["spec"].get("conversion", {}).get("webhook")
+    if webhook:
+        config = {"url": f"https://127.0.0.1:{port}/convert"}
+        if bundle:
+            config["caBundle"] = bundle
+        webhook["clientConfig"] = config
+print(json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))' "$port" "$bundle"
+}
+
 # apply FILE: server-side (CRDs with large schemas do not fit in the last-applied annotation),
 # then waits until every CRD in FILE is Established.
 apply() {
@@ -186,8 +207,9 @@ up() {
 import json, sys
 print(", ".join(v["name"] + ("*" if v["storage"] else "") for v in json.load(open(sys.argv[1]))["spec"]["versions"] if v["served"]))' "$DERIVED"); * = storage)"
   if [ -f "$OWN_CRDS" ]; then
-    apply "$OWN_CRDS"
-    say "Serin's CRDs established (manifests/crds.yaml)"
+    local_conversion >"$D/serin-crds.json"
+    apply "$D/serin-crds.json"
+    say "Serin's CRDs established (manifests/crds.yaml; conversion webhook on 127.0.0.1)"
   fi
 }
 

@@ -70,6 +70,7 @@ fn webhook_conversion()
 
 /// Formats the API server knows; it warns about any other (schemars writes `uint32`, and
 /// `regex` for match rules), and the checks behind them are Serin's own parsing anyway.
+/// [`without_unknown_formats`] also drops `null` from enum value lists.
 const KNOWN_FORMATS: &[&str] = &[
     "int32",
     "int64",
@@ -101,6 +102,11 @@ fn without_unknown_formats(crd: Crd) -> Crd {
                     .is_some_and(|f| !KNOWN_FORMATS.contains(&f))
                 {
                     map.remove("format");
+                }
+                // An optional enum lists `null` among its values; `nullable` already says
+                // that, and kubectl's client-side validation refuses a null enum value.
+                if let Some(serde_json::Value::Array(values)) = map.get_mut("enum") {
+                    values.retain(|v| !v.is_null());
                 }
                 map.values_mut().for_each(strip);
             }

@@ -1,0 +1,466 @@
+//! Serin's CRDs and CanaryPolicy through the real API server with the built kubectl:
+//! conversion between `v1alpha1` and `v1beta1`, the validating webhooks of AnalysisTemplate
+//! and CanaryPolicy, and each policy rule accepting and refusing Deployments.
+//!
+//! CanaryPolicy is cluster-scoped: every policy here selects only its test's namespace, so
+//! tests running beside it are not affected, and is deleted when the test ends.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{TestNamespace, kubectl, wait_until};
+
+async fn setup(prefix: &str) -> TestNamespace {
+    support::serin();
+    let client = support::client().await;
+    TestNamespace::create(&client, prefix).await
+}
+
+fn apply(yaml: &str) -> (bool, String) {
+    let (ok, stdout, stderr) = kubectl(&["apply", "-f", "-"], Some(yaml));
+    (ok, format!("{stdout}{stderr}"))
+}
+
+fn get_json(resource: &str, ns: Option<&str>, name: &str) -> Value {
+    let mut args = vec!["get", resource, name, "-o", "json"];
+    if let Some(ns) = ns {
+        args.extend(["-n", ns]);
+    }
+    let (ok, stdout, stderr) = kubectl(&args, None);
+    assert!(ok, "kubectl get {resource} {name}: {stderr}");
+    serde_json::from_str(&stdout).expect("kubectl prints JSON")
+}
+
+/// A CanaryPolicy covering only namespace `ns`, deleted on drop.
+struct Policy {
+    name: String,
+}
+
+impl Policy {
+    fn create(ns: &str, spec: &str) -> Self {
+        let name = format!("{ns}-policy");
+        let yaml = format!(
+            "apiVersion: serin.dev/v1beta1\nkind: CanaryPolicy\nmetadata: {{name: {name}}}\n\
+             spec:\n  namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {ns}}}}}\n{spec}"
+        );
+        let (ok, out) = apply(&yaml);
+        assert!(ok, "creating {name}: {out}");
+        Policy { name }
+    }
+}
+
+impl Drop for Policy {
+    fn drop(&mut self) {
+        let _ = kubectl(
+            &[
+                "delete",
+                "canarypolicy",
+                &self.name,
+                "--ignore-not-found",
+                "--wait=false",
+            ],
+            None,
+        );
+    }
+}
+
+fn deployment(ns: &str, name: &str, annotations: &[(&str, &str)]) -> String {
+    let mut text = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\n"
+    );
+    if !annotations.is_empty() {
+        text.push_str("  annotations:\n");
+        for (key, value) in annotations {
+            text.push_str(&format!("    {key}: {value:?}\n"));
+        }
+    }
+    text.push_str(&format!(
+        "spec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers: [{{name: app, image: \"example.invalid/app:1\", ports: [{{containerPort: 8080}}]}}]\n"
+    ));
+    text
+}
+
+/// Waits until the webhook's policy cache refuses `yaml` (a server-side dry run), then
+/// returns the refusal of the real apply.
+async fn refused_once_the_policy_is_seen(yaml: &str) -> String {
+    wait_until(
+        "the webhook to apply the new CanaryPolicy",
+        Duration::from_secs(15),
+        || async {
+            let (ok, _, _) = kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(yaml));
+            (!ok)
+                .then_some(())
+                .ok_or_else(|| "still admitted".to_owned())
+        },
+    )
+    .await;
+    let (ok, out) = apply(yaml);
+    assert!(!ok, "the apply must be refused:\n{out}");
+    out
+}
+
+#[tokio::test]
+async fn an_analysis_template_written_as_v1alpha1_reads_back_as_v1beta1_and_again_unchanged() {
+    let ns = setup("conv-template").await;
+    let spec = json!({
+        "metrics": [
+            {"name": "errors", "query": "sum(rate(errors{namespace=\"{{ namespace }}\"}[{{ interval }}]))", "max": 1.5},
+            {"name": "request-success-rate", "min": 99}
+        ],
+        "webhooks": [{"name": "load", "type": "rollout", "url": "http://loadtester.test/", "timeout": "30s", "retries": 2}]
+    });
+    let object = json!({"apiVersion": "serin.dev/v1alpha1", "kind": "AnalysisTemplate",
+                        "metadata": {"name": "checks", "namespace": ns.name}, "spec": spec});
+    let (ok, out) = apply(&object.to_string());
+    assert!(ok, "{out}");
+
+    let beta = get_json(
+        "analysistemplates.v1beta1.serin.dev",
+        Some(&ns.name),
+        "checks",
+    );
+    assert_eq!(beta["apiVersion"], "serin.dev/v1beta1");
+    assert_eq!(
+        beta["spec"]["metrics"][0]["thresholdRange"],
+        json!({"max": 1.5})
+    );
+    assert_eq!(
+        beta["spec"]["metrics"][1]["thresholdRange"],
+        json!({"min": 99})
+    );
+    assert_eq!(beta["spec"]["metrics"][0]["noData"], "fail");
+
+    let alpha = get_json(
+        "analysistemplates.v1alpha1.serin.dev",
+        Some(&ns.name),
+        "checks",
+    );
+    assert_eq!(alpha["apiVersion"], "serin.dev/v1alpha1");
+    assert_eq!(
+        alpha["spec"], spec,
+        "the v1alpha1 spec reads back as written"
+    );
+
+    // A v1beta1-only field survives a write through v1alpha1.
+    let (ok, _, stderr) = kubectl(
+        &[
+            "patch",
+            "analysistemplates.v1beta1.serin.dev",
+            "checks",
+            "-n",
+            &ns.name,
+            "--type",
+            "json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/metrics/0/noData","value":"skip"}]"#,
+        ],
+        None,
+    );
+    assert!(ok, "{stderr}");
+    let mut alpha = get_json(
+        "analysistemplates.v1alpha1.serin.dev",
+        Some(&ns.name),
+        "checks",
+    );
+    alpha["spec"]["webhooks"][0]["retries"] = json!(3);
+    for key in ["resourceVersion", "managedFields"] {
+        alpha["metadata"]
+            .as_object_mut()
+            .expect("metadata")
+            .remove(key);
+    }
+    let (ok, _, stderr) = kubectl(&["replace", "-f", "-"], Some(&alpha.to_string()));
+    assert!(ok, "{stderr}");
+    let beta = get_json(
+        "analysistemplates.v1beta1.serin.dev",
+        Some(&ns.name),
+        "checks",
+    );
+    assert_eq!(beta["spec"]["metrics"][0]["noData"], "skip", "{beta}");
+    assert_eq!(beta["spec"]["webhooks"][0]["retries"], 3);
+    assert!(
+        beta["metadata"]["annotations"]
+            .get("serin.dev/v1beta1-fields")
+            .is_none(),
+        "the carrier annotation is not stored: {beta}"
+    );
+}
+
+#[tokio::test]
+async fn a_canary_policy_written_as_v1alpha1_reads_back_as_v1beta1_and_again_unchanged() {
+    let ns = setup("conv-policy").await;
+    let name = format!("{}-alpha", ns.name);
+    let spec = json!({
+        "match": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns.name}}},
+        "auditOnly": true,
+        "limits": {"maxStepWeight": 20, "minSuccessRate": 99.5, "minInterval": "30s"},
+        "defaults": {"stepWeight": 10, "provider": "linkerd"}
+    });
+    let object = json!({"apiVersion": "serin.dev/v1alpha1", "kind": "CanaryPolicy",
+                        "metadata": {"name": name}, "spec": spec});
+    let (ok, out) = apply(&object.to_string());
+    let _cleanup = Policy { name: name.clone() };
+    assert!(ok, "{out}");
+
+    let beta = get_json("canarypolicies.v1beta1.serin.dev", None, &name);
+    assert_eq!(beta["spec"]["enforcement"], "warn");
+    assert_eq!(
+        beta["spec"]["namespaceSelector"],
+        spec["match"]["namespaceSelector"]
+    );
+    assert!(beta["spec"].get("match").is_none());
+    let alpha = get_json("canarypolicies.v1alpha1.serin.dev", None, &name);
+    assert_eq!(alpha["spec"], spec);
+    let (ok, wide, _) = kubectl(&["get", "canarypolicies", &name, "-o", "wide"], None);
+    assert!(
+        ok && wide.contains("ENFORCEMENT") && wide.contains("warn"),
+        "{wide}"
+    );
+}
+
+#[tokio::test]
+async fn analysis_template_mistakes_are_refused_in_either_version_with_each_field_named() {
+    let ns = setup("template-refused").await;
+    let beta = format!(
+        "apiVersion: serin.dev/v1beta1\nkind: AnalysisTemplate\nmetadata: {{name: bad, namespace: {}}}\nspec:\n  metrics:\n  - {{name: errors, query: 'sum({{{{ pod }}}})', thresholdRange: {{min: 5, max: 1}}}}\n  webhooks:\n  - {{name: load, type: rollout, url: 'ftp://files.test/'}}\n",
+        ns.name
+    );
+    let (ok, out) = apply(&beta);
+    assert!(!ok, "{out}");
+    for expected in [
+        "AnalysisTemplate \"bad\": 3 mistakes",
+        "spec.metrics[0].query: the query uses {{ pod }}",
+        "spec.metrics[0].thresholdRange: min 5 is larger than max 1",
+        "spec.webhooks[0].url",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    let alpha = format!(
+        "apiVersion: serin.dev/v1alpha1\nkind: AnalysisTemplate\nmetadata: {{name: bad, namespace: {}}}\nspec:\n  metrics:\n  - {{name: errors, query: 'sum(x)', min: 5, max: 1}}\n",
+        ns.name
+    );
+    let (ok, out) = apply(&alpha);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("spec.metrics[0].thresholdRange: min 5 is larger than max 1"),
+        "{out}"
+    );
+    let good = alpha.replace("min: 5, max: 1", "min: 0, max: 1");
+    let (ok, out) = apply(&good);
+    assert!(ok, "{out}");
+}
+
+#[tokio::test]
+async fn a_canary_policy_with_mistakes_is_refused_with_each_field_named() {
+    let ns = setup("policy-refused").await;
+    let name = format!("{}-bad", ns.name);
+    let yaml = format!(
+        "apiVersion: serin.dev/v1beta1\nkind: CanaryPolicy\nmetadata: {{name: {name}}}\nspec:\n  selector:\n    matchExpressions: [{{key: app, operator: Has}}]\n  defaults: {{stepWeight: 30}}\n  limits: {{maxStepWeight: 10}}\n  allowedWebhookHosts: ['https://hooks.test']\n"
+    );
+    let (ok, out) = apply(&yaml);
+    let _cleanup = Policy { name };
+    assert!(!ok, "{out}");
+    for expected in [
+        "spec.selector.matchExpressions[0].operator: \"Has\" is not an operator; allowed: In, NotIn, Exists, DoesNotExist",
+        "spec.defaults.stepWeight: 30 is outside spec.limits.maxStepWeight 10",
+        "spec.allowedWebhookHosts[0]",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+}
+
+#[tokio::test]
+async fn require_canary_refuses_a_deployment_that_does_not_opt_in_and_admits_one_that_does() {
+    let ns = setup("require").await;
+    let policy = Policy::create(&ns.name, "  requireCanary: true\n");
+    let plain = deployment(&ns.name, "plain", &[]);
+    let out = refused_once_the_policy_is_seen(&plain).await;
+    assert!(out.contains("must release as canaries"), "{out}");
+    assert!(
+        out.contains(&format!("(CanaryPolicy {})", policy.name)),
+        "{out}"
+    );
+    let (ok, out) = apply(&deployment(
+        &ns.name,
+        "web",
+        &[("serin.dev/enabled", "true")],
+    ));
+    assert!(ok, "{out}");
+}
+
+#[tokio::test]
+async fn limits_refuse_a_configuration_beyond_them_and_admit_one_within() {
+    let ns = setup("limits").await;
+    let policy = Policy::create(
+        &ns.name,
+        "  limits: {maxStepWeight: 20, minSuccessRate: 99, maxLatency: 300ms}\n",
+    );
+    let beyond = deployment(
+        &ns.name,
+        "web",
+        &[
+            ("serin.dev/enabled", "true"),
+            ("serin.dev/step-weight", "30"),
+            ("serin.dev/latency", "1s"),
+        ],
+    );
+    let out = refused_once_the_policy_is_seen(&beyond).await;
+    for expected in [
+        format!(
+            "serin.dev/step-weight: a step of 30 exceeds the limit maxStepWeight 20 (CanaryPolicy {})",
+            policy.name
+        ),
+        format!(
+            "serin.dev/latency: 1s exceeds the limit maxLatency 300ms (CanaryPolicy {})",
+            policy.name
+        ),
+    ] {
+        assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
+    }
+    let within = deployment(
+        &ns.name,
+        "web",
+        &[
+            ("serin.dev/enabled", "true"),
+            ("serin.dev/step-weight", "20"),
+            ("serin.dev/latency", "300ms"),
+        ],
+    );
+    let (ok, out) = apply(&within);
+    assert!(ok, "{out}");
+}
+
+#[tokio::test]
+async fn policy_defaults_are_filled_where_the_deployment_says_nothing() {
+    let ns = setup("defaults").await;
+    let _policy = Policy::create(
+        &ns.name,
+        "  defaults: {stepWeight: 5, successRate: 99.9}\n  limits: {maxStepWeight: 5}\n",
+    );
+    // Within the limits only thanks to the default: without it the step would be 10.
+    let yaml = deployment(
+        &ns.name,
+        "web",
+        &[
+            ("serin.dev/enabled", "true"),
+            ("serin.dev/success-rate", "98"),
+        ],
+    );
+    let annotations = wait_until(
+        "the policy's defaults to be filled",
+        Duration::from_secs(15),
+        || async {
+            let (ok, stdout, _) = kubectl(
+                &["apply", "--dry-run=server", "-o", "json", "-f", "-"],
+                Some(&yaml),
+            );
+            let object: Value = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+            let annotations = object["metadata"]["annotations"].clone();
+            (ok && annotations["serin.dev/step-weight"] == "5")
+                .then_some(annotations.clone())
+                .ok_or_else(|| format!("annotations {annotations}"))
+        },
+    )
+    .await;
+    assert_eq!(
+        annotations["serin.dev/success-rate"], "98",
+        "what the user wrote stays"
+    );
+    let (ok, out) = apply(&yaml);
+    assert!(ok, "{out}");
+    let stored = get_json("deployment", Some(&ns.name), "web");
+    assert_eq!(
+        stored["metadata"]["annotations"]["serin.dev/step-weight"],
+        "5"
+    );
+}
+
+fn template(ns: &str, url: &str) -> String {
+    format!(
+        "apiVersion: serin.dev/v1beta1\nkind: AnalysisTemplate\nmetadata: {{name: checks, namespace: {ns}}}\nspec:\n  webhooks:\n  - {{name: load, type: rollout, url: '{url}'}}\n"
+    )
+}
+
+#[tokio::test]
+async fn webhook_hosts_outside_the_allowed_list_are_refused_and_those_inside_admitted() {
+    let ns = setup("hosts").await;
+    let _policy = Policy::create(&ns.name, "  allowedWebhookHosts: ['*.hooks.test']\n");
+    let (ok, out) = apply(&template(&ns.name, "http://evil.example.test/run"));
+    assert!(ok, "{out}");
+    let yaml = deployment(
+        &ns.name,
+        "web",
+        &[
+            ("serin.dev/enabled", "true"),
+            ("serin.dev/analysis", "checks"),
+        ],
+    );
+    let out = refused_once_the_policy_is_seen(&yaml).await;
+    assert!(
+        out.contains("calls evil.example.test, which is not in allowedWebhookHosts [*.hooks.test]"),
+        "{out}"
+    );
+    let (ok, out) = apply(&template(&ns.name, "http://load.hooks.test/run"));
+    assert!(ok, "{out}");
+    let (ok, out) = apply(&yaml);
+    assert!(ok, "{out}");
+}
+
+#[tokio::test]
+async fn a_warn_policy_admits_and_shows_its_findings_as_warnings() {
+    let ns = setup("warn").await;
+    let policy = Policy::create(
+        &ns.name,
+        "  enforcement: warn\n  requireCanary: true\n  limits: {maxStepWeight: 10}\n",
+    );
+    let yaml = deployment(
+        &ns.name,
+        "web",
+        &[
+            ("serin.dev/enabled", "true"),
+            ("serin.dev/step-weight", "25"),
+        ],
+    );
+    let out = wait_until(
+        "the warn policy to be seen",
+        Duration::from_secs(15),
+        || async {
+            let (ok, out) = apply(&yaml);
+            assert!(ok, "a warn policy never refuses: {out}");
+            out.contains("Warning:")
+                .then_some(out.clone())
+                .ok_or_else(|| format!("no warning yet: {out}"))
+        },
+    )
+    .await;
+    assert!(
+        out.contains(&format!(
+            "a step of 25 exceeds the limit maxStepWeight 10 (CanaryPolicy {}) [enforcement: warn]",
+            policy.name
+        )),
+        "{out}"
+    );
+    let (ok, out) = apply(&deployment(&ns.name, "plain", &[]));
+    assert!(ok && out.contains("must release as canaries"), "{out}");
+}
+
+#[tokio::test]
+async fn naming_an_analysis_template_that_does_not_exist_is_refused() {
+    let ns = setup("no-template").await;
+    let yaml = deployment(
+        &ns.name,
+        "web",
+        &[
+            ("serin.dev/enabled", "true"),
+            ("serin.dev/analysis", "missing"),
+        ],
+    );
+    let (ok, out) = apply(&yaml);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("serin.dev/analysis: AnalysisTemplate \"missing\" does not exist"),
+        "{out}"
+    );
+}
