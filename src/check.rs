@@ -1,23 +1,34 @@
-//! `serin check -f FILE`: the admission validation, offline, for CI pipelines and
-//! pre-commit hooks. Reads multi-document YAML (and `List` objects), checks every
-//! `apps/v1` Deployment with the same [`crate::spec`] functions the webhook calls, and
-//! reports each mistake on its own line.
+//! `serin check -f FILE [--policy FILE]`: the admission validation, offline, for CI pipelines
+//! and pre-commit hooks. Reads multi-document YAML (and `List` objects), checks every
+//! `apps/v1` Deployment with the same functions the webhook calls
+//! ([`crate::admission::deployments::judge`]), and reports each mistake on its own line.
+//!
+//! With `--policy`, the CanaryPolicy objects of those files (either version) apply as they
+//! would in the cluster. Namespace labels come from Namespace objects in the checked files
+//! (otherwise only `kubernetes.io/metadata.name`), and a named AnalysisTemplate from the
+//! checked files when it is there (otherwise its checks are skipped: offline, Serin cannot
+//! know whether it exists).
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::spec::{self, OptIn};
+use crate::admission::deployments::{Judgement, PolicyView, Template, judge};
+use crate::conversion::{self, Version};
+use crate::crd::{AnalysisTemplate, CanaryPolicy};
+use crate::policy::{self, NamedPolicy, Subject};
+use crate::spec::OptIn;
 
 /// What one checked document said.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
-    /// An opted-in Deployment whose configuration is valid.
-    OptedIn,
+    /// An opted-in Deployment whose configuration is valid (with `warn` policy findings).
+    OptedIn { warnings: Vec<String> },
     /// A Deployment without Serin configuration (or with `serin.dev/enabled: "false"`).
-    NotOptedIn,
+    NotOptedIn { warnings: Vec<String> },
     /// Problems, one line each.
     Invalid(Vec<String>),
 }
@@ -32,19 +43,24 @@ pub struct Finding {
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.verdict {
-            Verdict::OptedIn => write!(f, "{}: ok (canary release enabled)", self.object),
-            Verdict::NotOptedIn => write!(f, "{}: ok (not opted in)", self.object),
-            Verdict::Invalid(lines) => {
-                for (i, line) in lines.iter().enumerate() {
-                    if i > 0 {
-                        writeln!(f)?;
-                    }
-                    write!(f, "{}: {line}", self.object)?;
-                }
-                Ok(())
+        let (summary, lines) = match &self.verdict {
+            Verdict::OptedIn { warnings } => ("ok (canary release enabled)", warnings),
+            Verdict::NotOptedIn { warnings } => ("ok (not opted in)", warnings),
+            Verdict::Invalid(lines) => ("", lines),
+        };
+        if !summary.is_empty() {
+            write!(f, "{}: {summary}", self.object)?;
+        }
+        for (i, line) in lines.iter().enumerate() {
+            if i > 0 || !summary.is_empty() {
+                writeln!(f)?;
+            }
+            match &self.verdict {
+                Verdict::Invalid(_) => write!(f, "{}: {line}", self.object)?,
+                _ => write!(f, "{}: warning: {line}", self.object)?,
             }
         }
+        Ok(())
     }
 }
 
@@ -52,77 +68,199 @@ impl Finding {
     pub fn is_error(&self) -> bool {
         matches!(self.verdict, Verdict::Invalid(_))
     }
+
+    fn invalid(object: String, line: String) -> Self {
+        Finding {
+            object,
+            verdict: Verdict::Invalid(vec![line]),
+        }
+    }
 }
 
-/// Checks every Deployment in a multi-document YAML text. Objects of other kinds are
-/// skipped; a document that is not YAML, or a Deployment that does not parse, is a finding.
-pub fn check_yaml(text: &str) -> Vec<Finding> {
-    let mut findings = Vec::new();
+/// The objects of one input, flattened out of `List`s, each with a label for messages; or
+/// the finding that the text is not YAML.
+fn documents(text: &str) -> (Vec<(String, Value)>, Option<Finding>) {
+    fn flatten(label: String, value: Value, out: &mut Vec<(String, Value)>) {
+        let is_list = value.get("apiVersion").and_then(Value::as_str) == Some("v1")
+            && value.get("kind").and_then(Value::as_str) == Some("List");
+        match (is_list, value.get("items")) {
+            (true, Some(Value::Array(items))) => {
+                for (i, item) in items.iter().enumerate() {
+                    flatten(format!("{label} item {}", i + 1), item.clone(), out);
+                }
+            }
+            _ => out.push((label, value)),
+        }
+    }
+    let mut out = Vec::new();
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let label = format!("document {}", index + 1);
         match Value::deserialize(document) {
             Ok(Value::Null) => {}
-            Ok(value) => check_object(&label, value, &mut findings),
+            Ok(value) => flatten(label, value, &mut out),
             Err(e) => {
-                findings.push(Finding {
-                    object: label,
-                    verdict: Verdict::Invalid(vec![format!("not valid YAML: {e}")]),
-                });
                 // The YAML stream cannot be resynchronised after a syntax error (and the
                 // iterator would keep yielding it), so stop here.
-                break;
+                return (
+                    out,
+                    Some(Finding::invalid(label, format!("not valid YAML: {e}"))),
+                );
             }
         }
     }
-    findings
+    (out, None)
 }
 
-fn check_object(label: &str, value: Value, findings: &mut Vec<Finding>) {
-    let kind = value
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let api_version = value
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    match (api_version, kind) {
-        ("v1", "List") => {
-            if let Some(Value::Array(items)) = value.get("items") {
-                for (i, item) in items.iter().enumerate() {
-                    check_object(&format!("{label} item {}", i + 1), item.clone(), findings);
+fn kind_of(value: &Value) -> (&str, &str) {
+    let text = |key| value.get(key).and_then(Value::as_str).unwrap_or_default();
+    (text("apiVersion"), text("kind"))
+}
+
+fn name_of(value: &Value) -> (String, String) {
+    let text = |pointer| value.pointer(pointer).and_then(Value::as_str);
+    (
+        text("/metadata/namespace").unwrap_or("default").to_owned(),
+        text("/metadata/name").unwrap_or("(unnamed)").to_owned(),
+    )
+}
+
+/// A Serin object of either version, as `v1beta1`.
+fn stored<K: serde::de::DeserializeOwned>(value: &Value) -> Result<K, String> {
+    let converted =
+        conversion::convert_object(value.clone(), Version::V1beta1).map_err(|e| e.to_string())?;
+    serde_json::from_value(converted).map_err(|e| e.to_string())
+}
+
+/// The CanaryPolicy objects in a policy file, and a finding for each one that is broken
+/// (the same checks as the webhook's).
+pub fn load_policies(text: &str) -> (Vec<NamedPolicy>, Vec<Finding>) {
+    let (documents, broken) = documents(text);
+    let mut policies = Vec::new();
+    let mut findings: Vec<Finding> = broken.into_iter().collect();
+    for (label, value) in documents {
+        let (api_version, kind) = kind_of(&value);
+        if kind != "CanaryPolicy" || !api_version.starts_with("serin.dev/") {
+            continue;
+        }
+        let (_, name) = name_of(&value);
+        let object = format!("CanaryPolicy {name}");
+        match stored::<CanaryPolicy>(&value) {
+            Err(e) => findings.push(Finding::invalid(format!("{object} ({label})"), e)),
+            Ok(policy) => {
+                let problems = policy.spec.policy.problems();
+                if problems.is_empty() {
+                    policies.push(NamedPolicy {
+                        name,
+                        spec: policy.spec.policy,
+                    });
+                } else {
+                    findings.push(Finding {
+                        object,
+                        verdict: Verdict::Invalid(
+                            problems.iter().map(ToString::to_string).collect(),
+                        ),
+                    });
                 }
             }
         }
-        ("apps/v1", "Deployment") => findings.push(check_deployment(label, value)),
-        _ => {}
     }
+    (policies, findings)
 }
 
-fn check_deployment(label: &str, value: Value) -> Finding {
-    let name = value
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("(unnamed)");
-    let object = match value.pointer("/metadata/namespace").and_then(Value::as_str) {
-        Some(ns) => format!("Deployment {ns}/{name}"),
-        None => format!("Deployment {name}"),
-    };
-    let deploy: Deployment = match serde_json::from_value(value) {
-        Ok(deploy) => deploy,
-        Err(e) => {
-            return Finding {
-                object: format!("{object} ({label})"),
-                verdict: Verdict::Invalid(vec![format!("not a valid apps/v1 Deployment: {e}")]),
-            };
+/// Checks every Deployment in a multi-document YAML text, without policies.
+pub fn check_yaml(text: &str) -> Vec<Finding> {
+    check_inputs(&[text], &[])
+        .into_iter()
+        .map(|(_, f)| f)
+        .collect()
+}
+
+/// Checks every Deployment of several inputs under `policies`; each finding comes with the
+/// index of its input. Namespaces and AnalysisTemplates of any input are seen by all.
+pub fn check_inputs(texts: &[&str], policies: &[NamedPolicy]) -> Vec<(usize, Finding)> {
+    let mut findings = Vec::new();
+    let mut all = Vec::new();
+    for (input, text) in texts.iter().enumerate() {
+        let (documents, broken) = documents(text);
+        findings.extend(broken.map(|f| (input, f)));
+        all.extend(
+            documents
+                .into_iter()
+                .map(|(label, value)| (input, label, value)),
+        );
+    }
+    let mut namespaces: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut templates = BTreeMap::new();
+    for (_, _, value) in &all {
+        match kind_of(value) {
+            ("v1", "Namespace") => {
+                let labels = value
+                    .pointer("/metadata/labels")
+                    .and_then(|l| serde_json::from_value(l.clone()).ok())
+                    .unwrap_or_default();
+                namespaces.insert(name_of(value).1, labels);
+            }
+            (api_version, "AnalysisTemplate") if api_version.starts_with("serin.dev/") => {
+                if let Ok(template) = stored::<AnalysisTemplate>(value) {
+                    templates.insert(name_of(value), template.spec);
+                }
+            }
+            _ => {}
         }
-    };
-    let verdict = match spec::read_deployment(&deploy) {
-        Ok(OptIn::Enabled(_)) => Verdict::OptedIn,
-        Ok(OptIn::Absent | OptIn::Disabled) => Verdict::NotOptedIn,
-        Err(problems) => Verdict::Invalid(problems.iter().map(ToString::to_string).collect()),
-    };
-    Finding { object, verdict }
+    }
+    for (input, label, value) in all {
+        if kind_of(&value) != ("apps/v1", "Deployment") {
+            continue;
+        }
+        let (namespace, name) = name_of(&value);
+        let object = match value.pointer("/metadata/namespace") {
+            Some(_) => format!("Deployment {namespace}/{name}"),
+            None => format!("Deployment {name}"),
+        };
+        let deploy: Deployment = match serde_json::from_value(value) {
+            Ok(deploy) => deploy,
+            Err(e) => {
+                let line = format!("not a valid apps/v1 Deployment: {e}");
+                findings.push((input, Finding::invalid(format!("{object} ({label})"), line)));
+                continue;
+            }
+        };
+        let namespace_labels = namespaces.get(&namespace).cloned().unwrap_or_else(|| {
+            BTreeMap::from([("kubernetes.io/metadata.name".to_owned(), namespace.clone())])
+        });
+        let labels = deploy.metadata.labels.clone().unwrap_or_default();
+        let subject = Subject {
+            namespace_labels: &namespace_labels,
+            labels: &labels,
+        };
+        let covering: Vec<NamedPolicy> = policy::applicable(policies, subject)
+            .into_iter()
+            .cloned()
+            .collect();
+        let named = deploy
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("serin.dev/analysis"))
+            .cloned();
+        let template = named
+            .and_then(|t| templates.get(&(namespace.clone(), t)).cloned())
+            .map_or(Template::NotLooked, Template::Found);
+        let view = PolicyView {
+            policies: covering,
+            template,
+        };
+        let verdict = match judge(&deploy, &namespace, &view) {
+            Judgement::Admitted {
+                opt_in: OptIn::Enabled(_),
+                warnings,
+            } => Verdict::OptedIn { warnings },
+            Judgement::Admitted { warnings, .. } => Verdict::NotOptedIn { warnings },
+            Judgement::Refused { lines, .. } => Verdict::Invalid(lines),
+        };
+        findings.push((input, Finding { object, verdict }));
+    }
+    findings
 }
 
 #[cfg(test)]
@@ -150,7 +288,7 @@ spec:
     fn a_valid_opted_in_deployment_passes() {
         let findings = check_yaml(GOOD);
         assert_eq!(findings.len(), 1);
-        assert_eq!(findings[0].verdict, Verdict::OptedIn);
+        assert_eq!(findings[0].verdict, Verdict::OptedIn { warnings: vec![] });
         assert_eq!(findings[0].object, "Deployment shop/web");
     }
 
@@ -184,7 +322,7 @@ spec:
             lines.iter().any(|l| l.starts_with("serin.dev/interval:")),
             "{lines:?}"
         );
-        assert_eq!(findings[1].verdict, Verdict::OptedIn);
+        assert_eq!(findings[1].verdict, Verdict::OptedIn { warnings: vec![] });
     }
 
     #[test]
@@ -207,6 +345,91 @@ spec:
         });
         let findings = check_yaml(&list.to_string());
         assert_eq!(findings.len(), 1);
-        assert_eq!(findings[0].verdict, Verdict::OptedIn);
+        assert_eq!(findings[0].verdict, Verdict::OptedIn { warnings: vec![] });
+    }
+
+    const POLICY: &str = r#"
+apiVersion: serin.dev/v1alpha1
+kind: CanaryPolicy
+metadata: {name: prod-rules}
+spec:
+  match: {namespaceSelector: {matchLabels: {tier: prod}}}
+  requireCanary: true
+  limits: {maxStepWeight: 10}
+"#;
+
+    const PROD: &str =
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {tier: prod}}\n";
+
+    #[test]
+    fn policies_apply_offline_to_deployments_in_namespaces_they_select() {
+        let (policies, broken) = load_policies(POLICY);
+        assert!(broken.is_empty(), "{broken:?}");
+        assert_eq!(policies.len(), 1);
+        // Without the Namespace object, shop has no tier label: the policy does not apply.
+        let findings: Vec<Finding> = check_inputs(&[GOOD], &policies)
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect();
+        assert_eq!(findings[0].verdict, Verdict::OptedIn { warnings: vec![] });
+        let findings: Vec<Finding> = check_inputs(&[GOOD, PROD], &policies)
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect();
+        let Verdict::Invalid(lines) = &findings[0].verdict else {
+            panic!("refused by the policy: {findings:?}");
+        };
+        assert_eq!(
+            lines,
+            &[
+                "serin.dev/step-weight: a step of 20 exceeds the limit maxStepWeight 10 (CanaryPolicy prod-rules)"
+            ]
+        );
+        let plain = GOOD
+            .replace("serin.dev/enabled: \"true\"", "team: web")
+            .replace("serin.dev/step-weight: \"20\"", "");
+        let findings: Vec<Finding> = check_inputs(&[&plain, PROD], &policies)
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect();
+        assert!(
+            findings[0].to_string().contains("must release as canaries"),
+            "{}",
+            findings[0]
+        );
+    }
+
+    #[test]
+    fn a_warn_policy_reports_warnings_and_passes() {
+        let warn = POLICY.replace("requireCanary: true", "auditOnly: true");
+        let (policies, _) = load_policies(&warn);
+        let findings: Vec<Finding> = check_inputs(&[GOOD, PROD], &policies)
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect();
+        assert!(!findings[0].is_error());
+        assert_eq!(
+            findings[0].to_string(),
+            "Deployment shop/web: ok (canary release enabled)\nDeployment shop/web: warning: Deployment \"web\": serin.dev/step-weight: a step of 20 exceeds the limit maxStepWeight 10 (CanaryPolicy prod-rules) [enforcement: warn]"
+        );
+    }
+
+    #[test]
+    fn a_broken_policy_file_is_reported_with_each_mistake() {
+        let broken = POLICY.replace(
+            "maxStepWeight: 10",
+            "maxStepWeight: 10, minSuccessRate: 150",
+        );
+        let (policies, findings) = load_policies(&broken);
+        assert!(policies.is_empty());
+        assert_eq!(findings.len(), 1);
+        assert!(findings[0].is_error());
+        assert!(
+            findings[0]
+                .to_string()
+                .contains("spec.limits.minSuccessRate: 150 must be from 0 to 100"),
+            "{}",
+            findings[0]
+        );
     }
 }

@@ -81,3 +81,36 @@ fn an_unreadable_file_exits_one() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
+
+#[test]
+fn policies_given_with_dash_dash_policy_apply_as_in_the_cluster() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: serin.dev/v1beta1\nkind: CanaryPolicy\nmetadata: {name: careful}\nspec:\n  limits: {maxStepWeight: 5}\n",
+    )
+    .expect("write policy");
+    let policy = policy.to_string_lossy().into_owned();
+    let out = check(&["-f", "-", "--policy", &policy], GOOD);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the default step of 10 is beyond 5"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        "-: Deployment web: serin.dev/step-weight: a step of 10 exceeds the limit maxStepWeight 5 (CanaryPolicy careful)"
+    );
+    let within = GOOD.replace(
+        r#"{serin.dev/enabled: "true"}"#,
+        r#"{serin.dev/enabled: "true", serin.dev/step-weight: "5"}"#,
+    );
+    let out = check(&["-f", "-", "--policy", &policy], &within);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -60,33 +60,60 @@ pub fn read(deploy: &Deployment, defaults: &PolicyDefaults) -> Result<OptIn, spe
     }
 }
 
-/// Refuses a Deployment whose configuration is wrong, names a missing `AnalysisTemplate`, or
-/// breaks a `deny` CanaryPolicy; a `warn` policy's findings become warnings.
-pub fn validate(req: &DeploymentRequest, view: &PolicyView) -> AdmissionResponse {
-    let response = AdmissionResponse::from(req);
-    let Some(deploy) = req.object.as_ref() else {
-        return response; // DELETE: nothing to validate
+/// What Serin says about a Deployment, policies applied: the same for the webhook and for
+/// `serin check`.
+#[derive(Clone, Debug, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "made once per review and matched at once, like OptIn inside it"
+)]
+pub enum Judgement {
+    /// Admitted, with what `warn` policies found (one line each).
+    Admitted {
+        opt_in: OptIn,
+        warnings: Vec<String>,
+    },
+    /// Refused: a headline and one line per mistake or finding.
+    Refused {
+        headline: String,
+        lines: Vec<String>,
+    },
+}
+
+impl Judgement {
+    fn refused(headline: String, lines: Vec<String>) -> Self {
+        Judgement::Refused { headline, lines }
+    }
+}
+
+/// Judges a Deployment in `namespace`: its configuration (policy defaults filled), the
+/// `AnalysisTemplate` it names, and the findings of the policies covering it.
+pub fn judge(deploy: &Deployment, namespace: &str, view: &PolicyView) -> Judgement {
+    let name = deploy.metadata.name.as_deref().unwrap_or_default();
+    let count_of = |count: usize, one: &str, many: &str| match count {
+        1 => format!("1 {one}"),
+        n => format!("{n} {many}"),
     };
-    let name = deploy.metadata.name.as_deref().unwrap_or(&req.name);
     let defaults = policy::combined_defaults(&view.policies);
     let opt_in = match read(deploy, &defaults) {
         Ok(opt_in) => opt_in,
         Err(problems) => {
-            let count = problems.len();
-            let noun = if count == 1 { "mistake" } else { "mistakes" };
-            return response.deny(format!(
-                "Deployment {name:?}: {count} {noun} in its serin.dev annotations:\n{problems}"
-            ));
+            let count = count_of(problems.len(), "mistake", "mistakes");
+            return Judgement::refused(
+                format!("Deployment {name:?}: {count} in its serin.dev annotations:"),
+                problems.iter().map(ToString::to_string).collect(),
+            );
         }
     };
     if let (OptIn::Enabled(canary), Template::Missing) = (&opt_in, &view.template) {
         let template = canary.analysis.as_deref().unwrap_or_default();
-        let namespace = req.namespace.as_deref().unwrap_or_default();
-        return response.deny(format!(
-            "Deployment {name:?}: 1 mistake in its serin.dev annotations:\n\
-             serin.dev/analysis: AnalysisTemplate {template:?} does not exist in namespace \
-             {namespace:?}; create it first"
-        ));
+        return Judgement::refused(
+            format!("Deployment {name:?}: 1 mistake in its serin.dev annotations:"),
+            vec![format!(
+                "serin.dev/analysis: AnalysisTemplate {template:?} does not exist in namespace \
+                 {namespace:?}; create it first"
+            )],
+        );
     }
     let template = match &view.template {
         Template::Found(spec) => Some(spec),
@@ -97,26 +124,39 @@ pub fn validate(req: &DeploymentRequest, view: &PolicyView) -> AdmissionResponse
         policy::findings(&policies, Release::of(&opt_in, template))
             .into_iter()
             .partition(|f| f.enforcement == Enforcement::Deny);
-    let mut response = match denied.len() {
-        0 => response,
-        count => {
-            let lines: Vec<String> = denied.iter().map(ToString::to_string).collect();
-            let noun = if count == 1 { "finding" } else { "findings" };
-            response.deny(format!(
-                "Deployment {name:?}: refused by CanaryPolicy ({count} {noun}):\n{}",
-                lines.join("\n")
-            ))
-        }
-    };
-    if !warned.is_empty() {
-        response.warnings = Some(
-            warned
-                .iter()
-                .map(|f| format!("Deployment {name:?}: {f} [enforcement: warn]"))
-                .collect(),
+    if !denied.is_empty() {
+        let count = count_of(denied.len(), "finding", "findings");
+        return Judgement::refused(
+            format!("Deployment {name:?}: refused by CanaryPolicy ({count}):"),
+            denied.iter().map(ToString::to_string).collect(),
         );
     }
-    response
+    let warnings = warned
+        .iter()
+        .map(|f| format!("Deployment {name:?}: {f} [enforcement: warn]"))
+        .collect();
+    Judgement::Admitted { opt_in, warnings }
+}
+
+/// Refuses a Deployment whose configuration is wrong, names a missing `AnalysisTemplate`, or
+/// breaks a `deny` CanaryPolicy; a `warn` policy's findings become warnings.
+pub fn validate(req: &DeploymentRequest, view: &PolicyView) -> AdmissionResponse {
+    let mut response = AdmissionResponse::from(req);
+    let Some(deploy) = req.object.as_ref() else {
+        return response; // DELETE: nothing to validate
+    };
+    let namespace = req.namespace.as_deref().unwrap_or_default();
+    match judge(deploy, namespace, view) {
+        Judgement::Refused { headline, lines } => {
+            response.deny(format!("{headline}\n{}", lines.join("\n")))
+        }
+        Judgement::Admitted { warnings, .. } => {
+            if !warnings.is_empty() {
+                response.warnings = Some(warnings);
+            }
+            response
+        }
+    }
 }
 
 /// Fills defaults and protects the idle canary's replica count; see the module docs.

@@ -138,6 +138,9 @@ pub struct CheckArgs {
     /// Manifest file (multi-document YAML); `-` reads standard input.
     #[arg(short = 'f', long = "filename", required = true)]
     pub files: Vec<PathBuf>,
+    /// CanaryPolicy objects (either version) to apply as the cluster would.
+    #[arg(long = "policy", value_name = "FILE")]
+    pub policies: Vec<PathBuf>,
 }
 
 /// Runs the command line; the process exit code.
@@ -230,15 +233,17 @@ fn make_certs(args: &CertsArgs) -> anyhow::Result<()> {
 }
 
 fn run_check(args: &CheckArgs) -> ExitCode {
+    fn read(file: &std::path::Path) -> std::io::Result<String> {
+        match file.as_os_str() == "-" {
+            true => std::io::read_to_string(std::io::stdin()),
+            false => std::fs::read_to_string(file),
+        }
+    }
     let mut errors = 0;
     let mut checked = 0;
-    for file in &args.files {
-        let text = if file.as_os_str() == "-" {
-            std::io::read_to_string(std::io::stdin())
-        } else {
-            std::fs::read_to_string(file)
-        };
-        let text = match text {
+    let mut policies = Vec::new();
+    for file in &args.policies {
+        let text = match read(file) {
             Ok(text) => text,
             Err(e) => {
                 eprintln!("{}: cannot read: {e}", file.display());
@@ -246,14 +251,37 @@ fn run_check(args: &CheckArgs) -> ExitCode {
                 continue;
             }
         };
-        for finding in check::check_yaml(&text) {
-            checked += 1;
-            if finding.is_error() {
-                errors += 1;
-            }
+        let (loaded, broken) = check::load_policies(&text);
+        if loaded.is_empty() && broken.is_empty() {
+            eprintln!("{}: no CanaryPolicy in this file", file.display());
+            errors += 1;
+        }
+        policies.extend(loaded);
+        for finding in broken {
+            errors += 1;
             for line in finding.to_string().lines() {
                 println!("{}: {line}", file.display());
             }
+        }
+    }
+    let mut inputs = Vec::new();
+    for file in &args.files {
+        match read(file) {
+            Ok(text) => inputs.push((file, text)),
+            Err(e) => {
+                eprintln!("{}: cannot read: {e}", file.display());
+                errors += 1;
+            }
+        }
+    }
+    let texts: Vec<&str> = inputs.iter().map(|(_, text)| text.as_str()).collect();
+    for (input, finding) in check::check_inputs(&texts, &policies) {
+        checked += 1;
+        if finding.is_error() {
+            errors += 1;
+        }
+        for line in finding.to_string().lines() {
+            println!("{}: {line}", inputs[input].0.display());
         }
     }
     if errors > 0 {
