@@ -246,7 +246,7 @@ async fn direct_reviews(
     let mut n = 0u64;
     while !stop.load(Ordering::Acquire) {
         n += 1;
-        let (kind, path) = if n % 2 == 0 {
+        let (kind, path) = if n.is_multiple_of(2) {
             ("validating", "/validate/deployments")
         } else {
             ("mutating", "/mutate/deployments")

@@ -302,8 +302,10 @@ mod tests {
 
     #[test]
     fn encoding_keeps_the_secret_type_and_other_annotations() {
-        let mut secret = Secret::default();
-        secret.type_ = Some("Opaque".to_owned());
+        let mut secret = Secret {
+            type_: Some("Opaque".to_owned()),
+            ..Secret::default()
+        };
         secret
             .metadata
             .annotations
