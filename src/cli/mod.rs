@@ -89,6 +89,75 @@ pub struct Common {
     /// Log format.
     #[arg(long, env = "SERIN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+    /// Name of Serin's MutatingWebhookConfiguration and ValidatingWebhookConfiguration (where
+    /// --self-signed publishes its caBundle).
+    #[arg(
+        long,
+        env = "SERIN_WEBHOOK_CONFIG_NAME",
+        default_value = "serin",
+        global = true
+    )]
+    pub webhook_config_name: String,
+    #[command(flatten)]
+    pub self_signed: SelfSignedArgs,
+}
+
+/// Self-managed certificates (`--self-signed`).
+#[derive(Debug, Clone, Args)]
+pub struct SelfSignedArgs {
+    /// Make and rotate the webhook's CA and serving certificate, kept in a Secret in Serin's
+    /// namespace (--lease-namespace) shared by all replicas, and publish the caBundle into
+    /// the webhook configurations and Serin's CRDs; --tls-cert and --tls-key are not used.
+    #[arg(long, env = "SERIN_SELF_SIGNED", global = true)]
+    pub self_signed: bool,
+    /// Name of the Secret that holds the self-signed certificates.
+    #[arg(
+        long,
+        env = "SERIN_SELF_SIGNED_SECRET",
+        default_value = "serin-webhook-tls",
+        global = true
+    )]
+    pub self_signed_secret: String,
+    /// Lifetime of each self-signed CA and serving certificate.
+    #[arg(
+        long,
+        env = "SERIN_SELF_SIGNED_VALIDITY",
+        default_value = "2160h",
+        global = true
+    )]
+    pub self_signed_validity: crate::spec::Duration,
+    /// Start a rotation this long before the serving certificate expires.
+    #[arg(
+        long,
+        env = "SERIN_SELF_SIGNED_RENEW_BEFORE",
+        default_value = "720h",
+        global = true
+    )]
+    pub self_signed_renew_before: crate::spec::Duration,
+    /// Directory the serving pair from the Secret is written to for the TLS server (an
+    /// emptyDir in a cluster); by default a new directory under the system's temp directory.
+    #[arg(long, env = "SERIN_SELF_SIGNED_DIR", global = true)]
+    pub self_signed_dir: Option<PathBuf>,
+    /// How often each replica looks at the Secret; the grace periods of a rotation are three
+    /// of these. Short values are for tests.
+    #[arg(
+        long,
+        env = "SERIN_SELF_SIGNED_CHECK_INTERVAL",
+        default_value = "30s",
+        global = true,
+        hide = true
+    )]
+    pub self_signed_check_interval: crate::spec::Duration,
+    /// CRDs whose conversion webhook gets the caBundle (comma-separated); by default
+    /// Serin's own. Tests name their own.
+    #[arg(
+        long,
+        env = "SERIN_SELF_SIGNED_CRDS",
+        value_delimiter = ',',
+        global = true,
+        hide = true
+    )]
+    pub self_signed_crds: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -214,7 +283,7 @@ fn make_certs(args: &CertsArgs) -> anyhow::Result<()> {
     let options = CertOptions {
         namespace: args.namespace.clone(),
         service: args.service.clone(),
-        days: args.days,
+        validity: std::time::Duration::from_secs(u64::from(args.days) * 24 * 3600),
         ..CertOptions::default()
     };
     let made = certs::generate(&options)?;

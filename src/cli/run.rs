@@ -1,5 +1,6 @@
 //! `serin run`, `serin webhook` and `serin controller`: the admission webhooks over HTTPS
-//! (serving certificate reloaded when its files change), the release controller, and the
+//! (serving certificate reloaded when its files change, or made, kept in a Secret and rotated
+//! with `--self-signed`), the release controller, and the
 //! admin port, with a graceful shutdown on SIGTERM/ctrl-c.
 
 use std::sync::Arc;
@@ -11,6 +12,9 @@ use tokio::sync::watch;
 
 use super::Common;
 use crate::admission::{self, AdmissionState};
+use crate::certs::CertOptions;
+use crate::certs::rotation::Policy;
+use crate::certs::self_signed::{self, SelfSigned};
 use crate::controller;
 use crate::conversion;
 use crate::server::{self, KubeApiRequests, Metrics, ReadyFlag, ServeOptions, ServingCert};
@@ -81,6 +85,7 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
         )?)),
         None => None,
     };
+    let certs_client = client.clone().filter(|_| parts.webhook);
     let controller = client.filter(|_| parts.controller).map(|client| {
         tokio::spawn(async move {
             let result = controller::run(client, options, shutdown_signal()).await;
@@ -104,17 +109,31 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
         return result;
     }
 
-    let cert = ServingCert::load(&common.tls_cert, &common.tls_key).with_context(|| {
-        format!(
-            "loading the serving certificate {} and key {} (make them with `serin certs`)",
-            common.tls_cert.display(),
-            common.tls_key.display()
-        )
-    })?;
-    let watcher = tokio::spawn(
-        cert.clone()
-            .watch(server::DEFAULT_POLL_INTERVAL, metrics.clone()),
-    );
+    let (cert, watcher, temp_dir) = if common.self_signed.self_signed {
+        let client =
+            certs_client.context("--self-signed needs access to the cluster to keep its Secret")?;
+        let (config, temp_dir) = self_signed_config(common)?;
+        let self_signed = SelfSigned::new(client, config);
+        let (stored, cert) = self_signed
+            .start()
+            .await
+            .context("setting up the self-signed certificates")?;
+        let task = tokio::spawn(self_signed.run(stored, cert.clone(), metrics.clone()));
+        (cert, task, temp_dir)
+    } else {
+        let cert = ServingCert::load(&common.tls_cert, &common.tls_key).with_context(|| {
+            format!(
+                "loading the serving certificate {} and key {} (make them with `serin certs`)",
+                common.tls_cert.display(),
+                common.tls_key.display()
+            )
+        })?;
+        let task = tokio::spawn(
+            cert.clone()
+                .watch(server::DEFAULT_POLL_INTERVAL, metrics.clone()),
+        );
+        (cert, task, None)
+    };
     let tls = server::server_config(cert)?;
 
     let listener = TcpListener::bind(common.listen)
@@ -145,11 +164,59 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
     let _ = stop_admin.send(());
     let _ = admin.await;
     watcher.abort();
+    if let Some(dir) = temp_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     if let Some(task) = controller {
         task.await.context("the controller task")??;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The `--self-signed` settings, and the directory made for the pair if none was given
+/// (removed on exit).
+fn self_signed_config(
+    common: &Common,
+) -> anyhow::Result<(self_signed::Config, Option<std::path::PathBuf>)> {
+    let args = &common.self_signed;
+    let check_interval = std::time::Duration::from(args.self_signed_check_interval);
+    let policy = Policy::new(
+        args.self_signed_validity.into(),
+        args.self_signed_renew_before.into(),
+        check_interval,
+    )
+    .context("--self-signed-validity, --self-signed-renew-before and the check interval")?;
+    let (dir, temp_dir) = match &args.self_signed_dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let dir =
+                std::env::temp_dir().join(format!("serin-self-signed-{}", std::process::id()));
+            (dir.clone(), Some(dir))
+        }
+    };
+    let crds = if args.self_signed_crds.is_empty() {
+        crate::crd::all()
+            .into_iter()
+            .filter_map(|crd| crd.metadata.name)
+            .collect()
+    } else {
+        args.self_signed_crds.clone()
+    };
+    let config = self_signed::Config {
+        namespace: common.lease_namespace.clone(),
+        secret_name: args.self_signed_secret.clone(),
+        webhook_config_name: common.webhook_config_name.clone(),
+        crds,
+        policy,
+        check_interval,
+        dir,
+        cert_options: CertOptions {
+            namespace: common.lease_namespace.clone(),
+            ..CertOptions::default()
+        },
+    };
+    Ok((config, temp_dir))
 }
 
 async fn wait_changed(mut rx: watch::Receiver<()>) {

@@ -1,4 +1,7 @@
-//! A local certificate authority and serving certificate, for `serin certs`.
+//! Serin's own certificates: a CA and a serving certificate signed by it, made for
+//! `serin certs` and for `serin run --self-signed`, which keeps them in a Secret and rotates
+//! them ([`rotation`] decides when, [`secret`] is how they are stored, [`self_signed`] does
+//! the Kubernetes side).
 //!
 //! In a cluster the serving certificate usually comes from cert-manager; for the local
 //! environment (Serin on the host at `https://127.0.0.1:<port>`) and for quick experiments we
@@ -10,6 +13,13 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub mod rotation;
+pub mod secret;
+pub mod self_signed;
+mod x509;
+
+pub use x509::{InvalidCertificate, not_after};
 
 use base64::Engine;
 use rcgen::{
@@ -31,8 +41,8 @@ pub struct CertOptions {
     pub namespace: String,
     /// Name of the Service that fronts the webhook.
     pub service: String,
-    /// Validity of the CA and the serving certificate, in days from now.
-    pub days: u32,
+    /// Validity of the CA and the serving certificate, from now.
+    pub validity: Duration,
     /// Further DNS names or IP addresses for the serving certificate.
     pub extra_sans: Vec<String>,
 }
@@ -42,7 +52,7 @@ impl Default for CertOptions {
         Self {
             namespace: "serin-system".to_owned(),
             service: "serin".to_owned(),
-            days: 365,
+            validity: Duration::from_secs(365 * 24 * 3600),
             extra_sans: Vec::new(),
         }
     }
@@ -99,12 +109,16 @@ pub enum CertError {
 
 /// Makes a self-signed CA and a serving certificate (ECDSA P-256) signed by it.
 pub fn generate(opts: &CertOptions) -> Result<LocalCerts, CertError> {
-    let now = SystemTime::now();
+    generate_at(opts, SystemTime::now())
+}
+
+/// [`generate`] as if it were `now`: both certificates expire at `now + opts.validity`.
+pub fn generate_at(opts: &CertOptions, now: SystemTime) -> Result<LocalCerts, CertError> {
     // An hour of slack so a client whose clock is slightly behind still accepts the cert.
     let not_before = now
         .checked_sub(Duration::from_secs(3600))
         .unwrap_or(UNIX_EPOCH);
-    let not_after = now + Duration::from_secs(u64::from(opts.days) * 24 * 3600);
+    let not_after = now + opts.validity;
 
     let mut ca_params = CertificateParams::default();
     ca_params.distinguished_name = distinguished_name("serin local CA");
@@ -264,7 +278,7 @@ mod tests {
         let opts = CertOptions {
             namespace: "delivery".into(),
             service: "webhook".into(),
-            days: 1,
+            validity: Duration::from_secs(24 * 3600),
             extra_sans: vec!["serin.example.com".into()],
         };
         let certs = generate(&opts).expect("generate");
