@@ -34,6 +34,7 @@ down:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
+	hack/hadolint.sh
 
 test-unit:
 	$(CARGO) test --locked --lib --bins

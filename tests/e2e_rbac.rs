@@ -104,6 +104,31 @@ const FORBIDDEN: &[Access] = &[
         CLUSTER,
     ),
     ("create", "rbac.authorization.k8s.io", "rolebindings", NS),
+    // Nor may it change the RBAC that exists, its own in serin-system included.
+    (
+        "update",
+        "rbac.authorization.k8s.io",
+        "clusterroles",
+        CLUSTER,
+    ),
+    (
+        "delete",
+        "rbac.authorization.k8s.io",
+        "clusterrolebindings",
+        CLUSTER,
+    ),
+    (
+        "patch",
+        "rbac.authorization.k8s.io",
+        "roles",
+        Some("serin-system"),
+    ),
+    (
+        "update",
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        Some("serin-system"),
+    ),
     ("impersonate", "", "users", CLUSTER),
     ("impersonate", "", "serviceaccounts", NS),
     ("create", "", "serviceaccounts/token", NS),
