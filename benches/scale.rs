@@ -8,7 +8,9 @@
 //!   Kubernetes client sent (`serin_kube_api_requests_total`, watches included).
 //!
 //! Targets (issue 4): 1,000 initialized within 60 s, RSS under 64 MB, near-zero API requests
-//! while idle. Every wait has a timeout; the namespaces are deleted at the end.
+//! while idle. Every wait has a timeout; the namespaces are deleted at the end. Progress is
+//! counted from watches (not by listing every object twice a second, which would load the API
+//! server being measured), and the baseline's namespace is gone before Serin's run starts.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -17,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, stream};
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{ListParams, PostParams};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::PostParams;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use serin::crd::Canary;
 use serin::release::Phase;
@@ -59,16 +63,42 @@ async fn create_all(client: &Client, ns: &str, count: usize, opted_in: bool) {
         .await;
 }
 
-/// Polls `done` (count of finished objects) every 500 ms, printing progress every 5 s.
-async fn wait_count<F, Fut>(what: &str, count: usize, mut done: F) -> Duration
+/// A watch-fed cache of `api`'s objects (one LIST, then events: polling a thousand objects
+/// twice a second would load the API server the run measures). Start it before creating
+/// the objects.
+fn count_watched<K>(api: Api<K>) -> (reflector::Store<K>, tokio::task::JoinHandle<()>)
 where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = usize>,
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
+    let task = tokio::spawn(events.for_each(|_| async {}));
+    (reader, task)
+}
+
+/// Waits until `count` objects of `store` are `done`, printing progress every 5 s.
+async fn wait_count<K>(
+    what: &str,
+    count: usize,
+    store: &reflector::Store<K>,
+    done: fn(&K) -> bool,
+) -> Duration
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
 {
     let start = Instant::now();
     let mut next_note = Duration::from_secs(5);
     loop {
-        let n = done().await;
+        let n = store.state().iter().filter(|o| done(o)).count();
         if n >= count {
             return start.elapsed();
         }
@@ -80,7 +110,28 @@ where
             eprintln!("    {what}: {n}/{count} after {:.0?}", start.elapsed());
             next_note += Duration::from_secs(5);
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Deletes the namespace and waits until it is gone, so that its clean-up (a thousand
+/// Deployments, ReplicaSets and Pods) does not run during the next measurement.
+async fn delete_and_wait(client: &Client, namespace: TestNamespace) {
+    let name = namespace.name.clone();
+    drop(namespace);
+    let api: Api<Namespace> = Api::all(client.clone());
+    let start = Instant::now();
+    let mut next_note = Duration::from_secs(5);
+    while api.get_opt(&name).await.ok().flatten().is_some() {
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "namespace {name} still there after {TIMEOUT:?}"
+        );
+        if start.elapsed() >= next_note {
+            eprintln!("    deleting namespace {name}: {:.0?}", start.elapsed());
+            next_note += Duration::from_secs(5);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -133,56 +184,36 @@ async fn api_requests() -> f64 {
         .sum()
 }
 
-async fn available(client: &Client, ns: &str) -> usize {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    api.list(&ListParams::default())
-        .await
-        .map(|l| {
-            l.items
-                .iter()
-                .filter(|d| d.status.as_ref().and_then(|s| s.available_replicas) == Some(1))
-                .count()
-        })
-        .unwrap_or(0)
+fn is_available(d: &Deployment) -> bool {
+    d.status.as_ref().and_then(|s| s.available_replicas) == Some(1)
 }
 
-async fn initialized(client: &Client, ns: &str) -> usize {
-    let api: Api<Canary> = Api::namespaced(client.clone(), ns);
-    api.list(&ListParams::default())
-        .await
-        .map(|l| {
-            l.items
-                .iter()
-                .filter(|c| c.status.as_ref().map(|s| s.release.phase) == Some(Phase::Initialized))
-                .count()
-        })
-        .unwrap_or(0)
+fn is_initialized(c: &Canary) -> bool {
+    c.status.as_ref().map(|s| s.release.phase) == Some(Phase::Initialized)
 }
 
 async fn run(client: &Client, count: usize) {
     eprintln!("\n== {count} Deployments");
     // Baseline: the cluster alone.
     let plain = TestNamespace::create(client, &format!("scale-plain-{count}")).await;
+    let (store, watch) = count_watched(Api::<Deployment>::namespaced(client.clone(), &plain.name));
     let start = Instant::now();
     create_all(client, &plain.name, count, false).await;
-    wait_count("plain Deployments Available", count, || {
-        available(client, &plain.name)
-    })
-    .await;
+    wait_count("plain Deployments Available", count, &store, is_available).await;
     let baseline = start.elapsed();
-    drop(plain);
+    watch.abort();
+    delete_and_wait(client, plain).await;
 
     // A fresh, optimized Serin, so its peak memory is this run's and its speed a release's.
     serin_sh("restart", "release");
     let pid = serin_pid();
     let ns = TestNamespace::create(client, &format!("scale-serin-{count}")).await;
+    let (store, watch) = count_watched(Api::<Canary>::namespaced(client.clone(), &ns.name));
     let start = Instant::now();
     create_all(client, &ns.name, count, true).await;
     let created = start.elapsed();
-    wait_count("Canaries Initialized", count, || {
-        initialized(client, &ns.name)
-    })
-    .await;
+    wait_count("Canaries Initialized", count, &store, is_initialized).await;
+    watch.abort();
     let serin = start.elapsed();
     let peak_rss = proc_status_kib(pid, "VmHWM:");
 

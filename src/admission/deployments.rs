@@ -191,7 +191,8 @@ pub fn mutate(
     if !from_serin {
         let replicas = replica_decision(deploy, old);
         if let Some(keep) = replicas.keep {
-            ops.push(PatchOperation::Replace(ReplaceOperation {
+            // `add` also sets a member that is there: one operation for CREATE and UPDATE.
+            ops.push(PatchOperation::Add(AddOperation {
                 path: PointerBuf::from_tokens(["spec", "replicas"]),
                 value: keep.into(),
             }));
@@ -257,10 +258,17 @@ struct ReplicaDecision {
 
 fn replica_decision(deploy: &Deployment, old: Option<&Deployment>) -> ReplicaDecision {
     let requested = replicas(deploy);
-    let keep = old.and_then(|old| {
-        let same_template = template(old) == template(deploy);
-        (same_template && replicas(old) != requested).then(|| replicas(old))
-    });
+    let keep = match old {
+        // A new opted-in Deployment starts as the idle canary: its pods will run as
+        // `<name>-primary`, which Serin creates at once with the requested count. Starting
+        // them here only to scale them away would cost the cluster a ReplicaSet's worth of
+        // Pods per Deployment, and before the primary exists no Service routes to them anyway.
+        None => (requested != 0).then_some(0),
+        Some(old) => {
+            let same_template = template(old) == template(deploy);
+            (same_template && replicas(old) != requested).then(|| replicas(old))
+        }
+    };
     ReplicaDecision {
         keep,
         desired: requested,
@@ -459,8 +467,8 @@ mod tests {
         assert_eq!(annotations["serin.dev/desired-replicas"], "2");
         assert_eq!(object["metadata"]["labels"]["serin.dev/canary"], "true");
         assert_eq!(
-            object["spec"]["replicas"], 2,
-            "a create keeps the requested count"
+            object["spec"]["replicas"], 0,
+            "a new opted-in Deployment starts as the idle canary; the primary gets the 2"
         );
         // The patched object reads back as the same effective configuration.
         let deploy: Deployment = serde_json::from_value(object).expect("still a Deployment");
@@ -542,14 +550,33 @@ mod tests {
     }
 
     #[test]
-    fn a_reapplied_manifest_that_already_carries_everything_gets_no_patch() {
+    fn a_reapplied_manifest_that_already_carries_everything_only_keeps_the_idle_count() {
         let req = request("CREATE", "alice", deployment(enabled(), 2, "app:1"), None);
-        let object = patched(&req, &mutate(&req, SERIN, &PolicyDefaults::default()));
-        let again = request("UPDATE", "alice", object.clone(), Some(object));
+        let stored = patched(&req, &mutate(&req, SERIN, &PolicyDefaults::default()));
+        assert_eq!(stored["spec"]["replicas"], 0);
+        // The user's manifest, as a GitOps tool re-applies it: every annotation, 2 replicas.
+        let mut manifest = stored.clone();
+        manifest["spec"]["replicas"] = json!(2);
+        let again = request("UPDATE", "alice", manifest, Some(stored.clone()));
+        let response = mutate(&again, SERIN, &PolicyDefaults::default());
+        let patch: Patch =
+            serde_json::from_slice(response.patch.as_deref().unwrap_or(b"[]")).expect("patch");
+        assert_eq!(
+            serde_json::to_value(&patch).expect("json"),
+            json!([{"op": "add", "path": "/spec/replicas", "value": 0}]),
+            "nothing but the idle canary's count"
+        );
+        // And the stored object itself, re-applied, needs nothing at all.
+        let same = request("UPDATE", "alice", stored.clone(), Some(stored));
+        let response = mutate(&same, SERIN, &PolicyDefaults::default());
         assert!(
-            mutate(&again, SERIN, &PolicyDefaults::default())
-                .patch
-                .is_none()
+            response.patch.is_none()
+                || {
+                    let patch: Patch =
+                        serde_json::from_slice(response.patch.as_deref().unwrap_or(b"[]"))
+                            .expect("patch");
+                    patch.0.iter().all(|op| !matches!(op, PatchOperation::Add(a) if a.path.to_string() == "/spec/replicas"))
+                }
         );
     }
 
