@@ -7,8 +7,12 @@
 //! times and encodes, and after an allowed update that opts a Deployment in, creates the
 //! release machinery that can exist before the primary is Ready
 //! ([`crate::controller::inject`]), listing it in the response's warnings.
+//!
+//! `POST /validate/managed` protects the objects Serin manages from everyone else's updates
+//! and deletes ([`protect`]).
 
 pub mod deployments;
+pub mod protect;
 pub mod review;
 
 use std::sync::Arc;
@@ -19,7 +23,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionResponse, AdmissionReview};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 
 use crate::server::{Metrics, Outcome};
 
@@ -45,6 +49,7 @@ pub fn router(state: AdmissionState) -> Router {
     Router::new()
         .route("/validate/deployments", post(validate_deployments))
         .route("/mutate/deployments", post(mutate_deployments))
+        .route("/validate/managed", post(validate_managed))
         // The API server sends at most 3 MiB; axum's own default (2 MB) would refuse less.
         .layer(DefaultBodyLimit::max(crate::server::MAX_BODY_BYTES))
         .with_state(state)
@@ -54,8 +59,22 @@ async fn validate_deployments(
     State(state): State<AdmissionState>,
     body: Bytes,
 ) -> Json<AdmissionReview<DynamicObject>> {
-    review("validate-deployments", &state, &body, async |req| {
+    let decode = review::decode_deployment;
+    review("validate-deployments", &state, &body, decode, async |req| {
         deployments::validate(req)
+    })
+    .await
+}
+
+async fn validate_managed(
+    State(state): State<AdmissionState>,
+    body: Bytes,
+) -> Json<AdmissionReview<DynamicObject>> {
+    let serin_user = state.serin_user.clone();
+    let client = state.injector.as_ref().map(|ctx| ctx.client.clone());
+    let decode = review::decode_object;
+    review("validate-managed", &state, &body, decode, async |req| {
+        protect::review(req, &serin_user, client.as_ref()).await
     })
     .await
 }
@@ -66,7 +85,8 @@ async fn mutate_deployments(
 ) -> Json<AdmissionReview<DynamicObject>> {
     let serin_user = state.serin_user.clone();
     let injector = state.injector.clone();
-    review("mutate-deployments", &state, &body, async |req| {
+    let decode = review::decode_deployment;
+    review("mutate-deployments", &state, &body, decode, async |req| {
         let mut response = deployments::mutate(req, &serin_user);
         if let Some(ctx) = injector.filter(|_| response.allowed && opts_in(req, &serin_user)) {
             response.warnings = Some(inject(&ctx, req).await);
@@ -119,14 +139,15 @@ async fn inject(ctx: &crate::controller::Context, req: &review::DeploymentReques
 
 /// Decodes a review, decides, records the outcome. Always answers with an AdmissionReview
 /// (HTTP 200) that echoes the request's uid when it could be read.
-async fn review(
+async fn review<K: kube::Resource>(
     webhook: &str,
     state: &AdmissionState,
     body: &[u8],
-    decide: impl AsyncFnOnce(&review::DeploymentRequest) -> AdmissionResponse,
+    decode: fn(&[u8]) -> Result<AdmissionRequest<K>, review::Invalid>,
+    decide: impl AsyncFnOnce(&AdmissionRequest<K>) -> AdmissionResponse,
 ) -> Json<AdmissionReview<DynamicObject>> {
     let started = Instant::now();
-    let (response, outcome) = match review::decode_deployment(body) {
+    let (response, outcome) = match decode(body) {
         Ok(req) => {
             let response = decide(&req).await;
             let outcome = if response.allowed {
@@ -315,6 +336,114 @@ mod tests {
         let (status, review) = post(app, "/validate/deployments", body).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(review["response"]["allowed"], true);
+    }
+
+    fn message(review: &Value) -> &str {
+        review["response"]["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn managed_objects_are_protected_from_people_with_the_owner_named() {
+        for operation in ["UPDATE", "DELETE"] {
+            let (app, registry) = app();
+            let body = fixtures::traffic_split_review(operation, "alice", Some("web"));
+            let (status, review) = post(app, "/validate/managed", body.to_string()).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(review["response"]["uid"], fixtures::UID);
+            assert_eq!(
+                review["response"]["allowed"], false,
+                "{operation}: {review}"
+            );
+            // Without cluster access the owner cannot be read: refused, and the reason said.
+            for expected in [
+                "TrafficSplit \"web\" is managed by Serin for Deployment \"web\"",
+                "serin.dev/enabled",
+                "without cluster access",
+            ] {
+                assert!(message(&review).contains(expected), "{operation}: {review}");
+            }
+            assert!(metrics_text(&registry).contains("webhook=\"validate-managed\""));
+        }
+    }
+
+    #[tokio::test]
+    async fn serin_kubernetes_controllers_status_updates_and_unlabelled_objects_pass() {
+        let mut status_update = fixtures::traffic_split_review("UPDATE", "alice", Some("web"));
+        status_update["request"]["subResource"] = json!("status");
+        let gc = "system:serviceaccount:kube-system:generic-garbage-collector";
+        for (case, body) in [
+            (
+                "serin",
+                fixtures::traffic_split_review("DELETE", DEFAULT_SERVICE_ACCOUNT, Some("web")),
+            ),
+            (
+                "garbage collector",
+                fixtures::traffic_split_review("DELETE", gc, Some("web")),
+            ),
+            ("status", status_update),
+            (
+                "unlabelled",
+                fixtures::traffic_split_review("DELETE", "alice", None),
+            ),
+        ] {
+            let (app, _) = app();
+            let (status, review) = post(app, "/validate/managed", body.to_string()).await;
+            assert_eq!(status, StatusCode::OK, "{case}");
+            assert_eq!(review["response"]["allowed"], true, "{case}: {review}");
+            assert_eq!(review["response"]["uid"], fixtures::UID, "{case}");
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed_reviews_of_managed_objects_are_refused_with_the_uid() {
+        let good = fixtures::traffic_split_review("DELETE", "alice", Some("web"));
+        let mut wrong_version = good.clone();
+        wrong_version["apiVersion"] = json!("admission.k8s.io/v1beta1");
+        let mut bad_metadata = good.clone();
+        bad_metadata["request"]["oldObject"]["metadata"]["labels"] = json!(["not", "a", "map"]);
+        let mut no_operation = good.clone();
+        no_operation["request"]["operation"] = json!("PATCH");
+        for (case, body) in [
+            ("version", wrong_version),
+            ("metadata", bad_metadata),
+            ("operation", no_operation),
+        ] {
+            let (app, registry) = app();
+            let (status, review) = post(app, "/validate/managed", body.to_string()).await;
+            assert_eq!(status, StatusCode::OK, "{case}");
+            assert_eq!(review["response"]["allowed"], false, "{case}");
+            assert_eq!(review["response"]["uid"], fixtures::UID, "{case}");
+            assert!(!message(&review).is_empty(), "{case}");
+            assert!(
+                metrics_text(&registry).contains("outcome=\"error\""),
+                "{case}"
+            );
+        }
+        let (app, _) = app();
+        let (status, review) = post(app, "/validate/managed", "\u{0}garbage").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(review["response"]["allowed"], false);
+    }
+
+    #[tokio::test]
+    async fn without_cluster_access_scaling_is_allowed_as_nothing_says_the_target_is_managed() {
+        let mut body = fixtures::traffic_split_review("UPDATE", "alice", None);
+        let scale = json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+                           "metadata": {"name": "web-primary", "namespace": "shop"},
+                           "spec": {"replicas": 5}});
+        let request = &mut body["request"];
+        request["kind"] = json!({"group": "autoscaling", "version": "v1", "kind": "Scale"});
+        request["resource"] = json!({"group": "apps", "version": "v1", "resource": "deployments"});
+        request["subResource"] = json!("scale");
+        request["name"] = json!("web-primary");
+        request["object"] = scale.clone();
+        request["oldObject"] = scale;
+        let (app, _) = app();
+        let (status, review) = post(app, "/validate/managed", body.to_string()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(review["response"]["allowed"], true, "{review}");
     }
 
     #[tokio::test]
