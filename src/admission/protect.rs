@@ -268,7 +268,13 @@ pub async fn review(
     };
     match decide(&write, serin_user, Some((&owner, &state))) {
         Verdict::Allow(_) => response,
-        Verdict::Deny(message) => response.deny(message),
+        Verdict::Deny(message) => {
+            tracing::info!(
+                user = write.user, kind = write.kind, name = write.name, namespace, owner,
+                operation = ?write.operation, "refused a write to a managed object"
+            );
+            response.deny(message)
+        }
     }
 }
 
