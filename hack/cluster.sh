@@ -109,10 +109,13 @@ up() {
   write_kubeconfig "$api_port"
   wait_for kube-apiserver "$C/kube-apiserver.log" 120 readyz
 
+  # Each controller writes under its own ServiceAccount in kube-system (as kubeadm and managed
+  # clusters run it), not as the admin whose kubeconfig starts it: Serin's protection of
+  # managed objects tells the garbage collector or the HPA from a person by that identity.
   start_bg kube-controller-manager "$C/kube-controller-manager.pid" "$C/kube-controller-manager.log" \
     "$K8S_BIN/kube-controller-manager" --kubeconfig "$C/kubeconfig" --leader-elect=false \
     --secure-port 0 --root-ca-file "$PKI/ca.crt" --service-account-private-key-file "$PKI/sa.key" \
-    --use-service-account-credentials=false --controllers '*' --v=1 \
+    --use-service-account-credentials=true --controllers '*' --v=1 \
     --kube-api-qps 300 --kube-api-burst 600 --concurrent-deployment-syncs 10 \
     --concurrent-replicaset-syncs 10
   start_bg kube-scheduler "$C/kube-scheduler.pid" "$C/kube-scheduler.log" \

@@ -570,13 +570,15 @@ mod tests {
         let same = request("UPDATE", "alice", stored.clone(), Some(stored));
         let response = mutate(&same, SERIN, &PolicyDefaults::default());
         assert!(
-            response.patch.is_none()
-                || {
-                    let patch: Patch =
-                        serde_json::from_slice(response.patch.as_deref().unwrap_or(b"[]"))
-                            .expect("patch");
-                    patch.0.iter().all(|op| !matches!(op, PatchOperation::Add(a) if a.path.to_string() == "/spec/replicas"))
-                }
+            response.patch.is_none() || {
+                let patch: Patch =
+                    serde_json::from_slice(response.patch.as_deref().unwrap_or(b"[]"))
+                        .expect("patch");
+                patch
+                    .0
+                    .iter()
+                    .all(|op| !matches!(op, PatchOperation::Add(a) if a.path == "/spec/replicas"))
+            }
         );
     }
 

@@ -7,9 +7,13 @@
 //! times and encodes, and after an allowed update that opts a Deployment in, creates the
 //! release machinery that can exist before the primary is Ready
 //! ([`crate::controller::inject`]), listing it in the response's warnings.
+//!
+//! `POST /validate/managed` protects the objects Serin manages from everyone else's updates
+//! and deletes ([`protect`]).
 
 pub mod deployments;
 pub mod policies;
+pub mod protect;
 pub mod resources;
 pub mod review;
 
@@ -21,7 +25,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionResponse, AdmissionReview};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 
 use crate::crd::AnalysisTemplateSpec;
 use crate::policy::CanaryPolicySpec;
@@ -60,6 +64,7 @@ pub fn router(state: AdmissionState) -> Router {
             "/validate/canarypolicies",
             post(validate_resource::<CanaryPolicySpec>),
         )
+        .route("/validate/managed", post(validate_managed))
         // The API server sends at most 3 MiB; axum's own default (2 MB) would refuse less.
         .layer(DefaultBodyLimit::max(crate::server::MAX_BODY_BYTES))
         .with_state(state)
@@ -69,15 +74,30 @@ async fn validate_deployments(
     State(state): State<AdmissionState>,
     body: Bytes,
 ) -> Json<AdmissionReview<DynamicObject>> {
+    let decode = review::decode_deployment;
     review(
         "validate-deployments",
         &state,
         &body,
+        decode,
         async |req| match policy_view(&state, req).await {
             Ok(view) => deployments::validate(req, &view),
             Err(refusal) => AdmissionResponse::from(req).deny(refusal),
         },
     )
+    .await
+}
+
+async fn validate_managed(
+    State(state): State<AdmissionState>,
+    body: Bytes,
+) -> Json<AdmissionReview<DynamicObject>> {
+    let serin_user = state.serin_user.clone();
+    let client = state.injector.as_ref().map(|ctx| ctx.client.clone());
+    let decode = review::decode_object;
+    review("validate-managed", &state, &body, decode, async |req| {
+        protect::review(req, &serin_user, client.as_ref()).await
+    })
     .await
 }
 
@@ -87,7 +107,8 @@ async fn mutate_deployments(
 ) -> Json<AdmissionReview<DynamicObject>> {
     let serin_user = state.serin_user.clone();
     let injector = state.injector.clone();
-    review("mutate-deployments", &state, &body, async |req| {
+    let decode = review::decode_deployment;
+    review("mutate-deployments", &state, &body, decode, async |req| {
         // Without the policies (not read yet) no policy default is filled; the validating
         // webhook refuses such a write anyway.
         let policies = match policy_view(&state, req).await {
@@ -148,27 +169,18 @@ async fn validate_resource<K: resources::Checked>(
     State(state): State<AdmissionState>,
     body: Bytes,
 ) -> Json<AdmissionReview<DynamicObject>> {
-    let started = Instant::now();
     let webhook = match K::KIND {
         "AnalysisTemplate" => "validate-analysistemplates",
         _ => "validate-canarypolicies",
     };
-    let (response, outcome) = match resources::decode::<K>(&body) {
-        Ok(req) => {
-            let response = resources::validate::<K>(&req);
-            let outcome = match response.allowed {
-                true => Outcome::Allowed,
-                false => Outcome::Denied,
-            };
-            (response, outcome)
-        }
-        Err(invalid) => {
-            tracing::warn!(webhook, reason = %invalid.reason, "invalid admission review");
-            (invalid.into_response(), Outcome::Error)
-        }
-    };
-    state.metrics.observe(webhook, outcome, started.elapsed());
-    Json(response.into_review())
+    review(
+        webhook,
+        &state,
+        &body,
+        resources::decode::<K>,
+        async |req| resources::validate::<K>(req),
+    )
+    .await
 }
 
 /// A user's (not a dry-run) update that turns an existing Deployment into an opted-in one.
@@ -214,14 +226,15 @@ async fn inject(ctx: &crate::controller::Context, req: &review::DeploymentReques
 
 /// Decodes a review, decides, records the outcome. Always answers with an AdmissionReview
 /// (HTTP 200) that echoes the request's uid when it could be read.
-async fn review(
+async fn review<K: kube::Resource>(
     webhook: &str,
     state: &AdmissionState,
     body: &[u8],
-    decide: impl AsyncFnOnce(&review::DeploymentRequest) -> AdmissionResponse,
+    decode: fn(&[u8]) -> Result<AdmissionRequest<K>, review::Invalid>,
+    decide: impl AsyncFnOnce(&AdmissionRequest<K>) -> AdmissionResponse,
 ) -> Json<AdmissionReview<DynamicObject>> {
     let started = Instant::now();
-    let (response, outcome) = match review::decode_deployment(body) {
+    let (response, outcome) = match decode(body) {
         Ok(req) => {
             let response = decide(&req).await;
             let outcome = if response.allowed {
@@ -411,6 +424,114 @@ mod tests {
         let (status, review) = post(app, "/validate/deployments", body).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(review["response"]["allowed"], true);
+    }
+
+    fn message(review: &Value) -> &str {
+        review["response"]["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn managed_objects_are_protected_from_people_with_the_owner_named() {
+        for operation in ["UPDATE", "DELETE"] {
+            let (app, registry) = app();
+            let body = fixtures::traffic_split_review(operation, "alice", Some("web"));
+            let (status, review) = post(app, "/validate/managed", body.to_string()).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(review["response"]["uid"], fixtures::UID);
+            assert_eq!(
+                review["response"]["allowed"], false,
+                "{operation}: {review}"
+            );
+            // Without cluster access the owner cannot be read: refused, and the reason said.
+            for expected in [
+                "TrafficSplit \"web\" is managed by Serin for Deployment \"web\"",
+                "serin.dev/enabled",
+                "without cluster access",
+            ] {
+                assert!(message(&review).contains(expected), "{operation}: {review}");
+            }
+            assert!(metrics_text(&registry).contains("webhook=\"validate-managed\""));
+        }
+    }
+
+    #[tokio::test]
+    async fn serin_kubernetes_controllers_status_updates_and_unlabelled_objects_pass() {
+        let mut status_update = fixtures::traffic_split_review("UPDATE", "alice", Some("web"));
+        status_update["request"]["subResource"] = json!("status");
+        let gc = "system:serviceaccount:kube-system:generic-garbage-collector";
+        for (case, body) in [
+            (
+                "serin",
+                fixtures::traffic_split_review("DELETE", DEFAULT_SERVICE_ACCOUNT, Some("web")),
+            ),
+            (
+                "garbage collector",
+                fixtures::traffic_split_review("DELETE", gc, Some("web")),
+            ),
+            ("status", status_update),
+            (
+                "unlabelled",
+                fixtures::traffic_split_review("DELETE", "alice", None),
+            ),
+        ] {
+            let (app, _) = app();
+            let (status, review) = post(app, "/validate/managed", body.to_string()).await;
+            assert_eq!(status, StatusCode::OK, "{case}");
+            assert_eq!(review["response"]["allowed"], true, "{case}: {review}");
+            assert_eq!(review["response"]["uid"], fixtures::UID, "{case}");
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed_reviews_of_managed_objects_are_refused_with_the_uid() {
+        let good = fixtures::traffic_split_review("DELETE", "alice", Some("web"));
+        let mut wrong_version = good.clone();
+        wrong_version["apiVersion"] = json!("admission.k8s.io/v1beta1");
+        let mut bad_metadata = good.clone();
+        bad_metadata["request"]["oldObject"]["metadata"]["labels"] = json!(["not", "a", "map"]);
+        let mut no_operation = good.clone();
+        no_operation["request"]["operation"] = json!("PATCH");
+        for (case, body) in [
+            ("version", wrong_version),
+            ("metadata", bad_metadata),
+            ("operation", no_operation),
+        ] {
+            let (app, registry) = app();
+            let (status, review) = post(app, "/validate/managed", body.to_string()).await;
+            assert_eq!(status, StatusCode::OK, "{case}");
+            assert_eq!(review["response"]["allowed"], false, "{case}");
+            assert_eq!(review["response"]["uid"], fixtures::UID, "{case}");
+            assert!(!message(&review).is_empty(), "{case}");
+            assert!(
+                metrics_text(&registry).contains("outcome=\"error\""),
+                "{case}"
+            );
+        }
+        let (app, _) = app();
+        let (status, review) = post(app, "/validate/managed", "\u{0}garbage").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(review["response"]["allowed"], false);
+    }
+
+    #[tokio::test]
+    async fn without_cluster_access_scaling_is_allowed_as_nothing_says_the_target_is_managed() {
+        let mut body = fixtures::traffic_split_review("UPDATE", "alice", None);
+        let scale = json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+                           "metadata": {"name": "web-primary", "namespace": "shop"},
+                           "spec": {"replicas": 5}});
+        let request = &mut body["request"];
+        request["kind"] = json!({"group": "autoscaling", "version": "v1", "kind": "Scale"});
+        request["resource"] = json!({"group": "apps", "version": "v1", "resource": "deployments"});
+        request["subResource"] = json!("scale");
+        request["name"] = json!("web-primary");
+        request["object"] = scale.clone();
+        request["oldObject"] = scale;
+        let (app, _) = app();
+        let (status, review) = post(app, "/validate/managed", body.to_string()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(review["response"]["allowed"], true, "{review}");
     }
 
     #[tokio::test]

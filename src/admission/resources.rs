@@ -5,11 +5,11 @@
 //! configuration's rules name `v1beta1`, and `matchPolicy: Equivalent` converts).
 
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::review::Invalid;
+use super::review::{self, Invalid};
 use crate::crd::{AnalysisTemplateSpec, GROUP};
 use crate::policy::CanaryPolicySpec;
 use crate::spec::Problem;
@@ -34,43 +34,21 @@ impl Checked for CanaryPolicySpec {
     }
 }
 
-/// Decodes a review of a `serin.dev` object of kind `K`, or says why it cannot be read.
+/// Decodes a review of a `serin.dev` object of kind `K` (the envelope by
+/// [`review::decode_object`]), or says why it cannot be read.
 pub fn decode<K: Checked>(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, Invalid> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| Invalid {
-        uid: None,
-        reason: format!("the request body is not JSON: {e}"),
-    })?;
-    let uid = value
-        .pointer("/request/uid")
-        .and_then(Value::as_str)
-        .filter(|uid| !uid.is_empty())
-        .map(str::to_owned);
-    let refuse = |reason: String| Invalid {
-        uid: uid.clone(),
-        reason,
-    };
-    let review: AdmissionReview<DynamicObject> = serde_json::from_value(value)
-        .map_err(|e| refuse(format!("not an AdmissionReview admission.k8s.io/v1: {e}")))?;
-    if review.types.api_version != "admission.k8s.io/v1" || review.types.kind != "AdmissionReview" {
-        return Err(refuse(format!(
-            "expected an AdmissionReview of admission.k8s.io/v1, got kind {} apiVersion {}",
-            review.types.kind, review.types.api_version
-        )));
-    }
-    let request: AdmissionRequest<DynamicObject> = review
-        .try_into()
-        .map_err(|_| refuse("the AdmissionReview has no request".into()))?;
-    if uid.is_none() {
-        return Err(refuse("the AdmissionReview has no request.uid".into()));
-    }
+    let request = review::decode_object(body)?;
     if request.kind.group != GROUP || request.kind.kind != K::KIND {
-        return Err(refuse(format!(
-            "this webhook reviews {GROUP} {}, not {}/{} {}",
-            K::KIND,
-            request.kind.group,
-            request.kind.version,
-            request.kind.kind
-        )));
+        return Err(Invalid {
+            uid: Some(request.uid.clone()),
+            reason: format!(
+                "this webhook reviews {GROUP} {}, not {}/{} {}",
+                K::KIND,
+                request.kind.group,
+                request.kind.version,
+                request.kind.kind
+            ),
+        });
     }
     Ok(request)
 }

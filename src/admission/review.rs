@@ -10,6 +10,10 @@ use serde_json::Value;
 /// A decoded review of an `apps/v1` Deployment.
 pub type DeploymentRequest = AdmissionRequest<Deployment>;
 
+/// A decoded review of an object of any kind (the objects Serin manages: Deployments, their
+/// scale, Services, ConfigMaps, Secrets, HPAs, TrafficSplits).
+pub type ObjectRequest = AdmissionRequest<DynamicObject>;
+
 const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
 
 /// Why a review could not be read, and the uid to echo when it was found.
@@ -52,8 +56,9 @@ pub fn decode_deployment(body: &[u8]) -> Result<DeploymentRequest, Invalid> {
     explain(body)
 }
 
-/// The slow path: reads the review step by step to name what is wrong with it.
-fn explain(body: &[u8]) -> Result<DeploymentRequest, Invalid> {
+/// Decodes a review of an object of any kind, or says why it cannot be read. Only the
+/// envelope is checked: the objects keep whatever fields they have.
+pub fn decode_object(body: &[u8]) -> Result<ObjectRequest, Invalid> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| invalid(None, format!("the request body is not JSON: {e}")))?;
     let uid = value
@@ -76,10 +81,16 @@ fn explain(body: &[u8]) -> Result<DeploymentRequest, Invalid> {
     }
     let review: AdmissionReview<DynamicObject> = serde_json::from_value(value)
         .map_err(|e| refuse(format!("malformed AdmissionReview: {e}")))?;
-    let request: AdmissionRequest<DynamicObject> = review
+    review
         .try_into()
-        .map_err(|_| refuse("the AdmissionReview has no request".into()))?;
+        .map_err(|_| refuse("the AdmissionReview has no request".into()))
+}
 
+/// The slow path: reads the review step by step to name what is wrong with it.
+fn explain(body: &[u8]) -> Result<DeploymentRequest, Invalid> {
+    let request = decode_object(body)?;
+    let uid = request.uid.clone();
+    let refuse = |reason: String| invalid(Some(uid.clone()), reason);
     let gvk = &request.kind;
     if gvk.group != "apps" || gvk.version != "v1" || gvk.kind != "Deployment" {
         return Err(refuse(format!(
@@ -147,6 +158,31 @@ pub(crate) mod fixtures {
                 "name": "web", "namespace": "shop", "operation": operation,
                 "userInfo": {"username": user},
                 "object": object, "oldObject": old,
+                "dryRun": false
+            }
+        })
+    }
+
+    /// A review of an UPDATE or DELETE of the TrafficSplit `web` by `user`, labelled as
+    /// Serin labels what it manages for the Deployment `owner` (no label when `None`).
+    pub fn traffic_split_review(operation: &str, user: &str, owner: Option<&str>) -> Value {
+        let split = json!({
+            "apiVersion": "split.smi-spec.io/v1alpha1", "kind": "TrafficSplit",
+            "metadata": {"name": "web", "namespace": "shop",
+                         "labels": owner.map(|o| json!({"serin.dev/owner": o}))},
+            "spec": {"service": "web", "backends": []}
+        });
+        let object = (operation != "DELETE").then(|| split.clone());
+        json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": UID,
+                "kind": {"group": "split.smi-spec.io", "version": "v1alpha1", "kind": "TrafficSplit"},
+                "resource": {"group": "split.smi-spec.io", "version": "v1alpha1", "resource": "trafficsplits"},
+                "name": "web", "namespace": "shop", "operation": operation,
+                "userInfo": {"username": user, "groups": ["system:masters", "system:authenticated"]},
+                "object": object, "oldObject": split,
                 "dryRun": false
             }
         })

@@ -1,0 +1,461 @@
+//! Protection of managed objects on the real local cluster: with the built kubectl, a user
+//! with edit rights in the namespace and the cluster admin cannot edit, scale or delete what
+//! Serin made for an opted-in Deployment, and are told which Deployment to change instead;
+//! while deleting the Deployment or its namespace, and the HPA controller scaling a primary,
+//! still work.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{Api, Client};
+use serin::release::Phase;
+use serin::router::Weights;
+use support::release::{Version, apply, image, manifest, replicas, wait_phase, weights};
+use support::{TestNamespace, kubectl, wait_until};
+
+const SETTLE: Duration = Duration::from_secs(60);
+/// Long enough for the garbage collector or the namespace controller to remove everything.
+const CLEANUP: Duration = Duration::from_secs(120);
+
+/// The normal user the tests impersonate: edit rights in the test namespace, nothing more.
+const EDITOR: &str = "e2e-editor";
+
+async fn setup(prefix: &str) -> (Client, TestNamespace) {
+    support::serin();
+    let client = support::client().await;
+    let ns = TestNamespace::create(&client, prefix).await;
+    (client, ns)
+}
+
+/// Opts `name` in and waits until Serin made its primary and routes everything to it.
+async fn opt_in(client: &Client, ns: &str, name: &str) {
+    apply(&manifest(ns, name, &Version::good("v1"), &[]));
+    wait_phase(client, ns, name, Phase::Initialized, SETTLE).await;
+    assert_eq!(
+        weights(client, ns, name).await,
+        Some(Weights::ALL_PRIMARY),
+        "TrafficSplit {ns}/{name} after opting in"
+    );
+}
+
+/// Gives [`EDITOR`] Kubernetes' `edit` role in `ns`, plus TrafficSplits (a CRD that role does
+/// not cover), so that only Serin's webhook stands between them and the managed objects.
+fn grant_edit(ns: &str) {
+    apply(&format!(
+        r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: editor, namespace: {ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: edit}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {EDITOR}}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: trafficsplit-editor, namespace: {ns}}}
+rules:
+- apiGroups: [split.smi-spec.io]
+  resources: [trafficsplits]
+  verbs: [get, list, watch, create, update, patch, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: trafficsplit-editor, namespace: {ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: trafficsplit-editor}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {EDITOR}}}]
+"#
+    ));
+}
+
+/// Who runs kubectl: the admin of the test kubeconfig, or [`EDITOR`] by impersonation.
+#[derive(Clone, Copy, Debug)]
+enum Who {
+    Admin,
+    Editor,
+}
+
+impl Who {
+    fn args<'a>(self, ns: &'a str, args: &[&'a str]) -> Vec<String> {
+        let mut all = vec!["-n".to_string(), ns.to_string()];
+        if let Who::Editor = self {
+            all.push(format!("--as={EDITOR}"));
+        }
+        all.extend(args.iter().map(|a| a.to_string()));
+        all
+    }
+}
+
+fn kubectl_as(who: Who, ns: &str, args: &[&str]) -> (bool, String, String) {
+    let args = who.args(ns, args);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    kubectl(&args, None)
+}
+
+/// `kubectl edit` with an editor that adds a label to the object's metadata.
+fn kubectl_edit(who: Who, ns: &str, resource: &str) -> (bool, String, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let editor = dir.path().join("add-label.sh");
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i -e 's/^  labels:$/  labels:\\n    edited-by-hand: \"true\"/' \"$1\"\n",
+    )
+    .expect("write editor");
+    std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = std::process::Command::new(support::kubectl_path())
+        .arg("--kubeconfig")
+        .arg(support::kubeconfig())
+        .args(who.args(ns, &["edit", resource]))
+        .env("KUBE_EDITOR", &editor)
+        .output()
+        .expect("kubectl edit runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Asserts that kubectl's write was refused by Serin's `webhook`, naming `owner` as the
+/// Deployment to change and saying how to opt out.
+fn assert_refused(
+    what: &str,
+    webhook: &str,
+    owner: &str,
+    (ok, stdout, stderr): (bool, String, String),
+) {
+    assert!(
+        !ok,
+        "{what} must be refused by Serin, but kubectl succeeded:\n{stdout}{stderr}"
+    );
+    for expected in [
+        format!("admission webhook \"{webhook}\" denied the request"),
+        format!("is managed by Serin for Deployment \"{owner}\""),
+        format!("remove the annotation serin.dev/enabled from Deployment \"{owner}\""),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "{what}: no {expected:?} in kubectl's error:\n{stderr}"
+        );
+    }
+}
+
+/// Tries every way to change the primary and the TrafficSplit of `web` as `who`, and checks
+/// that each is refused and nothing changed.
+async fn assert_managed_objects_are_protected(client: &Client, ns: &str, who: Who) {
+    const MANAGED: &str = "protect-managed.serin.dev";
+    const SCALE: &str = "protect-primary-scale.serin.dev";
+    let label = r#"{"metadata":{"labels":{"edited-by-hand":"true"}}}"#;
+    let weights_patch = r#"{"spec":{"backends":[{"service":"web-primary","weight":50},{"service":"web-canary","weight":50}]}}"#;
+    let attempts: [(&str, &str, (bool, String, String)); 8] = [
+        (
+            "kubectl edit deployment/web-primary",
+            MANAGED,
+            kubectl_edit(who, ns, "deployment/web-primary"),
+        ),
+        (
+            "kubectl patch deployment/web-primary",
+            MANAGED,
+            kubectl_as(
+                who,
+                ns,
+                &[
+                    "patch",
+                    "deployment/web-primary",
+                    "--type=merge",
+                    "-p",
+                    label,
+                ],
+            ),
+        ),
+        (
+            "kubectl set image deployment/web-primary",
+            MANAGED,
+            kubectl_as(
+                who,
+                ns,
+                &[
+                    "set",
+                    "image",
+                    "deployment/web-primary",
+                    "app=example.invalid/web:hand",
+                ],
+            ),
+        ),
+        (
+            "kubectl scale deployment/web-primary",
+            SCALE,
+            kubectl_as(
+                who,
+                ns,
+                &["scale", "deployment/web-primary", "--replicas=5"],
+            ),
+        ),
+        (
+            "kubectl delete deployment/web-primary",
+            MANAGED,
+            kubectl_as(
+                who,
+                ns,
+                &["delete", "deployment/web-primary", "--wait=false"],
+            ),
+        ),
+        (
+            "kubectl edit trafficsplit/web",
+            MANAGED,
+            kubectl_edit(who, ns, "trafficsplits.split.smi-spec.io/web"),
+        ),
+        (
+            "kubectl patch trafficsplit/web",
+            MANAGED,
+            kubectl_as(
+                who,
+                ns,
+                &[
+                    "patch",
+                    "trafficsplits.split.smi-spec.io/web",
+                    "--type=merge",
+                    "-p",
+                    weights_patch,
+                ],
+            ),
+        ),
+        (
+            "kubectl delete trafficsplit/web",
+            MANAGED,
+            kubectl_as(
+                who,
+                ns,
+                &[
+                    "delete",
+                    "trafficsplits.split.smi-spec.io/web",
+                    "--wait=false",
+                ],
+            ),
+        ),
+    ];
+    for (what, webhook, result) in attempts {
+        assert_refused(&format!("{what} as {who:?}"), webhook, "web", result);
+    }
+    // Nothing got through.
+    assert_eq!(replicas(client, ns, "web-primary").await, Some(2));
+    assert_eq!(
+        image(client, ns, "web-primary").await,
+        "example.invalid/web:v1"
+    );
+    assert_eq!(weights(client, ns, "web").await, Some(Weights::ALL_PRIMARY));
+    let (_, labels, _) = kubectl_as(
+        Who::Admin,
+        ns,
+        &[
+            "get",
+            "deployment/web-primary",
+            "-o",
+            "jsonpath={.metadata.labels}",
+        ],
+    );
+    assert!(
+        !labels.contains("edited-by-hand"),
+        "web-primary labels: {labels}"
+    );
+}
+
+#[tokio::test]
+async fn a_user_with_edit_rights_cannot_edit_scale_or_delete_the_primary_or_the_traffic_split() {
+    let (client, ns) = setup("protect-user").await;
+    let ns = &ns.name;
+    grant_edit(ns);
+    opt_in(&client, ns, "web").await;
+    // RBAC allows it all: any refusal below is Serin's.
+    for (verb, resource) in [
+        ("delete", "deployments.apps/web-primary"),
+        ("patch", "deployments.apps/scale"),
+        ("delete", "trafficsplits.split.smi-spec.io/web"),
+    ] {
+        let (_, answer, _) = kubectl_as(Who::Editor, ns, &["auth", "can-i", verb, resource]);
+        assert_eq!(
+            answer.trim(),
+            "yes",
+            "{EDITOR} may {verb} {resource} per RBAC"
+        );
+    }
+    assert_managed_objects_are_protected(&client, ns, Who::Editor).await;
+}
+
+#[tokio::test]
+async fn the_cluster_admin_is_refused_too_and_told_to_opt_out_instead() {
+    let (client, ns) = setup("protect-admin").await;
+    let ns = &ns.name;
+    opt_in(&client, ns, "web").await;
+    assert_managed_objects_are_protected(&client, ns, Who::Admin).await;
+}
+
+/// What is left of everything Serin made for `owner` (they all carry `serin.dev/owner`).
+fn managed_objects(ns: &str, owner: &str) -> Result<(), String> {
+    let selector = format!("serin.dev/owner={owner}");
+    let (ok, names, stderr) = kubectl_as(
+        Who::Admin,
+        ns,
+        &[
+            "get",
+            "deployments,services,configmaps,secrets,horizontalpodautoscalers,trafficsplits.split.smi-spec.io,canaries.serin.dev",
+            "-l",
+            &selector,
+            "-o",
+            "name",
+        ],
+    );
+    match (ok, names.trim()) {
+        (true, "") => Ok(()),
+        (true, left) => Err(format!("still there: {}", left.replace('\n', ", "))),
+        (false, _) => Err(format!("kubectl get failed: {stderr}")),
+    }
+}
+
+#[tokio::test]
+async fn deleting_the_opted_in_deployment_removes_everything_serin_made_for_it() {
+    let (client, ns) = setup("protect-owner").await;
+    let ns = &ns.name;
+    grant_edit(ns);
+    opt_in(&client, ns, "web").await;
+    opt_in(&client, ns, "api").await;
+    assert!(
+        managed_objects(ns, "web").is_err(),
+        "Serin made objects for web"
+    );
+
+    // The user deletes their own Deployment (background cascade, kubectl's default); the
+    // admin deletes the other in the foreground, where the garbage collector removes the
+    // dependents while the owner still exists, being deleted.
+    let (ok, _, stderr) = kubectl_as(
+        Who::Editor,
+        ns,
+        &["delete", "deployment/web", "--wait=false"],
+    );
+    assert!(ok, "{EDITOR} deletes deployment/web: {stderr}");
+    let (ok, _, stderr) = kubectl_as(
+        Who::Admin,
+        ns,
+        &[
+            "delete",
+            "deployment/api",
+            "--cascade=foreground",
+            "--wait=false",
+        ],
+    );
+    assert!(ok, "the admin deletes deployment/api: {stderr}");
+    for owner in ["web", "api"] {
+        wait_until(
+            &format!("the garbage collector to remove what Serin made for {ns}/{owner}"),
+            CLEANUP,
+            || async { managed_objects(ns, owner) },
+        )
+        .await;
+        assert!(
+            support::release::deployment(&client, ns, owner)
+                .await
+                .is_none(),
+            "deployment {ns}/{owner} is gone"
+        );
+    }
+}
+
+#[tokio::test]
+async fn deleting_the_namespace_of_an_opted_in_deployment_completes() {
+    let (client, ns) = setup("protect-namespace").await;
+    let name = ns.name.clone();
+    opt_in(&client, &name, "web").await;
+    let (ok, _, stderr) = kubectl(&["delete", "namespace", &name, "--wait=false"], None);
+    assert!(ok, "delete namespace {name}: {stderr}");
+    // A namespace disappears only once everything in it is deleted: a refused delete would
+    // leave it Terminating with the refusal in its conditions.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    wait_until(
+        &format!("namespace {name} to be deleted with everything in it"),
+        CLEANUP,
+        || async {
+            match namespaces.get_opt(&name).await {
+                Ok(None) => Ok(()),
+                Ok(Some(left)) => Err(format!(
+                    "still there: {}",
+                    serde_json::to_string(&left.status).unwrap_or_default()
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_hpa_controller_still_scales_the_primary_through_the_scale_subresource() {
+    let (client, ns) = setup("protect-hpa").await;
+    let ns = &ns.name;
+    // Above the 2 replicas the Deployment asks for: the HPA controller scales the primary to
+    // its minimum without needing any metrics.
+    apply(&format!(
+        r#"apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}
+  minReplicas: 3
+  maxReplicas: 5
+  metrics:
+  - type: Resource
+    resource: {{name: cpu, target: {{type: Utilization, averageUtilization: 80}}}}
+"#
+    ));
+    opt_in(&client, ns, "web").await;
+    wait_until(
+        "the HPA controller to scale web-primary to its minimum of 3",
+        Duration::from_secs(90),
+        || async {
+            match replicas(&client, ns, "web-primary").await {
+                Some(3) => Ok(()),
+                other => {
+                    let (_, hpa, _) = kubectl_as(
+                        Who::Admin,
+                        ns,
+                        &["get", "hpa/web-primary", "-o", "jsonpath={.status}"],
+                    );
+                    Err(format!(
+                        "web-primary replicas {other:?}; HPA web-primary status {hpa}"
+                    ))
+                }
+            }
+        },
+    )
+    .await;
+    // The scale webhook is in the path: a person's scale of the same primary is refused.
+    let (ok, stdout, stderr) = kubectl_as(
+        Who::Admin,
+        ns,
+        &["scale", "deployment/web-primary", "--replicas=4"],
+    );
+    assert_refused(
+        "kubectl scale deployment/web-primary",
+        "protect-primary-scale.serin.dev",
+        "web",
+        (ok, stdout, stderr),
+    );
+}
+
+#[tokio::test]
+async fn left_overs_whose_owner_is_gone_can_be_deleted_by_their_user() {
+    let (_client, ns) = setup("protect-leftover").await;
+    let ns = &ns.name;
+    grant_edit(ns);
+    apply(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: gone-config-primary\n  namespace: {ns}\n  labels: {{serin.dev/owner: gone}}\ndata: {{greeting: hello}}\n"
+    ));
+    let (ok, _, stderr) = kubectl_as(
+        Who::Editor,
+        ns,
+        &["delete", "configmap/gone-config-primary", "--wait=false"],
+    );
+    assert!(
+        ok,
+        "configmap/gone-config-primary names Deployment \"gone\", which does not exist: {stderr}"
+    );
+}
