@@ -16,7 +16,7 @@ SERIN=$ROOT/target/${SERIN_PROFILE:-debug}/serin # built by hack/serin.sh up
 # The release settings; the limits are also recorded with every sample, for the charts.
 MIN_SUCCESS_RATE=99 MAX_P99_MS=500
 if [ "${DEMO_SHORT:-0}" = 1 ]; then
-  INTERVAL=2 STEP=30 MAX_WEIGHT=60 THRESHOLD=2 WINDOW=5s POLL=0.5 REPLICAS=1
+  INTERVAL=2 STEP=30 MAX_WEIGHT=60 THRESHOLD=3 WINDOW=5s POLL=0.5 REPLICAS=1
 else
   INTERVAL=3 STEP=20 MAX_WEIGHT=60 THRESHOLD=3 WINDOW=10s POLL=1 REPLICAS=3
 fi
