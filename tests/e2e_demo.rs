@@ -306,6 +306,48 @@ fn the_short_demo_writes_one_chart_per_release_showing_how_each_ended() {
 }
 
 #[test]
+fn demo_chart_draws_a_timeline_and_names_the_line_it_cannot_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let timeline = dir.path().join("web-v2.jsonl");
+    let chart = dir.path().join("web-v2.svg");
+    let serin = |title: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_serin"));
+        command.arg("demo-chart").arg("--timeline").arg(&timeline);
+        command.arg("--out").arg(&chart);
+        if let Some(title) = title {
+            command.args(["--title", title]);
+        }
+        command.output().expect("serin runs")
+    };
+    let samples = [
+        r#"{"elapsed":0,"phase":"Progressing","canaryWeight":0,"failedChecks":0}"#,
+        r#"{"elapsed":1,"phase":"Progressing","canaryWeight":25,"successRate":100,"p99Ms":12,"failedChecks":0}"#,
+    ];
+    std::fs::write(&timeline, samples.join("\n")).expect("write timeline");
+    let out = serin(Some("web <v2> & more"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let drawn =
+        svg::parse(&std::fs::read_to_string(&chart).expect("chart written")).expect("well-formed");
+    assert_drawn(&drawn, "web <v2> & more");
+
+    std::fs::write(&timeline, r#"{"elapsed":0,"phase":"Sleeping"}"#).expect("write");
+    let out = serin(None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "{}: line 1: not a timeline sample",
+            timeline.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn the_svg_reader_refuses_what_is_not_well_formed() {
     let ok = svg::parse(
         r#"<?xml version="1.0"?><svg a="1 &amp; 2"><g><text>a &lt; b</text></g><rect/></svg>"#,

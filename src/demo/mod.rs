@@ -57,12 +57,23 @@ pub fn parse_timeline(text: &str) -> Result<Vec<Sample>, TimelineError> {
         }
         let sample: Sample = serde_json::from_str(raw).map_err(|e| TimelineError::Malformed {
             line,
-            reason: e.to_string(),
+            reason: without_position(&e),
         })?;
         samples.push(sample);
     }
     samples.sort_by(|a, b| a.elapsed.total_cmp(&b.elapsed));
     Ok(samples)
+}
+
+/// serde's message without its "at line 1 column N": each sample is one line of the file,
+/// whose own number the error names.
+fn without_position(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    match message.strip_suffix(&position) {
+        Some(reason) => format!("{reason} (column {})", error.column()),
+        None => message,
+    }
 }
 
 #[cfg(test)]
@@ -114,11 +125,12 @@ mod tests {
     fn a_bad_line_is_named_by_its_number() {
         let text = format!("{LINE}\n{{\"elapsed\":1,\"phase\":\"Sleeping\"}}\n");
         let err = parse_timeline(&text).expect_err("unknown phase");
+        let message = err.to_string();
         assert!(
-            err.to_string()
-                .starts_with("line 2: not a timeline sample:"),
-            "{err}"
+            message.starts_with("line 2: not a timeline sample: unknown variant `Sleeping`"),
+            "{message}"
         );
+        assert!(!message.contains("line 1"), "{message}");
         let err = parse_timeline("not json").expect_err("not json");
         assert!(err.to_string().starts_with("line 1:"), "{err}");
     }
