@@ -10,6 +10,7 @@
 //! - [`controller`]: the release controller (kube-rs), the executor of [`release`];
 //! - [`admission`]: the validating and mutating webhooks built on [`spec`];
 //! - [`crd`]: Serin's custom resources (`Canary`, `AnalysisTemplate`), source of the CRD YAML;
+//! - [`demo`]: `make demo`'s release timelines and their SVG charts (pure);
 //! - [`simulate`]: the local environment's traffic simulator (Linkerd-style series from the
 //!   router weights in the API server);
 //! - [`server`]: HTTPS serving with reloadable certificates and the admin port;
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod controller;
 pub mod conversion;
 pub mod crd;
+pub mod demo;
 pub mod hooks;
 pub mod http;
 pub mod metrics;

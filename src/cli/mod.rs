@@ -1,6 +1,7 @@
 //! The `serin` command line: flags (each also an environment variable `SERIN_<FLAG>`) and
 //! the subcommands that wire the library's pieces together.
 
+mod demo_chart;
 mod run;
 mod simulate;
 
@@ -184,6 +185,9 @@ pub enum Command {
     /// weights, on --listen (plain HTTP).
     #[command(hide = true)]
     Simulate(simulate::SimulateArgs),
+    /// Draw a release timeline recorded by `make demo` as an SVG chart.
+    #[command(hide = true)]
+    DemoChart(demo_chart::DemoChartArgs),
 }
 
 #[derive(Debug, Args)]
@@ -226,6 +230,7 @@ pub fn main() -> ExitCode {
             .map_err(anyhow::Error::from),
         Command::Check(args) => return run_check(&args),
         Command::Simulate(args) => simulate::run(&cli.common, &args),
+        Command::DemoChart(args) => demo_chart::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
