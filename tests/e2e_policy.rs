@@ -442,8 +442,71 @@ async fn a_warn_policy_admits_and_shows_its_findings_as_warnings() {
         )),
         "{out}"
     );
-    let (ok, out) = apply(&deployment(&ns.name, "plain", &[]));
-    assert!(ok && out.contains("must release as canaries"), "{out}");
+    // requireCanary in warn mode: the API server's own admission policy (which Serin keeps
+    // for the CanaryPolicy) warns; it is in force a moment after the policy is. A server-side
+    // dry-run create goes through admission every time (an apply of an unchanged object
+    // sends nothing).
+    let plain = deployment(&ns.name, "plain", &[]);
+    let out = wait_until(
+        "the requireCanary warning",
+        Duration::from_secs(15),
+        || async {
+            let (ok, stdout, stderr) =
+                kubectl(&["create", "--dry-run=server", "-f", "-"], Some(&plain));
+            let out = format!("{stdout}{stderr}");
+            assert!(ok, "a warn policy never refuses: {out}");
+            out.contains("must release as canaries")
+                .then_some(out.clone())
+                .ok_or_else(|| format!("no warning yet: {out}"))
+        },
+    )
+    .await;
+    assert!(
+        out.contains(&format!("(CanaryPolicy {})", policy.name)),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn require_canary_is_an_admission_policy_that_follows_the_canary_policy() {
+    let ns = setup("require-vap").await;
+    let policy = Policy::create(&ns.name, "  requireCanary: true\n");
+    let vap = format!("serin-require-canary.{}", policy.name);
+    wait_until(
+        "the admission policy and its binding",
+        Duration::from_secs(15),
+        || async {
+            let (a, _, _) = kubectl(&["get", "validatingadmissionpolicy", &vap], None);
+            let (b, _, _) = kubectl(&["get", "validatingadmissionpolicybinding", &vap], None);
+            (a && b)
+                .then_some(())
+                .ok_or_else(|| "not there yet".to_owned())
+        },
+    )
+    .await;
+    // A Deployment without serin.dev/ annotations is refused by the API server itself.
+    let out = refused_once_the_policy_is_seen(&deployment(&ns.name, "plain", &[])).await;
+    assert!(
+        out.contains(&format!("ValidatingAdmissionPolicy '{vap}'")),
+        "{out}"
+    );
+    // No longer requiring canaries removes it.
+    let (ok, out) = apply(&format!(
+        "apiVersion: serin.dev/v1beta1\nkind: CanaryPolicy\nmetadata: {{name: {}}}\nspec:\n  requireCanary: false\n",
+        policy.name
+    ));
+    assert!(ok, "{out}");
+    wait_until(
+        "the admission policy to go",
+        Duration::from_secs(15),
+        || async {
+            let (there, _, _) = kubectl(&["get", "validatingadmissionpolicy", &vap], None);
+            (!there)
+                .then_some(())
+                .ok_or_else(|| "still there".to_owned())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod analysis;
 pub mod lease;
 pub mod observe;
 mod orphans;
+mod policies;
 mod reconcile;
 
 pub use reconcile::inject;
@@ -43,6 +44,8 @@ pub struct Options {
     /// Prometheus HTTP API for the builtin checks.
     pub prometheus_url: String,
     pub lease: lease::LeaseConfig,
+    /// Serin's own username: its writes are not subject to CanaryPolicies.
+    pub serin_user: String,
 }
 
 /// What every reconcile (and the webhook's injection) shares.
@@ -249,8 +252,9 @@ pub async fn run(
                 tracing::debug!(error = %e, "controller");
             }
         });
+    let policies = policies::run(client.clone(), options.serin_user.clone(), shutdown.clone());
     let lost = tokio::select! {
-        () = controller => false,
+        ((), ()) = futures::future::join(controller, policies) => false,
         () = lease::keep(&leases, &options.lease, lease) => true,
     };
     sweeper.abort();

@@ -13,6 +13,7 @@
 //! `deny` policy that is broken refuses, and defaults take the strictest value on offer.
 
 mod hosts;
+pub mod require;
 mod selector;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,11 @@ use crate::metrics::Builtin;
 use crate::spec::{self, CanarySpec, Duration, OptIn, Problem, Provider};
 
 pub use hosts::host_allowed;
+pub use require::admission_policy;
+
+/// What a CanaryPolicy that requires canaries says about a Deployment that did not opt in.
+pub const REQUIRE_CANARY_MESSAGE: &str =
+    "Deployments here must release as canaries: add the annotation serin.dev/enabled: \"true\"";
 
 /// The `CanaryPolicy` spec (`serin.dev/v1beta1`). Every field is optional and kept exactly as
 /// written, so what a user applied reads back unchanged in either API version.
@@ -318,11 +324,9 @@ pub fn findings(policies: &[&NamedPolicy], release: Release<'_>) -> Vec<Finding>
         let spec = &policy.spec;
         let mut found = Vec::new();
         match release.canary {
-            None if spec.require_canary == Some(true) => found.push(
-                "Deployments here must release as canaries: add the annotation \
-                 serin.dev/enabled: \"true\""
-                    .to_owned(),
-            ),
+            None if spec.require_canary == Some(true) => {
+                found.push(REQUIRE_CANARY_MESSAGE.to_owned());
+            }
             None => {}
             Some(canary) => {
                 if let Some(limits) = &spec.limits {
