@@ -82,7 +82,7 @@ pub fn admission_policy(
             "validationActions": [action],
             "matchResources": {
                 "namespaceSelector": namespaces,
-                "objectSelector": spec.selector.clone().unwrap_or(LabelSelector::default()),
+                "objectSelector": spec.selector.clone().unwrap_or_default(),
             },
         },
     });
