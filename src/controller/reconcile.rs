@@ -330,6 +330,10 @@ impl Release<'_> {
             },
         );
 
+        // The request's Event first: it says why what follows happens.
+        if let Some(note) = settled.note.clone() {
+            self.event(note.type_, note.reason, note.message).await;
+        }
         let mut requeue = Requeue::await_change();
         let mut removed = false;
         for action in actions {
@@ -360,9 +364,6 @@ impl Release<'_> {
                     message,
                 } => self.event(type_, &reason, message).await,
             }
-        }
-        if let Some(note) = settled.note.clone() {
-            self.event(note.type_, note.reason, note.message).await;
         }
         if removed {
             return Ok(Requeue::await_change());

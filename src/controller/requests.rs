@@ -281,7 +281,7 @@ fn decide(
         ),
         RuntimeAction::Resume => (
             RequestOutcome::Applied,
-            format!("resumed at weight {weight}%"),
+            format!("resumed at weight {}%", before.canary_weight),
             Some("Resumed"),
         ),
         RuntimeAction::Abort if before.phase.is_analysing() && after.phase == Phase::Failed => (
@@ -554,6 +554,8 @@ mod tests {
         w.reconcile(&resume, 1);
         assert!(!w.paused);
         assert_eq!(w.outcome(), Some(RequestOutcome::Applied));
+        let message = w.last.as_ref().map(|r| r.message.as_str());
+        assert_eq!(message, Some("resumed at weight 20%"));
         assert!(w.status.canary_weight > 20, "the next step was due at once");
     }
 
