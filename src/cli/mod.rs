@@ -1,5 +1,6 @@
 //! The `serin` command line: flags (each also an environment variable `SERIN_<FLAG>`) and
-//! the subcommands that wire the library's pieces together.
+//! the subcommands that wire the library's pieces together. The same binary is the kubectl
+//! plugin ([`plugin`]) when run as `kubectl-serin` or as `serin kubectl`.
 
 pub mod plugin;
 mod run;

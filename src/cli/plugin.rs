@@ -644,6 +644,27 @@ mod tests {
     }
 
     #[test]
+    fn the_plugin_and_the_serin_kubectl_door_are_valid_commands() {
+        use clap::CommandFactory;
+        Plugin::command().debug_assert();
+        super::super::Cli::command().debug_assert();
+        let cli = super::super::Cli::try_parse_from([
+            "serin",
+            "--log-format",
+            "json",
+            "kubectl",
+            "status",
+            "-n",
+            "shop",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            super::super::Command::Kubectl { ref args } if args.len() == 3
+        ));
+    }
+
+    #[test]
     fn the_table_has_a_row_per_canary_with_aligned_columns() {
         let mut idle = canary(
             "api",
