@@ -7,7 +7,8 @@
 # points the conversion webhook of Serin's CRDs at the same listener).
 #
 #   hack/serin.sh up | restart | down     (restart: a fresh process even when current)
-# State and log: .serin/serin/ (kubeconfig: .serin/serin/kubeconfig). Restarts Serin when
+# State and log: .serin/serin/ (kubeconfig: .serin/serin/kubeconfig); the kubectl plugin
+# symlink: .serin/plugins/kubectl-serin (put .serin/plugins on PATH). Restarts Serin when
 # the binary is newer than the process, or the cluster or Prometheus was restarted since.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -105,6 +106,10 @@ up() {
   "$ROOT/hack/prometheus.sh" up
   say "building serin (${BUILD[*]})"
   (cd "$ROOT" && "${BUILD[@]}")
+  # The kubectl plugin is the same binary under the name kubectl looks for on PATH. Not in
+  # .serin/bin, which is the shared cache of Kubernetes binaries.
+  mkdir -p "$STATE/plugins"
+  ln -sfn "$BIN" "$STATE/plugins/kubectl-serin"
   if [ -z "${FORCE_RESTART:-}" ] && current; then
     register "$(cat "$S/port")"
     say "serin already running (log $S/serin.log)"; return 0

@@ -1,7 +1,9 @@
 //! The `serin` command line: flags (each also an environment variable `SERIN_<FLAG>`) and
-//! the subcommands that wire the library's pieces together.
+//! the subcommands that wire the library's pieces together. The same binary is the kubectl
+//! plugin ([`plugin`]) when run as `kubectl-serin` or as `serin kubectl`.
 
 mod demo_chart;
+pub mod plugin;
 mod run;
 mod simulate;
 
@@ -188,6 +190,14 @@ pub enum Command {
     /// Draw a release timeline recorded by `make demo` as an SVG chart.
     #[command(hide = true)]
     DemoChart(demo_chart::DemoChartArgs),
+    /// The kubectl plugin (`kubectl serin ...` when installed as `kubectl-serin`):
+    /// status, promote, abort, pause, resume, check. `serin kubectl --help` for more.
+    #[command(disable_help_flag = true)]
+    Kubectl {
+        /// The plugin's subcommand and flags.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -218,7 +228,22 @@ pub struct CheckArgs {
 
 /// Runs the command line; the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The kubectl plugin has flags of its own (kubectl's), so it is told apart before the
+    // serving flags are parsed: by the name it runs under, or `serin kubectl ...`.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if plugin::invoked_as_plugin(args.first()) {
+        init_plugin_logging();
+        return plugin::main(args.into_iter().skip(1));
+    }
+    if args.get(1).is_some_and(|a| a == "kubectl") {
+        init_plugin_logging();
+        return plugin::main(args.into_iter().skip(2));
+    }
+    let cli = Cli::parse_from(args);
+    if let Command::Kubectl { args } = cli.command {
+        init_plugin_logging();
+        return plugin::main(args);
+    }
     init_logging(cli.common.log_format);
     let result = match cli.command {
         Command::Run => run::run(&cli.common, run::Parts::ALL),
@@ -231,6 +256,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => return run_check(&args),
         Command::Simulate(args) => simulate::run(&cli.common, &args),
         Command::DemoChart(args) => demo_chart::run(&args),
+        Command::Kubectl { .. } => unreachable!("the plugin runs before the serving commands"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -282,6 +308,16 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// The plugin prints its own results; only warnings from the libraries reach stderr.
+fn init_plugin_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn make_certs(args: &CertsArgs) -> anyhow::Result<()> {

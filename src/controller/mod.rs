@@ -5,6 +5,7 @@
 //! - [`observe`]: what the Deployments say (pure);
 //! - [`reconcile`]: the per-Deployment pipeline around [`crate::release::step`];
 //! - [`analysis`]: measurements and webhooks for the release machine;
+//! - [`requests`]: runtime requests on the Canary (promote, abort, pause, resume) (pure);
 //! - [`lease`]: leader election.
 
 mod analysis;
@@ -13,6 +14,7 @@ pub mod observe;
 mod orphans;
 mod policies;
 mod reconcile;
+pub mod requests;
 
 pub use reconcile::inject;
 
@@ -114,6 +116,19 @@ fn rollout_state(deploy: &Deployment) -> Option<u64> {
     Some(hash.finish())
 }
 
+/// What a Canary event must change to need a reconcile: its spec (the generation) or the
+/// runtime request written on it.
+fn spec_or_request(canary: &Canary) -> Option<u64> {
+    use kube::ResourceExt;
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hash = DefaultHasher::new();
+    predicates::generation(canary).hash(&mut hash);
+    for key in [requests::ACTION, requests::ACTION_ID] {
+        canary.annotations().get(key).hash(&mut hash);
+    }
+    Some(hash.finish())
+}
+
 /// The opted-in Deployments whose pod template uses the config `meta` names.
 fn users_of(
     deployments: &reflector::Store<Deployment>,
@@ -208,7 +223,7 @@ pub async fn run(
         .applied_objects()
         .predicate_filter(rollout_state, Default::default());
     // Serin's own status writes do not change a Canary's generation: only spec changes (and
-    // its creation) need a reconcile.
+    // its creation) and runtime requests need a reconcile.
     let canaries = watcher(
         Api::<Canary>::all(client.clone()),
         watcher::Config::default(),
@@ -216,7 +231,7 @@ pub async fn run(
     .default_backoff()
     .modify(slim::<Canary>)
     .applied_objects()
-    .predicate_filter(predicates::generation, Default::default());
+    .predicate_filter(spec_or_request, Default::default());
     // A tracked ConfigMap or Secret that changes is a new revision of every opted-in
     // Deployment whose pod template uses it. Metadata is enough to notice the change.
     let config_maps = watcher(

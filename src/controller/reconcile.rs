@@ -16,6 +16,7 @@ use kube::runtime::events::{Event, EventType as KubeEventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
+use super::requests::{self, Settled, StepContext};
 use super::{Context, Error, FIELD_MANAGER, analysis, observe};
 use crate::crd::{AnalysisTemplate, Canary, CanaryResourceSpec, CanaryStatus};
 use crate::release::{
@@ -188,12 +189,17 @@ impl Release<'_> {
     }
 
     async fn run(&mut self, opted_in: bool) -> Result<Requeue, Error> {
-        let status = self
+        let stored = self
             .canary
             .as_ref()
             .and_then(|c| c.status.clone())
-            .map(|s| s.release)
             .unwrap_or_default();
+        let status = stored.release.clone();
+        // Read before the Canary is re-applied below; Serin's apply never touches annotations.
+        let request = self
+            .canary
+            .as_ref()
+            .and_then(|c| requests::pending(c.annotations(), stored.last_request.as_ref()));
         let primary_name = release::primary_name(&self.name);
         let mut primary = self.deployments().get_opt(&primary_name).await?;
         let template = self
@@ -260,6 +266,7 @@ impl Release<'_> {
             canary: observe::canary(self.deploy, desired),
             primary: observe::primary(primary.as_ref()),
             router: weights,
+            requests: requests::machine_requests(request.as_ref(), stored.paused),
             ..Default::default()
         };
 
@@ -312,7 +319,21 @@ impl Release<'_> {
             }
             (actions, new_status) = release::step(&status, &obs, now.clone(), &self.spec);
         }
+        let settled = requests::settle(
+            request.as_ref(),
+            &StepContext {
+                before: &status,
+                after: &new_status,
+                was_paused: stored.paused,
+                last: stored.last_request.as_ref(),
+                now: &now,
+            },
+        );
 
+        // The request's Event first: it says why what follows happens.
+        if let Some(note) = settled.note.clone() {
+            self.event(note.type_, note.reason, note.message).await;
+        }
         let mut requeue = Requeue::await_change();
         let mut removed = false;
         for action in actions {
@@ -347,8 +368,10 @@ impl Release<'_> {
         if removed {
             return Ok(Requeue::await_change());
         }
-        if new_status != status || self.observed_generation_changed() {
-            self.write_status(new_status).await?;
+        let request_changed =
+            settled.paused != stored.paused || settled.last_request != stored.last_request;
+        if new_status != status || request_changed || self.observed_generation_changed() {
+            self.write_status(new_status, settled).await?;
         }
         Ok(requeue)
     }
@@ -403,11 +426,13 @@ impl Release<'_> {
         Ok(true)
     }
 
-    async fn write_status(&self, release: ReleaseStatus) -> Result<(), Error> {
+    async fn write_status(&self, release: ReleaseStatus, requests: Settled) -> Result<(), Error> {
         let status = CanaryStatus {
             release,
             conditions: Vec::new(),
             observed_generation: self.deploy.metadata.generation,
+            paused: requests.paused,
+            last_request: requests.last_request,
         };
         let patch = json!({
             "apiVersion": Canary::api_version(&()),

@@ -14,7 +14,7 @@ pub use analysis_template::{
     AnalysisTemplate, AnalysisTemplateSpec, HookType, MetricTemplate, NoDataPolicy, ThresholdRange,
     WebhookTemplate,
 };
-pub use canary::{Canary, CanaryResourceSpec, CanaryStatus};
+pub use canary::{Canary, CanaryResourceSpec, CanaryStatus, RequestOutcome, RequestStatus};
 pub use canary_policy::{CanaryPolicy, CanaryPolicyResourceSpec};
 
 /// API group of every Serin resource.

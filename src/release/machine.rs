@@ -64,8 +64,9 @@ pub enum Phase {
 }
 
 impl Phase {
-    /// Phases of an ongoing analysis, which a new revision restarts and an abort ends.
-    fn is_analysing(self) -> bool {
+    /// Phases of an ongoing analysis, which a new revision restarts, an abort ends and a
+    /// pause holds.
+    pub fn is_analysing(self) -> bool {
         matches!(
             self,
             Phase::Waiting | Phase::Progressing | Phase::WaitingPromotion

@@ -17,6 +17,7 @@ use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
+pub mod plugin;
 pub mod release;
 pub mod svg;
 
