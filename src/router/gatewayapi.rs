@@ -102,17 +102,12 @@ impl Router for HttpRoute {
     ) -> Result<Option<Weights>, RouterError> {
         let name = object.metadata.name.clone().unwrap_or_default();
         let rules = rules(object);
-        let has_matches = |rule: &Value| {
-            rule.get("matches")
-                .and_then(Value::as_array)
-                .is_some_and(|m| !m.is_empty())
-        };
-        if !rules.first().is_some_and(has_matches) {
+        if !rules.first().is_some_and(is_ab_rule) {
             return Ok(None);
         }
         // The catch-all rule Serin writes last; a route without one sends unmatched requests
         // nowhere, which is what reading no weights for them means.
-        match rules.iter().rev().find(|r| !has_matches(r)) {
+        match rules.iter().rev().find(|r| !is_ab_rule(r)) {
             Some(rule) => rule_weights(rule, spec, &name).map(Some),
             None => Err(RouterError::MissingBackend {
                 kind: KIND,
@@ -154,6 +149,20 @@ fn cookie_regex(name: &str) -> String {
         escaped.push(c);
     }
     format!(r"^(.*;\s*)?{escaped}=.*$")
+}
+
+/// Whether a rule routes only requests with some header: an A/B rule. The API server gives a
+/// rule without matches a path match on `/` (every request), so having matches is not enough.
+fn is_ab_rule(rule: &Value) -> bool {
+    let matches = rule.get("matches").and_then(Value::as_array);
+    matches.is_some_and(|matches| {
+        !matches.is_empty()
+            && matches.iter().all(|m| {
+                m.get("headers")
+                    .and_then(Value::as_array)
+                    .is_some_and(|h| !h.is_empty())
+            })
+    })
 }
 
 fn rules(object: &DynamicObject) -> &[Value] {
@@ -359,6 +368,31 @@ mod tests {
         }
         let plain = build(&spec(), Weights::to_canary(40));
         assert_eq!(HttpRoute.unmatched_weights(&plain, &spec()), Ok(None));
+    }
+
+    #[test]
+    fn the_path_match_the_api_server_adds_to_every_rule_is_not_an_ab_rule() {
+        let every_request = json!([{"path": {"type": "PathPrefix", "value": "/"}}]);
+        let mut plain = build(&spec(), Weights::to_canary(20));
+        plain.data["spec"]["rules"][0]["matches"] = every_request.clone();
+        assert_eq!(
+            HttpRoute.weights(&plain, &spec()),
+            Ok(Weights::to_canary(20))
+        );
+        assert_eq!(HttpRoute.unmatched_weights(&plain, &spec()), Ok(None));
+
+        let mut ab = build(&ab_spec(), Weights::ALL_CANARY);
+        ab.data["spec"]["rules"][1]["matches"] = every_request;
+        if let Some(matches) = ab.data["spec"]["rules"][0]["matches"].as_array_mut() {
+            for m in matches {
+                m["path"] = json!({"type": "PathPrefix", "value": "/"});
+            }
+        }
+        assert_eq!(HttpRoute.weights(&ab, &ab_spec()), Ok(Weights::ALL_CANARY));
+        assert_eq!(
+            HttpRoute.unmatched_weights(&ab, &ab_spec()),
+            Ok(Some(Weights::ALL_PRIMARY))
+        );
     }
 
     #[test]
