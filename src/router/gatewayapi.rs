@@ -412,9 +412,9 @@ mod tests {
         );
         assert_eq!(HttpRoute.unmatched_weights(&object, &spec()), Ok(None));
         // No weight is weight 1.
-        object.data["spec"]["rules"][0]["backendRefs"][0]
-            .as_object_mut()
-            .map(|b| b.remove("weight"));
+        if let Some(backend) = object.data["spec"]["rules"][0]["backendRefs"][0].as_object_mut() {
+            backend.remove("weight");
+        }
         assert_eq!(
             HttpRoute.weights(&object, &spec()),
             Ok(Weights::to_canary(50))
@@ -445,9 +445,9 @@ mod tests {
             Err(RouterError::MissingBackend { .. })
         ));
         let mut ab = build(&ab_spec(), Weights::ALL_PRIMARY);
-        ab.data["spec"]["rules"]
-            .as_array_mut()
-            .map(|rules| rules.truncate(1));
+        if let Some(rules) = ab.data["spec"]["rules"].as_array_mut() {
+            rules.truncate(1);
+        }
         assert!(matches!(
             HttpRoute.unmatched_weights(&ab, &ab_spec()),
             Err(RouterError::MissingBackend { .. })
