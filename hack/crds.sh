@@ -7,28 +7,49 @@
 #   apiextensions.k8s.io/v1beta1 CRD, which the API server no longer serves, so it is
 #   converted mechanically to apiextensions.k8s.io/v1 (see `derive` below) and the result is
 #   cached in .serin/crds/trafficsplits.json. Nothing in it is written by hand.
+# - Gateway API (`gateway.networking.k8s.io`), the router of the `gatewayapi` provider: the
+#   HTTPRoute CRD and what an HTTPRoute refers to (Gateway, GatewayClass, ReferenceGrant),
+#   taken unchanged from config/crd/standard/ of the Go module sigs.k8s.io/gateway-api
+#   (GATEWAY_API_VERSION in hack/versions.env), only labelled and annotated with their
+#   source, and cached in .serin/crds/gateway-api.json.
 # - Serin's own CRDs, manifests/crds.yaml (the output of `serin crds`), when that file exists.
 #
-# Both are applied with the admin kubeconfig, and `up` returns once they are Established.
+# All are applied with the admin kubeconfig, and `up` returns once they are Established.
 #
 #   hack/crds.sh up       derive (if not cached), apply and wait
-#   hack/crds.sh derive   only derive the TrafficSplit CRD; prints the file's path
+#   hack/crds.sh derive   only derive the TrafficSplit and Gateway API CRDs; prints the paths
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 D=$STATE/crds
 SMI_MODULE=github.com/servicemeshinterface/smi-sdk-go
 SMI_SOURCE="$SMI_MODULE@$SMI_SDK_VERSION crds/split.yaml"
 DERIVED=$D/trafficsplits.json
+GATEWAY_MODULE=sigs.k8s.io/gateway-api
+GATEWAY_DIR=config/crd/standard
+# The HTTPRoute Serin writes, and the kinds an HTTPRoute refers to: its parent Gateway (with
+# serin.dev/gateway), the Gateway's GatewayClass, and ReferenceGrants (backends in other
+# namespaces). The other route kinds and the upgrade ValidatingAdmissionPolicy are left out.
+GATEWAY_CRDS="httproutes gateways gatewayclasses referencegrants"
+GATEWAY_SOURCE="$GATEWAY_MODULE@$GATEWAY_API_VERSION $GATEWAY_DIR ($GATEWAY_CRDS)"
+GATEWAY_DERIVED=$D/gateway-api.json
 OWN_CRDS=$ROOT/manifests/crds.yaml
 kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$STATE/cluster/kubeconfig" "$@"; }
 
-# The module's directory in the Go module cache (downloaded once, verified against go.sum
-# data by the go command).
-smi_module_dir() {
+# module_dir MODULE VERSION: the module's directory in the Go module cache (downloaded once,
+# verified against go.sum data by the go command).
+module_dir() {
   mkdir -p "$D/gomod"   # an empty directory: outside any Go module
   (cd "$D/gomod" && GOFLAGS=${GOFLAGS:-} GOTOOLCHAIN=${GOTOOLCHAIN:-local} \
-    go mod download -json "$SMI_MODULE@$SMI_SDK_VERSION") |
+    go mod download -json "$1@$2") |
     python3 -c 'import json, sys; m = json.load(sys.stdin); print(m.get("Dir") or sys.exit(m.get("Error", "no Dir")))'
+}
+
+# cached FILE SOURCE: FILE exists, is newer than this script and was derived from SOURCE.
+cached() {
+  [ -f "$1" ] && [ "$1" -nt "$ROOT/hack/crds.sh" ] &&
+    python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))
+items = d.get("items", [d])
+sys.exit(not items or any(i["metadata"]["annotations"]["serin.dev/derived-from"] != sys.argv[2] for i in items))' "$1" "$2" 2>/dev/null
 }
 
 # yaml_to_json FILE: the YAML file's documents as one JSON array. PyYAML when python3 has
@@ -156,16 +177,50 @@ print(json.dumps(crd, indent=2, sort_keys=True))
 # Writes $DERIVED unless it is there already, derived from the same source by this script.
 derive() {
   mkdir -p "$D"
-  if [ -f "$DERIVED" ] && [ "$DERIVED" -nt "$ROOT/hack/crds.sh" ] &&
-    python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))
-sys.exit(d["metadata"]["annotations"]["serin.dev/derived-from"] != sys.argv[2])' "$DERIVED" "$SMI_SOURCE" 2>/dev/null; then
-    return 0
-  fi
+  cached "$DERIVED" "$SMI_SOURCE" && return 0
   say "deriving the TrafficSplit CRD (v1) from $SMI_SOURCE"
-  local dir; dir=$(smi_module_dir) || die "cannot download $SMI_MODULE@$SMI_SDK_VERSION (go mod download)"
+  local dir; dir=$(module_dir "$SMI_MODULE" "$SMI_SDK_VERSION") ||
+    die "cannot download $SMI_MODULE@$SMI_SDK_VERSION (go mod download)"
   [ -f "$dir/crds/split.yaml" ] || die "$SMI_MODULE@$SMI_SDK_VERSION has no crds/split.yaml"
   yaml_to_json "$dir/crds/split.yaml" | python3 -c "$CONVERT" "$SMI_SOURCE" >"$DERIVED.tmp"
   mv "$DERIVED.tmp" "$DERIVED"
+}
+
+# Writes $GATEWAY_DERIVED unless cached: the module's CRDs as published (already
+# apiextensions.k8s.io/v1), as one List, each labelled as part of the local environment and
+# annotated with its source. Their schemas, CEL rules and versions are not touched.
+derive_gateway_api() {
+  mkdir -p "$D"
+  cached "$GATEWAY_DERIVED" "$GATEWAY_SOURCE" && return 0
+  say "taking the Gateway API CRDs from $GATEWAY_SOURCE"
+  local dir; dir=$(module_dir "$GATEWAY_MODULE" "$GATEWAY_API_VERSION") ||
+    die "cannot download $GATEWAY_MODULE@$GATEWAY_API_VERSION (go mod download)"
+  local plural file parts=()
+  rm -rf "$D/gateway-api.parts"; mkdir -p "$D/gateway-api.parts"
+  for plural in $GATEWAY_CRDS; do
+    file="$dir/$GATEWAY_DIR/gateway.networking.k8s.io_$plural.yaml"
+    [ -f "$file" ] || die "$GATEWAY_MODULE@$GATEWAY_API_VERSION has no $GATEWAY_DIR/${file##*/}"
+    yaml_to_json "$file" >"$D/gateway-api.parts/$plural.json"
+    parts+=("$D/gateway-api.parts/$plural.json")
+  done
+  python3 -c '
+import json, sys
+source, wanted, parts = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
+crds = [d for p in parts for d in json.load(open(p)) if d.get("kind") == "CustomResourceDefinition"]
+names = sorted(d["metadata"]["name"].split(".")[0] for d in crds)
+if names != sorted(wanted):
+    sys.exit(f"{source}: expected the CRDs {sorted(wanted)}, found {names}")
+for crd in crds:
+    meta = crd["metadata"]
+    name = meta["name"]
+    if crd.get("apiVersion") != "apiextensions.k8s.io/v1":
+        sys.exit(f"{source}: {name} is not apiextensions.k8s.io/v1")
+    meta["labels"] = {**meta.get("labels", {}), "app.kubernetes.io/part-of": "serin-local"}
+    meta["annotations"] = {**meta.get("annotations", {}), "serin.dev/derived-from": source}
+print(json.dumps({"apiVersion": "v1", "kind": "List", "items": crds}, indent=2, sort_keys=True))
+' "$GATEWAY_SOURCE" "$GATEWAY_CRDS" "${parts[@]}" >"$GATEWAY_DERIVED.tmp"
+  rm -rf "$D/gateway-api.parts"
+  mv "$GATEWAY_DERIVED.tmp" "$GATEWAY_DERIVED"
 }
 
 # Serin's CRDs as in manifests/, their conversion webhook reached by `url:` on 127.0.0.1 (the
@@ -206,6 +261,9 @@ up() {
   say "TrafficSplit CRD established ($SMI_SOURCE, served: $(python3 -c '
 import json, sys
 print(", ".join(v["name"] + ("*" if v["storage"] else "") for v in json.load(open(sys.argv[1]))["spec"]["versions"] if v["served"]))' "$DERIVED"); * = storage)"
+  derive_gateway_api
+  apply "$GATEWAY_DERIVED"
+  say "Gateway API CRDs established ($GATEWAY_SOURCE)"
   if [ -f "$OWN_CRDS" ]; then
     local_conversion >"$D/serin-crds.json"
     apply "$D/serin-crds.json"
@@ -215,6 +273,8 @@ print(", ".join(v["name"] + ("*" if v["storage"] else "") for v in json.load(ope
 
 case ${1:-} in
   up) up ;;
-  derive) mkdir -p "$D"; exec 9>"$D/.lock"; flock 9; derive; echo "$DERIVED" ;;
+  derive)
+    mkdir -p "$D"; exec 9>"$D/.lock"; flock 9
+    derive; derive_gateway_api; echo "$DERIVED"; echo "$GATEWAY_DERIVED" ;;
   *) echo "usage: $0 up|derive" >&2; exit 2 ;;
 esac

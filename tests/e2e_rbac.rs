@@ -57,6 +57,11 @@ const NEEDED: &[Access] = &[
     ("create", "split.smi-spec.io", "trafficsplits", NS),
     ("patch", "split.smi-spec.io", "trafficsplits", NS),
     ("watch", "split.smi-spec.io", "trafficsplits", CLUSTER),
+    ("create", "gateway.networking.k8s.io", "httproutes", NS),
+    ("patch", "gateway.networking.k8s.io", "httproutes", NS),
+    ("get", "gateway.networking.k8s.io", "httproutes", NS),
+    ("delete", "gateway.networking.k8s.io", "httproutes", NS),
+    ("watch", "gateway.networking.k8s.io", "httproutes", CLUSTER),
     ("create", "serin.dev", "canaries", NS),
     ("watch", "serin.dev", "canaries", CLUSTER),
     ("delete", "serin.dev", "canaries", NS),
@@ -154,6 +159,14 @@ const FORBIDDEN: &[Access] = &[
     ("create", "serin.dev", "canarypolicies", CLUSTER),
     ("update", "serin.dev", "analysistemplates", NS),
     ("create", "coordination.k8s.io", "leases", NS),
+    ("create", "gateway.networking.k8s.io", "gateways", NS),
+    (
+        "update",
+        "gateway.networking.k8s.io",
+        "gatewayclasses",
+        CLUSTER,
+    ),
+    ("create", "gateway.networking.k8s.io", "referencegrants", NS),
     (
         "update",
         "coordination.k8s.io",
@@ -238,6 +251,24 @@ fn kubectl_auth_can_i_as_the_service_account_agrees() {
         (
             &["create", "trafficsplits.split.smi-spec.io", "-n", "default"],
             "yes",
+        ),
+        (
+            &[
+                "patch",
+                "httproutes.gateway.networking.k8s.io",
+                "-n",
+                "default",
+            ],
+            "yes",
+        ),
+        (
+            &[
+                "create",
+                "gateways.gateway.networking.k8s.io",
+                "-n",
+                "default",
+            ],
+            "no",
         ),
         (&["create", "events.events.k8s.io", "-n", "default"], "yes"),
         (&["update", "leases", "-n", "serin-system"], "yes"),

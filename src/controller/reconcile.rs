@@ -23,7 +23,7 @@ use crate::release::{
     self, Action, ConfigKind, EventType, OWNER_LABEL, Observations, Phase, ReleaseStatus,
     TrackedConfig,
 };
-use crate::router::{Router, Weights, router_for};
+use crate::router::{Router, Weights, router_for, supported_providers};
 use crate::spec::{self, CanarySpec, MANAGED_LABEL, OptIn};
 
 /// How often `step` may ask for measurements or gates in one reconcile (each answer moves it
@@ -81,9 +81,14 @@ pub async fn reconcile(deploy: Arc<Deployment>, ctx: Arc<Context>) -> Result<Req
         return Ok(Requeue::await_change());
     };
     let Some(router) = router_for(spec.provider) else {
+        let supported: Vec<&str> = supported_providers()
+            .into_iter()
+            .map(|p| p.as_str())
+            .collect();
         let message = format!(
-            "serin.dev/provider {} is not supported by this version of Serin yet; use linkerd or smi:v1alpha2",
-            spec.provider
+            "serin.dev/provider {} is not supported by this version of Serin yet; use {}",
+            spec.provider,
+            supported.join(", ")
         );
         ctx.publish(
             &deploy,

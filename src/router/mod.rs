@@ -5,11 +5,14 @@
 //! Builders are pure: they return the desired object as a [`DynamicObject`] for server-side
 //! apply, and read the weights back from one the API server returned.
 
+pub mod gatewayapi;
 pub mod smi;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::core::{ApiResource, DynamicObject};
+use serde_json::Value;
 
+use crate::release::{OWNER_LABEL, owner_references};
 use crate::spec::{CanarySpec, Provider};
 
 /// How traffic is split: percentages that always sum to 100 (the constructors guarantee it).
@@ -68,6 +71,11 @@ pub enum RouterError {
     },
     #[error("{kind} {name}: every backend has weight 0")]
     NoWeight { kind: &'static str, name: String },
+    #[error(
+        "{kind} {name}: no port to route to: set serin.dev/port, or give the pod template a \
+         containerPort"
+    )]
+    NoPort { kind: &'static str, name: String },
 }
 
 /// One traffic provider.
@@ -84,18 +92,80 @@ pub trait Router: Send + Sync {
         weights: Weights,
     ) -> Result<DynamicObject, RouterError>;
 
-    /// The weights a router object (as stored) routes by, normalised to percentages.
+    /// The weights a router object (as stored) routes by, normalised to percentages: those
+    /// [`Router::build`] was given. With A/B rules, they split the requests that match.
     fn weights(&self, object: &DynamicObject, spec: &CanarySpec) -> Result<Weights, RouterError>;
+
+    /// Where the requests that match no A/B rule go, when the router object routes them
+    /// apart from the matching ones; `None` when every request follows [`Router::weights`]
+    /// (no A/B rules, or a router that cannot match).
+    fn unmatched_weights(
+        &self,
+        _object: &DynamicObject,
+        _spec: &CanarySpec,
+    ) -> Result<Option<Weights>, RouterError> {
+        Ok(None)
+    }
 }
 
-/// The router of a provider, or `None` for providers not built yet (`gatewayapi`, `nginx`,
-/// `gloo`): callers report those as unsupported rather than guessing.
+/// The router of a provider, or `None` for providers not built yet (`nginx`, `gloo`):
+/// callers report those as unsupported rather than guessing.
 pub fn router_for(provider: Provider) -> Option<Box<dyn Router>> {
     match provider {
         Provider::Linkerd => Some(Box::new(smi::TrafficSplit::V1Alpha1)),
         Provider::SmiV1alpha2 => Some(Box::new(smi::TrafficSplit::V1Alpha2)),
-        Provider::GatewayApi | Provider::Nginx | Provider::Gloo => None,
+        Provider::GatewayApi => Some(Box::new(gatewayapi::HttpRoute)),
+        Provider::Nginx | Provider::Gloo => None,
     }
+}
+
+/// The providers this version of Serin has a router for, in [`Provider::ALL`]'s order.
+pub fn supported_providers() -> Vec<Provider> {
+    Provider::ALL
+        .into_iter()
+        .filter(|p| router_for(*p).is_some())
+        .collect()
+}
+
+/// A router object named `name` in the Deployment's namespace with `data` (its `spec`), the
+/// `serin.dev/owner` label and the Deployment as controlling owner, like every object Serin
+/// makes for a Deployment.
+fn owned_object(
+    deploy: &Deployment,
+    name: &str,
+    resource: &ApiResource,
+    data: Value,
+) -> DynamicObject {
+    let mut object = DynamicObject::new(name, resource).data(data);
+    let meta = &mut object.metadata;
+    meta.namespace = deploy.metadata.namespace.clone();
+    meta.labels = deploy
+        .metadata
+        .name
+        .clone()
+        .map(|owner| [(OWNER_LABEL.to_owned(), owner)].into());
+    meta.owner_references = owner_references(deploy);
+    object
+}
+
+/// Weights of the same unit (any scale) as percentages, rounded to the nearest percent.
+fn percentages(
+    primary: u128,
+    canary: u128,
+    kind: &'static str,
+    name: &str,
+) -> Result<Weights, RouterError> {
+    let total = primary.saturating_add(canary);
+    if total == 0 {
+        return Err(RouterError::NoWeight {
+            kind,
+            name: name.to_owned(),
+        });
+    }
+    // The quotient is at most 100, so it fits; the product cannot overflow for weights the
+    // parsers accept (at most 31 digits).
+    let percent = (canary.saturating_mul(100) + total / 2) / total;
+    Ok(Weights::to_canary(u32::try_from(percent).unwrap_or(100)))
 }
 
 #[cfg(test)]
@@ -104,7 +174,7 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn linkerd_and_smi_have_routers_and_the_others_not_yet() {
+    fn linkerd_smi_and_gateway_api_have_routers_and_the_others_not_yet() {
         let api_version = |p| router_for(p).map(|r| r.api_resource().api_version);
         assert_eq!(
             api_version(Provider::Linkerd).as_deref(),
@@ -114,9 +184,31 @@ mod tests {
             api_version(Provider::SmiV1alpha2).as_deref(),
             Some("split.smi-spec.io/v1alpha2")
         );
-        for provider in [Provider::GatewayApi, Provider::Nginx, Provider::Gloo] {
+        assert_eq!(
+            api_version(Provider::GatewayApi).as_deref(),
+            Some("gateway.networking.k8s.io/v1")
+        );
+        for provider in [Provider::Nginx, Provider::Gloo] {
             assert!(router_for(provider).is_none(), "{provider}");
         }
+        assert_eq!(
+            supported_providers(),
+            [
+                Provider::Linkerd,
+                Provider::SmiV1alpha2,
+                Provider::GatewayApi
+            ]
+        );
+    }
+
+    #[test]
+    fn percentages_round_to_the_nearest_percent_and_refuse_all_zero() {
+        let p = |primary, canary| percentages(primary, canary, "X", "x");
+        assert_eq!(p(90, 10), Ok(Weights::to_canary(10)));
+        assert_eq!(p(2, 1), Ok(Weights::to_canary(33)));
+        assert_eq!(p(1, 2), Ok(Weights::to_canary(67)));
+        assert_eq!(p(0, 5), Ok(Weights::ALL_CANARY));
+        assert!(matches!(p(0, 0), Err(RouterError::NoWeight { .. })));
     }
 
     proptest! {

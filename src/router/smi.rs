@@ -17,8 +17,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
-use super::{Router, RouterError, Weights};
-use crate::release::{CANARY_SUFFIX, OWNER_LABEL, PRIMARY_SUFFIX, owner_references};
+use super::{Router, RouterError, Weights, owned_object, percentages};
+use crate::release::{CANARY_SUFFIX, PRIMARY_SUFFIX};
 use crate::spec::CanarySpec;
 
 const GROUP: &str = "split.smi-spec.io";
@@ -54,7 +54,7 @@ impl Router for TrafficSplit {
         weights: Weights,
     ) -> Result<DynamicObject, RouterError> {
         let svc = &spec.service;
-        let mut object = DynamicObject::new(svc, &self.api_resource()).data(json!({
+        let data = json!({
             "spec": {
                 "service": svc,
                 "backends": [
@@ -62,16 +62,8 @@ impl Router for TrafficSplit {
                     {"service": format!("{svc}{CANARY_SUFFIX}"), "weight": weights.canary()},
                 ],
             }
-        }));
-        let meta = &mut object.metadata;
-        meta.namespace = deploy.metadata.namespace.clone();
-        meta.labels = deploy
-            .metadata
-            .name
-            .clone()
-            .map(|name| [(OWNER_LABEL.to_owned(), name)].into());
-        meta.owner_references = owner_references(deploy);
-        Ok(object)
+        });
+        Ok(owned_object(deploy, svc, &self.api_resource(), data))
     }
 
     fn weights(&self, object: &DynamicObject, spec: &CanarySpec) -> Result<Weights, RouterError> {
@@ -103,13 +95,7 @@ impl Router for TrafficSplit {
         };
         let primary = weight_of(format!("{}{PRIMARY_SUFFIX}", spec.service))?;
         let canary = weight_of(format!("{}{CANARY_SUFFIX}", spec.service))?;
-        let total = primary + canary;
-        if total == 0 {
-            return Err(RouterError::NoWeight { kind: KIND, name });
-        }
-        // Rounded to the nearest percent; the quotient is at most 100, so it fits.
-        let percent = (canary * 100 + total / 2) / total;
-        Ok(Weights::to_canary(u32::try_from(percent).unwrap_or(100)))
+        percentages(primary, canary, KIND, &name)
     }
 }
 

@@ -1,12 +1,17 @@
 //! From what the cluster says to what the simulator sends, as pure functions: a router object
-//! (today the SMI `TrafficSplit` that Linkerd serves) names the opted-in Deployment it belongs
-//! to in its `serin.dev/owner` label; its weights go to that Deployment (the canary) and to
-//! `<name>-primary`, each version behaving as its pod template's `simulate.serin.dev/*`
-//! annotations say.
+//! (the SMI `TrafficSplit` that Linkerd serves, or a Gateway API `HTTPRoute`) names the
+//! opted-in Deployment it belongs to in its `serin.dev/owner` label; its weights go to that
+//! Deployment (the canary) and to `<name>-primary`, each version behaving as its pod
+//! template's `simulate.serin.dev/*` annotations say.
+//!
+//! A/B rules: an `HTTPRoute` with match rules splits the requests that match by its first
+//! rule and sends the rest by its catch-all rule. The simulator sends no real requests, so it
+//! takes [`MATCHING_PERCENT`] of its traffic to be requests that carry the header or cookie
+//! of some rule, and the rest to carry none.
 //!
 //! The weights are read by the same [`Router`] code the controller writes them with, so the
 //! simulator and Serin cannot disagree about a spelling. Following another kind of router
-//! object (an `HTTPRoute`) is one entry in [`router_kinds`].
+//! object is one entry in [`router_kinds`].
 
 use std::borrow::Borrow;
 
@@ -21,6 +26,10 @@ use crate::spec::{CanarySpec, Provider};
 /// Finds the apex Service an object routes: the [`CanarySpec::service`] from which the
 /// router derives the names of its `-primary` and `-canary` backends.
 type ApexService = fn(&DynamicObject) -> Option<String>;
+
+/// The share of simulated requests, in percent, that match a router's A/B rules (carry the
+/// header or cookie they ask for).
+pub const MATCHING_PERCENT: u32 = 20;
 
 /// A kind of router object the simulator follows.
 pub struct RouterKind {
@@ -50,9 +59,13 @@ impl std::fmt::Debug for RouterKind {
     }
 }
 
-/// The router kinds the simulator follows: SMI `TrafficSplit` v1alpha1, what Linkerd serves.
+/// The router kinds the simulator follows: SMI `TrafficSplit` v1alpha1, what Linkerd serves,
+/// and the Gateway API `HTTPRoute`.
 pub fn router_kinds() -> Vec<RouterKind> {
-    let kinds: [(Provider, ApexService); 1] = [(Provider::Linkerd, spec_service)];
+    let kinds: [(Provider, ApexService); 2] = [
+        (Provider::Linkerd, spec_service),
+        (Provider::GatewayApi, object_name),
+    ];
     kinds
         .into_iter()
         // Every provider listed here has a router; `router_for` is `None` only for providers
@@ -76,6 +89,12 @@ fn spec_service(object: &DynamicObject) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The name of the object: an `HTTPRoute` is named after the apex Service (its parent may be
+/// a Gateway instead of the Service).
+fn object_name(object: &DynamicObject) -> Option<String> {
+    object.metadata.name.clone().filter(|s| !s.is_empty())
+}
+
 /// Why a router object sends no traffic.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MappingError {
@@ -85,7 +104,7 @@ pub enum MappingError {
         namespace: String,
         name: String,
     },
-    #[error("{kind} {namespace}/{name}: no apex Service (spec.service)")]
+    #[error("{kind} {namespace}/{name}: no apex Service")]
     NoService {
         kind: String,
         namespace: String,
@@ -173,16 +192,30 @@ pub fn backends_of<D: Borrow<Deployment>>(
             name,
         });
     };
-    let weights = kind
+    let spec = CanarySpec::defaults(service, None);
+    let in_namespace = |source| MappingError::Weights {
+        namespace: namespace.clone(),
+        source,
+    };
+    let weights = kind.router.weights(object, &spec).map_err(in_namespace)?;
+    let (primary, canary) = match kind
         .router
-        .weights(object, &CanarySpec::defaults(service, None))
-        .map_err(|source| MappingError::Weights {
-            namespace: namespace.clone(),
-            source,
-        })?;
+        .unmatched_weights(object, &spec)
+        .map_err(in_namespace)?
+    {
+        None => (weights.primary(), weights.canary()),
+        Some(unmatched) => {
+            // Mixed in proportion, rounded to the nearest percent; the two still sum to 100.
+            let canary = (MATCHING_PERCENT * weights.canary()
+                + (100 - MATCHING_PERCENT) * unmatched.canary()
+                + 50)
+                / 100;
+            (100 - canary, canary)
+        }
+    };
     let versions = [
-        (format!("{owner}{PRIMARY_SUFFIX}"), weights.primary()),
-        (owner.clone(), weights.canary()),
+        (format!("{owner}{PRIMARY_SUFFIX}"), primary),
+        (owner.clone(), canary),
     ];
     Ok(versions
         .into_iter()
@@ -203,6 +236,7 @@ mod tests {
     use super::*;
     use crate::router::Weights;
     use crate::simulate::{ERROR_RATE, LATENCY_MS};
+    use crate::spec::MatchRule;
     use serde_json::json;
 
     fn linkerd() -> RouterKind {
@@ -340,8 +374,93 @@ mod tests {
     }
 
     #[test]
-    fn the_simulator_follows_linkerd_traffic_splits() {
+    fn the_simulator_follows_linkerd_traffic_splits_and_http_routes() {
         let described: Vec<_> = router_kinds().iter().map(RouterKind::describe).collect();
-        assert_eq!(described, ["TrafficSplits (split.smi-spec.io/v1alpha1)"]);
+        assert_eq!(
+            described,
+            [
+                "TrafficSplits (split.smi-spec.io/v1alpha1)",
+                "HTTPRoutes (gateway.networking.k8s.io/v1)"
+            ]
+        );
+    }
+
+    fn gateway_api() -> RouterKind {
+        router_kinds()
+            .into_iter()
+            .find(|k| k.api_resource().api_version == "gateway.networking.k8s.io/v1")
+            .unwrap_or_else(|| panic!("no HTTPRoute among {:?}", router_kinds()))
+    }
+
+    /// The HTTPRoute Serin builds for Deployment `web` in `shop` (apex Service `web-svc`),
+    /// with `matches` as its A/B rules.
+    fn route(canary: u32, matches: Vec<MatchRule>) -> DynamicObject {
+        let owner: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "shop", "uid": "uid-1"}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let spec = CanarySpec {
+            matches,
+            ..CanarySpec::defaults("web-svc".into(), Some(8080))
+        };
+        gateway_api()
+            .router
+            .build(&owner, &spec, Weights::to_canary(canary))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn map_route(object: &DynamicObject, cluster: &[Deployment]) -> Vec<Backend> {
+        backends_of(&gateway_api(), object, |namespace, name| {
+            cluster.iter().find(|d| {
+                d.metadata.namespace.as_deref() == Some(namespace)
+                    && d.metadata.name.as_deref() == Some(name)
+            })
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn http_route_weights_go_to_the_owner_as_canary_and_its_primary() {
+        let cluster = [
+            deployment("web", 1, &[(ERROR_RATE, "0.5")]),
+            deployment("web-primary", 2, &[]),
+        ];
+        let backends = map_route(&route(30, vec![]), &cluster);
+        assert_eq!(weights(&backends), [("web-primary", 70), ("web", 30)]);
+        assert_eq!(backends[1].behaviour.error_rate, 0.5);
+        let idle = [deployment("web", 0, &[]), deployment("web-primary", 2, &[])];
+        let backends = map_route(&route(30, vec![]), &idle);
+        assert_eq!(weights(&backends), [("web-primary", 70), ("web", 0)]);
+    }
+
+    #[test]
+    fn with_ab_rules_only_the_matching_share_of_requests_reaches_the_canary() {
+        let cluster = [deployment("web", 1, &[]), deployment("web-primary", 2, &[])];
+        let cookie = || {
+            vec![MatchRule::Cookie {
+                name: "canary".into(),
+            }]
+        };
+        // Matching requests all go to the canary: the canary gets the matching share.
+        let backends = map_route(&route(100, cookie()), &cluster);
+        assert_eq!(
+            weights(&backends),
+            [
+                ("web-primary", 100 - MATCHING_PERCENT),
+                ("web", MATCHING_PERCENT)
+            ]
+        );
+        // Half of the matching ones.
+        let backends = map_route(&route(50, cookie()), &cluster);
+        assert_eq!(
+            weights(&backends),
+            [
+                ("web-primary", 100 - MATCHING_PERCENT / 2),
+                ("web", MATCHING_PERCENT / 2)
+            ]
+        );
+        // Between releases nothing reaches the canary, match or not.
+        let backends = map_route(&route(0, cookie()), &cluster);
+        assert_eq!(weights(&backends), [("web-primary", 100), ("web", 0)]);
     }
 }

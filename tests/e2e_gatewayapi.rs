@@ -1,0 +1,369 @@
+//! The `gatewayapi` provider on the real local cluster, with the Gateway API CRDs `make up`
+//! installs from the `sigs.k8s.io/gateway-api` Go module: the HTTPRoutes Serin builds are
+//! accepted as they are (and a malformed one is refused, so the schema is really checked),
+//! and a release driven through an HTTPRoute moves its weights step by step, is promoted when
+//! good and rolled back to 100/0 when the canary fails. The traffic simulator reads the same
+//! HTTPRoutes, so the metrics Serin checks follow the route's weights.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::core::DynamicObject;
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+use serin::release::Phase;
+use serin::router::gatewayapi::HttpRoute;
+use serin::router::{Router, Weights};
+use serin::spec::{CanarySpec, GatewayRef, MatchRule, Provider};
+use support::release::{Version, apply, canary, events, image, manifest, replicas, wait_phase};
+use support::{TestNamespace, routes};
+
+const SETTLE: Duration = Duration::from_secs(60);
+/// Long enough for a release of 2 s intervals with a few failed checks.
+const RELEASE: Duration = Duration::from_secs(150);
+const CRD: &str = "httproutes.gateway.networking.k8s.io";
+const GATEWAY_API: (&str, &str) = ("serin.dev/provider", "gatewayapi");
+
+async fn setup(prefix: &str) -> (Client, TestNamespace) {
+    support::release_environment();
+    let client = support::client().await;
+    let ns = TestNamespace::create(&client, prefix).await;
+    (client, ns)
+}
+
+/// A plain Deployment to own the routes applied directly (the garbage collector deletes
+/// objects whose owner does not exist).
+async fn owner(client: &Client, ns: &str) -> Deployment {
+    let deploy: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{
+                    "name": "app", "image": "example.invalid/web:v1",
+                    "ports": [{"containerPort": 8080}]
+                }]}
+            }
+        }
+    }))
+    .expect("Deployment");
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &deploy)
+        .await
+        .expect("create the owner Deployment")
+}
+
+/// Server-side apply of a route as Serin does it (field manager `serin`), with the admin
+/// credentials: what is under test is the CRD, not Serin's RBAC.
+async fn apply_route(
+    client: &Client,
+    ns: &str,
+    route: &DynamicObject,
+) -> kube::Result<DynamicObject> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &HttpRoute.api_resource());
+    api.patch(
+        &route.name_any(),
+        &PatchParams::apply("serin").force(),
+        &Patch::Apply(route),
+    )
+    .await
+}
+
+/// The fields of a route Serin decides (not what the API server defaults around them).
+fn decided(route: &Value) -> Value {
+    let rules: Vec<Value> = route["spec"]["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|rule| {
+            let backends: Vec<Value> = rule["backendRefs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|b| json!([b["name"], b["port"], b["weight"]]))
+                .collect();
+            let headers: Vec<Value> = rule["matches"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                // The API server adds a path match on `/` to rules without one.
+                .filter_map(|m| m.get("headers").cloned())
+                .collect();
+            json!({"headers": headers, "backends": backends})
+        })
+        .collect();
+    json!({"parentRefs": route["spec"]["parentRefs"], "rules": rules})
+}
+
+#[tokio::test]
+async fn the_http_routes_serin_builds_are_stored_as_built_by_the_real_crd() {
+    let (client, ns) = setup("gw-crd").await;
+    let ns = &ns.name;
+
+    // The CRD is the published one, not a stand-in.
+    let crd = Api::<CustomResourceDefinition>::all(client.clone())
+        .get(CRD)
+        .await
+        .expect("the HTTPRoute CRD is installed (hack/crds.sh up)");
+    let source = crd
+        .annotations()
+        .get("serin.dev/derived-from")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        source.starts_with("sigs.k8s.io/gateway-api@"),
+        "{CRD} was not taken from the gateway-api module: {source:?}"
+    );
+
+    let deploy = owner(&client, ns).await;
+    let base = CanarySpec {
+        provider: Provider::GatewayApi,
+        ..CanarySpec::defaults("web".into(), Some(8080))
+    };
+    let ab = CanarySpec {
+        iterations: Some(3),
+        matches: vec![
+            MatchRule::HeaderExact {
+                name: "x-canary".into(),
+                value: "insider".into(),
+            },
+            MatchRule::HeaderRegex {
+                name: "user-agent".into(),
+                regex: ".*Firefox.*".into(),
+            },
+            MatchRule::Cookie {
+                name: "canary.v2".into(),
+            },
+        ],
+        ..base.clone()
+    };
+    let through_gateway = CanarySpec {
+        gateway: Some(GatewayRef {
+            namespace: "infra".into(),
+            name: "public".into(),
+        }),
+        ..base.clone()
+    };
+    let cases = [
+        ("canary 70/30", base.clone(), Weights::to_canary(30), None),
+        (
+            "A/B, matching requests to the canary",
+            ab.clone(),
+            Weights::ALL_CANARY,
+            Some(Weights::ALL_PRIMARY),
+        ),
+        (
+            "attached to a Gateway",
+            through_gateway,
+            Weights::to_canary(10),
+            None,
+        ),
+    ];
+    for (what, spec, weights, unmatched) in cases {
+        let built = HttpRoute
+            .build(&deploy, &spec, weights)
+            .expect("build the route");
+        let stored = apply_route(&client, ns, &built)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: the API server refused the route: {e}"));
+        let (built_json, stored_json) = (
+            serde_json::to_value(&built).expect("json"),
+            serde_json::to_value(&stored).expect("json"),
+        );
+        assert_eq!(
+            decided(&stored_json),
+            decided(&built_json),
+            "{what}: stored differently"
+        );
+        assert_eq!(
+            HttpRoute.weights(&stored, &spec),
+            Ok(weights),
+            "{what}: weights"
+        );
+        assert_eq!(
+            HttpRoute.unmatched_weights(&stored, &spec),
+            Ok(unmatched),
+            "{what}: weights of unmatched requests"
+        );
+        assert_eq!(
+            stored.labels().get("serin.dev/owner").map(String::as_str),
+            Some("web")
+        );
+        assert_eq!(
+            stored.owner_references().first().map(|o| o.uid.as_str()),
+            deploy.metadata.uid.as_deref()
+        );
+    }
+
+    // The schema is enforced: a Service backend without a port is refused.
+    let mut portless = HttpRoute
+        .build(&deploy, &base, Weights::ALL_PRIMARY)
+        .expect("build the route");
+    portless.metadata.name = Some("portless".into());
+    if let Some(backend) = portless.data["spec"]["rules"][0]["backendRefs"][0].as_object_mut() {
+        backend.remove("port");
+    }
+    match apply_route(&client, ns, &portless).await {
+        Err(kube::Error::Api(status)) => assert!(
+            status.code == 422 && status.message.contains("port"),
+            "refused for another reason: {status:?}"
+        ),
+        other => panic!("a backendRef without a port was accepted: {other:?}"),
+    }
+}
+
+/// Applies `v1` with the `gatewayapi` provider and waits until Serin routes everything to the
+/// primary through the HTTPRoute `web`.
+async fn opt_in(client: &Client, ns: &str, extra: &[(&str, &str)]) {
+    apply(&manifest(ns, "web", &Version::good("v1"), extra));
+    wait_phase(client, ns, "web", Phase::Initialized, SETTLE).await;
+    assert_eq!(
+        routes::weights(client, ns, Provider::GatewayApi, "web").await,
+        Some(Weights::ALL_PRIMARY)
+    );
+    assert_eq!(replicas(client, ns, "web").await, Some(0));
+}
+
+/// Polls the HTTPRoute's canary weight every 250 ms until the Canary reaches `phase`; returns
+/// the weights seen, each change once, in order. Panics after `timeout` with what it saw.
+async fn weights_until(client: &Client, ns: &str, phase: Phase, timeout: Duration) -> Vec<u32> {
+    let start = Instant::now();
+    let mut seen: Vec<u32> = Vec::new();
+    loop {
+        let weight = routes::weights(client, ns, Provider::GatewayApi, "web")
+            .await
+            .map(Weights::canary);
+        if let Some(w) = weight
+            && seen.last() != Some(&w)
+        {
+            seen.push(w);
+        }
+        let status = canary(client, ns, "web").await.and_then(|c| c.status);
+        let current = status.as_ref().map(|s| s.release.phase);
+        let ended = matches!(current, Some(Phase::Succeeded | Phase::Failed));
+        assert!(
+            !ended || current == Some(phase),
+            "the release ended {current:?}, not {phase:?}; weights seen {seen:?}"
+        );
+        if current == Some(phase) {
+            // The last write of the release (weights back to the primary) precedes the phase.
+            let last = routes::weights(client, ns, Provider::GatewayApi, "web").await;
+            if let Some(w) = last.map(Weights::canary)
+                && seen.last() != Some(&w)
+            {
+                seen.push(w);
+            }
+            return seen;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {phase:?}; phase {current:?}, weights seen {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_good_release_moves_the_route_weights_step_by_step_and_is_promoted() {
+    let (client, ns) = setup("gw-promote").await;
+    let ns = &ns.name;
+    let annotations = [
+        GATEWAY_API,
+        ("serin.dev/step-weight", "20"),
+        ("serin.dev/max-weight", "60"),
+    ];
+    opt_in(&client, ns, &annotations).await;
+
+    // What Serin wrote: the apex Service as parent (Linkerd's mesh routing), its owner.
+    let route = routes::object(&client, ns, Provider::GatewayApi, "web")
+        .await
+        .expect("the HTTPRoute web");
+    assert_eq!(
+        route.data.pointer("/spec/parentRefs"),
+        Some(&json!([{"group": "core", "kind": "Service", "name": "web", "port": 8080}]))
+    );
+    assert_eq!(
+        route.labels().get("serin.dev/owner").map(String::as_str),
+        Some("web")
+    );
+    let owners: Vec<_> = route
+        .owner_references()
+        .iter()
+        .map(|o| (o.kind.as_str(), o.name.as_str()))
+        .collect();
+    assert_eq!(owners, [("Deployment", "web")]);
+    let managers: Vec<_> = route
+        .managed_fields()
+        .iter()
+        .filter_map(|m| m.manager.as_deref())
+        .collect();
+    assert_eq!(managers, ["serin"]);
+
+    apply(&manifest(ns, "web", &Version::good("v2"), &annotations));
+    let seen = weights_until(&client, ns, Phase::Succeeded, RELEASE).await;
+    assert_eq!(
+        seen,
+        [0, 20, 40, 60, 0],
+        "the canary weights of the HTTPRoute during the release"
+    );
+    assert_eq!(
+        image(&client, ns, "web-primary").await,
+        "example.invalid/web:v2"
+    );
+    assert_eq!(replicas(&client, ns, "web").await, Some(0));
+
+    // The simulator sent the canary its share through the route: Linkerd-style series exist
+    // for it (the checks that promoted it read them).
+    let canary_requests = format!("sum(response_total{{namespace=\"{ns}\",deployment=\"web\"}})");
+    let requests = support::prometheus_query(&canary_requests)
+        .await
+        .expect("query Prometheus");
+    assert!(
+        requests.is_some_and(|n| n > 0.0),
+        "no simulated requests reached the canary: {canary_requests} = {requests:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_canary_is_rolled_back_and_the_route_returns_to_100_0() {
+    let (client, ns) = setup("gw-rollback").await;
+    let ns = &ns.name;
+    let annotations = [GATEWAY_API, ("serin.dev/threshold", "2")];
+    opt_in(&client, ns, &annotations).await;
+
+    let bad = Version {
+        tag: "v2",
+        error_rate: 0.3,
+        latency_ms: 40,
+    };
+    apply(&manifest(ns, "web", &bad, &annotations));
+    let seen = weights_until(&client, ns, Phase::Failed, RELEASE).await;
+    assert_eq!(
+        seen,
+        [0, 25, 0],
+        "the canary weights of the HTTPRoute: one step, then back to the primary"
+    );
+    assert_eq!(
+        routes::weights(&client, ns, Provider::GatewayApi, "web").await,
+        Some(Weights::ALL_PRIMARY)
+    );
+    assert_eq!(
+        image(&client, ns, "web-primary").await,
+        "example.invalid/web:v1"
+    );
+    assert_eq!(replicas(&client, ns, "web").await, Some(0));
+    let events = events(&client, ns, "web").await.join("\n");
+    for text in ["RolledBack", "request-success-rate"] {
+        assert!(
+            events.contains(text),
+            "no {text:?} among the events:\n{events}"
+        );
+    }
+}
