@@ -56,6 +56,8 @@ pub struct Context {
     /// Who records Events.
     pub reporter: Reporter,
     pub analysis: analysis::Clients,
+    /// The controller's watch-fed cache of `-primary` Deployments (`None` in the webhook).
+    pub primaries: Option<reflector::Store<Deployment>>,
 }
 
 /// Why a reconcile failed; it is retried after [`RETRY_AFTER`].
@@ -186,6 +188,7 @@ impl Context {
                 instance: Some(options.lease.identity.clone()),
             },
             analysis: analysis::Clients::new(&options.prometheus_url)?,
+            primaries: None,
         })
     }
 }
@@ -203,7 +206,11 @@ pub async fn run(
         lease = lease::acquire(&leases, &options.lease) => lease,
         () = shutdown.clone() => return Ok(()),
     };
-    let ctx = Arc::new(Context::new(client.clone(), &options)?);
+    let (primary_cache, primary_writer) = reflector::store();
+    let ctx = Arc::new(Context {
+        primaries: Some(primary_cache),
+        ..Context::new(client.clone(), &options)?
+    });
     let deployments: Api<Deployment> = Api::all(client.clone());
     // The caches hold every opted-in Deployment, its primary and its Canary: without the
     // managed fields and kubectl's copy of the manifest they are a fraction of the size.
@@ -220,6 +227,7 @@ pub async fn run(
     let primaries = watcher(deployments, watcher::Config::default().labels(OWNER_LABEL))
         .default_backoff()
         .modify(slim::<Deployment>)
+        .reflect(primary_writer)
         .applied_objects()
         .predicate_filter(rollout_state, Default::default());
     // Serin's own status writes do not change a Canary's generation: only spec changes (and

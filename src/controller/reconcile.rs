@@ -185,6 +185,19 @@ impl Release<'_> {
         Api::namespaced(self.ctx.client.clone(), &self.namespace)
     }
 
+    /// The primary from the controller's cache, which its watch keeps current (a reconcile
+    /// runs again on each of its changes); read from the API server when the cache does not
+    /// have it, so a primary created a moment ago is never created twice.
+    async fn primary(&self, name: &str) -> Result<Option<Deployment>, Error> {
+        let cached = self.ctx.primaries.as_ref().and_then(|store| {
+            store.get(&kube::runtime::reflector::ObjectRef::new(name).within(&self.namespace))
+        });
+        match cached {
+            Some(primary) => Ok(Some(Deployment::clone(&primary))),
+            None => Ok(self.deployments().get_opt(name).await?),
+        }
+    }
+
     fn router_api(&self) -> Api<DynamicObject> {
         Api::namespaced_with(
             self.ctx.client.clone(),
@@ -206,7 +219,7 @@ impl Release<'_> {
             .as_ref()
             .and_then(|c| requests::pending(c.annotations(), stored.last_request.as_ref()));
         let primary_name = release::primary_name(&self.name);
-        let mut primary = self.deployments().get_opt(&primary_name).await?;
+        let mut primary = self.primary(&primary_name).await?;
         let template = self
             .deploy
             .spec
