@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Serin on the local cluster: installs the CRDs (hack/crds.sh) and Serin's RBAC
-# (manifests/rbac.yaml), makes a kubeconfig for the `serin` ServiceAccount, builds the
+# (manifests/rbac.yaml, plus the Secrets grant of manifests/overlays/secret-tracking, as the
+# local Serin tracks Secrets), makes a kubeconfig for the `serin` ServiceAccount, builds the
 # binary and its certificates, runs `serin run` on 127.0.0.1 under that ServiceAccount's
 # identity (not the admin credentials), and registers the webhook configurations from
 # manifests/webhook.yaml with `url:` and the local CA in place of the Service reference (and
@@ -102,6 +103,8 @@ up() {
   "$ROOT/hack/cluster.sh" up
   "$ROOT/hack/crds.sh" up
   kubectl apply -f "$ROOT/manifests/rbac.yaml" >/dev/null
+  # The local Serin tracks Secrets (the binary's default), so it gets the Component's grant.
+  kubectl apply -f "$ROOT/manifests/overlays/secret-tracking/rbac.yaml" >/dev/null
   sa_kubeconfig
   "$ROOT/hack/prometheus.sh" up
   say "building serin (${BUILD[*]})"

@@ -763,6 +763,62 @@ fn serving_certificate_is_mounted_from_a_secret() {
     }
 }
 
+/// The verbs the rendering's ClusterRoles grant on Secrets (every ClusterRole in it is
+/// Serin's).
+fn cluster_wide_secret_verbs(rendering: &Rendering) -> BTreeSet<String> {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect()
+    };
+    rendering
+        .all("ClusterRole")
+        .flat_map(|role| role["rules"].as_array().cloned().unwrap_or_default())
+        .filter(|rule| {
+            let groups = strings(&rule["apiGroups"]);
+            let resources = strings(&rule["resources"]);
+            groups.iter().any(|g| g.is_empty() || g == "*")
+                && resources.iter().any(|r| r == "secrets" || r == "*")
+        })
+        .flat_map(|rule| strings(&rule["verbs"]))
+        .collect()
+}
+
+#[test]
+fn secrets_are_tracked_and_readable_only_with_the_secret_tracking_component() {
+    let needed: BTreeSet<String> = ["get", "list", "watch", "create", "patch", "delete"]
+        .map(String::from)
+        .into();
+    for rendering in rendered() {
+        let tracked = flag_value(
+            serin_container(rendering.deployment()),
+            "SERIN_TRACK_SECRETS",
+        );
+        let verbs = cluster_wide_secret_verbs(rendering);
+        if rendering.name == "overlays/secret-tracking" {
+            assert_eq!(tracked, "true", "{}", rendering.name);
+            assert!(
+                verbs.is_superset(&needed),
+                "{}: Secret tracking needs {needed:?} on Secrets, granted {verbs:?}",
+                rendering.name
+            );
+        } else {
+            assert_eq!(
+                tracked, "false",
+                "{}: SERIN_TRACK_SECRETS must be false without the Secrets grant",
+                rendering.name
+            );
+            assert!(
+                verbs.is_empty(),
+                "{}: grants {verbs:?} on Secrets cluster-wide",
+                rendering.name
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn pod_template_is_admitted_where_pod_security_enforces_restricted() {
     let client = support::client().await;

@@ -89,6 +89,27 @@ pub struct Common {
         global = true
     )]
     pub lease_namespace: String,
+    /// Track the Secrets a pod template uses, as ConfigMaps are: fold their contents into the
+    /// revision, watch them, and copy them to `<secret>-primary` for the primary. Needs
+    /// get, list, watch and writes on Secrets in every namespace (the Component
+    /// manifests/overlays/secret-tracking). With `false` Serin never reads, watches or lists
+    /// a Secret: a change to a Secret alone is no new release (it reaches the running pods as
+    /// Kubernetes delivers it, without analysis), and the primary refers to the original
+    /// Secret, which it shares with the canary. Switching it is a new revision of every
+    /// opted-in Deployment that uses a Secret.
+    #[arg(
+        long,
+        env = "SERIN_TRACK_SECRETS",
+        value_name = "BOOL",
+        default_value_t = true,
+        default_missing_value = "true",
+        num_args = 0..=1,
+        require_equals = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        global = true
+    )]
+    pub track_secrets: bool,
     /// Log format.
     #[arg(long, env = "SERIN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -400,5 +421,26 @@ fn run_check(args: &CheckArgs) -> ExitCode {
     } else {
         eprintln!("serin check: {checked} objects ok");
         ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn track_secrets(args: &[&str]) -> Result<bool, String> {
+        let argv = ["serin"].iter().chain(args).chain(&["run"]);
+        Cli::try_parse_from(argv)
+            .map(|cli| cli.common.track_secrets)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn secrets_are_tracked_unless_turned_off() {
+        assert_eq!(track_secrets(&[]), Ok(true));
+        assert_eq!(track_secrets(&["--track-secrets"]), Ok(true));
+        assert_eq!(track_secrets(&["--track-secrets=false"]), Ok(false));
+        assert_eq!(track_secrets(&["--track-secrets=true"]), Ok(true));
+        assert!(track_secrets(&["--track-secrets=maybe"]).is_err());
     }
 }

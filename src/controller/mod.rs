@@ -33,7 +33,7 @@ use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client};
 
 use crate::crd::Canary;
-use crate::release::{ConfigKind, OWNER_LABEL, ObjectsError, config_refs};
+use crate::release::{ConfigKind, OWNER_LABEL, ObjectsError, Tracking, config_refs};
 use crate::router::RouterError;
 use crate::spec::MANAGED_LABEL;
 
@@ -48,6 +48,9 @@ pub struct Options {
     pub lease: lease::LeaseConfig,
     /// Serin's own username: its writes are not subject to CanaryPolicies.
     pub serin_user: String,
+    /// Which configs are tracked (`--track-secrets`); without Secrets, Serin never reads,
+    /// watches or lists one.
+    pub tracking: Tracking,
 }
 
 /// What every reconcile (and the webhook's injection) shares.
@@ -58,6 +61,7 @@ pub struct Context {
     pub analysis: analysis::Clients,
     /// The controller's watch-fed cache of `-primary` Deployments (`None` in the webhook).
     pub primaries: Option<reflector::Store<Deployment>>,
+    pub tracking: Tracking,
 }
 
 /// Why a reconcile failed; it is retried after [`RETRY_AFTER`].
@@ -189,6 +193,7 @@ impl Context {
             },
             analysis: analysis::Clients::new(&options.prometheus_url)?,
             primaries: None,
+            tracking: options.tracking,
         })
     }
 }
@@ -248,23 +253,27 @@ pub async fn run(
     )
     .default_backoff()
     .applied_objects();
-    let secrets = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .applied_objects();
     let (maps_users, secrets_users) = (reader.clone(), reader.clone());
     let sweeper = tokio::spawn(orphans::sweep_forever(client.clone(), reader.clone()));
-    let controller = Controller::for_stream(opted_in, reader)
+    let mut controller = Controller::for_stream(opted_in, reader)
         .owns_stream(canaries)
         .owns_stream(primaries)
         .watches_stream(config_maps, move |cm| {
             users_of(&maps_users, ConfigKind::ConfigMap, &cm.metadata)
-        })
-        .watches_stream(secrets, move |secret| {
+        });
+    // Without Secret tracking there is no watch at all: the base RBAC grants none.
+    if options.tracking.secrets {
+        let secrets = watcher(
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .applied_objects();
+        controller = controller.watches_stream(secrets, move |secret| {
             users_of(&secrets_users, ConfigKind::Secret, &secret.metadata)
-        })
+        });
+    }
+    let controller = controller
         // Bounded: a thousand reconciles at once would each open a TLS connection to the
         // API server (memory) and only queue there.
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))

@@ -468,7 +468,7 @@ impl Release<'_> {
         revision: &str,
         creating: Creating,
     ) -> Result<Deployment, Error> {
-        let mut primary = release::primary_deployment(self.deploy, revision)?;
+        let mut primary = release::primary_deployment(self.deploy, revision, self.ctx.tracking)?;
         if creating == Creating::No && self.is_autoscaled().await? {
             // The HPA's: a replica count in Serin's apply would take it back at every copy.
             if let Some(spec) = primary.spec.as_mut() {
@@ -575,14 +575,15 @@ impl Release<'_> {
         Ok(())
     }
 
-    /// The ConfigMaps and Secrets the pod template uses, as stored (missing optional ones are
-    /// left out; Kubernetes starts the pods without them too).
+    /// The tracked ConfigMaps and Secrets the pod template uses, as stored (missing optional
+    /// ones are left out; Kubernetes starts the pods without them too). Untracked Secrets
+    /// are never read.
     async fn tracked_configs(
         &self,
         template: &k8s_openapi::api::core::v1::PodTemplateSpec,
     ) -> Result<Vec<Config>, Error> {
         let mut configs = Vec::new();
-        for reference in release::config_refs(template) {
+        for reference in self.ctx.tracking.refs(template) {
             match reference.kind {
                 ConfigKind::ConfigMap => {
                     let api: Api<ConfigMap> =
@@ -660,9 +661,13 @@ impl Release<'_> {
         for cm in maps.list_metadata(&owned).await? {
             ignore_missing(maps.delete(&cm.name_any(), &delete).await)?;
         }
-        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        for secret in secrets.list_metadata(&owned).await? {
-            ignore_missing(secrets.delete(&secret.name_any(), &delete).await)?;
+        // Without Secret tracking there are no copies to delete, nor RBAC to list them;
+        // copies from when it was on go with the Deployment (owner references).
+        if self.ctx.tracking.secrets {
+            let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+            for secret in secrets.list_metadata(&owned).await? {
+                ignore_missing(secrets.delete(&secret.name_any(), &delete).await)?;
+            }
         }
         let hpas: Api<HorizontalPodAutoscaler> =
             Api::namespaced(self.ctx.client.clone(), &self.namespace);

@@ -1,7 +1,7 @@
 //! The release machinery, as pure functions of data (no cluster I/O here):
 //! - [`objects`]: the desired objects Serin adds beside an opted-in Deployment (the
-//!   `<name>-primary` Deployment, the three Services, `-primary` copies of ConfigMaps, Secrets
-//!   and the HPA);
+//!   `<name>-primary` Deployment, the three Services, `-primary` copies of tracked ConfigMaps
+//!   and Secrets, and of the HPA);
 //! - [`revision`]: the stable hash that says "this is a new revision";
 //! - [`machine`]: the release state machine of SPEC "The release cycle",
 //!   `(status, observations, now) -> (actions, new status)`.
@@ -18,9 +18,9 @@ pub use machine::{
     Observations, Phase, PrimaryObservation, ReleaseStatus, Requests, builtin_checks, step,
 };
 pub use objects::{
-    ConfigKind, ConfigRef, ObjectsError, config_refs, owner_references, primary_config_map,
-    primary_deployment, primary_hpa, primary_name, primary_secret, primary_selector,
-    requested_replicas, rewrite_config_refs, services,
+    ConfigKind, ConfigRef, ObjectsError, Tracking, config_refs, owner_references,
+    primary_config_map, primary_deployment, primary_hpa, primary_name, primary_secret,
+    primary_selector, requested_replicas, rewrite_config_refs, services,
 };
 pub use revision::{TrackedConfig, revision};
 

@@ -21,7 +21,9 @@
 //! - **Tracked configs.** ConfigMaps and Secrets referenced by the pod template (volumes,
 //!   projected volumes, `envFrom`, `env[].valueFrom`) are copied to `<config>-primary`, and the
 //!   primary's template refers to the copies, so editing a ConfigMap is released as a canary
-//!   instead of reaching the primary pods directly.
+//!   instead of reaching the primary pods directly. Secrets are tracked only when
+//!   [`Tracking::secrets`] says so (`--track-secrets`); otherwise the primary refers to the
+//!   original Secrets, which it then shares with the canary.
 
 use std::collections::BTreeMap;
 
@@ -164,11 +166,15 @@ fn desired_replicas(deploy: &Deployment) -> Option<i32> {
 }
 
 /// The `<name>-primary` Deployment: the Deployment's spec with the selector labels rewritten,
-/// config references pointing at the `-primary` copies, replicas from
+/// references to tracked configs pointing at their `-primary` copies, replicas from
 /// `serin.dev/desired-replicas`, no `serin.dev/` labels or annotations (the primary is not
 /// opted in itself), [`OWNER_LABEL`], and `revision` (of the template it was copied from) in
 /// [`PRIMARY_REVISION_ANNOTATION`].
-pub fn primary_deployment(deploy: &Deployment, revision: &str) -> Result<Deployment, ObjectsError> {
+pub fn primary_deployment(
+    deploy: &Deployment,
+    revision: &str,
+    tracking: Tracking,
+) -> Result<Deployment, ObjectsError> {
     let name = deploy
         .metadata
         .name
@@ -209,7 +215,7 @@ pub fn primary_deployment(deploy: &Deployment, revision: &str) -> Result<Deploym
         .get_or_insert_default();
     pod_labels.extend(selector.clone());
     if let Some(spec) = template.spec.as_mut() {
-        rewrite_config_refs(spec);
+        rewrite_config_refs(spec, tracking);
     }
 
     Ok(Deployment {
@@ -300,6 +306,36 @@ impl std::fmt::Display for ConfigKind {
     }
 }
 
+/// Which kinds of config Serin tracks: ConfigMaps always, Secrets only when enabled
+/// (`--track-secrets`), since reading them takes RBAC on every Secret of the cluster. A tracked
+/// config is read, hashed into the revision, watched, and copied to `<config>-primary` for the
+/// primary; an untracked one is left alone and used by both sides under its own name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tracking {
+    pub secrets: bool,
+}
+
+impl Tracking {
+    /// ConfigMaps and Secrets (SPEC's behaviour).
+    pub const ALL: Tracking = Tracking { secrets: true };
+    /// ConfigMaps only.
+    pub const CONFIG_MAPS: Tracking = Tracking { secrets: false };
+
+    pub fn tracks(self, kind: ConfigKind) -> bool {
+        match kind {
+            ConfigKind::ConfigMap => true,
+            ConfigKind::Secret => self.secrets,
+        }
+    }
+
+    /// The tracked configs among those the pod template uses ([`config_refs`]).
+    pub fn refs(self, template: &PodTemplateSpec) -> Vec<ConfigRef> {
+        let mut refs = config_refs(template);
+        refs.retain(|r| self.tracks(r.kind));
+        refs
+    }
+}
+
 /// A ConfigMap or Secret the pod template uses.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConfigRef {
@@ -331,9 +367,13 @@ pub fn config_refs(template: &PodTemplateSpec) -> Vec<ConfigRef> {
         .collect()
 }
 
-/// Points every ConfigMap and Secret reference of `pod` at its `-primary` copy.
-pub fn rewrite_config_refs(pod: &mut PodSpec) {
-    visit_config_refs(pod, &mut |_, name, _| name.push_str(PRIMARY_SUFFIX));
+/// Points every reference to a tracked config of `pod` at its `-primary` copy.
+pub fn rewrite_config_refs(pod: &mut PodSpec, tracking: Tracking) {
+    visit_config_refs(pod, &mut |kind, name, _| {
+        if tracking.tracks(kind) {
+            name.push_str(PRIMARY_SUFFIX);
+        }
+    });
 }
 
 /// Calls `visit(kind, name, optional)` on every ConfigMap/Secret reference of a pod spec: the
@@ -544,7 +584,7 @@ mod tests {
     }
 
     fn primary() -> Deployment {
-        match primary_deployment(&web(), "rev1") {
+        match primary_deployment(&web(), "rev1", Tracking::ALL) {
             Ok(primary) => primary,
             Err(e) => panic!("{e}"),
         }
@@ -583,7 +623,7 @@ mod tests {
         if let Some(a) = deploy.metadata.annotations.as_mut() {
             a.insert(DESIRED_REPLICAS.into(), "three".into());
         }
-        let primary = primary_deployment(&deploy, "rev1").ok();
+        let primary = primary_deployment(&deploy, "rev1", Tracking::ALL).ok();
         assert_eq!(
             primary.and_then(|p| p.spec).and_then(|s| s.replicas),
             Some(0)
@@ -605,7 +645,7 @@ mod tests {
     fn without_a_uid_objects_are_built_without_owner_references() {
         let mut deploy = web();
         deploy.metadata.uid = None;
-        let primary = primary_deployment(&deploy, "rev1").ok();
+        let primary = primary_deployment(&deploy, "rev1", Tracking::ALL).ok();
         assert_eq!(primary.map(|p| p.metadata.owner_references), Some(None));
     }
 
@@ -633,13 +673,44 @@ mod tests {
     }
 
     #[test]
+    fn without_secret_tracking_the_primary_shares_the_original_secrets() {
+        let primary = primary_deployment(&web(), "rev1", Tracking::CONFIG_MAPS).ok();
+        let template = primary.and_then(|p| p.spec).unwrap_or_default().template;
+        let refs: Vec<(ConfigKind, String)> = config_refs(&template)
+            .into_iter()
+            .map(|r| (r.kind, r.name))
+            .collect();
+        assert_eq!(
+            refs,
+            vec![
+                (ConfigKind::ConfigMap, "web-config-primary".into()),
+                (ConfigKind::Secret, "web-token".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn tracked_refs_leave_out_secrets_unless_secrets_are_tracked() {
+        let template = web().spec.unwrap_or_default().template;
+        let names = |tracking: Tracking| -> Vec<String> {
+            tracking
+                .refs(&template)
+                .into_iter()
+                .map(|r| r.name)
+                .collect()
+        };
+        assert_eq!(names(Tracking::ALL), vec!["web-config", "web-token"]);
+        assert_eq!(names(Tracking::CONFIG_MAPS), vec!["web-config"]);
+    }
+
+    #[test]
     fn a_selector_without_match_labels_is_refused() {
         let mut deploy = web();
         if let Some(s) = deploy.spec.as_mut() {
             s.selector.match_labels = None;
         }
         assert_eq!(
-            primary_deployment(&deploy, "r").err(),
+            primary_deployment(&deploy, "r", Tracking::ALL).err(),
             Some(ObjectsError::NoSelectorLabels)
         );
     }
@@ -655,7 +726,7 @@ mod tests {
             }]);
         }
         assert_eq!(
-            primary_deployment(&deploy, "r").err(),
+            primary_deployment(&deploy, "r", Tracking::ALL).err(),
             Some(ObjectsError::ExpressionOnRewrittenKey { key: "app".into() })
         );
     }
@@ -668,7 +739,7 @@ mod tests {
             s.selector.match_labels = Some(labels(&[("app", &long)]));
         }
         assert!(matches!(
-            primary_deployment(&deploy, "r"),
+            primary_deployment(&deploy, "r", Tracking::ALL),
             Err(ObjectsError::LabelTooLong { .. })
         ));
     }

@@ -1,5 +1,6 @@
 //! The revision of a release: a hash of the canonical JSON of the pod template and of the
-//! ConfigMaps/Secrets it uses. A new revision (and nothing else: never replicas) starts a
+//! tracked ConfigMaps/Secrets it uses (Secrets only with `--track-secrets`:
+//! [`super::Tracking`]). A new revision (and nothing else: never replicas) starts a
 //! canary release, so the hash must change on every user edit and on nothing else.
 //!
 //! **Stable across Serin and Kubernetes upgrades.** An upgrade that changed the hash of an
@@ -502,6 +503,63 @@ mod tests {
         assert_eq!(
             (tracked.kind, tracked.data.get("k")),
             (ConfigKind::Secret, Some(&b"v".to_vec()))
+        );
+    }
+
+    /// The revision as the controller computes it: the stored contents of the configs that
+    /// `tracking` selects among the template's references, looked up in `stored`.
+    fn revision_with(
+        template: &PodTemplateSpec,
+        tracking: crate::release::Tracking,
+        stored: &[TrackedConfig],
+    ) -> String {
+        let configs: Vec<TrackedConfig> = tracking
+            .refs(template)
+            .iter()
+            .filter_map(|r| {
+                stored
+                    .iter()
+                    .find(|c| c.kind == r.kind && c.name == r.name)
+                    .cloned()
+            })
+            .collect();
+        revision(template, &configs)
+    }
+
+    #[test]
+    fn untracked_secrets_are_left_out_of_the_revision() {
+        use crate::release::Tracking;
+        use k8s_openapi::api::core::v1::{EnvFromSource, SecretEnvSource};
+        let mut t = template("podinfo:6.0.0");
+        if let Some(container) = t.spec.as_mut().map(|s| &mut s.containers[0]) {
+            container.env_from = Some(vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: "token".into(),
+                    optional: None,
+                }),
+                ..Default::default()
+            }]);
+        }
+        let secret = |value: &str| TrackedConfig {
+            kind: ConfigKind::Secret,
+            name: "token".into(),
+            data: BTreeMap::from([("t".to_owned(), value.as_bytes().to_vec())]),
+        };
+        let (old, new) = ([secret("old")], [secret("new")]);
+        assert_ne!(
+            revision_with(&t, Tracking::ALL, &old),
+            revision_with(&t, Tracking::ALL, &new),
+            "a tracked Secret's change is a new revision"
+        );
+        assert_eq!(
+            revision_with(&t, Tracking::CONFIG_MAPS, &old),
+            revision_with(&t, Tracking::CONFIG_MAPS, &new),
+            "an untracked Secret's change is no new revision"
+        );
+        assert_eq!(
+            revision_with(&t, Tracking::CONFIG_MAPS, &old),
+            revision(&t, &[]),
+            "without Secret tracking only the template (and ConfigMaps) count"
         );
     }
 
