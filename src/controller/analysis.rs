@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::crd::{AnalysisTemplateSpec, HookType};
 use crate::hooks::{self, HookClient, HookPayload};
 use crate::metrics::{self, PrometheusClient};
-use crate::release::{HookKind, MetricCheck, NoData, Phase};
+use crate::release::{EventType, HookKind, MetricCheck, NoData, Phase};
 use crate::spec::CanarySpec;
 
 use super::Context;
@@ -116,6 +116,71 @@ pub async fn run_hooks(
             .failure_message()
             .map(|m| format!("{} webhook closed: {m}", hook_name(kind.into()))),
     }
+}
+
+/// Polls the `rollback` webhooks: the names of those that answered with success, each asking
+/// for a rollback. A failed call asks for nothing (logged, not an Event: it would be one
+/// every interval).
+pub async fn rollback_requested(
+    ctx: &Context,
+    template: Option<&AnalysisTemplateSpec>,
+    payload: Payload,
+) -> Vec<String> {
+    let hooks = template.map(|t| t.webhooks.as_slice()).unwrap_or_default();
+    let outcome = hooks::run_hooks(
+        &ctx.analysis.hooks,
+        hooks,
+        HookType::Rollback,
+        &HookPayload::from(payload),
+    )
+    .await;
+    if let Some(message) = outcome.failure_message() {
+        tracing::debug!("rollback webhook not asking for a rollback: {message}");
+    }
+    outcome.succeeded
+}
+
+/// Sends an Event Serin records to the `event` webhooks, without waiting for them, with
+/// Flagger's metadata: `eventMessage`, `eventType` (`Normal` or `Warning`) and `timestamp`
+/// (milliseconds since the epoch), plus `eventReason`.
+pub fn notify_event(
+    ctx: &Context,
+    template: Option<&AnalysisTemplateSpec>,
+    payload: Payload,
+    type_: EventType,
+    reason: &str,
+    message: &str,
+) {
+    let Some(hooks) = template
+        .map(|t| t.webhooks.as_slice())
+        .filter(|hooks| hooks.iter().any(|h| h.type_ == HookType::Event))
+    else {
+        return;
+    };
+    let hooks = hooks.to_vec();
+    let mut payload = HookPayload::from(payload);
+    let type_ = match type_ {
+        EventType::Normal => "Normal",
+        EventType::Warning => "Warning",
+    };
+    let timestamp = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+    payload.metadata = BTreeMap::from([
+        ("eventMessage".to_owned(), message.to_owned()),
+        ("eventType".to_owned(), type_.to_owned()),
+        ("eventReason".to_owned(), reason.to_owned()),
+        ("timestamp".to_owned(), timestamp.to_string()),
+    ]);
+    let client = ctx.analysis.hooks.clone();
+    tokio::spawn(async move {
+        let outcome = hooks::run_hooks(&client, &hooks, HookType::Event, &payload).await;
+        if let Some(message) = outcome.failure_message() {
+            tracing::warn!(
+                canary = payload.name,
+                namespace = payload.namespace,
+                "{message}"
+            );
+        }
+    });
 }
 
 /// The webhook type as users write it (`confirm-promotion`).

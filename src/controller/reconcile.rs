@@ -20,7 +20,7 @@ use super::requests::{self, Settled, StepContext};
 use super::{Context, Error, FIELD_MANAGER, analysis, observe};
 use crate::crd::{AnalysisTemplate, Canary, CanaryResourceSpec, CanaryStatus};
 use crate::release::{
-    self, Action, ConfigKind, EventType, OWNER_LABEL, Observations, Phase, ReleaseStatus,
+    self, Action, ConfigKind, EventType, HookKind, OWNER_LABEL, Observations, Phase, ReleaseStatus,
     TrackedConfig,
 };
 use crate::router::{Router, Weights, router_for, supported_providers};
@@ -46,6 +46,17 @@ struct Release<'a> {
     /// An HPA targets the Deployment, so its `-primary` copy sizes the primary; looked up
     /// (one LIST) only when a reconcile needs to know.
     autoscaled: Option<bool>,
+    /// What `event` webhooks are told with each Event: the template once read, and the
+    /// phase and revision of the release at that point of the reconcile.
+    hooks: EventHooks,
+}
+
+/// The `event` webhooks of a release and the payload fields they get.
+#[derive(Default)]
+struct EventHooks {
+    template: Option<crate::crd::AnalysisTemplateSpec>,
+    phase: Phase,
+    checksum: String,
 }
 
 pub async fn reconcile(deploy: Arc<Deployment>, ctx: Arc<Context>) -> Result<Requeue, Error> {
@@ -109,6 +120,7 @@ pub async fn reconcile(deploy: Arc<Deployment>, ctx: Arc<Context>) -> Result<Req
         router,
         canary,
         autoscaled: None,
+        hooks: EventHooks::default(),
     };
     release.run(is_opted_in).await
 }
@@ -140,6 +152,7 @@ pub async fn inject(ctx: &Context, deploy: &Deployment) -> Result<Vec<String>, E
         router,
         canary,
         autoscaled: None,
+        hooks: EventHooks::default(),
     };
     let mut created = Vec::new();
     if release.canary.is_none() {
@@ -290,6 +303,11 @@ impl Release<'_> {
 
         let now = Time(Timestamp::now());
         let template_spec = self.analysis_template().await?;
+        self.hooks = EventHooks {
+            template: template_spec.clone(),
+            phase: status.phase,
+            checksum: revision.clone(),
+        };
         let (mut actions, mut new_status) = release::step(&status, &obs, now.clone(), &self.spec);
         for _ in 0..MAX_CALLBACKS {
             let mut called_back = false;
@@ -309,6 +327,23 @@ impl Release<'_> {
                             self.event(EventType::Warning, "MetricError", problem).await;
                         }
                         obs.checks = Some(checks);
+                        called_back = true;
+                    }
+                    Action::CallHook(HookKind::Rollback) if obs.gates.rollback.is_none() => {
+                        let asking = analysis::rollback_requested(
+                            self.ctx,
+                            template_spec.as_ref(),
+                            self.payload(&status, &revision),
+                        )
+                        .await;
+                        if !asking.is_empty() {
+                            let message = format!(
+                                "rollback webhook {} answered with success: rolling back",
+                                asking.join(", ")
+                            );
+                            self.event(EventType::Warning, "Webhook", message).await;
+                        }
+                        obs.gates.rollback = Some(!asking.is_empty());
                         called_back = true;
                     }
                     Action::CallHook(kind) if kind.is_gate() && obs.gates.get(*kind).is_none() => {
@@ -348,6 +383,8 @@ impl Release<'_> {
             },
         );
 
+        // The Events from here on are the new status's.
+        self.hooks.phase = new_status.phase;
         // The request's Event first: it says why what follows happens.
         if let Some(note) = settled.note.clone() {
             self.event(note.type_, note.reason, note.message).await;
@@ -685,7 +722,23 @@ impl Release<'_> {
         remove_label(self.ctx, self.deploy).await
     }
 
+    /// Records an Event and sends it to the `event` webhooks (once the AnalysisTemplate has
+    /// been read in this reconcile).
     async fn event(&self, type_: EventType, reason: &str, message: String) {
+        let payload = analysis::Payload {
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            phase: self.hooks.phase,
+            checksum: self.hooks.checksum.clone(),
+        };
+        analysis::notify_event(
+            self.ctx,
+            self.hooks.template.as_ref(),
+            payload,
+            type_,
+            reason,
+            &message,
+        );
         self.ctx
             .publish(self.deploy, self.canary.as_ref(), type_, reason, message)
             .await;

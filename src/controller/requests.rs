@@ -498,6 +498,7 @@ mod tests {
                     pre_rollout: Some(true),
                     confirm_traffic_increase: Some(true),
                     confirm_promotion: Some(true),
+                    rollback: Some(false),
                 },
                 requests: machine_requests(request.as_ref(), self.paused),
                 ..Observations::default()

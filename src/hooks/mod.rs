@@ -239,6 +239,7 @@ impl From<HookKind> for HookType {
             HookKind::PreRollout => HookType::PreRollout,
             HookKind::ConfirmTrafficIncrease => HookType::ConfirmTrafficIncrease,
             HookKind::ConfirmPromotion => HookType::ConfirmPromotion,
+            HookKind::Rollback => HookType::Rollback,
             HookKind::PostRollout => HookType::PostRollout,
         }
     }

@@ -11,7 +11,10 @@
 //! Gate webhooks work the same way: a `None` gate is answered by [`Action::CallHook`]; the
 //! executor runs the hooks of that kind (answering `Some(true)` when none is configured) and
 //! calls again. `rollout` webhooks (load tests) are run by the executor as part of
-//! `RunChecks`, their failures reported as checks, as Flagger counts them.
+//! `RunChecks`, their failures reported as checks, as Flagger counts them. `rollback`
+//! webhooks are polled the same way once per interval of an analysis: one that answers
+//! with success asks for a rollback. `event` webhooks are the executor's alone: it sends
+//! every Event it records to them.
 //!
 //! **Traffic** is declared, not commanded: every step compares the weights the router should
 //! have for the new status with the ones observed and emits one [`Action::SetWeights`] first
@@ -90,6 +93,11 @@ pub struct CheckValue {
 }
 
 /// What `Canary.status` remembers between steps.
+///
+/// `canary_weight` is the canary's share of every request, except in A/B testing, where the
+/// router applies the weights to the requests that match the A/B rules only (see
+/// [`crate::router::Router::build`]): 100 there means "every matching request", from the
+/// start of the analysis until the primary runs the new revision.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseStatus {
@@ -224,6 +232,9 @@ pub struct Gates {
     pub pre_rollout: Option<bool>,
     pub confirm_traffic_increase: Option<bool>,
     pub confirm_promotion: Option<bool>,
+    /// Not a gate to open but a question: `Some(true)` when a `rollback` webhook answered
+    /// with success, asking for a rollback; `Some(false)` when none did (or none exists).
+    pub rollback: Option<bool>,
 }
 
 impl Gates {
@@ -235,6 +246,7 @@ impl Gates {
             HookKind::PreRollout => self.pre_rollout,
             HookKind::ConfirmTrafficIncrease => self.confirm_traffic_increase,
             HookKind::ConfirmPromotion => self.confirm_promotion,
+            HookKind::Rollback => self.rollback,
             HookKind::PostRollout => Some(true),
         }
     }
@@ -246,6 +258,7 @@ impl Gates {
             HookKind::PreRollout => &mut self.pre_rollout,
             HookKind::ConfirmTrafficIncrease => &mut self.confirm_traffic_increase,
             HookKind::ConfirmPromotion => &mut self.confirm_promotion,
+            HookKind::Rollback => &mut self.rollback,
             HookKind::PostRollout => return,
         };
         *slot = Some(open);
@@ -288,12 +301,15 @@ pub enum HookKind {
     PreRollout,
     ConfirmTrafficIncrease,
     ConfirmPromotion,
+    /// Polled once per interval of an analysis; a success asks for a rollback.
+    Rollback,
     /// A notification after Succeeded or Failed; its result is not awaited.
     PostRollout,
 }
 
 impl HookKind {
-    /// Gates answer `step` through [`Gates`]; the others are notifications.
+    /// Gates (and the `rollback` poll) answer `step` through [`Gates`]; the others are
+    /// notifications.
     pub fn is_gate(self) -> bool {
         !matches!(self, HookKind::PostRollout)
     }
@@ -497,6 +513,14 @@ impl Step<'_> {
         if obs.canary.stalled {
             return self.roll_back("The canary did not become Ready before its progress deadline");
         }
+        if self.due() {
+            // Asked once per interval, before anything else of that interval.
+            match obs.gates.rollback {
+                None => return self.call_gate(HookKind::Rollback),
+                Some(true) => return self.roll_back("A rollback webhook asked for a rollback"),
+                Some(false) => {}
+            }
+        }
         if obs.canary.replicas == 0 && obs.canary.desired_replicas > 0 {
             // Resumes a start interrupted between the status write and the scale-up.
             self.actions
@@ -552,13 +576,35 @@ impl Step<'_> {
     }
 
     /// Blue/Green and A/B: `iterations` passing checks on the canary, no weight steps.
+    ///
+    /// Blue/Green checks the canary while it gets no user traffic (the switch comes with the
+    /// promotion). A/B first routes the requests that match its rules to the canary, once
+    /// `pre-rollout` has passed and `confirm-traffic-increase` opens, and checks from the
+    /// next interval on, when the canary has served some of them.
     fn analyse_iterations(&mut self) {
-        if self.status.iterations == 0 {
+        let ab = self.spec.strategy() == Strategy::ABTesting;
+        let routing = self.status.canary_weight > 0;
+        if self.status.iterations == 0 && !routing {
             match self.obs.gates.pre_rollout {
                 None => return self.call_gate(HookKind::PreRollout),
                 Some(false) => return self.fail_check("The pre-rollout webhook failed".into()),
                 Some(true) => {}
             }
+        }
+        if ab && !routing {
+            return match self.obs.gates.confirm_traffic_increase {
+                None => self.call_gate(HookKind::ConfirmTrafficIncrease),
+                Some(false) => self.hold(),
+                Some(true) => {
+                    self.status.canary_weight = 100;
+                    self.hold();
+                    self.event(
+                        EventType::Normal,
+                        "Progressing",
+                        "Routing the requests that match serin.dev/match to the canary".into(),
+                    );
+                }
+            };
         }
         let Some(summary) = self.run_checks() else {
             return;
@@ -945,6 +991,10 @@ mod tests {
                                 HookKind::ConfirmPromotion => {
                                     gates.confirm_promotion = answer(self.gates.confirm_promotion)
                                 }
+                                // No rollback hook, or none asking: no rollback.
+                                HookKind::Rollback => {
+                                    gates.rollback = self.gates.rollback.or(Some(false))
+                                }
                                 HookKind::PostRollout => continue,
                             }
                             again = true;
@@ -1006,7 +1056,33 @@ mod tests {
             pre_rollout: Some(true),
             confirm_traffic_increase: Some(true),
             confirm_promotion: Some(true),
+            rollback: Some(false),
         }
+    }
+
+    fn blue_green() -> CanarySpec {
+        CanarySpec {
+            iterations: Some(3),
+            ..spec()
+        }
+    }
+
+    fn ab() -> CanarySpec {
+        CanarySpec {
+            provider: crate::spec::Provider::GatewayApi,
+            iterations: Some(3),
+            matches: vec![crate::spec::MatchRule::Cookie {
+                name: "canary".into(),
+            }],
+            ..spec()
+        }
+    }
+
+    /// The actions of one tick.
+    fn tick_actions(world: &mut World) -> Vec<Action> {
+        let before = world.log.len();
+        world.tick();
+        world.log[before..].to_vec()
     }
 
     fn spec() -> CanarySpec {
@@ -1393,6 +1469,184 @@ mod tests {
     }
 
     #[test]
+    fn blue_green_checks_the_canary_without_traffic_until_the_switch() {
+        let mut world = releasing(blue_green());
+        let mut checks = 0;
+        while world.status.phase != Phase::Promoting {
+            let actions = tick_actions(&mut world);
+            checks += actions.iter().filter(|a| **a == Action::RunChecks).count();
+            if world.status.phase == Phase::Progressing {
+                assert_eq!(
+                    world.router,
+                    Some(Weights::ALL_PRIMARY),
+                    "traffic before the switch"
+                );
+            }
+            assert!(world.log.len() < 500, "no promotion: {:?}", world.status);
+        }
+        assert_eq!(checks, 3, "one check per iteration");
+        assert_eq!(world.router, Some(Weights::ALL_CANARY), "switched at once");
+        assert_eq!(world.status.iterations, 3);
+        world.run_until(Phase::Succeeded, 10);
+        assert_eq!(world.router, Some(Weights::ALL_PRIMARY));
+        assert_eq!(world.primary_revision.as_deref(), Some("rev2"));
+    }
+
+    #[test]
+    fn blue_green_failing_checks_roll_back_without_ever_switching() {
+        let mut world = releasing(blue_green());
+        world.success_rate = Some(90.0);
+        world.run_until(Phase::Failed, 30);
+        assert_eq!(world.status.phase, Phase::Failed);
+        assert_eq!(world.weights_set(), Vec::<u32>::new(), "never got traffic");
+        assert_eq!(world.primary_revision.as_deref(), Some("rev1"));
+    }
+
+    #[test]
+    fn ab_routes_matching_requests_to_the_canary_then_checks_iterations_and_promotes() {
+        let mut world = releasing(ab());
+        // The interval that routes the matching requests runs no check: the canary has
+        // served none of them yet.
+        let mut routing_tick = Vec::new();
+        while world.status.canary_weight == 0 {
+            routing_tick = tick_actions(&mut world);
+            assert!(world.log.len() < 200, "never routed: {:?}", world.status);
+        }
+        assert!(
+            routing_tick.contains(&Action::SetWeights(Weights::ALL_CANARY)),
+            "{routing_tick:?}"
+        );
+        assert!(
+            !routing_tick.contains(&Action::RunChecks),
+            "{routing_tick:?}"
+        );
+        assert!(
+            world
+                .events("Progressing")
+                .iter()
+                .any(|m| m.contains("match serin.dev/match")),
+            "{:?}",
+            world.events("Progressing")
+        );
+        assert_eq!(world.status.iterations, 0);
+        let phases = world.run_until(Phase::Succeeded, 20);
+        assert_eq!(
+            phases,
+            [
+                Phase::Progressing,
+                Phase::Promoting,
+                Phase::Finalising,
+                Phase::Succeeded
+            ]
+        );
+        // Matching requests stay on the canary until the primary runs the new revision.
+        assert_eq!(world.weights_set(), [100, 0]);
+        assert_eq!(world.events("Analysis").len(), 2);
+        assert_eq!(
+            world
+                .log
+                .iter()
+                .filter(|a| **a == Action::RunChecks)
+                .count(),
+            3
+        );
+        assert_eq!(world.primary_revision.as_deref(), Some("rev2"));
+    }
+
+    #[test]
+    fn ab_waits_for_confirm_traffic_increase_before_routing_matching_requests() {
+        let mut world = releasing(ab());
+        world.gates.confirm_traffic_increase = Some(false);
+        for _ in 0..6 {
+            world.tick();
+        }
+        assert_eq!(world.status.phase, Phase::Progressing);
+        assert_eq!(world.status.canary_weight, 0);
+        assert_eq!(world.weights_set(), Vec::<u32>::new());
+        assert!(!world.log.contains(&Action::RunChecks));
+        world.gates.confirm_traffic_increase = Some(true);
+        world.run_until(Phase::Succeeded, 20);
+        assert_eq!(world.status.phase, Phase::Succeeded);
+    }
+
+    #[test]
+    fn ab_failing_checks_take_matching_requests_off_the_canary_and_roll_back() {
+        let mut world = releasing(ab());
+        world.success_rate = Some(50.0);
+        world.run_until(Phase::Failed, 30);
+        assert_eq!(world.status.phase, Phase::Failed);
+        assert_eq!(world.status.failed_checks, 5);
+        assert_eq!(world.weights_set(), [100, 0]);
+        assert_eq!(world.router, Some(Weights::ALL_PRIMARY));
+        assert_eq!(world.primary_revision.as_deref(), Some("rev1"));
+    }
+
+    #[test]
+    fn a_pre_rollout_failure_keeps_ab_requests_off_the_canary() {
+        let mut world = releasing(ab());
+        world.gates.pre_rollout = Some(false);
+        world.run_until(Phase::Failed, 30);
+        assert_eq!(world.status.phase, Phase::Failed);
+        assert_eq!(world.weights_set(), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn a_rollback_webhook_that_answers_success_rolls_back_in_every_strategy() {
+        for spec in [spec(), blue_green(), ab()] {
+            let mut world = releasing(spec.clone());
+            for _ in 0..3 {
+                world.tick();
+            }
+            assert_eq!(world.status.phase, Phase::Progressing, "{spec:?}");
+            world.gates.rollback = Some(true);
+            world.tick();
+            assert_eq!(world.status.phase, Phase::Failed, "{spec:?}");
+            assert_eq!(world.router, Some(Weights::ALL_PRIMARY));
+            assert_eq!(world.canary_replicas, 0);
+            assert_eq!(world.primary_revision.as_deref(), Some("rev1"));
+            assert!(
+                world.events("RolledBack")[0].contains("A rollback webhook asked for a rollback"),
+                "{:?}",
+                world.events("RolledBack")
+            );
+        }
+    }
+
+    #[test]
+    fn rollback_webhooks_are_polled_once_per_interval_and_only_during_an_analysis() {
+        let mut world = releasing(spec());
+        let polls = |actions: &[Action]| {
+            actions
+                .iter()
+                .filter(|a| **a == Action::CallHook(HookKind::Rollback))
+                .count()
+        };
+        // Waiting → Progressing: the first interval gives the canary time to become Ready.
+        assert_eq!(polls(&tick_actions(&mut world)), 0);
+        for _ in 0..3 {
+            assert_eq!(polls(&tick_actions(&mut world)), 1);
+        }
+        // A watch event at the same instant: not due, not polled.
+        world.seconds -= 10;
+        assert_eq!(polls(&tick_actions(&mut world)), 0);
+        world.run_until(Phase::Succeeded, 30);
+        world.gates.rollback = Some(true);
+        let idle = tick_actions(&mut world);
+        assert_eq!(polls(&idle), 0);
+        assert_eq!(world.status.phase, Phase::Succeeded);
+    }
+
+    #[test]
+    fn a_rollback_webhook_holds_a_waiting_promotion_no_longer() {
+        let mut world = releasing(spec());
+        world.gates.confirm_promotion = Some(false);
+        world.run_until(Phase::WaitingPromotion, 30);
+        world.gates.rollback = Some(true);
+        world.tick();
+        assert_eq!(world.status.phase, Phase::Failed);
+    }
+
+    #[test]
     fn opting_out_restores_the_original_before_removing_the_machinery() {
         let mut world = World::initialized(spec());
         world.opted_in = false;
@@ -1430,7 +1684,7 @@ mod tests {
             ),
             proptest::option::of(0u32..=100),
             proptest::option::of((metric(), metric())),
-            (gate(), gate(), gate(), gate()),
+            (gate(), gate(), gate(), gate(), gate()),
             (
                 any::<bool>(),
                 prop::bool::weighted(0.05),
@@ -1457,6 +1711,7 @@ mod tests {
                     pre_rollout: g.1,
                     confirm_traffic_increase: g.2,
                     confirm_promotion: g.3,
+                    rollback: g.4,
                 },
                 requests: Requests {
                     paused: r.0 && r.1,
@@ -1471,8 +1726,12 @@ mod tests {
         fn random_observations_keep_weights_valid_and_traffic_off_unready_canaries(
             steps in proptest::collection::vec((any_observations(), 0i64..30), 1..60),
             iterations in proptest::option::of(1u32..4),
+            a_b in any::<bool>(),
         ) {
-            let spec = CanarySpec { iterations, ..spec() };
+            let spec = match a_b {
+                true => CanarySpec { iterations: Some(iterations.unwrap_or(2)), ..ab() },
+                false => CanarySpec { iterations, ..spec() },
+            };
             let mut status = ReleaseStatus::default();
             let mut seconds = 1_700_000_000;
             for (obs, elapsed) in steps {

@@ -72,6 +72,11 @@ pub enum RouterError {
     #[error("{kind} {name}: every backend has weight 0")]
     NoWeight { kind: &'static str, name: String },
     #[error(
+        "{kind} {name}: cannot route by serin.dev/match rules; A/B testing needs a provider \
+         that can match"
+    )]
+    CannotMatch { kind: &'static str, name: String },
+    #[error(
         "{kind} {name}: no port to route to: set serin.dev/port, or give the pod template a \
          containerPort"
     )]
@@ -85,6 +90,12 @@ pub trait Router: Send + Sync {
 
     /// The router object of `deploy` splitting traffic by `weights`, with Serin's owner label
     /// and owner reference (see [`crate::release::objects`]).
+    ///
+    /// With A/B rules (`spec.matches`, the `serin.dev/match` annotation) the weights split
+    /// only the requests that match, and every other request goes to the primary: an A/B
+    /// analysis routes by [`Weights::ALL_CANARY`], "matching requests to the canary". A router
+    /// that cannot match refuses A/B rules ([`RouterError::CannotMatch`]) rather than apply
+    /// the weights to every request.
     fn build(
         &self,
         deploy: &Deployment,

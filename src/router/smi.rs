@@ -54,6 +54,13 @@ impl Router for TrafficSplit {
         weights: Weights,
     ) -> Result<DynamicObject, RouterError> {
         let svc = &spec.service;
+        if !spec.matches.is_empty() {
+            // A TrafficSplit splits every request; admission refuses serin.dev/match with it.
+            return Err(RouterError::CannotMatch {
+                kind: KIND,
+                name: svc.clone(),
+            });
+        }
         let data = json!({
             "spec": {
                 "service": svc,
@@ -145,6 +152,26 @@ mod tests {
 
     fn spec() -> CanarySpec {
         CanarySpec::defaults("web-svc".into(), Some(9898))
+    }
+
+    #[test]
+    fn a_traffic_split_refuses_ab_rules_rather_than_send_every_request_by_their_weights() {
+        let ab = CanarySpec {
+            iterations: Some(3),
+            matches: vec![crate::spec::MatchRule::Cookie {
+                name: "canary".into(),
+            }],
+            ..spec()
+        };
+        for router in [TrafficSplit::V1Alpha1, TrafficSplit::V1Alpha2] {
+            assert_eq!(
+                router.build(&web(), &ab, Weights::ALL_CANARY).err(),
+                Some(RouterError::CannotMatch {
+                    kind: "TrafficSplit",
+                    name: "web-svc".into()
+                })
+            );
+        }
     }
 
     fn build(router: TrafficSplit, weights: Weights) -> DynamicObject {

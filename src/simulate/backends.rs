@@ -9,6 +9,15 @@
 //! takes [`MATCHING_PERCENT`] of its traffic to be requests that carry the header or cookie
 //! of some rule, and the rest to carry none.
 //!
+//! Blue/Green: the canary is checked while the router gives it no traffic. In a cluster the
+//! checks then measure what a load tester sends to `<svc>-canary` (Flagger's setups call
+//! flagger-loadtester from a `rollout` webhook). The simulator stands in for that load tester
+//! too ([`load_test_of`]): a Ready canary of a Blue/Green release (`serin.dev/iterations`
+//! without `serin.dev/match`) that its router gives no share gets [`LOAD_TEST_PERCENT`] of the
+//! simulated rate, in series of their own labelled `authority="<svc>-canary.<ns>.svc.cluster.local"`,
+//! so routed (user) traffic and the load test can be told apart, as Linkerd's `authority`
+//! label does.
+//!
 //! The weights are read by the same [`Router`] code the controller writes them with, so the
 //! simulator and Serin cannot disagree about a spelling. Following another kind of router
 //! object is one entry in [`router_kinds`].
@@ -19,7 +28,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::core::{ApiResource, DynamicObject};
 
 use super::{Backend, Behaviour};
-use crate::release::{OWNER_LABEL, PRIMARY_SUFFIX};
+use crate::release::{CANARY_SUFFIX, OWNER_LABEL, PRIMARY_SUFFIX};
 use crate::router::{Router, RouterError, router_for};
 use crate::spec::{CanarySpec, Provider};
 
@@ -30,6 +39,24 @@ type ApexService = fn(&DynamicObject) -> Option<String>;
 /// The share of simulated requests, in percent, that match a router's A/B rules (carry the
 /// header or cookie they ask for).
 pub const MATCHING_PERCENT: u32 = 20;
+
+/// The share of the simulated request rate, in percent, that the stand-in load tester sends
+/// to a Blue/Green canary under analysis.
+pub const LOAD_TEST_PERCENT: u32 = 10;
+
+/// Annotations of a Deployment that make its release Blue/Green: `iterations` without
+/// `match` (SPEC "Opting in"). The simulator keeps these two of its Deployments' annotations.
+pub const ITERATIONS_ANNOTATION: &str = "serin.dev/iterations";
+pub const MATCH_ANNOTATION: &str = "serin.dev/match";
+
+/// Requests the stand-in load tester sends to a canary, past the router.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadTest {
+    /// The canary, with the load test's share of the simulated rate as its weight.
+    pub backend: Backend,
+    /// The Service the load tester calls: `<svc>-canary.<ns>.svc.cluster.local`.
+    pub authority: String,
+}
 
 /// A kind of router object the simulator follows.
 pub struct RouterKind {
@@ -229,6 +256,37 @@ pub fn backends_of<D: Borrow<Deployment>>(
             })
         })
         .collect())
+}
+
+/// The load test a Blue/Green analysis gets: `Some` when the router object belongs to a
+/// Blue/Green release whose canary is Ready but routed no share of the traffic, which is
+/// what the analysis looks like (Serin scales the canary to zero outside it, and switches
+/// traffic to it only with the promotion).
+pub fn load_test_of<D: Borrow<Deployment>>(
+    kind: &RouterKind,
+    object: &DynamicObject,
+    deployment: impl Fn(&str, &str) -> Option<D>,
+) -> Option<LoadTest> {
+    let backends = backends_of(kind, object, &deployment).ok()?;
+    let owner = object.metadata.labels.as_ref()?.get(OWNER_LABEL)?;
+    let namespace = object.metadata.namespace.clone().unwrap_or_default();
+    let canary = backends.iter().find(|b| &b.deployment == owner)?;
+    let found = deployment(&namespace, owner)?;
+    let found = found.borrow();
+    let annotations = found.metadata.annotations.as_ref()?;
+    let blue_green = annotations.contains_key(ITERATIONS_ANNOTATION)
+        && !annotations.contains_key(MATCH_ANNOTATION);
+    if !blue_green || canary.weight > 0 || !Version::of(found).ready {
+        return None;
+    }
+    let service = (kind.apex_service)(object)?;
+    Some(LoadTest {
+        backend: Backend {
+            weight: LOAD_TEST_PERCENT,
+            ..canary.clone()
+        },
+        authority: format!("{service}{CANARY_SUFFIX}.{namespace}.svc.cluster.local"),
+    })
 }
 
 #[cfg(test)]
@@ -431,6 +489,59 @@ mod tests {
         let idle = [deployment("web", 0, &[]), deployment("web-primary", 2, &[])];
         let backends = map_route(&route(30, vec![]), &idle);
         assert_eq!(weights(&backends), [("web-primary", 70), ("web", 0)]);
+    }
+
+    fn blue_green(ready: i32) -> Deployment {
+        let mut canary = deployment("web", ready, &[(ERROR_RATE, "0.1")]);
+        canary.metadata.annotations = Some([(ITERATIONS_ANNOTATION.into(), "3".into())].into());
+        canary
+    }
+
+    fn load_test(object: &DynamicObject, cluster: &[Deployment]) -> Option<LoadTest> {
+        load_test_of(&linkerd(), object, |namespace, name| {
+            cluster.iter().find(|d| {
+                d.metadata.namespace.as_deref() == Some(namespace)
+                    && d.metadata.name.as_deref() == Some(name)
+            })
+        })
+    }
+
+    #[test]
+    fn a_ready_blue_green_canary_without_routed_traffic_gets_the_load_test() {
+        let primary = deployment("web-primary", 2, &[]);
+        let found = load_test(&split(0), &[blue_green(1), primary.clone()]);
+        assert_eq!(
+            found,
+            Some(LoadTest {
+                backend: Backend {
+                    namespace: "shop".into(),
+                    deployment: "web".into(),
+                    weight: LOAD_TEST_PERCENT,
+                    behaviour: Behaviour {
+                        error_rate: 0.1,
+                        latency_ms: 10.0
+                    },
+                },
+                authority: "web-svc-canary.shop.svc.cluster.local".into(),
+            })
+        );
+        // After the switch the router's traffic is what it gets; at zero replicas, nothing.
+        assert_eq!(
+            load_test(&split(100), &[blue_green(1), primary.clone()]),
+            None
+        );
+        assert_eq!(
+            load_test(&split(0), &[blue_green(0), primary.clone()]),
+            None
+        );
+        // Canary and A/B releases get no load test.
+        let canary = deployment("web", 1, &[]);
+        assert_eq!(load_test(&split(0), &[canary, primary.clone()]), None);
+        let mut ab = blue_green(1);
+        if let Some(a) = ab.metadata.annotations.as_mut() {
+            a.insert(MATCH_ANNOTATION.into(), "cookie:canary".into());
+        }
+        assert_eq!(load_test(&split(0), &[ab, primary]), None);
     }
 
     #[test]

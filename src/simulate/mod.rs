@@ -120,11 +120,15 @@ struct Series {
     latency_sum: f64,
 }
 
-/// Accumulated inbound traffic per (namespace, deployment).
+/// Which series requests count in: (namespace, deployment, authority). Routed requests have
+/// no `authority` label; the load test's carry the Service it calls.
+type SeriesKey = (String, String, Option<String>);
+
+/// Accumulated inbound traffic per (namespace, deployment), routed or from the load test.
 #[derive(Debug, Clone)]
 pub struct Simulator {
     requests_per_second: f64,
-    series: HashMap<(String, String), Series>,
+    series: HashMap<SeriesKey, Series>,
 }
 
 impl Simulator {
@@ -139,25 +143,41 @@ impl Simulator {
     /// Accounts for `elapsed` time of traffic split as `backends` say. Weights are used as
     /// given; a router's backends are expected to sum to 100.
     pub fn advance(&mut self, elapsed: Duration, backends: &[Backend]) {
-        let total = self.requests_per_second * elapsed.as_secs_f64();
         for backend in backends {
-            let requests = total * f64::from(backend.weight.min(100)) / 100.0;
-            let key = (backend.namespace.clone(), backend.deployment.clone());
-            let series = self.series.entry(key).or_insert_with(|| Series {
-                buckets: vec![0.0; BUCKETS_MS.len()],
-                ..Series::default()
-            });
-            let Behaviour {
-                error_rate,
-                latency_ms,
-            } = backend.behaviour;
-            series.failure += requests * error_rate;
-            series.success += requests * (1.0 - error_rate);
-            series.latency_sum += requests * latency_ms;
-            for (count, bound) in series.buckets.iter_mut().zip(BUCKETS_MS) {
-                if latency_ms <= bound {
-                    *count += requests;
-                }
+            self.count(elapsed, backend, None);
+        }
+    }
+
+    /// Accounts for `elapsed` time of the stand-in load tester's requests (see
+    /// [`backends::load_test_of`]), in series labelled with the Service it calls.
+    pub fn advance_load_tests(&mut self, elapsed: Duration, load_tests: &[backends::LoadTest]) {
+        for test in load_tests {
+            self.count(elapsed, &test.backend, Some(test.authority.clone()));
+        }
+    }
+
+    fn count(&mut self, elapsed: Duration, backend: &Backend, authority: Option<String>) {
+        let total = self.requests_per_second * elapsed.as_secs_f64();
+        let requests = total * f64::from(backend.weight.min(100)) / 100.0;
+        let key = (
+            backend.namespace.clone(),
+            backend.deployment.clone(),
+            authority,
+        );
+        let series = self.series.entry(key).or_insert_with(|| Series {
+            buckets: vec![0.0; BUCKETS_MS.len()],
+            ..Series::default()
+        });
+        let Behaviour {
+            error_rate,
+            latency_ms,
+        } = backend.behaviour;
+        series.failure += requests * error_rate;
+        series.success += requests * (1.0 - error_rate);
+        series.latency_sum += requests * latency_ms;
+        for (count, bound) in series.buckets.iter_mut().zip(BUCKETS_MS) {
+            if latency_ms <= bound {
+                *count += requests;
             }
         }
     }
@@ -165,7 +185,7 @@ impl Simulator {
     /// Forgets the series of every version not among `backends`: its router object or its
     /// Deployment is gone, and so would its proxies be. Versions at weight 0 are kept.
     pub fn retain(&mut self, backends: &[Backend]) {
-        self.series.retain(|(namespace, deployment), _| {
+        self.series.retain(|(namespace, deployment, _), _| {
             backends
                 .iter()
                 .any(|b| &b.namespace == namespace && &b.deployment == deployment)
@@ -214,8 +234,13 @@ impl Simulator {
     }
 }
 
-fn labels((namespace, deployment): &(String, String)) -> String {
-    format!("direction=\"inbound\",namespace=\"{namespace}\",deployment=\"{deployment}\"")
+fn labels((namespace, deployment, authority): &SeriesKey) -> String {
+    let labels =
+        format!("direction=\"inbound\",namespace=\"{namespace}\",deployment=\"{deployment}\"");
+    match authority {
+        Some(authority) => format!("{labels},authority=\"{authority}\""),
+        None => labels,
+    }
 }
 
 #[cfg(test)]
@@ -318,6 +343,38 @@ mod tests {
         let text = sim.render();
         assert!(text.contains("deployment=\"web\""), "{text}");
         assert!(!text.contains("deployment=\"api\""), "{text}");
+    }
+
+    #[test]
+    fn load_test_requests_count_in_series_of_their_own_labelled_with_the_service_called() {
+        let mut sim = Simulator::new(100.0);
+        let canary = backend("web", 10, 0.5, 5.0);
+        sim.advance(Duration::from_secs(1), &[backend("web", 0, 0.5, 5.0)]);
+        sim.advance_load_tests(
+            Duration::from_secs(1),
+            &[backends::LoadTest {
+                backend: canary,
+                authority: "web-canary.shop.svc.cluster.local".into(),
+            }],
+        );
+        let text = sim.render();
+        let routed = "response_total{direction=\"inbound\",namespace=\"shop\",deployment=\"web\"";
+        let tested = format!("{routed},authority=\"web-canary.shop.svc.cluster.local\"");
+        assert_eq!(
+            sample(&text, &format!("{routed},classification=\"failure\"}}")),
+            0.0
+        );
+        assert_eq!(
+            sample(&text, &format!("{tested},classification=\"failure\"}}")),
+            5.0
+        );
+        assert_eq!(
+            sample(&text, &format!("{tested},classification=\"success\"}}")),
+            5.0
+        );
+        // Forgotten with the version.
+        sim.retain(&[]);
+        assert!(!sim.render().contains("authority"));
     }
 
     #[test]

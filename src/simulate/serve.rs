@@ -25,7 +25,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
-use super::backends::{MappingError, RouterKind, backends_of, router_kinds};
+use super::backends::{
+    ITERATIONS_ANNOTATION, LoadTest, MATCH_ANNOTATION, MappingError, RouterKind, backends_of,
+    load_test_of, router_kinds,
+};
 use super::{Backend, Simulator};
 use crate::release::OWNER_LABEL;
 
@@ -170,7 +173,10 @@ fn is_not_found(error: &watcher::Error) -> bool {
 /// itself, the pod spec), keeping the store small in a big cluster.
 fn keep_what_the_simulator_reads(deployment: &mut Deployment) {
     deployment.meta_mut().managed_fields = None;
-    deployment.meta_mut().annotations = None;
+    if let Some(annotations) = deployment.meta_mut().annotations.as_mut() {
+        // Whether the release is Blue/Green, for the load test.
+        annotations.retain(|key, _| key == ITERATIONS_ANNOTATION || key == MATCH_ANNOTATION);
+    }
     if let Some(spec) = deployment.spec.as_mut() {
         spec.template.spec = None;
     }
@@ -192,11 +198,12 @@ async fn tick(
     let mut reported = BTreeSet::new();
     loop {
         interval.tick().await;
-        let (backends, problems) = current_backends(&routers, &deployments);
+        let (backends, load_tests, problems) = current_backends(&routers, &deployments);
         let now = Instant::now();
         {
             let mut simulator = simulator.lock().unwrap_or_else(PoisonError::into_inner);
             simulator.advance(now - last, &backends);
+            simulator.advance_load_tests(now - last, &load_tests);
             simulator.retain(&backends);
         }
         last = now;
@@ -222,12 +229,14 @@ async fn tick(
     }
 }
 
-/// The backends of every router object in the stores, and why some route nothing.
+/// The backends of every router object in the stores, the load tests of Blue/Green analyses,
+/// and why some route nothing.
 fn current_backends(
     routers: &[(RouterKind, Store<DynamicObject>)],
     deployments: &Store<Deployment>,
-) -> (Vec<Backend>, Vec<MappingError>) {
+) -> (Vec<Backend>, Vec<LoadTest>, Vec<MappingError>) {
     let mut backends = Vec::new();
+    let mut load_tests = Vec::new();
     let mut problems = Vec::new();
     let lookup =
         |namespace: &str, name: &str| deployments.get(&ObjectRef::new(name).within(namespace));
@@ -237,9 +246,10 @@ fn current_backends(
                 Ok(found) => backends.extend(found),
                 Err(e) => problems.push(e),
             }
+            load_tests.extend(load_test_of(kind, &object, lookup));
         }
     }
-    (backends, problems)
+    (backends, load_tests, problems)
 }
 
 #[cfg(test)]

@@ -1,0 +1,422 @@
+//! The strategies besides the canary, and the webhooks every strategy has, on the real local
+//! cluster (Serin, the traffic simulator and Prometheus as `make up` runs them; 2 s
+//! intervals):
+//! - A/B testing through a Gateway API HTTPRoute: only the requests that match reach the
+//!   canary, which Prometheus shows as the simulator's matching share, not a weight share;
+//! - Blue/Green: no user traffic to the canary until the switch, then all of it;
+//! - a `rollback` webhook answering 200 rolls the release back;
+//! - `event` webhooks receive the Events Serin records, with Flagger's payload.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use kube::Client;
+use serde_json::{Value, json};
+use serin::release::Phase;
+use serin::router::Weights;
+use serin::simulate::backends::MATCHING_PERCENT;
+use serin::spec::Provider;
+use support::release::{Version, apply, canary, events, image, manifest, replicas, wait_phase};
+use support::{TestNamespace, prometheus_query, routes, wait_until};
+
+const SETTLE: Duration = Duration::from_secs(60);
+/// Long enough for a release of 2 s intervals with a few failed checks.
+const RELEASE: Duration = Duration::from_secs(150);
+
+async fn setup(prefix: &str) -> (Client, TestNamespace) {
+    support::release_environment();
+    let client = support::client().await;
+    let ns = TestNamespace::create(&client, prefix).await;
+    (client, ns)
+}
+
+/// Applies `v1` and waits until Serin routes everything to the primary.
+async fn opt_in(client: &Client, ns: &str, provider: Provider, extra: &[(&str, &str)]) {
+    apply(&manifest(ns, "web", &Version::good("v1"), extra));
+    wait_phase(client, ns, "web", Phase::Initialized, SETTLE).await;
+    assert_eq!(
+        routes::weights(client, ns, provider, "web").await,
+        Some(Weights::ALL_PRIMARY)
+    );
+    assert_eq!(replicas(client, ns, "web").await, Some(0));
+}
+
+/// The value of an instant query, 0 when it has no sample; panics when Prometheus fails.
+async fn query(promql: &str) -> f64 {
+    prometheus_query(promql)
+        .await
+        .unwrap_or_else(|e| panic!("{promql}: {e}"))
+        .unwrap_or(0.0)
+}
+
+async fn release_status(client: &Client, ns: &str) -> serin::release::ReleaseStatus {
+    canary(client, ns, "web")
+        .await
+        .and_then(|c| c.status)
+        .map(|s| s.release)
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn ab_testing_sends_only_the_matching_requests_to_the_canary_then_promotes_it() {
+    let (client, ns) = setup("ab").await;
+    let ns = &ns.name;
+    let annotations = [
+        ("serin.dev/provider", "gatewayapi"),
+        ("serin.dev/iterations", "6"),
+        ("serin.dev/match", "header:x-canary=insider,cookie:canary"),
+    ];
+    opt_in(&client, ns, Provider::GatewayApi, &annotations).await;
+    apply(&manifest(ns, "web", &Version::good("v2"), &annotations));
+
+    // The analysis routes the matching requests to the canary.
+    wait_until(
+        "the A/B analysis to route matching requests to the canary",
+        RELEASE,
+        || async {
+            let route = routes::weights(&client, ns, Provider::GatewayApi, "web").await;
+            match route {
+                Some(w) if w.canary() == 100 => Ok(()),
+                other => Err(format!("route weights {other:?}")),
+            }
+        },
+    )
+    .await;
+    let route = routes::object(&client, ns, Provider::GatewayApi, "web")
+        .await
+        .expect("the HTTPRoute web");
+    let rules = route
+        .data
+        .pointer("/spec/rules")
+        .cloned()
+        .unwrap_or_default();
+    // (name, weight) of a rule's backendRefs.
+    let backends = |rule: &Value| -> Vec<(String, u64)> {
+        rule["backendRefs"]
+            .as_array()
+            .map(|refs| {
+                refs.iter()
+                    .map(|r| {
+                        let name = r["name"].as_str().unwrap_or_default().to_owned();
+                        (name, r["weight"].as_u64().unwrap_or(1))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let expected = |primary: u64, canary: u64| {
+        vec![
+            ("web-primary".to_owned(), primary),
+            ("web-canary".to_owned(), canary),
+        ]
+    };
+    let headers: Vec<Value> = rules[0]["matches"]
+        .as_array()
+        .map(|m| m.iter().map(|m| m["headers"][0].clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        headers,
+        [
+            json!({"type": "Exact", "name": "x-canary", "value": "insider"}),
+            json!({"type": "RegularExpression", "name": "Cookie", "value": r"^(.*;\s*)?canary=.*$"}),
+        ],
+        "the A/B rule: {rules:#}"
+    );
+    assert_eq!(backends(&rules[0]), expected(0, 100), "matching: {rules:#}");
+    assert_eq!(backends(&rules[1]), expected(100, 0), "the rest: {rules:#}");
+    assert_eq!(rules.as_array().map(Vec::len), Some(2), "{rules:#}");
+
+    // Prometheus: over a window where the route was as above, the canary served the share of
+    // requests the simulator takes to match, not what a weight of 100 would give (all).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let share = format!(
+        "sum(rate(response_total{{namespace=\"{ns}\",deployment=\"web\",direction=\"inbound\"}}[4s])) \
+         / sum(rate(response_total{{namespace=\"{ns}\",direction=\"inbound\"}}[4s]))"
+    );
+    let measured = query(&share).await;
+    let status = release_status(&client, ns).await;
+    assert!(
+        status.phase == Phase::Progressing && status.canary_weight == 100,
+        "the window must lie inside the A/B analysis: {status:?}"
+    );
+    let expected = f64::from(MATCHING_PERCENT) / 100.0;
+    assert!(
+        (measured - expected).abs() < 0.05,
+        "the canary's share of requests: {measured:.3}, expected the matching share {expected}"
+    );
+
+    let done = wait_phase(&client, ns, "web", Phase::Succeeded, RELEASE).await;
+    assert_eq!(done.status.map(|s| s.release.iterations), Some(6));
+    assert_eq!(
+        image(&client, ns, "web-primary").await,
+        "example.invalid/web:v2"
+    );
+    assert_eq!(
+        routes::weights(&client, ns, Provider::GatewayApi, "web").await,
+        Some(Weights::ALL_PRIMARY)
+    );
+    assert_eq!(replicas(&client, ns, "web").await, Some(0));
+    let events = events(&client, ns, "web").await.join("\n");
+    assert!(
+        events.contains("Iteration 5/6 passed"),
+        "no iterations among the events:\n{events}"
+    );
+}
+
+#[tokio::test]
+async fn blue_green_gives_the_canary_no_user_traffic_until_the_switch_then_all_of_it() {
+    let (client, ns) = setup("bluegreen").await;
+    let ns = &ns.name;
+    let annotations = [("serin.dev/iterations", "3")];
+    opt_in(&client, ns, Provider::Linkerd, &annotations).await;
+    apply(&manifest(ns, "web", &Version::good("v2"), &annotations));
+
+    // Routed (user) requests carry no `authority` label; the simulator's stand-in load tester
+    // labels its own with the `-canary` Service it calls.
+    let user =
+        format!("sum(response_total{{namespace=\"{ns}\",deployment=\"web\",authority=\"\"}})");
+    let load_test = format!(
+        "sum(response_total{{namespace=\"{ns}\",deployment=\"web\",authority=\"web-canary.{ns}.svc.cluster.local\"}})"
+    );
+    let start = Instant::now();
+    let mut seen: Vec<u32> = Vec::new();
+    let mut checked_before_switch = false;
+    loop {
+        let weight = routes::weights(&client, ns, Provider::Linkerd, "web")
+            .await
+            .map(Weights::canary);
+        if let Some(w) = weight
+            && seen.last() != Some(&w)
+        {
+            seen.push(w);
+        }
+        let status = release_status(&client, ns).await;
+        if status.phase == Phase::Progressing && status.iterations >= 1 && seen == [0] {
+            // A check has passed on the canary: on load-test requests only.
+            assert_eq!(query(&user).await, 0.0, "user requests reached the canary");
+            assert!(query(&load_test).await > 0.0, "no load test: {load_test}");
+            checked_before_switch = true;
+        }
+        if status.phase == Phase::Succeeded {
+            break;
+        }
+        assert_ne!(status.phase, Phase::Failed, "rolled back; weights {seen:?}");
+        assert!(
+            start.elapsed() < RELEASE,
+            "no promotion: {status:?}, weights seen {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    if let Some(w) = routes::weights(&client, ns, Provider::Linkerd, "web").await
+        && seen.last() != Some(&w.canary())
+    {
+        seen.push(w.canary());
+    }
+    assert!(
+        checked_before_switch,
+        "never saw a passed iteration before the switch"
+    );
+    assert_eq!(
+        seen,
+        [0, 100, 0],
+        "the canary weights: none, then everything at once, then back to the promoted primary"
+    );
+    assert_eq!(
+        image(&client, ns, "web-primary").await,
+        "example.invalid/web:v2"
+    );
+    assert_eq!(replicas(&client, ns, "web").await, Some(0));
+    wait_until(
+        "Prometheus to show user requests served by the canary after the switch",
+        Duration::from_secs(20),
+        || async {
+            match query(&user).await {
+                n if n > 0.0 => Ok(()),
+                n => Err(format!("{user} = {n}")),
+            }
+        },
+    )
+    .await;
+}
+
+/// A webhook receiver on loopback: records every payload, answers 200 while `open`, else 500.
+#[derive(Clone)]
+struct Receiver {
+    url: String,
+    open: Arc<Mutex<bool>>,
+    payloads: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Receiver {
+    async fn start(open: bool) -> Self {
+        let receiver = Receiver {
+            url: String::new(),
+            open: Arc::new(Mutex::new(open)),
+            payloads: Arc::default(),
+        };
+        let state = receiver.clone();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(move |body: String| {
+                let state = state.clone();
+                async move {
+                    let payload = serde_json::from_str(&body).unwrap_or(Value::String(body));
+                    state.payloads.lock().expect("payloads").push(payload);
+                    match *state.open.lock().expect("open") {
+                        true => StatusCode::OK,
+                        false => StatusCode::INTERNAL_SERVER_ERROR,
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        Receiver { url, ..receiver }
+    }
+
+    fn payloads(&self) -> Vec<Value> {
+        self.payloads.lock().expect("payloads").clone()
+    }
+
+    fn set_open(&self, open: bool) {
+        *self.open.lock().expect("open") = open;
+    }
+}
+
+fn analysis_template(ns: &str, hook_type: &str, url: &str) -> String {
+    format!(
+        r#"apiVersion: serin.dev/v1beta1
+kind: AnalysisTemplate
+metadata: {{name: hooks, namespace: {ns}}}
+spec:
+  webhooks:
+  - {{name: {hook_type}-hook, type: {hook_type}, url: "{url}", timeout: 2s}}
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_rollback_webhook_that_answers_200_rolls_the_release_back() {
+    let (client, ns) = setup("rollbackhook").await;
+    let ns = &ns.name;
+    let hook = Receiver::start(false).await;
+    apply(&analysis_template(ns, "rollback", &hook.url));
+    let annotations = [
+        ("serin.dev/analysis", "hooks"),
+        ("serin.dev/step-weight", "10"),
+        ("serin.dev/max-weight", "50"),
+    ];
+    opt_in(&client, ns, Provider::Linkerd, &annotations).await;
+    apply(&manifest(ns, "web", &Version::good("v2"), &annotations));
+
+    // Answering 500, the hook asks for nothing: the canary advances.
+    wait_until("the canary to reach 20%", RELEASE, || async {
+        let status = release_status(&client, ns).await;
+        match status.canary_weight {
+            w if w >= 20 && status.phase == Phase::Progressing => Ok(()),
+            _ => Err(format!("{status:?}")),
+        }
+    })
+    .await;
+    let polls = hook.payloads();
+    assert!(!polls.is_empty(), "the rollback webhook was never polled");
+    assert_eq!(polls[0]["name"], "web");
+    assert_eq!(polls[0]["namespace"], ns.as_str());
+    assert_eq!(polls[0]["phase"], "Progressing");
+
+    hook.set_open(true);
+    let failed = wait_phase(&client, ns, "web", Phase::Failed, Duration::from_secs(30)).await;
+    assert_eq!(failed.status.map(|s| s.release.canary_weight), Some(0));
+    assert_eq!(
+        routes::weights(&client, ns, Provider::Linkerd, "web").await,
+        Some(Weights::ALL_PRIMARY)
+    );
+    assert_eq!(
+        image(&client, ns, "web-primary").await,
+        "example.invalid/web:v1"
+    );
+    wait_until("the canary to be scaled to zero", SETTLE, || async {
+        match replicas(&client, ns, "web").await {
+            Some(0) => Ok(()),
+            other => Err(format!("replicas {other:?}")),
+        }
+    })
+    .await;
+    let events = events(&client, ns, "web").await.join("\n");
+    for text in [
+        "rollback webhook rollback-hook answered with success",
+        "A rollback webhook asked for a rollback",
+    ] {
+        assert!(events.contains(text), "no {text:?} among:\n{events}");
+    }
+}
+
+#[tokio::test]
+async fn event_webhooks_receive_the_events_with_flaggers_payload() {
+    let (client, ns) = setup("eventhook").await;
+    let ns = &ns.name;
+    let hook = Receiver::start(true).await;
+    apply(&analysis_template(ns, "event", &hook.url));
+    let annotations = [("serin.dev/analysis", "hooks")];
+    opt_in(&client, ns, Provider::Linkerd, &annotations).await;
+    apply(&manifest(ns, "web", &Version::good("v2"), &annotations));
+    wait_phase(&client, ns, "web", Phase::Succeeded, RELEASE).await;
+
+    // Every Event of the release, from the new revision on, reaches the hook.
+    let recorded: Vec<String> = events(&client, ns, "web")
+        .await
+        .into_iter()
+        .skip_while(|e| !e.starts_with("NewRevision"))
+        .collect();
+    assert!(
+        recorded.iter().any(|e| e.starts_with("Succeeded")),
+        "{recorded:#?}"
+    );
+    let sent = || {
+        hook.payloads()
+            .into_iter()
+            .map(|p| {
+                let m = &p["metadata"];
+                format!(
+                    "{}: {}",
+                    m["eventReason"].as_str().unwrap_or_default(),
+                    m["eventMessage"].as_str().unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    wait_until("the event webhook to get every Event", SETTLE, || async {
+        let sent = sent();
+        let missing: Vec<&String> = recorded.iter().filter(|e| !sent.contains(e)).collect();
+        match missing.is_empty() {
+            true => Ok(()),
+            false => Err(format!("not sent: {missing:#?}\nsent: {sent:#?}")),
+        }
+    })
+    .await;
+    let payloads = hook.payloads();
+    let succeeded = payloads
+        .iter()
+        .find(|p| p["metadata"]["eventReason"] == "Succeeded")
+        .expect("the Succeeded event");
+    assert_eq!(succeeded["name"], "web");
+    assert_eq!(succeeded["namespace"], ns.as_str());
+    assert_eq!(succeeded["phase"], "Succeeded");
+    assert!(
+        succeeded["checksum"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty())
+    );
+    assert_eq!(succeeded["metadata"]["eventType"], "Normal");
+    let timestamp: i64 = succeeded["metadata"]["timestamp"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .expect("a timestamp in milliseconds");
+    assert!(timestamp > 1_600_000_000_000, "{timestamp}");
+}
