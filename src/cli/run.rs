@@ -78,6 +78,9 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
         prometheus_url: common.prometheus_url.clone(),
         lease: controller::lease::LeaseConfig::new(common.lease_namespace.clone()),
         serin_user: common.service_account.clone(),
+        routers: crate::router::RouterSettings {
+            nginx_annotation_prefix: common.nginx_annotation_prefix.clone(),
+        },
     };
     let injector = match &client {
         Some(client) => Some(Arc::new(controller::Context::new(

@@ -34,7 +34,7 @@ use kube::{Api, Client};
 
 use crate::crd::Canary;
 use crate::release::{ConfigKind, OWNER_LABEL, ObjectsError, config_refs};
-use crate::router::RouterError;
+use crate::router::{RouterError, RouterSettings};
 use crate::spec::MANAGED_LABEL;
 
 /// Field manager of every write Serin makes.
@@ -48,6 +48,8 @@ pub struct Options {
     pub lease: lease::LeaseConfig,
     /// Serin's own username: its writes are not subject to CanaryPolicies.
     pub serin_user: String,
+    /// How the routers write their objects (`--nginx-annotation-prefix`).
+    pub routers: RouterSettings,
 }
 
 /// What every reconcile (and the webhook's injection) shares.
@@ -56,6 +58,7 @@ pub struct Context {
     /// Who records Events.
     pub reporter: Reporter,
     pub analysis: analysis::Clients,
+    pub routers: RouterSettings,
 }
 
 /// Why a reconcile failed; it is retried after [`RETRY_AFTER`].
@@ -186,6 +189,7 @@ impl Context {
                 instance: Some(options.lease.identity.clone()),
             },
             analysis: analysis::Clients::new(&options.prometheus_url)?,
+            routers: options.routers.clone(),
         })
     }
 }
