@@ -25,7 +25,7 @@ use crate::spec::{CanarySpec, Provider};
 
 /// Finds the apex Service an object routes: the [`CanarySpec::service`] from which the
 /// router derives the names of its `-primary` and `-canary` backends.
-type ApexService = fn(&DynamicObject) -> Option<String>;
+pub(super) type ApexService = fn(&DynamicObject) -> Option<String>;
 
 /// The share of simulated requests, in percent, that match a router's A/B rules (carry the
 /// header or cookie they ask for).
@@ -39,6 +39,13 @@ pub struct RouterKind {
 }
 
 impl RouterKind {
+    pub(super) fn new(router: Box<dyn Router>, apex_service: ApexService) -> Self {
+        Self {
+            router,
+            apex_service,
+        }
+    }
+
     /// The API resource to watch.
     pub fn api_resource(&self) -> ApiResource {
         self.router.api_resource()
