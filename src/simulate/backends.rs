@@ -51,10 +51,16 @@ impl RouterKind {
         self.router.api_resource()
     }
 
-    /// What to call objects of this kind in logs: `TrafficSplits (split.smi-spec.io/v1alpha1)`.
+    /// What to call objects of this kind in logs: `TrafficSplits (split.smi-spec.io/v1alpha1)`,
+    /// `Ingresses (networking.k8s.io/v1)`.
     pub fn describe(&self) -> String {
         let resource = self.api_resource();
-        format!("{}s ({})", resource.kind, resource.api_version)
+        let plural = if resource.kind.ends_with('s') {
+            "es"
+        } else {
+            "s"
+        };
+        format!("{}{plural} ({})", resource.kind, resource.api_version)
     }
 }
 

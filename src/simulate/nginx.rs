@@ -389,6 +389,14 @@ mod tests {
     }
 
     #[test]
+    fn canary_ingresses_are_described_in_plain_english() {
+        assert_eq!(
+            ingress_kind().describe(),
+            "Ingresses (networking.k8s.io/v1)"
+        );
+    }
+
+    #[test]
     fn the_series_are_ingress_nginxs_by_status_with_the_canary_label_on_the_canarys() {
         let mut sim = IngressSimulator::new(100.0);
         let canary = IngressBackend {
