@@ -370,6 +370,19 @@ async fn a_good_release_moves_canary_weight_step_by_step_and_is_promoted() {
         .filter_map(|m| m.manager.as_deref())
         .collect();
     assert_eq!(managers, ["serin"]);
+    // It is protected like Serin's other objects: even the cluster admin is sent to the
+    // Deployment.
+    let deleted = Api::<Ingress>::namespaced(client.clone(), ns)
+        .delete(CANARY_INGRESS, &Default::default())
+        .await;
+    match deleted {
+        Err(kube::Error::Api(status)) => assert!(
+            status.message.contains("protect-managed.serin.dev")
+                && status.message.contains("Deployment \"web\""),
+            "refused for another reason: {status:?}"
+        ),
+        other => panic!("the canary Ingress could be deleted: {other:?}"),
+    }
     // The primary route: the user's Ingress is untouched and still points at the apex
     // Service, which Serin points at the primary's pods.
     let user = Api::<Ingress>::namespaced(client.clone(), ns)
