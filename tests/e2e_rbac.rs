@@ -87,6 +87,11 @@ const NEEDED: &[Access<'static>] = &[
     ("get", "gateway.networking.k8s.io", "httproutes", NS),
     ("delete", "gateway.networking.k8s.io", "httproutes", NS),
     ("watch", "gateway.networking.k8s.io", "httproutes", CLUSTER),
+    ("get", "networking.k8s.io", "ingresses", NS),
+    ("create", "networking.k8s.io", "ingresses", NS),
+    ("patch", "networking.k8s.io", "ingresses", NS),
+    ("delete", "networking.k8s.io", "ingresses", NS),
+    ("watch", "networking.k8s.io", "ingresses", CLUSTER),
     ("create", "serin.dev", "canaries", NS),
     ("watch", "serin.dev", "canaries", CLUSTER),
     ("delete", "serin.dev", "canaries", NS),
@@ -222,6 +227,9 @@ const FORBIDDEN: &[Access<'static>] = &[
         CLUSTER,
     ),
     ("create", "gateway.networking.k8s.io", "referencegrants", NS),
+    // Ingress classes decide which controller serves Ingresses: not Serin's to change.
+    ("create", "networking.k8s.io", "ingressclasses", CLUSTER),
+    ("create", "networking.k8s.io", "networkpolicies", NS),
     (
         "update",
         "coordination.k8s.io",
@@ -525,6 +533,11 @@ fn kubectl_auth_can_i_as_the_service_account_agrees() {
             ],
             "yes",
         ),
+        (
+            &["patch", "ingresses.networking.k8s.io", "-n", "default"],
+            "yes",
+        ),
+        (&["create", "ingressclasses.networking.k8s.io"], "no"),
         (
             &[
                 "create",

@@ -81,6 +81,16 @@ pub struct Common {
         global = true
     )]
     pub prometheus_url: String,
+    /// Prefix of the ingress-nginx annotations Serin writes on canary Ingresses (provider
+    /// `nginx`): the controller's `--annotations-prefix`.
+    #[arg(
+        long,
+        env = "SERIN_NGINX_ANNOTATION_PREFIX",
+        default_value = crate::router::nginx::DEFAULT_ANNOTATION_PREFIX,
+        value_parser = annotation_prefix,
+        global = true
+    )]
+    pub nginx_annotation_prefix: String,
     /// Namespace of the controller's leader-election Lease (Serin's own namespace).
     #[arg(
         long,
@@ -245,6 +255,27 @@ pub struct CheckArgs {
     /// CanaryPolicy objects (either version) to apply as the cluster would.
     #[arg(long = "policy", value_name = "FILE")]
     pub policies: Vec<PathBuf>,
+}
+
+/// An annotation prefix: a DNS subdomain (lowercase letters, digits, `-` and `.`), as the
+/// part of an annotation key before the `/` must be.
+fn annotation_prefix(text: &str) -> Result<String, String> {
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if text.len() <= 253 && text.split('.').all(label_ok) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a DNS subdomain such as nginx.ingress.kubernetes.io"
+        ))
+    }
 }
 
 /// Runs the command line; the process exit code.
@@ -442,5 +473,27 @@ mod tests {
         assert_eq!(track_secrets(&["--track-secrets=false"]), Ok(false));
         assert_eq!(track_secrets(&["--track-secrets=true"]), Ok(true));
         assert!(track_secrets(&["--track-secrets=maybe"]).is_err());
+    }
+
+    #[test]
+    fn the_nginx_annotation_prefix_defaults_to_ingress_nginxs_and_must_be_a_dns_subdomain() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["serin"].iter().chain(args).chain(&["run"]))
+                .map(|cli| cli.common.nginx_annotation_prefix)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(parse(&[]).as_deref(), Ok("nginx.ingress.kubernetes.io"));
+        assert_eq!(
+            parse(&["--nginx-annotation-prefix", "ingress.example.com"]).as_deref(),
+            Ok("ingress.example.com")
+        );
+        for bad in ["", "Nginx.io", "a/b", "-a.io", "a..io"] {
+            let flag = format!("--nginx-annotation-prefix={bad}");
+            let refused = parse(&[flag.as_str()]);
+            assert!(
+                refused.as_ref().is_err_and(|e| e.contains("DNS subdomain")),
+                "{bad:?}: {refused:?}"
+            );
+        }
     }
 }

@@ -81,6 +81,9 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
         tracking: crate::release::Tracking {
             secrets: common.track_secrets,
         },
+        routers: crate::router::RouterSettings {
+            nginx_annotation_prefix: common.nginx_annotation_prefix.clone(),
+        },
     };
     let injector = match &client {
         Some(client) => Some(Arc::new(controller::Context::new(

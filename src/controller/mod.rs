@@ -34,7 +34,7 @@ use kube::{Api, Client};
 
 use crate::crd::Canary;
 use crate::release::{ConfigKind, OWNER_LABEL, ObjectsError, Tracking, config_refs};
-use crate::router::RouterError;
+use crate::router::{RouterError, RouterSettings};
 use crate::spec::MANAGED_LABEL;
 
 /// Field manager of every write Serin makes.
@@ -51,6 +51,8 @@ pub struct Options {
     /// Which configs are tracked (`--track-secrets`); without Secrets, Serin never reads,
     /// watches or lists one.
     pub tracking: Tracking,
+    /// How the routers write their objects (`--nginx-annotation-prefix`).
+    pub routers: RouterSettings,
 }
 
 /// What every reconcile (and the webhook's injection) shares.
@@ -62,6 +64,7 @@ pub struct Context {
     /// The controller's watch-fed cache of `-primary` Deployments (`None` in the webhook).
     pub primaries: Option<reflector::Store<Deployment>>,
     pub tracking: Tracking,
+    pub routers: RouterSettings,
 }
 
 /// Why a reconcile failed; it is retried after [`RETRY_AFTER`].
@@ -194,6 +197,7 @@ impl Context {
             analysis: analysis::Clients::new(&options.prometheus_url)?,
             primaries: None,
             tracking: options.tracking,
+            routers: options.routers.clone(),
         })
     }
 }

@@ -23,7 +23,7 @@ use crate::release::{
     self, Action, ConfigKind, EventType, HookKind, OWNER_LABEL, Observations, Phase, ReleaseStatus,
     TrackedConfig,
 };
-use crate::router::{Router, Weights, router_for, supported_providers};
+use crate::router::{Router, Weights, configured_router, supported_providers};
 use crate::spec::{self, CanarySpec, MANAGED_LABEL, OptIn};
 
 /// How often `step` may ask for measurements or gates in one reconcile (each answer moves it
@@ -91,7 +91,7 @@ pub async fn reconcile(deploy: Arc<Deployment>, ctx: Arc<Context>) -> Result<Req
         remove_label(&ctx, &deploy).await?;
         return Ok(Requeue::await_change());
     };
-    let Some(router) = router_for(spec.provider) else {
+    let Some(router) = configured_router(spec.provider, &ctx.routers) else {
         let supported: Vec<&str> = supported_providers()
             .into_iter()
             .map(|p| p.as_str())
@@ -136,7 +136,7 @@ pub async fn inject(ctx: &Context, deploy: &Deployment) -> Result<Vec<String>, E
     let Ok(OptIn::Enabled(spec)) = spec::read_deployment(deploy) else {
         return Ok(Vec::new());
     };
-    let Some(router) = router_for(spec.provider) else {
+    let Some(router) = configured_router(spec.provider, &ctx.routers) else {
         return Ok(Vec::new());
     };
     let namespace = deploy.namespace().ok_or(Error::NoNamespace)?;
@@ -285,7 +285,7 @@ impl Release<'_> {
             }
         }
 
-        let router_object = self.router_api().get_opt(&self.spec.service).await;
+        let router_object = self.router_api().get_opt(&self.router_name()).await;
         let weights = match router_object {
             Ok(object) => object.and_then(|o| self.router.weights(&o, &self.spec).ok()),
             // The router's CRD is missing: SetWeights will say so.
@@ -592,15 +592,33 @@ impl Release<'_> {
         Ok(())
     }
 
+    fn router_name(&self) -> String {
+        self.router.object_name(&self.spec)
+    }
+
     async fn set_weights(&self, weights: Weights) -> Result<(), Error> {
-        let object = self.router.build(self.deploy, &self.spec, weights)?;
+        // A router made from a user's object (NGINX's Ingress) is built from it as stored.
+        let source = match self.router.source(&self.spec) {
+            Some(source) => {
+                let api: Api<DynamicObject> = Api::namespaced_with(
+                    self.ctx.client.clone(),
+                    &self.namespace,
+                    &source.resource,
+                );
+                api.get_opt(&source.name).await?
+            }
+            None => None,
+        };
+        let object = self
+            .router
+            .build_from(self.deploy, &self.spec, weights, source.as_ref())?;
         let mut value = serde_json::to_value(&object).map_err(Error::Serialize)?;
         // DynamicObject serializes its type; make sure the apply carries it.
         let resource = self.router.api_resource();
         value["apiVersion"] = json!(resource.api_version);
         value["kind"] = json!(resource.kind);
         self.router_api()
-            .patch(&self.spec.service, &apply_params(), &Patch::Apply(&value))
+            .patch(&self.router_name(), &apply_params(), &Patch::Apply(&value))
             .await
             .map_err(|e| match e {
                 kube::Error::Api(ref status) if status.code == 404 => Error::RouterNotInstalled {
@@ -687,7 +705,7 @@ impl Release<'_> {
             .patch(&apex_name, &apply_params(), &Patch::Apply(&restored))
             .await?;
         let delete = DeleteParams::background();
-        ignore_missing(self.router_api().delete(&self.spec.service, &delete).await)?;
+        ignore_missing(self.router_api().delete(&self.router_name(), &delete).await)?;
         for svc in [primary_svc, canary_svc] {
             ignore_missing(services.delete(&svc.name_any(), &delete).await)?;
         }

@@ -1,7 +1,8 @@
 //! Metric checks: which PromQL queries a release runs at each interval, and how the answers
 //! become the [`MetricCheck`]s the release state machine judges.
 //!
-//! - The builtin Linkerd queries of SPEC "Metrics" ([`Builtin`]) and the custom queries of an
+//! - The builtin queries ([`Builtin`]: Linkerd's of SPEC "Metrics", or ingress-nginx's for the
+//!   `nginx` provider, as [`Observer`] says) and the custom queries of an
 //!   `AnalysisTemplate`, whose `{{ namespace }}`, `{{ target }}`, `{{ service }}` and
 //!   `{{ interval }}` are filled by [`render_query`]. Admission refuses a template with
 //!   [`check_metric`], which goes through the same code, so the two cannot disagree.
@@ -20,17 +21,59 @@ use futures::future::join_all;
 
 use crate::crd::{AnalysisTemplateSpec, MetricTemplate, NoDataPolicy};
 use crate::release::{MetricCheck, NoData, builtin_checks};
-use crate::spec::{CanarySpec, Duration};
+use crate::spec::{CanarySpec, Duration, Provider};
 
 pub use prometheus::{DEFAULT_QUERY_TIMEOUT, MetricsError, PrometheusClient};
 
-/// The builtin Linkerd checks (SPEC "Metrics").
+/// The builtin checks (SPEC "Metrics"), asked of whoever sees the canary's requests
+/// ([`Observer`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Builtin {
-    /// `request-success-rate`: percent of inbound requests not classified as failures.
+    /// `request-success-rate`: percent of the canary's requests that did not fail.
     SuccessRate,
-    /// `request-duration`: p99 latency of inbound requests, milliseconds.
+    /// `request-duration`: p99 latency of the canary's requests, milliseconds.
     Duration,
+}
+
+/// Who sees the canary's requests and exports them to Prometheus, which decides the series
+/// the builtin checks query (Flagger's metrics observers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observer<'a> {
+    /// Linkerd's proxies (`linkerd`, `smi:v1alpha2`, `gatewayapi`): the inbound
+    /// `response_total` and `response_latency_ms` of the canary Deployment's pods.
+    Linkerd {
+        namespace: &'a str,
+        /// The canary Deployment.
+        deployment: &'a str,
+    },
+    /// ingress-nginx (`nginx`): `nginx_ingress_controller_requests` and
+    /// `nginx_ingress_controller_request_duration_seconds` of the user's Ingress, for the
+    /// requests it sent to the canary (a non-empty `canary` label: the canary upstream).
+    Nginx {
+        namespace: &'a str,
+        /// The user's Ingress (`serin.dev/ingress`): ingress-nginx labels the canary's
+        /// requests with it, not with the canary Ingress.
+        ingress: &'a str,
+    },
+}
+
+impl<'a> Observer<'a> {
+    /// The observer of a release of the canary Deployment `target` in `namespace`.
+    pub fn of(spec: &'a CanarySpec, namespace: &'a str, target: &'a str) -> Self {
+        match spec.provider {
+            Provider::Nginx => Observer::Nginx {
+                namespace,
+                // Validation requires the Ingress with `nginx`.
+                ingress: spec.ingress.as_deref().unwrap_or(&spec.service),
+            },
+            Provider::Linkerd | Provider::SmiV1alpha2 | Provider::GatewayApi | Provider::Gloo => {
+                Observer::Linkerd {
+                    namespace,
+                    deployment: target,
+                }
+            }
+        }
+    }
 }
 
 impl Builtin {
@@ -56,18 +99,49 @@ impl Builtin {
         }
     }
 
-    /// The query for the canary Deployment `target` in `namespace`, rating over `window`.
-    /// The window prints as Serin's canonical duration (`1m30s`), which Prometheus accepts.
+    /// The Linkerd query (SPEC "Metrics") for the canary Deployment `target` in `namespace`.
     pub fn query(self, namespace: &str, target: &str, window: Duration) -> String {
-        let selector = format!("namespace=\"{namespace}\",deployment=~\"{target}\"");
-        match self {
-            Builtin::SuccessRate => format!(
-                "sum(rate(response_total{{{selector},classification!=\"failure\",direction=\"inbound\"}}[{window}])) / \
-                 sum(rate(response_total{{{selector},direction=\"inbound\"}}[{window}])) * 100"
-            ),
-            Builtin::Duration => format!(
-                "histogram_quantile(0.99, sum(rate(response_latency_ms_bucket{{{selector},direction=\"inbound\"}}[{window}])) by (le))"
-            ),
+        let observer = Observer::Linkerd {
+            namespace,
+            deployment: target,
+        };
+        self.query_for(&observer, window)
+    }
+
+    /// The query of what `observer` saw of the canary, rating over `window`. The window
+    /// prints as Serin's canonical duration (`1m30s`), which Prometheus accepts.
+    pub fn query_for(self, observer: &Observer<'_>, window: Duration) -> String {
+        match *observer {
+            Observer::Linkerd {
+                namespace,
+                deployment,
+            } => {
+                let selector = format!("namespace=\"{namespace}\",deployment=~\"{deployment}\"");
+                match self {
+                    Builtin::SuccessRate => format!(
+                        "sum(rate(response_total{{{selector},classification!=\"failure\",direction=\"inbound\"}}[{window}])) / \
+                         sum(rate(response_total{{{selector},direction=\"inbound\"}}[{window}])) * 100"
+                    ),
+                    Builtin::Duration => format!(
+                        "histogram_quantile(0.99, sum(rate(response_latency_ms_bucket{{{selector},direction=\"inbound\"}}[{window}])) by (le))"
+                    ),
+                }
+            }
+            Observer::Nginx { namespace, ingress } => {
+                let selector =
+                    format!("namespace=\"{namespace}\",ingress=\"{ingress}\",canary!=\"\"");
+                match self {
+                    // 5xx answers are the failures, as Flagger counts them.
+                    Builtin::SuccessRate => format!(
+                        "sum(rate(nginx_ingress_controller_requests{{{selector},status!~\"5.*\"}}[{window}])) / \
+                         sum(rate(nginx_ingress_controller_requests{{{selector}}}[{window}])) * 100"
+                    ),
+                    // Seconds, in milliseconds like the Linkerd query.
+                    Builtin::Duration => format!(
+                        "histogram_quantile(0.99, sum(rate(nginx_ingress_controller_request_duration_seconds_bucket{{{selector}}}[{window}])) by (le)) * 1000"
+                    ),
+                }
+            }
         }
     }
 }
@@ -82,6 +156,18 @@ pub struct QueryVars<'a> {
     pub service: &'a str,
     /// The rate window, `serin.dev/metrics-window` (Flagger's metric `interval`).
     pub interval: Duration,
+    /// Who sees the canary's requests, for builtin metrics without a query; Linkerd when
+    /// `None`.
+    pub observer: Option<Observer<'a>>,
+}
+
+impl<'a> QueryVars<'a> {
+    fn observer(&self) -> Observer<'a> {
+        self.observer.unwrap_or(Observer::Linkerd {
+            namespace: self.namespace,
+            deployment: self.target,
+        })
+    }
 }
 
 /// The variables a query may use, in messages.
@@ -142,6 +228,7 @@ pub fn check_metric(metric: &MetricTemplate) -> Result<(), QueryError> {
         target: "target",
         service: "service",
         interval: Duration::from_secs(60),
+        observer: None,
     };
     metric_query(metric, &vars).map(|_| ())
 }
@@ -150,7 +237,7 @@ pub fn check_metric(metric: &MetricTemplate) -> Result<(), QueryError> {
 fn metric_query(metric: &MetricTemplate, vars: &QueryVars<'_>) -> Result<String, QueryError> {
     match (&metric.query, Builtin::named(&metric.name)) {
         (Some(query), _) => render_query(query, vars),
-        (None, Some(builtin)) => Ok(builtin.query(vars.namespace, vars.target, vars.interval)),
+        (None, Some(builtin)) => Ok(builtin.query_for(&vars.observer(), vars.interval)),
         (None, None) => Err(QueryError::NotBuiltin {
             name: metric.name.clone(),
         }),
@@ -182,13 +269,14 @@ pub fn plan_checks(
         target,
         service: &spec.service,
         interval: spec.metrics_window,
+        observer: Some(Observer::of(spec, namespace, target)),
     };
     match template.map(|t| t.metrics.as_slice()).unwrap_or_default() {
         [] => builtin_checks(spec, None, None)
             .into_iter()
             .map(|check| PlannedCheck {
                 query: Builtin::named(&check.name)
-                    .map(|b| b.query(namespace, target, spec.metrics_window))
+                    .map(|b| b.query_for(&vars.observer(), spec.metrics_window))
                     .ok_or_else(|| QueryError::NotBuiltin {
                         name: check.name.clone(),
                     }),

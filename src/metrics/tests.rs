@@ -21,6 +21,27 @@ fn vars() -> QueryVars<'static> {
         target: "web",
         service: "web-svc",
         interval: Duration::from_secs(90),
+        observer: None,
+    }
+}
+
+/// The mesh's view of the canary Deployment `web` in `shop`.
+const LINKERD: Observer<'static> = Observer::Linkerd {
+    namespace: "shop",
+    deployment: "web",
+};
+
+/// ingress-nginx's view of the canary's requests through the Ingress `public` in `shop`.
+const NGINX: Observer<'static> = Observer::Nginx {
+    namespace: "shop",
+    ingress: "public",
+};
+
+fn nginx_spec() -> CanarySpec {
+    CanarySpec {
+        provider: crate::spec::Provider::Nginx,
+        ingress: Some("public".into()),
+        ..spec()
     }
 }
 
@@ -61,6 +82,57 @@ fn builtin_latency_query_is_the_one_spec_metrics_spells() {
 }
 
 #[test]
+fn nginx_success_rate_counts_the_canary_upstreams_non_5xx_requests_of_the_users_ingress() {
+    assert_eq!(
+        Builtin::SuccessRate.query_for(&NGINX, Duration::from_secs(60)),
+        "sum(rate(nginx_ingress_controller_requests{namespace=\"shop\",ingress=\"public\",canary!=\"\",status!~\"5.*\"}[1m])) \
+         / sum(rate(nginx_ingress_controller_requests{namespace=\"shop\",ingress=\"public\",canary!=\"\"}[1m])) * 100"
+    );
+}
+
+#[test]
+fn nginx_latency_is_the_p99_of_the_canary_upstreams_request_duration_in_milliseconds() {
+    assert_eq!(
+        Builtin::Duration.query_for(&NGINX, Duration::from_secs(60)),
+        "histogram_quantile(0.99, sum(rate(nginx_ingress_controller_request_duration_seconds_bucket{namespace=\"shop\",ingress=\"public\",canary!=\"\"}[1m])) by (le)) * 1000"
+    );
+}
+
+#[test]
+fn the_provider_chooses_the_observer_of_the_builtin_checks() {
+    assert_eq!(Observer::of(&nginx_spec(), "shop", "web"), NGINX);
+    assert_eq!(
+        Builtin::SuccessRate.query_for(&LINKERD, Duration::from_secs(60)),
+        Builtin::SuccessRate.query("shop", "web", Duration::from_secs(60))
+    );
+    for provider in [
+        crate::spec::Provider::Linkerd,
+        crate::spec::Provider::SmiV1alpha2,
+        crate::spec::Provider::GatewayApi,
+    ] {
+        let spec = CanarySpec { provider, ..spec() };
+        assert_eq!(Observer::of(&spec, "shop", "web"), LINKERD, "{provider}");
+    }
+    // The builtin checks of an nginx release, and a template's builtin metrics, ask NGINX.
+    let planned = plan_checks(&nginx_spec(), None, "shop", "web");
+    assert_eq!(planned.len(), 2);
+    for p in &planned {
+        let query = p.query.clone().unwrap_or_default();
+        assert!(
+            query.contains("nginx_ingress_controller_") && query.contains("ingress=\"public\""),
+            "{}: {query}",
+            p.check.name
+        );
+    }
+    let only_latency = template(vec![metric("request-duration", None)]);
+    let planned = plan_checks(&nginx_spec(), Some(&only_latency), "shop", "web");
+    assert_eq!(
+        planned[0].query,
+        Ok(Builtin::Duration.query_for(&NGINX, nginx_spec().metrics_window))
+    );
+}
+
+#[test]
 fn builtin_queries_write_the_window_as_a_prometheus_duration() {
     for (window, text) in [
         (Duration::from_secs(5), "[5s]"),
@@ -69,8 +141,10 @@ fn builtin_queries_write_the_window_as_a_prometheus_duration() {
         (Duration::from_secs(3_600), "[1h]"),
     ] {
         for builtin in Builtin::ALL {
-            let query = builtin.query("shop", "web", window);
-            assert!(query.contains(text), "{query} should contain {text}");
+            for observer in [LINKERD, NGINX] {
+                let query = builtin.query_for(&observer, window);
+                assert!(query.contains(text), "{query} should contain {text}");
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 //! apply, and read the weights back from one the API server returned.
 
 pub mod gatewayapi;
+pub mod nginx;
 pub mod smi;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -81,6 +82,27 @@ pub enum RouterError {
          containerPort"
     )]
     NoPort { kind: &'static str, name: String },
+    #[error("{kind} {name}: it is made from {source_kind} {source_name}, which does not exist")]
+    MissingSource {
+        kind: &'static str,
+        name: String,
+        source_kind: &'static str,
+        source_name: String,
+    },
+    #[error("{kind} {name}: {why}")]
+    CannotExpress {
+        kind: &'static str,
+        name: String,
+        why: String,
+    },
+}
+
+/// A user's object a router object is made from (NGINX: the Ingress it copies), which the
+/// controller reads and hands to [`Router::build_from`].
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub resource: ApiResource,
+    pub name: String,
 }
 
 /// One traffic provider.
@@ -117,16 +139,62 @@ pub trait Router: Send + Sync {
     ) -> Result<Option<Weights>, RouterError> {
         Ok(None)
     }
+
+    /// The name of the router object; by default the apex Service's.
+    fn object_name(&self, spec: &CanarySpec) -> String {
+        spec.service.clone()
+    }
+
+    /// The user's object the router object is made from; `None` (the default) when the spec
+    /// is enough and [`Router::build`] needs nothing else.
+    fn source(&self, _spec: &CanarySpec) -> Option<Source> {
+        None
+    }
+
+    /// [`Router::build`] from the [`Router::source`] object as stored (`None` when it is
+    /// missing). Routers without a source ignore it.
+    fn build_from(
+        &self,
+        deploy: &Deployment,
+        spec: &CanarySpec,
+        weights: Weights,
+        _source: Option<&DynamicObject>,
+    ) -> Result<DynamicObject, RouterError> {
+        self.build(deploy, spec, weights)
+    }
 }
 
-/// The router of a provider, or `None` for providers not built yet (`nginx`, `gloo`):
-/// callers report those as unsupported rather than guessing.
+/// What the operator chose about routers (flags of `serin run` and `serin controller`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterSettings {
+    /// Prefix of the ingress-nginx annotations on canary Ingresses.
+    pub nginx_annotation_prefix: String,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        Self {
+            nginx_annotation_prefix: nginx::DEFAULT_ANNOTATION_PREFIX.into(),
+        }
+    }
+}
+
+/// The router of a provider with the default [`RouterSettings`], or `None` for providers not
+/// built yet (`gloo`): callers report those as unsupported rather than guessing.
 pub fn router_for(provider: Provider) -> Option<Box<dyn Router>> {
+    configured_router(provider, &RouterSettings::default())
+}
+
+/// The router of a provider as the operator configured it (see [`router_for`]).
+pub fn configured_router(provider: Provider, settings: &RouterSettings) -> Option<Box<dyn Router>> {
     match provider {
         Provider::Linkerd => Some(Box::new(smi::TrafficSplit::V1Alpha1)),
         Provider::SmiV1alpha2 => Some(Box::new(smi::TrafficSplit::V1Alpha2)),
         Provider::GatewayApi => Some(Box::new(gatewayapi::HttpRoute)),
-        Provider::Nginx | Provider::Gloo => None,
+        Provider::Nginx => Some(Box::new(nginx::CanaryIngress::new(
+            &settings.nginx_annotation_prefix,
+        ))),
+        Provider::Gloo => None,
     }
 }
 
@@ -185,7 +253,7 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn linkerd_smi_and_gateway_api_have_routers_and_the_others_not_yet() {
+    fn every_provider_but_gloo_has_a_router() {
         let api_version = |p| router_for(p).map(|r| r.api_resource().api_version);
         assert_eq!(
             api_version(Provider::Linkerd).as_deref(),
@@ -199,15 +267,18 @@ mod tests {
             api_version(Provider::GatewayApi).as_deref(),
             Some("gateway.networking.k8s.io/v1")
         );
-        for provider in [Provider::Nginx, Provider::Gloo] {
-            assert!(router_for(provider).is_none(), "{provider}");
-        }
+        assert_eq!(
+            api_version(Provider::Nginx).as_deref(),
+            Some("networking.k8s.io/v1")
+        );
+        assert!(router_for(Provider::Gloo).is_none());
         assert_eq!(
             supported_providers(),
             [
                 Provider::Linkerd,
                 Provider::SmiV1alpha2,
-                Provider::GatewayApi
+                Provider::GatewayApi,
+                Provider::Nginx
             ]
         );
     }

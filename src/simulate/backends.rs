@@ -34,7 +34,7 @@ use crate::spec::{CanarySpec, Provider};
 
 /// Finds the apex Service an object routes: the [`CanarySpec::service`] from which the
 /// router derives the names of its `-primary` and `-canary` backends.
-type ApexService = fn(&DynamicObject) -> Option<String>;
+pub(super) type ApexService = fn(&DynamicObject) -> Option<String>;
 
 /// The share of simulated requests, in percent, that match a router's A/B rules (carry the
 /// header or cookie they ask for).
@@ -66,15 +66,28 @@ pub struct RouterKind {
 }
 
 impl RouterKind {
+    pub(super) fn new(router: Box<dyn Router>, apex_service: ApexService) -> Self {
+        Self {
+            router,
+            apex_service,
+        }
+    }
+
     /// The API resource to watch.
     pub fn api_resource(&self) -> ApiResource {
         self.router.api_resource()
     }
 
-    /// What to call objects of this kind in logs: `TrafficSplits (split.smi-spec.io/v1alpha1)`.
+    /// What to call objects of this kind in logs: `TrafficSplits (split.smi-spec.io/v1alpha1)`,
+    /// `Ingresses (networking.k8s.io/v1)`.
     pub fn describe(&self) -> String {
         let resource = self.api_resource();
-        format!("{}s ({})", resource.kind, resource.api_version)
+        let plural = if resource.kind.ends_with('s') {
+            "es"
+        } else {
+            "s"
+        };
+        format!("{}{plural} ({})", resource.kind, resource.api_version)
     }
 }
 

@@ -12,10 +12,12 @@
 //!
 //! - [`backends`]: which versions a router object sends traffic to, and how each behaves
 //!   (pure: router objects and Deployments in, [`Backend`]s out);
+//! - [`nginx`]: canary Ingresses, and the series ingress-nginx exports for them;
 //! - [`serve`]: the I/O edge that `serin simulate` runs: watches the API server, advances the
 //!   simulator on a tick and serves `/metrics`.
 
 pub mod backends;
+pub mod nginx;
 pub mod serve;
 
 use std::collections::{BTreeMap, HashMap};
@@ -129,6 +131,8 @@ type SeriesKey = (String, String, Option<String>);
 pub struct Simulator {
     requests_per_second: f64,
     series: HashMap<SeriesKey, Series>,
+    /// Requests that enter through Ingresses, in ingress-nginx's series.
+    ingresses: nginx::IngressSimulator,
 }
 
 impl Simulator {
@@ -137,7 +141,13 @@ impl Simulator {
         Simulator {
             requests_per_second,
             series: HashMap::new(),
+            ingresses: nginx::IngressSimulator::new(requests_per_second),
         }
+    }
+
+    /// The traffic through canary Ingresses, advanced on its own.
+    pub fn ingresses(&mut self) -> &mut nginx::IngressSimulator {
+        &mut self.ingresses
     }
 
     /// Accounts for `elapsed` time of traffic split as `backends` say. Weights are used as
@@ -230,6 +240,7 @@ impl Simulator {
                 s.success + s.failure
             );
         }
+        out.push_str(&self.ingresses.render());
         out
     }
 }

@@ -1,5 +1,5 @@
 //! The simulator's I/O edge: reflector stores of the router objects Serin owns (label
-//! `serin.dev/owner`) and of Deployments, in all namespaces; a ticker that advances the
+//! `serin.dev/owner`; canary Ingresses among them) and of Deployments, in all namespaces; a ticker that advances the
 //! [`Simulator`] by the time elapsed, with the backends [`backends_of`] maps from the stores;
 //! and a plain-HTTP listener serving `GET /metrics` (Prometheus text) and `/healthz`.
 //!
@@ -29,6 +29,7 @@ use super::backends::{
     ITERATIONS_ANNOTATION, LoadTest, MATCH_ANNOTATION, MappingError, RouterKind, backends_of,
     load_test_of, router_kinds,
 };
+use super::nginx::{IngressBackend, ingress_backends_of, ingress_kind};
 use super::{Backend, Simulator};
 use crate::release::OWNER_LABEL;
 
@@ -63,7 +64,8 @@ pub async fn serve(
     let mut tasks = JoinSet::new();
 
     let mut routers = Vec::new();
-    for kind in router_kinds() {
+    let mut ingresses = None;
+    for kind in router_kinds().into_iter().chain([ingress_kind()]) {
         let resource = kind.api_resource();
         let writer = Writer::new(resource.clone());
         let store = writer.as_reader();
@@ -73,7 +75,11 @@ pub async fn serve(
             kind.describe(),
             reflector::reflector(writer, watcher(api, owned)),
         ));
-        routers.push((kind, store));
+        // Canary Ingresses are followed apart: their requests are ingress-nginx's.
+        match kind.api_resource().kind == "Ingress" {
+            true => ingresses = Some((kind, store)),
+            false => routers.push((kind, store)),
+        }
     }
 
     let (deployments, writer) = reflector::store();
@@ -87,7 +93,13 @@ pub async fn serve(
     ));
 
     let simulator = Arc::new(Mutex::new(Simulator::new(options.requests_per_second)));
-    tasks.spawn(tick(routers, deployments, simulator.clone(), options.tick));
+    tasks.spawn(tick(
+        routers,
+        ingresses,
+        deployments,
+        simulator.clone(),
+        options.tick,
+    ));
 
     tracing::info!(
         listen = %listener.local_addr()?,
@@ -187,6 +199,7 @@ fn keep_what_the_simulator_reads(deployment: &mut Deployment) {
 /// what changed in the routing and in the problems.
 async fn tick(
     routers: Vec<(RouterKind, Store<DynamicObject>)>,
+    ingresses: Option<(RouterKind, Store<DynamicObject>)>,
     deployments: Store<Deployment>,
     simulator: SharedSimulator,
     period: Duration,
@@ -198,19 +211,36 @@ async fn tick(
     let mut reported = BTreeSet::new();
     loop {
         interval.tick().await;
-        let (backends, load_tests, problems) = current_backends(&routers, &deployments);
+        let (backends, load_tests, mut problems) = current_backends(&routers, &deployments);
+        let (through_ingresses, ingress_problems) =
+            current_ingress_backends(ingresses.as_ref(), &deployments);
+        problems.extend(ingress_problems);
         let now = Instant::now();
         {
             let mut simulator = simulator.lock().unwrap_or_else(PoisonError::into_inner);
             simulator.advance(now - last, &backends);
             simulator.advance_load_tests(now - last, &load_tests);
             simulator.retain(&backends);
+            let ingress_traffic = simulator.ingresses();
+            ingress_traffic.advance(now - last, &through_ingresses);
+            ingress_traffic.retain(&through_ingresses);
         }
         last = now;
 
         let routing: BTreeMap<_, _> = backends
             .iter()
             .map(|b| (format!("{}/{}", b.namespace, b.deployment), b.weight))
+            .chain(through_ingresses.iter().map(|b| {
+                let l = &b.labels;
+                let upstream = match l.canary.is_empty() {
+                    true => format!("{}-primary", l.service),
+                    false => l.canary.clone(),
+                };
+                (
+                    format!("{}/ingress {} to {upstream}", l.namespace, l.ingress),
+                    b.weight,
+                )
+            }))
             .collect();
         for (version, weight) in &routing {
             if routed.get(version) != Some(weight) {
@@ -227,6 +257,26 @@ async fn tick(
         }
         reported = problems;
     }
+}
+
+/// The versions behind every canary Ingress in the store, and why some route nothing.
+fn current_ingress_backends(
+    ingresses: Option<&(RouterKind, Store<DynamicObject>)>,
+    deployments: &Store<Deployment>,
+) -> (Vec<IngressBackend>, Vec<MappingError>) {
+    let mut backends = Vec::new();
+    let mut problems = Vec::new();
+    let lookup =
+        |namespace: &str, name: &str| deployments.get(&ObjectRef::new(name).within(namespace));
+    if let Some((kind, store)) = ingresses {
+        for object in store.state() {
+            match ingress_backends_of(kind, &object, lookup) {
+                Ok(found) => backends.extend(found),
+                Err(e) => problems.push(e),
+            }
+        }
+    }
+    (backends, problems)
 }
 
 /// The backends of every router object in the stores, the load tests of Blue/Green analyses,

@@ -1,0 +1,508 @@
+//! The `nginx` provider on the real local cluster: the canary Ingresses Serin builds are
+//! accepted by the API server as built (and a malformed one is refused, so validation really
+//! runs), and a release driven through `<ingress>-canary` moves its `canary-weight` step by
+//! step, is promoted when good and rolled back to weight 0 when the canary fails. Ingress is
+//! built into Kubernetes, so no CRD is involved; the traffic simulator reads the same canary
+//! Ingresses and exports ingress-nginx's series, which the builtin checks of an nginx release
+//! query.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::core::DynamicObject;
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use serin::release::Phase;
+use serin::router::nginx::CanaryIngress;
+use serin::router::{Router, Weights};
+use serin::spec::{CanarySpec, MatchRule, Provider};
+use support::TestNamespace;
+use support::release::{Version, apply, canary, events, image, manifest, replicas, wait_phase};
+
+const SETTLE: Duration = Duration::from_secs(60);
+/// Long enough for a release of 2 s intervals with a few failed checks.
+const RELEASE: Duration = Duration::from_secs(150);
+/// The user's Ingress; Serin writes `public-canary` beside it.
+const INGRESS: &str = "public";
+const CANARY_INGRESS: &str = "public-canary";
+
+async fn setup(prefix: &str) -> (Client, TestNamespace) {
+    support::release_environment();
+    let client = support::client().await;
+    let ns = TestNamespace::create(&client, prefix).await;
+    (client, ns)
+}
+
+/// The user's Ingress: `web.example.com/` to the apex Service `web`, and `/search` to a
+/// Service that is not the application's.
+fn user_ingress(ns: &str) -> Ingress {
+    serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": INGRESS, "namespace": ns},
+        "spec": {
+            "ingressClassName": "nginx",
+            "rules": [{"host": "web.example.com", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix",
+                 "backend": {"service": {"name": "web", "port": {"number": 8080}}}},
+                {"path": "/search", "pathType": "Prefix",
+                 "backend": {"service": {"name": "search", "port": {"number": 80}}}},
+            ]}}]
+        }
+    }))
+    .expect("Ingress")
+}
+
+async fn create_user_ingress(client: &Client, ns: &str) -> Ingress {
+    Api::<Ingress>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &user_ingress(ns))
+        .await
+        .expect("create the user's Ingress")
+}
+
+/// The user's Ingress as a router source.
+async fn source(client: &Client, ns: &str) -> DynamicObject {
+    Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        ns,
+        &CanaryIngress::default().api_resource(),
+    )
+    .get(INGRESS)
+    .await
+    .expect("read the user's Ingress")
+}
+
+/// A plain Deployment to own the Ingresses applied directly (the garbage collector deletes
+/// objects whose owner does not exist).
+async fn owner(client: &Client, ns: &str) -> Deployment {
+    let deploy: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{
+                    "name": "app", "image": "example.invalid/web:v1",
+                    "ports": [{"containerPort": 8080}]
+                }]}
+            }
+        }
+    }))
+    .expect("Deployment");
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &deploy)
+        .await
+        .expect("create the owner Deployment")
+}
+
+/// Server-side apply of an Ingress as Serin does it (field manager `serin`), with the admin
+/// credentials: what is under test is the API server's validation, not Serin's RBAC.
+async fn apply_ingress(
+    client: &Client,
+    ns: &str,
+    ingress: &DynamicObject,
+) -> kube::Result<DynamicObject> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &CanaryIngress::default().api_resource());
+    api.patch(
+        &ingress.name_any(),
+        &PatchParams::apply("serin").force(),
+        &Patch::Apply(ingress),
+    )
+    .await
+}
+
+/// The annotations under `prefix`, which Serin decides.
+fn annotations_under(object: &DynamicObject, prefix: &str) -> Vec<(String, String)> {
+    object
+        .annotations()
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_canary_ingresses_serin_builds_are_stored_as_built_by_the_api_server() {
+    let (client, ns) = setup("nginx-api").await;
+    let ns = &ns.name;
+    let deploy = owner(&client, ns).await;
+    create_user_ingress(&client, ns).await;
+    let user = source(&client, ns).await;
+
+    let base = CanarySpec {
+        provider: Provider::Nginx,
+        ingress: Some(INGRESS.into()),
+        ..CanarySpec::defaults("web".into(), Some(8080))
+    };
+    let ab = |matches| CanarySpec {
+        iterations: Some(3),
+        matches,
+        ..base.clone()
+    };
+    let default = CanaryIngress::default();
+    let custom = CanaryIngress::new("ingress.example.com");
+    let cases = [
+        (
+            "canary 70/30",
+            &default,
+            base.clone(),
+            Weights::to_canary(30),
+        ),
+        (
+            "A/B on an exact header and a cookie",
+            &default,
+            ab(vec![
+                MatchRule::HeaderExact {
+                    name: "x-canary".into(),
+                    value: "insider".into(),
+                },
+                MatchRule::Cookie {
+                    name: "canary".into(),
+                },
+            ]),
+            Weights::ALL_CANARY,
+        ),
+        (
+            "A/B on a header pattern",
+            &default,
+            ab(vec![MatchRule::HeaderRegex {
+                name: "user-agent".into(),
+                regex: ".*Firefox.*".into(),
+            }]),
+            Weights::ALL_CANARY,
+        ),
+        (
+            "another annotation prefix",
+            &custom,
+            base.clone(),
+            Weights::to_canary(10),
+        ),
+    ];
+    for (what, router, spec, weights) in cases {
+        let built = router
+            .build_from(&deploy, &spec, weights, Some(&user))
+            .expect("build the canary Ingress");
+        let stored = apply_ingress(&client, ns, &built)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: the API server refused the canary Ingress: {e}"));
+        assert_eq!(stored.name_any(), CANARY_INGRESS, "{what}");
+        assert_eq!(stored.data["spec"], built.data["spec"], "{what}: spec");
+        let prefix = router.annotation("");
+        assert_eq!(
+            annotations_under(&stored, &prefix),
+            annotations_under(&built, &prefix),
+            "{what}: annotations"
+        );
+        assert_eq!(
+            router.weights(&stored, &spec),
+            Ok(weights),
+            "{what}: weights"
+        );
+        assert_eq!(
+            stored.labels().get("serin.dev/owner").map(String::as_str),
+            Some("web")
+        );
+        assert_eq!(
+            stored.owner_references().first().map(|o| o.uid.as_str()),
+            deploy.metadata.uid.as_deref()
+        );
+    }
+    // Only the application's path was copied, pointed at the canary Service.
+    let stored = apply_ingress(
+        &client,
+        ns,
+        &default
+            .build_from(&deploy, &base, Weights::ALL_PRIMARY, Some(&user))
+            .expect("build"),
+    )
+    .await
+    .expect("apply");
+    assert_eq!(
+        stored.data.pointer("/spec/rules/0/http/paths"),
+        Some(&json!([{"path": "/", "pathType": "Prefix",
+            "backend": {"service": {"name": "web-canary", "port": {"number": 8080}}}}]))
+    );
+
+    // Validation runs: a Prefix path must be absolute.
+    let mut relative = default
+        .build_from(&deploy, &base, Weights::ALL_PRIMARY, Some(&user))
+        .expect("build");
+    relative.metadata.name = Some("relative".into());
+    relative.data["spec"]["rules"][0]["http"]["paths"][0]["path"] = json!("no-slash");
+    match apply_ingress(&client, ns, &relative).await {
+        Err(kube::Error::Api(status)) => assert!(
+            status.code == 422 && status.message.contains("path"),
+            "refused for another reason: {status:?}"
+        ),
+        other => panic!("a relative Prefix path was accepted: {other:?}"),
+    }
+}
+
+/// The canary Ingress of the release, as stored.
+async fn canary_ingress(client: &Client, ns: &str) -> Option<DynamicObject> {
+    Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        ns,
+        &CanaryIngress::default().api_resource(),
+    )
+    .get_opt(CANARY_INGRESS)
+    .await
+    .expect("read the canary Ingress")
+}
+
+/// The `canary-weight` the canary Ingress routes by, read with Serin's own reader.
+async fn canary_weight(client: &Client, ns: &str) -> Option<u32> {
+    let object = canary_ingress(client, ns).await?;
+    let spec = CanarySpec::defaults("web".into(), None);
+    CanaryIngress::default()
+        .weights(&object, &spec)
+        .ok()
+        .map(Weights::canary)
+}
+
+fn nginx_annotations(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    let mut annotations = vec![
+        ("serin.dev/provider", "nginx"),
+        ("serin.dev/ingress", INGRESS),
+    ];
+    annotations.extend_from_slice(extra);
+    annotations
+}
+
+/// Creates the user's Ingress, applies `v1` with the `nginx` provider and waits until Serin
+/// routes everything to the primary: the canary Ingress at weight 0.
+async fn opt_in(client: &Client, ns: &str, annotations: &[(&str, &str)]) {
+    create_user_ingress(client, ns).await;
+    apply(&manifest(ns, "web", &Version::good("v1"), annotations));
+    wait_phase(client, ns, "web", Phase::Initialized, SETTLE).await;
+    assert_eq!(canary_weight(client, ns).await, Some(0));
+    assert_eq!(replicas(client, ns, "web").await, Some(0));
+}
+
+/// Polls `canary-weight` every 250 ms until the Canary reaches `phase`; returns the weights
+/// seen, each change once, in order. Panics after `timeout` with what it saw.
+async fn weights_until(client: &Client, ns: &str, phase: Phase, timeout: Duration) -> Vec<u32> {
+    let start = Instant::now();
+    let mut seen: Vec<u32> = Vec::new();
+    loop {
+        if let Some(w) = canary_weight(client, ns).await
+            && seen.last() != Some(&w)
+        {
+            seen.push(w);
+        }
+        let status = canary(client, ns, "web").await.and_then(|c| c.status);
+        let current = status.as_ref().map(|s| s.release.phase);
+        let ended = matches!(current, Some(Phase::Succeeded | Phase::Failed));
+        assert!(
+            !ended || current == Some(phase),
+            "the release ended {current:?}, not {phase:?}; weights seen {seen:?}"
+        );
+        if current == Some(phase) {
+            // The last write of the release (weight back to 0) precedes the phase.
+            if let Some(w) = canary_weight(client, ns).await
+                && seen.last() != Some(&w)
+            {
+                seen.push(w);
+            }
+            return seen;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {phase:?}; phase {current:?}, weights seen {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// `sum(<metric>{namespace, ingress="public", <extra>})` in the local Prometheus.
+async fn nginx_requests(ns: &str, extra: &str) -> Option<f64> {
+    let query = format!(
+        "sum(nginx_ingress_controller_requests{{namespace=\"{ns}\",ingress=\"{INGRESS}\"{extra}}})"
+    );
+    support::prometheus_query(&query)
+        .await
+        .unwrap_or_else(|e| panic!("{query}: {e}"))
+}
+
+#[tokio::test]
+async fn a_good_release_moves_canary_weight_step_by_step_and_is_promoted() {
+    let (client, ns) = setup("nginx-promote").await;
+    let ns = &ns.name;
+    let annotations = nginx_annotations(&[
+        ("serin.dev/step-weight", "20"),
+        ("serin.dev/max-weight", "60"),
+    ]);
+    opt_in(&client, ns, &annotations).await;
+
+    // What Serin wrote: the canary Ingress, owned by the Deployment, applied by `serin` only.
+    let object = canary_ingress(&client, ns)
+        .await
+        .expect("the canary Ingress public-canary");
+    assert_eq!(
+        object
+            .annotations()
+            .get("nginx.ingress.kubernetes.io/canary")
+            .map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        object
+            .data
+            .pointer("/spec/rules/0/http/paths/0/backend/service/name"),
+        Some(&json!("web-canary"))
+    );
+    let owners: Vec<_> = object
+        .owner_references()
+        .iter()
+        .map(|o| (o.kind.as_str(), o.name.as_str()))
+        .collect();
+    assert_eq!(owners, [("Deployment", "web")]);
+    let managers: Vec<_> = object
+        .managed_fields()
+        .iter()
+        .filter_map(|m| m.manager.as_deref())
+        .collect();
+    assert_eq!(managers, ["serin"]);
+    // It is protected like Serin's other objects: even the cluster admin is sent to the
+    // Deployment.
+    let deleted = Api::<Ingress>::namespaced(client.clone(), ns)
+        .delete(CANARY_INGRESS, &Default::default())
+        .await;
+    match deleted {
+        Err(kube::Error::Api(status)) => assert!(
+            status.message.contains("protect-managed.serin.dev")
+                && status.message.contains("Deployment \"web\""),
+            "refused for another reason: {status:?}"
+        ),
+        other => panic!("the canary Ingress could be deleted: {other:?}"),
+    }
+    // The primary route: the user's Ingress is untouched and still points at the apex
+    // Service, which Serin points at the primary's pods.
+    let user = Api::<Ingress>::namespaced(client.clone(), ns)
+        .get(INGRESS)
+        .await
+        .expect("the user's Ingress");
+    let user_json = serde_json::to_value(&user).expect("json");
+    assert_eq!(
+        user_json.pointer("/spec/rules/0/http/paths/0/backend/service/name"),
+        Some(&json!("web"))
+    );
+    assert!(
+        user.annotations().is_empty() && user.labels().is_empty(),
+        "Serin changed the user's Ingress: {:?}",
+        user.metadata
+    );
+    let apex = Api::<Service>::namespaced(client.clone(), ns)
+        .get("web")
+        .await
+        .expect("the apex Service");
+    let selector = apex.spec.and_then(|s| s.selector).unwrap_or_default();
+    assert_eq!(
+        selector.get("app").map(String::as_str),
+        Some("web-primary"),
+        "the apex Service selects {selector:?}"
+    );
+
+    apply(&manifest(ns, "web", &Version::good("v2"), &annotations));
+    let seen = weights_until(&client, ns, Phase::Succeeded, RELEASE).await;
+    assert_eq!(
+        seen,
+        [0, 20, 40, 60, 0],
+        "canary-weight of the canary Ingress during the release"
+    );
+    assert_eq!(
+        image(&client, ns, "web-primary").await,
+        "example.invalid/web:v2"
+    );
+    assert_eq!(replicas(&client, ns, "web").await, Some(0));
+
+    // The checks that promoted it read ingress-nginx's series of the canary upstream.
+    let to_canary = nginx_requests(ns, ",canary!=\"\"").await;
+    assert!(
+        to_canary.is_some_and(|n| n > 0.0),
+        "no simulated request of the Ingress reached the canary upstream: {to_canary:?}"
+    );
+    // The last checks' values are ingress-nginx's: all 2xx, and a p99 of 40 ms requests
+    // interpolated in the 25-50 ms bucket of its histogram (Linkerd's 30-40 ms bucket would
+    // give 39.9 ms).
+    let checks = last_checks(&client, ns).await;
+    let value = |name: &str| checks.iter().find(|(n, _)| n == name).and_then(|(_, v)| *v);
+    assert_eq!(value("request-success-rate"), Some(100.0), "{checks:?}");
+    let p99 = value("request-duration");
+    assert!(
+        p99.is_some_and(|ms| ms > 45.0 && ms <= 50.0),
+        "p99 {p99:?} ms is not from ingress-nginx's buckets: {checks:?}"
+    );
+}
+
+/// The values of the last checks in the Canary's status.
+async fn last_checks(client: &Client, ns: &str) -> Vec<(String, Option<f64>)> {
+    canary(client, ns, "web")
+        .await
+        .and_then(|c| c.status)
+        .map(|s| {
+            s.release
+                .last_checks
+                .into_iter()
+                .map(|c| (c.name, c.value))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_failing_canary_is_rolled_back_with_canary_weight_back_at_0() {
+    let (client, ns) = setup("nginx-rollback").await;
+    let ns = &ns.name;
+    let annotations = nginx_annotations(&[("serin.dev/threshold", "2")]);
+    opt_in(&client, ns, &annotations).await;
+
+    let bad = Version {
+        tag: "v2",
+        error_rate: 0.3,
+        latency_ms: 40,
+    };
+    apply(&manifest(ns, "web", &bad, &annotations));
+    let seen = weights_until(&client, ns, Phase::Failed, RELEASE).await;
+    assert_eq!(
+        seen,
+        [0, 25, 0],
+        "canary-weight of the canary Ingress: one step, then back to the primary"
+    );
+    assert_eq!(canary_weight(&client, ns).await, Some(0));
+    assert_eq!(
+        image(&client, ns, "web-primary").await,
+        "example.invalid/web:v1"
+    );
+    assert_eq!(replicas(&client, ns, "web").await, Some(0));
+    let events = events(&client, ns, "web").await.join("\n");
+    for text in ["RolledBack", "request-success-rate"] {
+        assert!(
+            events.contains(text),
+            "no {text:?} among the events:\n{events}"
+        );
+    }
+    // The failures Serin measured are ingress-nginx's 5xx answers of the canary upstream:
+    // about 70 % success.
+    let checks = last_checks(&client, ns).await;
+    let rate = checks
+        .iter()
+        .find(|(n, _)| n == "request-success-rate")
+        .and_then(|(_, v)| *v);
+    assert!(
+        rate.is_some_and(|r| (60.0..80.0).contains(&r)),
+        "success rate {rate:?}: {checks:?}"
+    );
+    let failed = nginx_requests(ns, ",canary!=\"\",status=~\"5..\"").await;
+    assert!(
+        failed.is_some_and(|n| n > 0.0),
+        "no 5xx answer of the canary upstream: {failed:?}"
+    );
+}
