@@ -223,6 +223,9 @@ async fn run(client: &Client, count: usize) {
     tokio::time::sleep(IDLE).await;
     let idle_ticks = cpu_ticks(pid) - ticks;
     let idle_requests = api_requests().await - requests;
+    // VmHWM again at the end: the process may still grow after the last Initialized (the
+    // caches settle, late events), and the peak is the whole run's.
+    let peak_rss = peak_rss.max(proc_status_kib(pid, "VmHWM:"));
     let ticks_per_second = 100.0; // USER_HZ on Linux
     println!(
         "scale {count:>5}: plain Deployments Available (baseline) {:>6.1} s",
@@ -234,7 +237,7 @@ async fn run(client: &Client, count: usize) {
         serin.as_secs_f64()
     );
     println!(
-        "scale {count:>5}: Serin peak RSS {:.1} MiB (target 64 MB), RSS when idle {:.1} MiB",
+        "scale {count:>5}: Serin peak RSS {:.1} MiB over the run (target 64 MB), RSS when idle {:.1} MiB",
         peak_rss as f64 / 1024.0,
         rss_before as f64 / 1024.0
     );
