@@ -285,11 +285,16 @@ impl Release<'_> {
             }
         }
 
-        let router_object = self.router_api().get_opt(&self.router_name()).await;
-        let weights = match router_object {
-            Ok(object) => object.and_then(|o| self.router.weights(&o, &self.spec).ok()),
-            // The router's CRD is missing: SetWeights will say so.
-            Err(_) => None,
+        // While initializing, the machine leaves the router alone until the primary is Ready
+        // and then sets 100/0 whatever it reads: the router is not read in that phase (a GET
+        // saved on each of the reconciles the primary's rollout causes).
+        let weights = match status.phase {
+            Phase::Initializing => None,
+            _ => match self.router_api().get_opt(&self.router_name()).await {
+                Ok(object) => object.and_then(|o| self.router.weights(&o, &self.spec).ok()),
+                // The router's CRD is missing: SetWeights will say so.
+                Err(_) => None,
+            },
         };
         let mut obs = Observations {
             revision: revision.clone(),
