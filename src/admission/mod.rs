@@ -111,10 +111,7 @@ async fn mutate_deployments(
     review("mutate-deployments", &state, &body, decode, async |req| {
         // Without the policies (not read yet) no policy default is filled; the validating
         // webhook refuses such a write anyway.
-        let policies = match policy_view(&state, req).await {
-            Ok(view) => view.policies,
-            Err(_) => Vec::new(),
-        };
+        let policies = covering_policies(&state, req).await.unwrap_or_default();
         let defaults = crate::policy::combined_defaults(&policies);
         let mut response = deployments::mutate(req, &serin_user, &defaults);
         if let Some(ctx) = injector.filter(|_| response.allowed && opts_in(req, &serin_user)) {
@@ -139,12 +136,7 @@ async fn policy_view(
         return Ok(Default::default());
     }
     let namespace = req.namespace.as_deref().unwrap_or_default();
-    let no_labels = Default::default();
-    let labels = deploy.metadata.labels.as_ref().unwrap_or(&no_labels);
-    let policies = index
-        .covering(namespace, labels)
-        .await
-        .map_err(|e| e.to_string())?;
+    let policies = covering_policies(state, req).await?;
     let defaults = crate::policy::combined_defaults(&policies);
     let named = match deployments::read(deploy, &defaults) {
         Ok(crate::spec::OptIn::Enabled(canary)) => canary.analysis,
@@ -165,16 +157,33 @@ async fn policy_view(
     Ok(deployments::PolicyView { policies, template })
 }
 
+/// The policies covering the Deployment (none for Serin's own writes, or without cluster
+/// access). The mutating webhook needs only these, not the template [`policy_view`] reads.
+async fn covering_policies(
+    state: &AdmissionState,
+    req: &review::DeploymentRequest,
+) -> Result<Vec<crate::policy::NamedPolicy>, String> {
+    let (Some(index), Some(deploy)) = (&state.policies, &req.object) else {
+        return Ok(Vec::new());
+    };
+    if req.user_info.username.as_deref() == Some(&*state.serin_user) {
+        return Ok(Vec::new());
+    }
+    let namespace = req.namespace.as_deref().unwrap_or_default();
+    let no_labels = Default::default();
+    let labels = deploy.metadata.labels.as_ref().unwrap_or(&no_labels);
+    index
+        .covering(namespace, labels)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 async fn validate_resource<K: resources::Checked>(
     State(state): State<AdmissionState>,
     body: Bytes,
 ) -> Json<AdmissionReview<DynamicObject>> {
-    let webhook = match K::KIND {
-        "AnalysisTemplate" => "validate-analysistemplates",
-        _ => "validate-canarypolicies",
-    };
     review(
-        webhook,
+        K::WEBHOOK,
         &state,
         &body,
         resources::decode::<K>,

@@ -74,27 +74,26 @@ impl PolicyIndex {
         labels: &BTreeMap<String, String>,
     ) -> Result<Vec<NamedPolicy>, NotReady> {
         self.ready().await?;
-        let all: Vec<NamedPolicy> = self
-            .policies
-            .state()
-            .iter()
-            .map(|p| NamedPolicy {
-                name: p.metadata.name.clone().unwrap_or_default(),
-                spec: p.spec.policy.clone(),
-            })
-            .collect();
-        if all.is_empty() {
-            return Ok(all);
+        let policies = self.policies.state();
+        if policies.is_empty() {
+            return Ok(Vec::new());
         }
         let namespace_labels = self.namespace_labels(namespace).await;
         let subject = Subject {
             namespace_labels: &namespace_labels,
             labels,
         };
-        Ok(crate::policy::applicable(&all, subject)
-            .into_iter()
-            .cloned()
-            .collect())
+        // Only the covering ones are copied: this runs on every review.
+        let mut covering: Vec<NamedPolicy> = policies
+            .iter()
+            .filter(|p| p.spec.policy.applies_to(subject))
+            .map(|p| NamedPolicy {
+                name: p.metadata.name.clone().unwrap_or_default(),
+                spec: p.spec.policy.clone(),
+            })
+            .collect();
+        covering.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(covering)
     }
 
     /// A namespace created a moment ago may not be in the cache yet: then it is read.

@@ -17,11 +17,14 @@ use crate::spec::Problem;
 /// A kind Serin validates: how to read its spec and what is wrong with it.
 pub trait Checked: DeserializeOwned {
     const KIND: &'static str;
+    /// The webhook's name in Serin's metrics.
+    const WEBHOOK: &'static str;
     fn problems(&self) -> Vec<Problem>;
 }
 
 impl Checked for AnalysisTemplateSpec {
     const KIND: &'static str = "AnalysisTemplate";
+    const WEBHOOK: &'static str = "validate-analysistemplates";
     fn problems(&self) -> Vec<Problem> {
         AnalysisTemplateSpec::problems(self)
     }
@@ -29,6 +32,7 @@ impl Checked for AnalysisTemplateSpec {
 
 impl Checked for CanaryPolicySpec {
     const KIND: &'static str = "CanaryPolicy";
+    const WEBHOOK: &'static str = "validate-canarypolicies";
     fn problems(&self) -> Vec<Problem> {
         CanaryPolicySpec::problems(self)
     }
