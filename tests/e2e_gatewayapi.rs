@@ -9,9 +9,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
@@ -33,30 +32,6 @@ async fn setup(prefix: &str) -> (Client, TestNamespace) {
     let client = support::client().await;
     let ns = TestNamespace::create(&client, prefix).await;
     (client, ns)
-}
-
-/// A plain Deployment to own the routes applied directly (the garbage collector deletes
-/// objects whose owner does not exist).
-async fn owner(client: &Client, ns: &str) -> Deployment {
-    let deploy: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "web", "namespace": ns},
-        "spec": {
-            "replicas": 0,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{
-                    "name": "app", "image": "example.invalid/web:v1",
-                    "ports": [{"containerPort": 8080}]
-                }]}
-            }
-        }
-    }))
-    .expect("Deployment");
-    Api::<Deployment>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &deploy)
-        .await
-        .expect("create the owner Deployment")
 }
 
 /// Server-side apply of a route as Serin does it (field manager `serin`), with the admin
@@ -122,7 +97,7 @@ async fn the_http_routes_serin_builds_are_stored_as_built_by_the_real_crd() {
         "{CRD} was not taken from the gateway-api module: {source:?}"
     );
 
-    let deploy = owner(&client, ns).await;
+    let deploy = support::routes::owner(&client, ns).await;
     let base = CanarySpec {
         provider: Provider::GatewayApi,
         ..CanarySpec::defaults("web".into(), Some(8080))

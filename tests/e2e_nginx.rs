@@ -10,7 +10,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -77,30 +76,6 @@ async fn source(client: &Client, ns: &str) -> DynamicObject {
     .expect("read the user's Ingress")
 }
 
-/// A plain Deployment to own the Ingresses applied directly (the garbage collector deletes
-/// objects whose owner does not exist).
-async fn owner(client: &Client, ns: &str) -> Deployment {
-    let deploy: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "web", "namespace": ns},
-        "spec": {
-            "replicas": 0,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{
-                    "name": "app", "image": "example.invalid/web:v1",
-                    "ports": [{"containerPort": 8080}]
-                }]}
-            }
-        }
-    }))
-    .expect("Deployment");
-    Api::<Deployment>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &deploy)
-        .await
-        .expect("create the owner Deployment")
-}
-
 /// Server-side apply of an Ingress as Serin does it (field manager `serin`), with the admin
 /// credentials: what is under test is the API server's validation, not Serin's RBAC.
 async fn apply_ingress(
@@ -132,7 +107,7 @@ fn annotations_under(object: &DynamicObject, prefix: &str) -> Vec<(String, Strin
 async fn the_canary_ingresses_serin_builds_are_stored_as_built_by_the_api_server() {
     let (client, ns) = setup("nginx-api").await;
     let ns = &ns.name;
-    let deploy = owner(&client, ns).await;
+    let deploy = support::routes::owner(&client, ns).await;
     create_user_ingress(&client, ns).await;
     let user = source(&client, ns).await;
 

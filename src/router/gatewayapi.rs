@@ -215,19 +215,8 @@ fn rule_weights(rule: &Value, spec: &CanarySpec, name: &str) -> Result<Weights, 
 mod tests {
     use super::*;
     use crate::spec::GatewayRef;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-    fn web() -> Deployment {
-        Deployment {
-            metadata: ObjectMeta {
-                name: Some("web".into()),
-                namespace: Some("prod".into()),
-                uid: Some("uid-1".into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-    }
+    use crate::router::testing::web;
 
     fn spec() -> CanarySpec {
         CanarySpec::defaults("web-svc".into(), Some(9898))

@@ -302,3 +302,22 @@ mod tests {
         }
     }
 }
+
+/// What the router tests share: the Deployment `prod/web` that owns the objects they build.
+#[cfg(test)]
+pub(crate) mod testing {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    pub(crate) fn web() -> Deployment {
+        Deployment {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("prod".into()),
+                uid: Some("uid-1".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+}

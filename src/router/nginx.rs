@@ -318,20 +318,9 @@ fn canary_copy(user: &IngressSpec, service: &str) -> Option<IngressSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use std::collections::BTreeMap;
 
-    fn web() -> Deployment {
-        Deployment {
-            metadata: ObjectMeta {
-                name: Some("web".into()),
-                namespace: Some("prod".into()),
-                uid: Some("uid-1".into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-    }
+    use crate::router::testing::web;
 
     fn spec() -> CanarySpec {
         CanarySpec {

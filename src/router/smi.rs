@@ -136,19 +136,8 @@ fn parse_milli(weight: &Value) -> Option<u128> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-    fn web() -> Deployment {
-        Deployment {
-            metadata: ObjectMeta {
-                name: Some("web".into()),
-                namespace: Some("prod".into()),
-                uid: Some("uid-1".into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-    }
+    use crate::router::testing::web;
 
     fn spec() -> CanarySpec {
         CanarySpec::defaults("web-svc".into(), Some(9898))

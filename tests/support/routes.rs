@@ -36,3 +36,28 @@ pub async fn weights(
     let spec = CanarySpec::defaults(service.to_owned(), None);
     router(provider).weights(&object, &spec).ok()
 }
+
+/// A plain Deployment `web` at zero replicas, to own router objects a test applies directly
+/// (the garbage collector deletes objects whose owner does not exist).
+pub async fn owner(client: &Client, ns: &str) -> k8s_openapi::api::apps::v1::Deployment {
+    let deploy: k8s_openapi::api::apps::v1::Deployment =
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": ns},
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{
+                        "name": "app", "image": "example.invalid/web:v1",
+                        "ports": [{"containerPort": 8080}]
+                    }]}
+                }
+            }
+        }))
+        .expect("Deployment");
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), ns)
+        .create(&kube::api::PostParams::default(), &deploy)
+        .await
+        .expect("create the owner Deployment")
+}
