@@ -15,6 +15,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, stream};
@@ -171,17 +172,40 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0)
 }
 
-async fn api_requests() -> f64 {
+/// Serin's API requests so far (`serin_kube_api_requests_total`), by "METHOD resource".
+async fn api_requests() -> BTreeMap<String, f64> {
     let body = reqwest::get(format!("{}/metrics", support::serin_admin_url()))
         .await
         .expect("serin metrics")
         .text()
         .await
         .expect("metrics body");
-    body.lines()
-        .filter(|l| l.starts_with("serin_kube_api_requests_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    let mut counts = BTreeMap::new();
+    for line in body.lines() {
+        let Some(labels) = line.strip_prefix("serin_kube_api_requests_total{") else {
+            continue;
+        };
+        let (labels, value) = labels.rsplit_once("} ").unwrap_or((labels, "0"));
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|pair| pair.strip_prefix(&format!("{name}=")))
+                .map(|v| v.trim_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        let key = format!("{} {}", label("method"), label("resource"));
+        *counts.entry(key).or_default() += value.parse::<f64>().unwrap_or(0.0);
+    }
+    counts
+}
+
+/// `after - before`, per key, leaving out what did not change.
+fn difference(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> Vec<(String, f64)> {
+    after
+        .iter()
+        .map(|(key, n)| (key.clone(), n - before.get(key).copied().unwrap_or(0.0)))
+        .filter(|(_, n)| *n > 0.0)
+        .collect()
 }
 
 fn is_available(d: &Deployment) -> bool {
@@ -209,6 +233,7 @@ async fn run(client: &Client, count: usize) {
     let pid = serin_pid();
     let ns = TestNamespace::create(client, &format!("scale-serin-{count}")).await;
     let (store, watch) = count_watched(Api::<Canary>::namespaced(client.clone(), &ns.name));
+    let before_run = api_requests().await;
     let start = Instant::now();
     create_all(client, &ns.name, count, true).await;
     let created = start.elapsed();
@@ -216,13 +241,17 @@ async fn run(client: &Client, count: usize) {
     watch.abort();
     let serin = start.elapsed();
     let peak_rss = proc_status_kib(pid, "VmHWM:");
+    let run_requests = difference(&before_run, &api_requests().await);
 
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (ticks, requests) = (cpu_ticks(pid), api_requests().await);
     let rss_before = proc_status_kib(pid, "VmRSS:");
     tokio::time::sleep(IDLE).await;
     let idle_ticks = cpu_ticks(pid) - ticks;
-    let idle_requests = api_requests().await - requests;
+    let idle_requests: f64 = difference(&requests, &api_requests().await)
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
     // VmHWM again at the end: the process may still grow after the last Initialized (the
     // caches settle, late events), and the peak is the whole run's.
     let peak_rss = peak_rss.max(proc_status_kib(pid, "VmHWM:"));
@@ -235,6 +264,15 @@ async fn run(client: &Client, count: usize) {
         "scale {count:>5}: created opted-in in {:.1} s; all Initialized after {:>6.1} s (target for 1000: 60 s)",
         created.as_secs_f64(),
         serin.as_secs_f64()
+    );
+    let per_deployment: Vec<String> = run_requests
+        .iter()
+        .map(|(key, n)| format!("{key} {:.2}", n / count as f64))
+        .collect();
+    println!(
+        "scale {count:>5}: Serin's API requests per Deployment until all Initialized: {:.1} ({})",
+        run_requests.iter().map(|(_, n)| n).sum::<f64>() / count as f64,
+        per_deployment.join(", ")
     );
     println!(
         "scale {count:>5}: Serin peak RSS {:.1} MiB over the run (target 64 MB), RSS when idle {:.1} MiB",

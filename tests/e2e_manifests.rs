@@ -1118,7 +1118,7 @@ fn serin_metrics() -> BTreeMap<String, BTreeSet<String>> {
         std::time::Duration::from_millis(1),
     );
     metrics.tls_reload(ReloadResult::Success);
-    requests.count("GET");
+    requests.count("GET", "/apis/apps/v1/namespaces/a/deployments/b");
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
 

@@ -493,6 +493,26 @@ spec:
         Some(original.spec.scale_target_ref.name),
         Some("web".to_string())
     );
+
+    // A change to the user's HPA alone (no new revision) reaches the copy.
+    hpas.patch(
+        "web",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"spec": {"maxReplicas": 7}})),
+    )
+    .await
+    .expect("raise the user's maxReplicas");
+    wait_until("the -primary HPA follows maxReplicas 7", SETTLE, || {
+        let hpas = hpas.clone();
+        async move {
+            let copy = hpas.get("web-primary").await.map_err(|e| e.to_string())?;
+            match copy.spec.max_replicas {
+                7 => Ok(()),
+                other => Err(format!("maxReplicas {other}")),
+            }
+        }
+    })
+    .await;
 }
 
 #[tokio::test]

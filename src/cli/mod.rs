@@ -340,7 +340,8 @@ pub async fn kube_client(
     };
     let count = tower::util::MapRequestLayer::new(
         move |request: axum::http::Request<kube::client::Body>| {
-            requests.count(request.method().as_str());
+            let path = request.uri().path_and_query().map_or("", |p| p.as_str());
+            requests.count(request.method().as_str(), path);
             request
         },
     );

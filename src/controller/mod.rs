@@ -9,6 +9,7 @@
 //! - [`lease`]: leader election.
 
 mod analysis;
+mod cache;
 pub mod lease;
 pub mod observe;
 mod orphans;
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::core::PartialObjectMeta;
@@ -61,8 +63,13 @@ pub struct Context {
     /// Who records Events.
     pub reporter: Reporter,
     pub analysis: analysis::Clients,
-    /// The controller's watch-fed cache of `-primary` Deployments (`None` in the webhook).
-    pub primaries: Option<reflector::Store<Deployment>>,
+    /// The controller's watch-fed caches of `-primary` Deployments and of Canaries (`None`
+    /// in the webhook, which reads from the API server).
+    pub primaries: Option<cache::Cache<Deployment>>,
+    pub canaries: Option<cache::Cache<Canary>>,
+    /// Every HorizontalPodAutoscaler, watch-fed (`None` in the webhook): few objects, read
+    /// on each reconcile to keep the `-primary` copy of the user's.
+    pub hpas: Option<reflector::Store<HorizontalPodAutoscaler>>,
     pub tracking: Tracking,
     pub routers: RouterSettings,
 }
@@ -125,6 +132,20 @@ fn rollout_state(deploy: &Deployment) -> Option<u64> {
     Some(hash.finish())
 }
 
+/// What a `-primary` Deployment event must change to need a reconcile: what the release
+/// machine observes of it (Ready, the revision it runs) and its size. The steps of its
+/// rollout in between (observed, updated, ready, available counts one by one) do not: a
+/// thousand primaries starting at once would otherwise cost a few thousand reconciles.
+fn primary_state(primary: &Deployment) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hash = DefaultHasher::new();
+    primary.metadata.generation.hash(&mut hash);
+    primary.spec.as_ref().map(|s| s.replicas).hash(&mut hash);
+    let observed = observe::primary(Some(primary));
+    (observed.ready, observed.revision).hash(&mut hash);
+    Some(hash.finish())
+}
+
 /// What a Canary event must change to need a reconcile: its spec (the generation) or the
 /// runtime request written on it.
 fn spec_or_request(canary: &Canary) -> Option<u64> {
@@ -162,6 +183,25 @@ fn users_of(
         .collect()
 }
 
+/// What an HPA event must change to need a reconcile: its spec (not its status, which the
+/// HPA controller rewrites every few seconds).
+fn hpa_spec(hpa: &HorizontalPodAutoscaler) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hash = DefaultHasher::new();
+    serde_json::to_string(&hpa.spec).ok()?.hash(&mut hash);
+    Some(hash.finish())
+}
+
+/// The Deployment a user's HPA scales (none for Serin's `-primary` copies, which follow it).
+fn hpa_target(hpa: &HorizontalPodAutoscaler) -> Option<reflector::ObjectRef<Deployment>> {
+    use kube::ResourceExt;
+    let target = &hpa.spec.scale_target_ref;
+    if hpa.labels().contains_key(OWNER_LABEL) || target.kind != "Deployment" {
+        return None;
+    }
+    Some(reflector::ObjectRef::new(&target.name).within(&hpa.namespace()?))
+}
+
 /// Drops what the controller never reads from a cached object.
 fn slim<K: kube::ResourceExt>(object: &mut K) {
     object.managed_fields_mut().clear();
@@ -196,6 +236,8 @@ impl Context {
             },
             analysis: analysis::Clients::new(&options.prometheus_url)?,
             primaries: None,
+            canaries: None,
+            hpas: None,
             tracking: options.tracking,
             routers: options.routers.clone(),
         })
@@ -216,8 +258,12 @@ pub async fn run(
         () = shutdown.clone() => return Ok(()),
     };
     let (primary_cache, primary_writer) = reflector::store();
+    let (canary_cache, canary_writer) = reflector::store();
+    let (hpa_cache, hpa_writer) = reflector::store();
     let ctx = Arc::new(Context {
-        primaries: Some(primary_cache),
+        hpas: Some(hpa_cache),
+        primaries: Some(cache::Cache::new(primary_cache)),
+        canaries: Some(cache::Cache::new(canary_cache)),
         ..Context::new(client.clone(), &options)?
     });
     let deployments: Api<Deployment> = Api::all(client.clone());
@@ -238,15 +284,17 @@ pub async fn run(
         .modify(slim::<Deployment>)
         .reflect(primary_writer)
         .applied_objects()
-        .predicate_filter(rollout_state, Default::default());
+        .predicate_filter(primary_state, Default::default());
     // Serin's own status writes do not change a Canary's generation: only spec changes (and
-    // its creation) and runtime requests need a reconcile.
+    // its creation) and runtime requests need a reconcile. The cache saves a GET of the
+    // Canary on every reconcile.
     let canaries = watcher(
         Api::<Canary>::all(client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
     .modify(slim::<Canary>)
+    .reflect(canary_writer)
     .applied_objects()
     .predicate_filter(spec_or_request, Default::default());
     // A tracked ConfigMap or Secret that changes is a new revision of every opted-in
@@ -257,11 +305,23 @@ pub async fn run(
     )
     .default_backoff()
     .applied_objects();
+    // A user's HPA that is created or changed (its spec: not the status the HPA controller
+    // writes every few seconds) is copied to the primary by a reconcile of its target.
+    let hpas = watcher(
+        Api::<HorizontalPodAutoscaler>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(slim::<HorizontalPodAutoscaler>)
+    .reflect(hpa_writer)
+    .applied_objects()
+    .predicate_filter(hpa_spec, Default::default());
     let (maps_users, secrets_users) = (reader.clone(), reader.clone());
     let sweeper = tokio::spawn(orphans::sweep_forever(client.clone(), reader.clone()));
     let mut controller = Controller::for_stream(opted_in, reader)
         .owns_stream(canaries)
         .owns_stream(primaries)
+        .watches_stream(hpas, |hpa| hpa_target(&hpa))
         .watches_stream(config_maps, move |cm| {
             users_of(&maps_users, ConfigKind::ConfigMap, &cm.metadata)
         });
@@ -300,4 +360,79 @@ pub async fn run(
     lease::release(&leases, &options.lease).await;
     tracing::info!("controller stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+
+    fn primary(replicas: i32, status: DeploymentStatus) -> Deployment {
+        let mut d = Deployment {
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas),
+                ..Default::default()
+            }),
+            status: Some(status),
+            ..Default::default()
+        };
+        d.metadata.generation = Some(1);
+        d
+    }
+
+    fn counts(observed: i64, updated: i32, ready: i32) -> DeploymentStatus {
+        DeploymentStatus {
+            observed_generation: Some(observed),
+            replicas: Some(updated),
+            updated_replicas: Some(updated),
+            ready_replicas: Some(ready),
+            available_replicas: Some(ready),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_primary_rollout_reconciles_when_it_becomes_ready_not_at_each_count() {
+        let created = primary_state(&primary(2, DeploymentStatus::default()));
+        let observed = primary_state(&primary(2, counts(1, 2, 0)));
+        let one_ready = primary_state(&primary(2, counts(1, 2, 1)));
+        let ready = primary_state(&primary(2, counts(1, 2, 2)));
+        assert_eq!(created, observed);
+        assert_eq!(observed, one_ready);
+        assert_ne!(one_ready, ready);
+        // Resizing it is a change too (the machine keeps it at the user's count).
+        assert_ne!(ready, primary_state(&primary(3, counts(1, 2, 2))));
+    }
+
+    #[test]
+    fn an_hpa_reconciles_its_target_on_spec_changes_only_and_serins_copies_none() {
+        use k8s_openapi::api::autoscaling::v2::{
+            HorizontalPodAutoscalerSpec, HorizontalPodAutoscalerStatus,
+        };
+        let mut hpa = HorizontalPodAutoscaler {
+            spec: HorizontalPodAutoscalerSpec {
+                max_replicas: 4,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        hpa.metadata.namespace = Some("prod".into());
+        hpa.spec.scale_target_ref.kind = "Deployment".into();
+        hpa.spec.scale_target_ref.name = "web".into();
+        assert_eq!(
+            hpa_target(&hpa),
+            Some(reflector::ObjectRef::new("web").within("prod"))
+        );
+        let before = hpa_spec(&hpa);
+        hpa.status = Some(HorizontalPodAutoscalerStatus {
+            current_replicas: Some(3),
+            ..Default::default()
+        });
+        assert_eq!(hpa_spec(&hpa), before);
+        hpa.spec.max_replicas = 5;
+        assert_ne!(hpa_spec(&hpa), before);
+
+        hpa.metadata.labels = Some([(OWNER_LABEL.to_owned(), "web".to_owned())].into());
+        assert_eq!(hpa_target(&hpa), None);
+    }
 }

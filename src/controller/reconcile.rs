@@ -16,6 +16,7 @@ use kube::runtime::events::{Event, EventType as KubeEventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
+use super::cache::{Cache, Lookup};
 use super::requests::{self, Settled, StepContext};
 use super::{Context, Error, FIELD_MANAGER, analysis, observe};
 use crate::crd::{AnalysisTemplate, Canary, CanaryResourceSpec, CanaryStatus};
@@ -62,8 +63,7 @@ struct EventHooks {
 pub async fn reconcile(deploy: Arc<Deployment>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let namespace = deploy.namespace().ok_or(Error::NoNamespace)?;
     let name = deploy.name_any();
-    let canaries: Api<Canary> = Api::namespaced(ctx.client.clone(), &namespace);
-    let canary = canaries.get_opt(&name).await?;
+    let canary = ctx.canary(&namespace, &name).await?;
 
     let opted_in = match spec::read_deployment(&deploy) {
         Ok(OptIn::Enabled(spec)) => Some(spec),
@@ -198,17 +198,15 @@ impl Release<'_> {
         Api::namespaced(self.ctx.client.clone(), &self.namespace)
     }
 
-    /// The primary from the controller's cache, which its watch keeps current (a reconcile
-    /// runs again on each of its changes); read from the API server when the cache does not
-    /// have it, so a primary created a moment ago is never created twice.
+    /// The primary, from the controller's cache when it is current (see [`cache`]).
     async fn primary(&self, name: &str) -> Result<Option<Deployment>, Error> {
-        let cached = self.ctx.primaries.as_ref().and_then(|store| {
-            store.get(&kube::runtime::reflector::ObjectRef::new(name).within(&self.namespace))
-        });
-        match cached {
-            Some(primary) => Ok(Some(Deployment::clone(&primary))),
-            None => Ok(self.deployments().get_opt(name).await?),
-        }
+        read_through(
+            self.ctx.primaries.as_ref(),
+            &self.deployments(),
+            &self.namespace,
+            name,
+        )
+        .await
     }
 
     fn router_api(&self) -> Api<DynamicObject> {
@@ -261,6 +259,9 @@ impl Release<'_> {
             // The Services and the HPA copy are applied (and so repaired) when traffic first
             // moves to the primary, and whenever the configuration, the Deployment's spec or
             // the revision changes; not on every status event, which would cost a write each.
+            // The `-primary` and `-canary` Services carry no traffic before the router sends
+            // it, so they come with the primary (as admission's injection makes them); the
+            // apex waits for a Ready primary.
             let primary_ready = observe::primary(primary.as_ref()).ready;
             let due = match status.phase {
                 Phase::Initializing => primary_ready,
@@ -270,15 +271,17 @@ impl Release<'_> {
                         || status.revision.as_deref() != Some(revision.as_str())
                 }
             };
-            if due || created {
-                let hpa = self.primary_hpa().await?;
-                self.autoscaled = Some(hpa.is_some());
-                if let Some(hpa) = &hpa {
-                    self.apply_primary_hpa(hpa).await?;
-                }
+            let hpa = self.primary_hpa().await?;
+            self.autoscaled = Some(hpa.is_some());
+            if let Some(hpa) = &hpa
+                && (due || created || self.hpa_copy_differs(hpa))
+            {
+                self.apply_primary_hpa(hpa).await?;
             }
             if due {
-                self.apply_services().await?;
+                self.apply_services(Services::All).await?;
+            } else if created {
+                self.apply_services(Services::PrimaryAndCanary).await?;
             }
             if let Some(p) = primary.as_ref() {
                 self.scale_primary(p, desired).await?;
@@ -482,6 +485,7 @@ impl Release<'_> {
         let applied = api
             .patch(&self.name, &apply_params(), &Patch::Apply(&object))
             .await?;
+        self.ctx.wrote_canary(&applied);
         self.canary = Some(applied);
         Ok(true)
     }
@@ -500,8 +504,10 @@ impl Release<'_> {
             "status": status,
         });
         let api: Api<Canary> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        api.patch_status(&self.name, &apply_params(), &Patch::Apply(&patch))
+        let written = api
+            .patch_status(&self.name, &apply_params(), &Patch::Apply(&patch))
             .await?;
+        self.ctx.wrote_canary(&written);
         Ok(())
     }
 
@@ -518,10 +524,18 @@ impl Release<'_> {
             }
         }
         let name = release::primary_name(&self.name);
-        Ok(self
+        let applied = self
             .deployments()
             .patch(&name, &apply_params(), &Patch::Apply(&primary))
-            .await?)
+            .await?;
+        if let Some(cache) = &self.ctx.primaries {
+            cache.saw(
+                &self.namespace,
+                &name,
+                applied.metadata.resource_version.as_deref(),
+            );
+        }
+        Ok(applied)
     }
 
     /// Keeps the primary at the user's replica count (an HPA on the primary owns it instead).
@@ -530,13 +544,22 @@ impl Release<'_> {
             return Ok(());
         }
         let name = primary.name_any();
-        self.deployments()
+        let scale = self
+            .deployments()
             .patch_scale(
                 &name,
                 &PatchParams::default(),
                 &Patch::Merge(json!({"spec": {"replicas": desired}})),
             )
             .await?;
+        // The Scale carries the Deployment's resourceVersion.
+        if let Some(cache) = &self.ctx.primaries {
+            cache.saw(
+                &self.namespace,
+                &name,
+                scale.metadata.resource_version.as_deref(),
+            );
+        }
         Ok(())
     }
 
@@ -550,19 +573,42 @@ impl Release<'_> {
     }
 
     /// The user's HPA that targets the Deployment, as the `-primary` copy that targets the
-    /// primary; `None` when no HPA targets it.
+    /// primary; `None` when no HPA targets it. From the controller's cache of HPAs (a
+    /// request saved on each reconcile), or a LIST in the webhook.
     async fn primary_hpa(&self) -> Result<Option<HorizontalPodAutoscaler>, Error> {
-        let api: Api<HorizontalPodAutoscaler> =
-            Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        for hpa in api.list(&ListParams::default()).await?.items {
-            if hpa.labels().contains_key(OWNER_LABEL) {
-                continue; // a copy of Serin's own
+        let listed;
+        let hpas: Vec<Arc<HorizontalPodAutoscaler>> = match &self.ctx.hpas {
+            Some(store) => store.state(),
+            None => {
+                let api: Api<HorizontalPodAutoscaler> =
+                    Api::namespaced(self.ctx.client.clone(), &self.namespace);
+                listed = api.list(&ListParams::default()).await?.items;
+                listed.iter().cloned().map(Arc::new).collect()
+            }
+        };
+        for hpa in hpas {
+            if hpa.namespace().as_deref() != Some(self.namespace.as_str())
+                || hpa.labels().contains_key(OWNER_LABEL)
+            {
+                continue; // another namespace's, or a copy of Serin's own
             }
             if let Some(copy) = release::primary_hpa(&hpa, self.deploy)? {
                 return Ok(Some(copy));
             }
         }
         Ok(None)
+    }
+
+    /// The `-primary` copy in the controller's cache is missing or has another spec than
+    /// `wanted` (the user changed their HPA). Without a cache: false (the copy is applied
+    /// when due).
+    fn hpa_copy_differs(&self, wanted: &HorizontalPodAutoscaler) -> bool {
+        let Some(store) = &self.ctx.hpas else {
+            return false;
+        };
+        let key =
+            kube::runtime::reflector::ObjectRef::new(&wanted.name_any()).within(&self.namespace);
+        store.get(&key).is_none_or(|copy| copy.spec != wanted.spec)
     }
 
     async fn apply_primary_hpa(&self, hpa: &HorizontalPodAutoscaler) -> Result<(), Error> {
@@ -587,9 +633,14 @@ impl Release<'_> {
         Ok(())
     }
 
-    async fn apply_services(&self) -> Result<(), Error> {
+    async fn apply_services(&self, which: Services) -> Result<(), Error> {
         let api: Api<Service> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        for service in release::services(self.deploy, &self.spec)? {
+        let [apex, primary, canary] = release::services(self.deploy, &self.spec)?;
+        let services = match which {
+            Services::All => vec![apex, primary, canary],
+            Services::PrimaryAndCanary => vec![primary, canary],
+        };
+        for service in services {
             let name = service.name_any();
             api.patch(&name, &apply_params(), &Patch::Apply(&service))
                 .await?;
@@ -716,6 +767,9 @@ impl Release<'_> {
         }
         let primary = release::primary_name(&self.name);
         ignore_missing(self.deployments().delete(&primary, &delete).await)?;
+        if let Some(cache) = &self.ctx.primaries {
+            cache.gone(&self.namespace, &primary);
+        }
         let owned = ListParams::default().labels(&format!("{OWNER_LABEL}={}", self.name));
         let maps: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         for cm in maps.list_metadata(&owned).await? {
@@ -742,6 +796,9 @@ impl Release<'_> {
         .await;
         let canaries: Api<Canary> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         ignore_missing(canaries.delete(&self.name, &delete).await)?;
+        if let Some(cache) = &self.ctx.canaries {
+            cache.gone(&self.namespace, &self.name);
+        }
         remove_label(self.ctx, self.deploy).await
     }
 
@@ -827,7 +884,52 @@ async fn remove_label(ctx: &Context, deploy: &Deployment) -> Result<(), Error> {
     Ok(())
 }
 
+/// Which Services a reconcile applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Services {
+    All,
+    PrimaryAndCanary,
+}
+
+/// An object from `cache` when it has caught up with Serin's writes, else from the API server
+/// (which then becomes the mark the cache must reach).
+async fn read_through<K>(
+    cache: Option<&Cache<K>>,
+    api: &Api<K>,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<K>, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + 'static,
+{
+    if let Some(Lookup::Fresh(found)) = cache.map(|c| c.lookup(namespace, name)) {
+        return Ok(found.map(|o| K::clone(&o)));
+    }
+    let found = api.get_opt(name).await?;
+    if let (Some(cache), Some(object)) = (cache, &found) {
+        cache.saw(namespace, name, object.meta().resource_version.as_deref());
+    }
+    Ok(found)
+}
+
 impl Context {
+    /// The Canary of a Deployment (see [`read_through`]).
+    async fn canary(&self, namespace: &str, name: &str) -> Result<Option<Canary>, Error> {
+        let api: Api<Canary> = Api::namespaced(self.client.clone(), namespace);
+        read_through(self.canaries.as_ref(), &api, namespace, name).await
+    }
+
+    /// Serin wrote this Canary: its cache is read again once it shows this version.
+    fn wrote_canary(&self, canary: &Canary) {
+        if let (Some(cache), Some(namespace)) = (&self.canaries, canary.namespace()) {
+            cache.saw(
+                &namespace,
+                &canary.name_any(),
+                canary.metadata.resource_version.as_deref(),
+            );
+        }
+    }
+
     /// Records an Event on the Deployment and, when it exists, on its Canary.
     pub async fn publish(
         &self,

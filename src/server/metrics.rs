@@ -77,10 +77,12 @@ struct ReloadLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ApiRequestLabels {
     method: String,
+    resource: String,
 }
 
-/// Requests Serin's Kubernetes client sends, by HTTP method: what "near-zero API requests
-/// while idle" is measured with (a watch is one long GET).
+/// Requests Serin's Kubernetes client sends, by HTTP method and resource: what "near-zero
+/// API requests while idle" is measured with, and what the scale bench breaks down per
+/// Deployment. A watch is one long GET, counted as method `WATCH`.
 #[derive(Debug, Clone, Default)]
 pub struct KubeApiRequests(Family<ApiRequestLabels, Counter>);
 
@@ -89,18 +91,49 @@ impl KubeApiRequests {
         let requests = Self::default();
         registry.register(
             "serin_kube_api_requests",
-            "Requests sent to the Kubernetes API server, by HTTP method",
+            "Requests sent to the Kubernetes API server, by HTTP method (WATCH for a watch) \
+             and resource (`deployments/scale`, `canaries/status`, ...)",
             requests.0.clone(),
         );
         requests
     }
 
-    pub fn count(&self, method: &str) {
+    /// Counts one request to `path_and_query` (`/apis/apps/v1/namespaces/a/deployments?...`).
+    pub fn count(&self, method: &str, path_and_query: &str) {
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        let watch = query.split('&').any(|pair| pair == "watch=true");
         self.0
             .get_or_create(&ApiRequestLabels {
-                method: method.to_owned(),
+                method: if watch { "WATCH" } else { method }.to_owned(),
+                resource: resource_of(path),
             })
             .inc();
+    }
+}
+
+/// The resource (with its subresource) a Kubernetes API path names: `deployments/scale` for
+/// `/apis/apps/v1/namespaces/a/deployments/web/scale`; the path's first segment for anything
+/// else (`/version`, discovery), so the label's values stay few.
+fn resource_of(path: &str) -> String {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // /api/VERSION/... or /apis/GROUP/VERSION/...
+    let rest = match segments.as_slice() {
+        ["api", _version, rest @ ..] => rest,
+        ["apis", _group, _version, rest @ ..] => rest,
+        [first, ..] => return (*first).to_owned(),
+        [] => return String::new(),
+    };
+    let rest = match rest {
+        // A namespace's own path (`namespaces/NAME`) is the namespaces resource.
+        ["namespaces", _name, inner @ ..] if !inner.is_empty() => inner,
+        other => other,
+    };
+    match rest {
+        [] => "discovery".to_owned(),
+        [resource] | [resource, _] => (*resource).to_owned(),
+        [resource, _name, sub, ..] => format!("{resource}/{sub}"),
     }
 }
 
@@ -187,6 +220,53 @@ impl Metrics {
 mod tests {
     use super::*;
     use prometheus_client::encoding::text::encode;
+
+    #[test]
+    fn api_requests_are_labelled_with_their_resource_and_subresource() {
+        let cases = [
+            (
+                "/apis/apps/v1/namespaces/a/deployments/web/scale",
+                "deployments/scale",
+            ),
+            ("/apis/apps/v1/namespaces/a/deployments/web", "deployments"),
+            ("/apis/apps/v1/namespaces/a/deployments", "deployments"),
+            ("/apis/apps/v1/deployments", "deployments"),
+            (
+                "/apis/serin.dev/v1beta1/namespaces/a/canaries/web/status",
+                "canaries/status",
+            ),
+            ("/api/v1/namespaces/a/services/web", "services"),
+            ("/api/v1/namespaces/a", "namespaces"),
+            ("/api/v1/namespaces", "namespaces"),
+            ("/apis/events.k8s.io/v1/namespaces/a/events", "events"),
+            ("/apis/apps/v1", "discovery"),
+            ("/version", "version"),
+        ];
+        for (path, resource) in cases {
+            assert_eq!(resource_of(path), resource, "{path}");
+        }
+    }
+
+    #[test]
+    fn a_watch_is_counted_apart_from_other_gets() {
+        let mut registry = Registry::default();
+        let requests = KubeApiRequests::register(&mut registry);
+        requests.count(
+            "GET",
+            "/apis/apps/v1/deployments?labelSelector=x&watch=true",
+        );
+        requests.count("GET", "/apis/apps/v1/deployments?labelSelector=x");
+        requests.count("PATCH", "/apis/apps/v1/namespaces/a/deployments/web/scale");
+        let mut text = String::new();
+        encode(&mut text, &registry).expect("encode");
+        for series in [
+            r#"serin_kube_api_requests_total{method="WATCH",resource="deployments"} 1"#,
+            r#"serin_kube_api_requests_total{method="GET",resource="deployments"} 1"#,
+            r#"serin_kube_api_requests_total{method="PATCH",resource="deployments/scale"} 1"#,
+        ] {
+            assert!(text.contains(series), "{series} not in\n{text}");
+        }
+    }
 
     #[test]
     fn exposition_uses_the_documented_names_and_label_values() {
