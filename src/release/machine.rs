@@ -12,9 +12,10 @@
 //! executor runs the hooks of that kind (answering `Some(true)` when none is configured) and
 //! calls again. `rollout` webhooks (load tests) are run by the executor as part of
 //! `RunChecks`, their failures reported as checks, as Flagger counts them. `rollback`
-//! webhooks are polled the same way once per interval of an analysis: one that answers
-//! with success asks for a rollback. `event` webhooks are the executor's alone: it sends
-//! every Event it records to them.
+//! webhooks are polled the same way, once per interval while a release is under way and not
+//! paused (Waiting at a closed `confirm-rollout` gate, Progressing, WaitingPromotion): one
+//! that answers with success asks for a rollback. `event` webhooks are the executor's alone:
+//! it sends every Event it records to them.
 //!
 //! **Traffic** is declared, not commanded: every step compares the weights the router should
 //! have for the new status with the ones observed and emits one [`Action::SetWeights`] first
@@ -301,7 +302,8 @@ pub enum HookKind {
     PreRollout,
     ConfirmTrafficIncrease,
     ConfirmPromotion,
-    /// Polled once per interval of an analysis; a success asks for a rollback.
+    /// Polled once per interval while a release waits at a gate or is analysed; a success
+    /// asks for a rollback.
     Rollback,
     /// A notification after Succeeded or Failed; its result is not awaited.
     PostRollout,
@@ -492,7 +494,13 @@ impl Step<'_> {
     fn wait_for_confirm_rollout(&mut self) {
         match self.obs.gates.confirm_rollout {
             None => self.call_gate(HookKind::ConfirmRollout),
-            Some(false) => {}
+            // Held at the gate: a rollback webhook may still end the release, as in Flagger,
+            // asked once per interval like during the analysis.
+            Some(false) => {
+                if self.due() && self.poll_rollback_webhooks() {
+                    self.hold();
+                }
+            }
             Some(true) => {
                 self.transition(Phase::Progressing);
                 // The first interval gives the canary time to become Ready.
@@ -513,13 +521,9 @@ impl Step<'_> {
         if obs.canary.stalled {
             return self.roll_back("The canary did not become Ready before its progress deadline");
         }
-        if self.due() {
-            // Asked once per interval, before anything else of that interval.
-            match obs.gates.rollback {
-                None => return self.call_gate(HookKind::Rollback),
-                Some(true) => return self.roll_back("A rollback webhook asked for a rollback"),
-                Some(false) => {}
-            }
+        // Asked once per interval, before anything else of that interval.
+        if self.due() && !self.poll_rollback_webhooks() {
+            return;
         }
         if obs.canary.replicas == 0 && obs.canary.desired_replicas > 0 {
             // Resumes a start interrupted between the status write and the scale-up.
@@ -625,6 +629,23 @@ impl Step<'_> {
             );
         }
         self.confirm_promotion(summary);
+    }
+
+    /// Asks the `rollback` webhooks (the caller decides that this interval's poll is due):
+    /// true when the release goes on because none asked for a rollback; false while their
+    /// answer is awaited or once a rollback has begun.
+    fn poll_rollback_webhooks(&mut self) -> bool {
+        match self.obs.gates.rollback {
+            None => {
+                self.call_gate(HookKind::Rollback);
+                false
+            }
+            Some(true) => {
+                self.roll_back("A rollback webhook asked for a rollback");
+                false
+            }
+            Some(false) => true,
+        }
     }
 
     /// The analysis is complete: promote once `confirm-promotion` opens.
@@ -1634,6 +1655,103 @@ mod tests {
         let idle = tick_actions(&mut world);
         assert_eq!(polls(&idle), 0);
         assert_eq!(world.status.phase, Phase::Succeeded);
+    }
+
+    #[test]
+    fn a_rollback_webhook_rolls_back_a_release_waiting_at_a_closed_confirm_rollout_gate() {
+        for spec in [spec(), blue_green(), ab()] {
+            let mut world = releasing(spec.clone());
+            world.gates.confirm_rollout = Some(false);
+            for _ in 0..3 {
+                world.tick();
+            }
+            assert_eq!(world.status.phase, Phase::Waiting, "{spec:?}");
+            world.gates.rollback = Some(true);
+            world.tick();
+            assert_eq!(world.status.phase, Phase::Failed, "{spec:?}");
+            assert_eq!(world.router, Some(Weights::ALL_PRIMARY));
+            assert_eq!(world.canary_replicas, 0, "never scaled up");
+            assert_eq!(world.weights_set(), Vec::<u32>::new(), "never got traffic");
+            assert_eq!(world.primary_revision.as_deref(), Some("rev1"));
+            assert!(
+                world.events("RolledBack")[0].contains("A rollback webhook asked for a rollback"),
+                "{:?}",
+                world.events("RolledBack")
+            );
+            // Failed stays Failed until a new revision, even with the gate open again.
+            world.gates.confirm_rollout = Some(true);
+            world.tick();
+            assert_eq!(world.status.phase, Phase::Failed);
+        }
+    }
+
+    #[test]
+    fn rollback_webhooks_are_polled_once_per_interval_while_waiting_at_a_closed_gate() {
+        let mut world = releasing(spec());
+        world.gates.confirm_rollout = Some(false);
+        let polls = |actions: &[Action]| {
+            actions
+                .iter()
+                .filter(|a| **a == Action::CallHook(HookKind::Rollback))
+                .count()
+        };
+        for _ in 0..3 {
+            let actions = tick_actions(&mut world);
+            assert_eq!(polls(&actions), 1, "{actions:?}");
+            // The next poll is one interval away, not sooner.
+            assert!(
+                actions.contains(&Action::RequeueAfter(Duration::from_secs(10))),
+                "{actions:?}"
+            );
+        }
+        assert_eq!(world.status.phase, Phase::Waiting);
+        // Watch events within the interval ask confirm-rollout again, not the rollback hooks.
+        world.seconds -= 10;
+        for _ in 0..3 {
+            let actions = tick_actions(&mut world);
+            assert_eq!(polls(&actions), 0, "{actions:?}");
+            assert!(actions.contains(&Action::CallHook(HookKind::ConfirmRollout)));
+            world.seconds -= 10;
+        }
+        world.seconds += 10;
+        // Once the gate opens, the analysis starts without a poll of its own that interval.
+        world.gates.confirm_rollout = Some(true);
+        let opened = tick_actions(&mut world);
+        assert_eq!(world.status.phase, Phase::Progressing);
+        assert_eq!(polls(&opened), 0, "{opened:?}");
+    }
+
+    #[test]
+    fn a_rollback_webhook_ends_a_release_held_at_a_closed_traffic_increase_gate() {
+        for spec in [spec(), ab()] {
+            let mut world = releasing(spec.clone());
+            world.gates.confirm_traffic_increase = Some(false);
+            for _ in 0..6 {
+                world.tick();
+            }
+            assert_eq!(world.status.phase, Phase::Progressing, "{spec:?}");
+            world.gates.rollback = Some(true);
+            world.tick();
+            assert_eq!(world.status.phase, Phase::Failed, "{spec:?}");
+            assert_eq!(world.router, Some(Weights::ALL_PRIMARY));
+        }
+    }
+
+    #[test]
+    fn a_paused_release_polls_no_rollback_webhook() {
+        let mut world = releasing(spec());
+        world.gates.confirm_rollout = Some(false);
+        world.tick();
+        world.requests.paused = true;
+        world.gates.rollback = Some(true);
+        for _ in 0..3 {
+            let actions = tick_actions(&mut world);
+            assert!(
+                !actions.contains(&Action::CallHook(HookKind::Rollback)),
+                "{actions:?}"
+            );
+        }
+        assert_eq!(world.status.phase, Phase::Waiting);
     }
 
     #[test]
