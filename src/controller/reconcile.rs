@@ -314,6 +314,8 @@ impl Release<'_> {
             checksum: revision.clone(),
         };
         let (mut actions, mut new_status) = release::step(&status, &obs, now.clone(), &self.spec);
+        // Hooks asked for by a step get the phase that step is in (a new revision's first
+        // `confirm-rollout` and `rollback` calls say Waiting, not the phase before it).
         for _ in 0..MAX_CALLBACKS {
             let mut called_back = false;
             for action in &actions {
@@ -325,7 +327,7 @@ impl Release<'_> {
                             &self.name,
                             &self.spec,
                             template_spec.as_ref(),
-                            self.payload(&status, &revision),
+                            self.payload(&new_status, &revision),
                         )
                         .await;
                         for problem in problems {
@@ -338,7 +340,7 @@ impl Release<'_> {
                         let asking = analysis::rollback_requested(
                             self.ctx,
                             template_spec.as_ref(),
-                            self.payload(&status, &revision),
+                            self.payload(&new_status, &revision),
                         )
                         .await;
                         if !asking.is_empty() {
@@ -356,7 +358,7 @@ impl Release<'_> {
                             self.ctx,
                             template_spec.as_ref(),
                             *kind,
-                            self.payload(&status, &revision),
+                            self.payload(&new_status, &revision),
                         )
                         .await;
                         if let Some(message) = outcome.message {

@@ -34,7 +34,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -117,9 +117,10 @@ pub struct ReleaseStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<Time>,
     /// When the last interval's work (hook, checks) was evaluated; the next is due one
-    /// `interval` later.
+    /// `interval` later. In microseconds: a `Time` keeps whole seconds, which would make the
+    /// next interval up to a second short once the status is read back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_check_time: Option<Time>,
+    pub last_check_time: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_checks: Vec<CheckValue>,
 }
@@ -492,19 +493,23 @@ impl Step<'_> {
     }
 
     fn wait_for_confirm_rollout(&mut self) {
+        // A rollback webhook may end a release held at the gate, as in Flagger: asked once per
+        // interval, before the gate, as during the analysis.
+        let polled = self.due();
+        if polled && !self.poll_rollback_webhooks() {
+            return;
+        }
         match self.obs.gates.confirm_rollout {
             None => self.call_gate(HookKind::ConfirmRollout),
-            // Held at the gate: a rollback webhook may still end the release, as in Flagger,
-            // asked once per interval like during the analysis.
             Some(false) => {
-                if self.due() && self.poll_rollback_webhooks() {
+                if polled {
                     self.hold();
                 }
             }
             Some(true) => {
                 self.transition(Phase::Progressing);
                 // The first interval gives the canary time to become Ready.
-                self.status.last_check_time = Some(self.now.clone());
+                self.status.last_check_time = Some(MicroTime(self.now.0));
                 self.actions
                     .push(Action::ScaleCanary(self.obs.canary.desired_replicas));
                 self.event(
@@ -766,7 +771,7 @@ impl Step<'_> {
 
     /// This interval's work is done; the next is due one interval from now.
     fn hold(&mut self) {
-        self.status.last_check_time = Some(self.now.clone());
+        self.status.last_check_time = Some(MicroTime(self.now.0));
     }
 
     fn fail_check(&mut self, message: String) {
@@ -1454,6 +1459,41 @@ mod tests {
     }
 
     #[test]
+    fn an_interval_is_never_shortened_by_storing_the_status() {
+        let mut world = releasing(spec());
+        world.gates.confirm_rollout = Some(false);
+        world.tick();
+        // Held at 0.7 s past a second; read back from the Canary, still 0.7 s past it.
+        let held = Timestamp::from_millisecond(1_700_000_100_700).unwrap_or_default();
+        world.status.last_check_time = Some(MicroTime(held));
+        let stored = serde_json::to_value(&world.status).unwrap_or_default();
+        let read: ReleaseStatus = serde_json::from_value(stored).unwrap_or_default();
+        assert_eq!(read.last_check_time, world.status.last_check_time);
+        // 9.5 s later the 10 s interval is not over: no rollback poll yet, and a requeue for
+        // the half second left.
+        let now = Time(Timestamp::from_millisecond(1_700_000_110_200).unwrap_or_default());
+        let obs = world.observe(None, Gates::default());
+        let (actions, _) = step(&read, &obs, now, &world.spec);
+        assert!(!actions.contains(&Action::CallHook(HookKind::Rollback)));
+        let (actions, _) = step(
+            &read,
+            &Observations {
+                gates: Gates {
+                    confirm_rollout: Some(false),
+                    ..Gates::default()
+                },
+                ..obs
+            },
+            Time(Timestamp::from_millisecond(1_700_000_110_200).unwrap_or_default()),
+            &world.spec,
+        );
+        assert!(
+            actions.contains(&Action::RequeueAfter(Duration::from_millis(500))),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
     fn status_phases_are_spelled_as_in_the_spec() {
         let names: Vec<String> = [
             Phase::Initializing,
@@ -1634,7 +1674,7 @@ mod tests {
     }
 
     #[test]
-    fn rollback_webhooks_are_polled_once_per_interval_and_only_during_an_analysis() {
+    fn rollback_webhooks_are_polled_once_per_interval_and_only_while_a_release_is_under_way() {
         let mut world = releasing(spec());
         let polls = |actions: &[Action]| {
             actions
@@ -1642,8 +1682,9 @@ mod tests {
                 .filter(|a| **a == Action::CallHook(HookKind::Rollback))
                 .count()
         };
-        // Waiting → Progressing: the first interval gives the canary time to become Ready.
-        assert_eq!(polls(&tick_actions(&mut world)), 0);
+        // Waiting → Progressing: asked as the release starts; the first interval of the
+        // analysis then gives the canary time to become Ready.
+        assert_eq!(polls(&tick_actions(&mut world)), 1);
         for _ in 0..3 {
             assert_eq!(polls(&tick_actions(&mut world)), 1);
         }
@@ -1713,8 +1754,7 @@ mod tests {
             assert!(actions.contains(&Action::CallHook(HookKind::ConfirmRollout)));
             world.seconds -= 10;
         }
-        world.seconds += 10;
-        // Once the gate opens, the analysis starts without a poll of its own that interval.
+        // The gate opens within an interval: the analysis starts without another poll.
         world.gates.confirm_rollout = Some(true);
         let opened = tick_actions(&mut world);
         assert_eq!(world.status.phase, Phase::Progressing);
