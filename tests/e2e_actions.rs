@@ -1,13 +1,15 @@
 //! Runtime actions and the kubectl plugin on the real local cluster: releases as in
 //! `e2e_release.rs` (Serin, the simulator and Prometheus as `make up` runs them, 2 s
 //! intervals), steered with `kubectl serin promote|abort|pause|resume` through the built
-//! kubectl, and `kubectl serin status` read back.
+//! kubectl, and `kubectl serin status` and the `Paused` column of `kubectl get canaries`
+//! read back.
 
 mod support;
 
 use std::time::Duration;
 
 use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
 use serin::controller::requests::{ACTION, ACTION_ID};
 use serin::crd::RequestOutcome;
 use serin::release::{Phase, ReleaseStatus};
@@ -69,6 +71,33 @@ fn plugin_ok(ns: &str, args: &[&str]) -> String {
     let (ok, stdout, stderr) = kubectl_serin(SERIN, &args);
     assert!(ok, "kubectl serin {args:?} failed:\n{stdout}\n{stderr}");
     stdout
+}
+
+/// The `Paused` cell of the Canary's row in the Table the API server renders for
+/// `kubectl get canaries` (the CRD's printer columns), asked for as kubectl asks.
+async fn paused_column(client: &Client, ns: &str, name: &str) -> Value {
+    let request = axum::http::Request::get(format!(
+        "/apis/serin.dev/v1beta1/namespaces/{ns}/canaries/{name}"
+    ))
+    .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+    .body(Vec::new())
+    .expect("a Table request");
+    let table: Value = client
+        .request(request)
+        .await
+        .expect("the Canary as a Table");
+    let columns: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|c| c["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        columns,
+        [
+            "Name", "Phase", "Weight", "Failed", "Paused", "Revision", "Age"
+        ],
+        "{table:#}"
+    );
+    table["rows"][0]["cells"][4].clone()
 }
 
 /// The weights Serin moved the canary to, from its Events, in order.
@@ -193,6 +222,15 @@ async fn pause_holds_the_weight_over_several_intervals_and_resume_continues() {
     assert!(held.paused);
     let weight = held.release.canary_weight;
     assert!(weight > 0 && weight < 50, "paused at {weight}%");
+    assert_eq!(paused_column(&client, ns, "web").await, json!(true));
+    let (ok, table, stderr) = support::kubectl(&["get", "canaries", "-n", ns], None);
+    assert!(ok, "{stderr}");
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0].get(4), Some(&"PAUSED"), "{table}");
+    assert_eq!(lines[1].get(4), Some(&"true"), "{table}");
 
     // A spec change makes Serin re-apply the Canary while paused: the request stays.
     let mut extra = SMALL_STEPS.to_vec();
@@ -255,6 +293,7 @@ async fn pause_holds_the_weight_over_several_intervals_and_resume_continues() {
     .await;
     let done = wait_phase(&client, ns, "web", Phase::Succeeded, RELEASE).await;
     assert!(!done.status.expect("status").paused);
+    assert_eq!(paused_column(&client, ns, "web").await, json!(false));
     let events = events(&client, ns, "web").await;
     let walked = advanced_weights(&events);
     assert_eq!(

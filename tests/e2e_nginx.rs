@@ -1,10 +1,12 @@
 //! The `nginx` provider on the real local cluster: the canary Ingresses Serin builds are
 //! accepted by the API server as built (and a malformed one is refused, so validation really
 //! runs), and a release driven through `<ingress>-canary` moves its `canary-weight` step by
-//! step, is promoted when good and rolled back to weight 0 when the canary fails. Ingress is
-//! built into Kubernetes, so no CRD is involved; the traffic simulator reads the same canary
-//! Ingresses and exports ingress-nginx's series, which the builtin checks of an nginx release
-//! query.
+//! step, is promoted when good and rolled back to weight 0 when the canary fails. An A/B
+//! release (`serin.dev/match` on a header) routes by `canary-by-header` while it is analysed,
+//! so only the requests with the header reach the canary, and is promoted or rolled back the
+//! same way. Ingress is built into Kubernetes, so no CRD is involved; the traffic simulator
+//! reads the same canary Ingresses and exports ingress-nginx's series, which the builtin
+//! checks of an nginx release query.
 
 mod support;
 
@@ -19,9 +21,10 @@ use serde_json::json;
 use serin::release::Phase;
 use serin::router::nginx::CanaryIngress;
 use serin::router::{Router, Weights};
+use serin::simulate::backends::MATCHING_PERCENT;
 use serin::spec::{CanarySpec, MatchRule, Provider};
-use support::TestNamespace;
 use support::release::{Version, apply, canary, events, image, manifest, replicas, wait_phase};
+use support::{TestNamespace, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(60);
 /// Long enough for a release of 2 s intervals with a few failed checks.
@@ -480,4 +483,162 @@ async fn a_failing_canary_is_rolled_back_with_canary_weight_back_at_0() {
         failed.is_some_and(|n| n > 0.0),
         "no 5xx answer of the canary upstream: {failed:?}"
     );
+}
+
+/// The A/B release of these tests: one header rule, so ingress-nginx can express it.
+fn ab_annotations() -> Vec<(&'static str, &'static str)> {
+    nginx_annotations(&[
+        ("serin.dev/iterations", "6"),
+        ("serin.dev/match", "header:x-canary=insider"),
+    ])
+}
+
+/// The ingress-nginx annotations of the canary Ingress, without the prefix.
+async fn nginx_annotations_of(client: &Client, ns: &str) -> Vec<(String, String)> {
+    let prefix = CanaryIngress::default().annotation("");
+    canary_ingress(client, ns)
+        .await
+        .map(|object| {
+            annotations_under(&object, &prefix)
+                .into_iter()
+                .map(|(k, v)| (k[prefix.len()..].to_owned(), v))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The canary Ingress routes by weight only, at 0: every request to the primary.
+fn by_weight_zero() -> Vec<(String, String)> {
+    vec![
+        ("canary".into(), "true".into()),
+        ("canary-weight".into(), "0".into()),
+    ]
+}
+
+#[tokio::test]
+async fn ab_testing_through_nginx_sends_only_requests_with_the_header_to_the_canary_then_promotes()
+{
+    let (client, ns) = setup("nginx-ab").await;
+    let ns = &ns.name;
+    let annotations = ab_annotations();
+    opt_in(&client, ns, &annotations).await;
+    assert_eq!(nginx_annotations_of(&client, ns).await, by_weight_zero());
+    apply(&manifest(ns, "web", &Version::good("v2"), &annotations));
+
+    // While the analysis runs, the canary Ingress routes by the header, and nothing by weight.
+    let by_header = vec![
+        ("canary".to_owned(), "true".to_owned()),
+        ("canary-by-header".to_owned(), "x-canary".to_owned()),
+        ("canary-by-header-value".to_owned(), "insider".to_owned()),
+        ("canary-weight".to_owned(), "0".to_owned()),
+    ];
+    wait_until(
+        "the canary Ingress to route the requests with the header to the canary",
+        RELEASE,
+        || async {
+            match nginx_annotations_of(&client, ns).await {
+                seen if seen == by_header => Ok(()),
+                seen => Err(format!("{seen:?}")),
+            }
+        },
+    )
+    .await;
+
+    // Prometheus: over a window inside the analysis, the canary upstream served the share of
+    // requests the simulator takes to carry the header; the rest went to the primary.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rate = |extra: &str| {
+        format!(
+            "sum(rate(nginx_ingress_controller_requests{{namespace=\"{ns}\",ingress=\"{INGRESS}\"{extra}}}[4s]))"
+        )
+    };
+    let canary_share = format!("{} / {}", rate(",canary!=\"\""), rate(""));
+    let primary_share = format!("{} / {}", rate(",canary=\"\""), rate(""));
+    let (to_canary, to_primary) = (query(&canary_share).await, query(&primary_share).await);
+    let status = canary(&client, ns, "web")
+        .await
+        .and_then(|c| c.status)
+        .map(|s| s.release)
+        .unwrap_or_default();
+    assert!(
+        status.phase == Phase::Progressing && status.canary_weight == 100,
+        "the window must lie inside the A/B analysis: {status:?}"
+    );
+    assert_eq!(nginx_annotations_of(&client, ns).await, by_header);
+    let matching = f64::from(MATCHING_PERCENT) / 100.0;
+    assert!(
+        (to_canary - matching).abs() < 0.05,
+        "the canary's share of the Ingress's requests: {to_canary:.3}, expected the matching share {matching}"
+    );
+    assert!(
+        (to_primary - (1.0 - matching)).abs() < 0.05,
+        "the primary's share of the Ingress's requests: {to_primary:.3}, expected {}",
+        1.0 - matching
+    );
+
+    let done = wait_phase(&client, ns, "web", Phase::Succeeded, RELEASE).await;
+    assert_eq!(done.status.map(|s| s.release.iterations), Some(6));
+    assert_eq!(
+        image(&client, ns, "web-primary").await,
+        "example.invalid/web:v2"
+    );
+    assert_eq!(nginx_annotations_of(&client, ns).await, by_weight_zero());
+    assert_eq!(replicas(&client, ns, "web").await, Some(0));
+    let events = events(&client, ns, "web").await.join("\n");
+    for text in [
+        "Routing the requests that match serin.dev/match to the canary",
+        "Iteration 5/6 passed",
+        "Succeeded",
+    ] {
+        assert!(
+            events.contains(text),
+            "no {text:?} among the events:\n{events}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ab_testing_through_nginx_rolls_a_failing_canary_back_and_stops_matching() {
+    let (client, ns) = setup("nginx-ab-fail").await;
+    let ns = &ns.name;
+    let annotations = ab_annotations();
+    opt_in(&client, ns, &annotations).await;
+    let bad = Version {
+        tag: "v2",
+        error_rate: 0.3,
+        latency_ms: 40,
+    };
+    apply(&manifest(ns, "web", &bad, &annotations));
+    let seen = weights_until(&client, ns, Phase::Failed, RELEASE).await;
+    assert_eq!(
+        seen,
+        [0, 100, 0],
+        "the canary Ingress: every matching request to the canary, then none"
+    );
+    assert_eq!(nginx_annotations_of(&client, ns).await, by_weight_zero());
+    assert_eq!(
+        image(&client, ns, "web-primary").await,
+        "example.invalid/web:v1"
+    );
+    let events = events(&client, ns, "web").await.join("\n");
+    for text in ["RolledBack", "request-success-rate"] {
+        assert!(
+            events.contains(text),
+            "no {text:?} among the events:\n{events}"
+        );
+    }
+    // The failures were measured on the canary upstream's share of requests.
+    let failed = nginx_requests(ns, ",canary!=\"\",status=~\"5..\"").await;
+    assert!(
+        failed.is_some_and(|n| n > 0.0),
+        "no 5xx answer of the canary upstream: {failed:?}"
+    );
+}
+
+/// The value of an instant query, 0 when it has no sample; panics when Prometheus fails.
+async fn query(promql: &str) -> f64 {
+    support::prometheus_query(promql)
+        .await
+        .unwrap_or_else(|e| panic!("{promql}: {e}"))
+        .unwrap_or(0.0)
 }

@@ -1,6 +1,7 @@
 //! The release cycle on the real local cluster: Serin (webhooks and controller, under its own
 //! service account), the traffic simulator and Prometheus, as `make up` runs them. Each test
-//! opts a Deployment in with kubectl, applies a new version and watches what Serin does.
+//! opts a Deployment in with kubectl, applies a new version and watches what Serin does,
+//! including the `Promoted` condition it keeps on the Canary.
 
 mod support;
 
@@ -47,10 +48,33 @@ async fn a_good_revision_is_promoted_and_the_primary_runs_it() {
     let ns = &ns.name;
     opt_in(&client, ns, &[]).await;
 
+    assert_eq!(
+        promoted_condition(&client, ns).await.0,
+        "True",
+        "the primary runs v1"
+    );
+
     apply(&manifest(ns, "web", &Version::good("v2"), &[]));
+    // While the analysis runs, whether v2 will be promoted is not known yet.
+    wait_until("the Promoted condition of an analysis", RELEASE, || async {
+        match promoted_condition(&client, ns).await {
+            (state, reason, _) if state == "Unknown" && reason == "Progressing" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     let done = wait_phase(&client, ns, "web", Phase::Succeeded, RELEASE).await;
     let status = done.status.expect("status").release;
     assert_eq!(status.last_promoted_revision, status.revision);
+    let (state, reason, message) = promoted_condition(&client, ns).await;
+    assert_eq!((state.as_str(), reason.as_str()), ("True", "Succeeded"));
+    assert_eq!(
+        message,
+        format!(
+            "Revision {} was promoted: the primary runs it and serves all traffic",
+            status.revision.clone().unwrap_or_default()
+        )
+    );
     assert_eq!(
         image(&client, ns, "web-primary").await,
         "example.invalid/web:v2"
@@ -75,6 +99,26 @@ async fn a_good_revision_is_promoted_and_the_primary_runs_it() {
     }
 }
 
+/// `(status, reason, message)` of the Canary's `Promoted` condition, checking that it is the
+/// only condition and was written by Serin's status apply.
+async fn promoted_condition(client: &Client, ns: &str) -> (String, String, String) {
+    let canary = canary(client, ns, "web").await.expect("Canary");
+    let managers: Vec<_> = canary
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.subresource.as_deref() == Some("status"))
+        .filter_map(|m| m.manager.as_deref())
+        .collect();
+    assert_eq!(managers, ["serin"], "status writers");
+    let conditions = canary.status.map(|s| s.conditions).unwrap_or_default();
+    match conditions.as_slice() {
+        [c] if c.type_ == "Promoted" => (c.status.clone(), c.reason.clone(), c.message.clone()),
+        other => panic!("expected one Promoted condition, got {other:?}"),
+    }
+}
+
 /// Waits for a rollback and checks that nothing of the bad version reached the primary.
 async fn assert_rolled_back(client: &Client, ns: &str, expected_in_events: &[&str]) {
     let failed = wait_phase(client, ns, "web", Phase::Failed, RELEASE).await;
@@ -86,6 +130,13 @@ async fn assert_rolled_back(client: &Client, ns: &str, expected_in_events: &[&st
     );
     assert_eq!(weights(client, ns, "web").await, Some(Weights::ALL_PRIMARY));
     assert_eq!(replicas(client, ns, "web").await, Some(0));
+    let (state, reason, message) = promoted_condition(client, ns).await;
+    assert_eq!((state.as_str(), reason.as_str()), ("False", "Failed"));
+    let revision = status.revision.unwrap_or_default();
+    assert!(
+        message.starts_with(&format!("Revision {revision} was rolled back after")),
+        "{message}"
+    );
     let events = events(client, ns, "web").await.join("\n");
     for text in expected_in_events {
         assert!(

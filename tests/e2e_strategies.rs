@@ -4,7 +4,8 @@
 //! - A/B testing through a Gateway API HTTPRoute: only the requests that match reach the
 //!   canary, which Prometheus shows as the simulator's matching share, not a weight share;
 //! - Blue/Green: no user traffic to the canary until the switch, then all of it;
-//! - a `rollback` webhook answering 200 rolls the release back;
+//! - a `rollback` webhook answering 200 rolls the release back, during the analysis or while
+//!   it waits at a closed `confirm-rollout` gate (asked once per interval there too);
 //! - `event` webhooks receive the Events Serin records, with Flagger's payload.
 
 mod support;
@@ -171,8 +172,33 @@ async fn blue_green_gives_the_canary_no_user_traffic_until_the_switch_then_all_o
     let (client, ns) = setup("bluegreen").await;
     let ns = &ns.name;
     let annotations = [("serin.dev/iterations", "3")];
-    opt_in(&client, ns, Provider::Linkerd, &annotations).await;
-    apply(&manifest(ns, "web", &Version::good("v2"), &annotations));
+    // kwok makes pods Ready at once, so the primary's rollout, which the switch lasts, would
+    // take a tenth of a second; new pods that count as available only after 3 s make it
+    // last long enough for the test and Prometheus to see the switch.
+    let slow = |manifest: String| {
+        manifest.replacen(
+            "spec:\n  replicas: 2",
+            "spec:\n  minReadySeconds: 3\n  replicas: 2",
+            1,
+        )
+    };
+    apply(&slow(manifest(
+        ns,
+        "web",
+        &Version::good("v1"),
+        &annotations,
+    )));
+    wait_phase(&client, ns, "web", Phase::Initialized, SETTLE).await;
+    assert_eq!(
+        routes::weights(&client, ns, Provider::Linkerd, "web").await,
+        Some(Weights::ALL_PRIMARY)
+    );
+    apply(&slow(manifest(
+        ns,
+        "web",
+        &Version::good("v2"),
+        &annotations,
+    )));
 
     // Routed (user) requests carry no `authority` label; the simulator's stand-in load tester
     // labels its own with the `-canary` Service it calls.
@@ -242,12 +268,14 @@ async fn blue_green_gives_the_canary_no_user_traffic_until_the_switch_then_all_o
     .await;
 }
 
-/// A webhook receiver on loopback: records every payload, answers 200 while `open`, else 500.
+/// A webhook receiver on loopback: records every payload (and when it came), answers 200
+/// while `open`, else 500.
 #[derive(Clone)]
 struct Receiver {
     url: String,
     open: Arc<Mutex<bool>>,
     payloads: Arc<Mutex<Vec<Value>>>,
+    times: Arc<Mutex<Vec<Instant>>>,
 }
 
 impl Receiver {
@@ -256,6 +284,7 @@ impl Receiver {
             url: String::new(),
             open: Arc::new(Mutex::new(open)),
             payloads: Arc::default(),
+            times: Arc::default(),
         };
         let state = receiver.clone();
         let app = axum::Router::new().route(
@@ -265,6 +294,7 @@ impl Receiver {
                 async move {
                     let payload = serde_json::from_str(&body).unwrap_or(Value::String(body));
                     state.payloads.lock().expect("payloads").push(payload);
+                    state.times.lock().expect("times").push(Instant::now());
                     match *state.open.lock().expect("open") {
                         true => StatusCode::OK,
                         false => StatusCode::INTERNAL_SERVER_ERROR,
@@ -282,6 +312,11 @@ impl Receiver {
 
     fn payloads(&self) -> Vec<Value> {
         self.payloads.lock().expect("payloads").clone()
+    }
+
+    /// When each call came.
+    fn times(&self) -> Vec<Instant> {
+        self.times.lock().expect("times").clone()
     }
 
     fn set_open(&self, open: bool) {
@@ -328,7 +363,12 @@ async fn a_rollback_webhook_that_answers_200_rolls_the_release_back() {
     assert!(!polls.is_empty(), "the rollback webhook was never polled");
     assert_eq!(polls[0]["name"], "web");
     assert_eq!(polls[0]["namespace"], ns.as_str());
-    assert_eq!(polls[0]["phase"], "Progressing");
+    // Asked as the release starts (Waiting), then once per interval of the analysis.
+    assert_eq!(polls[0]["phase"], "Waiting");
+    assert!(
+        polls.iter().skip(1).all(|p| p["phase"] == "Progressing"),
+        "{polls:#?}"
+    );
 
     hook.set_open(true);
     let failed = wait_phase(&client, ns, "web", Phase::Failed, Duration::from_secs(30)).await;
@@ -355,6 +395,89 @@ async fn a_rollback_webhook_that_answers_200_rolls_the_release_back() {
     ] {
         assert!(events.contains(text), "no {text:?} among:\n{events}");
     }
+}
+
+#[tokio::test]
+async fn a_rollback_webhook_rolls_back_a_release_waiting_for_confirm_rollout_polled_once_per_interval()
+ {
+    let (client, ns) = setup("rollbackwait").await;
+    let ns = &ns.name;
+    let gate = Receiver::start(false).await;
+    let hook = Receiver::start(false).await;
+    apply(&format!(
+        r#"apiVersion: serin.dev/v1beta1
+kind: AnalysisTemplate
+metadata: {{name: hooks, namespace: {ns}}}
+spec:
+  webhooks:
+  - {{name: gate, type: confirm-rollout, url: "{}", timeout: 2s}}
+  - {{name: rollback-hook, type: rollback, url: "{}", timeout: 2s}}
+"#,
+        gate.url, hook.url
+    ));
+    let annotations = [("serin.dev/analysis", "hooks")];
+    opt_in(&client, ns, Provider::Linkerd, &annotations).await;
+    apply(&manifest(ns, "web", &Version::good("v2"), &annotations));
+
+    // The closed gate holds v2 in Waiting; the rollback webhook, answering 500, is asked
+    // while it waits, once per 2 s interval.
+    wait_until(
+        "the rollback webhook to be polled while Waiting",
+        RELEASE,
+        || async {
+            let status = release_status(&client, ns).await;
+            match hook.payloads().len() {
+                n if n >= 4 && status.phase == Phase::Waiting => Ok(()),
+                n => Err(format!("{n} polls; {status:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(!gate.payloads().is_empty(), "confirm-rollout never asked");
+    let polls = hook.payloads();
+    assert!(
+        polls
+            .iter()
+            .all(|p| p["phase"] == "Waiting" && p["name"] == "web"),
+        "{polls:#?}"
+    );
+    // Serin decides once per 2 s interval to poll, by the time its reconcile started; the
+    // calls arrive a little later than that, so a gap may be a little short of 2 s.
+    let times = hook.times();
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().all(|g| *g >= Duration::from_millis(1800)),
+        "polled faster than the 2 s interval: {gaps:?}"
+    );
+    assert_eq!(
+        routes::weights(&client, ns, Provider::Linkerd, "web").await,
+        Some(Weights::ALL_PRIMARY),
+        "no traffic to a release held at the gate"
+    );
+
+    hook.set_open(true);
+    let failed = wait_phase(&client, ns, "web", Phase::Failed, Duration::from_secs(30)).await;
+    assert_eq!(failed.status.map(|s| s.release.canary_weight), Some(0));
+    assert_eq!(
+        routes::weights(&client, ns, Provider::Linkerd, "web").await,
+        Some(Weights::ALL_PRIMARY)
+    );
+    assert_eq!(
+        image(&client, ns, "web-primary").await,
+        "example.invalid/web:v1"
+    );
+    assert_eq!(replicas(&client, ns, "web").await, Some(0));
+    let events = events(&client, ns, "web").await.join("\n");
+    for text in [
+        "rollback webhook rollback-hook answered with success",
+        "A rollback webhook asked for a rollback",
+    ] {
+        assert!(events.contains(text), "no {text:?} among:\n{events}");
+    }
+    // A rolled-back revision is not retried: the gate opening changes nothing.
+    gate.set_open(true);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(release_status(&client, ns).await.phase, Phase::Failed);
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DynamicObject;
@@ -317,6 +317,8 @@ impl Release<'_> {
             checksum: revision.clone(),
         };
         let (mut actions, mut new_status) = release::step(&status, &obs, now.clone(), &self.spec);
+        // Hooks asked for by a step get the phase that step is in (a new revision's first
+        // `confirm-rollout` and `rollback` calls say Waiting, not the phase before it).
         for _ in 0..MAX_CALLBACKS {
             let mut called_back = false;
             for action in &actions {
@@ -328,7 +330,7 @@ impl Release<'_> {
                             &self.name,
                             &self.spec,
                             template_spec.as_ref(),
-                            self.payload(&status, &revision),
+                            self.payload(&new_status, &revision),
                         )
                         .await;
                         for problem in problems {
@@ -341,7 +343,7 @@ impl Release<'_> {
                         let asking = analysis::rollback_requested(
                             self.ctx,
                             template_spec.as_ref(),
-                            self.payload(&status, &revision),
+                            self.payload(&new_status, &revision),
                         )
                         .await;
                         if !asking.is_empty() {
@@ -359,7 +361,7 @@ impl Release<'_> {
                             self.ctx,
                             template_spec.as_ref(),
                             *kind,
-                            self.payload(&status, &revision),
+                            self.payload(&new_status, &revision),
                         )
                         .await;
                         if let Some(message) = outcome.message {
@@ -433,8 +435,14 @@ impl Release<'_> {
         }
         let request_changed =
             settled.paused != stored.paused || settled.last_request != stored.last_request;
-        if new_status != status || request_changed || self.observed_generation_changed() {
-            self.write_status(new_status, settled).await?;
+        let conditions =
+            release::conditions::conditions(&stored.conditions, &new_status, settled.paused, &now);
+        if new_status != status
+            || request_changed
+            || conditions != stored.conditions
+            || self.observed_generation_changed()
+        {
+            self.write_status(new_status, conditions, settled).await?;
         }
         Ok(requeue)
     }
@@ -490,10 +498,17 @@ impl Release<'_> {
         Ok(true)
     }
 
-    async fn write_status(&self, release: ReleaseStatus, requests: Settled) -> Result<(), Error> {
+    /// Writes `Canary.status` by server-side apply (field manager `serin`), conditions
+    /// included.
+    async fn write_status(
+        &self,
+        release: ReleaseStatus,
+        conditions: Vec<Condition>,
+        requests: Settled,
+    ) -> Result<(), Error> {
         let status = CanaryStatus {
             release,
-            conditions: Vec::new(),
+            conditions,
             observed_generation: self.deploy.metadata.generation,
             paused: requests.paused,
             last_request: requests.last_request,

@@ -341,6 +341,7 @@ mod tests {
     };
     use crate::router::Weights;
     use crate::spec::CanarySpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
     use k8s_openapi::jiff::Timestamp;
 
     fn at(seconds: i64) -> Time {
@@ -459,7 +460,7 @@ mod tests {
                     canary_weight: 20,
                     revision: Some("rev2".into()),
                     last_promoted_revision: Some("rev1".into()),
-                    last_check_time: Some(at(0)),
+                    last_check_time: Some(MicroTime(at(0).0)),
                     ..ReleaseStatus::default()
                 },
                 paused: false,
@@ -548,7 +549,11 @@ mod tests {
             assert!(!actions.contains(&Action::RunChecks), "{actions:?}");
         }
         assert_eq!(w.status.canary_weight, 20);
-        assert_eq!(w.status.last_check_time, Some(at(0)), "no checks ran");
+        assert_eq!(
+            w.status.last_check_time,
+            Some(MicroTime(at(0).0)),
+            "no checks ran"
+        );
         assert_eq!(w.events, vec!["Paused"], "told once");
 
         let resume = written("resume", "r2");

@@ -348,7 +348,12 @@ proptest! {
     #[test]
     fn canaries_survive_both_round_trips_with_their_status(spec in canary(), meta in metadata()) {
         let mut original = beta_object("Canary", CanaryResourceSpec { config: spec.clone() }, meta.clone());
-        original["status"] = json!({"phase": "Progressing", "canaryWeight": 20, "failedChecks": 1});
+        original["status"] = json!({
+            "phase": "Progressing", "canaryWeight": 20, "failedChecks": 1, "paused": true,
+            "conditions": [{"type": "Promoted", "status": "Unknown", "reason": "Progressing",
+                "message": "Analysing revision abc at canary weight 20% (1 failed check so far)",
+                "lastTransitionTime": "2025-01-02T03:04:05Z"}],
+        });
         prop_assert_eq!(round_trip(&original, Version::V1alpha1, Version::V1beta1), original.clone());
         let alpha = convert_object(original, Version::V1alpha1).expect("converts");
         prop_assert_eq!(round_trip(&alpha, Version::V1beta1, Version::V1alpha1), alpha);

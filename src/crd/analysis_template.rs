@@ -85,7 +85,8 @@ pub enum HookType {
     ConfirmPromotion,
     /// After Succeeded or Failed.
     PostRollout,
-    /// Polled during the analysis: a success rolls back.
+    /// Polled once per interval while a release waits at a closed gate or is analysed: a
+    /// success rolls back.
     Rollback,
     /// Every Event Serin records.
     Event,

@@ -24,6 +24,7 @@ use crate::spec::CanarySpec;
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Weight","type":"integer","jsonPath":".status.canaryWeight"}"#,
     printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.failedChecks"}"#,
+    printcolumn = r#"{"name":"Paused","type":"boolean","jsonPath":".status.paused"}"#,
     printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.revision"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -38,7 +39,9 @@ pub struct CanaryResourceSpec {
 pub struct CanaryStatus {
     #[serde(flatten)]
     pub release: ReleaseStatus,
-    /// `Promoted` (the last revision reached the primary) and `Ready`.
+    /// `Promoted`: True when the primary runs the release's revision, False when it was
+    /// rolled back, Unknown while it is on its way; the reason is the phase.
+    // Computed by `crate::release::conditions`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The Deployment generation this status was computed from.
@@ -46,7 +49,8 @@ pub struct CanaryStatus {
     pub observed_generation: Option<i64>,
     /// Set by a `pause` request, cleared by `resume` (or `promote`): while true, an analysis
     /// holds its weight and runs no checks.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    // Written even when false, so the `Paused` column of `kubectl get canaries` says so.
+    #[serde(default)]
     pub paused: bool,
     /// The last runtime request written on the Canary and what Serin did with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

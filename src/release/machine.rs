@@ -12,9 +12,10 @@
 //! executor runs the hooks of that kind (answering `Some(true)` when none is configured) and
 //! calls again. `rollout` webhooks (load tests) are run by the executor as part of
 //! `RunChecks`, their failures reported as checks, as Flagger counts them. `rollback`
-//! webhooks are polled the same way once per interval of an analysis: one that answers
-//! with success asks for a rollback. `event` webhooks are the executor's alone: it sends
-//! every Event it records to them.
+//! webhooks are polled the same way, once per interval while a release is under way and not
+//! paused (Waiting at a closed `confirm-rollout` gate, Progressing, WaitingPromotion): one
+//! that answers with success asks for a rollback. `event` webhooks are the executor's alone:
+//! it sends every Event it records to them.
 //!
 //! **Traffic** is declared, not commanded: every step compares the weights the router should
 //! have for the new status with the ones observed and emits one [`Action::SetWeights`] first
@@ -33,7 +34,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -116,9 +117,10 @@ pub struct ReleaseStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<Time>,
     /// When the last interval's work (hook, checks) was evaluated; the next is due one
-    /// `interval` later.
+    /// `interval` later. In microseconds: a `Time` keeps whole seconds, which would make the
+    /// next interval up to a second short once the status is read back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_check_time: Option<Time>,
+    pub last_check_time: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_checks: Vec<CheckValue>,
 }
@@ -301,7 +303,8 @@ pub enum HookKind {
     PreRollout,
     ConfirmTrafficIncrease,
     ConfirmPromotion,
-    /// Polled once per interval of an analysis; a success asks for a rollback.
+    /// Polled once per interval while a release waits at a gate or is analysed; a success
+    /// asks for a rollback.
     Rollback,
     /// A notification after Succeeded or Failed; its result is not awaited.
     PostRollout,
@@ -490,13 +493,23 @@ impl Step<'_> {
     }
 
     fn wait_for_confirm_rollout(&mut self) {
+        // A rollback webhook may end a release held at the gate, as in Flagger: asked once per
+        // interval, before the gate, as during the analysis.
+        let polled = self.due();
+        if polled && !self.poll_rollback_webhooks() {
+            return;
+        }
         match self.obs.gates.confirm_rollout {
             None => self.call_gate(HookKind::ConfirmRollout),
-            Some(false) => {}
+            Some(false) => {
+                if polled {
+                    self.hold();
+                }
+            }
             Some(true) => {
                 self.transition(Phase::Progressing);
                 // The first interval gives the canary time to become Ready.
-                self.status.last_check_time = Some(self.now.clone());
+                self.status.last_check_time = Some(MicroTime(self.now.0));
                 self.actions
                     .push(Action::ScaleCanary(self.obs.canary.desired_replicas));
                 self.event(
@@ -513,13 +526,9 @@ impl Step<'_> {
         if obs.canary.stalled {
             return self.roll_back("The canary did not become Ready before its progress deadline");
         }
-        if self.due() {
-            // Asked once per interval, before anything else of that interval.
-            match obs.gates.rollback {
-                None => return self.call_gate(HookKind::Rollback),
-                Some(true) => return self.roll_back("A rollback webhook asked for a rollback"),
-                Some(false) => {}
-            }
+        // Asked once per interval, before anything else of that interval.
+        if self.due() && !self.poll_rollback_webhooks() {
+            return;
         }
         if obs.canary.replicas == 0 && obs.canary.desired_replicas > 0 {
             // Resumes a start interrupted between the status write and the scale-up.
@@ -625,6 +634,23 @@ impl Step<'_> {
             );
         }
         self.confirm_promotion(summary);
+    }
+
+    /// Asks the `rollback` webhooks (the caller decides that this interval's poll is due):
+    /// true when the release goes on because none asked for a rollback; false while their
+    /// answer is awaited or once a rollback has begun.
+    fn poll_rollback_webhooks(&mut self) -> bool {
+        match self.obs.gates.rollback {
+            None => {
+                self.call_gate(HookKind::Rollback);
+                false
+            }
+            Some(true) => {
+                self.roll_back("A rollback webhook asked for a rollback");
+                false
+            }
+            Some(false) => true,
+        }
     }
 
     /// The analysis is complete: promote once `confirm-promotion` opens.
@@ -745,7 +771,7 @@ impl Step<'_> {
 
     /// This interval's work is done; the next is due one interval from now.
     fn hold(&mut self) {
-        self.status.last_check_time = Some(self.now.clone());
+        self.status.last_check_time = Some(MicroTime(self.now.0));
     }
 
     fn fail_check(&mut self, message: String) {
@@ -1433,6 +1459,41 @@ mod tests {
     }
 
     #[test]
+    fn an_interval_is_never_shortened_by_storing_the_status() {
+        let mut world = releasing(spec());
+        world.gates.confirm_rollout = Some(false);
+        world.tick();
+        // Held at 0.7 s past a second; read back from the Canary, still 0.7 s past it.
+        let held = Timestamp::from_millisecond(1_700_000_100_700).unwrap_or_default();
+        world.status.last_check_time = Some(MicroTime(held));
+        let stored = serde_json::to_value(&world.status).unwrap_or_default();
+        let read: ReleaseStatus = serde_json::from_value(stored).unwrap_or_default();
+        assert_eq!(read.last_check_time, world.status.last_check_time);
+        // 9.5 s later the 10 s interval is not over: no rollback poll yet, and a requeue for
+        // the half second left.
+        let now = Time(Timestamp::from_millisecond(1_700_000_110_200).unwrap_or_default());
+        let obs = world.observe(None, Gates::default());
+        let (actions, _) = step(&read, &obs, now, &world.spec);
+        assert!(!actions.contains(&Action::CallHook(HookKind::Rollback)));
+        let (actions, _) = step(
+            &read,
+            &Observations {
+                gates: Gates {
+                    confirm_rollout: Some(false),
+                    ..Gates::default()
+                },
+                ..obs
+            },
+            Time(Timestamp::from_millisecond(1_700_000_110_200).unwrap_or_default()),
+            &world.spec,
+        );
+        assert!(
+            actions.contains(&Action::RequeueAfter(Duration::from_millis(500))),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
     fn status_phases_are_spelled_as_in_the_spec() {
         let names: Vec<String> = [
             Phase::Initializing,
@@ -1613,7 +1674,7 @@ mod tests {
     }
 
     #[test]
-    fn rollback_webhooks_are_polled_once_per_interval_and_only_during_an_analysis() {
+    fn rollback_webhooks_are_polled_once_per_interval_and_only_while_a_release_is_under_way() {
         let mut world = releasing(spec());
         let polls = |actions: &[Action]| {
             actions
@@ -1621,8 +1682,9 @@ mod tests {
                 .filter(|a| **a == Action::CallHook(HookKind::Rollback))
                 .count()
         };
-        // Waiting → Progressing: the first interval gives the canary time to become Ready.
-        assert_eq!(polls(&tick_actions(&mut world)), 0);
+        // Waiting → Progressing: asked as the release starts; the first interval of the
+        // analysis then gives the canary time to become Ready.
+        assert_eq!(polls(&tick_actions(&mut world)), 1);
         for _ in 0..3 {
             assert_eq!(polls(&tick_actions(&mut world)), 1);
         }
@@ -1634,6 +1696,102 @@ mod tests {
         let idle = tick_actions(&mut world);
         assert_eq!(polls(&idle), 0);
         assert_eq!(world.status.phase, Phase::Succeeded);
+    }
+
+    #[test]
+    fn a_rollback_webhook_rolls_back_a_release_waiting_at_a_closed_confirm_rollout_gate() {
+        for spec in [spec(), blue_green(), ab()] {
+            let mut world = releasing(spec.clone());
+            world.gates.confirm_rollout = Some(false);
+            for _ in 0..3 {
+                world.tick();
+            }
+            assert_eq!(world.status.phase, Phase::Waiting, "{spec:?}");
+            world.gates.rollback = Some(true);
+            world.tick();
+            assert_eq!(world.status.phase, Phase::Failed, "{spec:?}");
+            assert_eq!(world.router, Some(Weights::ALL_PRIMARY));
+            assert_eq!(world.canary_replicas, 0, "never scaled up");
+            assert_eq!(world.weights_set(), Vec::<u32>::new(), "never got traffic");
+            assert_eq!(world.primary_revision.as_deref(), Some("rev1"));
+            assert!(
+                world.events("RolledBack")[0].contains("A rollback webhook asked for a rollback"),
+                "{:?}",
+                world.events("RolledBack")
+            );
+            // Failed stays Failed until a new revision, even with the gate open again.
+            world.gates.confirm_rollout = Some(true);
+            world.tick();
+            assert_eq!(world.status.phase, Phase::Failed);
+        }
+    }
+
+    #[test]
+    fn rollback_webhooks_are_polled_once_per_interval_while_waiting_at_a_closed_gate() {
+        let mut world = releasing(spec());
+        world.gates.confirm_rollout = Some(false);
+        let polls = |actions: &[Action]| {
+            actions
+                .iter()
+                .filter(|a| **a == Action::CallHook(HookKind::Rollback))
+                .count()
+        };
+        for _ in 0..3 {
+            let actions = tick_actions(&mut world);
+            assert_eq!(polls(&actions), 1, "{actions:?}");
+            // The next poll is one interval away, not sooner.
+            assert!(
+                actions.contains(&Action::RequeueAfter(Duration::from_secs(10))),
+                "{actions:?}"
+            );
+        }
+        assert_eq!(world.status.phase, Phase::Waiting);
+        // Watch events within the interval ask confirm-rollout again, not the rollback hooks.
+        world.seconds -= 10;
+        for _ in 0..3 {
+            let actions = tick_actions(&mut world);
+            assert_eq!(polls(&actions), 0, "{actions:?}");
+            assert!(actions.contains(&Action::CallHook(HookKind::ConfirmRollout)));
+            world.seconds -= 10;
+        }
+        // The gate opens within an interval: the analysis starts without another poll.
+        world.gates.confirm_rollout = Some(true);
+        let opened = tick_actions(&mut world);
+        assert_eq!(world.status.phase, Phase::Progressing);
+        assert_eq!(polls(&opened), 0, "{opened:?}");
+    }
+
+    #[test]
+    fn a_rollback_webhook_ends_a_release_held_at_a_closed_traffic_increase_gate() {
+        for spec in [spec(), ab()] {
+            let mut world = releasing(spec.clone());
+            world.gates.confirm_traffic_increase = Some(false);
+            for _ in 0..6 {
+                world.tick();
+            }
+            assert_eq!(world.status.phase, Phase::Progressing, "{spec:?}");
+            world.gates.rollback = Some(true);
+            world.tick();
+            assert_eq!(world.status.phase, Phase::Failed, "{spec:?}");
+            assert_eq!(world.router, Some(Weights::ALL_PRIMARY));
+        }
+    }
+
+    #[test]
+    fn a_paused_release_polls_no_rollback_webhook() {
+        let mut world = releasing(spec());
+        world.gates.confirm_rollout = Some(false);
+        world.tick();
+        world.requests.paused = true;
+        world.gates.rollback = Some(true);
+        for _ in 0..3 {
+            let actions = tick_actions(&mut world);
+            assert!(
+                !actions.contains(&Action::CallHook(HookKind::Rollback)),
+                "{actions:?}"
+            );
+        }
+        assert_eq!(world.status.phase, Phase::Waiting);
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //!   and Secrets, and of the HPA);
 //! - [`revision`]: the stable hash that says "this is a new revision";
 //! - [`machine`]: the release state machine of SPEC "The release cycle",
-//!   `(status, observations, now) -> (actions, new status)`.
+//!   `(status, observations, now) -> (actions, new status)`;
+//! - [`conditions`]: `Canary.status.conditions` (`Promoted`) derived from that status.
 //!
 //! The router objects (TrafficSplit, HTTPRoute, ...) live in [`crate::router`], one file per
 //! provider.
 
+pub mod conditions;
 pub mod machine;
 pub mod objects;
 pub mod revision;

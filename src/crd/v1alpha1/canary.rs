@@ -19,6 +19,7 @@ use crate::spec::{Duration, GatewayRef, MatchRule, Provider};
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Weight","type":"integer","jsonPath":".status.canaryWeight"}"#,
     printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.failedChecks"}"#,
+    printcolumn = r#"{"name":"Paused","type":"boolean","jsonPath":".status.paused"}"#,
     printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.revision"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
