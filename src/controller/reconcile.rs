@@ -617,13 +617,29 @@ impl Release<'_> {
         let object = self
             .router
             .build_from(self.deploy, &self.spec, weights, source.as_ref())?;
-        let mut value = serde_json::to_value(&object).map_err(Error::Serialize)?;
+        // What the router object refers to (Gloo's Upstreams) exists before it does.
+        for companion in self.router.companions(self.deploy, &self.spec)? {
+            self.apply_routing(&companion.resource, &companion.object)
+                .await?;
+        }
+        self.apply_routing(&self.router.api_resource(), &object)
+            .await
+    }
+
+    /// Server-side apply of a router object or one of its companions; a kind the API server
+    /// does not serve is reported as a router that is not installed.
+    async fn apply_routing(
+        &self,
+        resource: &kube::core::ApiResource,
+        object: &DynamicObject,
+    ) -> Result<(), Error> {
+        let mut value = serde_json::to_value(object).map_err(Error::Serialize)?;
         // DynamicObject serializes its type; make sure the apply carries it.
-        let resource = self.router.api_resource();
         value["apiVersion"] = json!(resource.api_version);
         value["kind"] = json!(resource.kind);
-        self.router_api()
-            .patch(&self.router_name(), &apply_params(), &Patch::Apply(&value))
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.ctx.client.clone(), &self.namespace, resource);
+        api.patch(&object.name_any(), &apply_params(), &Patch::Apply(&value))
             .await
             .map_err(|e| match e {
                 kube::Error::Api(ref status) if status.code == 404 => Error::RouterNotInstalled {
@@ -711,12 +727,25 @@ impl Release<'_> {
             .await?;
         let delete = DeleteParams::background();
         ignore_missing(self.router_api().delete(&self.router_name(), &delete).await)?;
+        let owned = ListParams::default().labels(&format!("{OWNER_LABEL}={}", self.name));
+        for resource in self.router.companion_resources() {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.ctx.client.clone(), &self.namespace, &resource);
+            let companions = match api.list_metadata(&owned).await {
+                Ok(list) => list.items,
+                // Not served (the router's CRDs were removed): nothing of the kind is left.
+                Err(kube::Error::Api(e)) if e.code == 404 => Vec::new(),
+                Err(e) => return Err(Error::Kube(e)),
+            };
+            for companion in companions {
+                ignore_missing(api.delete(&companion.name_any(), &delete).await)?;
+            }
+        }
         for svc in [primary_svc, canary_svc] {
             ignore_missing(services.delete(&svc.name_any(), &delete).await)?;
         }
         let primary = release::primary_name(&self.name);
         ignore_missing(self.deployments().delete(&primary, &delete).await)?;
-        let owned = ListParams::default().labels(&format!("{OWNER_LABEL}={}", self.name));
         let maps: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         for cm in maps.list_metadata(&owned).await? {
             ignore_missing(maps.delete(&cm.name_any(), &delete).await)?;
