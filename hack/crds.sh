@@ -12,12 +12,20 @@
 #   taken unchanged from config/crd/standard/ of the Go module sigs.k8s.io/gateway-api
 #   (GATEWAY_API_VERSION in hack/versions.env), only labelled and annotated with their
 #   source, and cached in .serin/crds/gateway-api.json.
+# - Gloo (`gloo.solo.io` Upstream, `gateway.solo.io` RouteTable), the router of the `gloo`
+#   provider. Gloo's own Go module is not served by the module proxy, so these two CRDs are
+#   generated here by controller-gen (CONTROLLER_TOOLS_VERSION, built once by hack/deps.sh)
+#   from the Go types of Gloo's API that Flagger keeps in its module github.com/fluxcd/flagger
+#   (FLAGGER_VERSION), packages pkg/apis/gloo/{gloo,gateway}/v1, which carry +groupName
+#   markers. Their sources are not touched; the only option is crd:allowDangerousTypes=true
+#   (the Upstream's load-balancer settings have float fields). The schema is that typed
+#   subset of Gloo's API, not Gloo's full one. Cached in .serin/crds/gloo.json.
 # - Serin's own CRDs, manifests/crds.yaml (the output of `serin crds`), when that file exists.
 #
 # All are applied with the admin kubeconfig, and `up` returns once they are Established.
 #
 #   hack/crds.sh up       derive (if not cached), apply and wait
-#   hack/crds.sh derive   only derive the TrafficSplit and Gateway API CRDs; prints the paths
+#   hack/crds.sh derive   only derive the TrafficSplit, Gateway API and Gloo CRDs; prints the paths
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 D=$STATE/crds
@@ -32,6 +40,12 @@ GATEWAY_DIR=config/crd/standard
 GATEWAY_CRDS="httproutes gateways gatewayclasses referencegrants"
 GATEWAY_SOURCE="$GATEWAY_MODULE@$GATEWAY_API_VERSION $GATEWAY_DIR ($GATEWAY_CRDS)"
 GATEWAY_DERIVED=$D/gateway-api.json
+FLAGGER_MODULE=github.com/fluxcd/flagger
+GLOO_PACKAGES="pkg/apis/gloo/gloo/v1 pkg/apis/gloo/gateway/v1"
+GLOO_CRDS="upstreams.gloo.solo.io routetables.gateway.solo.io"
+GLOO_SOURCE="$FLAGGER_MODULE@$FLAGGER_VERSION pkg/apis/gloo by controller-gen $CONTROLLER_TOOLS_VERSION"
+GLOO_DERIVED=$D/gloo.json
+CONTROLLER_GEN=$CACHE/controller-gen-$CONTROLLER_TOOLS_VERSION/bin/controller-gen
 OWN_CRDS=$ROOT/manifests/crds.yaml
 kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$STATE/cluster/kubeconfig" "$@"; }
 
@@ -223,6 +237,53 @@ print(json.dumps({"apiVersion": "v1", "kind": "List", "items": crds}, indent=2, 
   mv "$GATEWAY_DERIVED.tmp" "$GATEWAY_DERIVED"
 }
 
+# Writes $GLOO_DERIVED unless cached: controller-gen run over Flagger's Gloo API packages in a
+# throwaway module that requires Flagger at FLAGGER_VERSION (go mod tidy fetches what those
+# packages import), its two CRDs as one List, labelled and annotated with their source.
+derive_gloo() {
+  mkdir -p "$D"
+  cached "$GLOO_DERIVED" "$GLOO_SOURCE" && return 0
+  say "generating the Gloo CRDs (Upstream, RouteTable) from $GLOO_SOURCE"
+  "$ROOT/hack/deps.sh" controller-gen >/dev/null
+  local work=$D/gloo-gen pkg imports="" paths=""
+  rm -rf "$work"; mkdir -p "$work/src" "$work/out"
+  for pkg in $GLOO_PACKAGES; do
+    imports="$imports"$'\t_ "'"$FLAGGER_MODULE/$pkg"$'"\n'
+    paths="$paths;$FLAGGER_MODULE/$pkg"
+  done
+  printf 'module serin.dev/localenv/gloo-crds\n\ngo 1.26.0\n\nrequire %s %s\n' \
+    "$FLAGGER_MODULE" "$FLAGGER_VERSION" >"$work/src/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport (\n%s)\n' "$imports" >"$work/src/tools.go"
+  say "gloo: go mod tidy (downloads $FLAGGER_MODULE@$FLAGGER_VERSION and what its Gloo types import)"
+  (cd "$work/src" && GOFLAGS=${GOFLAGS:-} GOTOOLCHAIN=${GOTOOLCHAIN:-local} go mod tidy) ||
+    die "cannot download $FLAGGER_MODULE@$FLAGGER_VERSION (go mod tidy in $work/src)"
+  say "gloo: controller-gen crd over ${paths#;}"
+  (cd "$work/src" && GOFLAGS=${GOFLAGS:-} GOTOOLCHAIN=${GOTOOLCHAIN:-local} \
+    "$CONTROLLER_GEN" crd:allowDangerousTypes=true "paths=${paths#;}" "output:crd:dir=$work/out") ||
+    die "controller-gen failed on $GLOO_SOURCE"
+  local file parts=()
+  for file in "$work"/out/*.yaml; do
+    [ -f "$file" ] || die "controller-gen wrote no CRD for $GLOO_SOURCE"
+    yaml_to_json "$file" >"$file.json"
+    parts+=("$file.json")
+  done
+  python3 -c '
+import json, sys
+source, wanted, parts = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
+crds = [d for p in parts for d in json.load(open(p)) if d.get("kind") == "CustomResourceDefinition"]
+names = sorted(d["metadata"]["name"] for d in crds)
+if names != sorted(wanted):
+    sys.exit(f"{source}: expected the CRDs {sorted(wanted)}, found {names}")
+for crd in crds:
+    meta = crd["metadata"]
+    meta["labels"] = {**meta.get("labels", {}), "app.kubernetes.io/part-of": "serin-local"}
+    meta["annotations"] = {**meta.get("annotations", {}), "serin.dev/derived-from": source}
+print(json.dumps({"apiVersion": "v1", "kind": "List", "items": crds}, indent=2, sort_keys=True))
+' "$GLOO_SOURCE" "$GLOO_CRDS" "${parts[@]}" >"$GLOO_DERIVED.tmp"
+  rm -rf "$work"
+  mv "$GLOO_DERIVED.tmp" "$GLOO_DERIVED"
+}
+
 # Serin's CRDs as in manifests/, their conversion webhook reached by `url:` on 127.0.0.1 (the
 # local Serin's last port and CA when known; hack/serin.sh points it at the running one). A
 # Service reference would be kept beside a later url and make the CRD invalid.
@@ -264,6 +325,9 @@ print(", ".join(v["name"] + ("*" if v["storage"] else "") for v in json.load(ope
   derive_gateway_api
   apply "$GATEWAY_DERIVED"
   say "Gateway API CRDs established ($GATEWAY_SOURCE)"
+  derive_gloo
+  apply "$GLOO_DERIVED"
+  say "Gloo CRDs established ($GLOO_SOURCE; Flagger's typed subset of Gloo's API)"
   if [ -f "$OWN_CRDS" ]; then
     local_conversion >"$D/serin-crds.json"
     apply "$D/serin-crds.json"
@@ -275,6 +339,7 @@ case ${1:-} in
   up) up ;;
   derive)
     mkdir -p "$D"; exec 9>"$D/.lock"; flock 9
-    derive; derive_gateway_api; echo "$DERIVED"; echo "$GATEWAY_DERIVED" ;;
+    derive; derive_gateway_api; derive_gloo
+    echo "$DERIVED"; echo "$GATEWAY_DERIVED"; echo "$GLOO_DERIVED" ;;
   *) echo "usage: $0 up|derive" >&2; exit 2 ;;
 esac

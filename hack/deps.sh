@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Builds (once) and caches the local environment's binaries under ~/.cache/serin/:
 # kube-apiserver, kube-controller-manager, kube-scheduler and kubectl from the Go module
-# k8s.io/kubernetes, etcd from go.etcd.io/etcd/server/v3, kwok, and Debian's Prometheus.
+# k8s.io/kubernetes, etcd from go.etcd.io/etcd/server/v3, kwok, Debian's Prometheus, and
+# controller-gen (sigs.k8s.io/controller-tools, which hack/crds.sh runs to make Gloo's CRDs).
 # Each component lands in its own versioned directory with a `.complete` marker written
 # last, so a build that was interrupted is never taken as done.
 #
-# Usage: hack/deps.sh [all|k8s|etcd|kwok|prometheus]   (prints the bin directories)
+# Usage: hack/deps.sh [all|k8s|etcd|kwok|prometheus|controller-gen]   (prints the bin directories)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=hack/versions.env
@@ -130,14 +131,28 @@ build_prometheus() {
   log "prometheus: done"
 }
 
+build_controller_gen() {
+  local dir=$CACHE/controller-gen-$CONTROLLER_TOOLS_VERSION
+  [ -f "$dir/.complete" ] && return 0
+  log "controller-gen $CONTROLLER_TOOLS_VERSION: building (about a minute)"
+  rm -rf "$dir"; mkdir -p "$dir/bin"
+  CGO_ENABLED=0 GOBIN="$dir/bin" with_heartbeat "go install controller-gen" \
+    go install -trimpath -ldflags "-s -w" \
+    "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_TOOLS_VERSION"
+  "$dir/bin/controller-gen" --version >/dev/null
+  touch "$dir/.complete"
+  log "controller-gen: done"
+}
+
 what=${1:-all}
 case $what in
-  all) build_prometheus; build_kwok; build_etcd; build_k8s ;;
+  all) build_prometheus; build_kwok; build_etcd; build_k8s; build_controller_gen ;;
   k8s) build_k8s ;;
   etcd) build_etcd ;;
   kwok) build_kwok ;;
   prometheus) build_prometheus ;;
-  *) echo "usage: $0 [all|k8s|etcd|kwok|prometheus]" >&2; exit 2 ;;
+  controller-gen) build_controller_gen ;;
+  *) echo "usage: $0 [all|k8s|etcd|kwok|prometheus|controller-gen]" >&2; exit 2 ;;
 esac
 [ "$what" = all ] && log "all components ready in $CACHE"
 exit 0

@@ -92,6 +92,16 @@ const NEEDED: &[Access<'static>] = &[
     ("patch", "networking.k8s.io", "ingresses", NS),
     ("delete", "networking.k8s.io", "ingresses", NS),
     ("watch", "networking.k8s.io", "ingresses", CLUSTER),
+    ("create", "gateway.solo.io", "routetables", NS),
+    ("patch", "gateway.solo.io", "routetables", NS),
+    ("get", "gateway.solo.io", "routetables", NS),
+    ("delete", "gateway.solo.io", "routetables", NS),
+    ("watch", "gateway.solo.io", "routetables", CLUSTER),
+    ("create", "gloo.solo.io", "upstreams", NS),
+    ("patch", "gloo.solo.io", "upstreams", NS),
+    ("list", "gloo.solo.io", "upstreams", NS),
+    ("delete", "gloo.solo.io", "upstreams", NS),
+    ("watch", "gloo.solo.io", "upstreams", CLUSTER),
     ("create", "serin.dev", "canaries", NS),
     ("watch", "serin.dev", "canaries", CLUSTER),
     ("delete", "serin.dev", "canaries", NS),
@@ -536,6 +546,18 @@ fn kubectl_auth_can_i_as_the_service_account_agrees() {
         (
             &["patch", "ingresses.networking.k8s.io", "-n", "default"],
             "yes",
+        ),
+        (
+            &["patch", "routetables.gateway.solo.io", "-n", "default"],
+            "yes",
+        ),
+        (
+            &["delete", "upstreams.gloo.solo.io", "-n", "default"],
+            "yes",
+        ),
+        (
+            &["create", "virtualservices.gateway.solo.io", "-n", "default"],
+            "no",
         ),
         (&["create", "ingressclasses.networking.k8s.io"], "no"),
         (

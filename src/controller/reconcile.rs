@@ -259,9 +259,6 @@ impl Release<'_> {
             // The Services and the HPA copy are applied (and so repaired) when traffic first
             // moves to the primary, and whenever the configuration, the Deployment's spec or
             // the revision changes; not on every status event, which would cost a write each.
-            // The `-primary` and `-canary` Services carry no traffic before the router sends
-            // it, so they come with the primary (as admission's injection makes them); the
-            // apex waits for a Ready primary.
             let primary_ready = observe::primary(primary.as_ref()).ready;
             let due = match status.phase {
                 Phase::Initializing => primary_ready,
@@ -279,9 +276,7 @@ impl Release<'_> {
                 self.apply_primary_hpa(hpa).await?;
             }
             if due {
-                self.apply_services(Services::All).await?;
-            } else if created {
-                self.apply_services(Services::PrimaryAndCanary).await?;
+                self.apply_services().await?;
             }
             if let Some(p) = primary.as_ref() {
                 self.scale_primary(p, desired).await?;
@@ -648,14 +643,9 @@ impl Release<'_> {
         Ok(())
     }
 
-    async fn apply_services(&self, which: Services) -> Result<(), Error> {
+    async fn apply_services(&self) -> Result<(), Error> {
         let api: Api<Service> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        let [apex, primary, canary] = release::services(self.deploy, &self.spec)?;
-        let services = match which {
-            Services::All => vec![apex, primary, canary],
-            Services::PrimaryAndCanary => vec![primary, canary],
-        };
-        for service in services {
+        for service in release::services(self.deploy, &self.spec)? {
             let name = service.name_any();
             api.patch(&name, &apply_params(), &Patch::Apply(&service))
                 .await?;
@@ -683,13 +673,29 @@ impl Release<'_> {
         let object = self
             .router
             .build_from(self.deploy, &self.spec, weights, source.as_ref())?;
-        let mut value = serde_json::to_value(&object).map_err(Error::Serialize)?;
+        // What the router object refers to (Gloo's Upstreams) exists before it does.
+        for companion in self.router.companions(self.deploy, &self.spec)? {
+            self.apply_routing(&companion.resource, &companion.object)
+                .await?;
+        }
+        self.apply_routing(&self.router.api_resource(), &object)
+            .await
+    }
+
+    /// Server-side apply of a router object or one of its companions; a kind the API server
+    /// does not serve is reported as a router that is not installed.
+    async fn apply_routing(
+        &self,
+        resource: &kube::core::ApiResource,
+        object: &DynamicObject,
+    ) -> Result<(), Error> {
+        let mut value = serde_json::to_value(object).map_err(Error::Serialize)?;
         // DynamicObject serializes its type; make sure the apply carries it.
-        let resource = self.router.api_resource();
         value["apiVersion"] = json!(resource.api_version);
         value["kind"] = json!(resource.kind);
-        self.router_api()
-            .patch(&self.router_name(), &apply_params(), &Patch::Apply(&value))
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.ctx.client.clone(), &self.namespace, resource);
+        api.patch(&object.name_any(), &apply_params(), &Patch::Apply(&value))
             .await
             .map_err(|e| match e {
                 kube::Error::Api(ref status) if status.code == 404 => Error::RouterNotInstalled {
@@ -777,6 +783,20 @@ impl Release<'_> {
             .await?;
         let delete = DeleteParams::background();
         ignore_missing(self.router_api().delete(&self.router_name(), &delete).await)?;
+        let owned = ListParams::default().labels(&format!("{OWNER_LABEL}={}", self.name));
+        for resource in self.router.companion_resources() {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.ctx.client.clone(), &self.namespace, &resource);
+            let companions = match api.list_metadata(&owned).await {
+                Ok(list) => list.items,
+                // Not served (the router's CRDs were removed): nothing of the kind is left.
+                Err(kube::Error::Api(e)) if e.code == 404 => Vec::new(),
+                Err(e) => return Err(Error::Kube(e)),
+            };
+            for companion in companions {
+                ignore_missing(api.delete(&companion.name_any(), &delete).await)?;
+            }
+        }
         for svc in [primary_svc, canary_svc] {
             ignore_missing(services.delete(&svc.name_any(), &delete).await)?;
         }
@@ -785,7 +805,6 @@ impl Release<'_> {
         if let Some(cache) = &self.ctx.primaries {
             cache.gone(&self.namespace, &primary);
         }
-        let owned = ListParams::default().labels(&format!("{OWNER_LABEL}={}", self.name));
         let maps: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         for cm in maps.list_metadata(&owned).await? {
             ignore_missing(maps.delete(&cm.name_any(), &delete).await)?;
@@ -897,13 +916,6 @@ async fn remove_label(ctx: &Context, deploy: &Deployment) -> Result<(), Error> {
     )
     .await?;
     Ok(())
-}
-
-/// Which Services a reconcile applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Services {
-    All,
-    PrimaryAndCanary,
 }
 
 /// An object from `cache` when it has caught up with Serin's writes, else from the API server

@@ -1,8 +1,8 @@
 //! Metric checks: which PromQL queries a release runs at each interval, and how the answers
 //! become the [`MetricCheck`]s the release state machine judges.
 //!
-//! - The builtin queries ([`Builtin`]: Linkerd's of SPEC "Metrics", or ingress-nginx's for the
-//!   `nginx` provider, as [`Observer`] says) and the custom queries of an
+//! - The builtin queries ([`Builtin`]: Linkerd's of SPEC "Metrics", ingress-nginx's for the
+//!   `nginx` provider, or Envoy's for `gloo`, as [`Observer`] says) and the custom queries of an
 //!   `AnalysisTemplate`, whose `{{ namespace }}`, `{{ target }}`, `{{ service }}` and
 //!   `{{ interval }}` are filled by [`render_query`]. Admission refuses a template with
 //!   [`check_metric`], which goes through the same code, so the two cannot disagree.
@@ -55,6 +55,16 @@ pub enum Observer<'a> {
         /// requests with it, not with the canary Ingress.
         ingress: &'a str,
     },
+    /// Gloo's Envoy proxies (`gloo`): `envoy_cluster_upstream_rq` and
+    /// `envoy_cluster_upstream_rq_time` of the Envoy cluster of the canary's Upstream
+    /// (`<namespace>-<service>-canaryupstream-<port>_<namespace>`, see [`crate::router::gloo`]).
+    Gloo {
+        namespace: &'a str,
+        /// The apex Service, which names the Upstreams.
+        service: &'a str,
+        /// The port the Upstreams route to; any port when unknown.
+        port: Option<i32>,
+    },
 }
 
 impl<'a> Observer<'a> {
@@ -66,12 +76,15 @@ impl<'a> Observer<'a> {
                 // Validation requires the Ingress with `nginx`.
                 ingress: spec.ingress.as_deref().unwrap_or(&spec.service),
             },
-            Provider::Linkerd | Provider::SmiV1alpha2 | Provider::GatewayApi | Provider::Gloo => {
-                Observer::Linkerd {
-                    namespace,
-                    deployment: target,
-                }
-            }
+            Provider::Gloo => Observer::Gloo {
+                namespace,
+                service: &spec.service,
+                port: spec.port,
+            },
+            Provider::Linkerd | Provider::SmiV1alpha2 | Provider::GatewayApi => Observer::Linkerd {
+                namespace,
+                deployment: target,
+            },
         }
     }
 }
@@ -139,6 +152,44 @@ impl Builtin {
                     // Seconds, in milliseconds like the Linkerd query.
                     Builtin::Duration => format!(
                         "histogram_quantile(0.99, sum(rate(nginx_ingress_controller_request_duration_seconds_bucket{{{selector}}}[{window}])) by (le)) * 1000"
+                    ),
+                }
+            }
+            Observer::Gloo {
+                namespace,
+                service,
+                port,
+            } => {
+                use crate::router::gloo::{
+                    Side, envoy_cluster_name, upstream_name, upstream_prefix,
+                };
+                // Names are DNS labels and digits: nothing in them is regex syntax.
+                let selector = match port {
+                    Some(port) => {
+                        let upstream = upstream_name(namespace, service, Side::Canary, port);
+                        format!(
+                            "envoy_cluster_name=\"{}\"",
+                            envoy_cluster_name(&upstream, namespace)
+                        )
+                    }
+                    None => {
+                        let prefix = upstream_prefix(namespace, service, Side::Canary);
+                        let any_port = format!("{prefix}[0-9]+");
+                        format!(
+                            "envoy_cluster_name=~\"{}\"",
+                            envoy_cluster_name(&any_port, namespace)
+                        )
+                    }
+                };
+                match self {
+                    // 5xx answers are the failures, as Flagger counts them.
+                    Builtin::SuccessRate => format!(
+                        "sum(rate(envoy_cluster_upstream_rq{{{selector},envoy_response_code!~\"5.*\"}}[{window}])) / \
+                         sum(rate(envoy_cluster_upstream_rq{{{selector}}}[{window}])) * 100"
+                    ),
+                    // Envoy's upstream request time is in milliseconds already.
+                    Builtin::Duration => format!(
+                        "histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{{{selector}}}[{window}])) by (le))"
                     ),
                 }
             }

@@ -98,6 +98,60 @@ fn nginx_latency_is_the_p99_of_the_canary_upstreams_request_duration_in_millisec
     );
 }
 
+/// Gloo's Envoy view of the requests sent to the canary's Upstream of `web-svc` in `shop`.
+const GLOO: Observer<'static> = Observer::Gloo {
+    namespace: "shop",
+    service: "web-svc",
+    port: Some(8080),
+};
+
+#[test]
+fn gloo_success_rate_counts_the_non_5xx_requests_of_the_canary_upstreams_envoy_cluster() {
+    assert_eq!(
+        Builtin::SuccessRate.query_for(&GLOO, Duration::from_secs(60)),
+        "sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=\"shop-web-svc-canaryupstream-8080_shop\",envoy_response_code!~\"5.*\"}[1m])) \
+         / sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=\"shop-web-svc-canaryupstream-8080_shop\"}[1m])) * 100"
+    );
+}
+
+#[test]
+fn gloo_latency_is_the_p99_of_the_canary_upstreams_envoy_request_time_in_milliseconds() {
+    assert_eq!(
+        Builtin::Duration.query_for(&GLOO, Duration::from_secs(60)),
+        "histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"shop-web-svc-canaryupstream-8080_shop\"}[1m])) by (le))"
+    );
+    // Without a known port, the canary's Upstream on any port.
+    let any_port = Observer::Gloo {
+        namespace: "shop",
+        service: "web-svc",
+        port: None,
+    };
+    assert_eq!(
+        Builtin::Duration.query_for(&any_port, Duration::from_secs(60)),
+        "histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=~\"shop-web-svc-canaryupstream-[0-9]+_shop\"}[1m])) by (le))"
+    );
+}
+
+#[test]
+fn the_builtin_checks_of_a_gloo_release_ask_envoy() {
+    let gloo = CanarySpec {
+        provider: crate::spec::Provider::Gloo,
+        ..spec()
+    };
+    assert_eq!(Observer::of(&gloo, "shop", "web"), GLOO);
+    let planned = plan_checks(&gloo, None, "shop", "web");
+    assert_eq!(planned.len(), 2);
+    for p in &planned {
+        let query = p.query.clone().unwrap_or_default();
+        assert!(
+            query.contains("envoy_cluster_upstream_rq")
+                && query.contains("shop-web-svc-canaryupstream-8080_shop"),
+            "{}: {query}",
+            p.check.name
+        );
+    }
+}
+
 #[test]
 fn the_provider_chooses_the_observer_of_the_builtin_checks() {
     assert_eq!(Observer::of(&nginx_spec(), "shop", "web"), NGINX);

@@ -36,7 +36,7 @@ const GROUP: &str = "gateway.networking.k8s.io";
 const VERSION: &str = "v1";
 const KIND: &str = "HTTPRoute";
 /// The header cookies travel in: a cookie match is a regular expression on it.
-const COOKIE_HEADER: &str = "Cookie";
+pub(super) const COOKIE_HEADER: &str = "Cookie";
 
 /// The `HTTPRoute` router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +139,7 @@ fn route_match(rule: &MatchRule) -> Value {
 /// A `Cookie` header that carries the cookie `name` (any value): it is the first pair or
 /// follows a `;`. Anchored at both ends, so it means the same to implementations that match
 /// the whole value (Envoy) and to those that search in it.
-fn cookie_regex(name: &str) -> String {
+pub(super) fn cookie_regex(name: &str) -> String {
     let mut escaped = String::with_capacity(name.len());
     for c in name.chars() {
         // Cookie names are HTTP tokens; these are the token characters that are regex syntax.

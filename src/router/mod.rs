@@ -3,9 +3,11 @@
 //! is one file and one line in [`router_for`].
 //!
 //! Builders are pure: they return the desired object as a [`DynamicObject`] for server-side
-//! apply, and read the weights back from one the API server returned.
+//! apply, and read the weights back from one the API server returned. A router may also need
+//! objects that do not change with the weights ([`Router::companions`]: Gloo's Upstreams).
 
 pub mod gatewayapi;
+pub mod gloo;
 pub mod nginx;
 pub mod smi;
 
@@ -105,6 +107,14 @@ pub struct Source {
     pub name: String,
 }
 
+/// An object the router object refers to, of its own kind (Gloo's `Upstream`s), with the
+/// resource to apply it through.
+#[derive(Debug, Clone)]
+pub struct Companion {
+    pub resource: ApiResource,
+    pub object: DynamicObject,
+}
+
 /// One traffic provider.
 pub trait Router: Send + Sync {
     /// The API resource of the router object, for a `kube::Api<DynamicObject>`.
@@ -162,6 +172,23 @@ pub trait Router: Send + Sync {
     ) -> Result<DynamicObject, RouterError> {
         self.build(deploy, spec, weights)
     }
+
+    /// The objects the router object refers to, which do not change with the weights (Gloo's
+    /// Upstreams), with the same owner label and reference: the controller applies them before
+    /// the router object, and removes them with it on opt-out. None by default.
+    fn companions(
+        &self,
+        _deploy: &Deployment,
+        _spec: &CanarySpec,
+    ) -> Result<Vec<Companion>, RouterError> {
+        Ok(Vec::new())
+    }
+
+    /// The resources of [`Router::companions`], whose objects labelled with a Deployment's
+    /// owner label opt-out deletes (those of an earlier configuration too).
+    fn companion_resources(&self) -> Vec<ApiResource> {
+        Vec::new()
+    }
 }
 
 /// What the operator chose about routers (flags of `serin run` and `serin controller`).
@@ -179,8 +206,9 @@ impl Default for RouterSettings {
     }
 }
 
-/// The router of a provider with the default [`RouterSettings`], or `None` for providers not
-/// built yet (`gloo`): callers report those as unsupported rather than guessing.
+/// The router of a provider with the default [`RouterSettings`], or `None` for a provider not
+/// built yet (every provider has one today): callers report those as unsupported rather than
+/// guessing.
 pub fn router_for(provider: Provider) -> Option<Box<dyn Router>> {
     configured_router(provider, &RouterSettings::default())
 }
@@ -194,7 +222,7 @@ pub fn configured_router(provider: Provider, settings: &RouterSettings) -> Optio
         Provider::Nginx => Some(Box::new(nginx::CanaryIngress::new(
             &settings.nginx_annotation_prefix,
         ))),
-        Provider::Gloo => None,
+        Provider::Gloo => Some(Box::new(gloo::RouteTable)),
     }
 }
 
@@ -253,7 +281,7 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn every_provider_but_gloo_has_a_router() {
+    fn every_provider_has_a_router() {
         let api_version = |p| router_for(p).map(|r| r.api_resource().api_version);
         assert_eq!(
             api_version(Provider::Linkerd).as_deref(),
@@ -271,16 +299,20 @@ mod tests {
             api_version(Provider::Nginx).as_deref(),
             Some("networking.k8s.io/v1")
         );
-        assert!(router_for(Provider::Gloo).is_none());
         assert_eq!(
-            supported_providers(),
-            [
-                Provider::Linkerd,
-                Provider::SmiV1alpha2,
-                Provider::GatewayApi,
-                Provider::Nginx
-            ]
+            api_version(Provider::Gloo).as_deref(),
+            Some("gateway.solo.io/v1")
         );
+        assert_eq!(supported_providers(), Provider::ALL);
+        // Only Gloo's router has companions (its Upstreams).
+        for provider in Provider::ALL {
+            let companions = router_for(provider).map(|r| r.companion_resources());
+            let kinds: Vec<String> = companions.into_iter().flatten().map(|r| r.kind).collect();
+            match provider {
+                Provider::Gloo => assert_eq!(kinds, ["Upstream"]),
+                _ => assert!(kinds.is_empty(), "{provider}: {kinds:?}"),
+            }
+        }
     }
 
     #[test]

@@ -13,10 +13,12 @@
 //! - [`backends`]: which versions a router object sends traffic to, and how each behaves
 //!   (pure: router objects and Deployments in, [`Backend`]s out);
 //! - [`nginx`]: canary Ingresses, and the series ingress-nginx exports for them;
+//! - [`gloo`]: Gloo route tables, and the series Gloo's Envoy proxies export for them;
 //! - [`serve`]: the I/O edge that `serin simulate` runs: watches the API server, advances the
 //!   simulator on a tick and serves `/metrics`.
 
 pub mod backends;
+pub mod gloo;
 pub mod nginx;
 pub mod serve;
 
@@ -133,6 +135,8 @@ pub struct Simulator {
     series: HashMap<SeriesKey, Series>,
     /// Requests that enter through Ingresses, in ingress-nginx's series.
     ingresses: nginx::IngressSimulator,
+    /// Requests that enter through Gloo route tables, in Envoy's series.
+    envoy: gloo::EnvoySimulator,
 }
 
 impl Simulator {
@@ -142,12 +146,18 @@ impl Simulator {
             requests_per_second,
             series: HashMap::new(),
             ingresses: nginx::IngressSimulator::new(requests_per_second),
+            envoy: gloo::EnvoySimulator::new(requests_per_second),
         }
     }
 
     /// The traffic through canary Ingresses, advanced on its own.
     pub fn ingresses(&mut self) -> &mut nginx::IngressSimulator {
         &mut self.ingresses
+    }
+
+    /// The traffic through Gloo route tables, advanced on its own.
+    pub fn envoy(&mut self) -> &mut gloo::EnvoySimulator {
+        &mut self.envoy
     }
 
     /// Accounts for `elapsed` time of traffic split as `backends` say. Weights are used as
@@ -241,6 +251,7 @@ impl Simulator {
             );
         }
         out.push_str(&self.ingresses.render());
+        out.push_str(&self.envoy.render());
         out
     }
 }

@@ -1,5 +1,5 @@
 //! The simulator's I/O edge: reflector stores of the router objects Serin owns (label
-//! `serin.dev/owner`; canary Ingresses among them) and of Deployments, in all namespaces; a ticker that advances the
+//! `serin.dev/owner`; canary Ingresses and Gloo route tables among them) and of Deployments, in all namespaces; a ticker that advances the
 //! [`Simulator`] by the time elapsed, with the backends [`backends_of`] maps from the stores;
 //! and a plain-HTTP listener serving `GET /metrics` (Prometheus text) and `/healthz`.
 //!
@@ -29,7 +29,8 @@ use super::backends::{
     ITERATIONS_ANNOTATION, LoadTest, MATCH_ANNOTATION, MappingError, RouterKind, backends_of,
     load_test_of, router_kinds,
 };
-use super::nginx::{IngressBackend, ingress_backends_of, ingress_kind};
+use super::gloo::{EnvoyBackend, envoy_backends_of, route_table_kind};
+use super::nginx::{ingress_backends_of, ingress_kind};
 use super::{Backend, Simulator};
 use crate::release::OWNER_LABEL;
 
@@ -65,7 +66,11 @@ pub async fn serve(
 
     let mut routers = Vec::new();
     let mut ingresses = None;
-    for kind in router_kinds().into_iter().chain([ingress_kind()]) {
+    let mut route_tables = None;
+    for kind in router_kinds()
+        .into_iter()
+        .chain([ingress_kind(), route_table_kind()])
+    {
         let resource = kind.api_resource();
         let writer = Writer::new(resource.clone());
         let store = writer.as_reader();
@@ -75,10 +80,12 @@ pub async fn serve(
             kind.describe(),
             reflector::reflector(writer, watcher(api, owned)),
         ));
-        // Canary Ingresses are followed apart: their requests are ingress-nginx's.
-        match kind.api_resource().kind == "Ingress" {
-            true => ingresses = Some((kind, store)),
-            false => routers.push((kind, store)),
+        // Canary Ingresses and route tables are followed apart: their requests are
+        // ingress-nginx's and Envoy's.
+        match kind.api_resource().kind.as_str() {
+            "Ingress" => ingresses = Some((kind, store)),
+            "RouteTable" => route_tables = Some((kind, store)),
+            _ => routers.push((kind, store)),
         }
     }
 
@@ -95,7 +102,10 @@ pub async fn serve(
     let simulator = Arc::new(Mutex::new(Simulator::new(options.requests_per_second)));
     tasks.spawn(tick(
         routers,
-        ingresses,
+        Edges {
+            ingresses,
+            route_tables,
+        },
         deployments,
         simulator.clone(),
         options.tick,
@@ -194,12 +204,21 @@ fn keep_what_the_simulator_reads(deployment: &mut Deployment) {
     }
 }
 
+/// Looks a Deployment up in the store by namespace and name.
+type Lookup<'a> = dyn Fn(&str, &str) -> Option<Arc<Deployment>> + 'a;
+
+/// The router kinds whose traffic enters from outside the mesh, each with its store.
+struct Edges {
+    ingresses: Option<(RouterKind, Store<DynamicObject>)>,
+    route_tables: Option<(RouterKind, Store<DynamicObject>)>,
+}
+
 /// Every `tick`, advances the simulator by the time elapsed with the backends the stores
 /// describe now (forgetting versions whose router object or Deployment is gone), and logs
 /// what changed in the routing and in the problems.
 async fn tick(
     routers: Vec<(RouterKind, Store<DynamicObject>)>,
-    ingresses: Option<(RouterKind, Store<DynamicObject>)>,
+    edges: Edges,
     deployments: Store<Deployment>,
     simulator: SharedSimulator,
     period: Duration,
@@ -213,8 +232,15 @@ async fn tick(
         interval.tick().await;
         let (backends, load_tests, mut problems) = current_backends(&routers, &deployments);
         let (through_ingresses, ingress_problems) =
-            current_ingress_backends(ingresses.as_ref(), &deployments);
+            current_edge_backends(edges.ingresses.as_ref(), &deployments, |k, o, l| {
+                ingress_backends_of(k, o, l)
+            });
         problems.extend(ingress_problems);
+        let (through_envoy, envoy_problems) =
+            current_edge_backends(edges.route_tables.as_ref(), &deployments, |k, o, l| {
+                envoy_backends_of(k, o, l)
+            });
+        problems.extend(envoy_problems);
         let now = Instant::now();
         {
             let mut simulator = simulator.lock().unwrap_or_else(PoisonError::into_inner);
@@ -224,6 +250,9 @@ async fn tick(
             let ingress_traffic = simulator.ingresses();
             ingress_traffic.advance(now - last, &through_ingresses);
             ingress_traffic.retain(&through_ingresses);
+            let envoy_traffic = simulator.envoy();
+            envoy_traffic.advance(now - last, &through_envoy);
+            envoy_traffic.retain(&through_envoy);
         }
         last = now;
 
@@ -238,6 +267,15 @@ async fn tick(
                 };
                 (
                     format!("{}/ingress {} to {upstream}", l.namespace, l.ingress),
+                    b.weight,
+                )
+            }))
+            .chain(through_envoy.iter().map(|b: &EnvoyBackend| {
+                (
+                    format!(
+                        "{}/route table {} to {}",
+                        b.namespace, b.route_table, b.cluster
+                    ),
                     b.weight,
                 )
             }))
@@ -259,18 +297,20 @@ async fn tick(
     }
 }
 
-/// The versions behind every canary Ingress in the store, and why some route nothing.
-fn current_ingress_backends(
-    ingresses: Option<&(RouterKind, Store<DynamicObject>)>,
+/// The versions behind every object in the store of an edge router kind (canary Ingresses,
+/// route tables), as `backends_of` maps them, and why some route nothing.
+fn current_edge_backends<B>(
+    edge: Option<&(RouterKind, Store<DynamicObject>)>,
     deployments: &Store<Deployment>,
-) -> (Vec<IngressBackend>, Vec<MappingError>) {
+    backends_of: impl Fn(&RouterKind, &DynamicObject, &Lookup<'_>) -> Result<Vec<B>, MappingError>,
+) -> (Vec<B>, Vec<MappingError>) {
     let mut backends = Vec::new();
     let mut problems = Vec::new();
     let lookup =
         |namespace: &str, name: &str| deployments.get(&ObjectRef::new(name).within(namespace));
-    if let Some((kind, store)) = ingresses {
+    if let Some((kind, store)) = edge {
         for object in store.state() {
-            match ingress_backends_of(kind, &object, lookup) {
+            match backends_of(kind, &object, &lookup) {
                 Ok(found) => backends.extend(found),
                 Err(e) => problems.push(e),
             }

@@ -1,0 +1,568 @@
+//! The `gloo` provider on the real local cluster, with the Upstream and RouteTable CRDs
+//! `make up` generates with controller-gen from the Gloo API types of Flagger's Go module
+//! (Gloo's own module is not served, so the schema checked is that typed subset of Gloo's
+//! API): the RouteTables and Upstreams Serin builds are accepted as built (and a malformed one
+//! is refused, so the schema is really checked); a release driven through a RouteTable moves
+//! its weights step by step, is promoted when good and rolled back to 100/0 when the canary
+//! fails; A/B sends only the matching requests to the canary; opting out removes the
+//! RouteTable and the Upstreams. The traffic simulator reads the same RouteTables and exports
+//! Envoy's series, which the builtin checks of a gloo release query.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, DynamicObject};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+use serin::release::Phase;
+use serin::router::gloo::{RouteTable, upstream_resource};
+use serin::router::{Router, Weights};
+use serin::simulate::backends::MATCHING_PERCENT;
+use serin::spec::{CanarySpec, MatchRule, Provider};
+use support::release::{Version, apply, canary, events, image, manifest, replicas, wait_phase};
+use support::{TestNamespace, routes, wait_until};
+
+const SETTLE: Duration = Duration::from_secs(60);
+/// Long enough for a release of 2 s intervals with a few failed checks.
+const RELEASE: Duration = Duration::from_secs(150);
+const CRDS: [&str; 2] = ["routetables.gateway.solo.io", "upstreams.gloo.solo.io"];
+const GLOO: (&str, &str) = ("serin.dev/provider", "gloo");
+/// The Envoy clusters of the Upstreams of the apex Service `web` on port 8080 in `ns`.
+fn cluster(ns: &str, version: &str) -> String {
+    format!("{ns}-web-{version}upstream-8080_{ns}")
+}
+
+async fn setup(prefix: &str) -> (Client, TestNamespace) {
+    support::release_environment();
+    let client = support::client().await;
+    let ns = TestNamespace::create(&client, prefix).await;
+    (client, ns)
+}
+
+fn api(client: &Client, ns: &str, resource: &ApiResource) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, resource)
+}
+
+/// Server-side apply as Serin does it (field manager `serin`), with the admin credentials:
+/// what is under test is the CRD, not Serin's RBAC.
+async fn apply_object(
+    client: &Client,
+    ns: &str,
+    resource: &ApiResource,
+    object: &DynamicObject,
+) -> kube::Result<DynamicObject> {
+    let mut value = serde_json::to_value(object).expect("json");
+    value["apiVersion"] = json!(resource.api_version);
+    value["kind"] = json!(resource.kind);
+    api(client, ns, resource)
+        .patch(
+            &object.name_any(),
+            &PatchParams::apply("serin").force(),
+            &Patch::Apply(&value),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn the_route_tables_and_upstreams_serin_builds_are_stored_as_built_by_the_generated_crds() {
+    let (client, ns) = setup("gloo-crd").await;
+    let ns = &ns.name;
+
+    // The CRDs are generated from Flagger's module, not written by hand.
+    for name in CRDS {
+        let crd = Api::<CustomResourceDefinition>::all(client.clone())
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("the {name} CRD is installed (hack/crds.sh up): {e}"));
+        let source = crd
+            .annotations()
+            .get("serin.dev/derived-from")
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            source.starts_with("github.com/fluxcd/flagger@") && source.contains("controller-gen"),
+            "{name} was not generated from Flagger's Gloo types: {source:?}"
+        );
+    }
+
+    let deploy = routes::owner(&client, ns).await;
+    let base = CanarySpec {
+        provider: Provider::Gloo,
+        ..CanarySpec::defaults("web".into(), Some(8080))
+    };
+    let ab = CanarySpec {
+        iterations: Some(3),
+        matches: vec![
+            MatchRule::HeaderExact {
+                name: "x-canary".into(),
+                value: "insider".into(),
+            },
+            MatchRule::HeaderRegex {
+                name: "user-agent".into(),
+                regex: ".*Firefox.*".into(),
+            },
+            MatchRule::Cookie {
+                name: "canary.v2".into(),
+            },
+        ],
+        ..base.clone()
+    };
+
+    // The Upstreams: stored as built, owned by the Deployment.
+    for companion in RouteTable
+        .companions(&deploy, &base)
+        .expect("build the Upstreams")
+    {
+        let stored = apply_object(&client, ns, &companion.resource, &companion.object)
+            .await
+            .unwrap_or_else(|e| panic!("the API server refused the Upstream: {e}"));
+        assert_eq!(stored.data["spec"], companion.object.data["spec"]);
+        assert_eq!(
+            stored.labels().get("serin.dev/owner").map(String::as_str),
+            Some("web")
+        );
+        assert_eq!(
+            stored.owner_references().first().map(|o| o.uid.as_str()),
+            deploy.metadata.uid.as_deref()
+        );
+    }
+    let names: Vec<String> = api(&client, ns, &upstream_resource())
+        .list(&ListParams::default())
+        .await
+        .expect("list Upstreams")
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            format!("{ns}-web-canaryupstream-8080"),
+            format!("{ns}-web-primaryupstream-8080")
+        ]
+    );
+
+    let cases = [
+        ("canary 70/30", base.clone(), Weights::to_canary(30), None),
+        ("idle", base.clone(), Weights::ALL_PRIMARY, None),
+        (
+            "A/B, matching requests to the canary",
+            ab.clone(),
+            Weights::ALL_CANARY,
+            Some(Weights::ALL_PRIMARY),
+        ),
+    ];
+    for (what, spec, weights, unmatched) in cases {
+        let built = RouteTable
+            .build(&deploy, &spec, weights)
+            .expect("build the route table");
+        let stored = apply_object(&client, ns, &RouteTable.api_resource(), &built)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: the API server refused the route table: {e}"));
+        assert_eq!(
+            stored.data["spec"], built.data["spec"],
+            "{what}: stored differently"
+        );
+        assert_eq!(
+            RouteTable.weights(&stored, &spec),
+            Ok(weights),
+            "{what}: weights"
+        );
+        assert_eq!(
+            RouteTable.unmatched_weights(&stored, &spec),
+            Ok(unmatched),
+            "{what}: weights of unmatched requests"
+        );
+    }
+
+    // The schema is enforced: a weight that is not a number is refused (by server-side
+    // apply's typed patch, which answers 500 rather than validation's 422).
+    let mut wrong = RouteTable
+        .build(&deploy, &base, Weights::ALL_PRIMARY)
+        .expect("build the route table");
+    wrong.metadata.name = Some("wrong".into());
+    wrong.data["spec"]["routes"][0]["routeAction"]["multi"]["destinations"][0]["weight"] =
+        json!("heavy");
+    match apply_object(&client, ns, &RouteTable.api_resource(), &wrong).await {
+        Err(kube::Error::Api(status)) => assert!(
+            status
+                .message
+                .contains("destinations[0].weight: expected numeric"),
+            "refused for another reason: {status:?}"
+        ),
+        other => panic!("a weight that is not a number was accepted: {other:?}"),
+    }
+}
+
+/// Applies `v1` with the `gloo` provider and waits until Serin routes everything to the
+/// primary through the RouteTable `web`.
+async fn opt_in(client: &Client, ns: &str, extra: &[(&str, &str)]) {
+    apply(&manifest(ns, "web", &Version::good("v1"), extra));
+    wait_phase(client, ns, "web", Phase::Initialized, SETTLE).await;
+    assert_eq!(
+        routes::weights(client, ns, Provider::Gloo, "web").await,
+        Some(Weights::ALL_PRIMARY)
+    );
+    assert_eq!(replicas(client, ns, "web").await, Some(0));
+}
+
+/// Polls the RouteTable's canary weight every 250 ms until the Canary reaches `phase`;
+/// returns the weights seen, each change once, in order. Panics after `timeout`.
+async fn weights_until(client: &Client, ns: &str, phase: Phase, timeout: Duration) -> Vec<u32> {
+    let start = Instant::now();
+    let mut seen: Vec<u32> = Vec::new();
+    loop {
+        let weight = routes::weights(client, ns, Provider::Gloo, "web")
+            .await
+            .map(Weights::canary);
+        if let Some(w) = weight
+            && seen.last() != Some(&w)
+        {
+            seen.push(w);
+        }
+        let status = canary(client, ns, "web").await.and_then(|c| c.status);
+        let current = status.as_ref().map(|s| s.release.phase);
+        let ended = matches!(current, Some(Phase::Succeeded | Phase::Failed));
+        assert!(
+            !ended || current == Some(phase),
+            "the release ended {current:?}, not {phase:?}; weights seen {seen:?}"
+        );
+        if current == Some(phase) {
+            let last = routes::weights(client, ns, Provider::Gloo, "web").await;
+            if let Some(w) = last.map(Weights::canary)
+                && seen.last() != Some(&w)
+            {
+                seen.push(w);
+            }
+            return seen;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {phase:?}; phase {current:?}, weights seen {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The value of an instant query in the local Prometheus, 0 when it has no sample.
+async fn query(promql: &str) -> f64 {
+    support::prometheus_query(promql)
+        .await
+        .unwrap_or_else(|e| panic!("{promql}: {e}"))
+        .unwrap_or(0.0)
+}
+
+/// The values of the last checks in the Canary's status.
+async fn last_checks(client: &Client, ns: &str) -> Vec<(String, Option<f64>)> {
+    canary(client, ns, "web")
+        .await
+        .and_then(|c| c.status)
+        .map(|s| {
+            s.release
+                .last_checks
+                .into_iter()
+                .map(|c| (c.name, c.value))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_good_release_moves_the_route_table_weights_step_by_step_and_is_promoted() {
+    let (client, ns) = setup("gloo-promote").await;
+    let ns = &ns.name;
+    let annotations = [
+        GLOO,
+        ("serin.dev/step-weight", "20"),
+        ("serin.dev/max-weight", "60"),
+    ];
+    opt_in(&client, ns, &annotations).await;
+
+    // What Serin wrote: the route table and its two Upstreams, owned by the Deployment and
+    // applied by `serin` only.
+    let table = routes::object(&client, ns, Provider::Gloo, "web")
+        .await
+        .expect("the RouteTable web");
+    let upstreams = api(&client, ns, &upstream_resource())
+        .list(&ListParams::default().labels("serin.dev/owner=web"))
+        .await
+        .expect("list Upstreams")
+        .items;
+    let services: Vec<Value> = upstreams
+        .iter()
+        .map(|u| u.data["spec"]["kube"].clone())
+        .collect();
+    assert_eq!(
+        services,
+        [
+            json!({"serviceName": "web-canary", "serviceNamespace": ns, "servicePort": 8080}),
+            json!({"serviceName": "web-primary", "serviceNamespace": ns, "servicePort": 8080}),
+        ]
+    );
+    for object in upstreams.iter().chain([&table]) {
+        let owners: Vec<_> = object
+            .owner_references()
+            .iter()
+            .map(|o| (o.kind.as_str(), o.name.as_str()))
+            .collect();
+        assert_eq!(owners, [("Deployment", "web")], "{}", object.name_any());
+        let managers: Vec<_> = object
+            .managed_fields()
+            .iter()
+            .filter_map(|m| m.manager.as_deref())
+            .collect();
+        assert_eq!(managers, ["serin"], "{}", object.name_any());
+    }
+    // They are protected like Serin's other objects: even the cluster admin is sent to the
+    // Deployment.
+    let upstream = format!("{ns}-web-canaryupstream-8080");
+    for (resource, name) in [
+        (upstream_resource(), upstream.as_str()),
+        (RouteTable.api_resource(), "web"),
+    ] {
+        match api(&client, ns, &resource)
+            .delete(name, &Default::default())
+            .await
+        {
+            Err(kube::Error::Api(status)) => assert!(
+                status.message.contains("protect-managed.serin.dev")
+                    && status.message.contains("Deployment \"web\""),
+                "refused for another reason: {status:?}"
+            ),
+            other => panic!("{} {name} could be deleted: {other:?}", resource.kind),
+        }
+    }
+
+    apply(&manifest(ns, "web", &Version::good("v2"), &annotations));
+    let seen = weights_until(&client, ns, Phase::Succeeded, RELEASE).await;
+    assert_eq!(
+        seen,
+        [0, 20, 40, 60, 0],
+        "the canary weights of the RouteTable during the release"
+    );
+    assert_eq!(
+        image(&client, ns, "web-primary").await,
+        "example.invalid/web:v2"
+    );
+    assert_eq!(replicas(&client, ns, "web").await, Some(0));
+
+    // The checks that promoted it read Envoy's series of the canary's Upstream.
+    let to_canary = query(&format!(
+        "sum(envoy_cluster_upstream_rq{{envoy_cluster_name=\"{}\"}})",
+        cluster(ns, "canary")
+    ))
+    .await;
+    assert!(
+        to_canary > 0.0,
+        "no simulated request reached the canary's Upstream"
+    );
+    // The last checks' values are Envoy's: all 2xx, and a p99 of 40 ms requests interpolated
+    // in the 25-50 ms bucket of Envoy's histogram (Linkerd's 30-40 ms bucket would give
+    // 39.9 ms).
+    let checks = last_checks(&client, ns).await;
+    let value = |name: &str| checks.iter().find(|(n, _)| n == name).and_then(|(_, v)| *v);
+    assert_eq!(value("request-success-rate"), Some(100.0), "{checks:?}");
+    let p99 = value("request-duration");
+    assert!(
+        p99.is_some_and(|ms| ms > 45.0 && ms <= 50.0),
+        "p99 {p99:?} ms is not from Envoy's buckets: {checks:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_canary_is_rolled_back_and_the_route_table_returns_to_100_0() {
+    let (client, ns) = setup("gloo-rollback").await;
+    let ns = &ns.name;
+    let annotations = [GLOO, ("serin.dev/threshold", "2")];
+    opt_in(&client, ns, &annotations).await;
+
+    let bad = Version {
+        tag: "v2",
+        error_rate: 0.3,
+        latency_ms: 40,
+    };
+    apply(&manifest(ns, "web", &bad, &annotations));
+    let seen = weights_until(&client, ns, Phase::Failed, RELEASE).await;
+    assert_eq!(
+        seen,
+        [0, 25, 0],
+        "the canary weights of the RouteTable: one step, then back to the primary"
+    );
+    assert_eq!(
+        routes::weights(&client, ns, Provider::Gloo, "web").await,
+        Some(Weights::ALL_PRIMARY)
+    );
+    assert_eq!(
+        image(&client, ns, "web-primary").await,
+        "example.invalid/web:v1"
+    );
+    assert_eq!(replicas(&client, ns, "web").await, Some(0));
+    let events = events(&client, ns, "web").await.join("\n");
+    for text in ["RolledBack", "request-success-rate"] {
+        assert!(
+            events.contains(text),
+            "no {text:?} among the events:\n{events}"
+        );
+    }
+    // The failures Serin measured are Envoy's 5xx answers of the canary's Upstream: about
+    // 70 % success.
+    let checks = last_checks(&client, ns).await;
+    let rate = checks
+        .iter()
+        .find(|(n, _)| n == "request-success-rate")
+        .and_then(|(_, v)| *v);
+    assert!(
+        rate.is_some_and(|r| (60.0..80.0).contains(&r)),
+        "success rate {rate:?}: {checks:?}"
+    );
+    let failed = query(&format!(
+        "sum(envoy_cluster_upstream_rq{{envoy_cluster_name=\"{}\",envoy_response_code=~\"5..\"}})",
+        cluster(ns, "canary")
+    ))
+    .await;
+    assert!(failed > 0.0, "no 5xx answer of the canary's Upstream");
+}
+
+#[tokio::test]
+async fn ab_testing_through_gloo_sends_only_the_matching_requests_to_the_canary() {
+    let (client, ns) = setup("gloo-ab").await;
+    let ns = &ns.name;
+    let annotations = [
+        GLOO,
+        ("serin.dev/iterations", "6"),
+        ("serin.dev/match", "header:x-canary=insider,cookie:canary"),
+    ];
+    opt_in(&client, ns, &annotations).await;
+    apply(&manifest(ns, "web", &Version::good("v2"), &annotations));
+
+    wait_until(
+        "the A/B analysis to route matching requests to the canary",
+        RELEASE,
+        || async {
+            match routes::weights(&client, ns, Provider::Gloo, "web").await {
+                Some(w) if w.canary() == 100 => Ok(()),
+                other => Err(format!("route table weights {other:?}")),
+            }
+        },
+    )
+    .await;
+    let table = routes::object(&client, ns, Provider::Gloo, "web")
+        .await
+        .expect("the RouteTable web");
+    let routes_json = table.data["spec"]["routes"].clone();
+    assert_eq!(
+        routes_json[0]["matchers"],
+        json!([
+            {"headers": [{"name": "x-canary", "value": "insider"}]},
+            {"headers": [{"name": "Cookie", "value": r"^(.*;\s*)?canary=.*$", "regex": true}]},
+        ]),
+        "the A/B route: {routes_json:#}"
+    );
+    // (upstream, weight) of a route's destinations.
+    let destinations = |route: &Value| -> Vec<(String, u64)> {
+        route["routeAction"]["multi"]["destinations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                let name = d["destination"]["upstream"]["name"].as_str();
+                (
+                    name.unwrap_or_default().to_owned(),
+                    d["weight"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    let expected = |primary: u64, canary: u64| {
+        vec![
+            (format!("{ns}-web-primaryupstream-8080"), primary),
+            (format!("{ns}-web-canaryupstream-8080"), canary),
+        ]
+    };
+    assert_eq!(destinations(&routes_json[0]), expected(0, 100));
+    assert_eq!(destinations(&routes_json[1]), expected(100, 0));
+    assert_eq!(routes_json[1].get("matchers"), None, "{routes_json:#}");
+
+    // Envoy's series: over a window inside the analysis, the canary's Upstream served the
+    // share of requests the simulator takes to match, not all of them.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let share = format!(
+        "sum(rate(envoy_cluster_upstream_rq{{envoy_cluster_name=\"{}\"}}[4s])) \
+         / (sum(rate(envoy_cluster_upstream_rq{{envoy_cluster_name=\"{}\"}}[4s])) \
+            + sum(rate(envoy_cluster_upstream_rq{{envoy_cluster_name=\"{}\"}}[4s])))",
+        cluster(ns, "canary"),
+        cluster(ns, "canary"),
+        cluster(ns, "primary"),
+    );
+    let measured = query(&share).await;
+    let status = canary(&client, ns, "web")
+        .await
+        .and_then(|c| c.status)
+        .map(|s| s.release)
+        .unwrap_or_default();
+    assert!(
+        status.phase == Phase::Progressing && status.canary_weight == 100,
+        "the window must lie inside the A/B analysis: {status:?}"
+    );
+    let expected = f64::from(MATCHING_PERCENT) / 100.0;
+    assert!(
+        (measured - expected).abs() < 0.05,
+        "the canary's share of requests: {measured:.3}, expected the matching share {expected}"
+    );
+
+    let done = wait_phase(&client, ns, "web", Phase::Succeeded, RELEASE).await;
+    assert_eq!(done.status.map(|s| s.release.iterations), Some(6));
+    assert_eq!(
+        image(&client, ns, "web-primary").await,
+        "example.invalid/web:v2"
+    );
+    assert_eq!(
+        routes::weights(&client, ns, Provider::Gloo, "web").await,
+        Some(Weights::ALL_PRIMARY)
+    );
+}
+
+#[tokio::test]
+async fn opting_out_removes_the_route_table_and_the_upstreams() {
+    let (client, ns) = setup("gloo-optout").await;
+    let ns = &ns.name;
+    opt_in(&client, ns, &[GLOO]).await;
+    let upstreams = api(&client, ns, &upstream_resource());
+    let owned = ListParams::default().labels("serin.dev/owner=web");
+    assert_eq!(
+        upstreams.list(&owned).await.expect("list").items.len(),
+        2,
+        "the Upstreams of an opted-in Deployment"
+    );
+
+    // The user removes every serin.dev annotation.
+    let plain: String = manifest(ns, "web", &Version::good("v1"), &[])
+        .lines()
+        .filter(|l| !l.starts_with("    serin.dev/") && !l.starts_with("  annotations:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    apply(&plain);
+    wait_until("the router objects to be removed", SETTLE, || async {
+        let table = routes::object(&client, ns, Provider::Gloo, "web").await;
+        let left: Vec<String> = upstreams
+            .list(&ListParams::default())
+            .await
+            .expect("list Upstreams")
+            .items
+            .iter()
+            .map(ResourceExt::name_any)
+            .collect();
+        match (table.is_some(), left.is_empty()) {
+            (false, true) => Ok(()),
+            _ => Err(format!(
+                "RouteTable there: {}; Upstreams left: {left:?}",
+                table.is_some()
+            )),
+        }
+    })
+    .await;
+    assert_eq!(replicas(&client, ns, "web").await, Some(2));
+}
