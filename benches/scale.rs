@@ -86,12 +86,14 @@ where
     (reader, task)
 }
 
-/// Waits until `count` objects of `store` are `done`, printing progress every 5 s.
+/// Waits until `count` objects of `store` are `done`, printing progress every 5 s (with
+/// `also`: what else to say of the moment).
 async fn wait_count<K>(
     what: &str,
     count: usize,
     store: &reflector::Store<K>,
     done: fn(&K) -> bool,
+    also: impl Fn() -> String,
 ) -> Duration
 where
     K: kube::Resource<DynamicType = ()> + Clone + 'static,
@@ -108,7 +110,11 @@ where
             "{what}: only {n}/{count} after {TIMEOUT:?}"
         );
         if start.elapsed() >= next_note {
-            eprintln!("    {what}: {n}/{count} after {:.0?}", start.elapsed());
+            eprintln!(
+                "    {what}: {n}/{count} after {:.0?}{}",
+                start.elapsed(),
+                also()
+            );
             next_note += Duration::from_secs(5);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -223,7 +229,14 @@ async fn run(client: &Client, count: usize) {
     let (store, watch) = count_watched(Api::<Deployment>::namespaced(client.clone(), &plain.name));
     let start = Instant::now();
     create_all(client, &plain.name, count, false).await;
-    wait_count("plain Deployments Available", count, &store, is_available).await;
+    wait_count(
+        "plain Deployments Available",
+        count,
+        &store,
+        is_available,
+        String::new,
+    )
+    .await;
     let baseline = start.elapsed();
     watch.abort();
     delete_and_wait(client, plain).await;
@@ -233,12 +246,37 @@ async fn run(client: &Client, count: usize) {
     let pid = serin_pid();
     let ns = TestNamespace::create(client, &format!("scale-serin-{count}")).await;
     let (store, watch) = count_watched(Api::<Canary>::namespaced(client.clone(), &ns.name));
+    // Where the time goes: how many primaries the cluster has made Available by then.
+    let (deployments, deployments_watch) =
+        count_watched(Api::<Deployment>::namespaced(client.clone(), &ns.name));
+    let primaries_available = move || {
+        let deployments = deployments.state();
+        let primaries = deployments.iter().filter(|d| {
+            d.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.ends_with("-primary"))
+        });
+        let available = primaries.clone().filter(|d| is_available(d)).count();
+        format!(
+            " ({} primaries created, {available} Available)",
+            primaries.count()
+        )
+    };
     let before_run = api_requests().await;
     let start = Instant::now();
     create_all(client, &ns.name, count, true).await;
     let created = start.elapsed();
-    wait_count("Canaries Initialized", count, &store, is_initialized).await;
+    wait_count(
+        "Canaries Initialized",
+        count,
+        &store,
+        is_initialized,
+        primaries_available,
+    )
+    .await;
     watch.abort();
+    deployments_watch.abort();
     let serin = start.elapsed();
     let peak_rss = proc_status_kib(pid, "VmHWM:");
     let run_requests = difference(&before_run, &api_requests().await);

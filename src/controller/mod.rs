@@ -210,6 +210,17 @@ fn slim<K: kube::ResourceExt>(object: &mut K) {
         .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
+/// [`slim`], and drops the pod template of a `-primary` Deployment: the controller reads
+/// how far a primary has rolled out, its size and its revision annotation, never its
+/// template (a copy of the user's, which a reconcile has at hand), and the template is most
+/// of a Deployment's size.
+fn slim_primary(primary: &mut Deployment) {
+    slim(primary);
+    if let Some(spec) = primary.spec.as_mut() {
+        spec.template = Default::default();
+    }
+}
+
 /// Reconciles running at once.
 const CONCURRENCY: u16 = 32;
 
@@ -281,7 +292,7 @@ pub async fn run(
     .predicate_filter(rollout_state, Default::default());
     let primaries = watcher(deployments, watcher::Config::default().labels(OWNER_LABEL))
         .default_backoff()
-        .modify(slim::<Deployment>)
+        .modify(slim_primary)
         .reflect(primary_writer)
         .applied_objects()
         .predicate_filter(primary_state, Default::default());
@@ -402,6 +413,31 @@ mod tests {
         assert_ne!(one_ready, ready);
         // Resizing it is a change too (the machine keeps it at the user's count).
         assert_ne!(ready, primary_state(&primary(3, counts(1, 2, 2))));
+    }
+
+    #[test]
+    fn a_cached_primary_keeps_what_the_controller_observes() {
+        let mut cached = primary(2, counts(1, 2, 2));
+        cached.metadata.annotations = Some(
+            [(
+                crate::release::PRIMARY_REVISION_ANNOTATION.to_owned(),
+                "abc".to_owned(),
+            )]
+            .into(),
+        );
+        if let Some(spec) = cached.spec.as_mut() {
+            spec.template.metadata = Some(Default::default());
+            spec.template.spec = Some(Default::default());
+        }
+        let before = (observe::primary(Some(&cached)), primary_state(&cached));
+        slim_primary(&mut cached);
+        assert_eq!(
+            (observe::primary(Some(&cached)), primary_state(&cached)),
+            before
+        );
+        let spec = cached.spec.as_ref().expect("spec");
+        assert_eq!(spec.template, Default::default());
+        assert_eq!(spec.replicas, Some(2));
     }
 
     #[test]

@@ -984,11 +984,16 @@ impl Context {
         };
         let mut references = vec![deploy.object_ref(&())];
         references.extend(canary.map(|c| c.object_ref(&())));
-        for reference in references {
+        // Both at once: a reconcile waits for its Events, and they are independent.
+        let sent = references.iter().map(|reference| {
             // A Recorder per Event: one Recorder folds Events of the same reason into a
             // series that keeps the first note, and each step's note carries its values.
             let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
-            if let Err(e) = recorder.publish(&event, &reference).await {
+            let event = &event;
+            async move { recorder.publish(event, reference).await }
+        });
+        for result in futures::future::join_all(sent).await {
+            if let Err(e) = result {
                 tracing::warn!(error = %e, reason, "could not record an event");
             }
         }
