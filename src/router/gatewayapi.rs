@@ -216,7 +216,7 @@ mod tests {
     use super::*;
     use crate::spec::GatewayRef;
 
-    use crate::router::testing::web;
+    use crate::router::testing::{ab_rules, web};
 
     fn spec() -> CanarySpec {
         CanarySpec::defaults("web-svc".into(), Some(9898))
@@ -225,19 +225,7 @@ mod tests {
     fn ab_spec() -> CanarySpec {
         CanarySpec {
             iterations: Some(5),
-            matches: vec![
-                MatchRule::HeaderExact {
-                    name: "x-canary".into(),
-                    value: "insider".into(),
-                },
-                MatchRule::HeaderRegex {
-                    name: "user-agent".into(),
-                    regex: ".*Firefox.*".into(),
-                },
-                MatchRule::Cookie {
-                    name: "canary".into(),
-                },
-            ],
+            matches: ab_rules(),
             ..spec()
         }
     }

@@ -324,7 +324,7 @@ fn route_weights(
 mod tests {
     use super::*;
 
-    use crate::router::testing::web;
+    use crate::router::testing::{ab_rules, web};
 
     fn spec() -> CanarySpec {
         CanarySpec {
@@ -336,19 +336,7 @@ mod tests {
     fn ab_spec() -> CanarySpec {
         CanarySpec {
             iterations: Some(5),
-            matches: vec![
-                MatchRule::HeaderExact {
-                    name: "x-canary".into(),
-                    value: "insider".into(),
-                },
-                MatchRule::HeaderRegex {
-                    name: "user-agent".into(),
-                    regex: ".*Firefox.*".into(),
-                },
-                MatchRule::Cookie {
-                    name: "canary".into(),
-                },
-            ],
+            matches: ab_rules(),
             ..spec()
         }
     }

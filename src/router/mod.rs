@@ -341,6 +341,25 @@ pub(crate) mod testing {
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+    use crate::spec::MatchRule;
+
+    /// One A/B rule of each kind: an exact header, a header regex, a cookie.
+    pub(crate) fn ab_rules() -> Vec<MatchRule> {
+        vec![
+            MatchRule::HeaderExact {
+                name: "x-canary".into(),
+                value: "insider".into(),
+            },
+            MatchRule::HeaderRegex {
+                name: "user-agent".into(),
+                regex: ".*Firefox.*".into(),
+            },
+            MatchRule::Cookie {
+                name: "canary".into(),
+            },
+        ]
+    }
+
     pub(crate) fn web() -> Deployment {
         Deployment {
             metadata: ObjectMeta {

@@ -306,6 +306,7 @@ pub fn load_test_of<D: Borrow<Deployment>>(
 mod tests {
     use super::*;
     use crate::router::Weights;
+    use crate::simulate::testing::deployment;
     use crate::simulate::{ERROR_RATE, LATENCY_MS};
     use crate::spec::MatchRule;
     use serde_json::json;
@@ -328,22 +329,6 @@ mod tests {
             .router
             .build(&owner, &spec, Weights::to_canary(canary))
             .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn deployment(name: &str, ready: i32, annotations: &[(&str, &str)]) -> Deployment {
-        let annotations: serde_json::Map<_, _> = annotations
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), json!(v)))
-            .collect();
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": "shop"},
-            "spec": {
-                "selector": {"matchLabels": {"app": name}},
-                "template": {"metadata": {"labels": {"app": name}, "annotations": annotations}}
-            },
-            "status": {"readyReplicas": ready}
-        }))
-        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn map(object: &DynamicObject, cluster: &[Deployment]) -> Result<Vec<Backend>, MappingError> {

@@ -26,6 +26,7 @@ use kube::core::DynamicObject;
 use serde_json::Value;
 
 use super::backends::{MappingError, RouterKind, backends_of};
+use super::histogram::Outcomes;
 use super::{Backend, Behaviour};
 use crate::release::{OWNER_LABEL, PRIMARY_SUFFIX};
 use crate::router::gloo::{RouteTable, Side, envoy_cluster_name, side_of};
@@ -141,49 +142,12 @@ pub fn envoy_backends_of<D: Borrow<Deployment>>(
         .collect())
 }
 
-/// Requests of one answer code: how many, and their latency histogram.
-#[derive(Debug, Clone, PartialEq)]
-struct Answers {
-    count: f64,
-    /// Cumulative counts, one per bound of [`BUCKETS_MS`].
-    buckets: Vec<f64>,
-    milliseconds: f64,
-}
-
-impl Default for Answers {
-    fn default() -> Self {
-        Self {
-            count: 0.0,
-            buckets: vec![0.0; BUCKETS_MS.len()],
-            milliseconds: 0.0,
-        }
-    }
-}
-
-impl Answers {
-    fn add(&mut self, requests: f64, latency_ms: f64) {
-        self.count += requests;
-        self.milliseconds += requests * latency_ms;
-        for (count, bound) in self.buckets.iter_mut().zip(BUCKETS_MS) {
-            if latency_ms <= bound {
-                *count += requests;
-            }
-        }
-    }
-}
-
-/// Answers by code, per Envoy cluster.
-#[derive(Debug, Clone, Default, PartialEq)]
-struct Series {
-    ok: Answers,
-    failed: Answers,
-}
-
 /// Accumulated requests through route tables, in Envoy's series.
 #[derive(Debug, Clone)]
 pub struct EnvoySimulator {
     requests_per_second: f64,
-    series: HashMap<String, Series>,
+    /// Per Envoy cluster.
+    series: HashMap<String, Outcomes>,
 }
 
 impl EnvoySimulator {
@@ -200,13 +164,14 @@ impl EnvoySimulator {
         let total = self.requests_per_second * elapsed.as_secs_f64();
         for backend in backends {
             let requests = total * f64::from(backend.weight.min(100)) / 100.0;
-            let series = self.series.entry(backend.cluster.clone()).or_default();
             let Behaviour {
                 error_rate,
                 latency_ms,
             } = backend.behaviour;
-            series.ok.add(requests * (1.0 - error_rate), latency_ms);
-            series.failed.add(requests * error_rate, latency_ms);
+            self.series
+                .entry(backend.cluster.clone())
+                .or_insert_with(|| Outcomes::new(&BUCKETS_MS))
+                .record(requests, error_rate, latency_ms);
         }
     }
 
@@ -225,35 +190,24 @@ impl EnvoySimulator {
         if clusters.is_empty() {
             return out;
         }
-        let by_code =
-            |series: &Series| [("200", series.ok.clone()), ("500", series.failed.clone())];
         out.push_str("# TYPE envoy_cluster_upstream_rq counter\n");
         for cluster in &clusters {
-            for (code, answers) in by_code(&self.series[*cluster]) {
+            let series = &self.series[*cluster];
+            for (code, answers) in [("200", &series.ok), ("500", &series.failed)] {
                 let _ = writeln!(
                     out,
                     "envoy_cluster_upstream_rq{{envoy_cluster_name=\"{cluster}\",envoy_response_code=\"{code}\"}} {}",
-                    answers.count
+                    answers.count()
                 );
             }
         }
         let metric = "envoy_cluster_upstream_rq_time";
         out.push_str(&format!("# TYPE {metric} histogram\n"));
         for cluster in &clusters {
-            let series = &self.series[*cluster];
             let labels = format!("envoy_cluster_name=\"{cluster}\"");
-            for (i, bound) in BUCKETS_MS.iter().enumerate() {
-                let le = match bound.is_infinite() {
-                    true => "+Inf".to_owned(),
-                    false => bound.to_string(),
-                };
-                let count = series.ok.buckets[i] + series.failed.buckets[i];
-                let _ = writeln!(out, "{metric}_bucket{{{labels},le=\"{le}\"}} {count}");
-            }
-            let sum = series.ok.milliseconds + series.failed.milliseconds;
-            let count = series.ok.count + series.failed.count;
-            let _ = writeln!(out, "{metric}_sum{{{labels}}} {sum}");
-            let _ = writeln!(out, "{metric}_count{{{labels}}} {count}");
+            self.series[*cluster]
+                .all()
+                .render(&mut out, metric, &labels);
         }
         out
     }
@@ -265,24 +219,8 @@ mod tests {
     use crate::router::{Router, Weights};
     use crate::simulate::ERROR_RATE;
     use crate::simulate::backends::MATCHING_PERCENT;
+    use crate::simulate::testing::deployment;
     use crate::spec::{CanarySpec, MatchRule, Provider};
-    use serde_json::json;
-
-    fn deployment(name: &str, ready: i32, annotations: &[(&str, &str)]) -> Deployment {
-        let annotations: serde_json::Map<_, _> = annotations
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), json!(v)))
-            .collect();
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": "shop"},
-            "spec": {
-                "selector": {"matchLabels": {"app": name}},
-                "template": {"metadata": {"labels": {"app": name}, "annotations": annotations}}
-            },
-            "status": {"readyReplicas": ready}
-        }))
-        .unwrap_or_else(|e| panic!("{e}"))
-    }
 
     /// The route table Serin builds for Deployment `web` in `shop` (apex Service `web-svc`).
     fn route_table(weights: Weights, matches: Vec<MatchRule>) -> DynamicObject {

@@ -19,12 +19,15 @@
 
 pub mod backends;
 pub mod gloo;
+mod histogram;
 pub mod nginx;
 pub mod serve;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::time::Duration;
+
+use histogram::Outcomes;
 
 /// Annotation on a pod template: the share of requests that fail, from 0 to 1.
 pub const ERROR_RATE: &str = "simulate.serin.dev/error-rate";
@@ -115,15 +118,6 @@ pub struct Backend {
     pub behaviour: Behaviour,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
-struct Series {
-    success: f64,
-    failure: f64,
-    /// Cumulative request counts, one per bound of [`BUCKETS_MS`].
-    buckets: Vec<f64>,
-    latency_sum: f64,
-}
-
 /// Which series requests count in: (namespace, deployment, authority). Routed requests have
 /// no `authority` label; the load test's carry the Service it calls.
 type SeriesKey = (String, String, Option<String>);
@@ -132,7 +126,7 @@ type SeriesKey = (String, String, Option<String>);
 #[derive(Debug, Clone)]
 pub struct Simulator {
     requests_per_second: f64,
-    series: HashMap<SeriesKey, Series>,
+    series: HashMap<SeriesKey, Outcomes>,
     /// Requests that enter through Ingresses, in ingress-nginx's series.
     ingresses: nginx::IngressSimulator,
     /// Requests that enter through Gloo route tables, in Envoy's series.
@@ -184,22 +178,14 @@ impl Simulator {
             backend.deployment.clone(),
             authority,
         );
-        let series = self.series.entry(key).or_insert_with(|| Series {
-            buckets: vec![0.0; BUCKETS_MS.len()],
-            ..Series::default()
-        });
         let Behaviour {
             error_rate,
             latency_ms,
         } = backend.behaviour;
-        series.failure += requests * error_rate;
-        series.success += requests * (1.0 - error_rate);
-        series.latency_sum += requests * latency_ms;
-        for (count, bound) in series.buckets.iter_mut().zip(BUCKETS_MS) {
-            if latency_ms <= bound {
-                *count += requests;
-            }
-        }
+        self.series
+            .entry(key)
+            .or_insert_with(|| Outcomes::new(&BUCKETS_MS))
+            .record(requests, error_rate, latency_ms);
     }
 
     /// Forgets the series of every version not among `backends`: its router object or its
@@ -221,7 +207,9 @@ impl Simulator {
         for key in &keys {
             let s = &self.series[*key];
             let labels = labels(key);
-            for (classification, value) in [("success", s.success), ("failure", s.failure)] {
+            for (classification, value) in
+                [("success", s.ok.count()), ("failure", s.failed.count())]
+            {
                 let _ = writeln!(
                     out,
                     "response_total{{{labels},classification=\"{classification}\"}} {value}"
@@ -230,25 +218,9 @@ impl Simulator {
         }
         out.push_str("# TYPE response_latency_ms histogram\n");
         for key in &keys {
-            let s = &self.series[*key];
-            let labels = labels(key);
-            for (count, bound) in s.buckets.iter().zip(BUCKETS_MS) {
-                let le = if bound.is_infinite() {
-                    "+Inf".to_string()
-                } else {
-                    bound.to_string()
-                };
-                let _ = writeln!(
-                    out,
-                    "response_latency_ms_bucket{{{labels},le=\"{le}\"}} {count}"
-                );
-            }
-            let _ = writeln!(out, "response_latency_ms_sum{{{labels}}} {}", s.latency_sum);
-            let _ = writeln!(
-                out,
-                "response_latency_ms_count{{{labels}}} {}",
-                s.success + s.failure
-            );
+            self.series[*key]
+                .all()
+                .render(&mut out, "response_latency_ms", &labels(key));
         }
         out.push_str(&self.ingresses.render());
         out.push_str(&self.envoy.render());
@@ -429,5 +401,29 @@ mod tests {
         let api = text.find("deployment=\"api\"").expect("api series");
         let web = text.find("deployment=\"web\"").expect("web series");
         assert!(api < web);
+    }
+}
+
+/// What the simulator's tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use serde_json::json;
+
+    /// A Deployment `name` in `shop` with `ready` Ready replicas and pod annotations.
+    pub(crate) fn deployment(name: &str, ready: i32, annotations: &[(&str, &str)]) -> Deployment {
+        let annotations: serde_json::Map<_, _> = annotations
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .collect();
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {
+                "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}, "annotations": annotations}}
+            },
+            "status": {"readyReplicas": ready}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 }

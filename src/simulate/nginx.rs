@@ -27,6 +27,7 @@ use kube::core::DynamicObject;
 use serde_json::Value;
 
 use super::backends::{MappingError, RouterKind, backends_of};
+use super::histogram::{Histogram, Outcomes};
 use super::{Backend, Behaviour};
 use crate::release::{CANARY_SUFFIX, OWNER_LABEL, PRIMARY_SUFFIX};
 use crate::router::nginx::CanaryIngress;
@@ -161,41 +162,11 @@ pub fn ingress_backends_of<D: Borrow<Deployment>>(
         .collect())
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
-struct Answers {
-    count: f64,
-    /// Cumulative counts, one per bound of [`BUCKETS_SECONDS`].
-    buckets: Vec<f64>,
-    seconds: f64,
-}
-
-impl Answers {
-    fn add(&mut self, requests: f64, latency_seconds: f64) {
-        if self.buckets.is_empty() {
-            self.buckets = vec![0.0; BUCKETS_SECONDS.len()];
-        }
-        self.count += requests;
-        self.seconds += requests * latency_seconds;
-        for (count, bound) in self.buckets.iter_mut().zip(BUCKETS_SECONDS) {
-            if latency_seconds <= bound {
-                *count += requests;
-            }
-        }
-    }
-}
-
-/// Answers by status, per version behind an Ingress.
-#[derive(Debug, Clone, Default, PartialEq)]
-struct Series {
-    ok: Answers,
-    failed: Answers,
-}
-
 /// Accumulated requests through Ingresses, in ingress-nginx's series.
 #[derive(Debug, Clone)]
 pub struct IngressSimulator {
     requests_per_second: f64,
-    series: HashMap<IngressLabels, Series>,
+    series: HashMap<IngressLabels, Outcomes>,
 }
 
 impl IngressSimulator {
@@ -212,14 +183,14 @@ impl IngressSimulator {
         let total = self.requests_per_second * elapsed.as_secs_f64();
         for backend in backends {
             let requests = total * f64::from(backend.weight.min(100)) / 100.0;
-            let series = self.series.entry(backend.labels.clone()).or_default();
             let Behaviour {
                 error_rate,
                 latency_ms,
             } = backend.behaviour;
-            let seconds = latency_ms / 1000.0;
-            series.ok.add(requests * (1.0 - error_rate), seconds);
-            series.failed.add(requests * error_rate, seconds);
+            self.series
+                .entry(backend.labels.clone())
+                .or_insert_with(|| Outcomes::new(&BUCKETS_SECONDS))
+                .record(requests, error_rate, latency_ms / 1000.0);
         }
     }
 
@@ -238,8 +209,9 @@ impl IngressSimulator {
         if keys.is_empty() {
             return out;
         }
-        let answers =
-            |series: &Series| [("200", series.ok.clone()), ("500", series.failed.clone())];
+        fn answers(series: &Outcomes) -> [(&str, &Histogram); 2] {
+            [("200", &series.ok), ("500", &series.failed)]
+        }
         out.push_str("# TYPE nginx_ingress_controller_requests counter\n");
         for labels in &keys {
             for (status, answers) in answers(&self.series[*labels]) {
@@ -247,28 +219,15 @@ impl IngressSimulator {
                 let _ = writeln!(
                     out,
                     "nginx_ingress_controller_requests{{{labels}}} {}",
-                    answers.count
+                    answers.count()
                 );
             }
         }
-        out.push_str("# TYPE nginx_ingress_controller_request_duration_seconds histogram\n");
         let metric = "nginx_ingress_controller_request_duration_seconds";
+        out.push_str(&format!("# TYPE {metric} histogram\n"));
         for labels in &keys {
             for (status, answers) in answers(&self.series[*labels]) {
-                let labels = render_labels(labels, status);
-                let buckets = match answers.buckets.is_empty() {
-                    true => vec![0.0; BUCKETS_SECONDS.len()],
-                    false => answers.buckets.clone(),
-                };
-                for (count, bound) in buckets.iter().zip(BUCKETS_SECONDS) {
-                    let le = match bound.is_infinite() {
-                        true => "+Inf".to_owned(),
-                        false => bound.to_string(),
-                    };
-                    let _ = writeln!(out, "{metric}_bucket{{{labels},le=\"{le}\"}} {count}");
-                }
-                let _ = writeln!(out, "{metric}_sum{{{labels}}} {}", answers.seconds);
-                let _ = writeln!(out, "{metric}_count{{{labels}}} {}", answers.count);
+                answers.render(&mut out, metric, &render_labels(labels, status));
             }
         }
         out
@@ -293,24 +252,9 @@ mod tests {
     use super::*;
     use crate::router::{Router, Weights};
     use crate::simulate::ERROR_RATE;
+    use crate::simulate::testing::deployment;
     use crate::spec::{CanarySpec, Provider};
     use serde_json::json;
-
-    fn deployment(name: &str, ready: i32, annotations: &[(&str, &str)]) -> Deployment {
-        let annotations: serde_json::Map<_, _> = annotations
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), json!(v)))
-            .collect();
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": "shop"},
-            "spec": {
-                "selector": {"matchLabels": {"app": name}},
-                "template": {"metadata": {"labels": {"app": name}, "annotations": annotations}}
-            },
-            "status": {"readyReplicas": ready}
-        }))
-        .unwrap_or_else(|e| panic!("{e}"))
-    }
 
     /// The canary Ingress Serin builds for Deployment `web` in `shop` (apex Service
     /// `web-svc`, the user's Ingress `public`).
