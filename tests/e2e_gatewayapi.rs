@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
@@ -18,7 +18,9 @@ use serin::release::Phase;
 use serin::router::gatewayapi::HttpRoute;
 use serin::router::{Router, Weights};
 use serin::spec::{CanarySpec, GatewayRef, MatchRule, Provider};
-use support::release::{Version, apply, canary, events, image, manifest, replicas, wait_phase};
+use support::release::{
+    Version, apply, events, image, manifest, replicas, wait_phase, weights_until,
+};
 use support::{TestNamespace, routes};
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -206,45 +208,6 @@ async fn opt_in(client: &Client, ns: &str, extra: &[(&str, &str)]) {
     assert_eq!(replicas(client, ns, "web").await, Some(0));
 }
 
-/// Polls the HTTPRoute's canary weight every 250 ms until the Canary reaches `phase`; returns
-/// the weights seen, each change once, in order. Panics after `timeout` with what it saw.
-async fn weights_until(client: &Client, ns: &str, phase: Phase, timeout: Duration) -> Vec<u32> {
-    let start = Instant::now();
-    let mut seen: Vec<u32> = Vec::new();
-    loop {
-        let weight = routes::weights(client, ns, Provider::GatewayApi, "web")
-            .await
-            .map(Weights::canary);
-        if let Some(w) = weight
-            && seen.last() != Some(&w)
-        {
-            seen.push(w);
-        }
-        let status = canary(client, ns, "web").await.and_then(|c| c.status);
-        let current = status.as_ref().map(|s| s.release.phase);
-        let ended = matches!(current, Some(Phase::Succeeded | Phase::Failed));
-        assert!(
-            !ended || current == Some(phase),
-            "the release ended {current:?}, not {phase:?}; weights seen {seen:?}"
-        );
-        if current == Some(phase) {
-            // The last write of the release (weights back to the primary) precedes the phase.
-            let last = routes::weights(client, ns, Provider::GatewayApi, "web").await;
-            if let Some(w) = last.map(Weights::canary)
-                && seen.last() != Some(&w)
-            {
-                seen.push(w);
-            }
-            return seen;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {phase:?}; phase {current:?}, weights seen {seen:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_good_release_moves_the_route_weights_step_by_step_and_is_promoted() {
     let (client, ns) = setup("gw-promote").await;
@@ -282,7 +245,10 @@ async fn a_good_release_moves_the_route_weights_step_by_step_and_is_promoted() {
     assert_eq!(managers, ["serin"]);
 
     apply(&manifest(ns, "web", &Version::good("v2"), &annotations));
-    let seen = weights_until(&client, ns, Phase::Succeeded, RELEASE).await;
+    let seen = weights_until(&client, ns, Phase::Succeeded, RELEASE, || {
+        route_weight(&client, ns)
+    })
+    .await;
     assert_eq!(
         seen,
         [0, 20, 40, 60, 0],
@@ -319,7 +285,10 @@ async fn a_failing_canary_is_rolled_back_and_the_route_returns_to_100_0() {
         latency_ms: 40,
     };
     apply(&manifest(ns, "web", &bad, &annotations));
-    let seen = weights_until(&client, ns, Phase::Failed, RELEASE).await;
+    let seen = weights_until(&client, ns, Phase::Failed, RELEASE, || {
+        route_weight(&client, ns)
+    })
+    .await;
     assert_eq!(
         seen,
         [0, 25, 0],
@@ -341,4 +310,11 @@ async fn a_failing_canary_is_rolled_back_and_the_route_returns_to_100_0() {
             "no {text:?} among the events:\n{events}"
         );
     }
+}
+
+/// The canary's share in the router object `web`.
+async fn route_weight(client: &Client, ns: &str) -> Option<u32> {
+    routes::weights(client, ns, Provider::GatewayApi, "web")
+        .await
+        .map(Weights::canary)
 }

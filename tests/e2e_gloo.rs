@@ -10,7 +10,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -22,8 +22,11 @@ use serin::router::gloo::{RouteTable, upstream_resource};
 use serin::router::{Router, Weights};
 use serin::simulate::backends::MATCHING_PERCENT;
 use serin::spec::{CanarySpec, MatchRule, Provider};
-use support::release::{Version, apply, canary, events, image, manifest, replicas, wait_phase};
-use support::{TestNamespace, routes, wait_until};
+use support::release::{
+    Version, apply, canary, events, image, last_checks, manifest, replicas, wait_phase,
+    weights_until,
+};
+use support::{TestNamespace, prometheus_value, routes, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(60);
 /// Long enough for a release of 2 s intervals with a few failed checks.
@@ -209,67 +212,6 @@ async fn opt_in(client: &Client, ns: &str, extra: &[(&str, &str)]) {
     assert_eq!(replicas(client, ns, "web").await, Some(0));
 }
 
-/// Polls the RouteTable's canary weight every 250 ms until the Canary reaches `phase`;
-/// returns the weights seen, each change once, in order. Panics after `timeout`.
-async fn weights_until(client: &Client, ns: &str, phase: Phase, timeout: Duration) -> Vec<u32> {
-    let start = Instant::now();
-    let mut seen: Vec<u32> = Vec::new();
-    loop {
-        let weight = routes::weights(client, ns, Provider::Gloo, "web")
-            .await
-            .map(Weights::canary);
-        if let Some(w) = weight
-            && seen.last() != Some(&w)
-        {
-            seen.push(w);
-        }
-        let status = canary(client, ns, "web").await.and_then(|c| c.status);
-        let current = status.as_ref().map(|s| s.release.phase);
-        let ended = matches!(current, Some(Phase::Succeeded | Phase::Failed));
-        assert!(
-            !ended || current == Some(phase),
-            "the release ended {current:?}, not {phase:?}; weights seen {seen:?}"
-        );
-        if current == Some(phase) {
-            let last = routes::weights(client, ns, Provider::Gloo, "web").await;
-            if let Some(w) = last.map(Weights::canary)
-                && seen.last() != Some(&w)
-            {
-                seen.push(w);
-            }
-            return seen;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {phase:?}; phase {current:?}, weights seen {seen:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// The value of an instant query in the local Prometheus, 0 when it has no sample.
-async fn query(promql: &str) -> f64 {
-    support::prometheus_query(promql)
-        .await
-        .unwrap_or_else(|e| panic!("{promql}: {e}"))
-        .unwrap_or(0.0)
-}
-
-/// The values of the last checks in the Canary's status.
-async fn last_checks(client: &Client, ns: &str) -> Vec<(String, Option<f64>)> {
-    canary(client, ns, "web")
-        .await
-        .and_then(|c| c.status)
-        .map(|s| {
-            s.release
-                .last_checks
-                .into_iter()
-                .map(|c| (c.name, c.value))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn a_good_release_moves_the_route_table_weights_step_by_step_and_is_promoted() {
     let (client, ns) = setup("gloo-promote").await;
@@ -337,7 +279,10 @@ async fn a_good_release_moves_the_route_table_weights_step_by_step_and_is_promot
     }
 
     apply(&manifest(ns, "web", &Version::good("v2"), &annotations));
-    let seen = weights_until(&client, ns, Phase::Succeeded, RELEASE).await;
+    let seen = weights_until(&client, ns, Phase::Succeeded, RELEASE, || {
+        route_weight(&client, ns)
+    })
+    .await;
     assert_eq!(
         seen,
         [0, 20, 40, 60, 0],
@@ -350,7 +295,7 @@ async fn a_good_release_moves_the_route_table_weights_step_by_step_and_is_promot
     assert_eq!(replicas(&client, ns, "web").await, Some(0));
 
     // The checks that promoted it read Envoy's series of the canary's Upstream.
-    let to_canary = query(&format!(
+    let to_canary = prometheus_value(&format!(
         "sum(envoy_cluster_upstream_rq{{envoy_cluster_name=\"{}\"}})",
         cluster(ns, "canary")
     ))
@@ -362,7 +307,7 @@ async fn a_good_release_moves_the_route_table_weights_step_by_step_and_is_promot
     // The last checks' values are Envoy's: all 2xx, and a p99 of 40 ms requests interpolated
     // in the 25-50 ms bucket of Envoy's histogram (Linkerd's 30-40 ms bucket would give
     // 39.9 ms).
-    let checks = last_checks(&client, ns).await;
+    let checks = last_checks(&client, ns, "web").await;
     let value = |name: &str| checks.iter().find(|(n, _)| n == name).and_then(|(_, v)| *v);
     assert_eq!(value("request-success-rate"), Some(100.0), "{checks:?}");
     let p99 = value("request-duration");
@@ -385,7 +330,10 @@ async fn a_failing_canary_is_rolled_back_and_the_route_table_returns_to_100_0() 
         latency_ms: 40,
     };
     apply(&manifest(ns, "web", &bad, &annotations));
-    let seen = weights_until(&client, ns, Phase::Failed, RELEASE).await;
+    let seen = weights_until(&client, ns, Phase::Failed, RELEASE, || {
+        route_weight(&client, ns)
+    })
+    .await;
     assert_eq!(
         seen,
         [0, 25, 0],
@@ -409,7 +357,7 @@ async fn a_failing_canary_is_rolled_back_and_the_route_table_returns_to_100_0() 
     }
     // The failures Serin measured are Envoy's 5xx answers of the canary's Upstream: about
     // 70 % success.
-    let checks = last_checks(&client, ns).await;
+    let checks = last_checks(&client, ns, "web").await;
     let rate = checks
         .iter()
         .find(|(n, _)| n == "request-success-rate")
@@ -418,7 +366,7 @@ async fn a_failing_canary_is_rolled_back_and_the_route_table_returns_to_100_0() 
         rate.is_some_and(|r| (60.0..80.0).contains(&r)),
         "success rate {rate:?}: {checks:?}"
     );
-    let failed = query(&format!(
+    let failed = prometheus_value(&format!(
         "sum(envoy_cluster_upstream_rq{{envoy_cluster_name=\"{}\",envoy_response_code=~\"5..\"}})",
         cluster(ns, "canary")
     ))
@@ -497,7 +445,7 @@ async fn ab_testing_through_gloo_sends_only_the_matching_requests_to_the_canary(
         cluster(ns, "canary"),
         cluster(ns, "primary"),
     );
-    let measured = query(&share).await;
+    let measured = prometheus_value(&share).await;
     let status = canary(&client, ns, "web")
         .await
         .and_then(|c| c.status)
@@ -565,4 +513,11 @@ async fn opting_out_removes_the_route_table_and_the_upstreams() {
     })
     .await;
     assert_eq!(replicas(&client, ns, "web").await, Some(2));
+}
+
+/// The canary's share in the router object `web`.
+async fn route_weight(client: &Client, ns: &str) -> Option<u32> {
+    routes::weights(client, ns, Provider::Gloo, "web")
+        .await
+        .map(Weights::canary)
 }

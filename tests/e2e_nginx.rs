@@ -10,7 +10,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
@@ -23,8 +23,11 @@ use serin::router::nginx::CanaryIngress;
 use serin::router::{Router, Weights};
 use serin::simulate::backends::MATCHING_PERCENT;
 use serin::spec::{CanarySpec, MatchRule, Provider};
-use support::release::{Version, apply, canary, events, image, manifest, replicas, wait_phase};
-use support::{TestNamespace, wait_until};
+use support::release::{
+    Version, apply, canary, events, image, last_checks, manifest, replicas, wait_phase,
+    weights_until,
+};
+use support::{TestNamespace, prometheus_value, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(60);
 /// Long enough for a release of 2 s intervals with a few failed checks.
@@ -264,41 +267,6 @@ async fn opt_in(client: &Client, ns: &str, annotations: &[(&str, &str)]) {
     assert_eq!(replicas(client, ns, "web").await, Some(0));
 }
 
-/// Polls `canary-weight` every 250 ms until the Canary reaches `phase`; returns the weights
-/// seen, each change once, in order. Panics after `timeout` with what it saw.
-async fn weights_until(client: &Client, ns: &str, phase: Phase, timeout: Duration) -> Vec<u32> {
-    let start = Instant::now();
-    let mut seen: Vec<u32> = Vec::new();
-    loop {
-        if let Some(w) = canary_weight(client, ns).await
-            && seen.last() != Some(&w)
-        {
-            seen.push(w);
-        }
-        let status = canary(client, ns, "web").await.and_then(|c| c.status);
-        let current = status.as_ref().map(|s| s.release.phase);
-        let ended = matches!(current, Some(Phase::Succeeded | Phase::Failed));
-        assert!(
-            !ended || current == Some(phase),
-            "the release ended {current:?}, not {phase:?}; weights seen {seen:?}"
-        );
-        if current == Some(phase) {
-            // The last write of the release (weight back to 0) precedes the phase.
-            if let Some(w) = canary_weight(client, ns).await
-                && seen.last() != Some(&w)
-            {
-                seen.push(w);
-            }
-            return seen;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {phase:?}; phase {current:?}, weights seen {seen:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 /// `sum(<metric>{namespace, ingress="public", <extra>})` in the local Prometheus.
 async fn nginx_requests(ns: &str, extra: &str) -> Option<f64> {
     let query = format!(
@@ -389,7 +357,10 @@ async fn a_good_release_moves_canary_weight_step_by_step_and_is_promoted() {
     );
 
     apply(&manifest(ns, "web", &Version::good("v2"), &annotations));
-    let seen = weights_until(&client, ns, Phase::Succeeded, RELEASE).await;
+    let seen = weights_until(&client, ns, Phase::Succeeded, RELEASE, || {
+        canary_weight(&client, ns)
+    })
+    .await;
     assert_eq!(
         seen,
         [0, 20, 40, 60, 0],
@@ -410,7 +381,7 @@ async fn a_good_release_moves_canary_weight_step_by_step_and_is_promoted() {
     // The last checks' values are ingress-nginx's: all 2xx, and a p99 of 40 ms requests
     // interpolated in the 25-50 ms bucket of its histogram (Linkerd's 30-40 ms bucket would
     // give 39.9 ms).
-    let checks = last_checks(&client, ns).await;
+    let checks = last_checks(&client, ns, "web").await;
     let value = |name: &str| checks.iter().find(|(n, _)| n == name).and_then(|(_, v)| *v);
     assert_eq!(value("request-success-rate"), Some(100.0), "{checks:?}");
     let p99 = value("request-duration");
@@ -418,21 +389,6 @@ async fn a_good_release_moves_canary_weight_step_by_step_and_is_promoted() {
         p99.is_some_and(|ms| ms > 45.0 && ms <= 50.0),
         "p99 {p99:?} ms is not from ingress-nginx's buckets: {checks:?}"
     );
-}
-
-/// The values of the last checks in the Canary's status.
-async fn last_checks(client: &Client, ns: &str) -> Vec<(String, Option<f64>)> {
-    canary(client, ns, "web")
-        .await
-        .and_then(|c| c.status)
-        .map(|s| {
-            s.release
-                .last_checks
-                .into_iter()
-                .map(|c| (c.name, c.value))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -448,7 +404,10 @@ async fn a_failing_canary_is_rolled_back_with_canary_weight_back_at_0() {
         latency_ms: 40,
     };
     apply(&manifest(ns, "web", &bad, &annotations));
-    let seen = weights_until(&client, ns, Phase::Failed, RELEASE).await;
+    let seen = weights_until(&client, ns, Phase::Failed, RELEASE, || {
+        canary_weight(&client, ns)
+    })
+    .await;
     assert_eq!(
         seen,
         [0, 25, 0],
@@ -469,7 +428,7 @@ async fn a_failing_canary_is_rolled_back_with_canary_weight_back_at_0() {
     }
     // The failures Serin measured are ingress-nginx's 5xx answers of the canary upstream:
     // about 70 % success.
-    let checks = last_checks(&client, ns).await;
+    let checks = last_checks(&client, ns, "web").await;
     let rate = checks
         .iter()
         .find(|(n, _)| n == "request-success-rate")
@@ -554,7 +513,10 @@ async fn ab_testing_through_nginx_sends_only_requests_with_the_header_to_the_can
     };
     let canary_share = format!("{} / {}", rate(",canary!=\"\""), rate(""));
     let primary_share = format!("{} / {}", rate(",canary=\"\""), rate(""));
-    let (to_canary, to_primary) = (query(&canary_share).await, query(&primary_share).await);
+    let (to_canary, to_primary) = (
+        prometheus_value(&canary_share).await,
+        prometheus_value(&primary_share).await,
+    );
     let status = canary(&client, ns, "web")
         .await
         .and_then(|c| c.status)
@@ -609,7 +571,10 @@ async fn ab_testing_through_nginx_rolls_a_failing_canary_back_and_stops_matching
         latency_ms: 40,
     };
     apply(&manifest(ns, "web", &bad, &annotations));
-    let seen = weights_until(&client, ns, Phase::Failed, RELEASE).await;
+    let seen = weights_until(&client, ns, Phase::Failed, RELEASE, || {
+        canary_weight(&client, ns)
+    })
+    .await;
     assert_eq!(
         seen,
         [0, 100, 0],
@@ -633,12 +598,4 @@ async fn ab_testing_through_nginx_rolls_a_failing_canary_back_and_stops_matching
         failed.is_some_and(|n| n > 0.0),
         "no 5xx answer of the canary upstream: {failed:?}"
     );
-}
-
-/// The value of an instant query, 0 when it has no sample; panics when Prometheus fails.
-async fn query(promql: &str) -> f64 {
-    support::prometheus_query(promql)
-        .await
-        .unwrap_or_else(|e| panic!("{promql}: {e}"))
-        .unwrap_or(0.0)
 }

@@ -21,7 +21,7 @@ use serin::router::Weights;
 use serin::simulate::backends::MATCHING_PERCENT;
 use serin::spec::Provider;
 use support::release::{Version, apply, canary, events, image, manifest, replicas, wait_phase};
-use support::{TestNamespace, prometheus_query, routes, wait_until};
+use support::{TestNamespace, prometheus_value, routes, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(60);
 /// Long enough for a release of 2 s intervals with a few failed checks.
@@ -43,14 +43,6 @@ async fn opt_in(client: &Client, ns: &str, provider: Provider, extra: &[(&str, &
         Some(Weights::ALL_PRIMARY)
     );
     assert_eq!(replicas(client, ns, "web").await, Some(0));
-}
-
-/// The value of an instant query, 0 when it has no sample; panics when Prometheus fails.
-async fn query(promql: &str) -> f64 {
-    prometheus_query(promql)
-        .await
-        .unwrap_or_else(|e| panic!("{promql}: {e}"))
-        .unwrap_or(0.0)
 }
 
 async fn release_status(client: &Client, ns: &str) -> serin::release::ReleaseStatus {
@@ -137,7 +129,7 @@ async fn ab_testing_sends_only_the_matching_requests_to_the_canary_then_promotes
         "sum(rate(response_total{{namespace=\"{ns}\",deployment=\"web\",direction=\"inbound\"}}[4s])) \
          / sum(rate(response_total{{namespace=\"{ns}\",direction=\"inbound\"}}[4s]))"
     );
-    let measured = query(&share).await;
+    let measured = prometheus_value(&share).await;
     let status = release_status(&client, ns).await;
     assert!(
         status.phase == Phase::Progressing && status.canary_weight == 100,
@@ -222,8 +214,15 @@ async fn blue_green_gives_the_canary_no_user_traffic_until_the_switch_then_all_o
         let status = release_status(&client, ns).await;
         if status.phase == Phase::Progressing && status.iterations >= 1 && seen == [0] {
             // A check has passed on the canary: on load-test requests only.
-            assert_eq!(query(&user).await, 0.0, "user requests reached the canary");
-            assert!(query(&load_test).await > 0.0, "no load test: {load_test}");
+            assert_eq!(
+                prometheus_value(&user).await,
+                0.0,
+                "user requests reached the canary"
+            );
+            assert!(
+                prometheus_value(&load_test).await > 0.0,
+                "no load test: {load_test}"
+            );
             checked_before_switch = true;
         }
         if status.phase == Phase::Succeeded {
@@ -259,7 +258,7 @@ async fn blue_green_gives_the_canary_no_user_traffic_until_the_switch_then_all_o
         "Prometheus to show user requests served by the canary after the switch",
         Duration::from_secs(20),
         || async {
-            match query(&user).await {
+            match prometheus_value(&user).await {
                 n if n > 0.0 => Ok(()),
                 n => Err(format!("{user} = {n}")),
             }

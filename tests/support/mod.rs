@@ -238,6 +238,15 @@ impl Drop for ScrapeTarget {
 }
 
 /// One instant query against the Prometheus HTTP API; the first sample's value, if any.
+/// The value of an instant query in the local Prometheus, 0 when it has no sample; panics
+/// when Prometheus fails.
+pub async fn prometheus_value(promql: &str) -> f64 {
+    prometheus_query(promql)
+        .await
+        .unwrap_or_else(|e| panic!("{promql}: {e}"))
+        .unwrap_or(0.0)
+}
+
 pub async fn prometheus_query(query: &str) -> Result<Option<f64>, String> {
     let url = format!("{}/api/v1/query", prometheus_url());
     // reqwest is built without a crypto provider of its own: Serin installs ring explicitly.

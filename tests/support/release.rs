@@ -190,3 +190,64 @@ pub async fn events(client: &Client, ns: &str, name: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// Polls the canary weight `read` returns every 250 ms until the Canary `web` reaches
+/// `phase`; returns the weights seen, each change once, in order. Panics after `timeout`, or
+/// when the release ends in the other phase, with what it saw.
+pub async fn weights_until<F, Fut>(
+    client: &Client,
+    ns: &str,
+    phase: Phase,
+    timeout: Duration,
+    mut read: F,
+) -> Vec<u32>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<u32>>,
+{
+    let start = std::time::Instant::now();
+    let mut seen: Vec<u32> = Vec::new();
+    loop {
+        if let Some(w) = read().await
+            && seen.last() != Some(&w)
+        {
+            seen.push(w);
+        }
+        let status = canary(client, ns, "web").await.and_then(|c| c.status);
+        let current = status.as_ref().map(|s| s.release.phase);
+        let ended = matches!(current, Some(Phase::Succeeded | Phase::Failed));
+        assert!(
+            !ended || current == Some(phase),
+            "the release ended {current:?}, not {phase:?}; weights seen {seen:?}"
+        );
+        if current == Some(phase) {
+            // The last write of the release (weights back to the primary) precedes the phase.
+            if let Some(w) = read().await
+                && seen.last() != Some(&w)
+            {
+                seen.push(w);
+            }
+            return seen;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {phase:?}; phase {current:?}, weights seen {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The names and values of the last checks in the Canary's status.
+pub async fn last_checks(client: &Client, ns: &str, name: &str) -> Vec<(String, Option<f64>)> {
+    canary(client, ns, name)
+        .await
+        .and_then(|c| c.status)
+        .map(|s| {
+            s.release
+                .last_checks
+                .into_iter()
+                .map(|c| (c.name, c.value))
+                .collect()
+        })
+        .unwrap_or_default()
+}
