@@ -28,7 +28,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
-use super::{Router, RouterError, Weights, owned_object, percentages};
+use super::{
+    Router, RouterError, Weights, array_at, matches_only_headers, owned_object, percentages,
+};
 use crate::release::{CANARY_SUFFIX, PRIMARY_SUFFIX};
 use crate::spec::{CanarySpec, MatchRule};
 
@@ -154,24 +156,11 @@ pub(super) fn cookie_regex(name: &str) -> String {
 /// Whether a rule routes only requests with some header: an A/B rule. The API server gives a
 /// rule without matches a path match on `/` (every request), so having matches is not enough.
 fn is_ab_rule(rule: &Value) -> bool {
-    let matches = rule.get("matches").and_then(Value::as_array);
-    matches.is_some_and(|matches| {
-        !matches.is_empty()
-            && matches.iter().all(|m| {
-                m.get("headers")
-                    .and_then(Value::as_array)
-                    .is_some_and(|h| !h.is_empty())
-            })
-    })
+    matches_only_headers(rule, "matches")
 }
 
 fn rules(object: &DynamicObject) -> &[Value] {
-    object
-        .data
-        .pointer("/spec/rules")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    array_at(object, "/spec/rules")
 }
 
 /// The weights of one rule's `-primary` and `-canary` backendRefs. A backendRef without a

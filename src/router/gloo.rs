@@ -44,7 +44,10 @@ use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
 use super::gatewayapi::{COOKIE_HEADER, cookie_regex};
-use super::{Companion, Router, RouterError, Weights, owned_object, percentages};
+use super::{
+    Companion, Router, RouterError, Weights, array_at, matches_only_headers, owned_object,
+    percentages,
+};
 use crate::release::{CANARY_SUFFIX, PRIMARY_SUFFIX};
 use crate::spec::{CanarySpec, MatchRule};
 
@@ -250,24 +253,11 @@ fn matcher(rule: &MatchRule) -> Value {
 
 /// Whether a route serves only requests with some header: an A/B route.
 fn is_ab_route(route: &Value) -> bool {
-    let matchers = route.get("matchers").and_then(Value::as_array);
-    matchers.is_some_and(|matchers| {
-        !matchers.is_empty()
-            && matchers.iter().all(|m| {
-                m.get("headers")
-                    .and_then(Value::as_array)
-                    .is_some_and(|h| !h.is_empty())
-            })
-    })
+    matches_only_headers(route, "matchers")
 }
 
 fn routes(object: &DynamicObject) -> &[Value] {
-    object
-        .data
-        .pointer("/spec/routes")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    array_at(object, "/spec/routes")
 }
 
 /// The destinations of one route: (upstream name, weight as stored).

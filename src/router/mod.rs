@@ -255,6 +255,30 @@ fn owned_object(
     object
 }
 
+/// The array at `pointer` in a router object as stored (empty when it has none).
+fn array_at<'a>(object: &'a DynamicObject, pointer: &str) -> &'a [Value] {
+    object
+        .data
+        .pointer(pointer)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+/// Whether a rule's list of matches (under `key`) admits only requests with some header: an
+/// A/B rule. An empty list matches every request.
+fn matches_only_headers(rule: &Value, key: &str) -> bool {
+    let matches = rule.get(key).and_then(Value::as_array);
+    matches.is_some_and(|matches| {
+        !matches.is_empty()
+            && matches.iter().all(|m| {
+                m.get("headers")
+                    .and_then(Value::as_array)
+                    .is_some_and(|h| !h.is_empty())
+            })
+    })
+}
+
 /// Weights of the same unit (any scale) as percentages, rounded to the nearest percent.
 fn percentages(
     primary: u128,

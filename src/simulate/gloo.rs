@@ -17,7 +17,6 @@
 //! Gloo: a load tester calling `<svc>-canary` directly would not pass through Envoy.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -26,7 +25,7 @@ use kube::core::DynamicObject;
 use serde_json::Value;
 
 use super::backends::{MappingError, RouterKind, backends_of};
-use super::histogram::Outcomes;
+use super::traffic::Traffic;
 use super::{Backend, Behaviour};
 use crate::release::{OWNER_LABEL, PRIMARY_SUFFIX};
 use crate::router::gloo::{RouteTable, Side, envoy_cluster_name, side_of};
@@ -145,54 +144,41 @@ pub fn envoy_backends_of<D: Borrow<Deployment>>(
 /// Accumulated requests through route tables, in Envoy's series.
 #[derive(Debug, Clone)]
 pub struct EnvoySimulator {
-    requests_per_second: f64,
     /// Per Envoy cluster.
-    series: HashMap<String, Outcomes>,
+    traffic: Traffic<String>,
 }
 
 impl EnvoySimulator {
     /// `requests_per_second` through each route table, split by weight.
     pub fn new(requests_per_second: f64) -> Self {
         Self {
-            requests_per_second,
-            series: HashMap::new(),
+            traffic: Traffic::new(requests_per_second, &BUCKETS_MS, 1.0),
         }
     }
 
     /// Accounts for `elapsed` time of traffic split as `backends` say.
     pub fn advance(&mut self, elapsed: Duration, backends: &[EnvoyBackend]) {
-        let total = self.requests_per_second * elapsed.as_secs_f64();
-        for backend in backends {
-            let requests = total * f64::from(backend.weight.min(100)) / 100.0;
-            let Behaviour {
-                error_rate,
-                latency_ms,
-            } = backend.behaviour;
-            self.series
-                .entry(backend.cluster.clone())
-                .or_insert_with(|| Outcomes::new(&BUCKETS_MS))
-                .record(requests, error_rate, latency_ms);
+        for b in backends {
+            self.traffic.add(elapsed, &b.cluster, b.weight, b.behaviour);
         }
     }
 
     /// Forgets the clusters no longer behind any route table.
     pub fn retain(&mut self, backends: &[EnvoyBackend]) {
-        self.series
-            .retain(|cluster, _| backends.iter().any(|b| &b.cluster == cluster));
+        self.traffic
+            .retain(|cluster| backends.iter().any(|b| &b.cluster == cluster));
     }
 
     /// The series in the Prometheus text format, sorted for stable output; empty when no
     /// route table is followed.
     pub fn render(&self) -> String {
-        let mut clusters: Vec<_> = self.series.keys().collect();
-        clusters.sort();
+        let clusters = self.traffic.sorted();
         let mut out = String::new();
         if clusters.is_empty() {
             return out;
         }
         out.push_str("# TYPE envoy_cluster_upstream_rq counter\n");
-        for cluster in &clusters {
-            let series = &self.series[*cluster];
+        for (cluster, series) in &clusters {
             for (code, answers) in [("200", &series.ok), ("500", &series.failed)] {
                 let _ = writeln!(
                     out,
@@ -203,11 +189,9 @@ impl EnvoySimulator {
         }
         let metric = "envoy_cluster_upstream_rq_time";
         out.push_str(&format!("# TYPE {metric} histogram\n"));
-        for cluster in &clusters {
+        for (cluster, series) in &clusters {
             let labels = format!("envoy_cluster_name=\"{cluster}\"");
-            self.series[*cluster]
-                .all()
-                .render(&mut out, metric, &labels);
+            series.all().render(&mut out, metric, &labels);
         }
         out
     }

@@ -19,15 +19,15 @@
 
 pub mod backends;
 pub mod gloo;
-mod histogram;
 pub mod nginx;
 pub mod serve;
+mod traffic;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
 
-use histogram::Outcomes;
+use traffic::Traffic;
 
 /// Annotation on a pod template: the share of requests that fail, from 0 to 1.
 pub const ERROR_RATE: &str = "simulate.serin.dev/error-rate";
@@ -125,8 +125,7 @@ type SeriesKey = (String, String, Option<String>);
 /// Accumulated inbound traffic per (namespace, deployment), routed or from the load test.
 #[derive(Debug, Clone)]
 pub struct Simulator {
-    requests_per_second: f64,
-    series: HashMap<SeriesKey, Outcomes>,
+    series: Traffic<SeriesKey>,
     /// Requests that enter through Ingresses, in ingress-nginx's series.
     ingresses: nginx::IngressSimulator,
     /// Requests that enter through Gloo route tables, in Envoy's series.
@@ -137,8 +136,7 @@ impl Simulator {
     /// A simulator sending `requests_per_second` to each router, split by weight.
     pub fn new(requests_per_second: f64) -> Self {
         Simulator {
-            requests_per_second,
-            series: HashMap::new(),
+            series: Traffic::new(requests_per_second, &BUCKETS_MS, 1.0),
             ingresses: nginx::IngressSimulator::new(requests_per_second),
             envoy: gloo::EnvoySimulator::new(requests_per_second),
         }
@@ -171,27 +169,19 @@ impl Simulator {
     }
 
     fn count(&mut self, elapsed: Duration, backend: &Backend, authority: Option<String>) {
-        let total = self.requests_per_second * elapsed.as_secs_f64();
-        let requests = total * f64::from(backend.weight.min(100)) / 100.0;
         let key = (
             backend.namespace.clone(),
             backend.deployment.clone(),
             authority,
         );
-        let Behaviour {
-            error_rate,
-            latency_ms,
-        } = backend.behaviour;
         self.series
-            .entry(key)
-            .or_insert_with(|| Outcomes::new(&BUCKETS_MS))
-            .record(requests, error_rate, latency_ms);
+            .add(elapsed, &key, backend.weight, backend.behaviour);
     }
 
     /// Forgets the series of every version not among `backends`: its router object or its
     /// Deployment is gone, and so would its proxies be. Versions at weight 0 are kept.
     pub fn retain(&mut self, backends: &[Backend]) {
-        self.series.retain(|(namespace, deployment, _), _| {
+        self.series.retain(|(namespace, deployment, _)| {
             backends
                 .iter()
                 .any(|b| &b.namespace == namespace && &b.deployment == deployment)
@@ -200,25 +190,23 @@ impl Simulator {
 
     /// The series in the Prometheus text exposition format, sorted for stable output.
     pub fn render(&self) -> String {
-        let mut keys: Vec<_> = self.series.keys().collect();
-        keys.sort();
+        let versions = self.series.sorted();
         let mut out = String::new();
         out.push_str("# TYPE response_total counter\n");
-        for key in &keys {
-            let s = &self.series[*key];
+        for (key, series) in &versions {
             let labels = labels(key);
-            for (classification, value) in
-                [("success", s.ok.count()), ("failure", s.failed.count())]
+            for (classification, answers) in [("success", &series.ok), ("failure", &series.failed)]
             {
                 let _ = writeln!(
                     out,
-                    "response_total{{{labels},classification=\"{classification}\"}} {value}"
+                    "response_total{{{labels},classification=\"{classification}\"}} {}",
+                    answers.count()
                 );
             }
         }
         out.push_str("# TYPE response_latency_ms histogram\n");
-        for key in &keys {
-            self.series[*key]
+        for (key, series) in &versions {
+            series
                 .all()
                 .render(&mut out, "response_latency_ms", &labels(key));
         }

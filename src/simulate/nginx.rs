@@ -18,7 +18,6 @@
 //! prefix.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -27,7 +26,7 @@ use kube::core::DynamicObject;
 use serde_json::Value;
 
 use super::backends::{MappingError, RouterKind, backends_of};
-use super::histogram::{Histogram, Outcomes};
+use super::traffic::{Histogram, Outcomes, Traffic};
 use super::{Backend, Behaviour};
 use crate::release::{CANARY_SUFFIX, OWNER_LABEL, PRIMARY_SUFFIX};
 use crate::router::nginx::CanaryIngress;
@@ -165,56 +164,44 @@ pub fn ingress_backends_of<D: Borrow<Deployment>>(
 /// Accumulated requests through Ingresses, in ingress-nginx's series.
 #[derive(Debug, Clone)]
 pub struct IngressSimulator {
-    requests_per_second: f64,
-    series: HashMap<IngressLabels, Outcomes>,
+    traffic: Traffic<IngressLabels>,
 }
 
 impl IngressSimulator {
     /// `requests_per_second` through each Ingress, split by weight.
     pub fn new(requests_per_second: f64) -> Self {
         Self {
-            requests_per_second,
-            series: HashMap::new(),
+            traffic: Traffic::new(requests_per_second, &BUCKETS_SECONDS, 1000.0),
         }
     }
 
     /// Accounts for `elapsed` time of traffic split as `backends` say.
     pub fn advance(&mut self, elapsed: Duration, backends: &[IngressBackend]) {
-        let total = self.requests_per_second * elapsed.as_secs_f64();
-        for backend in backends {
-            let requests = total * f64::from(backend.weight.min(100)) / 100.0;
-            let Behaviour {
-                error_rate,
-                latency_ms,
-            } = backend.behaviour;
-            self.series
-                .entry(backend.labels.clone())
-                .or_insert_with(|| Outcomes::new(&BUCKETS_SECONDS))
-                .record(requests, error_rate, latency_ms / 1000.0);
+        for b in backends {
+            self.traffic.add(elapsed, &b.labels, b.weight, b.behaviour);
         }
     }
 
     /// Forgets the series of versions no longer behind any canary Ingress.
     pub fn retain(&mut self, backends: &[IngressBackend]) {
-        self.series
-            .retain(|labels, _| backends.iter().any(|b| &b.labels == labels));
+        self.traffic
+            .retain(|labels| backends.iter().any(|b| &b.labels == labels));
     }
 
     /// The series in the Prometheus text format, sorted for stable output; empty when no
     /// Ingress is followed.
     pub fn render(&self) -> String {
-        let mut keys: Vec<_> = self.series.keys().collect();
-        keys.sort();
+        let versions = self.traffic.sorted();
         let mut out = String::new();
-        if keys.is_empty() {
+        if versions.is_empty() {
             return out;
         }
         fn answers(series: &Outcomes) -> [(&str, &Histogram); 2] {
             [("200", &series.ok), ("500", &series.failed)]
         }
         out.push_str("# TYPE nginx_ingress_controller_requests counter\n");
-        for labels in &keys {
-            for (status, answers) in answers(&self.series[*labels]) {
+        for (labels, series) in &versions {
+            for (status, answers) in answers(series) {
                 let labels = render_labels(labels, status);
                 let _ = writeln!(
                     out,
@@ -225,8 +212,8 @@ impl IngressSimulator {
         }
         let metric = "nginx_ingress_controller_request_duration_seconds";
         out.push_str(&format!("# TYPE {metric} histogram\n"));
-        for labels in &keys {
-            for (status, answers) in answers(&self.series[*labels]) {
+        for (labels, series) in &versions {
+            for (status, answers) in answers(series) {
                 answers.render(&mut out, metric, &render_labels(labels, status));
             }
         }

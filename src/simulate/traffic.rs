@@ -1,9 +1,65 @@
-//! How the simulator counts requests: per version, the requests answered and those that
-//! failed, each with a latency histogram, written out in the Prometheus text format. The
-//! proxies it stands in for (Linkerd, ingress-nginx, Envoy) differ in metric names, labels,
-//! unit and bucket bounds, not in how requests are counted.
+//! How the simulator counts requests: a steady rate split by weight between versions, and
+//! per version the requests answered and those that failed, each with a latency histogram,
+//! written out in the Prometheus text format. The proxies it stands in for (Linkerd,
+//! ingress-nginx, Envoy) differ in metric names, labels, unit and bucket bounds, not in how
+//! requests are counted.
 
+use std::collections::HashMap;
 use std::fmt::Write;
+use std::hash::Hash;
+use std::time::Duration;
+
+use super::Behaviour;
+
+/// The requests a steady rate sends to each version (`K` names a version's series), over
+/// time.
+#[derive(Debug, Clone)]
+pub struct Traffic<K> {
+    requests_per_second: f64,
+    bounds: &'static [f64],
+    /// The histograms' unit in milliseconds (1 for ms, 1000 for seconds).
+    unit_ms: f64,
+    series: HashMap<K, Outcomes>,
+}
+
+impl<K: Eq + Hash + Ord + Clone> Traffic<K> {
+    pub fn new(requests_per_second: f64, bounds: &'static [f64], unit_ms: f64) -> Self {
+        Self {
+            requests_per_second,
+            bounds,
+            unit_ms,
+            series: HashMap::new(),
+        }
+    }
+
+    /// Accounts for `elapsed` time of `weight` percent of the requests going to the version
+    /// `key`, which behaves as `behaviour` says.
+    pub fn add(&mut self, elapsed: Duration, key: &K, weight: u32, behaviour: Behaviour) {
+        let total = self.requests_per_second * elapsed.as_secs_f64();
+        let requests = total * f64::from(weight.min(100)) / 100.0;
+        let bounds = self.bounds;
+        self.series
+            .entry(key.clone())
+            .or_insert_with(|| Outcomes::new(bounds))
+            .record(
+                requests,
+                behaviour.error_rate,
+                behaviour.latency_ms / self.unit_ms,
+            );
+    }
+
+    /// Forgets the versions `keep` refuses.
+    pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
+        self.series.retain(|key, _| keep(key));
+    }
+
+    /// Every version's requests, sorted by key for stable output.
+    pub fn sorted(&self) -> Vec<(&K, &Outcomes)> {
+        let mut series: Vec<_> = self.series.iter().collect();
+        series.sort_by(|a, b| a.0.cmp(b.0));
+        series
+    }
+}
 
 /// Requests counted into cumulative buckets of latency, with their count and sum.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,6 +155,29 @@ mod tests {
     use super::*;
 
     const BOUNDS: [f64; 3] = [10.0, 100.0, f64::INFINITY];
+
+    #[test]
+    fn a_steady_rate_is_split_by_weight_in_the_histograms_unit() {
+        let mut traffic = Traffic::new(10.0, &BOUNDS, 1000.0);
+        let slow = Behaviour {
+            error_rate: 0.5,
+            latency_ms: 50_000.0,
+        };
+        traffic.add(Duration::from_secs(2), &"canary", 25, slow);
+        traffic.add(Duration::from_secs(2), &"primary", 75, Behaviour::default());
+        let sorted = traffic.sorted();
+        assert_eq!(
+            sorted.iter().map(|(k, _)| **k).collect::<Vec<_>>(),
+            ["canary", "primary"]
+        );
+        let canary = sorted[0].1;
+        assert!((canary.failed.count() - 2.5).abs() < 1e-9);
+        // 50 s is past the 10 (s) bound and within 100.
+        assert_eq!(canary.all().buckets[0], 0.0);
+        assert!((canary.all().buckets[1] - 5.0).abs() < 1e-9);
+        traffic.retain(|k| *k == "primary");
+        assert_eq!(traffic.sorted().len(), 1);
+    }
 
     #[test]
     fn requests_fall_in_every_bucket_at_or_above_their_latency() {
