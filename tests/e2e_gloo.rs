@@ -515,6 +515,82 @@ async fn opting_out_removes_the_route_table_and_the_upstreams() {
     assert_eq!(replicas(&client, ns, "web").await, Some(2));
 }
 
+#[tokio::test]
+async fn a_port_change_alone_moves_the_route_table_to_new_upstreams_and_removes_the_old() {
+    let (client, ns) = setup("gloo-port").await;
+    let ns = &ns.name;
+    // Two ports in the pod template, the same in both applies: no new revision.
+    let two_ports = |port: &'static str| {
+        manifest(
+            ns,
+            "web",
+            &Version::good("v1"),
+            &[GLOO, ("serin.dev/port", port)],
+        )
+        .replace(
+            "ports: [{containerPort: 8080}]",
+            "ports: [{containerPort: 8080}, {containerPort: 9090}]",
+        )
+    };
+    apply(&two_ports("8080"));
+    wait_phase(&client, ns, "web", Phase::Initialized, SETTLE).await;
+    let revision = canary(&client, ns, "web")
+        .await
+        .and_then(|c| c.status)
+        .and_then(|s| s.release.revision);
+
+    apply(&two_ports("9090"));
+    let upstreams = api(&client, ns, &upstream_resource());
+    let owned = ListParams::default().labels("serin.dev/owner=web");
+    wait_until(
+        "the RouteTable on the 9090 Upstreams alone",
+        SETTLE,
+        || async {
+            let table = routes::object(&client, ns, Provider::Gloo, "web")
+                .await
+                .ok_or("no RouteTable")?;
+            let destinations =
+                table.data["spec"]["routes"][0]["routeAction"]["multi"]["destinations"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+            let targets: Vec<&str> = destinations
+                .iter()
+                .filter_map(|d| d["destination"]["upstream"]["name"].as_str())
+                .collect();
+            let mut left: Vec<String> = upstreams
+                .list(&owned)
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .iter()
+                .map(ResourceExt::name_any)
+                .collect();
+            left.sort();
+            let wanted = [
+                format!("{ns}-web-canaryupstream-9090"),
+                format!("{ns}-web-primaryupstream-9090"),
+            ];
+            match targets.iter().all(|t| t.ends_with("-9090")) && left == wanted {
+                true => Ok(()),
+                false => Err(format!("RouteTable to {targets:?}; Upstreams {left:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        routes::weights(&client, ns, Provider::Gloo, "web").await,
+        Some(Weights::ALL_PRIMARY)
+    );
+    let status = canary(&client, ns, "web").await.and_then(|c| c.status);
+    assert_eq!(
+        status.as_ref().map(|s| s.release.phase),
+        Some(Phase::Initialized),
+        "a port change is no release"
+    );
+    assert_eq!(status.and_then(|s| s.release.revision), revision);
+}
+
 /// The canary's share in the router object `web`.
 async fn route_weight(client: &Client, ns: &str) -> Option<u32> {
     routes::weights(client, ns, Provider::Gloo, "web")

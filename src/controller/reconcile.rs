@@ -243,8 +243,13 @@ impl Release<'_> {
         let desired =
             observe::desired_replicas(self.deploy, primary.as_ref().and_then(spec_replicas));
 
+        let mut reapply_router = false;
         if opted_in {
             let spec_changed = self.ensure_canary_object().await?;
+            // The router object is built from the configuration too (port, Service, A/B
+            // rules, Gateway, Ingress): a change while nothing else moves must reach it, or it
+            // would send traffic to a port the Services no longer have.
+            reapply_router = spec_changed && status.phase != Phase::Initializing;
             let created = primary.is_none();
             if created {
                 self.copy_configs(&configs).await?;
@@ -294,6 +299,9 @@ impl Release<'_> {
                 Err(_) => None,
             },
         };
+        if reapply_router && let Some(weights) = weights {
+            self.set_weights(weights).await?;
+        }
         let mut obs = Observations {
             revision: revision.clone(),
             opted_in,
@@ -674,12 +682,37 @@ impl Release<'_> {
             .router
             .build_from(self.deploy, &self.spec, weights, source.as_ref())?;
         // What the router object refers to (Gloo's Upstreams) exists before it does.
-        for companion in self.router.companions(self.deploy, &self.spec)? {
+        let companions = self.router.companions(self.deploy, &self.spec)?;
+        for companion in &companions {
             self.apply_routing(&companion.resource, &companion.object)
                 .await?;
         }
         self.apply_routing(&self.router.api_resource(), &object)
+            .await?;
+        // Then those of an earlier configuration (another port) go: nothing refers to them.
+        let current: Vec<String> = companions.iter().map(|c| c.object.name_any()).collect();
+        self.delete_companions(|name| !current.iter().any(|c| c == name))
             .await
+    }
+
+    /// Deletes the router's companions of this Deployment (by owner label) whose name
+    /// `stale` picks; a kind the API server does not serve has none.
+    async fn delete_companions(&self, stale: impl Fn(&str) -> bool) -> Result<(), Error> {
+        let owned = ListParams::default().labels(&format!("{OWNER_LABEL}={}", self.name));
+        let delete = DeleteParams::background();
+        for resource in self.router.companion_resources() {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.ctx.client.clone(), &self.namespace, &resource);
+            let companions = match api.list_metadata(&owned).await {
+                Ok(list) => list.items,
+                Err(kube::Error::Api(e)) if e.code == 404 => Vec::new(),
+                Err(e) => return Err(Error::Kube(e)),
+            };
+            for companion in companions.iter().filter(|c| stale(&c.name_any())) {
+                ignore_missing(api.delete(&companion.name_any(), &delete).await)?;
+            }
+        }
+        Ok(())
     }
 
     /// Server-side apply of a router object or one of its companions; a kind the API server
@@ -783,20 +816,8 @@ impl Release<'_> {
             .await?;
         let delete = DeleteParams::background();
         ignore_missing(self.router_api().delete(&self.router_name(), &delete).await)?;
+        self.delete_companions(|_| true).await?;
         let owned = ListParams::default().labels(&format!("{OWNER_LABEL}={}", self.name));
-        for resource in self.router.companion_resources() {
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(self.ctx.client.clone(), &self.namespace, &resource);
-            let companions = match api.list_metadata(&owned).await {
-                Ok(list) => list.items,
-                // Not served (the router's CRDs were removed): nothing of the kind is left.
-                Err(kube::Error::Api(e)) if e.code == 404 => Vec::new(),
-                Err(e) => return Err(Error::Kube(e)),
-            };
-            for companion in companions {
-                ignore_missing(api.delete(&companion.name_any(), &delete).await)?;
-            }
-        }
         for svc in [primary_svc, canary_svc] {
             ignore_missing(services.delete(&svc.name_any(), &delete).await)?;
         }
