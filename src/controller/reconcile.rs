@@ -301,6 +301,16 @@ impl Release<'_> {
         };
         if reapply_router && let Some(weights) = weights {
             self.set_weights(weights).await?;
+            // Companions of the earlier configuration (Gloo Upstreams of another port) are
+            // no longer named by the router object: only a configuration change leaves any.
+            let current: Vec<String> = self
+                .router
+                .companions(self.deploy, &self.spec)?
+                .iter()
+                .map(|c| c.object.name_any())
+                .collect();
+            self.delete_companions(|name| !current.iter().any(|c| c == name))
+                .await?;
         }
         let mut obs = Observations {
             revision: revision.clone(),
@@ -682,16 +692,11 @@ impl Release<'_> {
             .router
             .build_from(self.deploy, &self.spec, weights, source.as_ref())?;
         // What the router object refers to (Gloo's Upstreams) exists before it does.
-        let companions = self.router.companions(self.deploy, &self.spec)?;
-        for companion in &companions {
+        for companion in self.router.companions(self.deploy, &self.spec)? {
             self.apply_routing(&companion.resource, &companion.object)
                 .await?;
         }
         self.apply_routing(&self.router.api_resource(), &object)
-            .await?;
-        // Then those of an earlier configuration (another port) go: nothing refers to them.
-        let current: Vec<String> = companions.iter().map(|c| c.object.name_any()).collect();
-        self.delete_companions(|name| !current.iter().any(|c| c == name))
             .await
     }
 
