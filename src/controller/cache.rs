@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use kube::Resource;
+use kube::api::ObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 /// What the cache must show before it is read again.
@@ -101,6 +102,14 @@ where
             None => Mark::Version(String::new()),
         };
         self.marks().insert(Self::key(namespace, name), mark);
+    }
+
+    /// [`Cache::saw`] the object whose metadata is `meta` (a Scale's names its Deployment's
+    /// version).
+    pub fn saw_meta(&self, meta: &ObjectMeta) {
+        if let (Some(namespace), Some(name)) = (&meta.namespace, &meta.name) {
+            self.saw(namespace, name, meta.resource_version.as_deref());
+        }
     }
 
     /// Serin deleted the object, or the API server does not have it.

@@ -506,7 +506,7 @@ impl Release<'_> {
         let applied = api
             .patch(&self.name, &apply_params(), &Patch::Apply(&object))
             .await?;
-        self.ctx.wrote_canary(&applied);
+        saw(&self.ctx.canaries, &applied.metadata);
         self.canary = Some(applied);
         Ok(true)
     }
@@ -535,7 +535,7 @@ impl Release<'_> {
         let written = api
             .patch_status(&self.name, &apply_params(), &Patch::Apply(&patch))
             .await?;
-        self.ctx.wrote_canary(&written);
+        saw(&self.ctx.canaries, &written.metadata);
         Ok(())
     }
 
@@ -556,13 +556,7 @@ impl Release<'_> {
             .deployments()
             .patch(&name, &apply_params(), &Patch::Apply(&primary))
             .await?;
-        if let Some(cache) = &self.ctx.primaries {
-            cache.saw(
-                &self.namespace,
-                &name,
-                applied.metadata.resource_version.as_deref(),
-            );
-        }
+        saw(&self.ctx.primaries, &applied.metadata);
         Ok(applied)
     }
 
@@ -581,13 +575,7 @@ impl Release<'_> {
             )
             .await?;
         // The Scale carries the Deployment's resourceVersion.
-        if let Some(cache) = &self.ctx.primaries {
-            cache.saw(
-                &self.namespace,
-                &name,
-                scale.metadata.resource_version.as_deref(),
-            );
-        }
+        saw(&self.ctx.primaries, &scale.metadata);
         Ok(())
     }
 
@@ -604,14 +592,13 @@ impl Release<'_> {
     /// primary; `None` when no HPA targets it. From the controller's cache of HPAs (a
     /// request saved on each reconcile), or a LIST in the webhook.
     async fn primary_hpa(&self) -> Result<Option<HorizontalPodAutoscaler>, Error> {
-        let listed;
         let hpas: Vec<Arc<HorizontalPodAutoscaler>> = match &self.ctx.hpas {
             Some(store) => store.state(),
             None => {
                 let api: Api<HorizontalPodAutoscaler> =
                     Api::namespaced(self.ctx.client.clone(), &self.namespace);
-                listed = api.list(&ListParams::default()).await?.items;
-                listed.iter().cloned().map(Arc::new).collect()
+                let listed = api.list(&ListParams::default()).await?.items;
+                listed.into_iter().map(Arc::new).collect()
             }
         };
         for hpa in hpas {
@@ -960,9 +947,20 @@ where
     }
     let found = api.get_opt(name).await?;
     if let (Some(cache), Some(object)) = (cache, &found) {
-        cache.saw(namespace, name, object.meta().resource_version.as_deref());
+        cache.saw_meta(object.meta());
     }
     Ok(found)
+}
+
+/// Serin wrote (or read) the object of `meta`: its cache, if any, is read again once it shows
+/// that version.
+fn saw<K>(cache: &Option<Cache<K>>, meta: &kube::api::ObjectMeta)
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    if let Some(cache) = cache {
+        cache.saw_meta(meta);
+    }
 }
 
 impl Context {
@@ -970,17 +968,6 @@ impl Context {
     async fn canary(&self, namespace: &str, name: &str) -> Result<Option<Canary>, Error> {
         let api: Api<Canary> = Api::namespaced(self.client.clone(), namespace);
         read_through(self.canaries.as_ref(), &api, namespace, name).await
-    }
-
-    /// Serin wrote this Canary: its cache is read again once it shows this version.
-    fn wrote_canary(&self, canary: &Canary) {
-        if let (Some(cache), Some(namespace)) = (&self.canaries, canary.namespace()) {
-            cache.saw(
-                &namespace,
-                &canary.name_any(),
-                canary.metadata.resource_version.as_deref(),
-            );
-        }
     }
 
     /// Records an Event on the Deployment and, when it exists, on its Canary.
