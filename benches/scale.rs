@@ -284,6 +284,11 @@ async fn run(client: &Client, count: usize) {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (ticks, requests) = (cpu_ticks(pid), api_requests().await);
     let rss_before = proc_status_kib(pid, "VmRSS:");
+    // What of it is the heap and stacks, and what pages of the binary itself.
+    let (rss_anon, rss_file) = (
+        proc_status_kib(pid, "RssAnon:"),
+        proc_status_kib(pid, "RssFile:"),
+    );
     tokio::time::sleep(IDLE).await;
     let idle_ticks = cpu_ticks(pid) - ticks;
     let idle_requests: f64 = difference(&requests, &api_requests().await)
@@ -313,9 +318,11 @@ async fn run(client: &Client, count: usize) {
         per_deployment.join(", ")
     );
     println!(
-        "scale {count:>5}: Serin peak RSS {:.1} MiB over the run (target 64 MB), RSS when idle {:.1} MiB",
+        "scale {count:>5}: Serin peak RSS {:.1} MiB over the run (target 64 MB), RSS when idle {:.1} MiB ({:.1} anonymous, {:.1} file-backed)",
         peak_rss as f64 / 1024.0,
-        rss_before as f64 / 1024.0
+        rss_before as f64 / 1024.0,
+        rss_anon as f64 / 1024.0,
+        rss_file as f64 / 1024.0
     );
     println!(
         "scale {count:>5}: idle {}s: CPU {:.2}% of one core, {} API requests ({:.2}/s)",

@@ -210,14 +210,18 @@ fn slim<K: kube::ResourceExt>(object: &mut K) {
         .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
-/// [`slim`], and drops the pod template of a `-primary` Deployment: the controller reads
-/// how far a primary has rolled out, its size and its revision annotation, never its
-/// template (a copy of the user's, which a reconcile has at hand), and the template is most
-/// of a Deployment's size.
+/// [`slim`], and drops what the controller never reads of a `-primary` Deployment: it
+/// reads how far a primary has rolled out, its size and its revision annotation, never its
+/// template (a copy of the user's, which a reconcile has at hand and is most of a
+/// Deployment's size), its selector or its status conditions.
 fn slim_primary(primary: &mut Deployment) {
     slim(primary);
     if let Some(spec) = primary.spec.as_mut() {
         spec.template = Default::default();
+        spec.selector = Default::default();
+    }
+    if let Some(status) = primary.status.as_mut() {
+        status.conditions = None;
     }
 }
 
@@ -274,7 +278,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         hpas: Some(hpa_cache),
         primaries: Some(cache::Cache::new(primary_cache)),
-        canaries: Some(cache::Cache::new(canary_cache)),
+        canaries: Some(cache::Cache::new(canary_cache.clone())),
         ..Context::new(client.clone(), &options)?
     });
     let deployments: Api<Deployment> = Api::all(client.clone());
@@ -328,7 +332,11 @@ pub async fn run(
     .applied_objects()
     .predicate_filter(hpa_spec, Default::default());
     let (maps_users, secrets_users) = (reader.clone(), reader.clone());
-    let sweeper = tokio::spawn(orphans::sweep_forever(client.clone(), reader.clone()));
+    let sweeper = tokio::spawn(orphans::sweep_forever(
+        client.clone(),
+        reader.clone(),
+        canary_cache,
+    ));
     let mut controller = Controller::for_stream(opted_in, reader)
         .owns_stream(canaries)
         .owns_stream(primaries)
@@ -428,6 +436,10 @@ mod tests {
         if let Some(spec) = cached.spec.as_mut() {
             spec.template.metadata = Some(Default::default());
             spec.template.spec = Some(Default::default());
+            spec.selector.match_labels = Some([("app".to_owned(), "web".to_owned())].into());
+        }
+        if let Some(status) = cached.status.as_mut() {
+            status.conditions = Some(vec![Default::default()]);
         }
         let before = (observe::primary(Some(&cached)), primary_state(&cached));
         slim_primary(&mut cached);
@@ -437,7 +449,12 @@ mod tests {
         );
         let spec = cached.spec.as_ref().expect("spec");
         assert_eq!(spec.template, Default::default());
+        assert_eq!(spec.selector, Default::default());
         assert_eq!(spec.replicas, Some(2));
+        assert_eq!(
+            cached.status.as_ref().and_then(|s| s.conditions.as_ref()),
+            None
+        );
     }
 
     #[test]

@@ -4,8 +4,11 @@
 //! controller watches, and nothing else would remove the objects while it lives (the garbage
 //! collector removes them only with it). Once a minute, a `Canary` whose Deployment is not in
 //! the controller's cache and, read afresh, is not opted in, is removed with what was
-//! injected beside it. Idle cost: one metadata list per minute.
+//! injected beside it. The Canaries come from the controller's watch cache: no request at
+//! all while there is nothing to remove (a LIST of every Canary, managed fields and status
+//! included, was a few MB held at once for a thousand of them).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -24,34 +27,62 @@ const PERIOD: Duration = Duration::from_secs(60);
 /// An injection younger than this may still be waiting for its Deployment update to land.
 const GRACE: Duration = Duration::from_secs(30);
 
-pub async fn sweep_forever(client: Client, deployments: Store<Deployment>) {
-    let mut tick = tokio::time::interval(PERIOD);
+pub async fn sweep_forever(
+    client: Client,
+    deployments: Store<Deployment>,
+    canaries: Store<Canary>,
+) {
+    // Until both caches hold what the API server has, every Canary would look like a
+    // leftover and cost a GET of its Deployment.
+    if deployments.wait_until_ready().await.is_err() || canaries.wait_until_ready().await.is_err() {
+        return;
+    }
+    let start = tokio::time::Instant::now() + PERIOD;
+    let mut tick = tokio::time::interval_at(start, PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = sweep(&client, &deployments).await {
+        if let Err(e) = sweep(&client, &deployments, &canaries).await {
             tracing::warn!(error = %e, "looking for leftovers of refused opt-ins failed");
         }
     }
 }
 
-async fn sweep(client: &Client, deployments: &Store<Deployment>) -> kube::Result<()> {
-    let canaries: Api<Canary> = Api::all(client.clone());
-    let now = Timestamp::now();
-    for canary in canaries.list(&ListParams::default()).await?.items {
-        let (Some(namespace), name) = (canary.namespace(), canary.name_any()) else {
-            continue;
-        };
-        if deployments
-            .get(&ObjectRef::new(&name).within(&namespace))
-            .is_some()
-        {
-            continue;
-        }
-        let created = canary.creation_timestamp().map(|t| t.0).unwrap_or(now);
-        if now.duration_since(created).as_secs() < GRACE.as_secs() as i64 {
-            continue;
-        }
+/// The Canaries (namespace, name, Service) that may be leftovers: older than [`GRACE`], and
+/// their Deployment not among the opted-in ones the controller knows.
+fn suspects(
+    canaries: &[Arc<Canary>],
+    opted_in: impl Fn(&ObjectRef<Deployment>) -> bool,
+    now: Timestamp,
+) -> Vec<(String, String, String)> {
+    canaries
+        .iter()
+        .filter_map(|canary| {
+            let namespace = canary.namespace()?;
+            let name = canary.name_any();
+            if opted_in(&ObjectRef::new(&name).within(&namespace)) {
+                return None;
+            }
+            let created = canary.creation_timestamp().map(|t| t.0).unwrap_or(now);
+            if now.duration_since(created).as_secs() < GRACE.as_secs() as i64 {
+                return None;
+            }
+            Some((namespace, name, canary.spec.config.service.clone()))
+        })
+        .collect()
+}
+
+async fn sweep(
+    client: &Client,
+    deployments: &Store<Deployment>,
+    canaries: &Store<Canary>,
+) -> kube::Result<()> {
+    let found = suspects(
+        &canaries.state(),
+        |key| deployments.get(key).is_some(),
+        Timestamp::now(),
+    );
+    for (namespace, name, service) in found {
         let api: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
         let Some(deploy) = api.get_opt(&name).await? else {
             continue; // gone: the garbage collector removes what it owned
@@ -64,7 +95,7 @@ async fn sweep(client: &Client, deployments: &Store<Deployment>) -> kube::Result
             deployment = name,
             "removing objects injected for an opt-in that was refused"
         );
-        remove(client, &namespace, &name, &canary.spec.config.service).await?;
+        remove(client, &namespace, &name, &service).await?;
     }
     Ok(())
 }
@@ -105,4 +136,35 @@ async fn remove(client: &Client, ns: &str, name: &str, service: &str) -> kube::R
         .delete(name, &delete)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn canary(name: &str, created: Timestamp) -> Arc<Canary> {
+        let config = crate::spec::CanarySpec::defaults(format!("{name}-svc"), Some(8080));
+        let mut canary = Canary::new(name, crate::crd::CanaryResourceSpec { config });
+        canary.metadata.namespace = Some("prod".into());
+        canary.metadata.creation_timestamp = Some(Time(created));
+        Arc::new(canary)
+    }
+
+    #[test]
+    fn only_canaries_past_the_grace_whose_deployment_is_not_opted_in_are_suspects() {
+        let now = Timestamp::now();
+        let old = now - std::time::Duration::from_secs(120);
+        let young = now - std::time::Duration::from_secs(5);
+        let canaries = [
+            canary("kept", old),
+            canary("refused", old),
+            canary("just-injected", young),
+        ];
+        let opted_in = |key: &ObjectRef<Deployment>| key.name == "kept";
+        assert_eq!(
+            suspects(&canaries, opted_in, now),
+            vec![("prod".into(), "refused".into(), "refused-svc".into())]
+        );
+    }
 }
