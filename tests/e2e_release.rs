@@ -615,3 +615,48 @@ async fn a_change_to_a_tracked_config_map_alone_is_released_as_a_new_revision() 
         Some("bonjour")
     );
 }
+
+#[tokio::test]
+async fn a_primary_deleted_behind_serins_back_is_created_again_and_said_so() {
+    let (client, ns) = setup("recreate").await;
+    let ns = &ns.name;
+    opt_in(&client, ns, &[]).await;
+    let first = support::release::deployment(&client, ns, "web-primary")
+        .await
+        .and_then(|d| d.metadata.uid)
+        .expect("the primary's uid");
+    let before = events(&client, ns, "web").await.join("\n");
+    assert!(
+        before.contains("Initialized: The primary runs revision"),
+        "the Initialized Event names the revision:\n{before}"
+    );
+    // The protection webhook refuses this to people; under Serin's own identity (which the
+    // webhook lets through) it stands for anything that removes the primary unasked.
+    let (ok, _, stderr) = support::kubectl(
+        &[
+            "-n",
+            ns,
+            "delete",
+            "deployment/web-primary",
+            "--as=system:serviceaccount:serin-system:serin",
+        ],
+        None,
+    );
+    assert!(ok, "delete the primary: {stderr}");
+    wait_until("a new web-primary", SETTLE, || async {
+        match support::release::deployment(&client, ns, "web-primary").await {
+            Some(d) if d.metadata.uid.as_deref() != Some(first.as_str()) => Ok(()),
+            other => Err(format!("{:?}", other.and_then(|d| d.metadata.uid))),
+        }
+    })
+    .await;
+    assert_eq!(replicas(&client, ns, "web-primary").await, Some(2));
+    wait_until("the PrimaryRecreated Event", SETTLE, || async {
+        let events = events(&client, ns, "web").await.join("\n");
+        match events.contains("PrimaryRecreated: web-primary was missing: created it again") {
+            true => Ok(()),
+            false => Err(events),
+        }
+    })
+    .await;
+}

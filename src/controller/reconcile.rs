@@ -254,12 +254,20 @@ impl Release<'_> {
             if created {
                 self.copy_configs(&configs).await?;
                 primary = Some(self.apply_primary(&revision, Creating::Yes).await?);
-                self.event(
-                    EventType::Normal,
-                    "Initializing",
-                    format!("Created {primary_name} from revision {revision}; waiting for it to be Ready"),
-                )
-                .await;
+                // The first creation is told by the `Initialized` Event once the primary is
+                // Ready (two Event writes fewer per opted-in Deployment); a primary that had
+                // to be made again is news of its own.
+                if status.phase != Phase::Initializing {
+                    self.event(
+                        EventType::Warning,
+                        "PrimaryRecreated",
+                        format!(
+                            "{primary_name} was missing: created it again from revision \
+                             {revision}; waiting for it to be Ready"
+                        ),
+                    )
+                    .await;
+                }
             }
             // The Services and the HPA copy are applied (and so repaired) when traffic first
             // moves to the primary, and whenever the configuration, the Deployment's spec or

@@ -456,14 +456,17 @@ impl Step<'_> {
             .clone()
             .unwrap_or_else(|| obs.revision.clone());
         self.status.revision = Some(promoted.clone());
-        self.status.last_promoted_revision = Some(promoted);
+        self.status.last_promoted_revision = Some(promoted.clone());
         self.status.canary_weight = 0;
         self.transition(Phase::Initialized);
         self.actions.push(Action::ScaleCanaryToZero);
         self.event(
             EventType::Normal,
             "Initialized",
-            "The primary is Ready and serves all traffic; the canary is scaled to zero".into(),
+            format!(
+                "The primary runs revision {promoted}, is Ready and serves all traffic; the \
+                 canary is scaled to zero"
+            ),
         );
     }
 
