@@ -23,7 +23,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -132,6 +132,26 @@ fn rollout_state(deploy: &Deployment) -> Option<u64> {
     Some(hash.finish())
 }
 
+/// A deleted object as a predicate sees it: with a `deletionTimestamp`. The last state a
+/// watch reports for an object deleted without finalizers is often the state already seen,
+/// and a predicate would drop it; a `-primary` or `Canary` removed behind Serin's back must
+/// reach a reconcile, which makes it again. (Applied after the cache, which drops it.)
+fn deletion_as_change<K: kube::Resource>(event: watcher::Event<K>) -> watcher::Event<K> {
+    match event {
+        watcher::Event::Delete(mut object) => {
+            let meta = object.meta_mut();
+            if meta.deletion_timestamp.is_none() {
+                meta.deletion_timestamp =
+                    Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        k8s_openapi::jiff::Timestamp::now(),
+                    ));
+            }
+            watcher::Event::Delete(object)
+        }
+        other => other,
+    }
+}
+
 /// What a `-primary` Deployment event must change to need a reconcile: what the release
 /// machine observes of it (Ready, the revision it runs) and its size. The steps of its
 /// rollout in between (observed, updated, ready, available counts one by one) do not: a
@@ -140,6 +160,11 @@ fn primary_state(primary: &Deployment) -> Option<u64> {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut hash = DefaultHasher::new();
     primary.metadata.generation.hash(&mut hash);
+    primary
+        .metadata
+        .deletion_timestamp
+        .is_some()
+        .hash(&mut hash);
     primary.spec.as_ref().map(|s| s.replicas).hash(&mut hash);
     let observed = observe::primary(Some(primary));
     (observed.ready, observed.revision).hash(&mut hash);
@@ -153,6 +178,7 @@ fn spec_or_request(canary: &Canary) -> Option<u64> {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut hash = DefaultHasher::new();
     predicates::generation(canary).hash(&mut hash);
+    canary.metadata.deletion_timestamp.is_some().hash(&mut hash);
     for key in [requests::ACTION, requests::ACTION_ID] {
         canary.annotations().get(key).hash(&mut hash);
     }
@@ -298,7 +324,8 @@ pub async fn run(
         .default_backoff()
         .modify(slim_primary)
         .reflect(primary_writer)
-        .applied_objects()
+        .map_ok(deletion_as_change)
+        .touched_objects()
         .predicate_filter(primary_state, Default::default());
     // Serin's own status writes do not change a Canary's generation: only spec changes (and
     // its creation) and runtime requests need a reconcile. The cache saves a GET of the
@@ -310,7 +337,8 @@ pub async fn run(
     .default_backoff()
     .modify(slim::<Canary>)
     .reflect(canary_writer)
-    .applied_objects()
+    .map_ok(deletion_as_change)
+    .touched_objects()
     .predicate_filter(spec_or_request, Default::default());
     // A tracked ConfigMap or Secret that changes is a new revision of every opted-in
     // Deployment whose pod template uses it. Metadata is enough to notice the change.
@@ -421,6 +449,32 @@ mod tests {
         assert_ne!(one_ready, ready);
         // Resizing it is a change too (the machine keeps it at the user's count).
         assert_ne!(ready, primary_state(&primary(3, counts(1, 2, 2))));
+    }
+
+    #[test]
+    fn a_deleted_primary_or_canary_is_a_change_to_the_predicates_and_applies_are_untouched() {
+        let seen = primary(2, counts(1, 2, 2));
+        let watcher::Event::Delete(deleted) =
+            deletion_as_change(watcher::Event::Delete(seen.clone()))
+        else {
+            panic!("a Delete stays a Delete");
+        };
+        assert_ne!(primary_state(&deleted), primary_state(&seen));
+        let watcher::Event::Apply(applied) =
+            deletion_as_change(watcher::Event::Apply(seen.clone()))
+        else {
+            panic!("an Apply stays an Apply");
+        };
+        assert_eq!(applied, seen);
+
+        let config = crate::spec::CanarySpec::defaults("web".into(), Some(8080));
+        let canary = Canary::new("web", crate::crd::CanaryResourceSpec { config });
+        let watcher::Event::Delete(gone) =
+            deletion_as_change(watcher::Event::Delete(canary.clone()))
+        else {
+            panic!("a Delete stays a Delete");
+        };
+        assert_ne!(spec_or_request(&gone), spec_or_request(&canary));
     }
 
     #[test]
