@@ -58,13 +58,24 @@ impl PolicyIndex {
     }
 
     async fn ready(&self) -> Result<(), NotReady> {
-        let both = async {
-            self.policies.wait_until_ready().await.ok();
-            self.namespaces.wait_until_ready().await.ok();
-        };
-        tokio::time::timeout(READY_WAIT, both)
-            .await
-            .map_err(|_| NotReady)
+        // `Store::wait_until_ready` wakes only the last of several waiters, and reviews
+        // arrive concurrently: each asks again every 50 ms (once filled, it answers at once).
+        let deadline = tokio::time::Instant::now() + READY_WAIT;
+        loop {
+            let both = async {
+                self.policies.wait_until_ready().await.ok();
+                self.namespaces.wait_until_ready().await.ok();
+            };
+            if tokio::time::timeout(Duration::from_millis(50), both)
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NotReady);
+            }
+        }
     }
 
     /// The policies covering a Deployment with `labels` in `namespace`.

@@ -32,11 +32,10 @@ pub async fn sweep_forever(
     deployments: Store<Deployment>,
     canaries: Store<Canary>,
 ) {
-    // Until both caches hold what the API server has, every Canary would look like a
-    // leftover and cost a GET of its Deployment.
-    if deployments.wait_until_ready().await.is_err() || canaries.wait_until_ready().await.is_err() {
-        return;
-    }
+    // The first look is a PERIOD after start, when both caches have long been filled: before,
+    // every Canary would look like a leftover and cost a GET of its Deployment. (Not
+    // `Store::wait_until_ready`: its readiness wakes one waiter only, and the controller is
+    // already waiting on the Deployment cache.)
     let start = tokio::time::Instant::now() + PERIOD;
     let mut tick = tokio::time::interval_at(start, PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
