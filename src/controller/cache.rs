@@ -93,23 +93,17 @@ where
         }
     }
 
-    /// Serin wrote the object, or read it from the API server: this version, or a later
-    /// one, is current.
-    pub fn saw(&self, namespace: &str, name: &str, resource_version: Option<&str>) {
-        let mark = match resource_version {
-            Some(version) => Mark::Version(version.to_owned()),
-            // Objects from the API server always have one; without it, never trust the cache.
-            None => Mark::Version(String::new()),
+    /// Serin wrote the object of `meta`, or read it from the API server: this version, or a
+    /// later one, is current. (A Scale's metadata names its Deployment's version.)
+    pub fn saw(&self, meta: &ObjectMeta) {
+        let (Some(namespace), Some(name)) = (&meta.namespace, &meta.name) else {
+            return;
         };
-        self.marks().insert(Self::key(namespace, name), mark);
-    }
-
-    /// [`Cache::saw`] the object whose metadata is `meta` (a Scale's names its Deployment's
-    /// version).
-    pub fn saw_meta(&self, meta: &ObjectMeta) {
-        if let (Some(namespace), Some(name)) = (&meta.namespace, &meta.name) {
-            self.saw(namespace, name, meta.resource_version.as_deref());
-        }
+        // Objects from the API server always have a version; without one, never trust the
+        // cache.
+        let version = meta.resource_version.clone().unwrap_or_default();
+        self.marks()
+            .insert(Self::key(namespace, name), Mark::Version(version));
     }
 
     /// Serin deleted the object, or the API server does not have it.
@@ -178,7 +172,7 @@ mod tests {
     #[test]
     fn after_a_write_the_cache_is_read_only_once_it_shows_that_write() {
         let (cache, mut writer) = cache_with(&[deployment("5")]);
-        cache.saw("prod", "web-primary", Some("7"));
+        cache.saw(&deployment("7").metadata);
         // The watch has not delivered Serin's write yet: the cache would show version 5.
         assert_eq!(fresh_version(cache.lookup("prod", "web-primary")), None);
         writer.apply_watcher_event(&watcher::Event::Apply(deployment("7")));
@@ -198,10 +192,10 @@ mod tests {
     #[test]
     fn a_version_past_the_mark_asks_the_api_server_whose_answer_becomes_the_mark() {
         let (cache, mut writer) = cache_with(&[deployment("5")]);
-        cache.saw("prod", "web-primary", Some("7"));
+        cache.saw(&deployment("7").metadata);
         writer.apply_watcher_event(&watcher::Event::Apply(deployment("8")));
         assert_eq!(fresh_version(cache.lookup("prod", "web-primary")), None);
-        cache.saw("prod", "web-primary", Some("8"));
+        cache.saw(&deployment("8").metadata);
         assert_eq!(
             fresh_version(cache.lookup("prod", "web-primary")),
             Some(Some("8".into()))

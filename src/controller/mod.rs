@@ -132,11 +132,9 @@ fn rollout_state(deploy: &Deployment) -> Option<u64> {
     Some(hash.finish())
 }
 
-/// A deleted object as a predicate sees it: with a `deletionTimestamp`. The last state a
-/// watch reports for an object deleted without finalizers is often the state already seen,
-/// and a predicate would drop it; a `-primary` or `Canary` removed behind Serin's back must
-/// reach a reconcile, which makes it again. (Applied after the cache, which drops it.)
-fn deletion_as_change<K: kube::Resource>(event: watcher::Event<K>) -> watcher::Event<K> {
+/// Marks the object of a Delete event as deleted (a `deletionTimestamp`), for [`or_deleted`].
+/// Applied after the cache, which drops the object.
+fn mark_deleted<K: kube::Resource>(event: watcher::Event<K>) -> watcher::Event<K> {
     match event {
         watcher::Event::Delete(mut object) => {
             let meta = object.meta_mut();
@@ -152,6 +150,22 @@ fn deletion_as_change<K: kube::Resource>(event: watcher::Event<K>) -> watcher::E
     }
 }
 
+/// `predicate`, with a deletion as a change of its own. The last state a watch reports for
+/// an object deleted without finalizers is often a state already seen, which `predicate`
+/// alone would drop; a `-primary` or `Canary` removed behind Serin's back must reach a
+/// reconcile, which makes it again. Objects of Delete events go through [`mark_deleted`].
+fn or_deleted<K: kube::Resource>(
+    predicate: impl Fn(&K) -> Option<u64>,
+) -> impl Fn(&K) -> Option<u64> {
+    move |object| {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut hash = DefaultHasher::new();
+        predicate(object).hash(&mut hash);
+        object.meta().deletion_timestamp.is_some().hash(&mut hash);
+        Some(hash.finish())
+    }
+}
+
 /// What a `-primary` Deployment event must change to need a reconcile: what the release
 /// machine observes of it (Ready, the revision it runs) and its size. The steps of its
 /// rollout in between (observed, updated, ready, available counts one by one) do not: a
@@ -160,11 +174,6 @@ fn primary_state(primary: &Deployment) -> Option<u64> {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut hash = DefaultHasher::new();
     primary.metadata.generation.hash(&mut hash);
-    primary
-        .metadata
-        .deletion_timestamp
-        .is_some()
-        .hash(&mut hash);
     primary.spec.as_ref().map(|s| s.replicas).hash(&mut hash);
     let observed = observe::primary(Some(primary));
     (observed.ready, observed.revision).hash(&mut hash);
@@ -178,7 +187,6 @@ fn spec_or_request(canary: &Canary) -> Option<u64> {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut hash = DefaultHasher::new();
     predicates::generation(canary).hash(&mut hash);
-    canary.metadata.deletion_timestamp.is_some().hash(&mut hash);
     for key in [requests::ACTION, requests::ACTION_ID] {
         canary.annotations().get(key).hash(&mut hash);
     }
@@ -324,9 +332,9 @@ pub async fn run(
         .default_backoff()
         .modify(slim_primary)
         .reflect(primary_writer)
-        .map_ok(deletion_as_change)
+        .map_ok(mark_deleted)
         .touched_objects()
-        .predicate_filter(primary_state, Default::default());
+        .predicate_filter(or_deleted(primary_state), Default::default());
     // Serin's own status writes do not change a Canary's generation: only spec changes (and
     // its creation) and runtime requests need a reconcile. The cache saves a GET of the
     // Canary on every reconcile.
@@ -337,9 +345,9 @@ pub async fn run(
     .default_backoff()
     .modify(slim::<Canary>)
     .reflect(canary_writer)
-    .map_ok(deletion_as_change)
+    .map_ok(mark_deleted)
     .touched_objects()
-    .predicate_filter(spec_or_request, Default::default());
+    .predicate_filter(or_deleted(spec_or_request), Default::default());
     // A tracked ConfigMap or Secret that changes is a new revision of every opted-in
     // Deployment whose pod template uses it. Metadata is enough to notice the change.
     let config_maps = watcher(
@@ -454,14 +462,13 @@ mod tests {
     #[test]
     fn a_deleted_primary_or_canary_is_a_change_to_the_predicates_and_applies_are_untouched() {
         let seen = primary(2, counts(1, 2, 2));
-        let watcher::Event::Delete(deleted) =
-            deletion_as_change(watcher::Event::Delete(seen.clone()))
+        let watcher::Event::Delete(deleted) = mark_deleted(watcher::Event::Delete(seen.clone()))
         else {
             panic!("a Delete stays a Delete");
         };
-        assert_ne!(primary_state(&deleted), primary_state(&seen));
-        let watcher::Event::Apply(applied) =
-            deletion_as_change(watcher::Event::Apply(seen.clone()))
+        let primaries = or_deleted(primary_state);
+        assert_ne!(primaries(&deleted), primaries(&seen));
+        let watcher::Event::Apply(applied) = mark_deleted(watcher::Event::Apply(seen.clone()))
         else {
             panic!("an Apply stays an Apply");
         };
@@ -469,12 +476,12 @@ mod tests {
 
         let config = crate::spec::CanarySpec::defaults("web".into(), Some(8080));
         let canary = Canary::new("web", crate::crd::CanaryResourceSpec { config });
-        let watcher::Event::Delete(gone) =
-            deletion_as_change(watcher::Event::Delete(canary.clone()))
+        let watcher::Event::Delete(gone) = mark_deleted(watcher::Event::Delete(canary.clone()))
         else {
             panic!("a Delete stays a Delete");
         };
-        assert_ne!(spec_or_request(&gone), spec_or_request(&canary));
+        let canaries = or_deleted(spec_or_request);
+        assert_ne!(canaries(&gone), canaries(&canary));
     }
 
     #[test]

@@ -960,7 +960,7 @@ where
     }
     let found = api.get_opt(name).await?;
     if let (Some(cache), Some(object)) = (cache, &found) {
-        cache.saw_meta(object.meta());
+        cache.saw(object.meta());
     }
     Ok(found)
 }
@@ -972,7 +972,7 @@ where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
     if let Some(cache) = cache {
-        cache.saw_meta(meta);
+        cache.saw(meta);
     }
 }
 
