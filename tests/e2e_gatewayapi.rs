@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use serin::release::Phase;
 use serin::router::gatewayapi::HttpRoute;
 use serin::router::{Router, Weights};
-use serin::spec::{CanarySpec, GatewayRef, MatchRule, Provider};
+use serin::spec::{CanarySpec, GatewayRef, Provider};
 use support::release::{
     Version, apply, events, image, manifest, replicas, wait_phase, weights_until,
 };
@@ -106,19 +106,7 @@ async fn the_http_routes_serin_builds_are_stored_as_built_by_the_real_crd() {
     };
     let ab = CanarySpec {
         iterations: Some(3),
-        matches: vec![
-            MatchRule::HeaderExact {
-                name: "x-canary".into(),
-                value: "insider".into(),
-            },
-            MatchRule::HeaderRegex {
-                name: "user-agent".into(),
-                regex: ".*Firefox.*".into(),
-            },
-            MatchRule::Cookie {
-                name: "canary.v2".into(),
-            },
-        ],
+        matches: support::routes::ab_rules(),
         ..base.clone()
     };
     let through_gateway = CanarySpec {

@@ -21,7 +21,7 @@ use serin::release::Phase;
 use serin::router::gloo::{RouteTable, upstream_resource};
 use serin::router::{Router, Weights};
 use serin::simulate::backends::MATCHING_PERCENT;
-use serin::spec::{CanarySpec, MatchRule, Provider};
+use serin::spec::{CanarySpec, Provider};
 use support::release::{
     Version, apply, canary, events, image, last_checks, manifest, replicas, wait_phase,
     weights_until,
@@ -98,19 +98,7 @@ async fn the_route_tables_and_upstreams_serin_builds_are_stored_as_built_by_the_
     };
     let ab = CanarySpec {
         iterations: Some(3),
-        matches: vec![
-            MatchRule::HeaderExact {
-                name: "x-canary".into(),
-                value: "insider".into(),
-            },
-            MatchRule::HeaderRegex {
-                name: "user-agent".into(),
-                regex: ".*Firefox.*".into(),
-            },
-            MatchRule::Cookie {
-                name: "canary.v2".into(),
-            },
-        ],
+        matches: support::routes::ab_rules(),
         ..base.clone()
     };
 

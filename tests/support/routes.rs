@@ -4,7 +4,7 @@
 use kube::core::DynamicObject;
 use kube::{Api, Client};
 use serin::router::{Router, Weights, router_for};
-use serin::spec::{CanarySpec, Provider};
+use serin::spec::{CanarySpec, MatchRule, Provider};
 
 fn router(provider: Provider) -> Box<dyn Router> {
     router_for(provider).unwrap_or_else(|| panic!("no router for {provider}"))
@@ -60,4 +60,21 @@ pub async fn owner(client: &Client, ns: &str) -> k8s_openapi::api::apps::v1::Dep
         .create(&kube::api::PostParams::default(), &deploy)
         .await
         .expect("create the owner Deployment")
+}
+
+/// One A/B rule of each kind: an exact header, a header regex, a cookie.
+pub fn ab_rules() -> Vec<MatchRule> {
+    vec![
+        MatchRule::HeaderExact {
+            name: "x-canary".into(),
+            value: "insider".into(),
+        },
+        MatchRule::HeaderRegex {
+            name: "user-agent".into(),
+            regex: ".*Firefox.*".into(),
+        },
+        MatchRule::Cookie {
+            name: "canary.v2".into(),
+        },
+    ]
 }
