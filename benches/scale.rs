@@ -4,6 +4,8 @@
 //!   on it, the original scaled to zero), beside the time the cluster alone takes to make the
 //!   same number of plain Deployments Available (the baseline, same run);
 //! - the peak resident memory (VmHWM) of a freshly started, optimized (`--release`) Serin;
+//! - the API requests per Deployment until then: Serin's, and every client's
+//!   (`apiserver_request_total`), which shows how much of the work is the cluster's own;
 //! - while idle afterwards (30 s, nothing changing): Serin's CPU time and the requests its
 //!   Kubernetes client sent (`serin_kube_api_requests_total`, watches included).
 //!
@@ -186,23 +188,59 @@ async fn api_requests() -> BTreeMap<String, f64> {
         .text()
         .await
         .expect("metrics body");
+    counter_totals(
+        &body,
+        "serin_kube_api_requests_total",
+        ["method", "resource"],
+    )
+}
+
+/// The requests the API server has answered so far, from every client (the cluster's
+/// controllers, Serin, this bench), by "VERB resource" (`apiserver_request_total`).
+async fn cluster_requests(client: &Client) -> BTreeMap<String, f64> {
+    let request = axum::http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("metrics request");
+    let body = client
+        .request_text(request)
+        .await
+        .expect("API server metrics");
+    counter_totals(&body, "apiserver_request_total", ["verb", "resource"])
+}
+
+/// The counter `metric` of a Prometheus text exposition, summed by the values of `labels`
+/// (joined by a space).
+fn counter_totals(body: &str, metric: &str, labels: [&str; 2]) -> BTreeMap<String, f64> {
     let mut counts = BTreeMap::new();
     for line in body.lines() {
-        let Some(labels) = line.strip_prefix("serin_kube_api_requests_total{") else {
+        let Some(rest) = line.strip_prefix(metric).and_then(|l| l.strip_prefix('{')) else {
             continue;
         };
-        let (labels, value) = labels.rsplit_once("} ").unwrap_or((labels, "0"));
+        let (pairs, value) = rest.rsplit_once("} ").unwrap_or((rest, "0"));
         let label = |name: &str| {
-            labels
+            pairs
                 .split(',')
                 .find_map(|pair| pair.strip_prefix(&format!("{name}=")))
                 .map(|v| v.trim_matches('"').to_owned())
                 .unwrap_or_default()
         };
-        let key = format!("{} {}", label("method"), label("resource"));
+        let key = format!("{} {}", label(labels[0]), label(labels[1]));
         *counts.entry(key).or_default() += value.parse::<f64>().unwrap_or(0.0);
     }
     counts
+}
+
+/// Requests per Deployment: the total, and each kind (largest first, at most `most`).
+fn per_deployment(requests: &[(String, f64)], count: usize, most: usize) -> (f64, String) {
+    let mut kinds: Vec<&(String, f64)> = requests.iter().collect();
+    kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let listed: Vec<String> = kinds
+        .iter()
+        .take(most)
+        .map(|(key, n)| format!("{key} {:.2}", n / count as f64))
+        .collect();
+    let total = requests.iter().map(|(_, n)| n).sum::<f64>() / count as f64;
+    (total, listed.join(", "))
 }
 
 /// `after - before`, per key, leaving out what did not change.
@@ -263,7 +301,7 @@ async fn run(client: &Client, count: usize) {
             primaries.count()
         )
     };
-    let before_run = api_requests().await;
+    let (before_run, cluster_before) = (api_requests().await, cluster_requests(client).await);
     let start = Instant::now();
     create_all(client, &ns.name, count, true).await;
     let created = start.elapsed();
@@ -280,6 +318,7 @@ async fn run(client: &Client, count: usize) {
     let serin = start.elapsed();
     let peak_rss = proc_status_kib(pid, "VmHWM:");
     let run_requests = difference(&before_run, &api_requests().await);
+    let cluster_run = difference(&cluster_before, &cluster_requests(client).await);
 
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (ticks, requests) = (cpu_ticks(pid), api_requests().await);
@@ -308,14 +347,13 @@ async fn run(client: &Client, count: usize) {
         created.as_secs_f64(),
         serin.as_secs_f64()
     );
-    let per_deployment: Vec<String> = run_requests
-        .iter()
-        .map(|(key, n)| format!("{key} {:.2}", n / count as f64))
-        .collect();
+    let (serin_total, serin_kinds) = per_deployment(&run_requests, count, usize::MAX);
     println!(
-        "scale {count:>5}: Serin's API requests per Deployment until all Initialized: {:.1} ({})",
-        run_requests.iter().map(|(_, n)| n).sum::<f64>() / count as f64,
-        per_deployment.join(", ")
+        "scale {count:>5}: Serin's API requests per Deployment until all Initialized: {serin_total:.1} ({serin_kinds})"
+    );
+    let (cluster_total, cluster_kinds) = per_deployment(&cluster_run, count, 12);
+    println!(
+        "scale {count:>5}: all clients' API requests per Deployment meanwhile (the cluster's controllers, Serin, this bench): {cluster_total:.1} ({cluster_kinds}, ...)"
     );
     println!(
         "scale {count:>5}: Serin peak RSS {:.1} MiB over the run (target 64 MB), RSS when idle {:.1} MiB ({:.1} anonymous, {:.1} file-backed)",
