@@ -21,6 +21,7 @@ use serde_json::Value;
 use super::review::DeploymentRequest;
 use crate::crd::AnalysisTemplateSpec;
 use crate::policy::{self, Enforcement, Finding, NamedPolicy, PolicyDefaults, Release};
+use crate::release::requested_replicas;
 use crate::spec::{self, OptIn};
 
 /// What the cluster says about a Deployment write beyond the object itself, gathered by the
@@ -258,21 +259,43 @@ struct ReplicaDecision {
 
 fn replica_decision(deploy: &Deployment, old: Option<&Deployment>) -> ReplicaDecision {
     let requested = replicas(deploy);
-    let keep = match old {
+    let Some(old) = old else {
         // A new opted-in Deployment starts as the idle canary: its pods will run as
         // `<name>-primary`, which Serin creates at once with the requested count. Starting
         // them here only to scale them away would cost the cluster a ReplicaSet's worth of
         // Pods per Deployment, and before the primary exists no Service routes to them anyway.
-        None => (requested != 0).then_some(0),
-        Some(old) => {
-            let same_template = template(old) == template(deploy);
-            (same_template && replicas(old) != requested).then(|| replicas(old))
-        }
+        return ReplicaDecision {
+            keep: (requested != 0).then_some(0),
+            desired: requested,
+        };
     };
+    let resized = replicas(old) != requested;
+    let desired = if resized || !opted_in(old) {
+        requested
+    } else {
+        // The write left `spec.replicas` as stored: `kubectl set image`, `annotate`, `label`,
+        // `patch`, `rollout restart`, `edit`, a manifest leaving replicas to an HPA. Between
+        // releases the stored count is Serin's 0 (during one, the canary's size), never the
+        // user's request: keep the recorded count, or the one the user wrote into the
+        // annotation itself (an explicit request, `0` included).
+        requested_replicas(deploy)
+            .or_else(|| requested_replicas(old))
+            .unwrap_or(requested)
+    };
+    let same_template = template(old) == template(deploy);
     ReplicaDecision {
-        keep,
-        desired: requested,
+        keep: (same_template && resized).then(|| replicas(old)),
+        desired,
     }
+}
+
+fn opted_in(deploy: &Deployment) -> bool {
+    deploy
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(spec::ENABLED))
+        .is_some_and(|v| v == "true")
 }
 
 /// `spec.replicas` as the API server defaults it.
@@ -530,6 +553,84 @@ mod tests {
             "4"
         );
         assert_eq!(object["spec"]["replicas"], 0);
+    }
+
+    /// The stored object of an opted-in, idle Deployment the user asked 3 replicas of.
+    fn idle_with_three(image: &str) -> Value {
+        deployment(
+            json!({"serin.dev/enabled": "true", "serin.dev/desired-replicas": "3"}),
+            0,
+            image,
+        )
+    }
+
+    /// The annotations after `mutate`, for a write by `alice` from `old` to `new`.
+    fn desired_after(old: Value, new: Value) -> (Value, Value) {
+        let req = request("UPDATE", "alice", new, Some(old));
+        let object = patched(&req, &mutate(&req, SERIN, &PolicyDefaults::default()));
+        (
+            object["metadata"]["annotations"]["serin.dev/desired-replicas"].clone(),
+            object["spec"]["replicas"].clone(),
+        )
+    }
+
+    #[test]
+    fn writes_that_leave_replicas_as_stored_keep_the_recorded_count() {
+        // What `kubectl set image`, `annotate`, `label`, `rollout restart` and an HPA-managed
+        // manifest send: the stored object (replicas 0, the idle canary's) with one change.
+        let set_image = idle_with_three("app:2");
+        let mut annotate = idle_with_three("app:1");
+        annotate["metadata"]["annotations"]["team"] = json!("shop");
+        let mut label = idle_with_three("app:1");
+        label["metadata"]["labels"] = json!({"tier": "web"});
+        let mut restart = idle_with_three("app:1");
+        restart["spec"]["template"]["metadata"]["annotations"] =
+            json!({"kubectl.kubernetes.io/restartedAt": "2026-12-05T23:00:00Z"});
+        for (write, new) in [
+            ("set image", set_image),
+            ("annotate", annotate),
+            ("label", label),
+            ("rollout restart", restart),
+        ] {
+            let (desired, replicas) = desired_after(idle_with_three("app:1"), new);
+            assert_eq!(desired, "3", "{write}: the primary keeps the user's 3");
+            assert_eq!(replicas, 0, "{write}: the controller sizes the canary");
+        }
+    }
+
+    #[test]
+    fn a_write_without_the_annotation_keeps_the_stored_record() {
+        // A server-side apply whose manifest does not carry the annotation drops it.
+        let new = deployment(enabled(), 0, "app:2");
+        assert_eq!(desired_after(idle_with_three("app:1"), new).0, "3");
+    }
+
+    #[test]
+    fn the_desired_replicas_annotation_written_by_the_user_is_a_request() {
+        // `kubectl annotate --overwrite serin.dev/desired-replicas=N`, 0 included.
+        for count in ["5", "0"] {
+            let new = deployment(
+                json!({"serin.dev/enabled": "true", "serin.dev/desired-replicas": count}),
+                0,
+                "app:1",
+            );
+            assert_eq!(desired_after(idle_with_three("app:1"), new).0, count);
+        }
+    }
+
+    #[test]
+    fn opting_in_a_running_deployment_records_its_own_count() {
+        let old = deployment(json!({}), 4, "app:1");
+        let new = deployment(enabled(), 4, "app:1");
+        assert_eq!(desired_after(old, new), (json!("4"), json!(4)));
+        // A stale record from an earlier opt-in is not a request either.
+        let old = deployment(json!({"serin.dev/desired-replicas": "9"}), 4, "app:1");
+        let new = deployment(
+            json!({"serin.dev/enabled": "true", "serin.dev/desired-replicas": "9"}),
+            4,
+            "app:1",
+        );
+        assert_eq!(desired_after(old, new).0, "4");
     }
 
     #[test]

@@ -432,6 +432,7 @@ impl Release<'_> {
                 Action::SetWeights(weights) => self.set_weights(weights).await?,
                 Action::ScaleCanary(n) => self.scale_canary(n).await?,
                 Action::ScaleCanaryToZero => self.scale_canary(0).await?,
+                Action::RecordDesiredReplicas(n) => self.record_desired_replicas(n).await?,
                 Action::RunChecks => {}
                 Action::CallHook(kind) if kind.is_gate() => {}
                 Action::CallHook(kind) => {
@@ -656,6 +657,20 @@ impl Release<'_> {
                 &self.name,
                 &PatchParams::default(),
                 &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Records a count the user gave the Deployment between releases as their request for
+    /// the primary; the change of Serin's annotation brings the reconcile that sizes it.
+    async fn record_desired_replicas(&self, replicas: i32) -> Result<(), Error> {
+        let annotations = json!({ crate::spec::DESIRED_REPLICAS: replicas.to_string() });
+        self.deployments()
+            .patch(
+                &self.name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
             )
             .await?;
         Ok(())

@@ -333,6 +333,9 @@ pub enum Action {
     /// Scale the canary (the user's Deployment) to this many replicas.
     ScaleCanary(i32),
     ScaleCanaryToZero,
+    /// Record this count as the user's request (`serin.dev/desired-replicas` on the
+    /// Deployment), which sizes the primary: a `kubectl scale` between releases.
+    RecordDesiredReplicas(i32),
     /// Measure the checks and call `step` again with `Observations::checks`.
     RunChecks,
     /// Run the webhooks of this kind; for gates, call `step` again with the result.
@@ -489,10 +492,28 @@ impl Step<'_> {
     }
 
     fn idle(&mut self) {
-        // Repairs a crash between Finalising and scaling down, or a manual scale-up.
-        if self.obs.canary.replicas > 0 && self.obs.primary.ready {
-            self.actions.push(Action::ScaleCanaryToZero);
+        let canary = &self.obs.canary;
+        if canary.replicas == 0 || !self.obs.primary.ready {
+            return;
         }
+        // Between releases the Deployment runs no pods. A count on it is either the release's
+        // own size left by a crash between Finalising and scaling down, or the user's
+        // `kubectl scale` (the scale subresource, which the mutating webhook does not see):
+        // a request for the primary, as the same count in a manifest would be.
+        if canary.replicas != canary.desired_replicas {
+            self.actions
+                .push(Action::RecordDesiredReplicas(canary.replicas));
+            self.event(
+                EventType::Normal,
+                "Scaled",
+                format!(
+                    "The Deployment was scaled to {} replicas between releases: the primary \
+                     runs {} from now on (was {}); the canary goes back to zero",
+                    canary.replicas, canary.replicas, canary.desired_replicas
+                ),
+            );
+        }
+        self.actions.push(Action::ScaleCanaryToZero);
     }
 
     fn wait_for_confirm_rollout(&mut self) {
@@ -913,6 +934,8 @@ mod tests {
         revision: String,
         opted_in: bool,
         canary_replicas: i32,
+        /// `serin.dev/desired-replicas` on the Deployment.
+        desired_replicas: i32,
         /// Whether the canary's pods become Ready once it has replicas.
         canary_healthy: bool,
         canary_stalled: bool,
@@ -937,6 +960,7 @@ mod tests {
                 revision: "rev1".into(),
                 opted_in: true,
                 canary_replicas: 3,
+                desired_replicas: 3,
                 canary_healthy: true,
                 canary_stalled: false,
                 primary_revision: Some("rev1".into()),
@@ -964,7 +988,7 @@ mod tests {
                     ready: self.canary_replicas > 0 && self.canary_healthy,
                     stalled: self.canary_stalled,
                     replicas: self.canary_replicas,
-                    desired_replicas: 3,
+                    desired_replicas: self.desired_replicas,
                 },
                 primary: PrimaryObservation {
                     ready: self.primary_ready,
@@ -1028,6 +1052,7 @@ mod tests {
                             }
                             again = true;
                         }
+                        Action::RecordDesiredReplicas(n) => self.desired_replicas = *n,
                         Action::RemoveMachinery
                         | Action::RequeueAfter(_)
                         | Action::Event { .. } => {}
@@ -1880,6 +1905,40 @@ mod tests {
                     promote: r.2,
                 },
             })
+    }
+
+    #[test]
+    fn a_scale_between_releases_becomes_the_primarys_count_and_the_canary_goes_back_to_zero() {
+        let mut world = World::initialized(spec());
+        world.canary_replicas = 5; // kubectl scale deploy/web --replicas=5
+        world.log.clear();
+        world.tick();
+        assert_eq!(world.desired_replicas, 5, "{:?}", world.log);
+        assert_eq!(world.canary_replicas, 0);
+        assert_eq!(world.status.phase, Phase::Initialized);
+        assert!(
+            world
+                .log
+                .iter()
+                .any(|a| matches!(a, Action::Event { reason, .. } if reason == "Scaled"))
+        );
+    }
+
+    #[test]
+    fn a_canary_left_at_its_release_size_is_scaled_down_without_a_new_request() {
+        let mut world = World::initialized(spec());
+        world.canary_replicas = 3; // a crash between Finalising and scaling down
+        world.log.clear();
+        world.tick();
+        assert_eq!(world.canary_replicas, 0);
+        assert!(
+            !world
+                .log
+                .iter()
+                .any(|a| matches!(a, Action::RecordDesiredReplicas(_))),
+            "{:?}",
+            world.log
+        );
     }
 
     proptest! {
