@@ -459,3 +459,36 @@ async fn left_overs_whose_owner_is_gone_can_be_deleted_by_their_user() {
         "configmap/gone-config-primary names Deployment \"gone\", which does not exist: {stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_hand_edited_canary_status_is_refused_even_for_the_cluster_admin() {
+    let (client, ns) = setup("status").await;
+    let ns = &ns.name;
+    opt_in(&client, ns, "web").await;
+    // A Failed release shown as Succeeded at weight 100: what the refusal prevents.
+    let (ok, _, stderr) = support::kubectl(
+        &[
+            "-n",
+            ns,
+            "patch",
+            "canaries.serin.dev",
+            "web",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Succeeded","canaryWeight":100}}"#,
+        ],
+        None,
+    );
+    assert!(!ok, "the status edit was accepted");
+    assert!(
+        stderr.contains("is Serin's record of the release"),
+        "{stderr}"
+    );
+    let status = support::release::canary(&client, ns, "web")
+        .await
+        .and_then(|c| c.status)
+        .expect("status");
+    assert_eq!(status.release.phase, Phase::Initialized);
+    assert_eq!(status.release.canary_weight, 0);
+}

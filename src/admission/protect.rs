@@ -123,6 +123,25 @@ pub fn exempt(write: &Write, serin_user: &str) -> Option<Allowed> {
     }
 }
 
+/// A Canary's status is Serin's record of the release, what a restarted Serin resumes from:
+/// an edit by anyone else (a phase `Succeeded` and weight 100 on a failed release) would be
+/// shown and acted on as if Serin had decided it. Refused for everyone but Serin, naming what
+/// to do instead. `group` is the API group of the object written.
+pub fn canary_status_refusal(write: &Write, group: &str, serin_user: &str) -> Option<String> {
+    let canary_status = group == crate::crd::GROUP
+        && write.kind == "Canary"
+        && write.subresource == Some("status")
+        && matches!(write.operation, Operation::Update);
+    (canary_status && write.user != serin_user).then(|| {
+        let name = write.name;
+        format!(
+            "The status of Canary {name:?} is Serin's record of the release and is written by \
+             Serin only. To act on the release, use kubectl serin promote|abort|pause|resume \
+             {name} (requests on the Canary), or change Deployment {name:?} itself."
+        )
+    })
+}
+
 /// The decision: `owner` is the Deployment the object's `serin.dev/owner` label names and its
 /// state, `None` for an object without the label.
 pub fn decide(write: &Write, serin_user: &str, owner: Option<(&str, &OwnerState)>) -> Verdict {
@@ -228,6 +247,9 @@ pub async fn review(
         kind: if scale { "Deployment" } else { &req.kind.kind },
         name: &req.name,
     };
+    if let Some(refusal) = canary_status_refusal(&write, &req.kind.group, serin_user) {
+        return response.deny(refusal);
+    }
     if exempt(&write, serin_user).is_some() {
         return response;
     }
@@ -422,6 +444,41 @@ mod tests {
             SERIN,
             Some(("web", &OwnerState::Managed)),
         ));
+    }
+
+    #[test]
+    fn a_canarys_status_is_written_by_serin_only() {
+        let update = Operation::Update;
+        let status = |user| Write {
+            user,
+            operation: &update,
+            subresource: Some("status"),
+            kind: "Canary",
+            name: "web",
+        };
+        let message = canary_status_refusal(&status("alice"), "serin.dev", SERIN)
+            .expect("a user's status edit is refused");
+        assert!(
+            message.contains("kubectl serin promote|abort|pause|resume web"),
+            "{message}"
+        );
+        for admin in ["system:admin", "kubernetes-admin"] {
+            assert!(canary_status_refusal(&status(admin), "serin.dev", SERIN).is_some());
+        }
+        assert_eq!(
+            canary_status_refusal(&status(SERIN), "serin.dev", SERIN),
+            None
+        );
+        // Another tool's Canary, and the Canary itself (requests are annotations), pass.
+        assert_eq!(
+            canary_status_refusal(&status("alice"), "flagger.app", SERIN),
+            None
+        );
+        let spec = Write {
+            subresource: None,
+            ..status("alice")
+        };
+        assert_eq!(canary_status_refusal(&spec, "serin.dev", SERIN), None);
     }
 
     #[test]
