@@ -10,6 +10,7 @@
 
 mod analysis;
 mod cache;
+mod failures;
 pub mod lease;
 pub mod observe;
 mod orphans;
@@ -265,13 +266,16 @@ const CONCURRENCY: u16 = 32;
 /// Pause before retrying a failed reconcile.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 
-fn error_policy(deploy: Arc<Deployment>, error: &Error, _ctx: Arc<Context>) -> Requeue {
+fn error_policy(deploy: Arc<Deployment>, error: &Error, ctx: Arc<Context>) -> Requeue {
     tracing::warn!(
         namespace = deploy.metadata.namespace.as_deref().unwrap_or(""),
         deployment = deploy.metadata.name.as_deref().unwrap_or(""),
         %error,
         "reconcile failed; retrying"
     );
+    // Told where users look (an Event, a Canary condition); off the controller's path.
+    let message = failures::describe(error);
+    tokio::spawn(async move { failures::report(&ctx, &deploy, &message).await });
     Requeue::requeue(RETRY_AFTER)
 }
 

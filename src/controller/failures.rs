@@ -1,0 +1,200 @@
+//! A reconcile that fails is told where users look, not only in Serin's log: a Warning Event
+//! `ReconcileFailed` on the Deployment (and its Canary), and a `Reconciled` condition `False`
+//! on the Canary carrying the error. The next status Serin writes after a successful
+//! reconcile computes the conditions anew ([`crate::release::conditions`]) and so drops it.
+//!
+//! The controller retries a failed reconcile every few seconds; the Event is sent once per
+//! distinct error (and again after [`REPEAT_AFTER`]), the condition only when it changes.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::{Context, Error, FIELD_MANAGER};
+use crate::crd::Canary;
+use crate::release::EventType;
+
+/// The type of the condition a failed reconcile sets.
+pub const RECONCILED: &str = "Reconciled";
+/// Its reason.
+pub const RECONCILE_FAILED: &str = "ReconcileFailed";
+/// How often the same error is told again as an Event.
+const REPEAT_AFTER: Duration = Duration::from_secs(300);
+/// The most Deployments whose last reported error is remembered (a bound, not a target).
+const REMEMBERED: usize = 10_000;
+
+/// The last error reported per Deployment, and when.
+static REPORTED: LazyLock<Mutex<HashMap<(String, String), (String, Instant)>>> =
+    LazyLock::new(Mutex::default);
+
+/// The conditions with `Reconciled` set to False for `message`; `None` when they already say
+/// so (nothing to write).
+pub fn with_failure(conditions: &[Condition], message: &str, now: &Time) -> Option<Vec<Condition>> {
+    let current = conditions.iter().find(|c| c.type_ == RECONCILED);
+    if current.is_some_and(|c| c.status == "False" && c.message == message) {
+        return None;
+    }
+    let condition = Condition {
+        type_: RECONCILED.into(),
+        status: "False".into(),
+        reason: RECONCILE_FAILED.into(),
+        message: message.to_owned(),
+        last_transition_time: current
+            .filter(|c| c.status == "False")
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| now.clone()),
+        observed_generation: None,
+    };
+    let mut all: Vec<Condition> = conditions
+        .iter()
+        .filter(|c| c.type_ != RECONCILED)
+        .cloned()
+        .collect();
+    all.push(condition);
+    Some(all)
+}
+
+/// The error in the user's words: the API server's own message for a refused request (the
+/// whole error carries a debug dump of its Status), the error's text otherwise.
+pub fn describe(error: &Error) -> String {
+    match error {
+        Error::Kube(kube::Error::Api(status)) => {
+            format!("the API server refused a request: {}", status.message)
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Whether `message` for `key` is news: a different error, or the same after [`REPEAT_AFTER`].
+fn is_news(key: (String, String), message: &str, now: Instant) -> bool {
+    let mut reported = REPORTED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((last, at)) = reported.get(&key)
+        && last == message
+        && now.duration_since(*at) < REPEAT_AFTER
+    {
+        return false;
+    }
+    if reported.len() >= REMEMBERED {
+        reported.clear();
+    }
+    reported.insert(key, (message.to_owned(), now));
+    true
+}
+
+/// Tells users that reconciling `deploy` failed with `error`; best effort (a failure to tell
+/// is logged, the controller retries the reconcile anyway).
+pub async fn report(ctx: &Context, deploy: &Deployment, error: &str) {
+    let (namespace, name) = (deploy.namespace().unwrap_or_default(), deploy.name_any());
+    let message = format!("Serin cannot reconcile Deployment {name:?}, retrying: {error}");
+    let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &namespace);
+    let canary = api.get_opt(&name).await.ok().flatten();
+    if is_news((namespace.clone(), name.clone()), &message, Instant::now()) {
+        ctx.publish(
+            deploy,
+            canary.as_ref(),
+            EventType::Warning,
+            RECONCILE_FAILED,
+            message.clone(),
+        )
+        .await;
+    }
+    let Some(canary) = canary else {
+        return;
+    };
+    // A Canary the controller never got to write a status for starts from the empty one.
+    let mut status = canary.status.unwrap_or_default();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let Some(conditions) = with_failure(&status.conditions, &message, &now) else {
+        return;
+    };
+    status.conditions = conditions;
+    // The whole status under Serin's one field manager: an apply of the conditions alone
+    // would remove the other fields that manager owns.
+    let patch = json!({
+        "apiVersion": Canary::api_version(&()),
+        "kind": Canary::kind(&()),
+        "status": status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    if let Err(e) = api
+        .patch_status(&name, &params, &Patch::Apply(&patch))
+        .await
+    {
+        tracing::warn!(namespace, deployment = name, error = %e, "cannot set the Reconciled condition");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::release::conditions::PROMOTED;
+
+    fn at(second: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(second).unwrap_or_default())
+    }
+
+    fn promoted() -> Condition {
+        Condition {
+            type_: PROMOTED.into(),
+            status: "True".into(),
+            reason: "Initialized".into(),
+            message: "runs rev1".into(),
+            last_transition_time: at(1),
+            observed_generation: None,
+        }
+    }
+
+    #[test]
+    fn a_failure_adds_a_false_reconciled_condition_beside_promoted() {
+        let all = with_failure(&[promoted()], "cannot create web-primary", &at(10))
+            .expect("a new failure is written");
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0], promoted());
+        let failed = &all[1];
+        assert_eq!(
+            (
+                failed.type_.as_str(),
+                failed.status.as_str(),
+                failed.reason.as_str()
+            ),
+            (RECONCILED, "False", RECONCILE_FAILED)
+        );
+        assert_eq!(failed.message, "cannot create web-primary");
+    }
+
+    #[test]
+    fn the_same_failure_is_not_written_again_and_a_new_one_keeps_the_transition_time() {
+        let first = with_failure(&[promoted()], "error A", &at(10)).expect("written");
+        assert_eq!(with_failure(&first, "error A", &at(20)), None);
+        let second = with_failure(&first, "error B", &at(30)).expect("a new message");
+        let failed = second
+            .iter()
+            .find(|c| c.type_ == RECONCILED)
+            .expect("there");
+        assert_eq!(failed.message, "error B");
+        assert_eq!(failed.last_transition_time, at(10), "still False since 10");
+        assert_eq!(second.len(), 2);
+    }
+
+    #[test]
+    fn an_error_is_news_once_until_it_changes_or_time_passes() {
+        let key = || ("ns-news".to_owned(), "web".to_owned());
+        let start = Instant::now();
+        assert!(is_news(key(), "A", start));
+        assert!(!is_news(key(), "A", start + Duration::from_secs(5)));
+        assert!(is_news(key(), "B", start + Duration::from_secs(6)));
+        assert!(is_news(
+            key(),
+            "B",
+            start + REPEAT_AFTER + Duration::from_secs(7)
+        ));
+    }
+}
