@@ -422,6 +422,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn mutate_refuses_an_update_without_old_object_instead_of_treating_it_as_a_create() {
+        let deploy = fixtures::deployment(json!({"serin.dev/enabled": "true"}));
+        let body = fixtures::review("UPDATE", "alice", deploy, None);
+        let (app, registry) = app();
+        let (status, review) = post(app, "/mutate/deployments", body.to_string()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(review["response"]["uid"], fixtures::UID);
+        assert_eq!(review["response"]["allowed"], false, "{review}");
+        assert!(review["response"]["patch"].is_null(), "{review}");
+        assert!(message(&review).contains("oldObject"), "{review}");
+        assert!(metrics_text(&registry).contains("outcome=\"error\""));
+    }
+
+    #[tokio::test]
     async fn bodies_over_the_api_servers_limit_are_refused_with_413() {
         let (app, _) = app();
         let padded = " ".repeat(crate::server::MAX_BODY_BYTES + 1);

@@ -1,9 +1,10 @@
 //! Decoding AdmissionReview bodies without trusting them: anything malformed becomes an
 //! `AdmissionResponse` that refuses with a reason (and the request's uid when it could be
-//! read), never a panic or a 5xx.
+//! read), never a panic or a 5xx. Malformed includes a review missing what the API server
+//! always sends: a uid, `object` on CREATE and UPDATE, `oldObject` on UPDATE.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::core::{DynamicObject, TypeMeta};
 use serde_json::Value;
 
@@ -48,7 +49,7 @@ pub fn decode_deployment(body: &[u8]) -> Result<DeploymentRequest, Invalid> {
             let gvk = &request.kind;
             let is_deployment =
                 gvk.group == "apps" && gvk.version == "v1" && gvk.kind == "Deployment";
-            if api_version_ok && is_deployment && !request.uid.is_empty() {
+            if api_version_ok && is_deployment && missing_part(&request).is_none() {
                 return Ok(request);
             }
         }
@@ -76,14 +77,48 @@ pub fn decode_object(body: &[u8]) -> Result<ObjectRequest, Invalid> {
             api_version.unwrap_or("(none)")
         )));
     }
-    if uid.is_none() {
-        return Err(refuse("the AdmissionReview has no request.uid".into()));
+    if uid.as_deref().is_none_or(str::is_empty) {
+        return Err(refuse(no_uid()));
     }
     let review: AdmissionReview<DynamicObject> = serde_json::from_value(value)
         .map_err(|e| refuse(format!("malformed AdmissionReview: {e}")))?;
-    review
+    let request: ObjectRequest = review
         .try_into()
-        .map_err(|_| refuse("the AdmissionReview has no request".into()))
+        .map_err(|_| refuse("the AdmissionReview has no request".into()))?;
+    match missing_part(&request) {
+        Some(reason) => Err(refuse(reason)),
+        None => Ok(request),
+    }
+}
+
+/// What the API server always sends and this request lacks: a uid, the object on CREATE and
+/// UPDATE, the previous object on UPDATE (DELETE has no `object`, CONNECT its options at
+/// most). Deciding without them would be guessing: an UPDATE without `oldObject` looks like a
+/// CREATE to the mutating webhook, which would then set an opted-in Deployment's replicas to 0.
+fn missing_part<K: kube::Resource>(request: &AdmissionRequest<K>) -> Option<String> {
+    if request.uid.is_empty() {
+        return Some(no_uid());
+    }
+    let (operation, needs_old_object) = match request.operation {
+        Operation::Create => ("CREATE", false),
+        Operation::Update => ("UPDATE", true),
+        Operation::Delete | Operation::Connect => return None,
+    };
+    if request.object.is_none() {
+        Some(format!(
+            "malformed AdmissionReview: {operation} without request.object"
+        ))
+    } else if needs_old_object && request.old_object.is_none() {
+        Some(format!(
+            "malformed AdmissionReview: {operation} without request.oldObject"
+        ))
+    } else {
+        None
+    }
+}
+
+fn no_uid() -> String {
+    "the AdmissionReview has no request.uid".into()
 }
 
 /// The slow path: reads the review step by step to name what is wrong with it.
@@ -282,6 +317,88 @@ mod tests {
         let body = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"});
         let response = refusal(body.to_string().as_bytes());
         assert!(response.result.message.contains("request.uid"));
+    }
+
+    /// The reason `decode` refuses `body` with, checking the uid is echoed.
+    fn refused_by(decode: fn(&[u8]) -> Result<(), Invalid>, body: &Value) -> String {
+        let invalid = decode(body.to_string().as_bytes()).expect_err("refused");
+        let uid = body.pointer("/request/uid").and_then(Value::as_str);
+        assert_eq!(
+            invalid.uid.as_deref().unwrap_or_default(),
+            uid.unwrap_or_default()
+        );
+        invalid.reason
+    }
+
+    fn deployment_decoder(body: &[u8]) -> Result<(), Invalid> {
+        decode_deployment(body).map(drop)
+    }
+
+    fn object_decoder(body: &[u8]) -> Result<(), Invalid> {
+        decode_object(body).map(drop)
+    }
+
+    #[test]
+    fn an_empty_uid_is_refused() {
+        let mut body = review_of(deployment());
+        body["request"]["uid"] = json!("");
+        for decode in [deployment_decoder, object_decoder] {
+            let reason = refused_by(decode, &body);
+            assert!(reason.contains("request.uid"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn a_create_or_update_without_object_is_refused() {
+        for operation in ["CREATE", "UPDATE"] {
+            let body = fixtures::review(operation, "alice", Value::Null, Some(deployment()));
+            for decode in [deployment_decoder, object_decoder] {
+                let reason = refused_by(decode, &body);
+                assert!(
+                    reason.contains(&format!("{operation} without request.object")),
+                    "{reason}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_update_without_old_object_is_refused() {
+        let body = fixtures::review("UPDATE", "alice", deployment(), None);
+        for decode in [deployment_decoder, object_decoder] {
+            let reason = refused_by(decode, &body);
+            assert!(
+                reason.contains("UPDATE without request.oldObject"),
+                "{reason}"
+            );
+        }
+        // A missing member, not only an explicit null.
+        let mut body = body;
+        body["request"]
+            .as_object_mut()
+            .expect("request")
+            .remove("oldObject");
+        assert!(refused_by(deployment_decoder, &body).contains("request.oldObject"));
+    }
+
+    #[test]
+    fn a_delete_has_no_object_and_is_read() {
+        let body = fixtures::review("DELETE", "alice", Value::Null, Some(deployment()));
+        let req = decode_deployment(body.to_string().as_bytes()).expect("decodes");
+        assert!(req.object.is_none() && req.old_object.is_some());
+        let split = fixtures::traffic_split_review("DELETE", "alice", Some("web"));
+        let req = decode_object(split.to_string().as_bytes()).expect("decodes");
+        assert!(req.object.is_none());
+    }
+
+    #[test]
+    fn a_create_and_an_update_with_both_objects_are_read() {
+        let create = fixtures::review("CREATE", "alice", deployment(), None);
+        let update = fixtures::review("UPDATE", "alice", deployment(), Some(deployment()));
+        for body in [create, update] {
+            decode_deployment(body.to_string().as_bytes()).expect("decodes");
+            decode_object(body.to_string().as_bytes()).expect("decodes");
+        }
     }
 
     proptest::proptest! {

@@ -7,7 +7,8 @@
 //! the carrier annotation [`BETA_FIELDS`] change; metadata and status are passed through.
 //! What `v1alpha1` cannot hold is carried in that annotation, so both round trips are
 //! lossless. An object that cannot be converted fails the whole review with a message naming
-//! it; nothing panics.
+//! it; nothing panics. So does a review the API server would not send: another
+//! ConversionReview version, no uid, an object without `metadata`.
 
 mod analysis_template;
 mod canary;
@@ -67,6 +68,11 @@ pub enum ConversionError {
     Kind(String),
     #[error("not an object with apiVersion, kind and metadata")]
     NotAnObject,
+    #[error("{field} {problem}")]
+    Field {
+        field: &'static str,
+        problem: &'static str,
+    },
     #[error("spec does not match {version}: {source}")]
     Spec {
         version: String,
@@ -90,18 +96,28 @@ pub(crate) trait Versions {
 
 /// Answers a ConversionReview: every object converted, in order, or a Failure naming the first
 /// one that could not be.
-pub fn convert(request: ConversionRequest) -> ConversionResponse {
-    let desired = request.desired_api_version.clone();
-    let objects = request.objects.clone();
+pub fn convert(mut request: ConversionRequest) -> ConversionResponse {
+    let desired = std::mem::take(&mut request.desired_api_version);
+    let objects = std::mem::take(&mut request.objects);
     let response = ConversionResponse::for_request(request);
+    // The API server always sends a uid and checks the response echoes it: without one,
+    // nothing we answer could be matched to a request.
+    if response.uid.is_empty() {
+        return response.failure(failure(NO_UID.into()));
+    }
     let to = match Version::parse(&desired) {
         Ok(to) => to,
-        Err(e) => return response.failure(failure(e.to_string())),
+        Err(_) => {
+            return response.failure(failure(format!(
+                "desiredAPIVersion {desired:?} is not served; \
+                 allowed: serin.dev/v1alpha1, serin.dev/v1beta1"
+            )));
+        }
     };
     let mut converted = Vec::with_capacity(objects.len());
     for (index, object) in objects.into_iter().enumerate() {
         let name = describe(&object);
-        match convert_object(object, to) {
+        match has_metadata(&object).and_then(|()| convert_object(object, to)) {
             Ok(object) => converted.push(object),
             Err(e) => {
                 return response.failure(failure(format!(
@@ -128,15 +144,44 @@ fn describe(object: &Value) -> String {
     }
 }
 
+/// The API server sends whole objects: one without `metadata` (name, uid, ...) did not come
+/// from it, and passing it back would hand the API server an object it cannot store or serve.
+/// Checked for the webhook only: `serin check` converts manifests that may leave it out.
+fn has_metadata(object: &Value) -> Result<(), ConversionError> {
+    let Value::Object(object) = object else {
+        return Err(ConversionError::NotAnObject);
+    };
+    match object.get("metadata") {
+        Some(Value::Object(_)) => Ok(()),
+        None | Some(Value::Null) => Err(ConversionError::Field {
+            field: "metadata",
+            problem: "is missing",
+        }),
+        Some(_) => Err(ConversionError::Field {
+            field: "metadata",
+            problem: "is not an object",
+        }),
+    }
+}
+
 /// Converts one object to version `to`.
 pub fn convert_object(object: Value, to: Version) -> Result<Value, ConversionError> {
     let Value::Object(object) = object else {
         return Err(ConversionError::NotAnObject);
     };
-    let text = |key: &str| object.get(key).and_then(Value::as_str).map(str::to_owned);
-    let (Some(api_version), Some(kind)) = (text("apiVersion"), text("kind")) else {
-        return Err(ConversionError::NotAnObject);
+    let text = |field: &'static str| match object.get(field) {
+        Some(Value::String(text)) => Ok(text.clone()),
+        None | Some(Value::Null) => Err(ConversionError::Field {
+            field,
+            problem: "is missing",
+        }),
+        Some(_) => Err(ConversionError::Field {
+            field,
+            problem: "is not a string",
+        }),
     };
+    let api_version = text("apiVersion")?;
+    let kind = text("kind")?;
     let from = Version::parse(&api_version)?;
     match kind.as_str() {
         "Canary" => between::<canary::CanaryVersions>(object, from, to),
@@ -221,12 +266,43 @@ pub fn router(metrics: Metrics) -> Router {
         .with_state(metrics)
 }
 
+const NO_UID: &str = "the ConversionReview has no request.uid";
+
+/// The one ConversionReview version the CRDs ask for (`conversionReviewVersions: ["v1"]`).
+const REVIEW_API_VERSION: &str = "apiextensions.k8s.io/v1";
+const REVIEW_KIND: &str = "ConversionReview";
+
+/// Reads a ConversionReview; an `Err` is the Failure to answer with (the uid echoed when
+/// one was read).
+fn decode(body: &[u8]) -> Result<ConversionRequest, Box<ConversionResponse>> {
+    let invalid = |reason: String| {
+        Box::new(ConversionResponse::invalid(failure(format!(
+            "not a {REVIEW_KIND} {REVIEW_API_VERSION} with a request: {reason}"
+        ))))
+    };
+    let review =
+        serde_json::from_slice::<ConversionReview>(body).map_err(|e| invalid(e.to_string()))?;
+    let types = review.types.clone();
+    let request = ConversionRequest::from_review(review).map_err(|e| invalid(e.to_string()))?;
+    if types.kind != REVIEW_KIND || types.api_version != REVIEW_API_VERSION {
+        let mut response = ConversionResponse::for_request(request).failure(failure(format!(
+            "expected a {REVIEW_KIND} {REVIEW_API_VERSION}, got kind {:?} apiVersion {:?}",
+            types.kind, types.api_version
+        )));
+        // Answer in the one version we speak, not the one we refused.
+        response.types = None;
+        return Err(Box::new(response));
+    }
+    if request.uid.is_empty() {
+        let response = ConversionResponse::for_request(request).failure(failure(NO_UID.into()));
+        return Err(Box::new(response));
+    }
+    Ok(request)
+}
+
 async fn handle(State(metrics): State<Metrics>, body: Bytes) -> Json<ConversionReview> {
     let started = Instant::now();
-    let (response, outcome) = match serde_json::from_slice::<ConversionReview>(&body)
-        .map_err(|e| e.to_string())
-        .and_then(|review| ConversionRequest::from_review(review).map_err(|e| e.to_string()))
-    {
+    let (response, outcome) = match decode(&body) {
         Ok(request) => {
             let response = convert(request);
             let outcome = match response.result.status {
@@ -235,14 +311,9 @@ async fn handle(State(metrics): State<Metrics>, body: Bytes) -> Json<ConversionR
             };
             (response, outcome)
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "invalid conversion review");
-            (
-                ConversionResponse::invalid(failure(format!(
-                    "not a ConversionReview apiextensions.k8s.io/v1 with a request: {e}"
-                ))),
-                Outcome::Error,
-            )
+        Err(refusal) => {
+            tracing::warn!(error = %refusal.result.message, "invalid conversion review");
+            (*refusal, Outcome::Error)
         }
     };
     metrics.observe("convert", outcome, started.elapsed());

@@ -558,3 +558,139 @@ fn every_crd_serves_both_versions_and_stores_v1beta1_through_the_webhook() {
     }
     assert_eq!(crds.len(), 3);
 }
+
+fn request(uid: &str, desired: &str, objects: Vec<Value>) -> ConversionRequest {
+    ConversionRequest {
+        types: None,
+        uid: uid.into(),
+        desired_api_version: desired.into(),
+        objects,
+    }
+}
+
+fn assert_failed(response: &ConversionResponse, expected: &[&str]) {
+    assert_eq!(
+        response.result.status,
+        Some(kube::core::response::StatusSummary::Failure),
+        "{expected:?}"
+    );
+    assert!(response.converted_objects.is_empty());
+    for text in expected {
+        assert!(
+            response.result.message.contains(text),
+            "{text:?} not in {:?}",
+            response.result.message
+        );
+    }
+}
+
+#[test]
+fn an_object_without_metadata_fails_the_review_naming_its_index_and_the_field() {
+    let good = json!({"apiVersion": "serin.dev/v1alpha1", "kind": "AnalysisTemplate",
+                      "metadata": {"name": "ok", "namespace": "shop"}, "spec": {}});
+    let bare = json!({"apiVersion": "serin.dev/v1alpha1", "kind": "AnalysisTemplate", "spec": {}});
+    let mut not_a_map = bare.clone();
+    not_a_map["metadata"] = json!("web");
+    // Also when the object is already in the desired version and would pass through.
+    for desired in ["serin.dev/v1beta1", "serin.dev/v1alpha1"] {
+        for object in [bare.clone(), not_a_map.clone()] {
+            let response = convert(request("u", desired, vec![good.clone(), object]));
+            assert_eq!(response.uid, "u");
+            assert_failed(&response, &["object 1", "metadata"]);
+        }
+    }
+}
+
+#[test]
+fn an_object_without_api_version_or_kind_fails_naming_the_field() {
+    for field in ["apiVersion", "kind"] {
+        let mut object = json!({"apiVersion": "serin.dev/v1alpha1", "kind": "Canary",
+                                "metadata": {"name": "c"}, "spec": {}});
+        object.as_object_mut().expect("object").remove(field);
+        let response = convert(request("u", "serin.dev/v1beta1", vec![object]));
+        assert_failed(&response, &["object 0", field]);
+    }
+}
+
+#[test]
+fn a_request_without_uid_or_desired_version_fails() {
+    let object = json!({"apiVersion": "serin.dev/v1alpha1", "kind": "AnalysisTemplate",
+                        "metadata": {"name": "ok"}, "spec": {}});
+    let response = convert(request("", "serin.dev/v1beta1", vec![object.clone()]));
+    assert_failed(&response, &["request.uid"]);
+    let response = convert(request("u", "", vec![object]));
+    assert_eq!(response.uid, "u");
+    assert_failed(&response, &["desiredAPIVersion"]);
+}
+
+async fn post_review(body: Value) -> Value {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    let app = router(Metrics::register(&mut registry));
+    let request = Request::post("/convert")
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    let response = app.oneshot(request).await.expect("answers");
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    serde_json::from_slice(&bytes).expect("json")
+}
+
+#[tokio::test]
+async fn the_route_refuses_reviews_the_api_server_would_not_send() {
+    let object = json!({"apiVersion": "serin.dev/v1alpha1", "kind": "AnalysisTemplate",
+                        "metadata": {"name": "ok"}, "spec": {}});
+    let good = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
+                      "request": {"uid": "u1", "desiredAPIVersion": "serin.dev/v1beta1",
+                                  "objects": [object]}});
+    let answer = post_review(good.clone()).await;
+    assert_eq!(
+        answer["response"]["result"]["status"], "Success",
+        "{answer}"
+    );
+
+    let mut no_uid = good.clone();
+    no_uid["request"]["uid"] = json!("");
+    let mut old_version = good.clone();
+    old_version["apiVersion"] = json!("apiextensions.k8s.io/v1beta1");
+    let mut wrong_kind = good.clone();
+    wrong_kind["kind"] = json!("AdmissionReview");
+    let mut no_desired = good.clone();
+    no_desired["request"]
+        .as_object_mut()
+        .expect("request")
+        .remove("desiredAPIVersion");
+    let mut no_objects = good.clone();
+    no_objects["request"]
+        .as_object_mut()
+        .expect("request")
+        .remove("objects");
+    for (case, body, expected) in [
+        ("uid", no_uid, "request.uid"),
+        ("version", old_version, "apiextensions.k8s.io/v1"),
+        ("kind", wrong_kind, "ConversionReview"),
+        ("desired", no_desired, "desiredAPIVersion"),
+        ("objects", no_objects, "objects"),
+    ] {
+        let answer = post_review(body).await;
+        assert_eq!(answer["kind"], "ConversionReview", "{case}");
+        assert_eq!(answer["apiVersion"], "apiextensions.k8s.io/v1", "{case}");
+        assert_eq!(
+            answer["response"]["result"]["status"], "Failure",
+            "{case}: {answer}"
+        );
+        let message = answer["response"]["result"]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(message.contains(expected), "{case}: {message}");
+    }
+}

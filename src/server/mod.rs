@@ -9,7 +9,9 @@
 //! 4. [`serve_https`] the handlers and [`serve_admin`] an [`admin_router`].
 
 mod admin;
+mod clock;
 mod metrics;
+mod peers;
 mod serve;
 mod tls;
 
@@ -21,7 +23,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use admin::{admin_router, serve_admin};
 pub use metrics::{KubeApiRequests, Metrics, Outcome, ReloadResult};
-pub use serve::{MAX_BODY_BYTES, ServeOptions, serve_https};
+pub use serve::{
+    DEFAULT_KEEP_ALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_REQUEST_DEADLINE,
+    MAX_BODY_BYTES, ServeOptions, serve_https,
+};
 pub use tls::{
     DEFAULT_POLL_INTERVAL, ReloadOutcome, ServingCert, TlsError, install_crypto_provider,
     server_config,

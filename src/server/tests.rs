@@ -69,8 +69,8 @@ fn app(started: Arc<Notify>, slow_for: Duration) -> Router {
 /// busy machine still completes honest handshakes and requests.
 fn test_options() -> ServeOptions {
     ServeOptions {
-        tls_handshake_timeout: Duration::from_secs(1),
-        header_read_timeout: Duration::from_secs(1),
+        request_deadline: Duration::from_secs(1),
+        keep_alive_timeout: Duration::from_secs(1),
         drain_timeout: Duration::from_secs(3),
         ..ServeOptions::default()
     }
@@ -182,6 +182,7 @@ async fn presented_cert(addr: SocketAddr, trusted_cas: &[&str]) -> Vec<u8> {
 
 #[derive(Debug)]
 struct HttpResponse {
+    version: String,
     status: u16,
     headers: Vec<(String, String)>,
     body: String,
@@ -262,9 +263,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpClient<S> {
         let head = String::from_utf8_lossy(&self.buffered[..head_end]).into_owned();
         self.buffered.drain(..head_end + 4);
         let mut lines = head.split("\r\n");
-        let status = lines
+        let status_line = lines.next().unwrap_or_default();
+        let mut status_words = status_line.split_whitespace();
+        let version = status_words.next().unwrap_or_default().to_owned();
+        let status = status_words
             .next()
-            .and_then(|line| line.split_whitespace().nth(1))
             .and_then(|code| code.parse().ok())
             .ok_or_else(|| bad("status line"))?;
         let headers = lines
@@ -285,6 +288,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpClient<S> {
         }
         let body: Vec<u8> = self.buffered.drain(..length).collect();
         Ok(HttpResponse {
+            version,
             status,
             headers,
             body: String::from_utf8_lossy(&body).into_owned(),
@@ -466,7 +470,8 @@ async fn connections_over_the_cap_wait_until_a_slot_frees() {
     let options = ServeOptions {
         max_connections: 1,
         // Long enough that the first connection stays open while we look at the second.
-        header_read_timeout: Duration::from_secs(30),
+        request_deadline: Duration::from_secs(30),
+        keep_alive_timeout: Duration::from_secs(30),
         ..test_options()
     };
     let server = start_with_pair(&a, dir.path(), options).await;
@@ -725,4 +730,279 @@ async fn shutdown_gives_up_on_requests_that_outlast_the_drain_timeout() {
         .expect("serve_https returns after the drain timeout")
         .expect("join");
     assert!(client.closed_by_server().await);
+}
+
+// ---- hostile clients: slow bodies, one address taking every slot, odd ALPN -------------------
+
+/// Sends the head of a POST announcing `length` body bytes.
+async fn send_post_head<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut HttpClient<S>,
+    length: usize,
+) -> std::io::Result<()> {
+    let head =
+        format!("POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: {length}\r\n\r\n");
+    client.send_raw(head.as_bytes()).await
+}
+
+/// Drips one body byte every `every` until the server closes the connection or `limit`
+/// passes; the time it took the server to close, `None` if it never did.
+async fn drip_until_closed<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut HttpClient<S>,
+    every: Duration,
+    limit: Duration,
+) -> Option<Duration> {
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < limit {
+        if client.send_raw(b"x").await.is_err() {
+            return Some(started.elapsed());
+        }
+        // Anything read before the close is fine; keep dripping.
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(every, client.fill()).await {
+            return Some(started.elapsed());
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn client_that_drips_its_body_is_cut_off_by_the_request_deadline() {
+    let a = pair();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_with_pair(&a, dir.path(), test_options()).await;
+    let stream = connect_tls(server.addr, "localhost", &[&a.ca_pem])
+        .await
+        .expect("handshake");
+    let mut client = HttpClient::new(stream);
+    send_post_head(&mut client, 1_000).await.expect("send head");
+    // Every byte arrives well inside any per-read timeout; only a deadline on the whole
+    // request ends this.
+    let closed_after = drip_until_closed(&mut client, Duration::from_millis(100), WAIT).await;
+    let closed_after = closed_after.expect("the server kept a dripping body open for 5 s");
+    assert!(
+        closed_after < Duration::from_secs(3),
+        "closed only after {closed_after:?}"
+    );
+}
+
+/// A TCP connection to `addr` from the local address `from` (any loopback address works on
+/// Linux, which routes all of 127.0.0.0/8 to the loopback interface).
+#[cfg(target_os = "linux")]
+async fn connect_tls_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    trusted_cas: &[&str],
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let connector = TlsConnector::from(client_config(trusted_cas));
+    let name = ServerName::try_from("localhost").expect("server name");
+    tokio::time::timeout(WAIT, async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(from, 0))?;
+        let tcp = socket.connect(addr).await?;
+        connector.connect(name, tcp).await
+    })
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS connect timed out"))?
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn slow_clients_from_one_address_do_not_keep_a_review_from_another_waiting() {
+    let a = pair();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = ServeOptions {
+        max_connections: 8,
+        max_connections_per_address: 4,
+        ..test_options()
+    };
+    let server = start_with_pair(&a, dir.path(), options).await;
+    // Twice as many drippers as there are slots, each reconnecting as soon as it is cut off.
+    let attacker: std::net::IpAddr = [127, 0, 0, 1].into();
+    let drippers: Vec<JoinHandle<()>> = (0..16)
+        .map(|_| {
+            let (addr, ca) = (server.addr, a.ca_pem.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Ok(stream) = connect_tls_from(attacker, addr, &[&ca]).await else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    };
+                    let mut client = HttpClient::new(stream);
+                    if send_post_head(&mut client, 1_000).await.is_ok() {
+                        drip_until_closed(&mut client, Duration::from_millis(100), WAIT).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    // Let them take what they can.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let started = tokio::time::Instant::now();
+    let stream = connect_tls_from([127, 0, 0, 2].into(), server.addr, &[&a.ca_pem])
+        .await
+        .expect("a client from another address gets a connection");
+    let response = HttpClient::new(stream)
+        .post("/echo", b"{}")
+        .await
+        .expect("a client from another address gets an answer");
+    let took = started.elapsed();
+    for dripper in &drippers {
+        dripper.abort();
+    }
+    assert_eq!((response.status, response.body.as_str()), (200, "2"));
+    // Promptly: without waiting for a dripping connection to be cut off and its slot freed.
+    assert!(
+        took < Duration::from_millis(900),
+        "answered only after {took:?}"
+    );
+}
+
+async fn connect_offering(
+    alpn: &[&[u8]],
+    addr: SocketAddr,
+    ca: &str,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let mut config = (*client_config(&[ca])).clone();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from("localhost").expect("name");
+    tokio::time::timeout(WAIT, connector.connect(name, tcp))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS connect timed out"))?
+}
+
+#[tokio::test]
+async fn client_offering_only_http_1_0_in_alpn_is_served() {
+    let a = pair();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_with_pair(&a, dir.path(), test_options()).await;
+
+    // It may well speak HTTP/1.1 all the same: answered in HTTP/1.1, and kept alive.
+    let stream = connect_offering(&[b"http/1.0"], server.addr, &a.ca_pem)
+        .await
+        .expect("the handshake succeeds for an http/1.0-only client");
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.0"[..]));
+    let mut client = HttpClient::new(stream);
+    for _ in 0..2 {
+        let response = client.get("/hello").await.expect("response");
+        assert_eq!(response.version, "HTTP/1.1");
+        assert_eq!((response.status, response.body.as_str()), (200, "hello"));
+    }
+
+    // An HTTP/1.0 request is answered too (hyper answers it in HTTP/1.0 framing, which is
+    // all such a client can read), and the connection closed after it.
+    let stream = connect_offering(&[b"http/1.0"], server.addr, &a.ca_pem)
+        .await
+        .expect("handshake");
+    let mut client = HttpClient::new(stream);
+    client
+        .send_raw(b"GET /hello HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("send request");
+    let response = client.read_response().await.expect("response");
+    assert_eq!((response.status, response.body.as_str()), (200, "hello"));
+    assert!(client.closed_by_server().await);
+
+    // Clients offering both still get http/1.1; one offering only h2 is still refused.
+    let stream = connect_offering(&[b"http/1.0", b"http/1.1"], server.addr, &a.ca_pem)
+        .await
+        .expect("handshake");
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert!(
+        connect_offering(&[b"h2"], server.addr, &a.ca_pem)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn each_request_on_a_kept_alive_connection_gets_its_own_deadline() {
+    let a = pair();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_with_pair(&a, dir.path(), test_options()).await;
+    let stream = connect_tls(server.addr, "localhost", &[&a.ca_pem])
+        .await
+        .expect("handshake");
+    let mut client = HttpClient::new(stream);
+    // Three requests spread over more than one request deadline, each within the idle bound.
+    for round in 0..3 {
+        let response = client.get("/hello").await.expect("response");
+        assert_eq!(response.status, 200, "request {round}");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_connection_idle_past_the_keep_alive_timeout_is_closed() {
+    let a = pair();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_with_pair(&a, dir.path(), test_options()).await;
+    let stream = connect_tls(server.addr, "localhost", &[&a.ca_pem])
+        .await
+        .expect("handshake");
+    let mut client = HttpClient::new(stream);
+    let response = client.get("/hello").await.expect("response");
+    assert_eq!(response.status, 200);
+    let idle_from = tokio::time::Instant::now();
+    assert!(client.closed_by_server().await);
+    let idle_for = idle_from.elapsed();
+    assert!(
+        idle_for >= Duration::from_millis(900) && idle_for < Duration::from_secs(3),
+        "closed after {idle_for:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_handler_still_running_at_the_deadline_has_its_connection_closed() {
+    let a = pair();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = write_pair(dir.path(), &a);
+    let cert = ServingCert::load(cert, key).expect("load");
+    let server = Running::start(cert, test_options(), Duration::from_secs(3600)).await;
+    let stream = connect_tls(server.addr, "localhost", &[&a.ca_pem])
+        .await
+        .expect("handshake");
+    let mut client = HttpClient::new(stream);
+    client
+        .send_raw(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("send request");
+    assert!(client.closed_by_server().await);
+}
+
+#[tokio::test]
+async fn connections_over_the_per_address_cap_are_closed_at_once() {
+    let a = pair();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = ServeOptions {
+        max_connections_per_address: 1,
+        request_deadline: Duration::from_secs(30),
+        keep_alive_timeout: Duration::from_secs(30),
+        ..test_options()
+    };
+    let server = start_with_pair(&a, dir.path(), options).await;
+    let first = connect_tls(server.addr, "localhost", &[&a.ca_pem])
+        .await
+        .expect("first handshake");
+    let started = tokio::time::Instant::now();
+    assert!(
+        connect_tls(server.addr, "localhost", &[&a.ca_pem])
+            .await
+            .is_err(),
+        "a second connection from the same address was served"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // The first is unaffected, and once it is gone the address may connect again.
+    let response = HttpClient::new(first)
+        .get("/hello")
+        .await
+        .expect("response");
+    assert_eq!(response.status, 200);
+    eventually("a slot for the address again", async || {
+        connect_tls(server.addr, "localhost", &[&a.ca_pem])
+            .await
+            .is_ok()
+    })
+    .await;
 }

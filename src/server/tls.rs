@@ -191,8 +191,15 @@ impl ResolvesServerCert for ServingCert {
     }
 }
 
-/// A TLS configuration that serves `cert` (and whatever it is reloaded to), HTTP/1.1 only,
+/// A TLS configuration that serves `cert` (and whatever it is reloaded to), HTTP/1.x only,
 /// with the ring provider chosen explicitly rather than whatever is the process default.
+///
+/// ALPN offers `http/1.1` first and then `http/1.0`. A server may only select a protocol the
+/// client offered (RFC 7301), and rustls aborts the handshake with `no_application_protocol`
+/// when nothing matches; listing `http/1.0` lets a client that offers only that through, to
+/// be answered by the same HTTP/1.1 server (which serves HTTP/1.0 requests as RFC 9112 asks).
+/// Clients offering `http/1.1` (the API server among them) still get it. A client offering
+/// only `h2` is still refused: nothing here speaks HTTP/2.
 pub fn server_config(cert: Arc<ServingCert>) -> Result<Arc<ServerConfig>, TlsError> {
     let mut config =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -200,7 +207,7 @@ pub fn server_config(cert: Arc<ServingCert>) -> Result<Arc<ServerConfig>, TlsErr
             .map_err(TlsError::Config)?
             .with_no_client_auth()
             .with_cert_resolver(cert);
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
     Ok(Arc::new(config))
 }
 
