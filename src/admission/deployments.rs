@@ -52,9 +52,7 @@ pub fn read(deploy: &Deployment, defaults: &PolicyDefaults) -> Result<OptIn, spe
         .is_some_and(|v| v == "true");
     match annotations {
         Some(annotations) if opted_in && *defaults != PolicyDefaults::default() => {
-            let name = deploy.metadata.name.as_deref().unwrap_or_default();
-            let pod = deploy.spec.as_ref().and_then(|s| s.template.spec.as_ref());
-            spec::read_annotations(name, &policy::fill_defaults(annotations, defaults), pod)
+            spec::read_deployment_with(deploy, &policy::fill_defaults(annotations, defaults))
         }
         _ => spec::read_deployment(deploy),
     }
