@@ -567,6 +567,34 @@ mod tests {
         assert_eq!(review["response"]["allowed"], true, "{review}");
     }
 
+    #[test]
+    fn names_are_looked_up_when_an_update_opts_in_or_changes_the_service_only() {
+        let deployment = |annotations: Value| fixtures::deployment(annotations);
+        let opted_in = json!({"serin.dev/enabled": "true", "serin.dev/service": "web"});
+        let elsewhere = json!({"serin.dev/enabled": "true", "serin.dev/service": "web-two"});
+        let claims = |operation: &str, new: &Value, old: Option<Value>| {
+            let body = fixtures::review(operation, "alice", deployment(new.clone()), old);
+            let req = review::decode_deployment(body.to_string().as_bytes()).expect("decodes");
+            let canary = match crate::spec::read_deployment(req.object.as_ref().expect("object")) {
+                Ok(crate::spec::OptIn::Enabled(canary)) => canary,
+                other => panic!("opted in: {other:?}"),
+            };
+            claims_names(&req, &canary)
+        };
+        assert!(claims("CREATE", &opted_in, None));
+        assert!(claims("UPDATE", &opted_in, Some(deployment(json!({})))));
+        assert!(claims(
+            "UPDATE",
+            &elsewhere,
+            Some(deployment(opted_in.clone()))
+        ));
+        assert!(!claims(
+            "UPDATE",
+            &opted_in,
+            Some(deployment(opted_in.clone()))
+        ));
+    }
+
     #[tokio::test]
     async fn unknown_paths_and_methods_are_client_errors() {
         let (app, _) = app();

@@ -42,7 +42,10 @@ pub struct PolicyIndex {
 
 /// The caches were not filled in time.
 #[derive(Debug, thiserror::Error)]
-#[error("serin has not finished reading the cluster's CanaryPolicies; retry in a few seconds")]
+#[error(
+    "serin has not finished reading the cluster's CanaryPolicies and opted-in Deployments; \
+     retry in a few seconds"
+)]
 pub struct NotReady;
 
 impl PolicyIndex {
