@@ -2,7 +2,9 @@
 //! same run (the machine is shared and noisy, so only same-run ratios mean anything):
 //!
 //! 1. in process, per review: the unavoidable JSON parse (baseline), `decode_deployment`,
-//!    decode + `validate`, decode + `mutate`, for an opted-in and for a refused Deployment;
+//!    decode + `validate`, decode + `mutate`, for an opted-in and for a refused Deployment, and
+//!    for one with 8,000 unknown `serin.dev/` keys (the work per review must not grow with
+//!    them beyond reading them: only the first few are named);
 //! 2. end to end over HTTPS on 127.0.0.1: the real router and `serve_https` with a generated
 //!    certificate, against a route in the same server that returns a fixed small JSON body,
 //!    so the cost of Serin's logic over bare TLS + HTTP/1.1 is visible;
@@ -76,7 +78,8 @@ fn main() {
         refused.len()
     );
     println!();
-    in_process(&opted_in, &refused);
+    let unknown = review_body(unknown_annotations());
+    in_process(&opted_in, &refused, &unknown);
     println!();
     end_to_end(&opted_in, &refused);
     println!();
@@ -131,6 +134,18 @@ fn refused_annotations() -> Value {
         "app.kubernetes.io/managed-by": "argocd",
         "team.example.com/owner": "payments"
     })
+}
+
+/// An opted-in Deployment with 8,000 unknown `serin.dev/` keys (what a hostile or broken client
+/// may send: the mutating webhook sees the object before the API server checks its size).
+fn unknown_annotations() -> Value {
+    let mut annotations = opted_in_annotations();
+    if let Some(map) = annotations.as_object_mut() {
+        for i in 0..8_000 {
+            map.insert(format!("serin.dev/unknown-{i:04}"), json!("x"));
+        }
+    }
+    annotations
 }
 
 fn env(pairs: &[(&str, &str)]) -> Vec<Value> {
@@ -379,10 +394,11 @@ fn micro_cases<'a>(what: &str, body: &'a [u8]) -> Vec<MicroCase<'a>> {
     ]
 }
 
-fn in_process(opted_in: &[u8], refused: &[u8]) {
+fn in_process(opted_in: &[u8], refused: &[u8], unknown: &[u8]) {
     let mut groups = [
         micro_cases("opted-in", opted_in),
         micro_cases("refused", refused),
+        micro_cases("8,000 unknown keys", unknown),
     ];
     // Warm up and size each case so that one round of it takes about MICRO_ROUND_TARGET.
     for case in groups.iter_mut().flatten() {

@@ -13,10 +13,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::admission::deployments::{Judgement, PolicyView, Template, judge};
+use crate::admission::deployments::{Judgement, Names, Occupant, PolicyView, Template, judge};
 use crate::conversion::{self, Version};
 use crate::crd::{AnalysisTemplate, CanaryPolicy};
 use crate::policy::{self, NamedPolicy, Subject};
@@ -191,6 +192,33 @@ pub fn check_inputs(texts: &[&str], policies: &[NamedPolicy]) -> Vec<(usize, Fin
     }
     let mut namespaces: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut templates = BTreeMap::new();
+    // What the checked files hold under the names an opt-in derives, per namespace: the
+    // cluster's objects are not known offline, but two Deployments of one release claiming
+    // the same Service, or a Service of the user's named like a derived one, are.
+    let mut names: BTreeMap<String, Names> = BTreeMap::new();
+    for (_, _, value) in &all {
+        let kind = match kind_of(value) {
+            ("apps/v1", "Deployment") => "Deployment",
+            ("v1", "Service") => "Service",
+            _ => continue,
+        };
+        let Some(meta) = value
+            .get("metadata")
+            .and_then(|m| serde_json::from_value::<ObjectMeta>(m.clone()).ok())
+        else {
+            continue;
+        };
+        let in_namespace = names.entry(name_of(value).0).or_default();
+        in_namespace.objects.push(Occupant::of(kind, &meta));
+        if kind == "Deployment"
+            && let Ok(deploy) = serde_json::from_value::<Deployment>(value.clone())
+            && let Ok(OptIn::Enabled(canary)) = crate::spec::read_deployment(&deploy)
+        {
+            in_namespace
+                .services
+                .push((name_of(value).1, canary.service));
+        }
+    }
     for (_, _, value) in &all {
         match kind_of(value) {
             ("v1", "Namespace") => {
@@ -249,6 +277,7 @@ pub fn check_inputs(texts: &[&str], policies: &[NamedPolicy]) -> Vec<(usize, Fin
         let view = PolicyView {
             policies: covering,
             template,
+            names: Some(names.get(&namespace).cloned().unwrap_or_default()),
         };
         let verdict = match judge(&deploy, &namespace, &view) {
             Judgement::Admitted {
@@ -323,6 +352,59 @@ spec:
             "{lines:?}"
         );
         assert_eq!(findings[1].verdict, Verdict::OptedIn { warnings: vec![] });
+    }
+
+    #[test]
+    fn derived_names_too_long_are_reported_naming_the_derived_name_and_its_length() {
+        let name = "w".repeat(63);
+        let long = GOOD.replace("name: web\n", &format!("name: {name}\n"));
+        let findings = check_yaml(&long);
+        let Verdict::Invalid(lines) = &findings[0].verdict else {
+            panic!("refused: {findings:?}");
+        };
+        assert!(
+            lines.contains(&format!(
+                "serin.dev/service: {name:?} (default) makes Service \"{name}-primary\" 71 \
+                 characters long, above the limit of 63 for Service names"
+            )),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn two_deployments_of_the_checked_files_claiming_one_service_are_reported() {
+        let other = GOOD.replace("name: web\n", "name: web-v2\n").replace(
+            "serin.dev/enabled: \"true\"",
+            "serin.dev/enabled: \"true\"\n    serin.dev/service: web",
+        );
+        let findings = check_yaml(&format!("{GOOD}\n---\n{other}"));
+        assert_eq!(findings.len(), 2, "{findings:?}");
+        for (finding, rival) in findings.iter().zip(["web-v2", "web"]) {
+            let Verdict::Invalid(lines) = &finding.verdict else {
+                panic!("refused: {finding:?}");
+            };
+            assert_eq!(
+                lines,
+                &[format!(
+                    "serin.dev/service: Service \"web\" is already the apex Service of \
+                     opted-in Deployment {rival:?}; choose another serin.dev/service"
+                )]
+            );
+        }
+        // A Service of the user's under a derived name, in the same files.
+        let service =
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web-canary, namespace: shop}\n";
+        let findings = check_yaml(&format!("{GOOD}\n---\n{service}"));
+        assert!(findings[0].is_error(), "{findings:?}");
+        assert!(
+            findings[0]
+                .to_string()
+                .contains("Service \"web-canary\" exists and is not managed by Serin")
+        );
+        // The user's own apex Service is fine: Serin takes it over.
+        let apex = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n";
+        let findings = check_yaml(&format!("{GOOD}\n---\n{apex}"));
+        assert_eq!(findings[0].verdict, Verdict::OptedIn { warnings: vec![] });
     }
 
     #[test]

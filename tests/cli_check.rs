@@ -114,3 +114,34 @@ fn policies_given_with_dash_dash_policy_apply_as_in_the_cluster() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn an_opt_in_whose_derived_names_are_too_long_or_taken_exits_one_naming_them() {
+    let name = "w".repeat(60);
+    let long = GOOD.replace("name: web\n", &format!("name: {name}\n"));
+    let out = check(&["-f", "-"], &long);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "-: Deployment {name}: metadata.name: \"{name}\" makes the primary Deployment \
+             \"{name}-primary\" 68 characters long, above the limit of 63 for label values"
+        )),
+        "{stdout}"
+    );
+    // Two Deployments of the same files taking one Service.
+    let second = GOOD.replace("name: web\n", "name: web-v2\n").replace(
+        r#"{serin.dev/enabled: "true"}"#,
+        r#"{serin.dev/enabled: "true", serin.dev/service: web}"#,
+    );
+    let out = check(&["-f", "-"], &format!("{GOOD}---\n{second}"));
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "-: Deployment web-v2: serin.dev/service: Service \"web\" is already the apex \
+             Service of opted-in Deployment \"web\""
+        ),
+        "{stdout}"
+    );
+}

@@ -1,7 +1,8 @@
 //! The decisions about a Deployment write, as pure functions of the admission request.
 //!
 //! - [`validate`] refuses an opted-in Deployment whose `serin.dev/` annotations are wrong,
-//!   listing every mistake, one per line, and applies the `CanaryPolicy` objects that cover
+//!   listing every mistake, one per line, or whose release would take names that other
+//!   objects hold ([`name_conflicts`]), and applies the `CanaryPolicy` objects that cover
 //!   it ([`PolicyView`]): `deny` findings refuse, `warn` findings become warnings.
 //! - [`mutate`] writes the effective configuration (policy defaults included) back as explicit
 //!   annotations (only the
@@ -21,7 +22,9 @@ use serde_json::Value;
 use super::review::DeploymentRequest;
 use crate::crd::AnalysisTemplateSpec;
 use crate::policy::{self, Enforcement, Finding, NamedPolicy, PolicyDefaults, Release};
-use crate::release::requested_replicas;
+use crate::release::{
+    CANARY_SUFFIX, OWNER_LABEL, PRIMARY_SUFFIX, primary_name, requested_replicas,
+};
 use crate::spec::{self, OptIn};
 
 /// What the cluster says about a Deployment write beyond the object itself, gathered by the
@@ -32,6 +35,117 @@ pub struct PolicyView {
     pub policies: Vec<NamedPolicy>,
     /// The `AnalysisTemplate` the Deployment names in `serin.dev/analysis`.
     pub template: Template,
+    /// What holds the names the opt-in would take; `None` when not looked up (nothing new is
+    /// claimed, Serin's own write, or no cluster access).
+    pub names: Option<Names>,
+}
+
+/// The objects found under the names an opted-in Deployment derives (`<name>-primary`, the
+/// Services `<svc>`, `<svc>-primary`, `<svc>-canary`), and the apex Service of every opted-in
+/// Deployment of the namespace.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Names {
+    /// Objects that exist (others may be listed too: only the derived names are looked at).
+    pub objects: Vec<Occupant>,
+    /// `(Deployment, its serin.dev/service)` of the namespace's opted-in Deployments.
+    pub services: Vec<(String, String)>,
+}
+
+/// An existing object and who manages it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Occupant {
+    /// `Deployment` or `Service`.
+    pub kind: String,
+    pub name: String,
+    /// Its `serin.dev/owner` label: the Deployment Serin manages it for.
+    pub owner: Option<String>,
+    /// Its controlling owner reference, `(kind, name)`.
+    pub controller: Option<(String, String)>,
+}
+
+impl Occupant {
+    /// From an object's metadata.
+    pub fn of(
+        kind: &str,
+        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    ) -> Self {
+        let controller = meta
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true))
+            .map(|r| (r.kind.clone(), r.name.clone()));
+        Occupant {
+            kind: kind.to_owned(),
+            name: meta.name.clone().unwrap_or_default(),
+            owner: meta
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(OWNER_LABEL))
+                .cloned(),
+            controller,
+        }
+    }
+}
+
+/// Why Deployment `name` cannot take the names its opt-in derives, one line each: an object
+/// under one of them that Serin does not manage for it (Serin's server-side apply would write
+/// over it), or another opted-in Deployment with the same apex Service. The apex Service
+/// itself may be the user's own, as before opting in (Serin points it at the primary and
+/// gives it back on opt-out, as Flagger does), unless another controller owns it or Serin
+/// manages it for another Deployment.
+pub fn name_conflicts(name: &str, canary: &spec::CanarySpec, names: &Names) -> Vec<String> {
+    let service = &canary.service;
+    let mut lines = Vec::new();
+    let mut rivals: Vec<&str> = names
+        .services
+        .iter()
+        .filter(|(other, svc)| other != name && svc == service)
+        .map(|(other, _)| other.as_str())
+        .collect();
+    rivals.sort_unstable();
+    rivals.dedup();
+    for other in &rivals {
+        lines.push(format!(
+            "serin.dev/service: Service {service:?} is already the apex Service of opted-in \
+             Deployment {other:?}; choose another serin.dev/service"
+        ));
+    }
+    let derived = [
+        ("Deployment", primary_name(name), false),
+        ("Service", service.clone(), true),
+        ("Service", format!("{service}{PRIMARY_SUFFIX}"), false),
+        ("Service", format!("{service}{CANARY_SUFFIX}"), false),
+    ];
+    for (kind, derived, may_be_the_users) in derived {
+        let Some(found) = names
+            .objects
+            .iter()
+            .find(|o| o.kind == kind && o.name == derived)
+        else {
+            continue;
+        };
+        let line = match (&found.owner, &found.controller) {
+            (Some(owner), _) if owner == name => continue,
+            (Some(owner), _) if rivals.contains(&owner.as_str()) => continue,
+            (Some(owner), _) => {
+                format!("{kind} {derived:?} is managed by Serin for Deployment {owner:?}")
+            }
+            (None, Some((owner_kind, owner))) => format!(
+                "{kind} {derived:?} exists, controlled by {owner_kind} {owner:?}, not by Serin"
+            ),
+            (None, None) if may_be_the_users => continue,
+            (None, None) => format!("{kind} {derived:?} exists and is not managed by Serin"),
+        };
+        lines.push(format!(
+            "{line}; Serin would write over it: rename or delete it, or choose another {}",
+            match kind {
+                "Deployment" => "name for this Deployment",
+                _ => "serin.dev/service",
+            }
+        ));
+    }
+    lines
 }
 
 /// The outcome of looking up the Deployment's `AnalysisTemplate`.
@@ -53,9 +167,7 @@ pub fn read(deploy: &Deployment, defaults: &PolicyDefaults) -> Result<OptIn, spe
         .is_some_and(|v| v == "true");
     match annotations {
         Some(annotations) if opted_in && *defaults != PolicyDefaults::default() => {
-            let name = deploy.metadata.name.as_deref().unwrap_or_default();
-            let pod = deploy.spec.as_ref().and_then(|s| s.template.spec.as_ref());
-            spec::read_annotations(name, &policy::fill_defaults(annotations, defaults), pod)
+            spec::read_deployment_with(deploy, &policy::fill_defaults(annotations, defaults))
         }
         _ => spec::read_deployment(deploy),
     }
@@ -115,6 +227,16 @@ pub fn judge(deploy: &Deployment, namespace: &str, view: &PolicyView) -> Judgeme
                  {namespace:?}; create it first"
             )],
         );
+    }
+    if let (OptIn::Enabled(canary), Some(names)) = (&opt_in, &view.names) {
+        let conflicts = name_conflicts(name, canary, names);
+        if !conflicts.is_empty() {
+            let count = conflicts.len();
+            return Judgement::refused(
+                format!("Deployment {name:?}: names its release needs are taken ({count}):"),
+                conflicts,
+            );
+        }
     }
     let template = match &view.template {
         Template::Found(spec) => Some(spec),
@@ -743,6 +865,7 @@ mod tests {
                 },
             }],
             template: Template::NotLooked,
+            names: None,
         }
     }
 
@@ -791,6 +914,122 @@ mod tests {
         // The filled default keeps the Deployment within the policy's limits.
         let filled = request("CREATE", "alice", object, None);
         assert!(validate(&filled, &policies(Enforcement::Deny)).allowed);
+    }
+
+    fn occupant(kind: &str, name: &str, owner: Option<&str>) -> Occupant {
+        Occupant {
+            kind: kind.into(),
+            name: name.into(),
+            owner: owner.map(Into::into),
+            controller: None,
+        }
+    }
+
+    fn with_names(names: Names) -> PolicyView {
+        PolicyView {
+            names: Some(names),
+            ..Default::default()
+        }
+    }
+
+    fn web_spec() -> spec::CanarySpec {
+        spec::CanarySpec::defaults("web".into(), Some(8080))
+    }
+
+    #[test]
+    fn the_users_own_primary_deployment_or_services_refuse_the_opt_in_naming_them() {
+        let names = Names {
+            objects: vec![
+                occupant("Deployment", "web-primary", None),
+                occupant("Service", "web-canary", None),
+                occupant("Service", "web-primary", Some("shop")),
+            ],
+            services: Vec::new(),
+        };
+        assert_eq!(
+            name_conflicts("web", &web_spec(), &names),
+            [
+                "Deployment \"web-primary\" exists and is not managed by Serin; Serin would \
+                 write over it: rename or delete it, or choose another name for this Deployment",
+                "Service \"web-primary\" is managed by Serin for Deployment \"shop\"; Serin \
+                 would write over it: rename or delete it, or choose another serin.dev/service",
+                "Service \"web-canary\" exists and is not managed by Serin; Serin would write \
+                 over it: rename or delete it, or choose another serin.dev/service",
+            ]
+        );
+        let req = request("CREATE", "alice", deployment(enabled(), 2, "app:1"), None);
+        let response = validate(&req, &with_names(names));
+        assert!(!response.allowed);
+        assert!(
+            response
+                .result
+                .message
+                .starts_with("Deployment \"web\": names its release needs are taken (3):\n"),
+            "{}",
+            response.result.message
+        );
+    }
+
+    #[test]
+    fn names_serin_manages_for_this_deployment_and_the_users_own_apex_service_are_fine() {
+        let names = Names {
+            objects: vec![
+                occupant("Deployment", "web-primary", Some("web")),
+                occupant("Service", "web-primary", Some("web")),
+                occupant("Service", "web-canary", Some("web")),
+                // The user's own Service before opting in: Serin points it at the primary.
+                occupant("Service", "web", None),
+                // Not a derived name.
+                occupant("Service", "shop", None),
+            ],
+            services: vec![("web".into(), "web".into()), ("shop".into(), "shop".into())],
+        };
+        assert!(name_conflicts("web", &web_spec(), &names).is_empty());
+        let req = request("CREATE", "alice", deployment(enabled(), 2, "app:1"), None);
+        assert!(validate(&req, &with_names(names)).allowed);
+    }
+
+    #[test]
+    fn an_apex_service_another_controller_or_deployment_holds_is_refused() {
+        let mut helm = occupant("Service", "web", None);
+        helm.controller = Some(("Gateway".into(), "edge".into()));
+        let names = Names {
+            objects: vec![helm],
+            services: Vec::new(),
+        };
+        assert_eq!(
+            name_conflicts("web", &web_spec(), &names),
+            [
+                "Service \"web\" exists, controlled by Gateway \"edge\", not by Serin; Serin would \
+              write over it: rename or delete it, or choose another serin.dev/service"
+            ]
+        );
+        let names = Names {
+            objects: vec![occupant("Service", "web", Some("shop"))],
+            services: Vec::new(),
+        };
+        assert_eq!(name_conflicts("web", &web_spec(), &names).len(), 1);
+    }
+
+    #[test]
+    fn a_second_deployment_naming_the_same_service_is_refused_naming_the_first() {
+        let names = Names {
+            objects: vec![
+                occupant("Service", "web", Some("web-v1")),
+                occupant("Service", "web-primary", Some("web-v1")),
+            ],
+            services: vec![
+                ("web-v1".into(), "web".into()),
+                ("web".into(), "web".into()),
+            ],
+        };
+        assert_eq!(
+            name_conflicts("web", &web_spec(), &names),
+            [
+                "serin.dev/service: Service \"web\" is already the apex Service of opted-in \
+              Deployment \"web-v1\"; choose another serin.dev/service"
+            ]
+        );
     }
 
     #[test]

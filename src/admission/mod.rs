@@ -138,10 +138,18 @@ async fn policy_view(
     let namespace = req.namespace.as_deref().unwrap_or_default();
     let policies = covering_policies(state, req).await?;
     let defaults = crate::policy::combined_defaults(&policies);
-    let named = match deployments::read(deploy, &defaults) {
-        Ok(crate::spec::OptIn::Enabled(canary)) => canary.analysis,
+    let canary = match deployments::read(deploy, &defaults) {
+        Ok(crate::spec::OptIn::Enabled(canary)) => Some(canary),
         _ => None,
     };
+    let names = match canary.as_ref().filter(|c| claims_names(req, c)) {
+        Some(canary) => {
+            let name = deploy.metadata.name.as_deref().unwrap_or(&req.name);
+            Some(index.names(namespace, name, &canary.service).await?)
+        }
+        None => None,
+    };
+    let named = canary.and_then(|c| c.analysis);
     let template = match named {
         None => deployments::Template::NotLooked,
         Some(name) => match index.template(namespace, &name).await {
@@ -154,7 +162,23 @@ async fn policy_view(
             }
         },
     };
-    Ok(deployments::PolicyView { policies, template })
+    Ok(deployments::PolicyView {
+        policies,
+        template,
+        names,
+    })
+}
+
+/// Whether the write makes the Deployment take names it did not hold: it opts in, or changes
+/// its apex Service. An update that keeps them (a new image, a scale) is not looked up again:
+/// the names are Serin's own by then, and a Deployment already released is not refused for a
+/// rival that came later.
+fn claims_names(req: &review::DeploymentRequest, canary: &crate::spec::CanarySpec) -> bool {
+    let before = req.old_object.as_ref().map(crate::spec::read_deployment);
+    !matches!(
+        before,
+        Some(Ok(crate::spec::OptIn::Enabled(old))) if old.service == canary.service
+    )
 }
 
 /// The policies covering the Deployment (none for Serin's own writes, or without cluster
@@ -555,6 +579,34 @@ mod tests {
         let (status, review) = post(app, "/validate/managed", body.to_string()).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(review["response"]["allowed"], true, "{review}");
+    }
+
+    #[test]
+    fn names_are_looked_up_when_an_update_opts_in_or_changes_the_service_only() {
+        let deployment = |annotations: Value| fixtures::deployment(annotations);
+        let opted_in = json!({"serin.dev/enabled": "true", "serin.dev/service": "web"});
+        let elsewhere = json!({"serin.dev/enabled": "true", "serin.dev/service": "web-two"});
+        let claims = |operation: &str, new: &Value, old: Option<Value>| {
+            let body = fixtures::review(operation, "alice", deployment(new.clone()), old);
+            let req = review::decode_deployment(body.to_string().as_bytes()).expect("decodes");
+            let canary = match crate::spec::read_deployment(req.object.as_ref().expect("object")) {
+                Ok(crate::spec::OptIn::Enabled(canary)) => canary,
+                other => panic!("opted in: {other:?}"),
+            };
+            claims_names(&req, &canary)
+        };
+        assert!(claims("CREATE", &opted_in, None));
+        assert!(claims("UPDATE", &opted_in, Some(deployment(json!({})))));
+        assert!(claims(
+            "UPDATE",
+            &elsewhere,
+            Some(deployment(opted_in.clone()))
+        ));
+        assert!(!claims(
+            "UPDATE",
+            &opted_in,
+            Some(deployment(opted_in.clone()))
+        ));
     }
 
     #[tokio::test]

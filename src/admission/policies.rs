@@ -1,35 +1,51 @@
 //! The cluster's `CanaryPolicy` objects and namespace labels, as the Deployment webhooks see
 //! them: two watch-fed caches (no request to the API server per review), and a read of the
-//! `AnalysisTemplate` a Deployment names when a decision needs it.
+//! `AnalysisTemplate` a Deployment names when a decision needs it. Beside them, what holds the
+//! names an opt-in would take ([`PolicyIndex::names`]): a third cache, of the opted-in
+//! Deployments' apex Services, and reads of the derived objects.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
+use super::deployments::{Names, Occupant};
 use crate::crd::{AnalysisTemplate, AnalysisTemplateSpec, CanaryPolicy};
 use crate::policy::{NamedPolicy, Subject};
+use crate::release::{CANARY_SUFFIX, PRIMARY_SUFFIX, primary_name};
+use crate::spec::{ENABLED, MANAGED_LABEL};
+
+/// The annotation that names a Deployment's apex Service (written explicitly by the mutating
+/// webhook); the Deployment's name when absent.
+const SERVICE: &str = "serin.dev/service";
 
 /// How long a review waits for the caches after Serin starts before it refuses (fail closed:
 /// a policy must not be bypassed because Serin had not read it yet).
 const READY_WAIT: Duration = Duration::from_secs(3);
 
-/// Watch-fed caches of policies and namespace labels.
+/// Watch-fed caches of policies, namespace labels and opted-in Deployments.
 pub struct PolicyIndex {
     client: Client,
     policies: Store<CanaryPolicy>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Deployments labelled [`MANAGED_LABEL`], reduced to name, namespace and the two
+    /// annotations that say which apex Service they take.
+    opted_in: Store<PartialObjectMeta<Deployment>>,
 }
 
 /// The caches were not filled in time.
 #[derive(Debug, thiserror::Error)]
-#[error("serin has not finished reading the cluster's CanaryPolicies; retry in a few seconds")]
+#[error(
+    "serin has not finished reading the cluster's CanaryPolicies and opted-in Deployments; \
+     retry in a few seconds"
+)]
 pub struct NotReady;
 
 impl PolicyIndex {
@@ -50,10 +66,29 @@ impl PolicyIndex {
         .reflect(namespace_writer)
         .applied_objects();
         tokio::spawn(namespace_events.for_each(|_| async {}));
+        let (opted_in, opted_in_writer) = reflector::store();
+        let opted_in_events = watcher(
+            Api::<PartialObjectMeta<Deployment>>::all(client.clone()),
+            watcher::Config::default().labels(MANAGED_LABEL),
+        )
+        .default_backoff()
+        .modify(|deploy: &mut PartialObjectMeta<Deployment>| {
+            let meta = &mut deploy.metadata;
+            if let Some(annotations) = meta.annotations.as_mut() {
+                annotations.retain(|key, _| key == SERVICE || key == ENABLED);
+            }
+            meta.managed_fields = None;
+            meta.labels = None;
+            meta.owner_references = None;
+        })
+        .reflect(opted_in_writer)
+        .applied_objects();
+        tokio::spawn(opted_in_events.for_each(|_| async {}));
         Arc::new(Self {
             client,
             policies,
             namespaces,
+            opted_in,
         })
     }
 
@@ -65,6 +100,7 @@ impl PolicyIndex {
             let both = async {
                 self.policies.wait_until_ready().await.ok();
                 self.namespaces.wait_until_ready().await.ok();
+                self.opted_in.wait_until_ready().await.ok();
             };
             if tokio::time::timeout(Duration::from_millis(50), both)
                 .await
@@ -121,6 +157,55 @@ impl PolicyIndex {
                 namespace.to_owned(),
             )]),
         }
+    }
+
+    /// What holds the names the opt-in of Deployment `name` with apex Service `service` would
+    /// take in `namespace`: the objects under the derived names (four reads of metadata, at
+    /// once) and the apex Services of the namespace's other opted-in Deployments (from the
+    /// cache, so that the cost does not grow with their number).
+    pub async fn names(&self, namespace: &str, name: &str, service: &str) -> Result<Names, String> {
+        self.ready().await.map_err(|e| e.to_string())?;
+        let deployments = Api::<Deployment>::namespaced(self.client.clone(), namespace);
+        let services = Api::<Service>::namespaced(self.client.clone(), namespace);
+        let primary = primary_name(name);
+        let service_names = [
+            service.to_owned(),
+            format!("{service}{PRIMARY_SUFFIX}"),
+            format!("{service}{CANARY_SUFFIX}"),
+        ];
+        let (primary, found) = futures::join!(
+            deployments.get_metadata_opt(&primary),
+            futures::future::join_all(service_names.iter().map(|s| services.get_metadata_opt(s)))
+        );
+        let read = |kind: &str, what: &str, e: kube::Error| {
+            format!("serin could not read {kind} {what:?} ({e}); retry")
+        };
+        let mut objects = Vec::new();
+        if let Some(meta) = primary.map_err(|e| read("Deployment", &primary_name(name), e))? {
+            objects.push(Occupant::of("Deployment", &meta.metadata));
+        }
+        for (result, svc) in found.into_iter().zip(&service_names) {
+            if let Some(meta) = result.map_err(|e| read("Service", svc, e))? {
+                objects.push(Occupant::of("Service", &meta.metadata));
+            }
+        }
+        let services = self
+            .opted_in
+            .state()
+            .iter()
+            .filter(|d| d.metadata.namespace.as_deref() == Some(namespace))
+            .filter_map(|d| {
+                let annotations = d.metadata.annotations.as_ref();
+                let enabled = annotations.and_then(|a| a.get(ENABLED));
+                let deploy = d.metadata.name.clone()?;
+                let service = annotations
+                    .and_then(|a| a.get(SERVICE))
+                    .cloned()
+                    .unwrap_or_else(|| deploy.clone());
+                (enabled.map(String::as_str) == Some("true")).then_some((deploy, service))
+            })
+            .collect();
+        Ok(Names { objects, services })
     }
 
     /// The `AnalysisTemplate` `name` in `namespace`; `None` when there is none.

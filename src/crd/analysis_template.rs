@@ -8,7 +8,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::Duration;
+use crate::spec::{Duration, Limits};
 
 #[derive(CustomResource, Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[kube(
@@ -117,7 +117,8 @@ pub struct WebhookTemplate {
 impl AnalysisTemplateSpec {
     /// Everything wrong with the template that its schema cannot say, each naming its field:
     /// unique names, queries that only use known `{{ variables }}` (or builtin names),
-    /// `min ≤ max`, `http(s)` URLs with a host, timeouts above zero.
+    /// `min ≤ max`, `http(s)` URLs with a host, hook timeouts within
+    /// [`Limits::HOOK_TIMEOUT`] (above zero, at most a minute).
     pub fn problems(&self) -> Vec<crate::spec::Problem> {
         use crate::spec::Problem;
         let mut problems = Vec::new();
@@ -170,10 +171,12 @@ impl AnalysisTemplateSpec {
             if let Err(message) = check_url(&hook.url) {
                 problems.push(Problem::new(format!("{at}.url"), message));
             }
-            if hook.timeout.is_some_and(|t| t.as_millis() == 0) {
+            if let Some(timeout) = hook.timeout
+                && let Err(bound) = Limits::HOOK_TIMEOUT.check(timeout)
+            {
                 problems.push(Problem::new(
                     format!("{at}.timeout"),
-                    "0s must be a duration above zero such as 10s",
+                    format!("{:?} {bound}", timeout.to_string()),
                 ));
             }
         }
@@ -247,6 +250,35 @@ mod tests {
     }
 
     #[test]
+    fn a_hook_timeout_is_bounded_to_a_minute() {
+        let with_timeout = |timeout: &str| AnalysisTemplateSpec {
+            metrics: Vec::new(),
+            webhooks: vec![hook(
+                "gate",
+                "http://gate.test/",
+                timeout.parse::<Duration>().ok(),
+            )],
+        };
+        let lines = |timeout| -> Vec<String> {
+            with_timeout(timeout)
+                .problems()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(
+            lines("999999h"),
+            [r#"spec.webhooks[0].timeout: "999999h" must be at most 1m"#]
+        );
+        assert_eq!(
+            lines("61s"),
+            [r#"spec.webhooks[0].timeout: "1m1s" must be at most 1m"#]
+        );
+        assert!(lines("60s").is_empty());
+        assert!(lines("500ms").is_empty());
+    }
+
+    #[test]
     fn every_mistake_of_a_template_is_named_by_field() {
         let mut with_address = metric("latency", Some("x"), None, None);
         with_address.address = Some("prometheus:9090".into());
@@ -282,6 +314,10 @@ mod tests {
             "{problems:#?}"
         );
         assert!(problems[0].contains("{{ pod }}"), "{}", problems[0]);
+        assert_eq!(
+            problems[8],
+            r#"spec.webhooks[1].timeout: "0s" must be at least 1ms"#
+        );
         assert!(problems[1].contains("min 5 is larger than max 1"));
         assert!(problems[3].contains("not a builtin metric"));
     }

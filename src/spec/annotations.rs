@@ -156,7 +156,7 @@ impl Key {
     pub(super) fn refuse(self, shown: &str) -> Problem {
         Problem::new(
             self.annotation(),
-            format!("{shown:?} {}", self.expectation()),
+            format!("{} {}", quoted(shown), self.expectation()),
         )
     }
 }
@@ -172,6 +172,8 @@ pub(super) struct Reading<'a> {
     /// Keys whose value was refused: later rules skip them, so one mistake is one line.
     pub refused: BTreeSet<Key>,
     pub problems: Vec<Problem>,
+    /// Unknown `serin.dev/` keys found beyond the first [`LISTED_UNKNOWN`], counted only.
+    pub unlisted_unknown: usize,
 }
 
 impl Reading<'_> {
@@ -191,13 +193,35 @@ impl Reading<'_> {
     /// The value of `key` for a message: as written, or the default it took.
     pub(super) fn shown(&self, key: Key) -> String {
         match self.written.get(&key) {
-            Some(raw) => format!("{raw:?}"),
+            Some(raw) => quoted(raw),
             None => format!(
                 "{:?} (default)",
                 value_of(key, &self.spec).unwrap_or_default()
             ),
         }
     }
+}
+
+/// How many unknown `serin.dev/` keys are named one per line; the others are counted in one
+/// more line. The mutating webhook sees an object before the API server checks its size, so
+/// the work and the message per review must not grow with what a client sends.
+pub(super) const LISTED_UNKNOWN: usize = 10;
+
+/// How many characters of a value or key a message quotes; longer ones are cut with `…`.
+const QUOTED_CHARS: usize = 100;
+
+/// `text` in double quotes with escapes (one line whatever it holds); beyond
+/// [`QUOTED_CHARS`] characters its middle is left out (`"abc…xyz"`), so that a message stays
+/// small whatever a client sends and still shows how the text ends (a derived name's suffix).
+pub(super) fn quoted(text: &str) -> String {
+    let count = text.chars().take(QUOTED_CHARS + 1).count();
+    if count <= QUOTED_CHARS {
+        return format!("{text:?}");
+    }
+    let head: String = text.chars().take(QUOTED_CHARS * 2 / 3).collect();
+    let tail: Vec<char> = text.chars().rev().take(QUOTED_CHARS / 3).collect();
+    let tail: String = tail.into_iter().rev().collect();
+    format!("{:?}", format!("{head}…{tail}"))
 }
 
 /// Parses every `serin.dev/` annotation over `defaults`; unknown keys and malformed values
@@ -212,10 +236,16 @@ pub(super) fn read<'a>(
         written: BTreeMap::new(),
         refused: BTreeSet::new(),
         problems: Vec::new(),
+        unlisted_unknown: 0,
     };
+    let mut unknown_keys = 0usize;
     for (annotation, raw) in ours {
         let Some(key) = Key::find(annotation) else {
-            reading.problems.push(unknown(annotation));
+            unknown_keys += 1;
+            match unknown_keys > LISTED_UNKNOWN {
+                true => reading.unlisted_unknown += 1,
+                false => reading.problems.push(unknown(annotation)),
+            }
             continue;
         };
         reading.written.insert(key, raw);
@@ -234,27 +264,23 @@ fn apply(key: Key, raw: &str, reading: &mut Reading<'_>) -> Result<(), Vec<Probl
     match key {
         Key::Enabled => reading.enabled = boolean(raw).ok_or_else(refused)?,
         Key::DesiredReplicas => {
-            parsed::<i32>(raw).filter(|n| *n >= 0).ok_or_else(refused)?;
+            integer::<i32>(raw).ok_or_else(refused)?;
         }
         // Bookkeeping on the primary; any value is Serin's own.
         Key::Revision => {}
         Key::Provider => spec.provider = parsed(raw).ok_or_else(refused)?,
-        Key::Port => spec.port = Some(parsed(raw).ok_or_else(refused)?),
+        Key::Port => spec.port = Some(integer(raw).ok_or_else(refused)?),
         Key::Service => spec.service = raw.to_owned(),
         Key::Ingress => spec.ingress = Some(raw.to_owned()),
         Key::Gateway => spec.gateway = Some(gateway(raw).ok_or_else(refused)?),
         Key::Interval => spec.interval = parsed(raw).ok_or_else(refused)?,
-        Key::Threshold => spec.threshold = parsed(raw).ok_or_else(refused)?,
-        Key::StepWeight => spec.step_weight = Some(parsed(raw).ok_or_else(refused)?),
+        Key::Threshold => spec.threshold = integer(raw).ok_or_else(refused)?,
+        Key::StepWeight => spec.step_weight = Some(integer(raw).ok_or_else(refused)?),
         Key::StepWeights => spec.step_weights = Some(list(raw).ok_or_else(refused)?),
-        Key::MaxWeight => spec.max_weight = parsed(raw).ok_or_else(refused)?,
-        Key::Iterations => spec.iterations = Some(parsed(raw).ok_or_else(refused)?),
+        Key::MaxWeight => spec.max_weight = integer(raw).ok_or_else(refused)?,
+        Key::Iterations => spec.iterations = Some(integer(raw).ok_or_else(refused)?),
         Key::Match => spec.matches = match_rules(raw)?,
-        Key::SuccessRate => {
-            spec.success_rate = parsed::<f64>(raw)
-                .filter(|n| n.is_finite())
-                .ok_or_else(refused)?
-        }
+        Key::SuccessRate => spec.success_rate = decimal(raw).ok_or_else(refused)?,
         Key::Latency => spec.latency = parsed(raw).ok_or_else(refused)?,
         Key::MetricsWindow => spec.metrics_window = parsed(raw).ok_or_else(refused)?,
         Key::Analysis => spec.analysis = Some(raw.to_owned()),
@@ -271,16 +297,36 @@ fn boolean(raw: &str) -> Option<bool> {
     }
 }
 
-/// Integers, [`Provider`], [`Duration`]: anything with a `FromStr`.
+/// [`Provider`], [`Duration`]: values with a grammar of their own in `FromStr`.
 fn parsed<T: FromStr>(raw: &str) -> Option<T> {
     raw.parse().ok()
 }
 
+/// The one grammar of counts, weights and ports: decimal digits, without sign or leading
+/// zero (`0` itself is fine), that fit `T`. Rust's own `parse` also takes `+10`, and `010`
+/// would read as ten here but as eight in YAML 1.1 tools: both are refused.
+pub(super) fn integer<T: FromStr>(raw: &str) -> Option<T> {
+    plain_digits(raw).then(|| raw.parse().ok()).flatten()
+}
+
+/// The one grammar of percentages: an [`integer`] optionally followed by `.` and digits
+/// (`99`, `99.5`, `0.1`); no sign, exponent, `inf` or `NaN`.
+pub(super) fn decimal(raw: &str) -> Option<f64> {
+    let (whole, fraction) = raw.split_once('.').unwrap_or((raw, "0"));
+    let plain =
+        plain_digits(whole) && !fraction.is_empty() && fraction.bytes().all(|b| b.is_ascii_digit());
+    plain.then(|| raw.parse().ok()).flatten()
+}
+
+fn plain_digits(text: &str) -> bool {
+    !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'))
+}
+
 /// `5,10,25,50`; spaces around items are allowed.
 fn list(raw: &str) -> Option<Vec<u32>> {
-    raw.split(',')
-        .map(|item| item.trim().parse().ok())
-        .collect()
+    raw.split(',').map(|item| integer(item.trim())).collect()
 }
 
 /// `namespace/name`.
@@ -310,12 +356,25 @@ fn match_rules(raw: &str) -> Result<Vec<MatchRule>, Vec<Problem>> {
     }
     let mut rules = Vec::new();
     let mut problems = Vec::new();
+    let mut malformed = 0usize;
     for text in &texts {
         let text = text.trim();
         match match_rule(text) {
             Some(rule) => rules.push(rule),
-            None => problems.push(Key::Match.refuse(text)),
+            None => {
+                malformed += 1;
+                if malformed <= LISTED_UNKNOWN {
+                    problems.push(Key::Match.refuse(text));
+                }
+            }
         }
+    }
+    if malformed > LISTED_UNKNOWN {
+        let more = malformed - LISTED_UNKNOWN;
+        problems.push(Problem::new(
+            Key::Match.annotation(),
+            format!("{more} more malformed rules, not listed"),
+        ));
     }
     if problems.is_empty() {
         Ok(rules)
@@ -404,19 +463,41 @@ fn unknown(annotation: &str) -> Problem {
         .strip_prefix(PREFIX)
         .unwrap_or(annotation)
         .to_lowercase();
+    let close_enough = |known: &str| (known.len() / 3).max(2);
     let closest = Key::ALL
         .into_iter()
-        .map(|key| {
+        .filter_map(|key| {
             let known = key.annotation().strip_prefix(PREFIX).unwrap_or_default();
-            (edit_distance(&typed, known), known.len(), key)
+            // The distance is at least the difference in length: a key much longer (or
+            // shorter) than every known one is compared with none.
+            (typed.len().abs_diff(known.len()) <= close_enough(known))
+                .then(|| (edit_distance(&typed, known), known, key))
         })
         .min_by_key(|(distance, _, _)| *distance)
-        .filter(|(distance, len, _)| *distance <= (len / 3).max(2));
+        .filter(|(distance, known, _)| *distance <= close_enough(known));
     let message = match closest {
         Some((_, _, key)) => format!("unknown annotation; did you mean {}?", key.annotation()),
         None => "unknown annotation".to_owned(),
     };
-    Problem::new(annotation, message)
+    // The API server refuses such keys, but the mutating webhook sees them first.
+    let plain = annotation.len() <= QUOTED_CHARS && !annotation.chars().any(char::is_control);
+    let field = match plain {
+        true => annotation.to_owned(),
+        false => quoted(annotation),
+    };
+    Problem::new(field, message)
+}
+
+/// The line that stands for the unknown keys beyond the first [`LISTED_UNKNOWN`].
+pub(super) fn unlisted_unknown(count: usize) -> Problem {
+    let noun = match count {
+        1 => "annotation",
+        _ => "annotations",
+    };
+    Problem::new(
+        format!("{PREFIX}..."),
+        format!("{count} more unknown {noun}, not listed"),
+    )
 }
 
 /// Optimal string alignment distance: Levenshtein plus adjacent transpositions (`prot`→`port`).
@@ -571,6 +652,110 @@ mod tests {
     }
 
     #[test]
+    fn integers_have_one_grammar_plain_digits_without_sign_or_leading_zero() {
+        for (key, value) in [
+            ("serin.dev/step-weight", "+10"),
+            ("serin.dev/step-weight", "010"),
+            ("serin.dev/step-weight", "1e1"),
+            ("serin.dev/step-weight", " 10"),
+            ("serin.dev/threshold", "+3"),
+            ("serin.dev/threshold", "03"),
+            ("serin.dev/port", "+8080"),
+            ("serin.dev/port", "08080"),
+            ("serin.dev/max-weight", "050"),
+            ("serin.dev/iterations", "+5"),
+            ("serin.dev/step-weights", "5,+10"),
+            ("serin.dev/step-weights", "05,10"),
+            (DESIRED_REPLICAS, "+2"),
+            (DESIRED_REPLICAS, "02"),
+        ] {
+            let lines = refused(&[(key, value)]);
+            assert_eq!(lines.len(), 1, "{key}={value}: {lines:?}");
+            assert!(
+                lines[0].starts_with(&format!("{key}: {value:?} must be")),
+                "{}",
+                lines[0]
+            );
+        }
+        assert_eq!(
+            enabled(&[("serin.dev/step-weight", "10")]).step_weight,
+            Some(10)
+        );
+        assert_eq!(enabled(&[(DESIRED_REPLICAS, "0")]), enabled(&[]));
+    }
+
+    #[test]
+    fn percentages_are_plain_decimals_without_sign_or_exponent() {
+        for value in [
+            "1e2", "9.9e1", "+99", "099", "99.", ".5", "0x10", "99.5.1", " 99",
+        ] {
+            assert_eq!(
+                refused(&[("serin.dev/success-rate", value)]),
+                [format!(
+                    "serin.dev/success-rate: {value:?} must be a number from 0 to 100"
+                )],
+                "{value}"
+            );
+        }
+        for (value, rate) in [
+            ("99", 99.0),
+            ("99.5", 99.5),
+            ("0", 0.0),
+            ("0.25", 0.25),
+            ("100", 100.0),
+        ] {
+            assert_eq!(
+                enabled(&[("serin.dev/success-rate", value)]).success_rate,
+                rate
+            );
+        }
+    }
+
+    #[test]
+    fn fifty_thousand_unknown_annotations_give_a_bounded_answer() {
+        let mut pairs: Vec<(String, String)> = (0..50_000)
+            .map(|i| (format!("serin.dev/unknown-key-{i:05}"), "x".to_owned()))
+            .collect();
+        pairs.push((ENABLED.to_owned(), "true".to_owned()));
+        let annotations: BTreeMap<String, String> = pairs.into_iter().collect();
+        let problems = read_annotations("podinfo", &annotations, None)
+            .err()
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        let lines: Vec<&str> = problems.lines().collect();
+        assert_eq!(lines.len(), LISTED_UNKNOWN + 1, "{problems}");
+        assert_eq!(lines[0], "serin.dev/unknown-key-00000: unknown annotation");
+        assert_eq!(
+            lines.last().copied(),
+            Some("serin.dev/...: 49990 more unknown annotations, not listed")
+        );
+        assert!(problems.len() < 2_000, "{} bytes", problems.len());
+    }
+
+    #[test]
+    fn long_keys_values_and_many_bad_rules_are_cut_in_messages() {
+        let long_value = "9".repeat(100_000);
+        let lines = refused(&[
+            ("serin.dev/interval", &long_value),
+            (&format!("serin.dev/{}", "k".repeat(100_000)), "x"),
+        ]);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines.iter().all(|l| l.len() < 400), "{lines:?}");
+        assert!(lines.iter().any(|l| l.contains("…")), "{lines:?}");
+        let rules = vec!["header:x"; 1_000].join(",");
+        let lines = refused(&[
+            ("serin.dev/provider", "gloo"),
+            ("serin.dev/iterations", "3"),
+            ("serin.dev/match", &rules),
+        ]);
+        assert_eq!(lines.len(), LISTED_UNKNOWN + 1, "{lines:?}");
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some("serin.dev/match: 990 more malformed rules, not listed")
+        );
+    }
+
+    #[test]
     fn success_rate_message_names_its_range() {
         assert_eq!(
             refused(&[("serin.dev/success-rate", "high")]),
@@ -675,8 +860,7 @@ mod tests {
     #[test]
     fn match_rules_are_read_in_order() {
         let spec = enabled(&[
-            ("serin.dev/provider", "nginx"),
-            ("serin.dev/ingress", "podinfo"),
+            ("serin.dev/provider", "gloo"),
             ("serin.dev/iterations", "10"),
             (
                 "serin.dev/match",
@@ -790,7 +974,7 @@ mod tests {
             proptest::option::of(1i32..=65535),
             name,
             proptest::option::of(("[a-z0-9]{1,8}", name)),
-            (1_000u64..100_000_000, 1u64..100_000, 1_000u64..100_000_000),
+            (1_000u64..=3_600_000, 1u64..=60_000, 1_000u64..=3_600_000),
             (1u32..=1000, steps, proptest::option::of(1u32..=1000)),
             proptest::collection::vec(rule, 1..4),
         );
@@ -810,6 +994,18 @@ mod tests {
                     let (interval, latency, metrics_window) = durations;
                     let (threshold, (step_weight, step_weights, max_weight), iterations) = counts;
                     let ab = provider.can_match() && iterations.is_some();
+                    let mut rules = rules;
+                    if provider == Provider::Nginx {
+                        // ingress-nginx matches one header and one cookie at most.
+                        let mut seen = (false, false);
+                        rules.retain(|rule| {
+                            let kind = match rule {
+                                MatchRule::Cookie { .. } => &mut seen.1,
+                                _ => &mut seen.0,
+                            };
+                            !std::mem::replace(kind, true)
+                        });
+                    }
                     CanarySpec {
                         provider,
                         port,

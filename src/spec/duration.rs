@@ -48,6 +48,47 @@ impl Duration {
     }
 }
 
+/// The range a duration setting accepts. One definition per setting, used wherever the
+/// setting is written (annotations, `CanaryPolicy` defaults through them, `AnalysisTemplate`):
+/// admission, `serin check` and the controller's reading all call [`Limits::check`].
+///
+/// The maxima keep every timer of a release far from overflow and a release humanly short: a
+/// check at least once an hour, a rate window no wider, a latency objective of at most a
+/// minute, and a hook answering within a minute (it is awaited while the release waits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl Limits {
+    /// `serin.dev/interval`: time between checks.
+    pub const INTERVAL: Limits = Limits::new(Duration::from_secs(1), Duration::from_secs(3_600));
+    /// `serin.dev/metrics-window`: the PromQL rate window.
+    pub const METRICS_WINDOW: Limits =
+        Limits::new(Duration::from_secs(1), Duration::from_secs(3_600));
+    /// `serin.dev/latency`: the p99 objective.
+    pub const LATENCY: Limits = Limits::new(Duration::from_millis(1), Duration::from_secs(60));
+    /// `AnalysisTemplate` `spec.webhooks[].timeout`: one attempt of a hook.
+    pub const HOOK_TIMEOUT: Limits = Limits::new(Duration::from_millis(1), Duration::from_secs(60));
+
+    const fn new(min: Duration, max: Duration) -> Self {
+        Self { min, max }
+    }
+
+    /// `Err` completes `"<value>" …` in a message: `must be at least 1s` or `must be at most
+    /// 1h`.
+    pub fn check(self, value: Duration) -> Result<(), String> {
+        if value < self.min {
+            Err(format!("must be at least {}", self.min))
+        } else if value > self.max {
+            Err(format!("must be at most {}", self.max))
+        } else {
+            Ok(())
+        }
+    }
+}
+
 impl From<Duration> for std::time::Duration {
     fn from(d: Duration) -> Self {
         std::time::Duration::from_millis(d.millis)
@@ -199,6 +240,27 @@ mod tests {
         let back: Result<Duration, _> = serde_json::from_value(serde_json::json!("2h"));
         assert_eq!(back.ok(), Some(Duration::from_secs(7_200)));
         assert!(serde_json::from_value::<Duration>(serde_json::json!("2 hours")).is_err());
+    }
+
+    #[test]
+    fn limits_name_the_bound_that_is_crossed() {
+        let limits = Limits::INTERVAL;
+        assert_eq!(
+            limits.check(Duration::from_millis(500)),
+            Err("must be at least 1s".into())
+        );
+        assert_eq!(limits.check(Duration::from_secs(1)), Ok(()));
+        assert_eq!(limits.check(Duration::from_secs(3_600)), Ok(()));
+        assert_eq!(
+            limits.check(Duration::from_secs(3_601)),
+            Err("must be at most 1h".into())
+        );
+        let huge = parse("999999h").unwrap_or_default();
+        assert_eq!(limits.check(huge), Err("must be at most 1h".into()));
+        assert_eq!(
+            Limits::HOOK_TIMEOUT.check(Duration::from_secs(61)),
+            Err("must be at most 1m".into())
+        );
     }
 
     proptest! {

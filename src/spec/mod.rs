@@ -9,6 +9,7 @@
 mod annotations;
 mod duration;
 mod model;
+mod names;
 mod schema;
 mod validate;
 
@@ -18,7 +19,7 @@ use std::fmt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::PodSpec;
 
-pub use duration::{Duration, InvalidDuration};
+pub use duration::{Duration, InvalidDuration, Limits};
 pub use model::{CanarySpec, GatewayRef, MatchRule, Provider, Strategy, UnknownProvider};
 pub use schema::annotation_schema;
 
@@ -115,24 +116,43 @@ pub enum OptIn {
 }
 
 /// Reads and validates the serin.dev/ annotations of a Deployment, returning EVERY mistake at
-/// once.
+/// once. An opted-in Deployment must also leave room for the names Serin derives from it
+/// (`<name>-primary`, its selector labels, the Services; see `names`).
 pub fn read_deployment(deploy: &Deployment) -> Result<OptIn, Problems> {
-    let meta = &deploy.metadata;
-    let name = meta.name.as_deref().unwrap_or_default();
-    let pod = deploy.spec.as_ref().and_then(|s| s.template.spec.as_ref());
-    match &meta.annotations {
-        Some(annotations) => read_annotations(name, annotations, pod),
+    match &deploy.metadata.annotations {
+        Some(annotations) => read_deployment_with(deploy, annotations),
         None => Ok(OptIn::Absent),
     }
 }
 
+/// [`read_deployment`] with `annotations` read in place of the Deployment's own (admission
+/// fills in a `CanaryPolicy`'s defaults first).
+pub fn read_deployment_with(
+    deploy: &Deployment,
+    annotations: &BTreeMap<String, String>,
+) -> Result<OptIn, Problems> {
+    let name = deploy.metadata.name.as_deref().unwrap_or_default();
+    let pod = deploy.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+    read(name, annotations, pod, Some(deploy))
+}
+
 /// Same from parts (for `serin check`, policies, tests): the Deployment name (the default
 /// Service), its annotations, and the pod template's spec (the default port, and the check
-/// that `serin.dev/port` exists; skipped when `pod` is `None`).
+/// that `serin.dev/port` exists; skipped when `pod` is `None`). Of the derived names, only
+/// those the annotations make are checked.
 pub fn read_annotations(
     name: &str,
     annotations: &BTreeMap<String, String>,
     pod: Option<&PodSpec>,
+) -> Result<OptIn, Problems> {
+    read(name, annotations, pod, None)
+}
+
+fn read(
+    name: &str,
+    annotations: &BTreeMap<String, String>,
+    pod: Option<&PodSpec>,
+    deploy: Option<&Deployment>,
 ) -> Result<OptIn, Problems> {
     let mut ours = annotations
         .iter()
@@ -148,10 +168,17 @@ pub fn read_annotations(
     schema::check(&mut reading);
     annotations::fill_derived_defaults(&mut reading);
     validate::check(&mut reading, ports.as_deref());
+    if reading.enabled {
+        names::check(&mut reading, deploy);
+    }
 
-    if !reading.problems.is_empty() {
+    if !reading.problems.is_empty() || reading.unlisted_unknown > 0 {
         // Stable: problems of one annotation stay in the order they were found.
         reading.problems.sort_by(|a, b| a.field.cmp(&b.field));
+        if reading.unlisted_unknown > 0 {
+            let count = reading.unlisted_unknown;
+            reading.problems.push(annotations::unlisted_unknown(count));
+        }
         return Err(Problems(reading.problems));
     }
     Ok(match reading.enabled {

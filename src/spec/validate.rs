@@ -5,13 +5,9 @@
 use k8s_openapi::api::core::v1::PodSpec;
 
 use super::Problem;
-use super::annotations::{Key, Reading};
-use super::duration::Duration;
-use super::model::Provider;
-
-const MIN_INTERVAL: Duration = Duration::from_secs(1);
-const MIN_METRICS_WINDOW: Duration = Duration::from_secs(1);
-const MIN_LATENCY: Duration = Duration::from_millis(1);
+use super::annotations::{Key, Reading, quoted};
+use super::duration::Limits;
+use super::model::{MatchRule, Provider};
 
 /// Every containerPort of the pod template, in order; the first is the default port.
 pub(super) fn container_ports(pod: &PodSpec) -> Vec<i32> {
@@ -107,6 +103,53 @@ pub(super) fn check(reading: &mut Reading<'_>, ports: Option<&[i32]>) {
                 ),
             );
         }
+        if provider == Provider::Nginx && usable(&[Key::Provider]) {
+            let cookies = spec
+                .matches
+                .iter()
+                .filter(|r| matches!(r, MatchRule::Cookie { .. }))
+                .count();
+            let headers = spec.matches.len() - cookies;
+            if headers > 1 || cookies > 1 {
+                refuse(
+                    Key::Match,
+                    format!(
+                        "{} has {headers} header and {cookies} cookie rules; ingress-nginx \
+                         matches at most one of each per canary Ingress",
+                        reading.shown(Key::Match)
+                    ),
+                );
+            }
+        }
+        let mut unrunnable = spec.matches.iter().filter_map(|rule| match rule {
+            MatchRule::HeaderExact { value: text, .. }
+            | MatchRule::HeaderRegex { regex: text, .. }
+                if text.chars().any(char::is_control) =>
+            {
+                Some((
+                    rule,
+                    "a header value cannot hold control characters such as a newline".to_owned(),
+                ))
+            }
+            MatchRule::HeaderRegex { regex, .. } => re2(regex).err().map(|why| {
+                let why = format!(
+                    "{why}; the routers' engines take RE2 syntax, without look-around or \
+                     back-references"
+                );
+                (rule, why)
+            }),
+            _ => None,
+        });
+        if let Some((rule, why)) = unrunnable.next() {
+            let more = match unrunnable.count() {
+                0 => String::new(),
+                n => format!(" (and {n} more rules)"),
+            };
+            refuse(
+                Key::Match,
+                format!("{}{more}: {why}", quoted(&rule.to_string())),
+            );
+        }
     }
 
     if usable(&[Key::Provider, Key::Ingress]) {
@@ -154,21 +197,37 @@ pub(super) fn check(reading: &mut Reading<'_>, ports: Option<&[i32]>) {
         );
     }
 
-    for (key, value, min) in [
-        (Key::Interval, spec.interval, MIN_INTERVAL),
-        (Key::MetricsWindow, spec.metrics_window, MIN_METRICS_WINDOW),
-        (Key::Latency, spec.latency, MIN_LATENCY),
+    for (key, value, limits) in [
+        (Key::Interval, spec.interval, Limits::INTERVAL),
+        (
+            Key::MetricsWindow,
+            spec.metrics_window,
+            Limits::METRICS_WINDOW,
+        ),
+        (Key::Latency, spec.latency, Limits::LATENCY),
     ] {
-        if value < min && usable(&[key]) {
-            refuse(
-                key,
-                format!("{} must be at least {min}", reading.shown(key)),
-            );
+        if let Err(bound) = limits.check(value)
+            && usable(&[key])
+        {
+            refuse(key, format!("{} {bound}", reading.shown(key)));
         }
     }
 
     for (key, message) in found {
         reading.refuse(key, Problem::new(key.annotation(), message));
+    }
+}
+
+/// Whether every router can run `regex`: RE2 syntax, the common ground of Envoy (Gateway API
+/// implementations, Gloo) and ingress-nginx's PCRE. The `regex` crate's parser takes the same
+/// language and refuses look-around and back-references as RE2 does. `Err` says why, in one
+/// line.
+fn re2(regex: &str) -> Result<(), String> {
+    match regex_syntax::Parser::new().parse(regex) {
+        Ok(_) => Ok(()),
+        Err(regex_syntax::Error::Parse(e)) => Err(e.kind().to_string()),
+        Err(regex_syntax::Error::Translate(e)) => Err(e.kind().to_string()),
+        Err(e) => Err(e.to_string().lines().next().unwrap_or_default().to_owned()),
     }
 }
 
@@ -182,6 +241,7 @@ fn only_with(needed: Provider, provider: Provider) -> String {
 #[cfg(test)]
 mod tests {
     use super::super::OptIn;
+    use super::super::duration::Duration;
     use super::super::testing::{annotations, enabled, refused};
     use super::super::{ENABLED, read_annotations};
     use super::*;
@@ -345,6 +405,97 @@ mod tests {
                 r#"serin.dev/metrics-window: "0" must be at least 1s"#,
             ]
         );
+    }
+
+    #[test]
+    fn durations_have_upper_bounds() {
+        assert_eq!(
+            refused(&[
+                ("serin.dev/interval", "999999h"),
+                ("serin.dev/metrics-window", "2h"),
+                ("serin.dev/latency", "61s"),
+            ]),
+            [
+                r#"serin.dev/interval: "999999h" must be at most 1h"#,
+                r#"serin.dev/latency: "61s" must be at most 1m"#,
+                r#"serin.dev/metrics-window: "2h" must be at most 1h"#,
+            ]
+        );
+        let spec = enabled(&[
+            ("serin.dev/interval", "1h"),
+            ("serin.dev/metrics-window", "60m"),
+            ("serin.dev/latency", "1m"),
+        ]);
+        assert_eq!(spec.interval, Duration::from_secs(3_600));
+    }
+
+    #[test]
+    fn nginx_matches_at_most_one_header_rule_and_one_cookie_rule() {
+        let nginx = [
+            ("serin.dev/provider", "nginx"),
+            ("serin.dev/ingress", "public"),
+            ("serin.dev/iterations", "5"),
+        ];
+        let with = |rules: &'static str| {
+            let mut pairs = nginx.to_vec();
+            pairs.push(("serin.dev/match", rules));
+            pairs
+        };
+        assert_eq!(
+            refused(&with("header:x-a=1,header:x-b=2")),
+            [
+                r#"serin.dev/match: "header:x-a=1,header:x-b=2" has 2 header and 0 cookie rules; ingress-nginx matches at most one of each per canary Ingress"#
+            ]
+        );
+        assert_eq!(refused(&with("cookie:a,cookie:b")).len(), 1);
+        assert_eq!(enabled(&with("header:x-a=1,cookie:b")).matches.len(), 2);
+        // Gloo and the Gateway API match any number.
+        let gloo = [
+            ("serin.dev/provider", "gloo"),
+            ("serin.dev/iterations", "5"),
+            ("serin.dev/match", "header:x-a=1,header:x-b=2"),
+        ];
+        assert_eq!(enabled(&gloo).matches.len(), 2);
+    }
+
+    #[test]
+    fn regexes_beyond_re2_and_control_characters_in_header_values_are_refused() {
+        let ab = |rules: &str| {
+            vec![
+                ("serin.dev/provider".to_owned(), "gatewayapi".to_owned()),
+                ("serin.dev/iterations".to_owned(), "5".to_owned()),
+                ("serin.dev/match".to_owned(), rules.to_owned()),
+            ]
+        };
+        let lines = |rules: &str| {
+            let pairs = ab(rules);
+            let pairs: Vec<(&str, &str)> = pairs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            refused(&pairs)
+        };
+        for (rules, why) in [
+            ("header:x~^(?=insider).*$", "look-around"),
+            ("header:x~(?<!a)b", "look-around"),
+            (r"header:x~(a)\1", "backreferences"),
+            ("header:x=a\nb", "control characters"),
+            ("header:x=a\u{7f}", "control characters"),
+            ("header:x~a\tb", "control characters"),
+        ] {
+            let found = lines(rules);
+            assert_eq!(found.len(), 1, "{rules:?}: {found:?}");
+            assert!(found[0].starts_with("serin.dev/match: "), "{}", found[0]);
+            assert!(found[0].contains(why), "{rules:?}: {}", found[0]);
+            assert!(!found[0].contains('\n'), "{}", found[0]);
+        }
+        assert!(lines("header:x~(?=a)b,header:y~(?=c)d")[0].contains("(and 1 more rules)"));
+        let pairs = ab(r"header:user-agent~^.*(Firefox|Chrome)/\d+\.\d+.*$,header:x=a b");
+        let pairs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(enabled(&pairs).matches.len(), 2);
     }
 
     #[test]
