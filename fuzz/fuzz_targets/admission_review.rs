@@ -9,15 +9,16 @@
 
 use libfuzzer_sys::fuzz_target;
 use serin::admission::DEFAULT_SERVICE_ACCOUNT;
-use serin::admission::deployments::{mutate, validate};
+use serin::admission::deployments::{PolicyView, mutate, validate};
 use serin::admission::review::decode_deployment;
+use serin::policy::PolicyDefaults;
 
 fuzz_target!(|body: &[u8]| {
     let Ok(request) = decode_deployment(body) else {
         return;
     };
-    let verdict = validate(&request);
-    let _ = mutate(&request, DEFAULT_SERVICE_ACCOUNT);
+    let verdict = validate(&request, &PolicyView::default());
+    let _ = mutate(&request, DEFAULT_SERVICE_ACCOUNT, &PolicyDefaults::default());
     // A refusal always says why.
     assert!(verdict.allowed || !verdict.result.message.is_empty());
 });

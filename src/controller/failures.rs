@@ -29,9 +29,11 @@ const REPEAT_AFTER: Duration = Duration::from_secs(300);
 /// The most Deployments whose last reported error is remembered (a bound, not a target).
 const REMEMBERED: usize = 10_000;
 
+/// A Deployment: its namespace and name.
+type Key = (String, String);
+
 /// The last error reported per Deployment, and when.
-static REPORTED: LazyLock<Mutex<HashMap<(String, String), (String, Instant)>>> =
-    LazyLock::new(Mutex::default);
+static REPORTED: LazyLock<Mutex<HashMap<Key, (String, Instant)>>> = LazyLock::new(Mutex::default);
 
 /// The conditions with `Reconciled` set to False for `message`; `None` when they already say
 /// so (nothing to write).
@@ -72,7 +74,7 @@ pub fn describe(error: &Error) -> String {
 }
 
 /// Whether `message` for `key` is news: a different error, or the same after [`REPEAT_AFTER`].
-fn is_news(key: (String, String), message: &str, now: Instant) -> bool {
+fn is_news(key: Key, message: &str, now: Instant) -> bool {
     let mut reported = REPORTED
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
