@@ -145,6 +145,13 @@ build_controller_gen() {
 }
 
 what=${1:-all}
+# One builder at a time per cache: several checkouts (or parallel test binaries) may share
+# it, and a second builder would remove the first one's unfinished directory.
+exec 8>"$CACHE/.lock"
+if ! flock -n 8; then
+  log "another build is filling $CACHE; waiting for it"
+  flock 8
+fi
 case $what in
   all) build_prometheus; build_kwok; build_etcd; build_k8s; build_controller_gen ;;
   k8s) build_k8s ;;
