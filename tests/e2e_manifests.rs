@@ -690,6 +690,91 @@ fn probes_use_the_admin_port_and_the_service_reaches_the_webhook_port() {
     }
 }
 
+/// Every rendering ships the boundary (manifests/boundary.yaml) for the identity Serin runs
+/// as, with the names Serin really writes, and the roles that give `view`/`edit` users
+/// Serin's objects (manifests/user-roles.yaml). tests/e2e_rbac.rs checks what they allow.
+#[test]
+fn every_rendering_ships_the_boundary_for_the_identity_serin_runs_as() {
+    for rendering in rendered() {
+        let name = &rendering.name;
+        let deploy = rendering.deployment();
+        let container = serin_container(deploy);
+        let policy = rendering
+            .find("ValidatingAdmissionPolicy", None, "serin-boundary")
+            .unwrap_or_else(|| panic!("{name}: no ValidatingAdmissionPolicy serin-boundary"));
+        assert_eq!(
+            policy["spec"]["failurePolicy"], "Fail",
+            "{name}: the boundary must refuse when it cannot be evaluated"
+        );
+        let binding = rendering
+            .find("ValidatingAdmissionPolicyBinding", None, "serin-boundary")
+            .unwrap_or_else(|| panic!("{name}: no binding serin-boundary"));
+        assert_eq!(binding["spec"]["policyName"], "serin-boundary", "{name}");
+        assert_eq!(
+            binding["spec"]["validationActions"],
+            json!(["Deny"]),
+            "{name}"
+        );
+        assert_eq!(
+            binding["spec"].get("matchResources"),
+            None,
+            "{name}: the binding narrows nothing (the policy matches every resource)"
+        );
+
+        // The user it evaluates is the one Serin runs as, and the one its flags name.
+        let account = pod_spec(deploy)["serviceAccountName"]
+            .as_str()
+            .unwrap_or_default();
+        let user = format!("system:serviceaccount:{NAMESPACE}:{account}");
+        assert_eq!(
+            flag_value(container, "SERIN_SERVICE_ACCOUNT"),
+            user,
+            "{name}"
+        );
+        let conditions = policy["spec"]["matchConditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            conditions
+                .iter()
+                .map(|c| c["expression"].clone())
+                .collect::<Vec<_>>(),
+            vec![json!(format!("request.userInfo.username == '{user}'"))],
+            "{name}: the boundary evaluates exactly Serin's requests"
+        );
+        // What it lets Serin write by name is what Serin writes.
+        let text = policy["spec"].to_string();
+        for (flag, what) in [
+            ("SERIN_SELF_SIGNED_SECRET", "the Secret of --self-signed"),
+            ("SERIN_WEBHOOK_CONFIG_NAME", "the webhook configurations"),
+        ] {
+            let value = flag_value(container, flag);
+            assert!(
+                text.contains(&format!("== '{value}'")),
+                "{name}: the boundary does not let Serin write {what}, {value}"
+            );
+        }
+        let rules = &policy["spec"]["matchConstraints"]["resourceRules"];
+        assert_eq!(
+            rules,
+            &json!([{"apiGroups": ["*"], "apiVersions": ["*"],
+                     "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["*/*"]}]),
+            "{name}: the boundary sees every write of every resource and subresource"
+        );
+
+        for (role, label) in [
+            ("serin-view", "rbac.authorization.k8s.io/aggregate-to-view"),
+            ("serin-edit", "rbac.authorization.k8s.io/aggregate-to-edit"),
+        ] {
+            let found = rendering
+                .find("ClusterRole", None, role)
+                .unwrap_or_else(|| panic!("{name}: no ClusterRole {role}"));
+            assert_eq!(found["metadata"]["labels"][label], "true", "{name}: {role}");
+        }
+    }
+}
+
 /// Whether the rendering runs `serin run --self-signed` (the pair is Serin's own, written
 /// into an in-memory volume from a Secret it manages).
 fn self_signed(deploy: &Value) -> bool {

@@ -16,6 +16,7 @@ use crate::spec::{Duration, Limits};
     version = "v1beta1",
     kind = "AnalysisTemplate",
     plural = "analysistemplates",
+    shortname = "sat",
     namespaced,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]

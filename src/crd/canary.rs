@@ -18,7 +18,7 @@ use crate::spec::CanarySpec;
     version = "v1beta1",
     kind = "Canary",
     plural = "canaries",
-    shortname = "cnry",
+    shortname = "scanary",
     namespaced,
     status = "CanaryStatus",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,

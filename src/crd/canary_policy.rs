@@ -13,7 +13,7 @@ use crate::policy::CanaryPolicySpec;
     version = "v1beta1",
     kind = "CanaryPolicy",
     plural = "canarypolicies",
-    shortname = "cpol",
+    shortname = "scpol",
     printcolumn = r#"{"name":"Enforcement","type":"string","jsonPath":".spec.enforcement"}"#,
     printcolumn = r#"{"name":"Require","type":"boolean","jsonPath":".spec.requireCanary"}"#,
     printcolumn = r#"{"name":"Max-Step","type":"integer","jsonPath":".spec.limits.maxStepWeight"}"#,

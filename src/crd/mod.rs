@@ -144,4 +144,37 @@ mod tests {
             "manifests/crds.yaml is stale: run `cargo run -- crds > manifests/crds.yaml`"
         );
     }
+
+    /// Short names of other tools' resources often installed beside Serin, and of built-in
+    /// ones: kubectl expands a short name to whichever resource its discovery lists first, so
+    /// Serin's must be none of these. Flagger's `canaries.flagger.app` and Argo Rollouts'
+    /// `analysistemplates.argoproj.io` share Serin's plural names (kubectl then picks one of
+    /// the two for `kubectl get canaries`), which is what Serin's own short names are for.
+    const TAKEN_SHORT_NAMES: &[&str] = &[
+        // Kyverno: ClusterPolicy, Policy.
+        "cpol", "pol",
+        // Argo Rollouts: Rollout, AnalysisTemplate, ClusterAnalysisTemplate, AnalysisRun,
+        // Experiment.
+        "ro", "at", "cat", "ar", "exp",
+        // Built-in: StorageClass, ServiceAccount, CSIDriver... (`kubectl api-resources`).
+        "sc", "sa", "svc", "sts", "cs", "cm", "ns",
+    ];
+
+    #[test]
+    fn every_kind_has_short_names_of_its_own() {
+        let mut seen = std::collections::BTreeSet::new();
+        for crd in all() {
+            let names = &crd.spec.names;
+            let short = names.short_names.clone().unwrap_or_default();
+            assert!(!short.is_empty(), "{} has no short name", names.plural);
+            for name in short {
+                assert!(
+                    name.starts_with('s') && !TAKEN_SHORT_NAMES.contains(&name.as_str()),
+                    "{}: short name {name:?} is another tool's, or not Serin's (s...)",
+                    names.plural
+                );
+                assert!(seen.insert(name.clone()), "short name {name:?} used twice");
+            }
+        }
+    }
 }

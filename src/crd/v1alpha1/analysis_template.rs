@@ -12,6 +12,7 @@ use crate::crd::WebhookTemplate;
     version = "v1alpha1",
     kind = "AnalysisTemplate",
     plural = "analysistemplates",
+    shortname = "sat",
     namespaced,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]

@@ -13,7 +13,7 @@ use crate::spec::{Duration, GatewayRef, MatchRule, Provider};
     version = "v1alpha1",
     kind = "Canary",
     plural = "canaries",
-    shortname = "cnry",
+    shortname = "scanary",
     namespaced,
     status = "CanaryStatus",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,

@@ -14,7 +14,7 @@ use crate::policy::{PolicyDefaults, PolicyLimits};
     version = "v1alpha1",
     kind = "CanaryPolicy",
     plural = "canarypolicies",
-    shortname = "cpol",
+    shortname = "scpol",
     printcolumn = r#"{"name":"Audit-Only","type":"boolean","jsonPath":".spec.auditOnly"}"#,
     printcolumn = r#"{"name":"Require","type":"boolean","jsonPath":".spec.requireCanary"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
