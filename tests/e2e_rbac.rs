@@ -911,6 +911,20 @@ fn boundary_table(ns: &str, protected_ns: &str) -> Vec<Write> {
             ],
         ),
         Write::allowed(
+            "record a kubectl scale as serin.dev/desired-replicas on the opted-in Deployment",
+            &[
+                "patch",
+                "deployment",
+                "web",
+                "-n",
+                ns,
+                "--type",
+                "merge",
+                "-p",
+                r#"{"metadata":{"annotations":{"serin.dev/desired-replicas":"5"}}}"#,
+            ],
+        ),
+        Write::allowed(
             "scale the opted-in Deployment (the canary)",
             &["scale", "deployment", "web", "-n", ns, "--replicas", "3"],
         ),
@@ -1099,6 +1113,20 @@ fn boundary_table(ns: &str, protected_ns: &str) -> Vec<Write> {
                 "-n",
                 ns,
                 "app=example.invalid/evil:1",
+            ],
+        ),
+        Write::refused(
+            "change another annotation of the opted-in Deployment",
+            &[
+                "patch",
+                "deployment",
+                "web",
+                "-n",
+                ns,
+                "--type",
+                "merge",
+                "-p",
+                r#"{"metadata":{"annotations":{"serin.dev/step-weight":"100"}}}"#,
             ],
         ),
         Write::refused(
