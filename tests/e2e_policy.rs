@@ -408,6 +408,97 @@ async fn webhook_hosts_outside_the_allowed_list_are_refused_and_those_inside_adm
     assert!(ok, "{out}");
 }
 
+fn template_with(ns: &str, name: &str, hook_url: &str, metric_address: Option<&str>) -> String {
+    let metric = match metric_address {
+        Some(address) => format!(
+            "  metrics:\n  - {{name: request-success-rate, thresholdRange: {{min: 99}}, address: '{address}'}}\n"
+        ),
+        None => String::new(),
+    };
+    format!(
+        "apiVersion: serin.dev/v1beta1\nkind: AnalysisTemplate\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{metric}  webhooks:\n  - {{name: load, type: rollout, url: '{hook_url}'}}\n"
+    )
+}
+
+#[tokio::test]
+async fn an_analysis_template_edited_after_its_deployment_was_admitted_is_held_to_its_policies() {
+    let ns = setup("template-bypass").await;
+    let _policy = Policy::create(
+        &ns.name,
+        "  limits: {minSuccessRate: 99}\n  allowedWebhookHosts: ['*.hooks.test']\n  allowedMetricsHosts: ['prometheus.monitoring.test']\n",
+    );
+    let allowed = template_with(
+        &ns.name,
+        "checks",
+        "http://load.hooks.test/run",
+        Some("http://prometheus.monitoring.test:9090"),
+    );
+    let (ok, out) = apply(&allowed);
+    assert!(ok, "{out}");
+    let yaml = deployment(
+        &ns.name,
+        "web",
+        &[
+            ("serin.dev/enabled", "true"),
+            ("serin.dev/analysis", "checks"),
+        ],
+    );
+    let (ok, out) = apply(&yaml);
+    assert!(
+        ok,
+        "the Deployment and its template keep to the policy: {out}"
+    );
+
+    // A webhook aimed at Serin's own admin port, through the template alone.
+    let out = refused_once_the_policy_is_seen(&template_with(
+        &ns.name,
+        "checks",
+        "http://127.0.0.1:8081/metrics",
+        Some("http://prometheus.monitoring.test:9090"),
+    ))
+    .await;
+    assert!(
+        out.contains("AnalysisTemplate \"checks\": refused by CanaryPolicy"),
+        "{out}"
+    );
+    assert!(
+        out.contains("calls 127.0.0.1, which is not in allowedWebhookHosts [*.hooks.test]"),
+        "{out}"
+    );
+    // A stand-in Prometheus that would report 100 % for a failing canary.
+    let (ok, out) = apply(&template_with(
+        &ns.name,
+        "checks",
+        "http://load.hooks.test/run",
+        Some("http://fake-prometheus.test:9090"),
+    ));
+    assert!(!ok, "a metric address outside allowedMetricsHosts: {out}");
+    assert!(
+        out.contains(
+            "asks Prometheus at fake-prometheus.test, which is not in allowedMetricsHosts \
+             [prometheus.monitoring.test]"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("the limit minSuccessRate holds only"), "{out}");
+    // The template as it was is still there, and still allowed.
+    let stored = get_json("analysistemplate", Some(&ns.name), "checks");
+    assert_eq!(
+        stored["spec"]["webhooks"][0]["url"],
+        "http://load.hooks.test/run"
+    );
+    let (ok, out) = apply(&allowed);
+    assert!(ok, "{out}");
+    // A template no covered Deployment names is not theirs to judge.
+    let (ok, out) = apply(&template_with(
+        &ns.name,
+        "unused",
+        "http://127.0.0.1:8081/metrics",
+        None,
+    ));
+    assert!(ok, "{out}");
+}
+
 #[tokio::test]
 async fn a_warn_policy_admits_and_shows_its_findings_as_warnings() {
     let ns = setup("warn").await;
