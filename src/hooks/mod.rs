@@ -223,13 +223,6 @@ pub fn attempt_timeout(hook: &WebhookTemplate) -> Duration {
     }
 }
 
-/// The longest [`call_hook`] can take for `hook`: every attempt timing out, with the pauses
-/// between them.
-pub fn call_bound(client: &HookClient, hook: &WebhookTemplate) -> Duration {
-    let attempts = 1 + hook.retries.unwrap_or(0);
-    attempt_timeout(hook) * attempts + client.retry_pause * attempts.saturating_sub(1)
-}
-
 async fn attempt_once(
     http: &Outbound,
     url: &str,
