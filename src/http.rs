@@ -1,14 +1,114 @@
 //! Outbound HTTP for the edges that call out of the cluster's API: [`crate::metrics`]
-//! (Prometheus) and [`crate::hooks`] (AnalysisTemplate webhooks). One client for both, and
-//! answers read only up to a bound, so a misbehaving server cannot make Serin buffer gigabytes.
+//! (Prometheus) and [`crate::hooks`] (AnalysisTemplate webhooks). One [`Outbound`] for both,
+//! and answers read only up to a bound, so a misbehaving server cannot make Serin buffer
+//! gigabytes.
+//!
+//! What an AnalysisTemplate may make Serin call is held to [`Egress`]: redirects are never
+//! followed (a 3xx is the answer), no proxy is used, and every connection goes to an address
+//! that was checked: an IP literal before sending, a name through a resolver that refuses it
+//! when any address it resolves to is forbidden (the connection is made to the addresses the
+//! resolver returned, so a name cannot be checked as one address and reached as another).
 
-/// The HTTP client for Prometheus and webhooks. reqwest is built without a crypto provider of
-/// its own (it would panic on the first client); this installs Serin's one provider first.
-pub fn client() -> Result<reqwest::Client, reqwest::Error> {
-    crate::server::install_crypto_provider();
-    reqwest::Client::builder()
-        .user_agent(concat!("serin/", env!("CARGO_PKG_VERSION")))
-        .build()
+use std::net::{IpAddr, SocketAddr};
+
+use crate::policy::egress::Egress;
+
+/// Calls out of the cluster's API: two HTTP clients that differ only in how strict their
+/// resolver is. A URL on one of Serin's own ports goes through the strict one, whose resolver
+/// also refuses this machine's addresses; any other URL through the one that refuses the
+/// forbidden ranges only (the resolver sees a name, not the port it is for).
+#[derive(Clone, Debug)]
+pub struct Outbound {
+    egress: Egress,
+    any_port: reqwest::Client,
+    own_port: reqwest::Client,
+}
+
+/// A URL Serin will not call, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+impl Outbound {
+    pub fn new(egress: Egress) -> Result<Self, reqwest::Error> {
+        crate::server::install_crypto_provider();
+        let build = |strict: bool| {
+            let resolver = CheckedResolver {
+                egress: egress.clone(),
+                as_own_port: strict
+                    .then(|| egress.own_ports().first().copied())
+                    .flatten(),
+            };
+            reqwest::Client::builder()
+                .user_agent(concat!("serin/", env!("CARGO_PKG_VERSION")))
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .dns_resolver(resolver)
+                .build()
+        };
+        Ok(Self {
+            any_port: build(false)?,
+            own_port: build(true)?,
+            egress,
+        })
+    }
+
+    /// The client to call `url` with, or why it may not be called: not an `http(s)` URL
+    /// with a host, or an IP literal [`Egress`] refuses. Names are checked when resolved.
+    pub fn client_for(&self, url: &str) -> Result<&reqwest::Client, Refused> {
+        let parsed =
+            reqwest::Url::parse(url).map_err(|e| Refused(format!("{url:?} is not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(Refused(format!(
+                "{url:?} is not an http or https URL; Serin calls nothing else"
+            )));
+        }
+        let port = parsed
+            .port_or_known_default()
+            .ok_or_else(|| Refused(format!("{url:?} has no port")))?;
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| Refused(format!("{url:?} has no host")))?;
+        // The URL parser writes every IPv4 form (`0x7f.1`, `2130706433`) dotted, and IPv6 in
+        // brackets: what parses here is what the connector will connect to.
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = literal.parse::<IpAddr>() {
+            self.egress.check(ip, port).map_err(Refused)?;
+        }
+        Ok(match self.egress.is_own_port(port) {
+            true => &self.own_port,
+            false => &self.any_port,
+        })
+    }
+}
+
+/// Resolves names with the system's resolver and lets through only what [`Egress`] allows.
+struct CheckedResolver {
+    egress: Egress,
+    /// For the strict client: judge every address as a call to this (own) port.
+    as_own_port: Option<u16>,
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let egress = self.egress.clone();
+        let port = self.as_own_port;
+        let name = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let checked = egress.check_resolved(&name, port, found).map_err(|why| {
+                Box::new(Refused(why)) as Box<dyn std::error::Error + Send + Sync>
+            })?;
+            Ok(Box::new(checked.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The outbound clients with no listener of Serin's to protect (link-local ranges are
+/// refused all the same).
+pub fn client() -> Result<Outbound, reqwest::Error> {
+    Outbound::new(Egress::default())
 }
 
 /// The body of `response`, cut at `limit` bytes; `true` when there was more.

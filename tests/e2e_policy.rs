@@ -408,6 +408,97 @@ async fn webhook_hosts_outside_the_allowed_list_are_refused_and_those_inside_adm
     assert!(ok, "{out}");
 }
 
+fn template_with(ns: &str, name: &str, hook_url: &str, metric_address: Option<&str>) -> String {
+    let metric = match metric_address {
+        Some(address) => format!(
+            "  metrics:\n  - {{name: request-success-rate, thresholdRange: {{min: 99}}, address: '{address}'}}\n"
+        ),
+        None => String::new(),
+    };
+    format!(
+        "apiVersion: serin.dev/v1beta1\nkind: AnalysisTemplate\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{metric}  webhooks:\n  - {{name: load, type: rollout, url: '{hook_url}'}}\n"
+    )
+}
+
+#[tokio::test]
+async fn an_analysis_template_edited_after_its_deployment_was_admitted_is_held_to_its_policies() {
+    let ns = setup("template-bypass").await;
+    let _policy = Policy::create(
+        &ns.name,
+        "  limits: {minSuccessRate: 99}\n  allowedWebhookHosts: ['*.hooks.test']\n  allowedMetricsHosts: ['prometheus.monitoring.test']\n",
+    );
+    let allowed = template_with(
+        &ns.name,
+        "checks",
+        "http://load.hooks.test/run",
+        Some("http://prometheus.monitoring.test:9090"),
+    );
+    let (ok, out) = apply(&allowed);
+    assert!(ok, "{out}");
+    let yaml = deployment(
+        &ns.name,
+        "web",
+        &[
+            ("serin.dev/enabled", "true"),
+            ("serin.dev/analysis", "checks"),
+        ],
+    );
+    let (ok, out) = apply(&yaml);
+    assert!(
+        ok,
+        "the Deployment and its template keep to the policy: {out}"
+    );
+
+    // A webhook aimed at Serin's own admin port, through the template alone.
+    let out = refused_once_the_policy_is_seen(&template_with(
+        &ns.name,
+        "checks",
+        "http://127.0.0.1:8081/metrics",
+        Some("http://prometheus.monitoring.test:9090"),
+    ))
+    .await;
+    assert!(
+        out.contains("AnalysisTemplate \"checks\": refused by CanaryPolicy"),
+        "{out}"
+    );
+    assert!(
+        out.contains("calls 127.0.0.1, which is not in allowedWebhookHosts [*.hooks.test]"),
+        "{out}"
+    );
+    // A stand-in Prometheus that would report 100 % for a failing canary.
+    let (ok, out) = apply(&template_with(
+        &ns.name,
+        "checks",
+        "http://load.hooks.test/run",
+        Some("http://fake-prometheus.test:9090"),
+    ));
+    assert!(!ok, "a metric address outside allowedMetricsHosts: {out}");
+    assert!(
+        out.contains(
+            "asks Prometheus at fake-prometheus.test, which is not in allowedMetricsHosts \
+             [prometheus.monitoring.test]"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("the limit minSuccessRate holds only"), "{out}");
+    // The template as it was is still there, and still allowed.
+    let stored = get_json("analysistemplate", Some(&ns.name), "checks");
+    assert_eq!(
+        stored["spec"]["webhooks"][0]["url"],
+        "http://load.hooks.test/run"
+    );
+    let (ok, out) = apply(&allowed);
+    assert!(ok, "{out}");
+    // A template no covered Deployment names is not theirs to judge.
+    let (ok, out) = apply(&template_with(
+        &ns.name,
+        "unused",
+        "http://127.0.0.1:8081/metrics",
+        None,
+    ));
+    assert!(ok, "{out}");
+}
+
 #[tokio::test]
 async fn a_warn_policy_admits_and_shows_its_findings_as_warnings() {
     let ns = setup("warn").await;
@@ -526,4 +617,89 @@ async fn naming_an_analysis_template_that_does_not_exist_is_refused() {
         out.contains("serin.dev/analysis: AnalysisTemplate \"missing\" does not exist"),
         "{out}"
     );
+}
+
+/// A `confirm-rollout` gate that would open at once, counting its calls.
+async fn open_gate() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let app = axum::Router::new().route(
+        "/gate",
+        axum::routing::post(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { "open" }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/gate", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (url, calls)
+}
+
+fn gate_template(ns: &str, hook: &str, url: &str) -> String {
+    format!(
+        "apiVersion: serin.dev/v1beta1\nkind: AnalysisTemplate\nmetadata: {{name: gates, namespace: {ns}}}\nspec:\n  webhooks:\n  - {{name: {hook}, type: confirm-rollout, url: '{url}', timeout: 2s}}\n"
+    )
+}
+
+#[tokio::test]
+async fn a_release_whose_template_a_newer_policy_forbids_calls_nothing_and_holds() {
+    use serin::release::Phase;
+    use support::release::{Version, canary, events, manifest, wait_phase};
+    support::release_environment();
+    let client = support::client().await;
+    let ns = TestNamespace::create(&client, "template-recheck").await;
+    let ns = &ns.name;
+    let (url, calls) = open_gate().await;
+    let (ok, out) = apply(&gate_template(ns, "gate", &url));
+    assert!(ok, "{out}");
+    let config = |value: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web-config, namespace: {ns}}}\ndata: {{greeting: {value}}}\n"
+        )
+    };
+    support::release::apply(&config("hello"));
+    // The Deployment reads a tracked ConfigMap: a change of it is a new revision that no
+    // Deployment write (and so no Deployment admission) comes with.
+    let extra = [("serin.dev/analysis", "gates")];
+    let deployment = manifest(ns, "web", &Version::good("v1"), &extra).replace(
+        "ports: [{containerPort: 8080}]",
+        "ports: [{containerPort: 8080}]\n        envFrom: [{configMapRef: {name: web-config}}]",
+    );
+    support::release::apply(&deployment);
+    let settle = Duration::from_secs(60);
+    wait_phase(&client, ns, "web", Phase::Initialized, settle).await;
+
+    // The policy comes after the template and the Deployment were admitted.
+    let _policy = Policy::create(ns, "  allowedWebhookHosts: ['*.hooks.test']\n");
+    let out = refused_once_the_policy_is_seen(&gate_template(ns, "gate-2", &url)).await;
+    assert!(out.contains("calls 127.0.0.1"), "{out}");
+    support::release::apply(&config("bonjour"));
+    wait_phase(&client, ns, "web", Phase::Waiting, Duration::from_secs(60)).await;
+    let said = wait_until(
+        "a PolicyViolation Event",
+        Duration::from_secs(30),
+        || async {
+            let all = events(&client, ns, "web").await;
+            all.into_iter()
+                .find(|e| e.starts_with("PolicyViolation: "))
+                .ok_or_else(|| "none yet".to_owned())
+        },
+    )
+    .await;
+    assert!(
+        said.contains("calls 127.0.0.1, which is not in allowedWebhookHosts [*.hooks.test]"),
+        "{said}"
+    );
+    // Held at the gate, whose webhook (open, had it been asked) was never called.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let status = canary(&client, ns, "web")
+        .await
+        .and_then(|c| c.status)
+        .expect("status");
+    assert_eq!(status.release.phase, Phase::Waiting);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
 }

@@ -31,6 +31,7 @@ use crate::crd::AnalysisTemplateSpec;
 use crate::policy::CanaryPolicySpec;
 use crate::server::{Metrics, Outcome};
 pub use policies::PolicyIndex;
+use resources::Checked as _;
 
 /// The username Serin's own writes carry; they pass the mutating webhook untouched.
 pub const DEFAULT_SERVICE_ACCOUNT: &str = "system:serviceaccount:serin-system:serin";
@@ -58,7 +59,7 @@ pub fn router(state: AdmissionState) -> Router {
         .route("/mutate/deployments", post(mutate_deployments))
         .route(
             "/validate/analysistemplates",
-            post(validate_resource::<AnalysisTemplateSpec>),
+            post(validate_analysis_templates),
         )
         .route(
             "/validate/canarypolicies",
@@ -212,6 +213,22 @@ async fn validate_resource<K: resources::Checked>(
         &body,
         resources::decode::<K>,
         async |req| resources::validate::<K>(req),
+    )
+    .await
+}
+
+/// AnalysisTemplates: [`resources::validate`], and the CanaryPolicies of the Deployments
+/// that name the template.
+async fn validate_analysis_templates(
+    State(state): State<AdmissionState>,
+    body: Bytes,
+) -> Json<AdmissionReview<DynamicObject>> {
+    review(
+        AnalysisTemplateSpec::WEBHOOK,
+        &state,
+        &body,
+        resources::decode::<AnalysisTemplateSpec>,
+        async |req| resources::validate_template(req, state.policies.as_deref()).await,
     )
     .await
 }

@@ -2,7 +2,10 @@
 //! them: two watch-fed caches (no request to the API server per review), and a read of the
 //! `AnalysisTemplate` a Deployment names when a decision needs it. Beside them, what holds the
 //! names an opt-in would take ([`PolicyIndex::names`]): a third cache, of the opted-in
-//! Deployments' apex Services, and reads of the derived objects.
+//! Deployments' apex Services, and reads of the derived objects. The AnalysisTemplate
+//! webhook asks the other way round: the policies of the Deployments that name a template
+//! (one list of the namespace's Deployments' metadata per template write). The controller
+//! keeps an index of its own, to judge a template again before it calls anything for it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,6 +14,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -29,6 +33,9 @@ const SERVICE: &str = "serin.dev/service";
 /// How long a review waits for the caches after Serin starts before it refuses (fail closed:
 /// a policy must not be bypassed because Serin had not read it yet).
 const READY_WAIT: Duration = Duration::from_secs(3);
+
+/// The annotation naming a Deployment's AnalysisTemplate.
+const ANALYSIS: &str = "serin.dev/analysis";
 
 /// Watch-fed caches of policies, namespace labels and opted-in Deployments.
 pub struct PolicyIndex {
@@ -206,6 +213,48 @@ impl PolicyIndex {
             })
             .collect();
         Ok(Names { objects, services })
+    }
+
+    /// The policies covering the opted-in Deployments of `namespace` that name the
+    /// AnalysisTemplate `template` in `serin.dev/analysis`, each once, in name order: a
+    /// template is held to what the policies of the releases it runs in say. `Err` says why
+    /// they could not be read (a refusal: a policy must not be bypassed).
+    pub async fn covering_users_of(
+        &self,
+        namespace: &str,
+        template: &str,
+    ) -> Result<Vec<NamedPolicy>, String> {
+        self.ready().await.map_err(|e| e.to_string())?;
+        if self.policies.state().is_empty() {
+            return Ok(Vec::new());
+        }
+        let deployments = Api::<Deployment>::namespaced(self.client.clone(), namespace)
+            .list_metadata(&ListParams::default())
+            .await
+            .map_err(|e| {
+                format!("serin could not list the Deployments that name AnalysisTemplate {template:?} ({e}); retry")
+            })?;
+        let mut found: Vec<NamedPolicy> = Vec::new();
+        for deployment in &deployments.items {
+            let annotations = deployment.metadata.annotations.as_ref();
+            let named = |key: &str| annotations.and_then(|a| a.get(key)).map(String::as_str);
+            if named(crate::spec::ENABLED) != Some("true") || named(ANALYSIS) != Some(template) {
+                continue;
+            }
+            let no_labels = BTreeMap::new();
+            let labels = deployment.metadata.labels.as_ref().unwrap_or(&no_labels);
+            for policy in self
+                .covering(namespace, labels)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                if !found.iter().any(|p| p.name == policy.name) {
+                    found.push(policy);
+                }
+            }
+        }
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(found)
     }
 
     /// The `AnalysisTemplate` `name` in `namespace`; `None` when there is none.

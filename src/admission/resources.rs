@@ -3,15 +3,21 @@
 //! bounds that make no sense together, URLs, unknown `{{ variables }}`, selectors that do not
 //! parse. Objects arrive as `v1beta1` whatever version they were written in (the
 //! configuration's rules name `v1beta1`, and `matchPolicy: Equivalent` converts).
+//!
+//! An AnalysisTemplate write is also held to the CanaryPolicies of the Deployments that name
+//! it ([`judge_template`]), exactly as those Deployments were at their admission: editing the
+//! template afterwards is no way around a policy (the controller judges it again before each
+//! call it makes for a release, for what admission could not see).
 
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::PolicyIndex;
 use super::review::{self, Invalid};
 use crate::crd::{AnalysisTemplateSpec, GROUP};
-use crate::policy::CanaryPolicySpec;
+use crate::policy::{self, CanaryPolicySpec, Enforcement, NamedPolicy};
 use crate::spec::Problem;
 
 /// A kind Serin validates: how to read its spec and what is wrong with it.
@@ -89,6 +95,75 @@ pub fn validate<K: Checked>(req: &AdmissionRequest<DynamicObject>) -> AdmissionR
     ))
 }
 
+/// [`validate`], then, for a sound template, the findings of the policies covering the
+/// Deployments that name it: `deny` refuses, `warn` admits with warnings. Without the
+/// policies (no cluster access) only [`validate`] applies.
+pub async fn validate_template(
+    req: &AdmissionRequest<DynamicObject>,
+    policies: Option<&PolicyIndex>,
+) -> AdmissionResponse {
+    let mut response = validate::<AnalysisTemplateSpec>(req);
+    let (Some(index), true) = (policies, response.allowed) else {
+        return response;
+    };
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
+        return response;
+    }
+    let Some(object) = &req.object else {
+        return response;
+    };
+    let Some(spec) = object
+        .data
+        .get("spec")
+        .and_then(|s| serde_json::from_value::<AnalysisTemplateSpec>(s.clone()).ok())
+    else {
+        return response;
+    };
+    let name = object.metadata.name.as_deref().unwrap_or(&req.name);
+    let namespace = req.namespace.as_deref().unwrap_or_default();
+    let covering = match index.covering_users_of(namespace, name).await {
+        Ok(covering) => covering,
+        Err(refusal) => return response.deny(refusal),
+    };
+    match judge_template(name, &spec, &covering) {
+        Ok(warnings) if warnings.is_empty() => response,
+        Ok(warnings) => {
+            response.warnings = Some(warnings);
+            response
+        }
+        Err(refusal) => response.deny(refusal),
+    }
+}
+
+/// The template `name` judged by `policies` (those of the Deployments that name it): the
+/// warnings of `warn` policies, or the refusal of `deny` ones.
+pub fn judge_template(
+    name: &str,
+    template: &AnalysisTemplateSpec,
+    policies: &[NamedPolicy],
+) -> Result<Vec<String>, String> {
+    let policies: Vec<&NamedPolicy> = policies.iter().collect();
+    let (denied, warned): (Vec<_>, Vec<_>) = policy::template_findings(&policies, name, template)
+        .into_iter()
+        .partition(|f| f.enforcement == Enforcement::Deny);
+    if !denied.is_empty() {
+        let count = match denied.len() {
+            1 => "1 finding".to_owned(),
+            n => format!("{n} findings"),
+        };
+        let lines: Vec<String> = denied.iter().map(ToString::to_string).collect();
+        return Err(format!(
+            "AnalysisTemplate {name:?}: refused by CanaryPolicy ({count}) for the Deployments \
+             that name it:\n{}",
+            lines.join("\n")
+        ));
+    }
+    Ok(warned
+        .iter()
+        .map(|f| format!("AnalysisTemplate {name:?}: {f} [enforcement: warn]"))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -150,6 +225,47 @@ mod tests {
                 .message
                 .contains("spec.selector.matchExpressions[0].operator")
         );
+    }
+
+    #[test]
+    fn a_template_is_judged_by_the_policies_of_the_deployments_naming_it() {
+        let spec: AnalysisTemplateSpec = serde_json::from_value(json!({
+            "metrics": [{"name": "request-success-rate", "thresholdRange": {"min": 99},
+                         "address": "http://fake-prometheus.test:9090"}],
+            "webhooks": [{"name": "load", "type": "rollout",
+                          "url": "http://127.0.0.1:8081/metrics"}],
+        }))
+        .expect("a template");
+        let deny = NamedPolicy {
+            name: "prod".into(),
+            spec: serde_json::from_value(json!({
+                "limits": {"minSuccessRate": 99},
+                "allowedWebhookHosts": ["*.hooks.internal"],
+            }))
+            .expect("a policy"),
+        };
+        let refusal =
+            judge_template("checks", &spec, std::slice::from_ref(&deny)).expect_err("refused");
+        assert!(
+            refusal.starts_with(
+                "AnalysisTemplate \"checks\": refused by CanaryPolicy (2 findings) for the \
+                 Deployments that name it:\n"
+            ),
+            "{refusal}"
+        );
+        assert!(refusal.contains("measured at http://fake-prometheus.test:9090"));
+        assert!(refusal.contains("calls 127.0.0.1, which is not in allowedWebhookHosts"));
+        let warn = NamedPolicy {
+            spec: CanaryPolicySpec {
+                enforcement: Some(Enforcement::Warn),
+                ..deny.spec.clone()
+            },
+            ..deny
+        };
+        let warnings = judge_template("checks", &spec, &[warn]).expect("admitted");
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].ends_with("[enforcement: warn]"));
+        assert_eq!(judge_template("checks", &spec, &[]), Ok(Vec::new()));
     }
 
     #[test]

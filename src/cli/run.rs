@@ -84,6 +84,7 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
         routers: crate::router::RouterSettings {
             nginx_annotation_prefix: common.nginx_annotation_prefix.clone(),
         },
+        own_ports: vec![common.listen.port(), common.admin_listen.port()],
     };
     let injector = match &client {
         Some(client) => Some(Arc::new(controller::Context::new(

@@ -56,6 +56,9 @@ pub struct Options {
     pub tracking: Tracking,
     /// How the routers write their objects (`--nginx-annotation-prefix`).
     pub routers: RouterSettings,
+    /// The ports Serin listens on (`--listen`, `--admin-listen`): webhooks and metric
+    /// queries never call them on this machine.
+    pub own_ports: Vec<u16>,
 }
 
 /// What every reconcile (and the webhook's injection) shares.
@@ -73,6 +76,9 @@ pub struct Context {
     pub hpas: Option<reflector::Store<HorizontalPodAutoscaler>>,
     pub tracking: Tracking,
     pub routers: RouterSettings,
+    /// The CanaryPolicies, watch-fed, to judge a release's AnalysisTemplate before anything
+    /// of it is called (`None` in the webhook, which calls nothing).
+    pub policies: Option<Arc<crate::admission::PolicyIndex>>,
 }
 
 /// Why a reconcile failed; it is retried after [`RETRY_AFTER`].
@@ -97,6 +103,8 @@ pub enum Error {
     MissingAnalysisTemplate(String),
     #[error("encoding an object: {0}")]
     Serialize(serde_json::Error),
+    #[error("{0}")]
+    Policies(String),
 }
 
 /// What a Deployment event must change to need a reconcile: the spec, Serin's annotations
@@ -287,12 +295,16 @@ impl Context {
                 controller: FIELD_MANAGER.into(),
                 instance: Some(options.lease.identity.clone()),
             },
-            analysis: analysis::Clients::new(&options.prometheus_url)?,
+            analysis: analysis::Clients::new(
+                &options.prometheus_url,
+                crate::policy::egress::Egress::new(options.own_ports.iter().copied()),
+            )?,
             primaries: None,
             canaries: None,
             hpas: None,
             tracking: options.tracking,
             routers: options.routers.clone(),
+            policies: None,
         })
     }
 }
@@ -317,8 +329,11 @@ pub async fn run(
         hpas: Some(hpa_cache),
         primaries: Some(cache::Cache::new(primary_cache)),
         canaries: Some(cache::Cache::new(canary_cache.clone())),
+        policies: Some(crate::admission::PolicyIndex::start(client.clone())),
         ..Context::new(client.clone(), &options)?
     });
+    // Hooks and queries run outside the reconciles; an answer asks for its release's next one.
+    let answered = ctx.analysis.answered();
     let deployments: Api<Deployment> = Api::all(client.clone());
     // The caches hold every opted-in Deployment, its primary and its Canary: without the
     // managed fields and kubectl's copy of the manifest they are a fraction of the size.
@@ -378,6 +393,7 @@ pub async fn run(
         canary_cache,
     ));
     let mut controller = Controller::for_stream(opted_in, reader)
+        .reconcile_on(futures::stream::iter(answered).flatten())
         .owns_stream(canaries)
         .owns_stream(primaries)
         .watches_stream(hpas, |hpa| hpa_target(&hpa))

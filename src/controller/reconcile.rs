@@ -337,28 +337,36 @@ impl Release<'_> {
 
         let now = Time(Timestamp::now());
         let template_spec = self.analysis_template().await?;
+        // Judged by the CanaryPolicies now, before anything of it is called.
+        let mut asker = analysis::Asker::new(
+            self.ctx,
+            self.deploy,
+            &self.namespace,
+            &self.name,
+            &self.spec,
+            template_spec.as_ref(),
+        )
+        .await?;
+        let callable = asker.callable_template().cloned();
         self.hooks = EventHooks {
-            template: template_spec.clone(),
+            template: callable.clone(),
             phase: status.phase,
             checksum: revision.clone(),
         };
         let (mut actions, mut new_status) = release::step(&status, &obs, now.clone(), &self.spec);
         // Hooks asked for by a step get the phase that step is in (a new revision's first
-        // `confirm-rollout` and `rollback` calls say Waiting, not the phase before it).
+        // `confirm-rollout` and `rollback` calls say Waiting, not the phase before it). A
+        // question not answered yet ends the loop: this reconcile carries out the step that
+        // asked it, and the answer brings the next reconcile (see [`analysis`]).
         for _ in 0..MAX_CALLBACKS {
             let mut called_back = false;
             for action in &actions {
                 match action {
                     Action::RunChecks if obs.checks.is_none() => {
-                        let (checks, problems) = analysis::measure(
-                            self.ctx,
-                            &self.namespace,
-                            &self.name,
-                            &self.spec,
-                            template_spec.as_ref(),
-                            self.payload(&new_status, &revision),
-                        )
-                        .await;
+                        let payload = self.payload(&new_status, &revision);
+                        let Some((checks, problems)) = asker.checks(&new_status, payload) else {
+                            continue;
+                        };
                         for problem in problems {
                             self.event(EventType::Warning, "MetricError", problem).await;
                         }
@@ -366,12 +374,10 @@ impl Release<'_> {
                         called_back = true;
                     }
                     Action::CallHook(HookKind::Rollback) if obs.gates.rollback.is_none() => {
-                        let asking = analysis::rollback_requested(
-                            self.ctx,
-                            template_spec.as_ref(),
-                            self.payload(&new_status, &revision),
-                        )
-                        .await;
+                        let payload = self.payload(&new_status, &revision);
+                        let Some(asking) = asker.rollback(&new_status, payload) else {
+                            continue;
+                        };
                         if !asking.is_empty() {
                             let message = format!(
                                 "rollback webhook {} answered with success: rolling back",
@@ -383,13 +389,10 @@ impl Release<'_> {
                         called_back = true;
                     }
                     Action::CallHook(kind) if kind.is_gate() && obs.gates.get(*kind).is_none() => {
-                        let outcome = analysis::run_hooks(
-                            self.ctx,
-                            template_spec.as_ref(),
-                            *kind,
-                            self.payload(&new_status, &revision),
-                        )
-                        .await;
+                        let payload = self.payload(&new_status, &revision);
+                        let Some(outcome) = asker.gate(*kind, &new_status, payload) else {
+                            continue;
+                        };
                         if let Some(message) = outcome.message {
                             let type_ = match outcome.passed {
                                 true => EventType::Normal,
@@ -408,6 +411,13 @@ impl Release<'_> {
             }
             (actions, new_status) = release::step(&status, &obs, now.clone(), &self.spec);
         }
+        if let Some(refusal) = asker.refusal() {
+            let message = refusal.to_owned();
+            self.event(EventType::Warning, "PolicyViolation", message)
+                .await;
+        }
+        let awaiting = asker.awaiting();
+        asker.settle();
         let settled = requests::settle(
             request.as_ref(),
             &StepContext {
@@ -425,7 +435,11 @@ impl Release<'_> {
         if let Some(note) = settled.note.clone() {
             self.event(note.type_, note.reason, note.message).await;
         }
-        let mut requeue = Requeue::await_change();
+        let mut requeue = match awaiting {
+            // The answer asks for the next reconcile; this one only in case it is lost.
+            true => Requeue::requeue(analysis::AWAITING_RECHECK),
+            false => Requeue::await_change(),
+        };
         let mut removed = false;
         for action in actions {
             match action {
@@ -437,7 +451,7 @@ impl Release<'_> {
                 Action::CallHook(kind) if kind.is_gate() => {}
                 Action::CallHook(kind) => {
                     let payload = self.payload(&new_status, &revision);
-                    analysis::notify(self.ctx, template_spec.clone(), kind, payload);
+                    analysis::notify(self.ctx, callable.clone(), kind, payload);
                 }
                 Action::CopyToPrimary { revision: wanted } => {
                     if wanted == revision {

@@ -1,5 +1,6 @@
 //! `CanaryPolicy`: `match {…}` and `auditOnly` (v1alpha1), top-level selectors and
-//! `enforcement` (v1beta1); `allowedWebhookHosts` exists only in v1beta1.
+//! `enforcement` (v1beta1); `allowedWebhookHosts` and `allowedMetricsHosts` exist only in
+//! v1beta1.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,8 @@ pub(crate) struct PolicyVersions;
 pub(crate) struct Carried {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     allowed_webhook_hosts: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    allowed_metrics_hosts: Option<Vec<String>>,
 }
 
 impl Versions for PolicyVersions {
@@ -35,6 +38,7 @@ impl Versions for PolicyVersions {
                 defaults: alpha.defaults,
                 limits: alpha.limits,
                 allowed_webhook_hosts: carried.allowed_webhook_hosts,
+                allowed_metrics_hosts: carried.allowed_metrics_hosts,
                 enforcement,
             },
         }
@@ -54,6 +58,7 @@ impl Versions for PolicyVersions {
         };
         let carried = Carried {
             allowed_webhook_hosts: policy.allowed_webhook_hosts,
+            allowed_metrics_hosts: policy.allowed_metrics_hosts,
         };
         (alpha, carried)
     }

@@ -169,6 +169,7 @@ fn policy() -> impl Strategy<Value = CanaryPolicySpec> {
         prop::option::of(defaults),
         prop::option::of(limits),
         prop::option::of(prop::collection::vec("(\\*\\.)?[a-z]{1,6}\\.example", 0..3)),
+        prop::option::of(prop::collection::vec("(\\*\\.)?[a-z]{1,6}\\.example", 0..3)),
         prop::option::of(prop::sample::select(vec![
             Enforcement::Deny,
             Enforcement::Warn,
@@ -182,6 +183,7 @@ fn policy() -> impl Strategy<Value = CanaryPolicySpec> {
                 defaults,
                 limits,
                 hosts,
+                metrics_hosts,
                 enforcement,
             )| {
                 CanaryPolicySpec {
@@ -191,6 +193,7 @@ fn policy() -> impl Strategy<Value = CanaryPolicySpec> {
                     defaults,
                     limits,
                     allowed_webhook_hosts: hosts,
+                    allowed_metrics_hosts: metrics_hosts,
                     enforcement,
                 }
             },

@@ -4,8 +4,11 @@
 //!
 //! A call is an HTTP POST of [`HookPayload`] as JSON to the hook's `url`; a reply status above
 //! 202 is a failure, as are transport errors and replies slower than `timeout` (10 s by
-//! default). A failed call is tried again `retries` times, a short pause apart. [`run_hooks`]
-//! calls every hook of one kind in the order the template lists them.
+//! default, never more than [`MAX_TIMEOUT`] whatever the template says). Redirects are not
+//! followed: a 3xx answer is a failed call. Calls go through [`Outbound`], which never
+//! reaches Serin's own listeners or link-local addresses. A failed call is tried again
+//! `retries` times, a short pause apart. [`run_hooks`] calls every hook of one kind in the
+//! order the template lists them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,11 +16,15 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::crd::{HookType, WebhookTemplate};
-use crate::http::{error_chain, read_at_most, snippet};
+use crate::http::{Outbound, error_chain, read_at_most, snippet};
 use crate::release::{HookKind, Phase};
 
 /// Per-attempt timeout of a hook without `timeout` (Flagger's).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest one attempt may take, whatever the hook's `timeout` says (admission bounds
+/// it too; this holds for templates stored before that, or written while Serin was away).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Pause between attempts of a hook with `retries`.
 pub const DEFAULT_RETRY_PAUSE: Duration = Duration::from_secs(1);
@@ -56,13 +63,13 @@ impl HookPayload {
 /// Calls webhooks: an HTTP client and the pause between attempts.
 #[derive(Clone, Debug)]
 pub struct HookClient {
-    http: reqwest::Client,
+    http: Outbound,
     retry_pause: Duration,
 }
 
 impl HookClient {
-    /// `http` from [`crate::http::client`].
-    pub fn new(http: reqwest::Client) -> Self {
+    /// `http` from [`crate::http::client`] or [`Outbound::new`].
+    pub fn new(http: Outbound) -> Self {
         Self {
             http,
             retry_pause: DEFAULT_RETRY_PAUSE,
@@ -82,6 +89,17 @@ impl HookClient {
 pub enum HookError {
     #[error("answered HTTP {status}{}", quoted(body))]
     Status { status: u16, body: String },
+    #[error(
+        "answered HTTP {status}, a redirect{}; Serin does not follow redirects: give the \
+         final URL",
+        location.as_deref().map(|l| format!(" to {l}")).unwrap_or_default()
+    )]
+    Redirect {
+        status: u16,
+        location: Option<String>,
+    },
+    #[error("may not be called: {reason}")]
+    Refused { reason: String },
     #[error("did not answer within {timeout:?}")]
     Timeout { timeout: Duration },
     #[error("could not be called: {reason}")]
@@ -174,11 +192,7 @@ pub async fn call_hook(
     hook: &WebhookTemplate,
     payload: &HookPayload,
 ) -> Result<(), HookFailure> {
-    let timeout = match hook.timeout.map(Duration::from) {
-        // Flagger also reads a zero timeout as "not set"; a literal 0 would fail every call.
-        Some(timeout) if !timeout.is_zero() => timeout,
-        _ => DEFAULT_TIMEOUT,
-    };
+    let timeout = attempt_timeout(hook);
     let attempts = 1 + hook.retries.unwrap_or(0);
     let body = payload.for_hook(hook);
     let mut attempt = 1;
@@ -200,8 +214,17 @@ pub async fn call_hook(
     }
 }
 
+/// How long one attempt at `hook` may take: its `timeout`, capped at [`MAX_TIMEOUT`].
+pub fn attempt_timeout(hook: &WebhookTemplate) -> Duration {
+    match hook.timeout.map(Duration::from) {
+        // Flagger also reads a zero timeout as "not set"; a literal 0 would fail every call.
+        Some(timeout) if !timeout.is_zero() => timeout.min(MAX_TIMEOUT),
+        _ => DEFAULT_TIMEOUT,
+    }
+}
+
 async fn attempt_once(
-    http: &reqwest::Client,
+    http: &Outbound,
     url: &str,
     body: &HookPayload,
     timeout: Duration,
@@ -212,7 +235,10 @@ async fn attempt_once(
             reason: error_chain(&error.without_url()),
         },
     };
-    let response = http
+    let client = http
+        .client_for(url)
+        .map_err(|refused| HookError::Refused { reason: refused.0 })?;
+    let response = client
         .post(url)
         .json(body)
         .timeout(timeout)
@@ -222,6 +248,14 @@ async fn attempt_once(
     let status = response.status().as_u16();
     if status <= 202 {
         return Ok(());
+    }
+    if response.status().is_redirection() {
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(|l| snippet(l.as_bytes(), QUOTED_BYTES, false));
+        return Err(HookError::Redirect { status, location });
     }
     // The body of a failure usually says why (flagger-loadtester: the command's output); a
     // body that cannot be read is not worth more than the status.

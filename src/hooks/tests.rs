@@ -33,12 +33,26 @@ async fn webhook_case(
     State(seen): State<Seen>,
     Path(case): Path<String>,
     axum::Json(payload): axum::Json<Value>,
-) -> (StatusCode, String) {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let answer = answer_case(&seen, &case, payload).await;
+    match case.as_str() {
+        "redirect" => (
+            answer.0,
+            [("location", "http://evil.example.test/collect")],
+            answer.1,
+        )
+            .into_response(),
+        _ => answer.into_response(),
+    }
+}
+
+async fn answer_case(seen: &Seen, case: &str, payload: Value) -> (StatusCode, String) {
     seen.calls
         .lock()
         .expect("calls lock")
-        .push((case.clone(), payload));
-    match case.as_str() {
+        .push((case.to_owned(), payload));
+    match case {
         "ok" | "ok-too" => (StatusCode::OK, "done".into()),
         "accepted" => (StatusCode::ACCEPTED, String::new()),
         "non-authoritative" => (StatusCode::NON_AUTHORITATIVE_INFORMATION, "hm".into()),
@@ -56,6 +70,8 @@ async fn webhook_case(
             tokio::time::sleep(Duration::from_secs(5)).await;
             (StatusCode::OK, String::new())
         }
+        // An allowed host that sends the call on to a forbidden one.
+        "redirect" => (StatusCode::TEMPORARY_REDIRECT, String::new()),
         _ => (StatusCode::NOT_FOUND, "no such case".into()),
     }
 }
@@ -345,4 +361,78 @@ fn the_machines_hook_kinds_are_the_template_hook_types() {
     ] {
         assert_eq!(HookType::from(kind), type_);
     }
+}
+
+#[tokio::test]
+async fn a_redirect_fails_the_call_and_is_not_followed() {
+    let (outcome, seen) = run_one("redirect", |_| {}).await;
+    let failure = only_failure(&outcome);
+    assert_eq!(
+        failure.error,
+        HookError::Redirect {
+            status: 307,
+            location: Some("http://evil.example.test/collect".into())
+        }
+    );
+    assert!(
+        failure
+            .to_string()
+            .contains("a redirect to http://evil.example.test/collect; Serin does not follow"),
+        "{failure}"
+    );
+    assert_eq!(seen.cases(), ["redirect"]);
+}
+
+#[tokio::test]
+async fn serins_own_ports_and_link_local_addresses_are_never_called() {
+    // The stand-in plays Serin's admin port: a hook there is refused before any byte is sent.
+    let (base, seen) = webhooks().await;
+    let port: u16 = base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let outbound =
+        crate::http::Outbound::new(crate::policy::egress::Egress::new([port])).expect("outbound");
+    let guarded = HookClient::new(outbound).with_retry_pause(Duration::from_millis(10));
+    for (url, expected) in [
+        (format!("{base}/ok"), "Serin's own listener"),
+        (
+            format!("http://localhost:{port}/ok"),
+            "Serin's own listener",
+        ),
+        (
+            "http://169.254.169.254/latest/meta-data/".into(),
+            "metadata",
+        ),
+        ("http://[fe80::1]/".into(), "link-local"),
+    ] {
+        let one = hook("acceptance", HookType::PreRollout, url.clone());
+        let outcome = run_hooks(&guarded, &[one], HookType::PreRollout, &payload()).await;
+        let failure = only_failure(&outcome);
+        assert!(
+            matches!(
+                failure.error,
+                HookError::Refused { .. } | HookError::Transport { .. }
+            ),
+            "{url}: {failure}"
+        );
+        assert!(failure.to_string().contains(expected), "{url}: {failure}");
+    }
+    assert_eq!(seen.cases(), Vec::<String>::new());
+}
+
+#[test]
+fn a_hook_timeout_is_capped_at_run_time_whatever_the_template_says() {
+    let mut slow = hook(
+        "gate",
+        HookType::ConfirmRollout,
+        "http://hooks.test/".into(),
+    );
+    slow.timeout = Some(SpecDuration::from_secs(999_999 * 3600));
+    assert_eq!(attempt_timeout(&slow), MAX_TIMEOUT);
+    slow.timeout = Some(SpecDuration::from_secs(3));
+    assert_eq!(attempt_timeout(&slow), Duration::from_secs(3));
+    slow.timeout = None;
+    assert_eq!(attempt_timeout(&slow), DEFAULT_TIMEOUT);
 }

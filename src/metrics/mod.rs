@@ -129,7 +129,14 @@ impl Builtin {
                 namespace,
                 deployment,
             } => {
-                let selector = format!("namespace=\"{namespace}\",deployment=~\"{deployment}\"");
+                // SPEC's regex match, with the name escaped: `.` is legal in a Deployment
+                // name, and the bare regex `good.primary` also matches `good-primary`'s
+                // series. (Names without a `.` read exactly as SPEC spells the query.)
+                let selector = format!(
+                    "namespace=\"{}\",deployment=~\"{}\"",
+                    label_value(namespace),
+                    label_value(&regex_literal(deployment))
+                );
                 match self {
                     Builtin::SuccessRate => format!(
                         "sum(rate(response_total{{{selector},classification!=\"failure\",direction=\"inbound\"}}[{window}])) / \
@@ -141,8 +148,11 @@ impl Builtin {
                 }
             }
             Observer::Nginx { namespace, ingress } => {
-                let selector =
-                    format!("namespace=\"{namespace}\",ingress=\"{ingress}\",canary!=\"\"");
+                let selector = format!(
+                    "namespace=\"{}\",ingress=\"{}\",canary!=\"\"",
+                    label_value(namespace),
+                    label_value(ingress)
+                );
                 match self {
                     // 5xx answers are the failures, as Flagger counts them.
                     Builtin::SuccessRate => format!(
@@ -163,22 +173,21 @@ impl Builtin {
                 use crate::router::gloo::{
                     Side, envoy_cluster_name, upstream_name, upstream_prefix,
                 };
-                // Names are DNS labels and digits: nothing in them is regex syntax.
                 let selector = match port {
                     Some(port) => {
                         let upstream = upstream_name(namespace, service, Side::Canary, port);
                         format!(
                             "envoy_cluster_name=\"{}\"",
-                            envoy_cluster_name(&upstream, namespace)
+                            label_value(&envoy_cluster_name(&upstream, namespace))
                         )
                     }
                     None => {
+                        // Any port: the names around it are matched literally, escaped.
                         let prefix = upstream_prefix(namespace, service, Side::Canary);
-                        let any_port = format!("{prefix}[0-9]+");
-                        format!(
-                            "envoy_cluster_name=~\"{}\"",
-                            envoy_cluster_name(&any_port, namespace)
-                        )
+                        let suffix = envoy_cluster_name("", namespace);
+                        let regex =
+                            format!("{}[0-9]+{}", regex_literal(&prefix), regex_literal(&suffix));
+                        format!("envoy_cluster_name=~\"{}\"", label_value(&regex))
                     }
                 };
                 match self {
@@ -195,6 +204,35 @@ impl Builtin {
             }
         }
     }
+}
+
+/// `value` as the inside of a PromQL double-quoted string: backslashes, quotes and line
+/// breaks escaped, so a label value can never end the string or change the selector.
+pub fn label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `text` as a regular expression (RE2, as Prometheus reads them) that matches exactly it.
+pub fn regex_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// What a custom query may refer to.
@@ -255,9 +293,13 @@ pub fn render_query(template: &str, vars: &QueryVars<'_>) -> Result<String, Quer
         })?;
         let name = after[..close].trim();
         match name {
-            "namespace" => out.push_str(vars.namespace),
-            "target" => out.push_str(vars.target),
-            "service" => out.push_str(vars.service),
+            // Names go between a query's quotes: escaped like the builtin queries' values
+            // (Kubernetes names hold none of those characters, so this changes nothing
+            // today). Inside a regex match (`=~`) a `.` of a name still matches any
+            // character: write `=` for exact names.
+            "namespace" => out.push_str(&label_value(vars.namespace)),
+            "target" => out.push_str(&label_value(vars.target)),
+            "service" => out.push_str(&label_value(vars.service)),
             "interval" => out.push_str(&vars.interval.to_string()),
             _ => {
                 return Err(QueryError::UnknownVariable {

@@ -1,10 +1,14 @@
 //! The Prometheus HTTP API: one instant query (`GET /api/v1/query`) answered by one number.
+//!
+//! Queries go through [`Outbound`]: never to Serin's own listeners or link-local addresses,
+//! and a redirect is an error, never followed (a metric's `address` must name Prometheus
+//! itself, so that a CanaryPolicy's `allowedMetricsHosts` judges the host really asked).
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::http::{error_chain, read_at_most, snippet};
+use crate::http::{Outbound, error_chain, read_at_most, snippet};
 
 /// How long one query may take unless told otherwise: well under any check interval, so a
 /// hanging Prometheus costs a failed check, not a stalled release.
@@ -30,6 +34,23 @@ pub enum MetricsError {
         address: String,
         query: String,
         reason: String,
+    },
+    #[error("Prometheus at {address} may not be asked {query:?}: {reason}")]
+    Forbidden {
+        address: String,
+        query: String,
+        reason: String,
+    },
+    #[error(
+        "Prometheus at {address} answered {query:?} with HTTP {status}, a redirect{}; Serin \
+         does not follow redirects: give the final address",
+        location.as_deref().map(|l| format!(" to {l}")).unwrap_or_default()
+    )]
+    Redirect {
+        address: String,
+        query: String,
+        status: u16,
+        location: Option<String>,
     },
     #[error("Prometheus at {address} refused {query:?}: {reason}")]
     Refused {
@@ -58,14 +79,14 @@ pub enum MetricsError {
 /// own `address` overrides.
 #[derive(Clone, Debug)]
 pub struct PrometheusClient {
-    http: reqwest::Client,
+    http: Outbound,
     default_address: String,
     timeout: Duration,
 }
 
 impl PrometheusClient {
-    /// `http` from [`crate::http::client`].
-    pub fn new(http: reqwest::Client, default_address: impl Into<String>) -> Self {
+    /// `http` from [`crate::http::client`] or [`Outbound::new`].
+    pub fn new(http: Outbound, default_address: impl Into<String>) -> Self {
         Self {
             http,
             default_address: default_address.into(),
@@ -96,8 +117,15 @@ impl PrometheusClient {
             query: promql,
         };
         let url = format!("{}/api/v1/query", address.trim_end_matches('/'));
-        let response = self
+        let client = self
             .http
+            .client_for(&url)
+            .map_err(|refused| MetricsError::Forbidden {
+                address: address.to_owned(),
+                query: promql.to_owned(),
+                reason: refused.0,
+            })?;
+        let response = client
             .get(url)
             .query(&[("query", promql)])
             .timeout(self.timeout)
@@ -105,6 +133,18 @@ impl PrometheusClient {
             .await
             .map_err(|e| ask.transport(e, self.timeout))?;
         let status = response.status();
+        if status.is_redirection() {
+            return Err(MetricsError::Redirect {
+                address: address.to_owned(),
+                query: promql.to_owned(),
+                status: status.as_u16(),
+                location: response
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .map(|l| snippet(l.as_bytes(), QUOTED_BYTES, false)),
+            });
+        }
         let (body, cut) = read_at_most(response, MAX_ANSWER_BYTES)
             .await
             .map_err(|e| ask.transport(e, self.timeout))?;

@@ -82,6 +82,57 @@ fn builtin_latency_query_is_the_one_spec_metrics_spells() {
 }
 
 #[test]
+fn names_with_dots_match_only_themselves_in_every_builtin_query() {
+    // `good.primary` as a bare regex also matches `good-primary`, another Deployment.
+    let window = Duration::from_secs(60);
+    let linkerd = Observer::Linkerd {
+        namespace: "shop",
+        deployment: "good.primary",
+    };
+    let nginx = Observer::Nginx {
+        namespace: "shop",
+        ingress: "public.v2",
+    };
+    let gloo_any_port = Observer::Gloo {
+        namespace: "shop",
+        service: "web",
+        port: None,
+    };
+    for builtin in Builtin::ALL {
+        let query = builtin.query_for(&linkerd, window);
+        assert!(
+            query.contains("deployment=~\"good\\\\.primary\""),
+            "{query}"
+        );
+        assert!(!query.contains("good.primary"), "{query}");
+        let query = builtin.query_for(&nginx, window);
+        assert!(query.contains("ingress=\"public.v2\""), "{query}");
+        assert!(!query.contains("ingress=~"), "{query}");
+        let query = builtin.query_for(&gloo_any_port, window);
+        assert!(
+            query.contains("envoy_cluster_name=~\"shop-web-canaryupstream-[0-9]+_shop\""),
+            "{query}"
+        );
+    }
+}
+
+#[test]
+fn label_values_cannot_end_their_string_or_change_the_selector() {
+    assert_eq!(label_value(r#"a"b\c"#), r#"a\"b\\c"#);
+    assert_eq!(label_value("a\nb"), "a\\nb");
+    assert_eq!(regex_literal("a.b+c"), r"a\.b\+c");
+    let hostile = Observer::Nginx {
+        namespace: "shop",
+        ingress: "x\",namespace=~\".*",
+    };
+    let query = Builtin::SuccessRate.query_for(&hostile, Duration::from_secs(60));
+    assert!(
+        query.contains(r#"ingress="x\",namespace=~\".*""#),
+        "{query}"
+    );
+}
+
+#[test]
 fn nginx_success_rate_counts_the_canary_upstreams_non_5xx_requests_of_the_users_ingress() {
     assert_eq!(
         Builtin::SuccessRate.query_for(&NGINX, Duration::from_secs(60)),
@@ -453,6 +504,15 @@ async fn prometheus_case(
             tokio::time::sleep(StdDuration::from_secs(5)).await;
             vector(&["1"])
         }
+        // A Prometheus that sends Serin elsewhere (to a stand-in that would say 100 %).
+        "redirect" => (
+            StatusCode::FOUND,
+            [(
+                header::LOCATION,
+                "http://fake-prometheus.test/api/v1/query?query=up",
+            )],
+        )
+            .into_response(),
         "echo" if params.get("query") == Some(&echoed_query()) => vector(&["1"]),
         _ => (StatusCode::NOT_FOUND, "no such case").into_response(),
     }
@@ -616,6 +676,59 @@ async fn an_unreachable_prometheus_is_an_error_naming_it() {
         )),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn a_redirect_is_an_error_and_is_not_followed() {
+    let error = message(ask("redirect").await);
+    assert!(
+        error.contains(
+            "answered \"up\" with HTTP 302, a redirect to \
+             http://fake-prometheus.test/api/v1/query?query=up; Serin does not follow redirects"
+        ),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn link_local_and_serins_own_ports_are_never_asked_whatever_the_address() {
+    // The cloud metadata address, as a literal, in IPv6 clothing and in decimal; `localhost`
+    // on Serin's admin port (resolved, then refused).
+    let base = prometheus().await;
+    let port: u16 = base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let outbound =
+        crate::http::Outbound::new(crate::policy::egress::Egress::new([port])).expect("outbound");
+    let guarded = PrometheusClient::new(outbound, "http://unused.test")
+        .with_timeout(StdDuration::from_secs(2));
+    for (address, expected) in [
+        ("http://169.254.169.254", "may not be asked"),
+        ("http://[::ffff:169.254.169.254]:9090", "metadata"),
+        ("http://2852039166/", "metadata"),
+        ("http://[fe80::1]:9090", "link-local"),
+        (
+            &format!("http://127.0.0.1:{port}/vector"),
+            "Serin's own listener",
+        ),
+        (
+            &format!("http://localhost:{port}/vector"),
+            "Serin's own listener",
+        ),
+    ] {
+        let error = message(guarded.query(Some(address), "up").await);
+        assert!(error.contains(expected), "{address}: {error}");
+    }
+    // The same stand-in through the unguarded port check answers: only Serin's ports are
+    // refused on loopback, not a Prometheus beside it.
+    let beside =
+        crate::http::Outbound::new(crate::policy::egress::Egress::new([1])).expect("outbound");
+    let answer = PrometheusClient::new(beside, "http://unused.test")
+        .query(Some(&format!("{base}/vector")), "up")
+        .await;
+    assert_eq!(answer, Ok(Some(99.5)));
 }
 
 // ---- measuring -----------------------------------------------------------------------------

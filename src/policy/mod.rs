@@ -12,6 +12,7 @@
 //! Several matching policies combine to the strictest: each is checked on its own, so any
 //! `deny` policy that is broken refuses, and defaults take the strictest value on offer.
 
+pub mod egress;
 mod hosts;
 pub mod require;
 mod selector;
@@ -57,6 +58,13 @@ pub struct CanaryPolicySpec {
     /// Hosts webhooks may call (`*.example.com` covers every subdomain); any host when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_webhook_hosts: Option<Vec<String>>,
+    /// Hosts an AnalysisTemplate metric's `address` may name (`*.example.com` covers every
+    /// subdomain); any host when absent. A metric without `address` asks Serin's own
+    /// Prometheus (`--prometheus-url`) and is always allowed. Whatever this says, the builtin
+    /// checks that `limits.minSuccessRate` and `limits.maxLatency` bound must be measured by
+    /// Serin's Prometheus or a host listed here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_metrics_hosts: Option<Vec<String>>,
     /// `deny` (the default) refuses; `warn` admits and reports the same findings as warnings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enforcement: Option<Enforcement>,
@@ -183,12 +191,14 @@ impl CanaryPolicySpec {
                 problems.extend(defaults_beyond_limits(defaults, limits));
             }
         }
-        for (i, host) in self.allowed_webhook_hosts.iter().flatten().enumerate() {
-            if let Err(message) = hosts::check_pattern(host) {
-                problems.push(Problem::new(
-                    format!("spec.allowedWebhookHosts[{i}]"),
-                    message,
-                ));
+        for (field, list) in [
+            ("allowedWebhookHosts", &self.allowed_webhook_hosts),
+            ("allowedMetricsHosts", &self.allowed_metrics_hosts),
+        ] {
+            for (i, host) in list.iter().flatten().enumerate() {
+                if let Err(message) = hosts::check_pattern(host) {
+                    problems.push(Problem::new(format!("spec.{field}[{i}]"), message));
+                }
             }
         }
         problems
@@ -332,10 +342,9 @@ pub fn findings(policies: &[&NamedPolicy], release: Release<'_>) -> Vec<Finding>
                 if let Some(limits) = &spec.limits {
                     found.extend(limit_findings(limits, canary, release.template));
                 }
-                if let (Some(hosts), Some(template)) =
-                    (&spec.allowed_webhook_hosts, release.template)
-                {
-                    found.extend(host_findings(hosts, canary, template));
+                if let Some(template) = release.template {
+                    let name = canary.analysis.as_deref().unwrap_or("?");
+                    found.extend(template_findings_of(spec, name, template));
                 }
             }
         }
@@ -346,6 +355,52 @@ pub fn findings(policies: &[&NamedPolicy], release: Release<'_>) -> Vec<Finding>
         }));
     }
     out
+}
+
+/// What the policies find wrong with the AnalysisTemplate `name` on its own, whichever
+/// Deployment names it: the hosts its webhooks and metrics call, and, when it lists metrics
+/// (which then replace the annotation thresholds), its builtin checks against the quality
+/// limits. The template admission webhook judges a template write with the policies covering
+/// the Deployments that name it, and the controller judges a template again before each call
+/// it makes for a release: a template edited after its Deployment was admitted cannot get
+/// around a policy.
+pub fn template_findings(
+    policies: &[&NamedPolicy],
+    name: &str,
+    template: &AnalysisTemplateSpec,
+) -> Vec<Finding> {
+    policies
+        .iter()
+        .flat_map(|policy| {
+            template_findings_of(&policy.spec, name, template)
+                .into_iter()
+                .map(|message| Finding {
+                    policy: policy.name.clone(),
+                    enforcement: policy.spec.enforcement(),
+                    message,
+                })
+        })
+        .collect()
+}
+
+fn template_findings_of(
+    spec: &CanaryPolicySpec,
+    name: &str,
+    template: &AnalysisTemplateSpec,
+) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Some(limits) = &spec.limits
+        && !template.metrics.is_empty()
+    {
+        found.extend(template_limit_findings(limits, spec, name, template));
+    }
+    if let Some(hosts) = &spec.allowed_webhook_hosts {
+        found.extend(webhook_host_findings(hosts, name, template));
+    }
+    if let Some(hosts) = &spec.allowed_metrics_hosts {
+        found.extend(metrics_host_findings(hosts, name, template));
+    }
+    found
 }
 
 fn limit_findings(
@@ -405,8 +460,9 @@ fn limit_findings(
         );
     }
     match template.filter(|t| !t.metrics.is_empty()) {
-        // The template's metrics replace the annotation thresholds: check the builtins there.
-        Some(template) => found.extend(template_limit_findings(limits, template)),
+        // The template's metrics replace the annotation thresholds: its builtins are checked
+        // with the template ([`template_findings`]).
+        Some(_) => {}
         None => {
             if let Some(min) = limits.min_success_rate
                 && canary.success_rate < min
@@ -429,7 +485,12 @@ fn limit_findings(
     found
 }
 
-fn template_limit_findings(limits: &PolicyLimits, template: &AnalysisTemplateSpec) -> Vec<String> {
+fn template_limit_findings(
+    limits: &PolicyLimits,
+    policy: &CanaryPolicySpec,
+    name: &str,
+    template: &AnalysisTemplateSpec,
+) -> Vec<String> {
     let builtin = |b: Builtin| {
         template
             .metrics
@@ -437,6 +498,30 @@ fn template_limit_findings(limits: &PolicyLimits, template: &AnalysisTemplateSpe
             .find(|m| m.query.is_none() && m.name == b.name())
     };
     let mut found = Vec::new();
+    // A bound is only worth what the number it bounds is: measured by Serin's Prometheus or
+    // a host the policy trusts, not by any server the template names.
+    let mut trusted = |b: Builtin, limit: &str| {
+        let Some(address) = builtin(b).and_then(|m| m.address.as_deref()) else {
+            return;
+        };
+        let allowed = policy.allowed_metrics_hosts.as_deref().unwrap_or_default();
+        let host = hosts::url_host(address);
+        if host.as_deref().is_some_and(|h| host_allowed(allowed, h)) {
+            return;
+        }
+        found.push(format!(
+            "AnalysisTemplate {name} metric {} is measured at {address}, not by Serin's \
+             Prometheus: the limit {limit} holds only for a measurement Serin trusts (leave out \
+             address, or list its host in allowedMetricsHosts)",
+            b.name()
+        ));
+    };
+    if limits.min_success_rate.is_some() {
+        trusted(Builtin::SuccessRate, "minSuccessRate");
+    }
+    if limits.max_latency.is_some() {
+        trusted(Builtin::Duration, "maxLatency");
+    }
     if let Some(min) = limits.min_success_rate {
         let bound = builtin(Builtin::SuccessRate).and_then(|m| m.threshold_range.min);
         match bound {
@@ -469,12 +554,11 @@ fn template_limit_findings(limits: &PolicyLimits, template: &AnalysisTemplateSpe
     found
 }
 
-fn host_findings(
+fn webhook_host_findings(
     hosts: &[String],
-    canary: &CanarySpec,
+    name: &str,
     template: &AnalysisTemplateSpec,
 ) -> Vec<String> {
-    let name = canary.analysis.as_deref().unwrap_or("?");
     template
         .webhooks
         .iter()
@@ -491,6 +575,33 @@ fn host_findings(
                 "AnalysisTemplate {name} webhook {:?}: url {:?} has no host",
                 hook.name, hook.url
             )),
+        })
+        .collect()
+}
+
+fn metrics_host_findings(
+    hosts: &[String],
+    name: &str,
+    template: &AnalysisTemplateSpec,
+) -> Vec<String> {
+    template
+        .metrics
+        .iter()
+        .filter_map(|metric| {
+            let address = metric.address.as_deref()?;
+            match hosts::url_host(address) {
+                Some(host) if host_allowed(hosts, &host) => None,
+                Some(host) => Some(format!(
+                    "AnalysisTemplate {name} metric {:?} asks Prometheus at {host}, which is not \
+                     in allowedMetricsHosts [{}]",
+                    metric.name,
+                    hosts.join(", ")
+                )),
+                None => Some(format!(
+                    "AnalysisTemplate {name} metric {:?}: address {address:?} has no host",
+                    metric.name
+                )),
+            }
         })
         .collect()
 }

@@ -338,6 +338,127 @@ fn webhook_hosts_must_be_allowed() {
     assert!(text[1].contains("calls hooks.internal"), "{text:?}");
 }
 
+fn at(mut metric: MetricTemplate, address: &str) -> MetricTemplate {
+    metric.address = Some(address.into());
+    metric
+}
+
+#[test]
+fn metric_addresses_must_name_an_allowed_host() {
+    let p = policy(
+        "metrics",
+        CanaryPolicySpec {
+            allowed_metrics_hosts: Some(vec!["*.monitoring.svc".into()]),
+            ..Default::default()
+        },
+    );
+    let t = template(
+        vec![
+            builtin("request-success-rate", Some(99.0), None),
+            at(
+                builtin("request-duration", None, Some(500.0)),
+                "http://prometheus.monitoring.svc:9090",
+            ),
+            at(
+                builtin("errors", None, Some(1.0)),
+                "http://fake-prometheus.evil.test:9090/",
+            ),
+        ],
+        &[],
+    );
+    let text = messages(&template_findings(&[&p], "checks", &t));
+    assert_eq!(
+        text,
+        [
+            "AnalysisTemplate checks metric \"errors\" asks Prometheus at \
+             fake-prometheus.evil.test, which is not in allowedMetricsHosts [*.monitoring.svc] \
+             (CanaryPolicy metrics)"
+        ]
+    );
+}
+
+#[test]
+fn quality_limits_hold_only_for_checks_measured_by_serins_prometheus_or_an_allowed_host() {
+    let quality = limits(PolicyLimits {
+        min_success_rate: Some(99.0),
+        ..Default::default()
+    });
+    // Bounds that satisfy the limit, measured by a stand-in that can say anything.
+    let t = template(
+        vec![at(
+            builtin("request-success-rate", Some(99.5), None),
+            "http://fake-prometheus.test:9090",
+        )],
+        &[],
+    );
+    let p = policy("quality", quality.clone());
+    let text = messages(&template_findings(&[&p], "checks", &t));
+    assert_eq!(text.len(), 1, "{text:?}");
+    assert!(
+        text[0].contains(
+            "metric request-success-rate is measured at http://fake-prometheus.test:9090, not \
+             by Serin's Prometheus: the limit minSuccessRate"
+        ),
+        "{text:?}"
+    );
+    let trusting = policy(
+        "quality",
+        CanaryPolicySpec {
+            allowed_metrics_hosts: Some(vec!["fake-prometheus.test".into()]),
+            ..quality
+        },
+    );
+    assert_eq!(template_findings(&[&trusting], "checks", &t), Vec::new());
+}
+
+#[test]
+fn a_template_is_judged_by_each_policy_on_its_own_whichever_deployment_names_it() {
+    let hosts = policy(
+        "hosts",
+        CanaryPolicySpec {
+            allowed_webhook_hosts: Some(vec!["*.hooks.internal".into()]),
+            ..Default::default()
+        },
+    );
+    let audit = policy(
+        "audit",
+        CanaryPolicySpec {
+            allowed_metrics_hosts: Some(vec![]),
+            enforcement: Some(Enforcement::Warn),
+            ..Default::default()
+        },
+    );
+    let t = template(
+        vec![at(
+            builtin("errors", None, Some(1.0)),
+            "http://10.0.0.9:9090",
+        )],
+        &[
+            "http://127.0.0.1:8081/metrics",
+            "http://load.hooks.internal/",
+        ],
+    );
+    let found = template_findings(&[&hosts, &audit], "checks", &t);
+    let text = messages(&found);
+    assert_eq!(found.len(), 2, "{text:?}");
+    assert_eq!(
+        (found[0].enforcement, found[1].enforcement),
+        (Enforcement::Deny, Enforcement::Warn)
+    );
+    assert!(text[0].contains("calls 127.0.0.1, which is not in allowedWebhookHosts"));
+    assert!(text[1].contains("asks Prometheus at 10.0.0.9"));
+    // The same findings when a Deployment's admission judges the template it names.
+    let spec = CanarySpec {
+        analysis: Some("checks".into()),
+        ..canary()
+    };
+    let release = Release {
+        canary: Some(&spec),
+        template: Some(&t),
+    };
+    assert_eq!(findings(&[&hosts, &audit], release), found);
+}
+
 #[test]
 fn host_patterns_cover_subdomains_but_not_the_domain_itself() {
     let patterns = vec!["*.example.com".to_owned(), "exact.test".to_owned()];
@@ -457,6 +578,7 @@ fn a_policy_with_mistakes_gets_every_one_named() {
             ..Default::default()
         }),
         allowed_webhook_hosts: Some(vec!["https://hooks.test".into()]),
+        allowed_metrics_hosts: Some(vec!["prometheus:9090".into()]),
         ..Default::default()
     };
     let fields: Vec<String> = spec.problems().into_iter().map(|p| p.field).collect();
@@ -470,6 +592,7 @@ fn a_policy_with_mistakes_gets_every_one_named() {
             "spec.limits.minSuccessRate",
             "spec.defaults.stepWeight",
             "spec.allowedWebhookHosts[0]",
+            "spec.allowedMetricsHosts[0]",
         ]
     );
     let text: Vec<String> = spec.problems().iter().map(ToString::to_string).collect();

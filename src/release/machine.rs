@@ -166,6 +166,11 @@ impl MetricCheck {
         }
     }
 
+    /// The query answered with a number.
+    fn measured(&self) -> bool {
+        self.value.is_some_and(|v| !v.is_nan())
+    }
+
     fn describe(&self) -> String {
         match self.value.filter(|v| !v.is_nan()) {
             Some(v) => format!("{} {v:.2}{}", self.name, self.unit),
@@ -776,11 +781,20 @@ impl Step<'_> {
             .collect::<Vec<_>>()
             .join(", ");
         let failures: Vec<String> = checks.iter().filter_map(MetricCheck::failure).collect();
-        if failures.is_empty() {
-            return Some(summary);
+        if !failures.is_empty() {
+            self.fail_check(format!("Check failed: {}", failures.join(", ")));
+            return None;
         }
-        self.fail_check(format!("Check failed: {}", failures.join(", ")));
-        None
+        // Every check skipped for want of data (`noData: skip` everywhere): nothing shows
+        // the canary is healthy, and an unobserved canary is never advanced or promoted.
+        if !checks.iter().any(MetricCheck::measured) {
+            self.fail_check(format!(
+                "No check measured a value ({summary}; noData: skip leaves each out, but an \
+                 interval needs at least one measured value to pass)"
+            ));
+            return None;
+        }
+        Some(summary)
     }
 
     fn set_canary_weight(&mut self, weight: u32, why: String) {
@@ -944,6 +958,8 @@ mod tests {
         router: Option<Weights>,
         success_rate: Option<f64>,
         latency_ms: Option<f64>,
+        /// The checks' no-data policy (the builtin checks' is `Fail`).
+        no_data: NoData,
         gates: Gates,
         requests: Requests,
         status: ReleaseStatus,
@@ -968,6 +984,7 @@ mod tests {
                 router: None,
                 success_rate: Some(100.0),
                 latency_ms: Some(100.0),
+                no_data: NoData::Fail,
                 gates: open_gates(),
                 requests: Requests::default(),
                 status: ReleaseStatus::default(),
@@ -1021,11 +1038,12 @@ mod tests {
                             self.primary_revision = Some(revision.clone())
                         }
                         Action::RunChecks => {
-                            checks = Some(builtin_checks(
-                                &self.spec,
-                                self.success_rate,
-                                self.latency_ms,
-                            ));
+                            let mut measured =
+                                builtin_checks(&self.spec, self.success_rate, self.latency_ms);
+                            for check in &mut measured {
+                                check.no_data = self.no_data;
+                            }
+                            checks = Some(measured);
                             again = true;
                         }
                         Action::CallHook(kind) => {
@@ -1259,6 +1277,36 @@ mod tests {
         world.success_rate = Some(f64::NAN);
         world.run_until(Phase::Failed, 30);
         assert_eq!(world.status.phase, Phase::Failed);
+    }
+
+    #[test]
+    fn an_interval_where_every_check_was_skipped_for_no_data_fails_and_never_promotes() {
+        let mut world = releasing(spec());
+        world.no_data = NoData::Skip;
+        world.success_rate = None;
+        world.latency_ms = None;
+        world.run_until(Phase::Failed, 30);
+        assert_eq!(world.status.phase, Phase::Failed);
+        // The first step comes with pre-rollout, before any check; no step after it.
+        assert_eq!(world.weights_set(), [10, 0]);
+        let failed = world.events("CheckFailed");
+        assert_eq!(failed.len(), 5);
+        assert!(
+            failed[0].contains("No check measured a value"),
+            "{}",
+            failed[0]
+        );
+        assert!(world.events("Promoting").is_empty());
+    }
+
+    #[test]
+    fn one_measured_value_is_enough_when_the_other_checks_are_skipped() {
+        let mut world = releasing(spec());
+        world.no_data = NoData::Skip;
+        world.latency_ms = None;
+        world.run_until(Phase::Succeeded, 30);
+        assert_eq!(world.status.phase, Phase::Succeeded);
+        assert!(world.events("CheckFailed").is_empty());
     }
 
     #[test]
