@@ -109,7 +109,8 @@ up() {
   kubectl apply -f "$ROOT/manifests/overlays/secret-tracking/rbac.yaml" >/dev/null
   # What Serin's identity may write (the API server enforces it, also while Serin is down),
   # and what people bound to view/edit may do with Serin's objects.
-  kubectl apply -f "$ROOT/manifests/boundary.yaml" -f "$ROOT/manifests/user-roles.yaml" >/dev/null
+  kubectl apply -f "$ROOT/manifests/boundary.yaml" -f "$ROOT/manifests/require-canary.yaml" \
+    -f "$ROOT/manifests/user-roles.yaml" >/dev/null
   sa_kubeconfig
   "$ROOT/hack/prometheus.sh" up
   say "building serin (${BUILD[*]})"

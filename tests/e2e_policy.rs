@@ -533,8 +533,8 @@ async fn a_warn_policy_admits_and_shows_its_findings_as_warnings() {
         )),
         "{out}"
     );
-    // requireCanary in warn mode: the API server's own admission policy (which Serin keeps
-    // for the CanaryPolicy) warns; it is in force a moment after the policy is. A server-side
+    // requireCanary in warn mode: the API server's own admission policy
+    // (manifests/require-canary.yaml) warns; it is in force a moment after the policy is. A server-side
     // dry-run create goes through admission every time (an apply of an unchanged object
     // sends nothing).
     let plain = deployment(&ns.name, "plain", &[]);
@@ -558,43 +558,52 @@ async fn a_warn_policy_admits_and_shows_its_findings_as_warnings() {
     );
 }
 
+/// requireCanary is enforced by the API server through the fixed policies of
+/// manifests/require-canary.yaml, which take every CanaryPolicy as a parameter and match its
+/// selectors in CEL: Serin writes no admission policy.
 #[tokio::test]
-async fn require_canary_is_an_admission_policy_that_follows_the_canary_policy() {
+async fn require_canary_is_enforced_by_the_api_server_following_the_policys_selectors() {
     let ns = setup("require-vap").await;
-    let policy = Policy::create(&ns.name, "  requireCanary: true\n");
-    let vap = format!("serin-require-canary.{}", policy.name);
-    wait_until(
-        "the admission policy and its binding",
-        Duration::from_secs(15),
-        || async {
-            let (a, _, _) = kubectl(&["get", "validatingadmissionpolicy", &vap], None);
-            let (b, _, _) = kubectl(&["get", "validatingadmissionpolicybinding", &vap], None);
-            (a && b)
-                .then_some(())
-                .ok_or_else(|| "not there yet".to_owned())
-        },
-    )
-    .await;
-    // A Deployment without serin.dev/ annotations is refused by the API server itself.
-    let out = refused_once_the_policy_is_seen(&deployment(&ns.name, "plain", &[])).await;
+    let policy = Policy::create(
+        &ns.name,
+        "  requireCanary: true\n  selector: {matchExpressions: [{key: tier, operator: In, values: [prod, edge]}]}\n",
+    );
+    let labelled = |name: &str, tier: &str| {
+        deployment(&ns.name, name, &[]).replacen(
+            &format!("  namespace: {}\n", ns.name),
+            &format!("  namespace: {}\n  labels: {{tier: {tier}}}\n", ns.name),
+            1,
+        )
+    };
+    // A covered Deployment without serin.dev/ annotations is refused by the API server
+    // itself (Serin's webhooks never see it), naming the CanaryPolicy.
+    let out = refused_once_the_policy_is_seen(&labelled("prod", "prod")).await;
     assert!(
-        out.contains(&format!("ValidatingAdmissionPolicy '{vap}'")),
+        out.contains("ValidatingAdmissionPolicy 'serin-require-canary'"),
         "{out}"
     );
-    // No longer requiring canaries removes it.
+    assert!(
+        out.contains(&format!("(CanaryPolicy {})", policy.name)),
+        "{out}"
+    );
+    // One the selector leaves out is admitted.
+    let (ok, out) = apply(&labelled("dev", "dev"));
+    assert!(ok, "a Deployment the policy does not select: {out}");
+    // No longer requiring canaries admits it.
     let (ok, out) = apply(&format!(
         "apiVersion: serin.dev/v1beta1\nkind: CanaryPolicy\nmetadata: {{name: {}}}\nspec:\n  requireCanary: false\n",
         policy.name
     ));
     assert!(ok, "{out}");
     wait_until(
-        "the admission policy to go",
+        "the admission policy to follow the CanaryPolicy",
         Duration::from_secs(15),
         || async {
-            let (there, _, _) = kubectl(&["get", "validatingadmissionpolicy", &vap], None);
-            (!there)
-                .then_some(())
-                .ok_or_else(|| "still there".to_owned())
+            let (ok, _, err) = kubectl(
+                &["apply", "--dry-run=server", "-f", "-"],
+                Some(&labelled("prod", "prod")),
+            );
+            ok.then_some(()).ok_or(err)
         },
     )
     .await;

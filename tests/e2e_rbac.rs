@@ -132,25 +132,6 @@ const NEEDED: &[Access<'static>] = &[
         Some("serin-system"),
     ),
     ("watch", "", "namespaces", CLUSTER),
-    // CanaryPolicy requireCanary (the ClusterRole serin-require-canary).
-    (
-        "create",
-        "admissionregistration.k8s.io",
-        "validatingadmissionpolicies",
-        CLUSTER,
-    ),
-    (
-        "patch",
-        "admissionregistration.k8s.io",
-        "validatingadmissionpolicybindings",
-        CLUSTER,
-    ),
-    (
-        "delete",
-        "admissionregistration.k8s.io",
-        "validatingadmissionpolicies",
-        CLUSTER,
-    ),
 ];
 
 /// What Secret tracking adds (manifests/overlays/secret-tracking/rbac.yaml): reading the
@@ -183,6 +164,32 @@ const SECRETS_READ: &[Access<'static>] = &[
 
 /// What Serin never needs: escalation, workloads it does not manage, other people's config.
 const FORBIDDEN: &[Access<'static>] = &[
+    // Admission policies, which no admission check covers: requireCanary is a fixed pair of
+    // policies shipped in manifests/require-canary.yaml, so Serin writes none.
+    (
+        "create",
+        "admissionregistration.k8s.io",
+        "validatingadmissionpolicies",
+        CLUSTER,
+    ),
+    (
+        "patch",
+        "admissionregistration.k8s.io",
+        "validatingadmissionpolicybindings",
+        CLUSTER,
+    ),
+    (
+        "delete",
+        "admissionregistration.k8s.io",
+        "validatingadmissionpolicies",
+        CLUSTER,
+    ),
+    (
+        "delete",
+        "admissionregistration.k8s.io",
+        "validatingadmissionpolicybindings",
+        CLUSTER,
+    ),
     (
         "create",
         "rbac.authorization.k8s.io",
@@ -581,12 +588,20 @@ fn kubectl_auth_can_i_as_the_service_account_agrees() {
         // RBAC allows this cluster-wide; the boundary (tests below) narrows it to
         // Serin's objects, which `can-i` cannot see.
         (&["patch", "configmaps", "-n", "kube-system"], "yes"),
+        // No admission policy at all: requireCanary's two are shipped, not written by Serin.
         (
             &[
                 "create",
                 "validatingadmissionpolicies.admissionregistration.k8s.io",
             ],
-            "yes",
+            "no",
+        ),
+        (
+            &[
+                "delete",
+                "validatingadmissionpolicybindings.admissionregistration.k8s.io",
+            ],
+            "no",
         ),
         // The local Serin tracks Secrets (overlays/secret-tracking).
         (&["get", "secrets", "-n", "default"], "yes"),
@@ -875,18 +890,6 @@ fn boundary_table(ns: &str, protected_ns: &str) -> Vec<Write> {
          reportingInstance: e2e\naction: Promote\nreason: Promoted\ntype: Normal\n\
          regarding: {{apiVersion: apps/v1, kind: Deployment, name: web, namespace: {ns}}}\n"
     );
-    let require = |kind: &str, spec: &str| {
-        format!(
-            "apiVersion: admissionregistration.k8s.io/v1\nkind: {kind}\n\
-             metadata: {{name: serin-require-canary.{ns}}}\nspec: {spec}\n"
-        )
-    };
-    let vap = require(
-        "ValidatingAdmissionPolicy",
-        "{failurePolicy: Fail, matchConstraints: {resourceRules: [{apiGroups: [apps], \
-         apiVersions: [v1], operations: [CREATE], resources: [deployments]}]}, \
-         validations: [{expression: 'true'}]}",
-    );
     let label_owner = r#"{"metadata":{"labels":{"serin.dev/owner":"plain"}}}"#;
     vec![
         // What Serin does.
@@ -992,12 +995,6 @@ fn boundary_table(ns: &str, protected_ns: &str) -> Vec<Write> {
             "update the Lease serin-system/serin-controller",
             &["replace", "-f", "-"],
             Some(serin_lease_json()),
-        ),
-        Write::create(
-            true,
-            "create the ValidatingAdmissionPolicy serin-require-canary.<policy>",
-            "default",
-            &vap,
         ),
         Write::create(
             true,
@@ -1205,35 +1202,28 @@ async fn boundary_lets_serin_write_only_what_it_manages() {
     );
 }
 
-/// The one gap docs/security.md names: the API server runs no admission policy or webhook on
-/// ValidatingAdmissionPolicies and their bindings, so the boundary cannot limit Serin's
-/// writes of them, and RBAC cannot narrow a grant to the names `serin-require-canary.*`.
-/// Serin's identity can therefore delete any of them, the boundary's own included. When this
-/// changes (a grant narrowed to fixed names, or none), this test and docs/security.md change
-/// with it.
+/// Admission policies are beyond any admission check (the API server runs none on them), so
+/// the boundary could not hold them: Serin's identity may not write any, the boundary's own
+/// included. requireCanary is a fixed pair of policies in manifests/require-canary.yaml.
 #[test]
-fn admission_policies_are_beyond_the_boundary_as_docs_security_md_says() {
+fn serin_cannot_touch_admission_policies_the_boundary_included() {
     support::serin();
     for (kind, name) in [
         ("validatingadmissionpolicy", "serin-boundary"),
         ("validatingadmissionpolicybinding", "serin-boundary"),
+        ("validatingadmissionpolicy", "serin-require-canary"),
+        (
+            "validatingadmissionpolicybinding",
+            "serin-require-canary-warn",
+        ),
     ] {
         let (ok, _, stderr) = support::kubectl(
             &["delete", kind, name, "--as", SA_USER, "--dry-run=server"],
             None,
         );
-        assert!(
-            ok,
-            "Serin may no longer delete {kind} {name} ({stderr}): update docs/security.md \
-             (\"What the boundary cannot cover\") and this test"
-        );
+        assert!(!ok, "Serin may delete {kind} {name}");
+        assert!(stderr.contains("forbidden"), "{kind} {name}: {stderr}");
     }
-    let doc = std::fs::read_to_string(support::repo_root().join("docs/security.md"))
-        .expect("docs/security.md");
-    assert!(
-        doc.contains("What the boundary cannot cover"),
-        "docs/security.md names the gap"
-    );
 }
 
 /// The documents of a manifest file, as JSON.

@@ -14,7 +14,6 @@ mod failures;
 pub mod lease;
 pub mod observe;
 mod orphans;
-mod policies;
 mod reconcile;
 pub mod requests;
 
@@ -423,9 +422,8 @@ pub async fn run(
                 tracing::debug!(error = %e, "controller");
             }
         });
-    let policies = policies::run(client.clone(), options.serin_user.clone(), shutdown.clone());
     let lost = tokio::select! {
-        ((), ()) = futures::future::join(controller, policies) => false,
+        () = controller => false,
         () = lease::keep(&leases, &options.lease, lease) => true,
     };
     sweeper.abort();

@@ -14,7 +14,6 @@
 
 pub mod egress;
 mod hosts;
-pub mod require;
 mod selector;
 
 use std::collections::BTreeMap;
@@ -29,7 +28,6 @@ use crate::metrics::Builtin;
 use crate::spec::{self, CanarySpec, Duration, OptIn, Problem, Provider};
 
 pub use hosts::host_allowed;
-pub use require::admission_policy;
 
 /// What a CanaryPolicy that requires canaries says about a Deployment that did not opt in.
 pub const REQUIRE_CANARY_MESSAGE: &str =

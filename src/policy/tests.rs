@@ -623,3 +623,39 @@ fn a_sound_policy_has_no_problems() {
     };
     assert_eq!(spec.problems(), Vec::new());
 }
+
+/// The API server's policies for requireCanary (manifests/require-canary.yaml) refuse with
+/// the words `serin check` and the webhook use, and there is one for each enforcement.
+#[test]
+fn the_shipped_require_canary_policies_say_what_serin_check_says() {
+    use serde::Deserialize as _;
+    let text = include_str!("../../manifests/require-canary.yaml");
+    let documents: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(text)
+        .map(|doc| serde_json::Value::deserialize(doc).expect("YAML"))
+        .filter(|v| !v.is_null())
+        .collect();
+    let policies: Vec<&serde_json::Value> = documents
+        .iter()
+        .filter(|d| d["kind"] == "ValidatingAdmissionPolicy")
+        .collect();
+    assert_eq!(policies.len(), 2);
+    let mut enforcements = Vec::new();
+    for policy in policies {
+        assert_eq!(policy["spec"]["paramKind"]["kind"], "CanaryPolicy");
+        let message = policy["spec"]["validations"][0]["messageExpression"]
+            .as_str()
+            .expect("a messageExpression");
+        // The CEL string literal holds the message with `"` as written in YAML.
+        assert!(message.contains(REQUIRE_CANARY_MESSAGE), "{message}");
+        let requires = policy["spec"]["variables"][0]["expression"]
+            .as_str()
+            .expect("the requires variable");
+        enforcements.extend(
+            ["deny", "warn"]
+                .into_iter()
+                .filter(|e| requires.contains(&format!("== '{e}'"))),
+        );
+    }
+    enforcements.sort_unstable();
+    assert_eq!(enforcements, ["deny", "warn"]);
+}
