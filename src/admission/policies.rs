@@ -55,6 +55,14 @@ pub struct PolicyIndex {
 )]
 pub struct NotReady;
 
+impl std::fmt::Debug for PolicyIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyIndex")
+            .field("policies", &self.policies.state().len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl PolicyIndex {
     /// Starts the two watches on the current runtime.
     pub fn start(client: Client) -> Arc<Self> {

@@ -85,7 +85,10 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
             nginx_annotation_prefix: common.nginx_annotation_prefix.clone(),
         },
         own_ports: vec![common.listen.port(), common.admin_listen.port()],
+        // One index for the webhooks and the controller: the same three watches either way.
+        policies: client.clone().map(admission::PolicyIndex::start),
     };
+    let policies = options.policies.clone();
     let injector = match &client {
         Some(client) => Some(Arc::new(controller::Context::new(
             client.clone(),
@@ -149,9 +152,7 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
         .with_context(|| format!("binding the webhook listener {}", common.listen))?;
     tracing::info!(listen = %common.listen, admin = %common.admin_listen, "serving admission webhooks");
 
-    let policies = injector
-        .as_ref()
-        .map(|ctx| admission::PolicyIndex::start(ctx.client.clone()));
+    let policies = policies.filter(|_| injector.is_some());
     let app = admission::router(AdmissionState {
         metrics: metrics.clone(),
         serin_user: common.service_account.as_str().into(),

@@ -58,6 +58,10 @@ pub struct Options {
     /// The ports Serin listens on (`--listen`, `--admin-listen`): webhooks and metric
     /// queries never call them on this machine.
     pub own_ports: Vec<u16>,
+    /// The webhook's index of CanaryPolicies and namespace labels when both run in one
+    /// process (`serin run`), shared so that its watches are not opened twice; the
+    /// controller starts its own otherwise.
+    pub policies: Option<Arc<crate::admission::PolicyIndex>>,
 }
 
 /// What every reconcile (and the webhook's injection) shares.
@@ -328,7 +332,12 @@ pub async fn run(
         hpas: Some(hpa_cache),
         primaries: Some(cache::Cache::new(primary_cache)),
         canaries: Some(cache::Cache::new(canary_cache.clone())),
-        policies: Some(crate::admission::PolicyIndex::start(client.clone())),
+        policies: Some(
+            options
+                .policies
+                .clone()
+                .unwrap_or_else(|| crate::admission::PolicyIndex::start(client.clone())),
+        ),
         ..Context::new(client.clone(), &options)?
     });
     // Hooks and queries run outside the reconciles; an answer asks for its release's next one.

@@ -23,6 +23,7 @@ fn context() -> Context {
         tracking: crate::release::Tracking::ALL,
         routers: Default::default(),
         own_ports: vec![],
+        policies: None,
     };
     Context::new(client, &options).expect("a context")
 }
