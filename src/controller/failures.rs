@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::{Context, Error, FIELD_MANAGER};
+use super::reconcile::{apply_params, saw};
+use super::{Context, Error};
 use crate::crd::Canary;
 use crate::release::EventType;
 
@@ -96,8 +97,8 @@ fn is_news(key: Key, message: &str, now: Instant) -> bool {
 pub async fn report(ctx: &Context, deploy: &Deployment, error: &str) {
     let (namespace, name) = (deploy.namespace().unwrap_or_default(), deploy.name_any());
     let message = format!("Serin cannot reconcile Deployment {name:?}, retrying: {error}");
-    let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &namespace);
-    let canary = api.get_opt(&name).await.ok().flatten();
+    // From the controller's cache when it is current: this runs at every retry.
+    let canary = ctx.canary(&namespace, &name).await.ok().flatten();
     if is_news((namespace.clone(), name.clone()), &message, Instant::now()) {
         ctx.publish(
             deploy,
@@ -125,12 +126,16 @@ pub async fn report(ctx: &Context, deploy: &Deployment, error: &str) {
         "kind": Canary::kind(&()),
         "status": status,
     });
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    if let Err(e) = api
-        .patch_status(&name, &params, &Patch::Apply(&patch))
+    let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &namespace);
+    match api
+        .patch_status(&name, &apply_params(), &Patch::Apply(&patch))
         .await
     {
-        tracing::warn!(namespace, deployment = name, error = %e, "cannot set the Reconciled condition");
+        // The next reconcile must see the condition, to drop it once it succeeds.
+        Ok(written) => saw(&ctx.canaries, &written.metadata),
+        Err(e) => {
+            tracing::warn!(namespace, deployment = name, error = %e, "cannot set the Reconciled condition")
+        }
     }
 }
 

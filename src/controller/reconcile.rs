@@ -31,7 +31,7 @@ use crate::spec::{self, CanarySpec, MANAGED_LABEL, OptIn};
 /// on; more would be a loop).
 const MAX_CALLBACKS: usize = 8;
 
-fn apply_params() -> PatchParams {
+pub(super) fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
@@ -996,7 +996,7 @@ where
 
 /// Serin wrote (or read) the object of `meta`: its cache, if any, is read again once it shows
 /// that version.
-fn saw<K>(cache: &Option<Cache<K>>, meta: &kube::api::ObjectMeta)
+pub(super) fn saw<K>(cache: &Option<Cache<K>>, meta: &kube::api::ObjectMeta)
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
@@ -1007,7 +1007,11 @@ where
 
 impl Context {
     /// The Canary of a Deployment (see [`read_through`]).
-    async fn canary(&self, namespace: &str, name: &str) -> Result<Option<Canary>, Error> {
+    pub(super) async fn canary(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Canary>, Error> {
         let api: Api<Canary> = Api::namespaced(self.client.clone(), namespace);
         read_through(self.canaries.as_ref(), &api, namespace, name).await
     }
