@@ -161,12 +161,8 @@ pub enum Template {
 /// Reads a Deployment's configuration with the policies' defaults filled in where the user
 /// wrote nothing: the same reading the mutating webhook writes back.
 pub fn read(deploy: &Deployment, defaults: &PolicyDefaults) -> Result<OptIn, spec::Problems> {
-    let annotations = deploy.metadata.annotations.as_ref();
-    let opted_in = annotations
-        .and_then(|a| a.get(spec::ENABLED))
-        .is_some_and(|v| v == "true");
-    match annotations {
-        Some(annotations) if opted_in && *defaults != PolicyDefaults::default() => {
+    match deploy.metadata.annotations.as_ref() {
+        Some(annotations) if opted_in(deploy) && *defaults != PolicyDefaults::default() => {
             spec::read_deployment_with(deploy, &policy::fill_defaults(annotations, defaults))
         }
         _ => spec::read_deployment(deploy),
@@ -411,6 +407,7 @@ fn replica_decision(deploy: &Deployment, old: Option<&Deployment>) -> ReplicaDec
     }
 }
 
+/// `serin.dev/enabled: "true"`, whatever else the annotations say.
 fn opted_in(deploy: &Deployment) -> bool {
     deploy
         .metadata
