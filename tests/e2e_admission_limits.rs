@@ -8,36 +8,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
-use support::{TestNamespace, kubectl, wait_until};
-
-/// A Deployment `name` selecting `app: <app>`, with `annotations`.
-fn deployment(ns: &str, name: &str, app: &str, annotations: &[(&str, &str)]) -> String {
-    let mut text = format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\n"
-    );
-    if !annotations.is_empty() {
-        text.push_str("  annotations:\n");
-        for (key, value) in annotations {
-            text.push_str(&format!("    {key}: {value:?}\n"));
-        }
-    }
-    text.push_str(&format!(
-        "spec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {app}}}}}\n  template:\n    metadata: {{labels: {{app: {app}}}}}\n    spec:\n      containers: [{{name: app, image: \"example.invalid/app:1\", ports: [{{containerPort: 8080}}]}}]\n"
-    ));
-    text
-}
+use support::{kubectl, plain_deployment, wait_until};
 
 fn service(ns: &str, name: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{selector: {{app: mine}}, ports: [{{port: 80}}]}}\n"
     )
-}
-
-async fn setup(prefix: &str) -> (kube::Client, TestNamespace) {
-    support::serin();
-    let client = support::client().await;
-    let ns = TestNamespace::create(&client, prefix).await;
-    (client, ns)
 }
 
 /// Applies `manifest`, expects the webhook's refusal and returns kubectl's error output.
@@ -56,9 +32,9 @@ fn assert_mentions(stderr: &str, expected: &[&str]) {
 
 #[tokio::test]
 async fn an_opt_in_whose_derived_names_are_too_long_is_refused_naming_them() {
-    let (client, ns) = setup("limits-names").await;
+    let (client, ns) = support::serin_namespace("limits-names").await;
     let name = "w".repeat(63);
-    let long_name = deployment(&ns.name, &name, "web", &[("serin.dev/enabled", "true")]);
+    let long_name = plain_deployment(&ns.name, &name, "web", &[("serin.dev/enabled", "true")]);
     let stderr = refused(&long_name);
     assert_mentions(
         &stderr,
@@ -68,7 +44,7 @@ async fn an_opt_in_whose_derived_names_are_too_long_is_refused_naming_them() {
         ],
     );
     let app = "a".repeat(56);
-    let long_label = deployment(
+    let long_label = plain_deployment(
         &ns.name,
         "web",
         &app,
@@ -94,8 +70,8 @@ async fn an_opt_in_whose_derived_names_are_too_long_is_refused_naming_them() {
 
 #[tokio::test]
 async fn values_the_routers_or_the_controller_cannot_take_are_refused() {
-    let (_client, ns) = setup("limits-values").await;
-    let manifest = deployment(
+    let (_client, ns) = support::serin_namespace("limits-values").await;
+    let manifest = plain_deployment(
         &ns.name,
         "web",
         "web",
@@ -123,11 +99,11 @@ async fn values_the_routers_or_the_controller_cannot_take_are_refused() {
 
 #[tokio::test]
 async fn an_opt_in_onto_the_users_own_primary_deployment_or_canary_service_is_refused() {
-    let (client, ns) = setup("limits-taken").await;
+    let (client, ns) = support::serin_namespace("limits-taken").await;
     // The user's own objects, under the names Serin would derive for `api`.
     let theirs = format!(
         "{}---\n{}",
-        deployment(&ns.name, "api-primary", "mine", &[]),
+        plain_deployment(&ns.name, "api-primary", "mine", &[]),
         service(&ns.name, "api-canary")
     );
     let (ok, _, stderr) = kubectl(&["apply", "-f", "-"], Some(&theirs));
@@ -137,7 +113,7 @@ async fn an_opt_in_onto_the_users_own_primary_deployment_or_canary_service_is_re
     let (ok, _, stderr) = kubectl(&["apply", "-f", "-"], Some(&apex));
     assert!(ok, "{stderr}");
 
-    let opt_in = deployment(&ns.name, "api", "api", &[("serin.dev/enabled", "true")]);
+    let opt_in = plain_deployment(&ns.name, "api", "api", &[("serin.dev/enabled", "true")]);
     let stderr = refused(&opt_in);
     assert_mentions(
         &stderr,
@@ -170,8 +146,8 @@ async fn an_opt_in_onto_the_users_own_primary_deployment_or_canary_service_is_re
 
 #[tokio::test]
 async fn a_second_deployment_naming_the_same_service_is_refused_naming_the_first() {
-    let (client, ns) = setup("limits-clash").await;
-    let first = deployment(&ns.name, "web", "web", &[("serin.dev/enabled", "true")]);
+    let (client, ns) = support::serin_namespace("limits-clash").await;
+    let first = plain_deployment(&ns.name, "web", "web", &[("serin.dev/enabled", "true")]);
     let (ok, _, stderr) = kubectl(&["apply", "-f", "-"], Some(&first));
     assert!(ok, "{stderr}");
     // Once Serin has reacted to the first (its primary exists), its webhook has seen it too.
@@ -184,7 +160,7 @@ async fn a_second_deployment_naming_the_same_service_is_refused_naming_the_first
     })
     .await;
 
-    let second = deployment(
+    let second = plain_deployment(
         &ns.name,
         "web-v2",
         "web-v2",

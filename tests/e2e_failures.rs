@@ -10,16 +10,9 @@ use std::time::Duration;
 use kube::Client;
 use serin::release::Phase;
 use support::release::{Version, apply, canary, events, manifest, wait_phase};
-use support::{TestNamespace, kubectl, wait_until};
+use support::{kubectl, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(60);
-
-async fn setup(prefix: &str) -> (Client, TestNamespace) {
-    support::release_environment();
-    let client = support::client().await;
-    let ns = TestNamespace::create(&client, prefix).await;
-    (client, ns)
-}
 
 /// `(status, message)` of the Canary's `Reconciled` condition, if it has one.
 async fn reconciled(client: &Client, ns: &str) -> Option<(String, String)> {
@@ -34,7 +27,7 @@ async fn reconciled(client: &Client, ns: &str) -> Option<(String, String)> {
 
 #[tokio::test]
 async fn a_primary_that_cannot_be_created_is_an_event_and_a_condition_until_it_can() {
-    let (client, ns) = setup("failure").await;
+    let (client, ns) = support::release_namespace("failure").await;
     let ns = &ns.name;
     apply(&format!(
         "apiVersion: v1\nkind: ResourceQuota\nmetadata: {{name: one-deployment, namespace: {ns}}}\nspec: {{hard: {{count/deployments.apps: \"1\"}}}}\n"

@@ -67,19 +67,7 @@ impl Drop for Policy {
 }
 
 fn deployment(ns: &str, name: &str, annotations: &[(&str, &str)]) -> String {
-    let mut text = format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\n"
-    );
-    if !annotations.is_empty() {
-        text.push_str("  annotations:\n");
-        for (key, value) in annotations {
-            text.push_str(&format!("    {key}: {value:?}\n"));
-        }
-    }
-    text.push_str(&format!(
-        "spec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers: [{{name: app, image: \"example.invalid/app:1\", ports: [{{containerPort: 8080}}]}}]\n"
-    ));
-    text
+    support::plain_deployment(ns, name, name, annotations)
 }
 
 /// Waits until the webhook's policy cache refuses `yaml` (a server-side dry run), then

@@ -19,7 +19,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Api, Client};
 use serin::release::Phase;
 use support::release::{Version, apply, canary, events, image, manifest, replicas, wait_phase};
-use support::{TestNamespace, kubectl, wait_until};
+use support::{kubectl, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(60);
 const RELEASE: Duration = Duration::from_secs(120);
@@ -176,13 +176,6 @@ fn web(ns: &str, tag: &'static str) -> String {
     manifest(ns, "web", &Version::good(tag), &[]).replace("replicas: 2", "replicas: 3")
 }
 
-async fn setup(prefix: &str) -> (Client, TestNamespace) {
-    support::release_environment();
-    let client = support::client().await;
-    let ns = TestNamespace::create(&client, prefix).await;
-    (client, ns)
-}
-
 /// Samples the primary every 100 ms until stopped: the fewest replicas it was asked for and
 /// the fewest Ready pods it had.
 struct PrimaryWatch {
@@ -244,7 +237,7 @@ async fn desired_annotation(client: &Client, ns: &str) -> Option<String> {
 
 /// The scenario every write goes through.
 async fn scenario(write: Write, prefix: &str) {
-    let (client, ns) = setup(prefix).await;
+    let (client, ns) = support::release_namespace(prefix).await;
     let ns = &ns.name;
     let expected = write.expected();
     match write {
@@ -397,7 +390,7 @@ async fn a_helm_style_three_way_patch_releases_the_new_image() {
 /// stays at the HPA's count and the release runs.
 #[tokio::test]
 async fn an_hpa_managed_manifest_without_replicas_releases_without_scaling_the_primary_down() {
-    let (client, ns) = setup("wf-hpa").await;
+    let (client, ns) = support::release_namespace("wf-hpa").await;
     let ns = &ns.name;
     let hpa = format!(
         r#"apiVersion: autoscaling/v2

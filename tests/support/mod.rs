@@ -301,6 +301,40 @@ pub fn release_environment() {
     simulator();
 }
 
+/// A test namespace with Serin running (webhooks and controller) and a client.
+pub async fn serin_namespace(prefix: &str) -> (Client, TestNamespace) {
+    serin();
+    let client = client().await;
+    let ns = TestNamespace::create(&client, prefix).await;
+    (client, ns)
+}
+
+/// A test namespace in the environment a release needs ([`release_environment`]) and a
+/// client.
+pub async fn release_namespace(prefix: &str) -> (Client, TestNamespace) {
+    release_environment();
+    let client = client().await;
+    let ns = TestNamespace::create(&client, prefix).await;
+    (client, ns)
+}
+
+/// A one-replica Deployment `name` selecting `app: <app>`, with `annotations`, as plain YAML.
+pub fn plain_deployment(ns: &str, name: &str, app: &str, annotations: &[(&str, &str)]) -> String {
+    let mut text = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\n"
+    );
+    if !annotations.is_empty() {
+        text.push_str("  annotations:\n");
+        for (key, value) in annotations {
+            text.push_str(&format!("    {key}: {value:?}\n"));
+        }
+    }
+    text.push_str(&format!(
+        "spec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {app}}}}}\n  template:\n    metadata: {{labels: {{app: {app}}}}}\n    spec:\n      containers: [{{name: app, image: \"example.invalid/app:1\", ports: [{{containerPort: 8080}}]}}]\n"
+    ));
+    text
+}
+
 /// Serin's admin address (local environment only).
 pub fn serin_admin_url() -> String {
     let port = std::fs::read_to_string(repo_root().join(".serin/serin/admin-port"))
