@@ -315,6 +315,15 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// A server on a new certificate pair, written to a temporary directory that lives as long
+/// as the returned guard.
+async fn serve(options: ServeOptions) -> (LocalCerts, tempfile::TempDir, Running) {
+    let certs = pair();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_with_pair(&certs, dir.path(), options).await;
+    (certs, dir, server)
+}
+
 async fn start_with_pair(certs: &LocalCerts, dir: &Path, options: ServeOptions) -> Running {
     let (cert, key) = write_pair(dir, certs);
     let cert = ServingCert::load(cert, key).expect("load pair");
@@ -325,9 +334,7 @@ async fn start_with_pair(certs: &LocalCerts, dir: &Path, options: ServeOptions) 
 
 #[tokio::test]
 async fn https_request_succeeds_for_a_client_trusting_the_generated_ca() {
-    let a = pair();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start_with_pair(&a, dir.path(), test_options()).await;
+    let (a, _dir, server) = serve(test_options()).await;
     for name in ["127.0.0.1", "localhost"] {
         let stream = connect_tls(server.addr, name, &[&a.ca_pem])
             .await
@@ -356,9 +363,7 @@ async fn client_trusting_another_ca_is_refused() {
 
 #[tokio::test]
 async fn keep_alive_serves_two_requests_on_one_connection() {
-    let a = pair();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start_with_pair(&a, dir.path(), test_options()).await;
+    let (a, _dir, server) = serve(test_options()).await;
     let stream = connect_tls(server.addr, "localhost", &[&a.ca_pem])
         .await
         .expect("handshake");
@@ -377,9 +382,7 @@ async fn keep_alive_serves_two_requests_on_one_connection() {
 
 #[tokio::test]
 async fn body_of_exactly_3_mib_is_accepted() {
-    let a = pair();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start_with_pair(&a, dir.path(), test_options()).await;
+    let (a, _dir, server) = serve(test_options()).await;
     let stream = connect_tls(server.addr, "localhost", &[&a.ca_pem])
         .await
         .expect("handshake");
@@ -394,9 +397,7 @@ async fn body_of_exactly_3_mib_is_accepted() {
 
 #[tokio::test]
 async fn declared_body_over_3_mib_is_refused_with_413_before_it_is_sent() {
-    let a = pair();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start_with_pair(&a, dir.path(), test_options()).await;
+    let (a, _dir, server) = serve(test_options()).await;
     let stream = connect_tls(server.addr, "localhost", &[&a.ca_pem])
         .await
         .expect("handshake");
@@ -412,9 +413,7 @@ async fn declared_body_over_3_mib_is_refused_with_413_before_it_is_sent() {
 
 #[tokio::test]
 async fn chunked_body_over_3_mib_is_refused_with_413() {
-    let a = pair();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start_with_pair(&a, dir.path(), test_options()).await;
+    let (a, _dir, server) = serve(test_options()).await;
     let stream = connect_tls(server.addr, "localhost", &[&a.ca_pem])
         .await
         .expect("handshake");
@@ -440,18 +439,14 @@ async fn chunked_body_over_3_mib_is_refused_with_413() {
 
 #[tokio::test]
 async fn client_that_never_finishes_the_tls_handshake_is_dropped() {
-    let a = pair();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start_with_pair(&a, dir.path(), test_options()).await;
+    let (_certs, _dir, server) = serve(test_options()).await;
     let tcp = TcpStream::connect(server.addr).await.expect("connect");
     assert!(HttpClient::new(tcp).closed_by_server().await);
 }
 
 #[tokio::test]
 async fn client_that_drips_its_headers_is_dropped() {
-    let a = pair();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start_with_pair(&a, dir.path(), test_options()).await;
+    let (a, _dir, server) = serve(test_options()).await;
     let stream = connect_tls(server.addr, "localhost", &[&a.ca_pem])
         .await
         .expect("handshake");
@@ -465,8 +460,6 @@ async fn client_that_drips_its_headers_is_dropped() {
 
 #[tokio::test]
 async fn connections_over_the_cap_wait_until_a_slot_frees() {
-    let a = pair();
-    let dir = tempfile::tempdir().expect("tempdir");
     let options = ServeOptions {
         max_connections: 1,
         // Long enough that the first connection stays open while we look at the second.
@@ -474,7 +467,7 @@ async fn connections_over_the_cap_wait_until_a_slot_frees() {
         keep_alive_timeout: Duration::from_secs(30),
         ..test_options()
     };
-    let server = start_with_pair(&a, dir.path(), options).await;
+    let (a, _dir, server) = serve(options).await;
     let first = connect_tls(server.addr, "localhost", &[&a.ca_pem])
         .await
         .expect("first handshake");
@@ -766,9 +759,7 @@ async fn drip_until_closed<S: AsyncRead + AsyncWrite + Unpin>(
 
 #[tokio::test]
 async fn client_that_drips_its_body_is_cut_off_by_the_request_deadline() {
-    let a = pair();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start_with_pair(&a, dir.path(), test_options()).await;
+    let (a, _dir, server) = serve(test_options()).await;
     let stream = connect_tls(server.addr, "localhost", &[&a.ca_pem])
         .await
         .expect("handshake");
@@ -807,14 +798,12 @@ async fn connect_tls_from(
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn slow_clients_from_one_address_do_not_keep_a_review_from_another_waiting() {
-    let a = pair();
-    let dir = tempfile::tempdir().expect("tempdir");
     let options = ServeOptions {
         max_connections: 8,
         max_connections_per_address: 4,
         ..test_options()
     };
-    let server = start_with_pair(&a, dir.path(), options).await;
+    let (a, _dir, server) = serve(options).await;
     // Twice as many drippers as there are slots, each reconnecting as soon as it is cut off.
     let attacker: std::net::IpAddr = [127, 0, 0, 1].into();
     let drippers: Vec<JoinHandle<()>> = (0..16)
@@ -874,9 +863,7 @@ async fn connect_offering(
 
 #[tokio::test]
 async fn client_offering_only_http_1_0_in_alpn_is_served() {
-    let a = pair();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start_with_pair(&a, dir.path(), test_options()).await;
+    let (a, _dir, server) = serve(test_options()).await;
 
     // It may well speak HTTP/1.1 all the same: answered in HTTP/1.1, and kept alive.
     let stream = connect_offering(&[b"http/1.0"], server.addr, &a.ca_pem)
@@ -918,9 +905,7 @@ async fn client_offering_only_http_1_0_in_alpn_is_served() {
 
 #[tokio::test]
 async fn each_request_on_a_kept_alive_connection_gets_its_own_deadline() {
-    let a = pair();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start_with_pair(&a, dir.path(), test_options()).await;
+    let (a, _dir, server) = serve(test_options()).await;
     let stream = connect_tls(server.addr, "localhost", &[&a.ca_pem])
         .await
         .expect("handshake");
@@ -935,9 +920,7 @@ async fn each_request_on_a_kept_alive_connection_gets_its_own_deadline() {
 
 #[tokio::test]
 async fn a_connection_idle_past_the_keep_alive_timeout_is_closed() {
-    let a = pair();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start_with_pair(&a, dir.path(), test_options()).await;
+    let (a, _dir, server) = serve(test_options()).await;
     let stream = connect_tls(server.addr, "localhost", &[&a.ca_pem])
         .await
         .expect("handshake");
@@ -973,15 +956,13 @@ async fn a_handler_still_running_at_the_deadline_has_its_connection_closed() {
 
 #[tokio::test]
 async fn connections_over_the_per_address_cap_are_closed_at_once() {
-    let a = pair();
-    let dir = tempfile::tempdir().expect("tempdir");
     let options = ServeOptions {
         max_connections_per_address: 1,
         request_deadline: Duration::from_secs(30),
         keep_alive_timeout: Duration::from_secs(30),
         ..test_options()
     };
-    let server = start_with_pair(&a, dir.path(), options).await;
+    let (a, _dir, server) = serve(options).await;
     let first = connect_tls(server.addr, "localhost", &[&a.ca_pem])
         .await
         .expect("first handshake");
