@@ -447,3 +447,36 @@ spec:
         "the idle canary's 0 recorded as the request"
     );
 }
+
+/// A Deployment, selector value and Service of 55 characters, the longest whose derived
+/// names (`-primary`, `-canary`) fit: admitted, set up and released by `kubectl set image`
+/// like any other.
+#[tokio::test]
+async fn a_name_at_the_length_limit_opts_in_and_releases_with_set_image() {
+    let (client, ns) = support::release_namespace("wf-longname").await;
+    let ns = &ns.name;
+    let name = format!("w{}", "e".repeat(54));
+    assert_eq!(name.len(), 55);
+    apply(&manifest(ns, &name, &Version::good("v1"), &[]));
+    wait_phase(&client, ns, &name, Phase::Initialized, SETTLE).await;
+    let primary = format!("{name}-primary");
+    assert_eq!(replicas(&client, ns, &primary).await, Some(2));
+    let (ok, out, err) = kubectl(
+        &[
+            "-n",
+            ns,
+            "set",
+            "image",
+            &format!("deploy/{name}"),
+            &format!("app=example.invalid/{name}:v2"),
+        ],
+        None,
+    );
+    assert!(ok, "{out}\n{err}");
+    wait_phase(&client, ns, &name, Phase::Succeeded, RELEASE).await;
+    assert_eq!(
+        image(&client, ns, &primary).await,
+        format!("example.invalid/{name}:v2")
+    );
+    assert_eq!(replicas(&client, ns, &primary).await, Some(2));
+}
