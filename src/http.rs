@@ -174,6 +174,18 @@ pub(crate) async fn serve_on_loopback(app: axum::Router) -> String {
     format!("http://{address}")
 }
 
+/// For tests: outbound calls that treat the port of `base` (a server from
+/// [`serve_on_loopback`]) as one of Serin's own listeners, and that port.
+#[cfg(test)]
+pub(crate) fn outbound_guarding(base: &str) -> (Outbound, u16) {
+    let port: u16 = base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a base URL ending in a port");
+    (Outbound::new(Egress::new([port])).expect("outbound"), port)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -387,13 +387,7 @@ async fn a_redirect_fails_the_call_and_is_not_followed() {
 async fn serins_own_ports_and_link_local_addresses_are_never_called() {
     // The stand-in plays Serin's admin port: a hook there is refused before any byte is sent.
     let (base, seen) = webhooks().await;
-    let port: u16 = base
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    let outbound =
-        crate::http::Outbound::new(crate::policy::egress::Egress::new([port])).expect("outbound");
+    let (outbound, port) = crate::http::outbound_guarding(&base);
     let guarded = HookClient::new(outbound).with_retry_pause(Duration::from_millis(10));
     for (url, expected) in [
         (format!("{base}/ok"), "Serin's own listener"),

@@ -695,13 +695,7 @@ async fn link_local_and_serins_own_ports_are_never_asked_whatever_the_address() 
     // The cloud metadata address, as a literal, in IPv6 clothing and in decimal; `localhost`
     // on Serin's admin port (resolved, then refused).
     let base = prometheus().await;
-    let port: u16 = base
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    let outbound =
-        crate::http::Outbound::new(crate::policy::egress::Egress::new([port])).expect("outbound");
+    let (outbound, port) = crate::http::outbound_guarding(&base);
     let guarded = PrometheusClient::new(outbound, "http://unused.test")
         .with_timeout(StdDuration::from_secs(2));
     for (address, expected) in [
