@@ -20,8 +20,8 @@ use kube::core::admission::{AdmissionResponse, Operation};
 use serde_json::Value;
 
 use super::review::DeploymentRequest;
-use crate::crd::AnalysisTemplateSpec;
-use crate::policy::{self, Enforcement, Finding, NamedPolicy, PolicyDefaults, Release};
+use crate::crd::{AnalysisTemplateSpec, Enforcement, PolicyDefaults};
+use crate::policy::{self, Finding, NamedPolicy, Release};
 use crate::release::{
     CANARY_SUFFIX, OWNER_LABEL, PRIMARY_SUFFIX, primary_name, requested_replicas,
 };
@@ -843,7 +843,7 @@ mod tests {
     }
 
     fn policies(enforcement: Enforcement) -> PolicyView {
-        use crate::policy::{CanaryPolicySpec, PolicyLimits};
+        use crate::crd::{CanaryPolicySpec, PolicyLimits};
         PolicyView {
             policies: vec![NamedPolicy {
                 name: "prod-rules".into(),

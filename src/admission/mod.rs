@@ -28,7 +28,7 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 
 use crate::crd::AnalysisTemplateSpec;
-use crate::policy::CanaryPolicySpec;
+use crate::crd::CanaryPolicySpec;
 use crate::server::{Metrics, Outcome};
 pub use policies::PolicyIndex;
 use resources::Checked as _;

@@ -16,8 +16,8 @@ use serde_json::Value;
 
 use super::PolicyIndex;
 use super::review::{self, Invalid};
-use crate::crd::{AnalysisTemplateSpec, GROUP};
-use crate::policy::{self, CanaryPolicySpec, Enforcement, NamedPolicy};
+use crate::crd::{AnalysisTemplateSpec, CanaryPolicySpec, Enforcement, GROUP};
+use crate::policy::{self, NamedPolicy};
 use crate::spec::Problem;
 
 /// A kind Serin validates: how to read its spec and what is wrong with it.

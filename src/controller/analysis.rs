@@ -485,7 +485,7 @@ async fn policy_refusal(
     let name = spec.analysis.as_deref().unwrap_or("?");
     let denied: Vec<String> = crate::policy::template_findings(&policies, name, template)
         .into_iter()
-        .filter(|f| f.enforcement == crate::policy::Enforcement::Deny)
+        .filter(|f| f.enforcement == crate::crd::Enforcement::Deny)
         .map(|f| f.to_string())
         .collect();
     Ok((!denied.is_empty()).then(|| {

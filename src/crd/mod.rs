@@ -15,7 +15,10 @@ pub use analysis_template::{
     WebhookTemplate,
 };
 pub use canary::{Canary, CanaryResourceSpec, CanaryStatus, RequestOutcome, RequestStatus};
-pub use canary_policy::{CanaryPolicy, CanaryPolicyResourceSpec};
+pub use canary_policy::{
+    CanaryPolicy, CanaryPolicyResourceSpec, CanaryPolicySpec, Enforcement, PolicyDefaults,
+    PolicyLimits,
+};
 
 /// API group of every Serin resource.
 pub const GROUP: &str = "serin.dev";

@@ -21,19 +21,9 @@ use futures::future::join_all;
 
 use crate::crd::{AnalysisTemplateSpec, MetricTemplate, NoDataPolicy};
 use crate::release::{MetricCheck, NoData, builtin_checks};
-use crate::spec::{CanarySpec, Duration, Provider};
+use crate::spec::{Builtin, CanarySpec, Duration, Provider};
 
 pub use prometheus::{DEFAULT_QUERY_TIMEOUT, MetricsError, PrometheusClient};
-
-/// The builtin checks (SPEC "Metrics"), asked of whoever sees the canary's requests
-/// ([`Observer`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Builtin {
-    /// `request-success-rate`: percent of the canary's requests that did not fail.
-    SuccessRate,
-    /// `request-duration`: p99 latency of the canary's requests, milliseconds.
-    Duration,
-}
 
 /// Who sees the canary's requests and exports them to Prometheus, which decides the series
 /// the builtin checks query (Flagger's metrics observers).
@@ -90,28 +80,6 @@ impl<'a> Observer<'a> {
 }
 
 impl Builtin {
-    pub const ALL: [Builtin; 2] = [Builtin::SuccessRate, Builtin::Duration];
-
-    /// The metric name, in an `AnalysisTemplate` and in `Canary.status`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Builtin::SuccessRate => "request-success-rate",
-            Builtin::Duration => "request-duration",
-        }
-    }
-
-    pub fn named(name: &str) -> Option<Builtin> {
-        Builtin::ALL.into_iter().find(|b| b.name() == name)
-    }
-
-    /// Printed after values in messages.
-    pub fn unit(self) -> &'static str {
-        match self {
-            Builtin::SuccessRate => "%",
-            Builtin::Duration => "ms",
-        }
-    }
-
     /// The Linkerd query (SPEC "Metrics") for the canary Deployment `target` in `namespace`.
     pub fn query(self, namespace: &str, target: &str, window: Duration) -> String {
         let observer = Observer::Linkerd {
