@@ -18,6 +18,7 @@
 //! - [`cli`]: the `serin` command line.
 
 pub mod admission;
+pub mod analysis;
 pub mod certs;
 pub mod check;
 pub mod cli;
@@ -25,9 +26,6 @@ pub mod controller;
 pub mod conversion;
 pub mod crd;
 pub mod demo;
-pub mod hooks;
-pub mod http;
-pub mod metrics;
 pub mod policy;
 pub mod release;
 pub mod router;

@@ -30,10 +30,10 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::runtime::reflector::ObjectRef;
 
+use crate::analysis::http::Outbound;
+use crate::analysis::webhooks::{self as hooks, HookClient, HookPayload};
+use crate::analysis::{self as metrics, PrometheusClient};
 use crate::crd::{AnalysisTemplateSpec, HookType};
-use crate::hooks::{self, HookClient, HookPayload};
-use crate::http::Outbound;
-use crate::metrics::{self, PrometheusClient};
 use crate::policy::egress::Egress;
 use crate::release::{EventType, HookKind, MetricCheck, NoData, Phase, ReleaseStatus};
 use crate::spec::CanarySpec;

@@ -134,7 +134,7 @@ impl AnalysisTemplateSpec {
                     ),
                 ));
             }
-            if let Err(e) = crate::metrics::check_metric(metric) {
+            if let Err(e) = crate::analysis::check_metric(metric) {
                 let field = match metric.query {
                     Some(_) => "query",
                     None => "name",

@@ -53,7 +53,7 @@ async fn hung_hook() -> (String, Arc<AtomicUsize>) {
 
 async fn answering_hook() -> String {
     let app = axum::Router::new().route("/gate", axum::routing::post(|| async { "open" }));
-    crate::http::serve_on_loopback(app).await + "/gate"
+    crate::analysis::http::serve_on_loopback(app).await + "/gate"
 }
 
 fn template(url: &str) -> AnalysisTemplateSpec {

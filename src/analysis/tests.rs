@@ -8,8 +8,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::*;
-use crate::crd::{HookType, ThresholdRange, WebhookTemplate};
-use crate::http::serve_on_loopback;
+use crate::crd::{
+    AnalysisTemplateSpec, HookType, MetricTemplate, NoDataPolicy, ThresholdRange, WebhookTemplate,
+};
+use crate::release::{MetricCheck, NoData, builtin_checks};
+use crate::spec::{Builtin, CanarySpec, Duration};
+use http::serve_on_loopback;
 
 fn spec() -> CanarySpec {
     CanarySpec::defaults("web-svc".into(), Some(8080))
@@ -524,7 +528,7 @@ async fn prometheus() -> String {
 }
 
 fn client(default_address: &str) -> PrometheusClient {
-    let http = crate::http::client().expect("http client");
+    let http = http::client().expect("http client");
     PrometheusClient::new(http, default_address).with_timeout(StdDuration::from_millis(500))
 }
 
@@ -695,7 +699,7 @@ async fn link_local_and_serins_own_ports_are_never_asked_whatever_the_address() 
     // The cloud metadata address, as a literal, in IPv6 clothing and in decimal; `localhost`
     // on Serin's admin port (resolved, then refused).
     let base = prometheus().await;
-    let (outbound, port) = crate::http::outbound_guarding(&base);
+    let (outbound, port) = http::outbound_guarding(&base);
     let guarded = PrometheusClient::new(outbound, "http://unused.test")
         .with_timeout(StdDuration::from_secs(2));
     for (address, expected) in [
@@ -717,8 +721,7 @@ async fn link_local_and_serins_own_ports_are_never_asked_whatever_the_address() 
     }
     // The same stand-in through the unguarded port check answers: only Serin's ports are
     // refused on loopback, not a Prometheus beside it.
-    let beside =
-        crate::http::Outbound::new(crate::policy::egress::Egress::new([1])).expect("outbound");
+    let beside = http::Outbound::new(crate::policy::egress::Egress::new([1])).expect("outbound");
     let answer = PrometheusClient::new(beside, "http://unused.test")
         .query(Some(&format!("{base}/vector")), "up")
         .await;

@@ -1,0 +1,33 @@
+//! The analysis of a release: what it measures, how, and the webhooks it calls. Everything
+//! a release asks outside the cluster's API goes through here.
+//!
+//! - [`plan`] (pure): which checks a release runs at each interval; [`plan::measure`] runs
+//!   them against Prometheus;
+//! - [`queries`] (pure): the `{{ variables }}` of a custom query;
+//! - [`observers`] (pure): the builtin queries, one file per data plane (Flagger's metrics
+//!   observers);
+//! - [`promql`] (pure): the escaping every query uses;
+//! - [`prometheus`]: the Prometheus HTTP API client;
+//! - [`webhooks`]: an `AnalysisTemplate`'s Flagger-style webhooks;
+//! - [`http`]: outbound HTTP for both, held to [`crate::policy::egress`].
+//!
+//! Only an empty answer is "no data" (which `noData: skip` may leave out). A query that fails
+//! (Prometheus down, slow, refusing the query, a broken template) is a failed check, always:
+//! an unobservable canary is never promoted.
+
+pub mod http;
+pub mod observers;
+pub mod plan;
+pub mod prometheus;
+pub mod promql;
+pub mod queries;
+pub mod webhooks;
+
+pub use observers::Observer;
+pub use plan::{Measurement, PlannedCheck, measure, plan_checks};
+pub use prometheus::{DEFAULT_QUERY_TIMEOUT, MetricsError, PrometheusClient};
+pub use promql::{label_value, regex_literal};
+pub use queries::{QueryError, QueryVars, check_metric, render_query};
+
+#[cfg(test)]
+mod tests;
