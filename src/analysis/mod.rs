@@ -7,6 +7,8 @@
 //! - [`observers`] (pure): the builtin queries, one file per data plane (Flagger's metrics
 //!   observers);
 //! - [`promql`] (pure): the escaping every query uses;
+//! - [`validate`] (pure): what is wrong with an `AnalysisTemplate` beyond its schema, for
+//!   admission;
 //! - [`prometheus`]: the Prometheus HTTP API client;
 //! - [`webhooks`]: an `AnalysisTemplate`'s Flagger-style webhooks;
 //! - [`http`]: outbound HTTP for both, held to [`crate::policy::egress`].
@@ -21,6 +23,7 @@ pub mod plan;
 pub mod prometheus;
 pub mod promql;
 pub mod queries;
+pub mod validate;
 pub mod webhooks;
 
 pub use observers::Observer;

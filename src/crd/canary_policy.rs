@@ -1,7 +1,7 @@
 //! `CanaryPolicy` (cluster-scoped): rules for every covered Deployment, and the `v1beta1`
 //! shape of its spec ([`CanaryPolicySpec`], with [`PolicyDefaults`], [`PolicyLimits`] and
 //! [`Enforcement`]). What the rules mean (which Deployments a policy covers, the defaults it
-//! fills, what it finds, what is wrong with a policy itself) is `crate::policy`'s.
+//! fills, what it finds, what is wrong with a policy itself) is `src/policy/`'s.
 
 use std::fmt;
 
