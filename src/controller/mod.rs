@@ -61,7 +61,7 @@ pub struct Options {
     /// The webhook's index of CanaryPolicies and namespace labels when both run in one
     /// process (`serin run`), shared so that its watches are not opened twice; the
     /// controller starts its own otherwise.
-    pub policies: Option<Arc<crate::admission::PolicyIndex>>,
+    pub policies: Option<Arc<crate::policy::PolicyIndex>>,
 }
 
 /// What every reconcile (and the webhook's injection) shares.
@@ -81,7 +81,7 @@ pub struct Context {
     pub routers: RouterSettings,
     /// The CanaryPolicies, watch-fed, to judge a release's AnalysisTemplate before anything
     /// of it is called (`None` in the webhook, which calls nothing).
-    pub policies: Option<Arc<crate::admission::PolicyIndex>>,
+    pub policies: Option<Arc<crate::policy::PolicyIndex>>,
 }
 
 /// Why a reconcile failed; it is retried after [`RETRY_AFTER`].
@@ -336,7 +336,7 @@ pub async fn run(
             options
                 .policies
                 .clone()
-                .unwrap_or_else(|| crate::admission::PolicyIndex::start(client.clone())),
+                .unwrap_or_else(|| crate::policy::PolicyIndex::start(client.clone())),
         ),
         ..Context::new(client.clone(), &options)?
     });

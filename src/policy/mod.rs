@@ -7,13 +7,17 @@
 //! - the defaults they fill, as annotations, so a filled default reads exactly like one the
 //!   user wrote ([`fill_defaults`]);
 //! - what they find wrong with a Deployment's effective configuration ([`findings`]);
-//! - what is wrong with a policy itself ([`CanaryPolicySpec::problems`]).
+//! - what is wrong with a policy itself ([`CanaryPolicySpec::problems`]);
+//! - the watch-fed [`PolicyIndex`] of the cluster's policies and namespace labels that the
+//!   admission webhooks and the controller ask which policies cover a Deployment (the one
+//!   part that reads the cluster).
 //!
 //! Several matching policies combine to the strictest: each is checked on its own, so any
 //! `deny` policy that is broken refuses, and defaults take the strictest value on offer.
 
 pub mod egress;
 mod hosts;
+mod index;
 mod selector;
 
 use std::collections::BTreeMap;
@@ -25,6 +29,7 @@ use crate::crd::{
 use crate::spec::{self, Builtin, CanarySpec, OptIn, Problem};
 
 pub use hosts::host_allowed;
+pub use index::{Names, NotReady, Occupant, PolicyIndex};
 
 /// What a CanaryPolicy that requires canaries says about a Deployment that did not opt in.
 pub const REQUIRE_CANARY_MESSAGE: &str =
