@@ -1,6 +1,9 @@
 //! The analysis of a release: what it measures, how, and the webhooks it calls. Everything
 //! a release asks outside the cluster's API goes through here.
 //!
+//! - [`measure`]: the controller's door: [`Measuring`] (the clients, the calls in flight, the
+//!   policy index) and [`Asker`], which asks the questions of one reconcile without waiting
+//!   for their answers, and the notifications it sends;
 //! - [`plan`] (pure): which checks a release runs at each interval; [`plan::measure`] runs
 //!   them against Prometheus;
 //! - [`queries`] (pure): the `{{ variables }}` of a custom query;
@@ -18,6 +21,7 @@
 //! an unobservable canary is never promoted.
 
 pub mod http;
+pub mod measure;
 pub mod observers;
 pub mod plan;
 pub mod prometheus;
@@ -26,6 +30,7 @@ pub mod queries;
 pub mod validate;
 pub mod webhooks;
 
+pub use measure::{AWAITING_RECHECK, Asker, Measuring, Payload, notify, notify_event};
 pub use observers::Observer;
 pub use plan::{Measurement, PlannedCheck, measure, plan_checks};
 pub use prometheus::{DEFAULT_QUERY_TIMEOUT, MetricsError, PrometheusClient};
