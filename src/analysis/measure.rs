@@ -6,7 +6,7 @@
 //! **A reconcile never waits for them.** Hooks and queries answer in seconds at best and
 //! never at worst, and a reconcile holds one of the controller's few slots: awaited inline,
 //! a handful of releases whose hooks hang would stop every release in the cluster, bad
-//! canaries and opt-outs included. So each question the machine asks ([`Question`]) is run in
+//! canaries and opt-outs included. So each question the machine asks (`Question`) is run in
 //! a task of its own ([`Calls`]), and the reconcile that asked ends at once: it performs what
 //! the machine decided so far and writes that status (every state the machine returns is a
 //! sound one). When the answer comes, the task asks the controller to reconcile the release

@@ -1,7 +1,7 @@
 //! The analysis of a release: what it measures, how, and the webhooks it calls. Everything
 //! a release asks outside the cluster's API goes through here.
 //!
-//! - [`measure`]: the controller's door: [`Measuring`] (the clients, the calls in flight, the
+//! - [`mod@measure`]: the controller's door: [`Measuring`] (the clients, the calls in flight, the
 //!   policy index) and [`Asker`], which asks the questions of one reconcile without waiting
 //!   for their answers, and the notifications it sends;
 //! - [`plan`] (pure): which checks a release runs at each interval; [`plan::measure`] runs

@@ -2,9 +2,9 @@
 //! series the builtin checks ([`Builtin`]) query: Flagger's metrics observers, one file per
 //! data plane beside its router.
 //!
-//! - [`linkerd`]: Linkerd's proxies (`linkerd`, `smi:v1alpha2`, `gatewayapi`), SPEC "Metrics";
-//! - [`nginx`]: ingress-nginx (`nginx`);
-//! - [`gloo`]: Gloo's Envoy proxies (`gloo`).
+//! - `linkerd.rs`: Linkerd's proxies (`linkerd`, `smi:v1alpha2`, `gatewayapi`), SPEC "Metrics";
+//! - `nginx.rs`: ingress-nginx (`nginx`);
+//! - `gloo.rs`: Gloo's Envoy proxies (`gloo`).
 //!
 //! A new data plane is a file here with its `query`, a variant of [`Observer`], and its line
 //! in [`Observer::of`] and [`Builtin::query_for`].
