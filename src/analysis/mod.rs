@@ -1,9 +1,9 @@
 //! The analysis of a release: what it measures, how, and the webhooks it calls. Everything
 //! a release asks outside the cluster's API goes through here.
 //!
-//! - [`mod@measure`]: the controller's door: [`Measuring`] (the clients, the calls in flight, the
-//!   policy index) and [`Asker`], which asks the questions of one reconcile without waiting
-//!   for their answers, and the notifications it sends;
+//! - [`mod@measure`]: the controller's door: [`Measuring`] (the clients, the calls in
+//!   flight, the policy index) and [`Asker`], which asks the questions of one reconcile
+//!   without waiting for their answers, and the notifications it sends;
 //! - [`plan`] (pure): which checks a release runs at each interval; [`plan::measure`] runs
 //!   them against Prometheus;
 //! - [`queries`] (pure): the `{{ variables }}` of a custom query;
@@ -16,9 +16,7 @@
 //! - [`webhooks`]: an `AnalysisTemplate`'s Flagger-style webhooks;
 //! - [`http`]: outbound HTTP for both, held to [`crate::policy::egress`].
 //!
-//! Only an empty answer is "no data" (which `noData: skip` may leave out). A query that fails
-//! (Prometheus down, slow, refusing the query, a broken template) is a failed check, always:
-//! an unobservable canary is never promoted.
+//! An unobservable canary is never promoted: see [`plan`] for what counts as "no data".
 
 pub mod http;
 pub mod measure;
