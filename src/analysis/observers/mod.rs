@@ -100,3 +100,6 @@ impl Builtin {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests;
