@@ -1,7 +1,7 @@
 //! The analysis of a release: what it measures, how, and the webhooks it calls. Everything
 //! a release asks outside the cluster's API goes through here.
 //!
-//! - [`mod@measure`]: the controller's door: [`Measuring`] (the clients, the calls in
+//! - [`measure`]: the controller's door: [`Measuring`] (the clients, the calls in
 //!   flight, the policy index) and [`Asker`], which asks the questions of one reconcile
 //!   without waiting for their answers, and the notifications it sends;
 //! - [`plan`] (pure): which checks a release runs at each interval; [`plan::measure`] runs
@@ -30,7 +30,7 @@ pub mod webhooks;
 
 pub use measure::{AWAITING_RECHECK, Asker, Measuring, Payload, notify, notify_event};
 pub use observers::Observer;
-pub use plan::{Measurement, PlannedCheck, measure, plan_checks};
+pub use plan::{Measurement, PlannedCheck, plan_checks};
 pub use prometheus::{DEFAULT_QUERY_TIMEOUT, MetricsError, PrometheusClient};
 pub use promql::{label_value, regex_literal};
 pub use queries::{QueryError, QueryVars, check_metric, render_query};

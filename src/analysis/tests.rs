@@ -15,6 +15,7 @@ use crate::release::{MetricCheck, NoData, builtin_checks};
 use crate::spec::{Builtin, CanarySpec, Duration};
 use http::serve_on_loopback;
 use observers::tests::{GLOO, LINKERD, NGINX};
+use plan::measure;
 
 fn spec() -> CanarySpec {
     CanarySpec::defaults("web-svc".into(), Some(8080))
