@@ -35,7 +35,7 @@ use serin::admission::deployments::{PolicyView, mutate, validate};
 use serin::admission::review::decode_deployment;
 use serin::admission::{AdmissionState, DEFAULT_SERVICE_ACCOUNT, router};
 use serin::certs::{self, CertOptions};
-use serin::policy::PolicyDefaults;
+use serin::crd::PolicyDefaults;
 use serin::server::{
     Metrics, ReadyFlag, ServeOptions, ServingCert, install_crypto_provider, serve_https,
     server_config,

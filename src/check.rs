@@ -17,10 +17,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::admission::deployments::{Judgement, Names, Occupant, PolicyView, Template, judge};
+use crate::admission::deployments::{Judgement, PolicyView, Template, judge};
 use crate::conversion::{self, Version};
 use crate::crd::{AnalysisTemplate, CanaryPolicy};
-use crate::policy::{self, NamedPolicy, Subject};
+use crate::policy::{self, NamedPolicy, Names, Occupant, Subject};
 use crate::spec::OptIn;
 
 /// What one checked document said.

@@ -7,9 +7,15 @@
 //! - [`release`]: the release machinery as pure functions: desired objects (primary,
 //!   Services, config copies, HPA), the revision hash and the release state machine;
 //! - [`router`]: one traffic router per provider behind a small trait (SMI TrafficSplit);
+//! - [`analysis`]: what a release measures and calls: the planned checks, the builtin queries
+//!   one file per data plane, Prometheus, the AnalysisTemplate's webhooks and their validation,
+//!   and the controller's door to them ([`analysis::Measuring`]);
+//! - [`policy`]: `CanaryPolicy` rules (coverage, defaults, findings) and the watch-fed index
+//!   of the cluster's policies;
 //! - [`controller`]: the release controller (kube-rs), the executor of [`release`];
 //! - [`admission`]: the validating and mutating webhooks built on [`spec`];
-//! - [`crd`]: Serin's custom resources (`Canary`, `AnalysisTemplate`), source of the CRD YAML;
+//! - [`crd`]: Serin's custom resources (`Canary`, `AnalysisTemplate`, `CanaryPolicy`), types
+//!   only, source of the CRD YAML;
 //! - [`demo`]: `make demo`'s release timelines and their SVG charts (pure);
 //! - [`simulate`]: the local environment's traffic simulator (Linkerd-style series from the
 //!   router weights in the API server);
@@ -18,6 +24,7 @@
 //! - [`cli`]: the `serin` command line.
 
 pub mod admission;
+pub mod analysis;
 pub mod certs;
 pub mod check;
 pub mod cli;
@@ -25,9 +32,6 @@ pub mod controller;
 pub mod conversion;
 pub mod crd;
 pub mod demo;
-pub mod hooks;
-pub mod http;
-pub mod metrics;
 pub mod policy;
 pub mod release;
 pub mod router;

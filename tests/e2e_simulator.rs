@@ -18,9 +18,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
 use kube::{Api, Client};
-use serin::metrics::Builtin;
 use serin::router::{Weights, router_for};
 use serin::simulate::{Backend, Behaviour, ERROR_RATE, Simulator};
+use serin::spec::Builtin;
 use serin::spec::{CanarySpec, Provider};
 use support::{TestNamespace, wait_until};
 

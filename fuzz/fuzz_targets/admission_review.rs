@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 use serin::admission::DEFAULT_SERVICE_ACCOUNT;
 use serin::admission::deployments::{PolicyView, mutate, validate};
 use serin::admission::review::decode_deployment;
-use serin::policy::PolicyDefaults;
+use serin::crd::PolicyDefaults;
 
 fuzz_target!(|body: &[u8]| {
     let Ok(request) = decode_deployment(body) else {

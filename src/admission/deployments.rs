@@ -20,11 +20,9 @@ use kube::core::admission::{AdmissionResponse, Operation};
 use serde_json::Value;
 
 use super::review::DeploymentRequest;
-use crate::crd::AnalysisTemplateSpec;
-use crate::policy::{self, Enforcement, Finding, NamedPolicy, PolicyDefaults, Release};
-use crate::release::{
-    CANARY_SUFFIX, OWNER_LABEL, PRIMARY_SUFFIX, primary_name, requested_replicas,
-};
+use crate::crd::{AnalysisTemplateSpec, Enforcement, PolicyDefaults};
+use crate::policy::{self, Finding, NamedPolicy, Names, Release};
+use crate::release::{CANARY_SUFFIX, PRIMARY_SUFFIX, primary_name, requested_replicas};
 use crate::spec::{self, OptIn};
 
 /// What the cluster says about a Deployment write beyond the object itself, gathered by the
@@ -38,54 +36,6 @@ pub struct PolicyView {
     /// What holds the names the opt-in would take; `None` when not looked up (nothing new is
     /// claimed, Serin's own write, or no cluster access).
     pub names: Option<Names>,
-}
-
-/// The objects found under the names an opted-in Deployment derives (`<name>-primary`, the
-/// Services `<svc>`, `<svc>-primary`, `<svc>-canary`), and the apex Service of every opted-in
-/// Deployment of the namespace.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Names {
-    /// Objects that exist (others may be listed too: only the derived names are looked at).
-    pub objects: Vec<Occupant>,
-    /// `(Deployment, its serin.dev/service)` of the namespace's opted-in Deployments.
-    pub services: Vec<(String, String)>,
-}
-
-/// An existing object and who manages it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Occupant {
-    /// `Deployment` or `Service`.
-    pub kind: String,
-    pub name: String,
-    /// Its `serin.dev/owner` label: the Deployment Serin manages it for.
-    pub owner: Option<String>,
-    /// Its controlling owner reference, `(kind, name)`.
-    pub controller: Option<(String, String)>,
-}
-
-impl Occupant {
-    /// From an object's metadata.
-    pub fn of(
-        kind: &str,
-        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    ) -> Self {
-        let controller = meta
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|r| r.controller == Some(true))
-            .map(|r| (r.kind.clone(), r.name.clone()));
-        Occupant {
-            kind: kind.to_owned(),
-            name: meta.name.clone().unwrap_or_default(),
-            owner: meta
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(OWNER_LABEL))
-                .cloned(),
-            controller,
-        }
-    }
 }
 
 /// Why Deployment `name` cannot take the names its opt-in derives, one line each: an object
@@ -471,6 +421,7 @@ fn set_entries(
 mod tests {
     use super::*;
     use crate::admission::review::{decode_deployment, fixtures};
+    use crate::policy::Occupant;
     use serde_json::{Value, json};
 
     const SERIN: &str = "system:serviceaccount:serin-system:serin";
@@ -843,7 +794,7 @@ mod tests {
     }
 
     fn policies(enforcement: Enforcement) -> PolicyView {
-        use crate::policy::{CanaryPolicySpec, PolicyLimits};
+        use crate::crd::{CanaryPolicySpec, PolicyLimits};
         PolicyView {
             policies: vec![NamedPolicy {
                 name: "prod-rules".into(),

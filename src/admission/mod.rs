@@ -12,7 +12,6 @@
 //! and deletes ([`protect`]).
 
 pub mod deployments;
-pub mod policies;
 pub mod protect;
 pub mod resources;
 pub mod review;
@@ -28,9 +27,9 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 
 use crate::crd::AnalysisTemplateSpec;
-use crate::policy::CanaryPolicySpec;
+use crate::crd::CanaryPolicySpec;
+use crate::policy::PolicyIndex;
 use crate::server::{Metrics, Outcome};
-pub use policies::PolicyIndex;
 use resources::Checked as _;
 
 /// The username Serin's own writes carry; they pass the mutating webhook untouched.

@@ -14,10 +14,9 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::PolicyIndex;
 use super::review::{self, Invalid};
-use crate::crd::{AnalysisTemplateSpec, GROUP};
-use crate::policy::{self, CanaryPolicySpec, Enforcement, NamedPolicy};
+use crate::crd::{AnalysisTemplateSpec, CanaryPolicySpec, Enforcement, GROUP};
+use crate::policy::{self, NamedPolicy, PolicyIndex};
 use crate::spec::Problem;
 
 /// A kind Serin validates: how to read its spec and what is wrong with it.

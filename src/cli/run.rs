@@ -86,7 +86,7 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
         },
         own_ports: vec![common.listen.port(), common.admin_listen.port()],
         // One index for the webhooks and the controller: the same three watches either way.
-        policies: client.clone().map(admission::PolicyIndex::start),
+        policies: client.clone().map(crate::policy::PolicyIndex::start),
     };
     let policies = options.policies.clone();
     let injector = match &client {

@@ -4,11 +4,11 @@
 //!
 //! - [`observe`]: what the Deployments say (pure);
 //! - [`reconcile`]: the per-Deployment pipeline around [`crate::release::step`];
-//! - [`analysis`]: measurements and webhooks for the release machine;
+//! - measurements and webhooks for the release machine are [`crate::analysis`]'s
+//!   ([`crate::analysis::Measuring`], which the [`Context`] holds);
 //! - [`requests`]: runtime requests on the Canary (promote, abort, pause, resume) (pure);
 //! - [`lease`]: leader election.
 
-mod analysis;
 mod cache;
 mod failures;
 pub mod lease;
@@ -61,7 +61,7 @@ pub struct Options {
     /// The webhook's index of CanaryPolicies and namespace labels when both run in one
     /// process (`serin run`), shared so that its watches are not opened twice; the
     /// controller starts its own otherwise.
-    pub policies: Option<Arc<crate::admission::PolicyIndex>>,
+    pub policies: Option<Arc<crate::policy::PolicyIndex>>,
 }
 
 /// What every reconcile (and the webhook's injection) shares.
@@ -69,7 +69,7 @@ pub struct Context {
     pub client: Client,
     /// Who records Events.
     pub reporter: Reporter,
-    pub analysis: analysis::Clients,
+    pub analysis: crate::analysis::Measuring,
     /// The controller's watch-fed caches of `-primary` Deployments and of Canaries (`None`
     /// in the webhook, which reads from the API server).
     pub primaries: Option<cache::Cache<Deployment>>,
@@ -79,9 +79,6 @@ pub struct Context {
     pub hpas: Option<reflector::Store<HorizontalPodAutoscaler>>,
     pub tracking: Tracking,
     pub routers: RouterSettings,
-    /// The CanaryPolicies, watch-fed, to judge a release's AnalysisTemplate before anything
-    /// of it is called (`None` in the webhook, which calls nothing).
-    pub policies: Option<Arc<crate::admission::PolicyIndex>>,
 }
 
 /// Why a reconcile failed; it is retried after [`RETRY_AFTER`].
@@ -298,7 +295,7 @@ impl Context {
                 controller: FIELD_MANAGER.into(),
                 instance: Some(options.lease.identity.clone()),
             },
-            analysis: analysis::Clients::new(
+            analysis: crate::analysis::Measuring::new(
                 &options.prometheus_url,
                 crate::policy::egress::Egress::new(options.own_ports.iter().copied()),
             )?,
@@ -307,7 +304,6 @@ impl Context {
             hpas: None,
             tracking: options.tracking,
             routers: options.routers.clone(),
-            policies: None,
         })
     }
 }
@@ -328,18 +324,19 @@ pub async fn run(
     let (primary_cache, primary_writer) = reflector::store();
     let (canary_cache, canary_writer) = reflector::store();
     let (hpa_cache, hpa_writer) = reflector::store();
-    let ctx = Arc::new(Context {
+    let mut ctx = Context {
         hpas: Some(hpa_cache),
         primaries: Some(cache::Cache::new(primary_cache)),
         canaries: Some(cache::Cache::new(canary_cache.clone())),
-        policies: Some(
-            options
-                .policies
-                .clone()
-                .unwrap_or_else(|| crate::admission::PolicyIndex::start(client.clone())),
-        ),
         ..Context::new(client.clone(), &options)?
-    });
+    };
+    ctx.analysis.policies = Some(
+        options
+            .policies
+            .clone()
+            .unwrap_or_else(|| crate::policy::PolicyIndex::start(client.clone())),
+    );
+    let ctx = Arc::new(ctx);
     // Hooks and queries run outside the reconciles; an answer asks for its release's next one.
     let answered = ctx.analysis.answered();
     let deployments: Api<Deployment> = Api::all(client.clone());

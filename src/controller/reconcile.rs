@@ -18,7 +18,8 @@ use serde_json::json;
 
 use super::cache::{Cache, Lookup};
 use super::requests::{self, Settled, StepContext};
-use super::{Context, Error, FIELD_MANAGER, analysis, observe};
+use super::{Context, Error, FIELD_MANAGER, observe};
+use crate::analysis;
 use crate::crd::{AnalysisTemplate, Canary, CanaryResourceSpec, CanaryStatus};
 use crate::release::{
     self, Action, ConfigKind, EventType, HookKind, OWNER_LABEL, Observations, Phase, ReleaseStatus,
@@ -339,14 +340,15 @@ impl Release<'_> {
         let template_spec = self.analysis_template().await?;
         // Judged by the CanaryPolicies now, before anything of it is called.
         let mut asker = analysis::Asker::new(
-            self.ctx,
+            &self.ctx.analysis,
             self.deploy,
             &self.namespace,
             &self.name,
             &self.spec,
             template_spec.as_ref(),
         )
-        .await?;
+        .await
+        .map_err(|e| Error::Policies(e.to_string()))?;
         let callable = asker.callable_template().cloned();
         self.hooks = EventHooks {
             template: callable.clone(),
@@ -451,7 +453,7 @@ impl Release<'_> {
                 Action::CallHook(kind) if kind.is_gate() => {}
                 Action::CallHook(kind) => {
                     let payload = self.payload(&new_status, &revision);
-                    analysis::notify(self.ctx, callable.clone(), kind, payload);
+                    analysis::notify(&self.ctx.analysis, callable.clone(), kind, payload);
                 }
                 Action::CopyToPrimary { revision: wanted } => {
                     if wanted == revision {
@@ -901,7 +903,7 @@ impl Release<'_> {
             checksum: self.hooks.checksum.clone(),
         };
         analysis::notify_event(
-            self.ctx,
+            &self.ctx.analysis,
             self.hooks.template.as_ref(),
             payload,
             type_,

@@ -5,9 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::Versions;
-use crate::crd::CanaryPolicyResourceSpec;
 use crate::crd::v1alpha1::{self, PolicyMatch};
-use crate::policy::{CanaryPolicySpec, Enforcement};
+use crate::crd::{CanaryPolicyResourceSpec, CanaryPolicySpec, Enforcement};
 
 pub(crate) struct PolicyVersions;
 

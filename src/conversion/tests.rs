@@ -10,7 +10,7 @@ use crate::crd::{
     AnalysisTemplateSpec, CanaryPolicyResourceSpec, CanaryResourceSpec, HookType, MetricTemplate,
     NoDataPolicy, ThresholdRange, WebhookTemplate,
 };
-use crate::policy::{CanaryPolicySpec, Enforcement, PolicyDefaults, PolicyLimits};
+use crate::crd::{CanaryPolicySpec, Enforcement, PolicyDefaults, PolicyLimits};
 use crate::spec::{CanarySpec, Duration, GatewayRef, MatchRule, Provider};
 
 fn duration() -> impl Strategy<Value = Duration> {

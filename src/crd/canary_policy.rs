@@ -1,11 +1,16 @@
-//! `CanaryPolicy` (cluster-scoped): rules for every covered Deployment; see [`crate::policy`]
-//! for what they mean.
+//! `CanaryPolicy` (cluster-scoped): rules for every covered Deployment, and the `v1beta1`
+//! shape of its spec ([`CanaryPolicySpec`], with [`PolicyDefaults`], [`PolicyLimits`] and
+//! [`Enforcement`]). What the rules mean (which Deployments a policy covers, the defaults it
+//! fills, what it finds, what is wrong with a policy itself) is `src/policy/`'s.
 
+use std::fmt;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::CanaryPolicySpec;
+use crate::spec::{Duration, Provider};
 
 #[derive(CustomResource, Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[kube(
@@ -23,4 +28,119 @@ use crate::policy::CanaryPolicySpec;
 pub struct CanaryPolicyResourceSpec {
     #[serde(flatten)]
     pub policy: CanaryPolicySpec,
+}
+
+/// The `CanaryPolicy` spec (`serin.dev/v1beta1`). Every field is optional and kept exactly as
+/// written, so what a user applied reads back unchanged in either API version.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryPolicySpec {
+    /// Namespaces the policy covers, by their labels; all namespaces when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    /// Deployments the policy covers, by their labels; all Deployments when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// Covered Deployments must opt in (`serin.dev/enabled: "true"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_canary: Option<bool>,
+    /// Filled into covered Deployments that opt in without saying otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<PolicyDefaults>,
+    /// Bounds the effective configuration of covered Deployments must stay within.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<PolicyLimits>,
+    /// Hosts webhooks may call (`*.example.com` covers every subdomain); any host when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_webhook_hosts: Option<Vec<String>>,
+    /// Hosts an AnalysisTemplate metric's `address` may name (`*.example.com` covers every
+    /// subdomain); any host when absent. A metric without `address` asks Serin's own
+    /// Prometheus (`--prometheus-url`) and is always allowed. Whatever this says, the builtin
+    /// checks that `limits.minSuccessRate` and `limits.maxLatency` bound must be measured by
+    /// Serin's Prometheus or a host listed here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_metrics_hosts: Option<Vec<String>>,
+    /// `deny` (the default) refuses; `warn` admits and reports the same findings as warnings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<Enforcement>,
+}
+
+/// Defaults a policy fills, named like the `Canary` spec fields.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyDefaults {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<Provider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub threshold: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub step_weight: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_weight: Option<u32>,
+    /// Percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub success_rate: Option<f64>,
+    /// p99 latency bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Duration>,
+}
+
+/// Bounds on the effective configuration.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyLimits {
+    /// Largest weight increase of one step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_step_weight: Option<u32>,
+    /// Largest canary weight before promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_weight: Option<u32>,
+    /// Shortest time between checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_interval: Option<Duration>,
+    /// Fewest failed checks before a rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_threshold: Option<u32>,
+    /// Lowest success rate a release may accept, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub min_success_rate: Option<f64>,
+    /// Highest p99 latency a release may accept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_latency: Option<Duration>,
+}
+
+/// What a policy does with what it finds.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Enforcement {
+    /// Refuse the write.
+    #[default]
+    Deny,
+    /// Admit it with admission warnings (audit mode).
+    Warn,
+}
+
+impl CanaryPolicySpec {
+    pub fn enforcement(&self) -> Enforcement {
+        self.enforcement.unwrap_or_default()
+    }
+}
+
+impl fmt::Display for Enforcement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Enforcement::Deny => "deny",
+            Enforcement::Warn => "warn",
+        })
+    }
 }

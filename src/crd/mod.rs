@@ -1,6 +1,10 @@
 //! Serin's custom resources (`serin.dev`), one file per kind: the Rust types are the source of
 //! the CRD YAML (`serin crds`, which `manifests/crds.yaml` must equal) and of the schemas the
 //! API server validates with.
+//!
+//! Types only, a leaf over `spec` and `release`: what a resource's rules mean and what is
+//! wrong with one beyond its schema are judged where those rules live (`src/analysis/` for
+//! `AnalysisTemplate`, `src/policy/` for `CanaryPolicy`), never imported here.
 
 pub mod analysis_template;
 pub mod canary;
@@ -15,7 +19,10 @@ pub use analysis_template::{
     WebhookTemplate,
 };
 pub use canary::{Canary, CanaryResourceSpec, CanaryStatus, RequestOutcome, RequestStatus};
-pub use canary_policy::{CanaryPolicy, CanaryPolicyResourceSpec};
+pub use canary_policy::{
+    CanaryPolicy, CanaryPolicyResourceSpec, CanaryPolicySpec, Enforcement, PolicyDefaults,
+    PolicyLimits,
+};
 
 /// API group of every Serin resource.
 pub const GROUP: &str = "serin.dev";

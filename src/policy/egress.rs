@@ -3,7 +3,7 @@
 //! instance metadata and credentials.
 //!
 //! The rule is about the address a connection is made to, so it is applied after name
-//! resolution ([`crate::http::Outbound`] resolves through [`Egress::check_resolved`] and
+//! resolution ([`crate::analysis::http::Outbound`] resolves through [`Egress::check_resolved`] and
 //! connects only to the addresses it let through) and to IP literals before sending:
 //! a DNS name that points at `169.254.169.254` is refused like the literal.
 //!

@@ -1,146 +1,39 @@
 //! `CanaryPolicy`: rules a platform team sets once for the whole cluster ("Deployments in
 //! `tier: prod` namespaces release as canaries, never more than 20% per step").
 //!
-//! Pure code, shared by the admission webhooks and `serin check --policy`:
-//! - [`CanaryPolicySpec`], the `v1beta1` shape (the `CanaryPolicy` CRD wraps it);
+//! Pure code, shared by the admission webhooks and `serin check --policy`, over the
+//! [`CanaryPolicySpec`] that `crate::crd` defines (the `v1beta1` shape):
 //! - which policies apply to a Deployment ([`CanaryPolicySpec::applies_to`]);
 //! - the defaults they fill, as annotations, so a filled default reads exactly like one the
 //!   user wrote ([`fill_defaults`]);
 //! - what they find wrong with a Deployment's effective configuration ([`findings`]);
-//! - what is wrong with a policy itself ([`CanaryPolicySpec::problems`]).
+//! - what is wrong with a policy itself ([`CanaryPolicySpec::problems`]);
+//! - the watch-fed [`PolicyIndex`] of the cluster's policies and namespace labels that the
+//!   admission webhooks and the controller ask which policies cover a Deployment (the one
+//!   part that reads the cluster).
 //!
 //! Several matching policies combine to the strictest: each is checked on its own, so any
 //! `deny` policy that is broken refuses, and defaults take the strictest value on offer.
 
 pub mod egress;
 mod hosts;
+mod index;
 mod selector;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
-use crate::crd::{AnalysisTemplateSpec, HookType};
-use crate::metrics::Builtin;
-use crate::spec::{self, CanarySpec, Duration, OptIn, Problem, Provider};
+use crate::crd::{
+    AnalysisTemplateSpec, CanaryPolicySpec, Enforcement, HookType, PolicyDefaults, PolicyLimits,
+};
+use crate::spec::{self, Builtin, CanarySpec, OptIn, Problem};
 
 pub use hosts::host_allowed;
+pub use index::{Names, NotReady, Occupant, PolicyIndex};
 
 /// What a CanaryPolicy that requires canaries says about a Deployment that did not opt in.
 pub const REQUIRE_CANARY_MESSAGE: &str =
     "Deployments here must release as canaries: add the annotation serin.dev/enabled: \"true\"";
-
-/// The `CanaryPolicy` spec (`serin.dev/v1beta1`). Every field is optional and kept exactly as
-/// written, so what a user applied reads back unchanged in either API version.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct CanaryPolicySpec {
-    /// Namespaces the policy covers, by their labels; all namespaces when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace_selector: Option<LabelSelector>,
-    /// Deployments the policy covers, by their labels; all Deployments when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub selector: Option<LabelSelector>,
-    /// Covered Deployments must opt in (`serin.dev/enabled: "true"`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub require_canary: Option<bool>,
-    /// Filled into covered Deployments that opt in without saying otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub defaults: Option<PolicyDefaults>,
-    /// Bounds the effective configuration of covered Deployments must stay within.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limits: Option<PolicyLimits>,
-    /// Hosts webhooks may call (`*.example.com` covers every subdomain); any host when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allowed_webhook_hosts: Option<Vec<String>>,
-    /// Hosts an AnalysisTemplate metric's `address` may name (`*.example.com` covers every
-    /// subdomain); any host when absent. A metric without `address` asks Serin's own
-    /// Prometheus (`--prometheus-url`) and is always allowed. Whatever this says, the builtin
-    /// checks that `limits.minSuccessRate` and `limits.maxLatency` bound must be measured by
-    /// Serin's Prometheus or a host listed here.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allowed_metrics_hosts: Option<Vec<String>>,
-    /// `deny` (the default) refuses; `warn` admits and reports the same findings as warnings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enforcement: Option<Enforcement>,
-}
-
-/// Defaults a policy fills, named like the `Canary` spec fields.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct PolicyDefaults {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provider: Option<Provider>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interval: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 1000))]
-    pub threshold: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 100))]
-    pub step_weight: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 100))]
-    pub max_weight: Option<u32>,
-    /// Percent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 100))]
-    pub success_rate: Option<f64>,
-    /// p99 latency bound.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latency: Option<Duration>,
-}
-
-/// Bounds on the effective configuration.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct PolicyLimits {
-    /// Largest weight increase of one step.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 100))]
-    pub max_step_weight: Option<u32>,
-    /// Largest canary weight before promotion.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 100))]
-    pub max_weight: Option<u32>,
-    /// Shortest time between checks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_interval: Option<Duration>,
-    /// Fewest failed checks before a rollback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 1000))]
-    pub min_threshold: Option<u32>,
-    /// Lowest success rate a release may accept, percent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 100))]
-    pub min_success_rate: Option<f64>,
-    /// Highest p99 latency a release may accept.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_latency: Option<Duration>,
-}
-
-/// What a policy does with what it finds.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Enforcement {
-    /// Refuse the write.
-    #[default]
-    Deny,
-    /// Admit it with admission warnings (audit mode).
-    Warn,
-}
-
-impl fmt::Display for Enforcement {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Enforcement::Deny => "deny",
-            Enforcement::Warn => "warn",
-        })
-    }
-}
 
 /// A policy with the name its findings carry.
 #[derive(Clone, Debug, PartialEq)]
@@ -157,10 +50,6 @@ pub struct Subject<'a> {
 }
 
 impl CanaryPolicySpec {
-    pub fn enforcement(&self) -> Enforcement {
-        self.enforcement.unwrap_or_default()
-    }
-
     /// Whether the policy covers a Deployment with these labels in a namespace with those.
     /// A selector that does not parse covers nothing (admission refuses such policies, so
     /// only one created while Serin was away can have one).

@@ -3,7 +3,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
 use super::*;
-use crate::crd::{MetricTemplate, NoDataPolicy, ThresholdRange, WebhookTemplate};
+use crate::crd::{
+    MetricTemplate, NoDataPolicy, PolicyDefaults, PolicyLimits, ThresholdRange, WebhookTemplate,
+};
+use crate::spec::{Duration, Provider};
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs

@@ -1,6 +1,6 @@
 //! Gloo in the simulator: the `RouteTable`s Serin owns (label `serin.dev/owner`), and the
 //! series Gloo's Envoy proxies export for the requests they send to each Upstream, so the
-//! builtin checks of a `gloo` release ([`crate::metrics::Observer::Gloo`]) run against the
+//! builtin checks of a `gloo` release ([`crate::analysis::Observer::Gloo`]) run against the
 //! local Prometheus as they would against a real Gloo gateway.
 //!
 //! Every simulated request enters through the route table and is split by its weights (A/B

@@ -1,6 +1,6 @@
 //! NGINX in the simulator: the canary Ingresses Serin owns (`<ingress>-canary`, label
 //! `serin.dev/owner`), and the series ingress-nginx exports for the requests of the user's
-//! Ingress, so the builtin checks of an `nginx` release ([`crate::metrics::Observer::Nginx`])
+//! Ingress, so the builtin checks of an `nginx` release ([`crate::analysis::Observer::Nginx`])
 //! run against the local Prometheus as they would against a real ingress-nginx.
 //!
 //! Every simulated request enters through the user's Ingress; `canary-weight` percent of

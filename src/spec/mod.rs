@@ -7,6 +7,7 @@
 //! rules between annotations (`validate`). Every mistake is reported at once, one line each.
 
 mod annotations;
+mod builtin;
 mod duration;
 mod model;
 mod names;
@@ -19,6 +20,7 @@ use std::fmt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::PodSpec;
 
+pub use builtin::Builtin;
 pub use duration::{Duration, InvalidDuration, Limits};
 pub use model::{CanarySpec, GatewayRef, MatchRule, Provider, Strategy, UnknownProvider};
 pub use schema::annotation_schema;

@@ -6,7 +6,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{PolicyDefaults, PolicyLimits};
+use crate::crd::{PolicyDefaults, PolicyLimits};
 
 #[derive(CustomResource, Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[kube(

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::http::{Outbound, error_chain, read_at_most, snippet};
 use crate::crd::{HookType, WebhookTemplate};
-use crate::http::{Outbound, error_chain, read_at_most, snippet};
 use crate::release::{HookKind, Phase};
 
 /// Per-attempt timeout of a hook without `timeout` (Flagger's).
@@ -68,7 +68,7 @@ pub struct HookClient {
 }
 
 impl HookClient {
-    /// `http` from [`crate::http::client`] or [`Outbound::new`].
+    /// `http` from [`super::http::client`] or [`Outbound::new`].
     pub fn new(http: Outbound) -> Self {
         Self {
             http,

@@ -13,19 +13,8 @@ use super::*;
 use crate::crd::WebhookTemplate;
 use crate::spec::Duration as SpecDuration;
 
-fn context() -> Context {
-    let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URI"));
-    let client = kube::Client::try_from(config).expect("a client that is never used");
-    let options = crate::controller::Options {
-        prometheus_url: "http://127.0.0.1:9".into(),
-        lease: crate::controller::lease::LeaseConfig::new("serin-system"),
-        serin_user: "serin".into(),
-        tracking: crate::release::Tracking::ALL,
-        routers: Default::default(),
-        own_ports: vec![],
-        policies: None,
-    };
-    Context::new(client, &options).expect("a context")
+fn measuring() -> Measuring {
+    Measuring::new("http://127.0.0.1:9", Egress::new([])).expect("the clients")
 }
 
 /// A webhook that accepts connections and never answers; counts the connections that the
@@ -53,7 +42,7 @@ async fn hung_hook() -> (String, Arc<AtomicUsize>) {
 
 async fn answering_hook() -> String {
     let app = axum::Router::new().route("/gate", axum::routing::post(|| async { "open" }));
-    crate::http::serve_on_loopback(app).await + "/gate"
+    crate::analysis::http::serve_on_loopback(app).await + "/gate"
 }
 
 fn template(url: &str) -> AnalysisTemplateSpec {
@@ -97,14 +86,14 @@ fn payload(name: &str) -> Payload {
 
 /// One reconcile's question: the `confirm-rollout` gate of release `name`, asked and ended.
 async fn ask_gate(
-    ctx: &Context,
+    measuring: &Measuring,
     name: &str,
     template: &AnalysisTemplateSpec,
     status: &ReleaseStatus,
 ) -> Option<Outcome> {
     let spec = spec();
     let deploy = Deployment::default();
-    let mut asker = Asker::new(ctx, &deploy, "shop", name, &spec, Some(template))
+    let mut asker = Asker::new(measuring, &deploy, "shop", name, &spec, Some(template))
         .await
         .expect("no policies to read");
     let outcome = asker.gate(HookKind::ConfirmRollout, status, payload(name));
@@ -119,8 +108,8 @@ fn release(name: &str) -> ObjectRef<Deployment> {
 
 #[tokio::test]
 async fn hooks_that_never_answer_hold_no_reconcile_and_keep_no_other_release_waiting() {
-    let ctx = context();
-    let mut answered = ctx.analysis.answered().expect("the answers, once");
+    let measuring = measuring();
+    let mut answered = measuring.answered().expect("the answers, once");
     let (hung, _) = hung_hook().await;
     let stuck = template(&hung);
     // More stuck releases than the controller has reconcile slots: each reconcile ends at
@@ -128,7 +117,11 @@ async fn hooks_that_never_answer_hold_no_reconcile_and_keep_no_other_release_wai
     let started = Instant::now();
     for i in 0..40 {
         let name = format!("stuck-{i}");
-        assert!(ask_gate(&ctx, &name, &stuck, &waiting()).await.is_none());
+        assert!(
+            ask_gate(&measuring, &name, &stuck, &waiting())
+                .await
+                .is_none()
+        );
     }
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -137,39 +130,47 @@ async fn hooks_that_never_answer_hold_no_reconcile_and_keep_no_other_release_wai
     );
     // Another release's gate answers, and its answer asks for its next reconcile at once.
     let open = template(&answering_hook().await);
-    assert!(ask_gate(&ctx, "web", &open, &waiting()).await.is_none());
+    assert!(
+        ask_gate(&measuring, "web", &open, &waiting())
+            .await
+            .is_none()
+    );
     let woken = tokio::time::timeout(Duration::from_secs(5), answered.next())
         .await
         .expect("an answer within seconds, not after the stuck hooks' 60 s");
     assert_eq!(woken, Some(release("web")));
-    let outcome = ask_gate(&ctx, "web", &open, &waiting())
+    let outcome = ask_gate(&measuring, "web", &open, &waiting())
         .await
         .expect("the next reconcile finds the answer");
     assert!(outcome.passed, "{outcome:?}");
     // The stuck ones are still asked once each, not once per reconcile.
     assert!(
-        ask_gate(&ctx, "stuck-0", &stuck, &waiting())
+        ask_gate(&measuring, "stuck-0", &stuck, &waiting())
             .await
             .is_none()
     );
-    assert_eq!(ctx.analysis.calls.count(&release("stuck-0")), 1);
+    assert_eq!(measuring.calls.count(&release("stuck-0")), 1);
 }
 
 #[tokio::test]
 async fn a_call_no_longer_asked_is_cancelled_and_an_answer_serves_only_its_question() {
-    let ctx = context();
+    let measuring = measuring();
     let (hung, closed) = hung_hook().await;
     let stuck = template(&hung);
-    assert!(ask_gate(&ctx, "web", &stuck, &waiting()).await.is_none());
+    assert!(
+        ask_gate(&measuring, "web", &stuck, &waiting())
+            .await
+            .is_none()
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     // An abort or opt-out: the next reconcile asks nothing; the call is dropped at once.
     let spec = spec();
     let deploy = Deployment::default();
-    let asker = Asker::new(&ctx, &deploy, "shop", "web", &spec, Some(&stuck))
+    let asker = Asker::new(&measuring, &deploy, "shop", "web", &spec, Some(&stuck))
         .await
         .expect("asker");
     asker.settle();
-    assert_eq!(ctx.analysis.calls.count(&release("web")), 0);
+    assert_eq!(measuring.calls.count(&release("web")), 0);
     tokio::time::timeout(Duration::from_secs(5), async {
         while closed.load(Ordering::SeqCst) == 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -179,15 +180,19 @@ async fn a_call_no_longer_asked_is_cancelled_and_an_answer_serves_only_its_quest
     .expect("the hung connection is closed");
 
     // An answer to the gate of one moment of the release is not the answer of another.
-    let mut answered = ctx.analysis.answered().expect("the answers, once");
+    let mut answered = measuring.answered().expect("the answers, once");
     let open = template(&answering_hook().await);
-    assert!(ask_gate(&ctx, "web", &open, &waiting()).await.is_none());
+    assert!(
+        ask_gate(&measuring, "web", &open, &waiting())
+            .await
+            .is_none()
+    );
     answered.next().await;
     let later = ReleaseStatus {
         revision: Some("rev3".into()),
         ..waiting()
     };
-    let mut asker = Asker::new(&ctx, &deploy, "shop", "web", &spec, Some(&open))
+    let mut asker = Asker::new(&measuring, &deploy, "shop", "web", &spec, Some(&open))
         .await
         .expect("asker");
     let mut newer = payload("web");
@@ -202,12 +207,12 @@ async fn a_call_no_longer_asked_is_cancelled_and_an_answer_serves_only_its_quest
 
 #[tokio::test]
 async fn a_gate_without_hooks_of_its_kind_is_open_at_once_without_a_call() {
-    let ctx = context();
+    let measuring = measuring();
     let spec = spec();
     let deploy = Deployment::default();
     let only_rollout_gate = template("http://hooks.test/gate");
     let mut asker = Asker::new(
-        &ctx,
+        &measuring,
         &deploy,
         "shop",
         "web",
@@ -223,5 +228,5 @@ async fn a_gate_without_hooks_of_its_kind_is_open_at_once_without_a_call() {
     assert_eq!(asker.rollback(&waiting(), payload("web")), Some(Vec::new()));
     assert!(!asker.awaiting());
     asker.settle();
-    assert_eq!(ctx.analysis.calls.count(&release("web")), 0);
+    assert_eq!(measuring.calls.count(&release("web")), 0);
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::http::{Outbound, error_chain, read_at_most, snippet};
+use super::http::{Outbound, error_chain, read_at_most, snippet};
 
 /// How long one query may take unless told otherwise: well under any check interval, so a
 /// hanging Prometheus costs a failed check, not a stalled release.
@@ -85,7 +85,7 @@ pub struct PrometheusClient {
 }
 
 impl PrometheusClient {
-    /// `http` from [`crate::http::client`] or [`Outbound::new`].
+    /// `http` from [`super::http::client`] or [`Outbound::new`].
     pub fn new(http: Outbound, default_address: impl Into<String>) -> Self {
         Self {
             http,

@@ -1,5 +1,6 @@
-//! The cluster's `CanaryPolicy` objects and namespace labels, as the Deployment webhooks see
-//! them: two watch-fed caches (no request to the API server per review), and a read of the
+//! The cluster's `CanaryPolicy` objects and namespace labels, as the Deployment webhooks and
+//! the controller see them (the one part of `policy` that reads the cluster): two watch-fed
+//! caches (no request to the API server per review), and a read of the
 //! `AnalysisTemplate` a Deployment names when a decision needs it. Beside them, what holds the
 //! names an opt-in would take ([`PolicyIndex::names`]): a third cache, of the opted-in
 //! Deployments' apex Services, and reads of the derived objects. The AnalysisTemplate
@@ -14,16 +15,16 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
-use super::deployments::{Names, Occupant};
+use super::{NamedPolicy, Subject};
 use crate::crd::{AnalysisTemplate, AnalysisTemplateSpec, CanaryPolicy};
-use crate::policy::{NamedPolicy, Subject};
-use crate::release::{CANARY_SUFFIX, PRIMARY_SUFFIX, primary_name};
+use crate::release::{CANARY_SUFFIX, OWNER_LABEL, PRIMARY_SUFFIX, primary_name};
 use crate::spec::{ENABLED, MANAGED_LABEL};
 
 /// The annotation that names a Deployment's apex Service (written explicitly by the mutating
@@ -36,6 +37,51 @@ const READY_WAIT: Duration = Duration::from_secs(3);
 
 /// The annotation naming a Deployment's AnalysisTemplate.
 const ANALYSIS: &str = "serin.dev/analysis";
+
+/// The objects found under the names an opted-in Deployment derives (`<name>-primary`, the
+/// Services `<svc>`, `<svc>-primary`, `<svc>-canary`), and the apex Service of every opted-in
+/// Deployment of the namespace.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Names {
+    /// Objects that exist (others may be listed too: only the derived names are looked at).
+    pub objects: Vec<Occupant>,
+    /// `(Deployment, its serin.dev/service)` of the namespace's opted-in Deployments.
+    pub services: Vec<(String, String)>,
+}
+
+/// An existing object and who manages it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Occupant {
+    /// `Deployment` or `Service`.
+    pub kind: String,
+    pub name: String,
+    /// Its `serin.dev/owner` label: the Deployment Serin manages it for.
+    pub owner: Option<String>,
+    /// Its controlling owner reference, `(kind, name)`.
+    pub controller: Option<(String, String)>,
+}
+
+impl Occupant {
+    /// From an object's metadata.
+    pub fn of(kind: &str, meta: &ObjectMeta) -> Self {
+        let controller = meta
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true))
+            .map(|r| (r.kind.clone(), r.name.clone()));
+        Occupant {
+            kind: kind.to_owned(),
+            name: meta.name.clone().unwrap_or_default(),
+            owner: meta
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(OWNER_LABEL))
+                .cloned(),
+            controller,
+        }
+    }
+}
 
 /// Watch-fed caches of policies, namespace labels and opted-in Deployments.
 pub struct PolicyIndex {

@@ -1,5 +1,5 @@
-//! Outbound HTTP for the edges that call out of the cluster's API: [`crate::metrics`]
-//! (Prometheus) and [`crate::hooks`] (AnalysisTemplate webhooks). One [`Outbound`] for both,
+//! Outbound HTTP for the edges that call out of the cluster's API: [`super::prometheus`]
+//! and [`super::webhooks`] (AnalysisTemplate webhooks). One [`Outbound`] for both,
 //! and answers read only up to a bound, so a misbehaving server cannot make Serin buffer
 //! gigabytes.
 //!

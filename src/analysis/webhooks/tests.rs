@@ -8,7 +8,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::http::serve_on_loopback;
+use crate::analysis::http::serve_on_loopback;
 use crate::spec::Duration as SpecDuration;
 
 /// What the webhook stand-in saw: `(case, payload)` per call, and how often `flaky` was hit.
@@ -85,7 +85,7 @@ async fn webhooks() -> (String, Seen) {
 }
 
 fn client() -> HookClient {
-    HookClient::new(crate::http::client().expect("http client"))
+    HookClient::new(crate::analysis::http::client().expect("http client"))
         .with_retry_pause(Duration::from_millis(10))
 }
 
@@ -387,7 +387,7 @@ async fn a_redirect_fails_the_call_and_is_not_followed() {
 async fn serins_own_ports_and_link_local_addresses_are_never_called() {
     // The stand-in plays Serin's admin port: a hook there is refused before any byte is sent.
     let (base, seen) = webhooks().await;
-    let (outbound, port) = crate::http::outbound_guarding(&base);
+    let (outbound, port) = crate::analysis::http::outbound_guarding(&base);
     let guarded = HookClient::new(outbound).with_retry_pause(Duration::from_millis(10));
     for (url, expected) in [
         (format!("{base}/ok"), "Serin's own listener"),

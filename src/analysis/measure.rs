@@ -1,10 +1,12 @@
 //! Measurements and webhooks for the release machine: the controller's door to
-//! [`crate::metrics`] (Prometheus) and [`crate::hooks`] (Flagger-style webhooks).
+//! [`super::plan`] (Prometheus) and [`super::webhooks`] (Flagger-style webhooks), through
+//! [`Measuring`]: the clients, the calls in flight and the policy index, which the
+//! controller's context holds.
 //!
 //! **A reconcile never waits for them.** Hooks and queries answer in seconds at best and
 //! never at worst, and a reconcile holds one of the controller's few slots: awaited inline,
 //! a handful of releases whose hooks hang would stop every release in the cluster, bad
-//! canaries and opt-outs included. So each question the machine asks ([`Question`]) is run in
+//! canaries and opt-outs included. So each question the machine asks (`Question`) is run in
 //! a task of its own ([`Calls`]), and the reconcile that asked ends at once: it performs what
 //! the machine decided so far and writes that status (every state the machine returns is a
 //! sound one). When the answer comes, the task asks the controller to reconcile the release
@@ -30,15 +32,15 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::runtime::reflector::ObjectRef;
 
+use super::http::Outbound;
+use super::plan::{self as metrics, PlannedCheck};
+use super::prometheus::PrometheusClient;
+use super::webhooks::{self as hooks, HookClient, HookPayload};
 use crate::crd::{AnalysisTemplateSpec, HookType};
-use crate::hooks::{self, HookClient, HookPayload};
-use crate::http::Outbound;
-use crate::metrics::{self, PrometheusClient};
 use crate::policy::egress::Egress;
+use crate::policy::{NotReady, PolicyIndex};
 use crate::release::{EventType, HookKind, MetricCheck, NoData, Phase, ReleaseStatus};
 use crate::spec::CanarySpec;
-
-use super::Context;
 
 /// How long an answer may wait for the reconcile that uses it. Answers are picked up within
 /// moments (their task asks for the reconcile); one left longer belongs to a moment that has
@@ -49,21 +51,27 @@ const ANSWER_KEPT: Duration = Duration::from_secs(30);
 /// lost: the answer itself asks for a reconcile as soon as it comes.
 pub const AWAITING_RECHECK: Duration = Duration::from_secs(15);
 
-/// The HTTP clients every reconcile shares, and the calls in flight.
-pub struct Clients {
+/// What every reconcile shares to measure and call: the HTTP clients, the calls in flight,
+/// and the CanaryPolicies that judge a template before anything of it is called.
+pub struct Measuring {
     prometheus: PrometheusClient,
     hooks: HookClient,
     calls: Calls,
+    /// The CanaryPolicies, watch-fed, to judge a release's AnalysisTemplate before anything
+    /// of it is called (`None` in the webhook, which calls nothing).
+    pub policies: Option<Arc<PolicyIndex>>,
 }
 
-impl Clients {
-    /// `egress`: what calls may never reach (Serin's own listeners among them).
+impl Measuring {
+    /// `egress`: what calls may never reach (Serin's own listeners among them). Without
+    /// policies until [`Measuring::policies`] is set.
     pub fn new(prometheus_url: &str, egress: Egress) -> anyhow::Result<Self> {
         let http = Outbound::new(egress)?;
         Ok(Self {
             prometheus: PrometheusClient::new(http.clone(), prometheus_url),
             hooks: HookClient::new(http),
             calls: Calls::default(),
+            policies: None,
         })
     }
 
@@ -242,7 +250,7 @@ impl Registry {
 /// The questions one reconcile of one release asks: what it needs to ask them, and what it
 /// asked.
 pub struct Asker<'a> {
-    ctx: &'a Context,
+    measuring: &'a Measuring,
     release: ObjectRef<Deployment>,
     namespace: &'a str,
     target: &'a str,
@@ -260,21 +268,31 @@ pub struct Asker<'a> {
 
 impl<'a> Asker<'a> {
     /// For the release of `deploy` (the canary Deployment `target` in `namespace`), with
-    /// `template`, judged by the CanaryPolicies that cover the Deployment now.
+    /// `template`, judged by the CanaryPolicies that cover the Deployment now. `Err` when
+    /// the policies cannot be read (the reconcile is retried).
     pub async fn new(
-        ctx: &'a Context,
+        measuring: &'a Measuring,
         deploy: &Deployment,
         namespace: &'a str,
         target: &'a str,
         spec: &'a CanarySpec,
         template: Option<&'a AnalysisTemplateSpec>,
-    ) -> Result<Asker<'a>, super::Error> {
+    ) -> Result<Asker<'a>, NotReady> {
         let refused = match template {
-            Some(template) => policy_refusal(ctx, deploy, namespace, spec, template).await?,
+            Some(template) => {
+                policy_refusal(
+                    measuring.policies.as_deref(),
+                    deploy,
+                    namespace,
+                    spec,
+                    template,
+                )
+                .await?
+            }
             None => None,
         };
         Ok(Asker {
-            ctx,
+            measuring,
             release: ObjectRef::new(target).within(namespace),
             namespace,
             target,
@@ -307,7 +325,7 @@ impl<'a> Asker<'a> {
 
     /// Drops the calls of questions this reconcile did not ask.
     pub fn settle(self) {
-        self.ctx.analysis.calls.settle(&self.release, &self.asked);
+        self.measuring.calls.settle(&self.release, &self.asked);
     }
 
     /// The key of `question` asked in the moment `status` of the release describes.
@@ -342,8 +360,7 @@ impl<'a> Asker<'a> {
         let key = self.key(question, status, &payload.checksum);
         self.asked.push(key);
         let answer = self
-            .ctx
-            .analysis
+            .measuring
             .calls
             .ask(&self.release, key, || call(payload));
         self.awaiting |= answer.is_none();
@@ -369,8 +386,8 @@ impl<'a> Asker<'a> {
             .map(|t| t.webhooks.clone())
             .unwrap_or_default();
         let (prometheus, hooks) = (
-            self.ctx.analysis.prometheus.clone(),
-            self.ctx.analysis.hooks.clone(),
+            self.measuring.prometheus.clone(),
+            self.measuring.hooks.clone(),
         );
         let call = move |payload: Payload| -> BoxFuture<'static, Answer> {
             Box::pin(async move {
@@ -407,7 +424,7 @@ impl<'a> Asker<'a> {
                 message: None,
             });
         }
-        let client = self.ctx.analysis.hooks.clone();
+        let client = self.measuring.hooks.clone();
         let call = move |payload: Payload| -> BoxFuture<'static, Answer> {
             Box::pin(async move { Answer::Gate(run_hooks(&client, &hooks, kind, payload).await) })
         };
@@ -425,7 +442,7 @@ impl<'a> Asker<'a> {
         if hooks.is_empty() || self.refused.is_some() {
             return Some(Vec::new());
         }
-        let client = self.ctx.analysis.hooks.clone();
+        let client = self.measuring.hooks.clone();
         let call = move |payload: Payload| -> BoxFuture<'static, Answer> {
             Box::pin(
                 async move { Answer::Rollback(rollback_requested(&client, &hooks, payload).await) },
@@ -466,26 +483,23 @@ fn failed_check(name: &str) -> MetricCheck {
 /// do not. `Err` when the policies cannot be read (the reconcile is retried: a policy must
 /// not be bypassed because Serin had not read it).
 async fn policy_refusal(
-    ctx: &Context,
+    index: Option<&PolicyIndex>,
     deploy: &Deployment,
     namespace: &str,
     spec: &CanarySpec,
     template: &AnalysisTemplateSpec,
-) -> Result<Option<String>, super::Error> {
-    let Some(index) = &ctx.policies else {
+) -> Result<Option<String>, NotReady> {
+    let Some(index) = index else {
         return Ok(None);
     };
     let no_labels = BTreeMap::new();
     let labels = deploy.metadata.labels.as_ref().unwrap_or(&no_labels);
-    let covering = index
-        .covering(namespace, labels)
-        .await
-        .map_err(|e| super::Error::Policies(e.to_string()))?;
+    let covering = index.covering(namespace, labels).await?;
     let policies: Vec<&crate::policy::NamedPolicy> = covering.iter().collect();
     let name = spec.analysis.as_deref().unwrap_or("?");
     let denied: Vec<String> = crate::policy::template_findings(&policies, name, template)
         .into_iter()
-        .filter(|f| f.enforcement == crate::policy::Enforcement::Deny)
+        .filter(|f| f.enforcement == crate::crd::Enforcement::Deny)
         .map(|f| f.to_string())
         .collect();
     Ok((!denied.is_empty()).then(|| {
@@ -501,7 +515,7 @@ async fn policy_refusal(
 async fn measure(
     prometheus: &PrometheusClient,
     client: &HookClient,
-    planned: &[metrics::PlannedCheck],
+    planned: &[PlannedCheck],
     rollout_hooks: &[crate::crd::WebhookTemplate],
     payload: Payload,
 ) -> (Vec<MetricCheck>, Vec<String>) {
@@ -560,7 +574,7 @@ async fn rollback_requested(
 /// Flagger's metadata: `eventMessage`, `eventType` (`Normal` or `Warning`) and `timestamp`
 /// (milliseconds since the epoch), plus `eventReason`.
 pub fn notify_event(
-    ctx: &Context,
+    measuring: &Measuring,
     template: Option<&AnalysisTemplateSpec>,
     payload: Payload,
     type_: EventType,
@@ -586,7 +600,7 @@ pub fn notify_event(
         ("eventReason".to_owned(), reason.to_owned()),
         ("timestamp".to_owned(), timestamp.to_string()),
     ]);
-    let client = ctx.analysis.hooks.clone();
+    let client = measuring.hooks.clone();
     tokio::spawn(async move {
         let outcome = hooks::run_hooks(&client, &hooks, HookType::Event, &payload).await;
         if let Some(message) = outcome.failure_message() {
@@ -609,7 +623,7 @@ fn hook_name(kind: HookType) -> String {
 
 /// Sends a notification (`post-rollout`) without waiting for it: its answer changes nothing.
 pub fn notify(
-    ctx: &Context,
+    measuring: &Measuring,
     template: Option<AnalysisTemplateSpec>,
     kind: HookKind,
     payload: Payload,
@@ -617,7 +631,7 @@ pub fn notify(
     let Some(template) = template.filter(|t| !t.webhooks.is_empty()) else {
         return;
     };
-    let client = ctx.analysis.hooks.clone();
+    let client = measuring.hooks.clone();
     let payload = HookPayload::from(payload);
     tokio::spawn(async move {
         let outcome = hooks::run_hooks(&client, &template.webhooks, kind.into(), &payload).await;

@@ -1,0 +1,45 @@
+//! Gloo's Envoy proxies (`gloo`): `envoy_cluster_upstream_rq` and
+//! `envoy_cluster_upstream_rq_time` of the Envoy cluster of the canary's Upstream
+//! (`<namespace>-<service>-canaryupstream-<port>_<namespace>`, see [`crate::router::gloo`]).
+
+use crate::analysis::promql::{label_value, regex_literal};
+use crate::router::gloo::{Side, envoy_cluster_name, upstream_name, upstream_prefix};
+use crate::spec::{Builtin, Duration};
+
+/// The query of `builtin` for the canary Upstream of the apex Service `service` in
+/// `namespace`, on `port` (any port when unknown).
+pub(super) fn query(
+    builtin: Builtin,
+    namespace: &str,
+    service: &str,
+    port: Option<i32>,
+    window: Duration,
+) -> String {
+    let selector = match port {
+        Some(port) => {
+            let upstream = upstream_name(namespace, service, Side::Canary, port);
+            format!(
+                "envoy_cluster_name=\"{}\"",
+                label_value(&envoy_cluster_name(&upstream, namespace))
+            )
+        }
+        None => {
+            // Any port: the names around it are matched literally, escaped.
+            let prefix = upstream_prefix(namespace, service, Side::Canary);
+            let suffix = envoy_cluster_name("", namespace);
+            let regex = format!("{}[0-9]+{}", regex_literal(&prefix), regex_literal(&suffix));
+            format!("envoy_cluster_name=~\"{}\"", label_value(&regex))
+        }
+    };
+    match builtin {
+        // 5xx answers are the failures, as Flagger counts them.
+        Builtin::SuccessRate => format!(
+            "sum(rate(envoy_cluster_upstream_rq{{{selector},envoy_response_code!~\"5.*\"}}[{window}])) / \
+             sum(rate(envoy_cluster_upstream_rq{{{selector}}}[{window}])) * 100"
+        ),
+        // Envoy's upstream request time is in milliseconds already.
+        Builtin::Duration => format!(
+            "histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{{{selector}}}[{window}])) by (le))"
+        ),
+    }
+}

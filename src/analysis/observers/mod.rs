@@ -1,0 +1,105 @@
+//! Who sees the canary's requests and exports them to Prometheus ([`Observer`]), and so which
+//! series the builtin checks ([`Builtin`]) query: Flagger's metrics observers, one file per
+//! data plane beside its router.
+//!
+//! - `linkerd.rs`: Linkerd's proxies (`linkerd`, `smi:v1alpha2`, `gatewayapi`), SPEC "Metrics";
+//! - `nginx.rs`: ingress-nginx (`nginx`);
+//! - `gloo.rs`: Gloo's Envoy proxies (`gloo`).
+//!
+//! A new data plane is a file here with its `query`, a variant of [`Observer`], and its line
+//! in [`Observer::of`] and [`Builtin::query_for`].
+
+mod gloo;
+mod linkerd;
+mod nginx;
+
+use crate::spec::{Builtin, CanarySpec, Duration, Provider};
+
+/// Who sees the canary's requests and exports them to Prometheus, which decides the series
+/// the builtin checks query (Flagger's metrics observers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observer<'a> {
+    /// Linkerd's proxies (`linkerd`, `smi:v1alpha2`, `gatewayapi`): the inbound
+    /// `response_total` and `response_latency_ms` of the canary Deployment's pods.
+    Linkerd {
+        namespace: &'a str,
+        /// The canary Deployment.
+        deployment: &'a str,
+    },
+    /// ingress-nginx (`nginx`): `nginx_ingress_controller_requests` and
+    /// `nginx_ingress_controller_request_duration_seconds` of the user's Ingress, for the
+    /// requests it sent to the canary (a non-empty `canary` label: the canary upstream).
+    Nginx {
+        namespace: &'a str,
+        /// The user's Ingress (`serin.dev/ingress`): ingress-nginx labels the canary's
+        /// requests with it, not with the canary Ingress.
+        ingress: &'a str,
+    },
+    /// Gloo's Envoy proxies (`gloo`): `envoy_cluster_upstream_rq` and
+    /// `envoy_cluster_upstream_rq_time` of the Envoy cluster of the canary's Upstream
+    /// (`<namespace>-<service>-canaryupstream-<port>_<namespace>`, see [`crate::router::gloo`]).
+    Gloo {
+        namespace: &'a str,
+        /// The apex Service, which names the Upstreams.
+        service: &'a str,
+        /// The port the Upstreams route to; any port when unknown.
+        port: Option<i32>,
+    },
+}
+
+impl<'a> Observer<'a> {
+    /// The observer of a release of the canary Deployment `target` in `namespace`.
+    pub fn of(spec: &'a CanarySpec, namespace: &'a str, target: &'a str) -> Self {
+        match spec.provider {
+            Provider::Nginx => Observer::Nginx {
+                namespace,
+                // Validation requires the Ingress with `nginx`.
+                ingress: spec.ingress.as_deref().unwrap_or(&spec.service),
+            },
+            Provider::Gloo => Observer::Gloo {
+                namespace,
+                service: &spec.service,
+                port: spec.port,
+            },
+            Provider::Linkerd | Provider::SmiV1alpha2 | Provider::GatewayApi => Observer::Linkerd {
+                namespace,
+                deployment: target,
+            },
+        }
+    }
+}
+
+/// The builtin queries, as the observers write them. (`Builtin` itself, its names and units,
+/// is spec vocabulary: `crate::spec::Builtin`.)
+impl Builtin {
+    /// The Linkerd query (SPEC "Metrics") for the canary Deployment `target` in `namespace`.
+    pub fn query(self, namespace: &str, target: &str, window: Duration) -> String {
+        let observer = Observer::Linkerd {
+            namespace,
+            deployment: target,
+        };
+        self.query_for(&observer, window)
+    }
+
+    /// The query of what `observer` saw of the canary, rating over `window`. The window
+    /// prints as Serin's canonical duration (`1m30s`), which Prometheus accepts.
+    pub fn query_for(self, observer: &Observer<'_>, window: Duration) -> String {
+        match *observer {
+            Observer::Linkerd {
+                namespace,
+                deployment,
+            } => linkerd::query(self, namespace, deployment, window),
+            Observer::Nginx { namespace, ingress } => {
+                nginx::query(self, namespace, ingress, window)
+            }
+            Observer::Gloo {
+                namespace,
+                service,
+                port,
+            } => gloo::query(self, namespace, service, port, window),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,135 @@
+//! The builtin queries of each observer, as Prometheus receives them.
+
+use super::*;
+
+/// The mesh's view of the canary Deployment `web` in `shop`.
+pub(crate) const LINKERD: Observer<'static> = Observer::Linkerd {
+    namespace: "shop",
+    deployment: "web",
+};
+
+/// ingress-nginx's view of the canary's requests through the Ingress `public` in `shop`.
+pub(crate) const NGINX: Observer<'static> = Observer::Nginx {
+    namespace: "shop",
+    ingress: "public",
+};
+
+#[test]
+fn builtin_success_rate_query_is_the_one_spec_metrics_spells() {
+    assert_eq!(
+        Builtin::SuccessRate.query("shop", "web", Duration::from_secs(60)),
+        "sum(rate(response_total{namespace=\"shop\",deployment=~\"web\",classification!=\"failure\",direction=\"inbound\"}[1m])) \
+         / sum(rate(response_total{namespace=\"shop\",deployment=~\"web\",direction=\"inbound\"}[1m])) * 100"
+    );
+}
+
+#[test]
+fn builtin_latency_query_is_the_one_spec_metrics_spells() {
+    assert_eq!(
+        Builtin::Duration.query("shop", "web", Duration::from_secs(60)),
+        "histogram_quantile(0.99, sum(rate(response_latency_ms_bucket{namespace=\"shop\",deployment=~\"web\",direction=\"inbound\"}[1m])) by (le))"
+    );
+}
+
+#[test]
+fn names_with_dots_match_only_themselves_in_every_builtin_query() {
+    // `good.primary` as a bare regex also matches `good-primary`, another Deployment.
+    let window = Duration::from_secs(60);
+    let linkerd = Observer::Linkerd {
+        namespace: "shop",
+        deployment: "good.primary",
+    };
+    let nginx = Observer::Nginx {
+        namespace: "shop",
+        ingress: "public.v2",
+    };
+    let gloo_any_port = Observer::Gloo {
+        namespace: "shop",
+        service: "web",
+        port: None,
+    };
+    for builtin in Builtin::ALL {
+        let query = builtin.query_for(&linkerd, window);
+        assert!(
+            query.contains("deployment=~\"good\\\\.primary\""),
+            "{query}"
+        );
+        assert!(!query.contains("good.primary"), "{query}");
+        let query = builtin.query_for(&nginx, window);
+        assert!(query.contains("ingress=\"public.v2\""), "{query}");
+        assert!(!query.contains("ingress=~"), "{query}");
+        let query = builtin.query_for(&gloo_any_port, window);
+        assert!(
+            query.contains("envoy_cluster_name=~\"shop-web-canaryupstream-[0-9]+_shop\""),
+            "{query}"
+        );
+    }
+}
+
+#[test]
+fn nginx_success_rate_counts_the_canary_upstreams_non_5xx_requests_of_the_users_ingress() {
+    assert_eq!(
+        Builtin::SuccessRate.query_for(&NGINX, Duration::from_secs(60)),
+        "sum(rate(nginx_ingress_controller_requests{namespace=\"shop\",ingress=\"public\",canary!=\"\",status!~\"5.*\"}[1m])) \
+         / sum(rate(nginx_ingress_controller_requests{namespace=\"shop\",ingress=\"public\",canary!=\"\"}[1m])) * 100"
+    );
+}
+
+#[test]
+fn nginx_latency_is_the_p99_of_the_canary_upstreams_request_duration_in_milliseconds() {
+    assert_eq!(
+        Builtin::Duration.query_for(&NGINX, Duration::from_secs(60)),
+        "histogram_quantile(0.99, sum(rate(nginx_ingress_controller_request_duration_seconds_bucket{namespace=\"shop\",ingress=\"public\",canary!=\"\"}[1m])) by (le)) * 1000"
+    );
+}
+
+/// Gloo's Envoy view of the requests sent to the canary's Upstream of `web-svc` in `shop`.
+pub(crate) const GLOO: Observer<'static> = Observer::Gloo {
+    namespace: "shop",
+    service: "web-svc",
+    port: Some(8080),
+};
+
+#[test]
+fn gloo_success_rate_counts_the_non_5xx_requests_of_the_canary_upstreams_envoy_cluster() {
+    assert_eq!(
+        Builtin::SuccessRate.query_for(&GLOO, Duration::from_secs(60)),
+        "sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=\"shop-web-svc-canaryupstream-8080_shop\",envoy_response_code!~\"5.*\"}[1m])) \
+         / sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=\"shop-web-svc-canaryupstream-8080_shop\"}[1m])) * 100"
+    );
+}
+
+#[test]
+fn gloo_latency_is_the_p99_of_the_canary_upstreams_envoy_request_time_in_milliseconds() {
+    assert_eq!(
+        Builtin::Duration.query_for(&GLOO, Duration::from_secs(60)),
+        "histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"shop-web-svc-canaryupstream-8080_shop\"}[1m])) by (le))"
+    );
+    // Without a known port, the canary's Upstream on any port.
+    let any_port = Observer::Gloo {
+        namespace: "shop",
+        service: "web-svc",
+        port: None,
+    };
+    assert_eq!(
+        Builtin::Duration.query_for(&any_port, Duration::from_secs(60)),
+        "histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=~\"shop-web-svc-canaryupstream-[0-9]+_shop\"}[1m])) by (le))"
+    );
+}
+
+#[test]
+fn builtin_queries_write_the_window_as_a_prometheus_duration() {
+    for (window, text) in [
+        (Duration::from_secs(5), "[5s]"),
+        (Duration::from_secs(90), "[1m30s]"),
+        (Duration::from_millis(1_500), "[1s500ms]"),
+        (Duration::from_secs(3_600), "[1h]"),
+    ] {
+        for builtin in Builtin::ALL {
+            for observer in [LINKERD, NGINX] {
+                let query = builtin.query_for(&observer, window);
+                assert!(query.contains(text), "{query} should contain {text}");
+            }
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! What is wrong with an `AnalysisTemplate` that its schema cannot say
+//! ([`AnalysisTemplateSpec::problems`]), for the template admission webhook. A query is
+//! checked by the code that renders it for a release ([`check_metric`]), so admission and
+//! the controller cannot disagree.
+
+use crate::crd::{AnalysisTemplateSpec, ThresholdRange};
+use crate::spec::{Limits, Problem};
+
+use super::queries::check_metric;
+
+impl AnalysisTemplateSpec {
+    /// Everything wrong with the template that its schema cannot say, each naming its field:
+    /// unique names, queries that only use known `{{ variables }}` (or builtin names),
+    /// `min ≤ max`, `http(s)` URLs with a host, hook timeouts within
+    /// [`Limits::HOOK_TIMEOUT`] (above zero, at most a minute).
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for (i, metric) in self.metrics.iter().enumerate() {
+            let at = format!("spec.metrics[{i}]");
+            if let Some(first) = self.metrics[..i].iter().position(|m| m.name == metric.name) {
+                problems.push(Problem::new(
+                    format!("{at}.name"),
+                    format!(
+                        "{:?} is also the name of spec.metrics[{first}]; names must be unique",
+                        metric.name
+                    ),
+                ));
+            }
+            if let Err(e) = check_metric(metric) {
+                let field = match metric.query {
+                    Some(_) => "query",
+                    None => "name",
+                };
+                problems.push(Problem::new(format!("{at}.{field}"), e.to_string()));
+            }
+            if let ThresholdRange {
+                min: Some(min),
+                max: Some(max),
+            } = metric.threshold_range
+                && min > max
+            {
+                problems.push(Problem::new(
+                    format!("{at}.thresholdRange"),
+                    format!("min {min} is larger than max {max}"),
+                ));
+            }
+            if let Some(address) = &metric.address
+                && let Err(message) = check_url(address)
+            {
+                problems.push(Problem::new(format!("{at}.address"), message));
+            }
+        }
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            let at = format!("spec.webhooks[{i}]");
+            if let Some(first) = self.webhooks[..i].iter().position(|h| h.name == hook.name) {
+                problems.push(Problem::new(
+                    format!("{at}.name"),
+                    format!(
+                        "{:?} is also the name of spec.webhooks[{first}]; names must be unique",
+                        hook.name
+                    ),
+                ));
+            }
+            if let Err(message) = check_url(&hook.url) {
+                problems.push(Problem::new(format!("{at}.url"), message));
+            }
+            if let Some(timeout) = hook.timeout
+                && let Err(bound) = Limits::HOOK_TIMEOUT.check(timeout)
+            {
+                problems.push(Problem::new(
+                    format!("{at}.timeout"),
+                    format!("{:?} {bound}", timeout.to_string()),
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// An absolute `http` or `https` URL with a host.
+fn check_url(text: &str) -> Result<(), String> {
+    match reqwest::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => Ok(()),
+        Ok(url) => Err(format!(
+            "{text:?} must be an http or https URL with a host, not {}:",
+            url.scheme()
+        )),
+        Err(e) => Err(format!(
+            "{text:?} is not a URL ({e}); e.g. http://loadtester.test/"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::crd::{HookType, MetricTemplate, NoDataPolicy, WebhookTemplate};
+    use crate::spec::Duration;
+
+    fn metric(
+        name: &str,
+        query: Option<&str>,
+        min: Option<f64>,
+        max: Option<f64>,
+    ) -> MetricTemplate {
+        MetricTemplate {
+            name: name.into(),
+            query: query.map(Into::into),
+            threshold_range: ThresholdRange { min, max },
+            address: None,
+            no_data: NoDataPolicy::Fail,
+        }
+    }
+
+    fn hook(name: &str, url: &str, timeout: Option<Duration>) -> WebhookTemplate {
+        WebhookTemplate {
+            name: name.into(),
+            type_: HookType::Rollout,
+            url: url.into(),
+            timeout,
+            retries: None,
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_sound_template_has_no_problems() {
+        let spec = AnalysisTemplateSpec {
+            metrics: vec![
+                metric("request-success-rate", None, Some(99.0), None),
+                metric(
+                    "errors",
+                    Some("sum(rate(x{namespace=\"{{ namespace }}\"}[{{interval}}]))"),
+                    None,
+                    Some(1.0),
+                ),
+            ],
+            webhooks: vec![hook(
+                "load",
+                "http://loadtester.test/",
+                Some(Duration::from_secs(5)),
+            )],
+        };
+        assert_eq!(spec.problems(), Vec::new());
+    }
+
+    #[test]
+    fn a_hook_timeout_is_bounded_to_a_minute() {
+        let with_timeout = |timeout: &str| AnalysisTemplateSpec {
+            metrics: Vec::new(),
+            webhooks: vec![hook(
+                "gate",
+                "http://gate.test/",
+                timeout.parse::<Duration>().ok(),
+            )],
+        };
+        let lines = |timeout| -> Vec<String> {
+            with_timeout(timeout)
+                .problems()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(
+            lines("999999h"),
+            [r#"spec.webhooks[0].timeout: "999999h" must be at most 1m"#]
+        );
+        assert_eq!(
+            lines("61s"),
+            [r#"spec.webhooks[0].timeout: "1m1s" must be at most 1m"#]
+        );
+        assert!(lines("60s").is_empty());
+        assert!(lines("500ms").is_empty());
+    }
+
+    #[test]
+    fn every_mistake_of_a_template_is_named_by_field() {
+        let mut with_address = metric("latency", Some("x"), None, None);
+        with_address.address = Some("prometheus:9090".into());
+        let spec = AnalysisTemplateSpec {
+            metrics: vec![
+                metric("errors", Some("sum({{ pod }})"), Some(5.0), Some(1.0)),
+                metric("errors", None, None, None),
+                with_address,
+            ],
+            webhooks: vec![
+                hook("load", "ftp://files.test/", None),
+                hook("load", "not a url", Some(Duration::from_millis(0))),
+            ],
+        };
+        let problems: Vec<String> = spec.problems().iter().map(ToString::to_string).collect();
+        let fields: Vec<&str> = problems
+            .iter()
+            .map(|p| p.split(':').next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.metrics[0].query",
+                "spec.metrics[0].thresholdRange",
+                "spec.metrics[1].name",
+                "spec.metrics[1].name",
+                "spec.metrics[2].address",
+                "spec.webhooks[0].url",
+                "spec.webhooks[1].name",
+                "spec.webhooks[1].url",
+                "spec.webhooks[1].timeout",
+            ],
+            "{problems:#?}"
+        );
+        assert!(problems[0].contains("{{ pod }}"), "{}", problems[0]);
+        assert_eq!(
+            problems[8],
+            r#"spec.webhooks[1].timeout: "0s" must be at least 1ms"#
+        );
+        assert!(problems[1].contains("min 5 is larger than max 1"));
+        assert!(problems[3].contains("not a builtin metric"));
+    }
+}
