@@ -69,3 +69,7 @@ node-up: cluster-up
 
 node-down:
 	hack/node.sh down
+
+# Starts and stops the real node itself; compares the host before and after.
+test-node: cluster-up
+	hack/test-node.sh
