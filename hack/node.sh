@@ -32,6 +32,11 @@ SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
 HOST_PATHS=(/run/containerd /var/lib/kubelet /var/log/containers /var/lib/cni)
 PACKAGES=(containerd runc containernetworking-plugins iptables)
 
+# One real node per host: kubelet hard-codes /var/lib/kubelet/device-plugins (and clears it at
+# start) and containerd 1.6 /run/containerd/s, so two checkouts' nodes would trample each
+# other. The checkout that runs it is recorded in the cache directory, under a lock.
+OWNER=$CACHE/real-node.owner
+
 kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$C/kubeconfig" "$@"; }
 ctr_() { ctr --address "$SOCK" -n k8s.io "$@"; }
 
@@ -243,11 +248,29 @@ restore_sysctls() {
   rm -f "$N/sysctl.saved"
 }
 
+claim_host() {
+  mkdir -p "$CACHE"
+  (
+    flock 7
+    owner=$(cat "$OWNER" 2>/dev/null || true)
+    if [ -n "$owner" ] && [ "$owner" != "$ROOT" ] &&
+      { alive "$owner/.serin/node/kubelet.pid" || alive "$owner/.serin/node/containerd.pid"; }; then
+      die "the checkout $owner runs the real node on this host (one per host): run hack/node.sh down there first"
+    fi
+    echo "$ROOT" >"$OWNER"
+  ) 7>"$OWNER.lock"
+}
+
+release_host() {
+  ( flock 7; [ "$(cat "$OWNER" 2>/dev/null)" = "$ROOT" ] && rm -f "$OWNER"; true ) 7>"$OWNER.lock"
+}
+
 up() {
   [ "$(id -u)" = 0 ] || die "the real node needs root (containerd, bridge, mounts)"
   mkdir -p "$N"
   exec 9>"$N/.lock"
   flock 9
+  claim_host
   "$ROOT/hack/cluster.sh" status || die "the cluster is not running: run hack/cluster.sh up (make cluster-up) first"
   if all_running && node_ready >/dev/null 2>&1; then
     say "node $NODE already running (kubeconfig $C/kubeconfig)"
@@ -400,7 +423,7 @@ delete_network() {
     ip link delete "$BRIDGE"
     say "deleted bridge $BRIDGE"
   fi
-  rm -f "$N/net.env"
+  rm -f "$N/net.env" "$N/node.env" "$SOCK" "$SOCK.ttrpc"
 }
 
 down_locked() {
@@ -429,7 +452,7 @@ down_locked() {
       return 1
     fi
   fi
-  [ "${1:-}" = quiet ] || say "node stopped"
+  [ "${1:-}" = quiet ] || { release_host; say "node stopped"; }
 }
 
 down() {
