@@ -330,6 +330,8 @@ remove_pods() {
   alive "$N/kubelet.pid" || return 0
   "$ROOT/hack/cluster.sh" status 2>/dev/null || return 0
   local left
+  # Cordoned first: a controller's replacement Pods must not land here again.
+  kubectl cordon "$NODE" >/dev/null 2>&1 || true
   kubectl delete pods -A --field-selector "spec.nodeName=$NODE" --grace-period 5 --wait=false \
     >/dev/null 2>&1 || true
   pods_gone() {
