@@ -285,9 +285,13 @@ up() {
   pause=$("$ROOT/hack/images.sh" refs | sed -n 's/^pause=//p')
   podinfo=$("$ROOT/hack/images.sh" refs | sed -n 's/^podinfo=//p')
   # What the host looks like before the node touches it; `down` compares with it.
+  # Both are kept until a `down` finds the host as it was, so a failed `down` is not
+  # followed by a snapshot of its leftovers.
   [ -f "$N/host.before" ] || "$ROOT/hack/hoststate.sh" snapshot "$N/host.before"
   local p
-  for p in "${HOST_PATHS[@]}"; do [ -e "$p" ] && echo "$p"; done >"$N/host-paths.before"
+  if [ ! -f "$N/host-paths.before" ]; then
+    for p in "${HOST_PATHS[@]}"; do [ -e "$p" ] && echo "$p"; done >"$N/host-paths.before"
+  fi
   save_sysctls
 
   setup_network
@@ -447,7 +451,7 @@ down_locked() {
     "$ROOT/hack/hoststate.sh" snapshot "$N/host.after"
     if "$ROOT/hack/hoststate.sh" compare "$N/host.before" "$N/host.after" >"$N/host.diff"; then
       say "host state as found before up (compared: sysctls, iptables, links, routes, mounts, cgroups, node paths)"
-      rm -f "$N/host.before" "$N/host.after" "$N/host.diff"
+      rm -f "$N/host.before" "$N/host.after" "$N/host.diff" "$N/host-paths.before"
     else
       say "warning: the host differs from before up ($N/host.diff):"
       cat "$N/host.diff" >&2
