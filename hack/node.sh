@@ -381,7 +381,6 @@ unmount_state() {
 
 clean_host_paths() {
   local p
-  # CNI result cache of this network only.
   # CNI result cache of this network's sandboxes (normally removed by CNI DEL when kubelet
   # stops a pod), with their loopback entries.
   local f id
@@ -396,6 +395,8 @@ clean_host_paths() {
   if [ -d /var/log/containers ]; then
     find /var/log/containers -maxdepth 1 -type l -lname "$N/*" -delete 2>/dev/null || true
   fi
+  # Without the record of what existed before `up`, remove no directory.
+  [ -f "$N/host-paths.before" ] && [ -f "$N/host.before" ] || return 0
   for p in "${HOST_PATHS[@]}"; do
     [ -e "$p" ] || continue
     grep -qxF "$p" "$N/host-paths.before" 2>/dev/null && continue
