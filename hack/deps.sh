@@ -167,7 +167,7 @@ traefik() { locked "$CACHE/traefik-$TRAEFIK_VERSION.lock" build_traefik; }
 build_traefik() {
   local dir=$CACHE/traefik-$TRAEFIK_VERSION src
   [ -f "$dir/.complete" ] && return 0
-  log "traefik $TRAEFIK_VERSION: building from a copy of its module source (about 10 minutes on 2 cores)"
+  log "traefik $TRAEFIK_VERSION: building from a copy of its module source (10-20 minutes on 2 cores)"
   rm -rf "$dir"; mkdir -p "$dir/bin"
   # `go install module@version` refuses a module whose go.mod has replace lines; building
   # inside a copy of the module honours them, and its go.sum checks every dependency.
