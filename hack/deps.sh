@@ -40,7 +40,7 @@ build_k8s() {
   local stg="v0.${K8S_VERSION#v1.}" gomod
   # k8s.io/kubernetes' own go.mod replaces every staging module with ./staging/...; a
   # dependent module must name real versions instead, so derive that list from the source.
-  gomod=$(cd "$(mktemp -d)" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
+  gomod=$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
   {
     printf 'module serin.dev/localenv/kubernetes\n\ngo 1.26.0\n\nrequire k8s.io/kubernetes %s\n\n' "$K8S_VERSION"
@@ -171,7 +171,7 @@ build_traefik() {
   rm -rf "$dir"; mkdir -p "$dir/bin"
   # `go install module@version` refuses a module whose go.mod has replace lines; building
   # inside a copy of the module honours them, and its go.sum checks every dependency.
-  src=$(cd "$(mktemp -d)" && go mod download -json "github.com/traefik/traefik/v3@$TRAEFIK_VERSION" |
+  src=$(cd "$dir" && go mod download -json "github.com/traefik/traefik/v3@$TRAEFIK_VERSION" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
   cp -r "$src" "$dir/src"; chmod -R u+w "$dir/src"
   (cd "$dir/src" && CGO_ENABLED=0 with_heartbeat "go build traefik" \
