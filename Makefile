@@ -60,3 +60,16 @@ bench:
 
 clean: down
 	rm -rf .serin target
+
+## The real node (kubelet + containerd + CNI on a bridge of its own; see docs/real-node.md).
+## Not part of `up`/`test` yet.
+.PHONY: node-up node-down test-node
+node-up: cluster-up
+	hack/node.sh up
+
+node-down:
+	hack/node.sh down
+
+# Starts and stops the real node itself; compares the host before and after.
+test-node: cluster-up
+	hack/test-node.sh

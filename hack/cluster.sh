@@ -96,6 +96,8 @@ up() {
     --initial-cluster "default=http://127.0.0.1:$peer_port" --unsafe-no-fsync --log-level warn
   wait_for etcd "$C/etcd.log" 30 curl -fsS "http://127.0.0.1:$etcd_port/health"
 
+  # --kubelet-*: logs, exec and port-forward reach the real node's kubelet (hack/node.sh) at
+  # its InternalIP (the node's bridge address), as the admin client.
   start_bg kube-apiserver "$C/kube-apiserver.pid" "$C/kube-apiserver.log" "$K8S_BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
     --bind-address 127.0.0.1 --secure-port "$api_port" --advertise-address 127.0.0.1 \
@@ -105,7 +107,9 @@ up() {
     --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
     --service-cluster-ip-range 10.96.0.0/16 --allow-privileged=true \
     --authorization-mode RBAC --enable-priority-and-fairness=false \
-    --profiling=false --v=1
+    --profiling=false --v=1 \
+    --kubelet-client-certificate "$PKI/admin.crt" --kubelet-client-key "$PKI/admin.key" \
+    --kubelet-preferred-address-types InternalIP
   write_kubeconfig "$api_port"
   wait_for kube-apiserver "$C/kube-apiserver.log" 120 readyz
 
@@ -122,9 +126,10 @@ up() {
     "$K8S_BIN/kube-scheduler" --kubeconfig "$C/kubeconfig" --leader-elect=false \
     --bind-address 127.0.0.1 --secure-port "$sched_port" --v=1 \
     --kube-api-qps 300 --kube-api-burst 600
+  # kwok manages only its own fake node (annotated below), not the real node of hack/node.sh.
   start_bg kwok "$C/kwok.pid" "$C/kwok.log" "$KWOK_DIR/bin/kwok" \
     --kubeconfig "$C/kubeconfig" --config "$KWOK_DIR/stages/default.yaml" \
-    --manage-all-nodes=true --cidr 10.244.0.0/16 --node-ip 10.0.0.1 \
+    --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake --cidr 10.244.0.0/16 --node-ip 10.0.0.1 \
     --node-lease-duration-seconds 40
   wait_for "kube-controller-manager (default ServiceAccount)" "$C/kube-controller-manager.log" 60 default_sa
   kubectl apply -f - >/dev/null <<'NODE'

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Builds (once) and caches the local environment's binaries under ~/.cache/serin/:
-# kube-apiserver, kube-controller-manager, kube-scheduler and kubectl from the Go module
-# k8s.io/kubernetes, etcd from go.etcd.io/etcd/server/v3, kwok, Debian's Prometheus, and
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kubelet (the list is
+# K8S_BINARIES in versions.env) from the Go module k8s.io/kubernetes, etcd from go.etcd.io/etcd/server/v3, kwok, Debian's Prometheus, and
 # controller-gen (sigs.k8s.io/controller-tools, which hack/crds.sh runs to make Gloo's CRDs).
 # Each component lands in its own versioned directory with a `.complete` marker written
 # last, so a build that was interrupted is never taken as done.
 #
-# Usage: hack/deps.sh [all|k8s|etcd|kwok|prometheus|controller-gen]   (prints the bin directories)
+# Usage: hack/deps.sh [all|k8s|etcd|kwok|prometheus|controller-gen|traefik]   (prints the bin directories)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=hack/versions.env
@@ -15,6 +15,7 @@ CACHE=${SERIN_CACHE:-$HOME/.cache/serin}
 mkdir -p "$CACHE"
 export GOFLAGS=${GOFLAGS:-} GOTOOLCHAIN=${GOTOOLCHAIN:-local}
 start=$(date +%s)
+K8S_DIR=$CACHE/kubernetes-$K8S_VERSION-$(printf %s "$K8S_BINARIES" | sha256sum | cut -c1-8)
 
 log() { printf '[deps %4ss] %s\n' "$(( $(date +%s) - start ))" "$*" >&2; }
 
@@ -31,31 +32,25 @@ with_heartbeat() {
 }
 
 build_k8s() {
-  local dir=$CACHE/kubernetes-$K8S_VERSION
+  local dir=$K8S_DIR b pkgs=()
+  for b in $K8S_BINARIES; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
   [ -f "$dir/.complete" ] && return 0
   log "kubernetes $K8S_VERSION: preparing the wrapper module (cold build: 7-20 minutes on 2 cores)"
   rm -rf "$dir"; mkdir -p "$dir/src" "$dir/bin"
   local stg="v0.${K8S_VERSION#v1.}" gomod
   # k8s.io/kubernetes' own go.mod replaces every staging module with ./staging/...; a
   # dependent module must name real versions instead, so derive that list from the source.
-  gomod=$(cd "$(mktemp -d)" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
+  gomod=$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
   {
     printf 'module serin.dev/localenv/kubernetes\n\ngo 1.26.0\n\nrequire k8s.io/kubernetes %s\n\n' "$K8S_VERSION"
     awk -v v="$stg" '$2=="=>" && $3 ~ /^\.\/staging\// {print "replace " $1 " => " $1 " " v}' "$gomod"
   } >"$dir/src/go.mod"
-  cat >"$dir/src/tools.go" <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kube-scheduler"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    printf '\t_ "%s"\n' "${pkgs[@]}"
+    printf ')\n'
+  } >"$dir/src/tools.go"
   log "kubernetes: go mod tidy (downloads modules)"
   (cd "$dir/src" && with_heartbeat "go mod tidy" go mod tidy)
   local minor ldf="" p
@@ -65,12 +60,14 @@ GO
     ldf="$ldf -X $p.gitTreeState=clean -X $p.gitCommit=0000000000000000000000000000000000000000"
     ldf="$ldf -X $p.buildDate=1970-01-01T00:00:00Z"
   done
-  log "kubernetes: compiling kube-apiserver, kube-controller-manager, kube-scheduler, kubectl"
+  log "kubernetes: compiling $K8S_BINARIES"
   (cd "$dir/src" && CGO_ENABLED=0 with_heartbeat "go build kubernetes" \
-    go build -trimpath -ldflags "-s -w $ldf" -o "$dir/bin/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
-  "$dir/bin/kube-apiserver" --version | grep -q "$K8S_VERSION"
+    go build -trimpath -ldflags "-s -w $ldf" -o "$dir/bin/" "${pkgs[@]}")
+  for b in $K8S_BINARIES; do
+    [ "$b" = kubectl ] && continue
+    "$dir/bin/$b" --version | grep -q "$K8S_VERSION"
+  done
+  "$dir/bin/kubectl" version --client | grep -q "$K8S_VERSION"
   touch "$dir/.complete"
   log "kubernetes $K8S_VERSION: done"
 }
@@ -144,22 +141,58 @@ build_controller_gen() {
   log "controller-gen: done"
 }
 
+# One builder at a time per cache directory: several checkouts (or parallel test binaries)
+# share the cache, and a second builder would remove the first one's unfinished directory.
+# The directories that earlier copies of this script build share the lock they take,
+# $CACHE/.lock; a directory only this version builds (the Kubernetes set with kubelet) has its
+# own, so building it does not hold up checkouts that only need their complete caches. The
+# lock is taken per component, not for the whole run, for the same reason.
+locked() {
+  local lockfile=$1; shift
+  exec 8>"$lockfile"
+  if ! flock -n 8; then
+    log "another build is filling $CACHE ($(basename "$lockfile")); waiting for it"
+    flock 8
+  fi
+  "$@"
+  exec 8>&-
+}
+k8s() { locked "$K8S_DIR.lock" build_k8s; }
+etcd() { locked "$CACHE/.lock" build_etcd; }
+kwok() { locked "$CACHE/.lock" build_kwok; }
+prometheus() { locked "$CACHE/.lock" build_prometheus; }
+controller_gen() { locked "$CACHE/.lock" build_controller_gen; }
+traefik() { locked "$CACHE/traefik-$TRAEFIK_VERSION.lock" build_traefik; }
+
+build_traefik() {
+  local dir=$CACHE/traefik-$TRAEFIK_VERSION src
+  [ -f "$dir/.complete" ] && return 0
+  log "traefik $TRAEFIK_VERSION: building from a copy of its module source (10-20 minutes on 2 cores)"
+  rm -rf "$dir"; mkdir -p "$dir/bin"
+  # `go install module@version` refuses a module whose go.mod has replace lines; building
+  # inside a copy of the module honours them, and its go.sum checks every dependency.
+  src=$(cd "$dir" && go mod download -json "github.com/traefik/traefik/v3@$TRAEFIK_VERSION" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  cp -r "$src" "$dir/src"; chmod -R u+w "$dir/src"
+  (cd "$dir/src" && CGO_ENABLED=0 with_heartbeat "go build traefik" \
+    go build -trimpath -ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" \
+    -o "$dir/bin/traefik" ./cmd/traefik)
+  "$dir/bin/traefik" version | grep -q "$TRAEFIK_VERSION"
+  rm -rf "$dir/src"
+  touch "$dir/.complete"
+  log "traefik $TRAEFIK_VERSION: done"
+}
+
 what=${1:-all}
-# One builder at a time per cache: several checkouts (or parallel test binaries) may share
-# it, and a second builder would remove the first one's unfinished directory.
-exec 8>"$CACHE/.lock"
-if ! flock -n 8; then
-  log "another build is filling $CACHE; waiting for it"
-  flock 8
-fi
 case $what in
-  all) build_prometheus; build_kwok; build_etcd; build_k8s; build_controller_gen ;;
-  k8s) build_k8s ;;
-  etcd) build_etcd ;;
-  kwok) build_kwok ;;
-  prometheus) build_prometheus ;;
-  controller-gen) build_controller_gen ;;
-  *) echo "usage: $0 [all|k8s|etcd|kwok|prometheus|controller-gen]" >&2; exit 2 ;;
+  all) prometheus; kwok; etcd; k8s; controller_gen ;;
+  k8s) k8s ;;
+  etcd) etcd ;;
+  kwok) kwok ;;
+  prometheus) prometheus ;;
+  controller-gen) controller_gen ;;
+  traefik) traefik ;;
+  *) echo "usage: $0 [all|k8s|etcd|kwok|prometheus|controller-gen|traefik]" >&2; exit 2 ;;
 esac
 [ "$what" = all ] && log "all components ready in $CACHE"
 exit 0

@@ -5,7 +5,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$ROOT/hack/versions.env"
 CACHE=${SERIN_CACHE:-$HOME/.cache/serin}
 STATE=$ROOT/.serin
-K8S_BIN=$CACHE/kubernetes-$K8S_VERSION/bin
+K8S_BIN=$CACHE/kubernetes-$K8S_VERSION-$(printf %s "$K8S_BINARIES" | sha256sum | cut -c1-8)/bin
 ETCD_BIN=$CACHE/etcd-$ETCD_VERSION/bin
 KWOK_DIR=$CACHE/kwok-$KWOK_VERSION
 PROM_BIN=$CACHE/prometheus-deb/bin

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Container images for the real node, built without a registry: each is one static Go binary
+# in a hand-written OCI image layout (one uncompressed layer, a config, a manifest,
+# index.json), tarred, cached per version under ~/.cache/serin/images/<name>-<version>/, and
+# imported into the node's containerd (namespace k8s.io). Pods use them with
+# `imagePullPolicy: Never`.
+#
+#   hack/images.sh build             build what is missing; prints the image references
+#   hack/images.sh import SOCKET     build, then import every image into the containerd at SOCKET
+#   hack/images.sh refs              print the image references (name=reference), build nothing
+#
+# Images:
+#   pause    a 30-line Go program (below) that waits for SIGTERM/SIGINT and reaps children;
+#            the sandbox image of the node's containerd
+#   podinfo  github.com/stefanprodan/podinfo/cmd/podinfo from the Go module proxy, at
+#            PODINFO_MODULE_VERSION (versions.env); tagged with the version the binary reports
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+IMAGES=$CACHE/images
+mkdir -p "$IMAGES"
+export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+REPO=serin.local
+
+PAUSE_SRC='package main
+
+// pause: the process that holds a pod sandbox'"'"'s namespaces. It exits on SIGTERM or SIGINT
+// and reaps the children it inherits as PID 1.
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	signals := make(chan os.Signal, 8)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGCHLD)
+	for s := range signals {
+		if s != syscall.SIGCHLD {
+			os.Exit(0)
+		}
+		for {
+			pid, err := syscall.Wait4(-1, nil, syscall.WNOHANG, nil)
+			if pid <= 0 || err != nil {
+				break
+			}
+		}
+	}
+}
+'
+PAUSE_VERSION=1-$(printf %s "$PAUSE_SRC" | sha256sum | cut -c1-8)
+
+# oci_tar OUT REF USER PORT ENTRYPOINT FILE...: writes an OCI image layout tar to OUT whose one
+# layer holds FILE... at /, /etc/passwd and /tmp.
+oci_tar() {
+  python3 - "$@" <<'PY'
+import hashlib, io, json, os, sys, tarfile
+out, ref, user, port, entry, *files = sys.argv[1:]
+
+def blob(data, blobs):
+    d = hashlib.sha256(data).hexdigest()
+    blobs[d] = data
+    return {"digest": "sha256:" + d, "size": len(data)}
+
+def entry_info(name, kind, mode, size=0):
+    ti = tarfile.TarInfo(name)
+    ti.type, ti.mode, ti.size, ti.mtime, ti.uid, ti.gid = kind, mode, size, 0, 0, 0
+    return ti
+
+layer = io.BytesIO()
+with tarfile.open(fileobj=layer, mode="w", format=tarfile.PAX_FORMAT) as t:
+    for d, mode in (("etc", 0o755), ("tmp", 0o1777)):
+        t.addfile(entry_info(d, tarfile.DIRTYPE, mode))
+    passwd = b"root:x:0:0:root:/:/nonexistent\nnobody:x:65534:65534:nobody:/:/nonexistent\n"
+    t.addfile(entry_info("etc/passwd", tarfile.REGTYPE, 0o644, len(passwd)), io.BytesIO(passwd))
+    group = b"root:x:0:\nnogroup:x:65534:\n"
+    t.addfile(entry_info("etc/group", tarfile.REGTYPE, 0o644, len(group)), io.BytesIO(group))
+    for f in files:
+        data = open(f, "rb").read()
+        t.addfile(entry_info(os.path.basename(f), tarfile.REGTYPE, 0o755, len(data)), io.BytesIO(data))
+layer = layer.getvalue()
+blobs = {}
+layer_desc = dict(blob(layer, blobs), mediaType="application/vnd.oci.image.layer.v1.tar")
+config = {
+    "architecture": "amd64", "os": "linux",
+    "config": {"User": user, "Entrypoint": [entry], "WorkingDir": "/",
+               "Env": ["PATH=/"], **({"ExposedPorts": {port + "/tcp": {}}} if port else {})},
+    "rootfs": {"type": "layers", "diff_ids": [layer_desc["digest"]]},
+    "history": [{"created_by": "hack/images.sh"}],
+}
+config_desc = dict(blob(json.dumps(config, sort_keys=True).encode(), blobs),
+                   mediaType="application/vnd.oci.image.config.v1+json")
+manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config_desc, "layers": [layer_desc]}
+manifest_desc = dict(blob(json.dumps(manifest, sort_keys=True).encode(), blobs),
+                     mediaType="application/vnd.oci.image.manifest.v1+json")
+manifest_desc["annotations"] = {"io.containerd.image.name": ref,
+                                "org.opencontainers.image.ref.name": ref.rsplit(":", 1)[1]}
+index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+         "manifests": [manifest_desc]}
+with tarfile.open(out, "w") as t:
+    def add(name, data, kind=tarfile.REGTYPE, mode=0o644):
+        t.addfile(entry_info(name, kind, mode, len(data)), io.BytesIO(data) if data else None)
+    add("blobs", b"", tarfile.DIRTYPE, 0o755)
+    add("blobs/sha256", b"", tarfile.DIRTYPE, 0o755)
+    for d, data in blobs.items():
+        add("blobs/sha256/" + d, data)
+    add("oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
+    add("index.json", json.dumps(index, sort_keys=True).encode())
+PY
+}
+
+# locked_build DIR FN: runs FN DIR once per cache directory (flock; `.complete` written last).
+locked_build() {
+  local dir=$1 fn=$2
+  [ -f "$dir/.complete" ] && return 0
+  exec 7>"$dir.lock"
+  if ! flock -n 7; then say "another build is filling $dir; waiting for it"; flock 7; fi
+  if [ ! -f "$dir/.complete" ]; then
+    rm -rf "$dir"; mkdir -p "$dir/bin"
+    "$fn" "$dir"
+    touch "$dir/.complete"
+  fi
+  exec 7>&-
+}
+
+build_pause() {
+  local dir=$1
+  say "pause $PAUSE_VERSION: building"
+  mkdir -p "$dir/src"
+  printf 'module serin.dev/localenv/pause\n\ngo 1.26.0\n' >"$dir/src/go.mod"
+  printf '%s' "$PAUSE_SRC" >"$dir/src/main.go"
+  (cd "$dir/src" && CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "-s -w" -o "$dir/bin/pause" .)
+  oci_tar "$dir/image.tar" "$REPO/pause:$PAUSE_VERSION" 65534 "" /pause "$dir/bin/pause"
+  echo "$REPO/pause:$PAUSE_VERSION" >"$dir/ref"
+}
+
+build_podinfo() {
+  local dir=$1 t0 version
+  t0=$(date +%s)
+  say "podinfo $PODINFO_MODULE_VERSION: building from the Go module proxy (about 3 minutes cold)"
+  CGO_ENABLED=0 GOBIN="$dir/bin" nice -n 10 go install -trimpath -ldflags "-s -w" \
+    "github.com/stefanprodan/podinfo/cmd/podinfo@$PODINFO_MODULE_VERSION"
+  version=$("$dir/bin/podinfo" --version)
+  [ -n "$version" ] || die "podinfo --version printed nothing"
+  oci_tar "$dir/image.tar" "$REPO/podinfo:$version" 65534 9898 /podinfo "$dir/bin/podinfo"
+  echo "$REPO/podinfo:$version" >"$dir/ref"
+  say "podinfo $version: built in $(( $(date +%s) - t0 ))s"
+}
+
+dirs() { echo "pause=$IMAGES/pause-$PAUSE_VERSION podinfo=$IMAGES/podinfo-$PODINFO_MODULE_VERSION"; }
+
+build() {
+  locked_build "$IMAGES/pause-$PAUSE_VERSION" build_pause
+  locked_build "$IMAGES/podinfo-$PODINFO_MODULE_VERSION" build_podinfo
+}
+
+refs() {
+  local kv
+  for kv in $(dirs); do
+    [ -f "${kv#*=}/ref" ] && echo "${kv%%=*}=$(cat "${kv#*=}/ref")"
+  done
+  true
+}
+
+import() {
+  local sock=$1 kv dir ref
+  build
+  for kv in $(dirs); do
+    dir=${kv#*=}; ref=$(cat "$dir/ref")
+    if ctr --address "$sock" -n k8s.io images check "name==$ref" 2>/dev/null | grep -q complete; then
+      continue
+    fi
+    ctr --address "$sock" -n k8s.io images import --no-unpack=false "$dir/image.tar" >/dev/null
+    say "imported $ref"
+  done
+}
+
+case ${1:-} in
+  build) build; refs ;;
+  import) [ -n "${2:-}" ] || die "usage: $0 import SOCKET"; import "$2" ;;
+  refs) refs ;;
+  *) echo "usage: $0 build | import SOCKET | refs" >&2; exit 2 ;;
+esac

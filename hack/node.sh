@@ -1,0 +1,476 @@
+#!/usr/bin/env bash
+# The real node: kubelet (built with the other Kubernetes binaries by hack/deps.sh), Debian's
+# containerd, runc and CNI plugins, and a bridge of its own, registered to the local API server
+# as `real-node-0`. It is labelled and tainted `serin.dev/node=real`, so only Pods that select
+# it and tolerate the taint run there; kwok's fake node keeps everything else.
+#
+#   hack/node.sh up       install/build what is missing, start what is not running (idempotent)
+#   hack/node.sh down     remove the node's pods, stop kubelet and containerd, delete the bridge
+#                         and what they made outside .serin/, restore the saved sysctls, and
+#                         compare the host with the snapshot taken before `up`
+#   hack/node.sh status   exit 0 when the node is Ready
+#
+# Needs the cluster (hack/cluster.sh up) and root. State, configs, pid files and logs:
+# .serin/node/. The node's address, bridge and images: .serin/node/node.env.
+# Traffic stays on the bridge: pods get an address on its /24, no default route, no
+# masquerading, and ip_forward is left as found, so pods reach each other and the host only.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+N=$STATE/node
+C=$STATE/cluster
+NODE=real-node-0
+ID=$(echo "$ROOT" | md5sum | cut -c1-6)
+BRIDGE=serin$ID           # one bridge per checkout; interface names have at most 15 characters
+NETWORK=serin-$ID          # the CNI network name (its cache files in /var/lib/cni carry it)
+SOCK=$N/containerd.sock
+# Sysctls kubelet sets on the host at start (pkg/kubelet/cm, setupKernelTunables) unless
+# protectKernelDefaults, which instead refuses to start unless they already have its values.
+# Saved before the first start, restored by `down`.
+SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
+  kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
+# Paths containerd, kubelet and the CNI library use whatever they are configured with.
+HOST_PATHS=(/run/containerd /var/lib/kubelet /var/log/containers /var/lib/cni)
+PACKAGES=(containerd runc containernetworking-plugins iptables)
+
+# One real node per host: kubelet hard-codes /var/lib/kubelet/device-plugins (and clears it at
+# start) and containerd 1.6 /run/containerd/s, so two checkouts' nodes would trample each
+# other. The checkout that runs it is recorded in the cache directory, under a lock.
+OWNER=$CACHE/real-node.owner
+
+kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$C/kubeconfig" "$@"; }
+ctr_() { ctr --address "$SOCK" -n k8s.io "$@"; }
+
+node_ready() {
+  [ "$(kubectl get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]
+}
+all_running() { alive "$N/containerd.pid" && alive "$N/kubelet.pid"; }
+
+ensure_packages() {
+  local missing=()
+  command -v containerd >/dev/null || missing+=(containerd)
+  command -v runc >/dev/null || missing+=(runc)
+  [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+  command -v iptables-save >/dev/null || missing+=(iptables)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing Debian packages ${missing[*]} (they stay installed after down; log $N/apt.log)"
+  # Debian's policy-rc.d (or no init system) keeps the packaged containerd service stopped.
+  nice -n 10 apt-get install -y --no-install-recommends "${PACKAGES[@]}" >"$N/apt.log" 2>&1 ||
+    { apt-get update -qq >>"$N/apt.log" 2>&1 || true
+      nice -n 10 apt-get install -y --no-install-recommends "${PACKAGES[@]}" >>"$N/apt.log" 2>&1; } ||
+    die "apt-get install failed (read $N/apt.log)"
+}
+
+# pick_subnet: a 10.88.X.0/24 that no route or address of this host uses, stable per checkout.
+pick_subnet() {
+  local start i x
+  start=$(( 16#${ID:0:2} % 200 + 20 ))
+  for i in $(seq 0 199); do
+    x=$(( (start + i - 20) % 200 + 20 ))
+    if ! ip -o addr show | grep -q " 10\.88\.$x\." && ! ip route show table all | grep -q "10\.88\.$x\."; then
+      echo "10.88.$x"; return 0
+    fi
+  done
+  die "no free 10.88.X.0/24 for the bridge"
+}
+
+setup_network() {
+  local net
+  if [ -f "$N/net.env" ] && ip link show "$BRIDGE" >/dev/null 2>&1; then
+    return 0
+  fi
+  net=$(pick_subnet)
+  ip link add "$BRIDGE" type bridge
+  ip addr add "$net.1/24" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+  printf 'BRIDGE=%s\nSUBNET=%s.0/24\nNODE_IP=%s.1\n' "$BRIDGE" "$net" "$net" >"$N/net.env"
+  mkdir -p "$N/cni"
+  cat >"$N/cni/10-$NETWORK.conflist" <<JSON
+{
+  "cniVersion": "1.0.0",
+  "name": "$NETWORK",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$BRIDGE",
+      "isGateway": false,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "$net.0/24", "rangeStart": "$net.10", "rangeEnd": "$net.250"}]],
+        "dataDir": "$N/cni-ipam"
+      }
+    }
+  ]
+}
+JSON
+  say "bridge $BRIDGE up with $net.1/24 (CNI config $N/cni/10-$NETWORK.conflist)"
+}
+
+write_containerd_config() {
+  local pause=$1
+  mkdir -p "$N/containerd"
+  cat >"$N/containerd.toml" <<TOML
+# Generated by hack/node.sh: everything under $N except what containerd hard-codes
+# (/run/containerd/s for shim sockets, cgroups under k8s.io).
+version = 2
+root = "$N/containerd/root"
+state = "$N/containerd/state"
+oom_score = 0
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+
+[grpc]
+  address = "$SOCK"
+
+[ttrpc]
+  address = "$SOCK.ttrpc"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$N/containerd/opt"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$pause"
+  disable_tcp_service = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  # No CAP_SYS_RESOURCE here: without this every sandbox fails with
+  # "can't get final child's PID from pipe: EOF".
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "$N/runc"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$N/cni"
+    max_conf_num = 1
+TOML
+}
+
+make_node_pki() {
+  local pki=$N/pki
+  mkdir -p "$pki"
+  if [ -f "$pki/node.crt" ] && [ "$pki/node.crt" -nt "$C/pki/ca.crt" ]; then return 0; fi
+  (
+    cd "$pki"
+    openssl req -newkey rsa:2048 -nodes -keyout node.key -out node.csr \
+      -subj "/O=system:nodes/CN=system:node:$NODE" 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext
+    openssl x509 -req -in node.csr -CA "$C/pki/ca.crt" -CAkey "$C/pki/ca.key" -CAcreateserial \
+      -CAserial "$pki/ca.srl" -out node.crt -days 365 -extfile client.ext 2>/dev/null
+    rm -f node.csr
+  )
+}
+
+write_kubelet_config() {
+  local server port healthz
+  server=$(sed -n 's/^ *server: //p' "$C/kubeconfig")
+  port=$(free_port); healthz=$(free_port)
+  cat >"$N/kubelet.kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: serin-local
+  cluster: {server: "$server", certificate-authority: "$C/pki/ca.crt"}
+users:
+- name: $NODE
+  user: {client-certificate: "$N/pki/node.crt", client-key: "$N/pki/node.key"}
+contexts:
+- name: node
+  context: {cluster: serin-local, user: $NODE}
+current-context: node
+KC
+  cat >"$N/kubelet.yaml" <<YAML
+# Generated by hack/node.sh.
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+containerRuntimeEndpoint: unix://$SOCK
+imageServiceEndpoint: unix://$SOCK
+# The API server reaches the kubelet at the node's address, the bridge's own.
+address: $NODE_IP
+port: $port
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: $healthz
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: "$C/pki/ca.crt"}
+authorization: {mode: Webhook}
+cgroupDriver: cgroupfs
+cgroupsPerQOS: false
+enforceNodeAllocatable: []
+# This host runs cgroup v1 (hybrid); kubelet 1.36 refuses it unless told.
+failCgroupV1: false
+failSwapOn: false
+# Without this kubelet adds KUBE-FIREWALL and friends to the host's iptables.
+makeIPTablesUtilChains: false
+podLogsDir: $N/pod-logs
+resolvConf: ""
+clusterDomain: cluster.local
+# Images come from hack/images.sh and cannot be pulled again: never collect them.
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: "100Mi", nodefs.available: "2%", imagefs.available: "2%"}
+registerWithTaints:
+- {key: serin.dev/node, value: real, effect: NoSchedule}
+rotateCertificates: false
+serverTLSBootstrap: false
+YAML
+  printf 'KUBELET_PORT=%s\nKUBELET_HEALTHZ_PORT=%s\n' "$port" "$healthz" >"$N/ports.env"
+}
+
+save_sysctls() {
+  [ -f "$N/sysctl.saved" ] && return 0
+  local k
+  for k in "${SYSCTLS[@]}"; do
+    sysctl -n "$k" >/dev/null 2>&1 && printf '%s=%s\n' "$k" "$(sysctl -n "$k")"
+  done >"$N/sysctl.saved.tmp"
+  mv "$N/sysctl.saved.tmp" "$N/sysctl.saved"
+}
+
+restore_sysctls() {
+  [ -f "$N/sysctl.saved" ] || return 0
+  local line k v
+  while IFS= read -r line; do
+    k=${line%%=*}; v=${line#*=}
+    [ "$(sysctl -n "$k" 2>/dev/null)" = "$v" ] && continue
+    sysctl -qw "$k=$v" && say "restored sysctl $k=$v"
+  done <"$N/sysctl.saved"
+  rm -f "$N/sysctl.saved"
+}
+
+claim_host() {
+  mkdir -p "$CACHE"
+  (
+    flock 7
+    owner=$(cat "$OWNER" 2>/dev/null || true)
+    if [ -n "$owner" ] && [ "$owner" != "$ROOT" ] &&
+      { alive "$owner/.serin/node/kubelet.pid" || alive "$owner/.serin/node/containerd.pid"; }; then
+      die "the checkout $owner runs the real node on this host (one per host): run hack/node.sh down there first"
+    fi
+    echo "$ROOT" >"$OWNER"
+  ) 7>"$OWNER.lock"
+}
+
+release_host() {
+  ( flock 7; [ "$(cat "$OWNER" 2>/dev/null)" = "$ROOT" ] && rm -f "$OWNER"; true ) 7>"$OWNER.lock"
+}
+
+up() {
+  [ "$(id -u)" = 0 ] || die "the real node needs root (containerd, bridge, mounts)"
+  mkdir -p "$N"
+  exec 9>"$N/.lock"
+  flock 9
+  claim_host
+  "$ROOT/hack/cluster.sh" status || die "the cluster is not running: run hack/cluster.sh up (make cluster-up) first"
+  if all_running && node_ready >/dev/null 2>&1; then
+    say "node $NODE already running (kubeconfig $C/kubeconfig)"
+    return 0
+  fi
+  down_locked quiet
+  ensure_packages
+  "$ROOT/hack/deps.sh" k8s
+  "$ROOT/hack/images.sh" build >/dev/null
+  local t0 pause podinfo
+  t0=$(date +%s)
+  pause=$("$ROOT/hack/images.sh" refs | sed -n 's/^pause=//p')
+  podinfo=$("$ROOT/hack/images.sh" refs | sed -n 's/^podinfo=//p')
+  # What the host looks like before the node touches it; `down` compares with it.
+  # Both are kept until a `down` finds the host as it was, so a failed `down` is not
+  # followed by a snapshot of its leftovers.
+  [ -f "$N/host.before" ] || "$ROOT/hack/hoststate.sh" snapshot "$N/host.before"
+  local p
+  if [ ! -f "$N/host-paths.before" ]; then
+    for p in "${HOST_PATHS[@]}"; do [ -e "$p" ] && echo "$p"; done >"$N/host-paths.before"
+  fi
+  save_sysctls
+
+  setup_network
+  # shellcheck source=/dev/null
+  source "$N/net.env"
+  write_containerd_config "$pause"
+  start_bg containerd "$N/containerd.pid" "$N/containerd.log" \
+    containerd --config "$N/containerd.toml"
+  wait_for containerd "$N/containerd.log" 30 ctr --address "$SOCK" version
+  "$ROOT/hack/images.sh" import "$SOCK"
+
+  make_node_pki
+  # No Node authorizer on the local API server (RBAC only): the node's identity gets the
+  # built-in system:node role directly.
+  kubectl apply -f - >/dev/null <<RBAC
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: serin-real-node}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: system:node}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:node:$NODE"}
+RBAC
+  write_kubelet_config
+  mkdir -p "$N/kubelet" "$N/pod-logs"
+  start_bg kubelet "$N/kubelet.pid" "$N/kubelet.log" "$K8S_BIN/kubelet" \
+    --config "$N/kubelet.yaml" --kubeconfig "$N/kubelet.kubeconfig" \
+    --root-dir "$N/kubelet" --cert-dir "$N/pki" --hostname-override "$NODE" \
+    --node-ip "$NODE_IP" --node-labels "serin.dev/node=real" --v=1
+  wait_for "kubelet (node $NODE Ready)" "$N/kubelet.log" 120 node_ready
+  {
+    printf 'NODE_NAME=%s\nNODE_IP=%s\nBRIDGE=%s\nSUBNET=%s\n' "$NODE" "$NODE_IP" "$BRIDGE" "$SUBNET"
+    printf 'PAUSE_IMAGE=%s\nPODINFO_IMAGE=%s\nCONTAINERD_SOCKET=%s\n' "$pause" "$podinfo" "$SOCK"
+    printf 'NODE_SELECTOR=serin.dev/node=real\nNODE_TAINT=serin.dev/node=real:NoSchedule\n'
+  } >"$N/node.env"
+  say "node $NODE Ready in $(( $(date +%s) - t0 ))s at $NODE_IP (bridge $BRIDGE): pods need nodeSelector serin.dev/node=real, a toleration of serin.dev/node=real:NoSchedule and imagePullPolicy: Never; images in $N/node.env"
+}
+
+# remove_pods: asks kubelet to stop the node's pods (so CNI tears their networks down), waits.
+remove_pods() {
+  alive "$N/kubelet.pid" || return 0
+  "$ROOT/hack/cluster.sh" status 2>/dev/null || return 0
+  local left
+  # Cordoned first: a controller's replacement Pods must not land here again.
+  kubectl cordon "$NODE" >/dev/null 2>&1 || true
+  kubectl delete pods -A --field-selector "spec.nodeName=$NODE" --grace-period 5 --wait=false \
+    >/dev/null 2>&1 || true
+  pods_gone() {
+    [ -z "$(kubectl get pods -A --field-selector "spec.nodeName=$NODE" -o name 2>/dev/null)" ] &&
+      [ -z "$(ctr_ tasks ls 2>/dev/null | awk 'NR > 1 && $3 == "RUNNING"')" ]
+  }
+  if ! (wait_for "the pods of $NODE to stop" "$N/kubelet.log" 60 pods_gone); then
+    left=$(kubectl get pods -A --field-selector "spec.nodeName=$NODE" -o name 2>/dev/null | wc -l)
+    say "warning: $left pods of $NODE still there after 60s; removing their containers directly"
+  fi
+}
+
+# remove_containers: whatever kubelet left behind, through containerd (no CNI teardown: the
+# network namespaces go when their mounts do, and their veths with them).
+remove_containers() {
+  alive "$N/containerd.pid" || return 0
+  local t
+  for t in $(ctr_ tasks ls -q 2>/dev/null); do
+    ctr_ tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true
+  done
+  sleep 0.5
+  for t in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks rm -f "$t" >/dev/null 2>&1 || true; done
+  for t in $(ctr_ containers ls -q 2>/dev/null); do ctr_ containers rm "$t" >/dev/null 2>&1 || true; done
+}
+
+# Shims outlive containerd; ours are the ones started with our socket's address.
+stop_shims() {
+  local pid
+  for pid in $(grep -lsF -- "$SOCK" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3); do
+    [ "$pid" = $$ ] && continue
+    { tr '\0' ' ' </proc/"$pid"/cmdline; } 2>/dev/null | grep -q '^[^ ]*containerd-shim' || continue
+    kill -TERM "$pid" 2>/dev/null && say "stopped containerd shim (pid $pid)"
+  done
+}
+
+unmount_state() {
+  local m
+  # Deepest first; kubelet bind-mounts its root dir, containerd the pods' rootfs and netns.
+  for m in $(findmnt -rn -o TARGET | grep -F "$N/" | sort -r); do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || say "warning: could not unmount $m"
+  done
+}
+
+clean_host_paths() {
+  local p
+  # CNI result cache of this network's sandboxes (normally removed by CNI DEL when kubelet
+  # stops a pod), with their loopback entries.
+  local f id
+  if [ -d /var/lib/cni/results ]; then
+    for f in /var/lib/cni/results/"$NETWORK"-*; do
+      [ -e "$f" ] || continue
+      id=${f#/var/lib/cni/results/"$NETWORK"-}; id=${id%%-*}
+      rm -f "$f" /var/lib/cni/results/cni-loopback-"$id"-lo
+    done
+  fi
+  # Log symlinks pointing into our pod-logs.
+  if [ -d /var/log/containers ]; then
+    find /var/log/containers -maxdepth 1 -type l -lname "$N/*" -delete 2>/dev/null || true
+  fi
+  # Without the record of what existed before `up`, remove no directory.
+  [ -f "$N/host-paths.before" ] && [ -f "$N/host.before" ] || return 0
+  for p in "${HOST_PATHS[@]}"; do
+    [ -e "$p" ] || continue
+    grep -qxF "$p" "$N/host-paths.before" 2>/dev/null && continue
+    case $p in
+      /var/lib/kubelet)
+        # Only kubelet's hard-coded device-plugin socket and checkpoint live here.
+        rm -f /var/lib/kubelet/device-plugins/kubelet.sock \
+          /var/lib/kubelet/device-plugins/kubelet_internal_checkpoint ;;
+    esac
+    # Remove what we created if it is now empty (another checkout's node may share it).
+    find "$p" -depth -type d -empty -delete 2>/dev/null || true
+    [ -e "$p" ] && say "warning: $p was created by the node and is not empty; left in place"
+  done
+  # cgroups containerd made (k8s.io under each hierarchy), if they were not there before.
+  local cg
+  for cg in /sys/fs/cgroup/*/k8s.io /sys/fs/cgroup/k8s.io; do
+    [ -d "$cg" ] || continue
+    grep -qxF "cgroup $cg" "$N/host.before" 2>/dev/null && continue
+    find "$cg" -depth -mindepth 0 -type d -exec rmdir {} \; 2>/dev/null || true
+    [ -d "$cg" ] && say "warning: could not remove cgroup $cg (processes still in it?)"
+  done
+  true
+}
+
+delete_network() {
+  local link
+  if ip link show "$BRIDGE" >/dev/null 2>&1; then
+    for link in $(ip -o link show master "$BRIDGE" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
+      ip link delete "$link" 2>/dev/null || true
+    done
+    ip link delete "$BRIDGE"
+    say "deleted bridge $BRIDGE"
+  fi
+  rm -f "$N/net.env" "$N/node.env" "$SOCK" "$SOCK.ttrpc"
+}
+
+down_locked() {
+  remove_pods
+  stop_pid kubelet "$N/kubelet.pid"
+  remove_containers
+  stop_pid containerd "$N/containerd.pid"
+  stop_shims
+  sleep 0.3
+  unmount_state
+  delete_network
+  clean_host_paths
+  restore_sysctls
+  if "$ROOT/hack/cluster.sh" status 2>/dev/null; then
+    kubectl delete node "$NODE" --ignore-not-found >/dev/null 2>&1 || true
+    kubectl delete clusterrolebinding serin-real-node --ignore-not-found >/dev/null 2>&1 || true
+  fi
+  if [ "${1:-}" != quiet ] && [ -f "$N/host.before" ]; then
+    "$ROOT/hack/hoststate.sh" snapshot "$N/host.after"
+    if "$ROOT/hack/hoststate.sh" compare "$N/host.before" "$N/host.after" >"$N/host.diff"; then
+      say "host state as found before up (compared: sysctls, iptables, links, routes, mounts, cgroups, node paths)"
+      rm -f "$N/host.before" "$N/host.after" "$N/host.diff" "$N/host-paths.before"
+    else
+      say "warning: the host differs from before up ($N/host.diff):"
+      cat "$N/host.diff" >&2
+      return 1
+    fi
+  fi
+  [ "${1:-}" = quiet ] || { release_host; say "node stopped"; }
+}
+
+down() {
+  [ -d "$N" ] || { say "no node state in $N"; return 0; }
+  exec 9>"$N/.lock"; flock 9
+  down_locked
+}
+
+case ${1:-} in
+  up) up ;;
+  down) down ;;
+  status) [ -f "$C/kubeconfig" ] && all_running && node_ready >/dev/null 2>&1 ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac
