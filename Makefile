@@ -24,7 +24,9 @@ up: cluster-up
 	hack/simulator.sh up
 	hack/serin.sh up
 
+# The real node first (if one is up): it holds mounts under .serin and needs the API server.
 down:
+	hack/node.sh down
 	hack/serin.sh down
 	hack/simulator.sh down
 	hack/prometheus.sh down
@@ -62,7 +64,7 @@ clean: down
 	rm -rf .serin target
 
 ## The real node (kubelet + containerd + CNI on a bridge of its own; see docs/real-node.md).
-## Not part of `up`/`test` yet.
+## Not part of `up`/`test` yet; `make down` (and so `clean`) stops it.
 .PHONY: node-up node-down test-node
 node-up: cluster-up
 	hack/node.sh up
