@@ -2,10 +2,11 @@
 //! the subcommands that wire the library's pieces together. The same binary is the kubectl
 //! plugin ([`plugin`]) when run as `kubectl-serin` or as `serin kubectl`.
 
-mod demo_chart;
 pub mod plugin;
 mod run;
-mod simulate;
+
+#[cfg(feature = "dev-tools")]
+pub(crate) use run::shutdown_signal;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -214,13 +215,11 @@ pub enum Command {
     Crds,
     /// Validate manifests offline, exactly as admission would; exit 1 on any mistake.
     Check(CheckArgs),
-    /// The local environment's traffic simulator: Linkerd-style series from the router
-    /// weights, on --listen (plain HTTP).
-    #[command(hide = true)]
-    Simulate(simulate::SimulateArgs),
-    /// Draw a release timeline recorded by `make demo` as an SVG chart.
-    #[command(hide = true)]
-    DemoChart(demo_chart::DemoChartArgs),
+    /// `serin simulate` and `serin demo-chart`, hidden, in builds with the feature
+    /// `dev-tools` only.
+    #[cfg(feature = "dev-tools")]
+    #[command(flatten)]
+    DevTools(crate::devtools::Command),
     /// The kubectl plugin (`kubectl serin ...` when installed as `kubectl-serin`):
     /// status, promote, abort, pause, resume, check. `serin kubectl --help` for more.
     #[command(disable_help_flag = true)]
@@ -306,8 +305,8 @@ pub fn main() -> ExitCode {
             .map(|yaml| print!("{yaml}"))
             .map_err(anyhow::Error::from),
         Command::Check(args) => return run_check(&args),
-        Command::Simulate(args) => simulate::run(&cli.common, &args),
-        Command::DemoChart(args) => demo_chart::run(&args),
+        #[cfg(feature = "dev-tools")]
+        Command::DevTools(command) => command.run(&cli.common),
         Command::Kubectl { .. } => unreachable!("the plugin runs before the serving commands"),
     };
     match result {
@@ -496,5 +495,53 @@ mod tests {
                 "{bad:?}: {refused:?}"
             );
         }
+    }
+
+    const DEV_TOOLS: [&str; 2] = ["simulate", "demo-chart"];
+
+    #[cfg(not(feature = "dev-tools"))]
+    #[test]
+    fn the_product_has_no_simulate_or_demo_chart_subcommand() {
+        let command = <Cli as clap::CommandFactory>::command();
+        for name in DEV_TOOLS {
+            assert!(command.find_subcommand(name).is_none(), "{name}");
+            let refused = Cli::try_parse_from(["serin", name, "--help"]).map(|_| ());
+            assert_eq!(
+                refused.map_err(|e| e.kind()),
+                Err(clap::error::ErrorKind::InvalidSubcommand),
+                "{name}"
+            );
+        }
+    }
+
+    #[cfg(feature = "dev-tools")]
+    #[test]
+    fn dev_tools_builds_have_the_hidden_simulate_and_demo_chart_subcommands() {
+        let command = <Cli as clap::CommandFactory>::command();
+        for name in DEV_TOOLS {
+            let found = command.find_subcommand(name);
+            assert!(found.is_some_and(clap::Command::is_hide_set), "{name}");
+        }
+    }
+
+    /// The image is the product: its build must not turn the dev tools on, and neither may
+    /// the crate's default features.
+    #[test]
+    fn the_image_and_the_default_features_leave_the_dev_tools_out() {
+        let dockerfile = include_str!("../../Dockerfile");
+        let builds: Vec<&str> = dockerfile
+            .lines()
+            .filter(|line| line.contains("cargo build"))
+            .collect();
+        assert!(!builds.is_empty(), "the Dockerfile builds with cargo");
+        for line in builds {
+            assert!(!line.contains("feature"), "{line}");
+        }
+        let manifest = include_str!("../../Cargo.toml");
+        let default = manifest
+            .lines()
+            .find(|line| line.starts_with("default ="))
+            .expect("Cargo.toml names its default features");
+        assert!(!default.contains("dev-tools"), "{default}");
     }
 }

@@ -233,7 +233,7 @@ async fn wait_changed(mut rx: watch::Receiver<()>) {
 }
 
 /// Completes on SIGTERM (what the kubelet sends) or ctrl-c.
-pub(super) async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -1,13 +1,14 @@
-//! `serin simulate` (hidden): the local environment's traffic simulator. It follows the
-//! router objects Serin owns through the API server and serves Linkerd-style series for
-//! Prometheus on `--listen` (plain HTTP: `/metrics`, `/healthz`). See [`crate::simulate`].
+//! `serin simulate` (hidden, `dev-tools` builds only): the local environment's traffic
+//! simulator. It follows the router objects Serin owns through the API server and serves
+//! Linkerd-style series for Prometheus on `--listen` (plain HTTP: `/metrics`, `/healthz`).
+//! See [`super`].
 
 use anyhow::Context;
 use clap::Args;
 use tokio::net::TcpListener;
 
-use super::{Common, kube_client};
-use crate::simulate::serve::{self, Options};
+use super::serve::{self, Options};
+use crate::cli::{Common, kube_client, shutdown_signal};
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
@@ -38,7 +39,7 @@ pub fn run(common: &Common, args: &SimulateArgs) -> anyhow::Result<()> {
                 requests_per_second: args.requests_per_second,
                 tick: serve::DEFAULT_TICK,
             };
-            serve::serve(client, listener, options, super::run::shutdown_signal())
+            serve::serve(client, listener, options, shutdown_signal())
                 .await
                 .context("serving the simulated metrics")
         })
