@@ -18,7 +18,8 @@
 //!   only, source of the CRD YAML;
 //! - [`server`]: HTTPS serving with reloadable certificates and the admin port;
 //! - [`certs`]: a local CA and serving certificate;
-//! - [`cli`]: the `serin` command line;
+//! - [`cli`]: the `serin` command line: the serving subcommands, `serin check` (admission's
+//!   validation, offline; [`cli::check`]) and the kubectl plugin;
 //! - `devtools` (cargo feature `dev-tools`, off in the shipped binary and image): the local
 //!   environment's traffic simulator (Linkerd-style series from the router weights in the
 //!   API server) and `make demo`'s release timelines and SVG charts, with their hidden
@@ -27,7 +28,6 @@
 pub mod admission;
 pub mod analysis;
 pub mod certs;
-pub mod check;
 pub mod cli;
 pub mod controller;
 pub mod conversion;

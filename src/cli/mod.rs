@@ -1,7 +1,9 @@
 //! The `serin` command line: flags (each also an environment variable `SERIN_<FLAG>`) and
-//! the subcommands that wire the library's pieces together. The same binary is the kubectl
-//! plugin ([`plugin`]) when run as `kubectl-serin` or as `serin kubectl`.
+//! the subcommands that wire the library's pieces together. `serin check` is [`check`]. The
+//! same binary is the kubectl plugin ([`plugin`]) when run as `kubectl-serin` or as
+//! `serin kubectl`.
 
+pub mod check;
 pub mod plugin;
 mod run;
 
@@ -15,7 +17,6 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::certs::{self, CertOptions};
-use crate::check;
 
 #[derive(Debug, Parser)]
 #[command(name = "serin", version, about = "Progressive delivery for Kubernetes")]
@@ -214,7 +215,7 @@ pub enum Command {
     /// Print Serin's CustomResourceDefinitions (YAML), generated from its Rust types.
     Crds,
     /// Validate manifests offline, exactly as admission would; exit 1 on any mistake.
-    Check(CheckArgs),
+    Check(check::CheckArgs),
     /// `serin simulate` and `serin demo-chart`, hidden, in builds with the feature
     /// `dev-tools` only.
     #[cfg(feature = "dev-tools")]
@@ -244,16 +245,6 @@ pub struct CertsArgs {
     /// Validity in days.
     #[arg(long, default_value_t = 365)]
     pub days: u32,
-}
-
-#[derive(Debug, Args)]
-pub struct CheckArgs {
-    /// Manifest file (multi-document YAML); `-` reads standard input.
-    #[arg(short = 'f', long = "filename", required = true)]
-    pub files: Vec<PathBuf>,
-    /// CanaryPolicy objects (either version) to apply as the cluster would.
-    #[arg(long = "policy", value_name = "FILE")]
-    pub policies: Vec<PathBuf>,
 }
 
 /// An annotation prefix: a DNS subdomain (lowercase letters, digits, `-` and `.`), as the
@@ -304,7 +295,7 @@ pub fn main() -> ExitCode {
         Command::Crds => crate::crd::to_yaml()
             .map(|yaml| print!("{yaml}"))
             .map_err(anyhow::Error::from),
-        Command::Check(args) => return run_check(&args),
+        Command::Check(args) => return check::run(&args),
         #[cfg(feature = "dev-tools")]
         Command::DevTools(command) => command.run(&cli.common),
         Command::Kubectl { .. } => unreachable!("the plugin runs before the serving commands"),
@@ -392,67 +383,6 @@ fn make_certs(args: &CertsArgs) -> anyhow::Result<()> {
     eprintln!("caBundle for the webhook configurations (also printed on stdout):");
     println!("{}", certs::ca_bundle(&made));
     Ok(())
-}
-
-fn run_check(args: &CheckArgs) -> ExitCode {
-    fn read(file: &std::path::Path) -> std::io::Result<String> {
-        match file.as_os_str() == "-" {
-            true => std::io::read_to_string(std::io::stdin()),
-            false => std::fs::read_to_string(file),
-        }
-    }
-    let mut errors = 0;
-    let mut checked = 0;
-    let mut policies = Vec::new();
-    for file in &args.policies {
-        let text = match read(file) {
-            Ok(text) => text,
-            Err(e) => {
-                eprintln!("{}: cannot read: {e}", file.display());
-                errors += 1;
-                continue;
-            }
-        };
-        let (loaded, broken) = check::load_policies(&text);
-        if loaded.is_empty() && broken.is_empty() {
-            eprintln!("{}: no CanaryPolicy in this file", file.display());
-            errors += 1;
-        }
-        policies.extend(loaded);
-        for finding in broken {
-            errors += 1;
-            for line in finding.to_string().lines() {
-                println!("{}: {line}", file.display());
-            }
-        }
-    }
-    let mut inputs = Vec::new();
-    for file in &args.files {
-        match read(file) {
-            Ok(text) => inputs.push((file, text)),
-            Err(e) => {
-                eprintln!("{}: cannot read: {e}", file.display());
-                errors += 1;
-            }
-        }
-    }
-    let texts: Vec<&str> = inputs.iter().map(|(_, text)| text.as_str()).collect();
-    for (input, finding) in check::check_inputs(&texts, &policies) {
-        checked += 1;
-        if finding.is_error() {
-            errors += 1;
-        }
-        for line in finding.to_string().lines() {
-            println!("{}: {line}", inputs[input].0.display());
-        }
-    }
-    if errors > 0 {
-        eprintln!("serin check: {errors} of {checked} objects have mistakes");
-        ExitCode::FAILURE
-    } else {
-        eprintln!("serin check: {checked} objects ok");
-        ExitCode::SUCCESS
-    }
 }
 
 #[cfg(test)]
