@@ -648,16 +648,8 @@ mod tests {
         use clap::CommandFactory;
         Plugin::command().debug_assert();
         super::super::Cli::command().debug_assert();
-        let cli = super::super::Cli::try_parse_from([
-            "serin",
-            "--log-format",
-            "json",
-            "kubectl",
-            "status",
-            "-n",
-            "shop",
-        ])
-        .unwrap();
+        let cli = super::super::Cli::try_parse_from(["serin", "kubectl", "status", "-n", "shop"])
+            .unwrap();
         assert!(matches!(
             cli.command,
             super::super::Command::Kubectl { ref args } if args.len() == 3

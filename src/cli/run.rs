@@ -10,7 +10,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::Common;
+use super::ServingArgs;
 use crate::admission::{self, AdmissionState};
 use crate::certs::CertOptions;
 use crate::certs::rotation::Policy;
@@ -41,23 +41,23 @@ impl Parts {
     };
 }
 
-pub fn run(common: &Common, parts: Parts) -> anyhow::Result<()> {
+pub fn run(serving: &ServingArgs, parts: Parts) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?
-        .block_on(serve(common, parts))
+        .block_on(serve(serving, parts))
 }
 
-async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
+async fn serve(serving: &ServingArgs, parts: Parts) -> anyhow::Result<()> {
     server::install_crypto_provider();
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let api_requests = KubeApiRequests::register(&mut registry);
 
-    let admin_listener = TcpListener::bind(common.admin_listen)
+    let admin_listener = TcpListener::bind(serving.admin_listen)
         .await
-        .with_context(|| format!("binding the admin listener {}", common.admin_listen))?;
+        .with_context(|| format!("binding the admin listener {}", serving.admin_listen))?;
     let ready = ReadyFlag::default();
     let (stop_admin, admin_stopped) = watch::channel(());
     let admin = tokio::spawn(server::serve_admin(
@@ -66,7 +66,7 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
         wait_changed(admin_stopped),
     ));
 
-    let client = match super::kube_client(common, api_requests).await {
+    let client = match super::kube_client(serving.kubeconfig.as_deref(), api_requests).await {
         Ok(client) => Some(client),
         Err(e) if !parts.controller => {
             tracing::warn!(error = %format!("{e:#}"), "no cluster access: the webhooks decide but create nothing");
@@ -75,16 +75,16 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
         Err(e) => return Err(e),
     };
     let options = controller::Options {
-        prometheus_url: common.prometheus_url.clone(),
-        lease: controller::lease::LeaseConfig::new(common.lease_namespace.clone()),
-        serin_user: common.service_account.clone(),
+        prometheus_url: serving.prometheus_url.clone(),
+        lease: controller::lease::LeaseConfig::new(serving.lease_namespace.clone()),
+        serin_user: serving.service_account.clone(),
         tracking: crate::release::Tracking {
-            secrets: common.track_secrets,
+            secrets: serving.track_secrets,
         },
         routers: crate::router::RouterSettings {
-            nginx_annotation_prefix: common.nginx_annotation_prefix.clone(),
+            nginx_annotation_prefix: serving.nginx_annotation_prefix.clone(),
         },
-        own_ports: vec![common.listen.port(), common.admin_listen.port()],
+        own_ports: vec![serving.listen.port(), serving.admin_listen.port()],
         // One index for the webhooks and the controller: the same three watches either way.
         policies: client.clone().map(crate::policy::PolicyIndex::start),
     };
@@ -120,10 +120,10 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
         return result;
     }
 
-    let (cert, watcher, temp_dir) = if common.self_signed.self_signed {
+    let (cert, watcher, temp_dir) = if serving.self_signed.self_signed {
         let client =
             certs_client.context("--self-signed needs access to the cluster to keep its Secret")?;
-        let (config, temp_dir) = self_signed_config(common)?;
+        let (config, temp_dir) = self_signed_config(serving)?;
         let self_signed = SelfSigned::new(client, config);
         let (stored, cert) = self_signed
             .start()
@@ -132,11 +132,11 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
         let task = tokio::spawn(self_signed.run(stored, cert.clone(), metrics.clone()));
         (cert, task, temp_dir)
     } else {
-        let cert = ServingCert::load(&common.tls_cert, &common.tls_key).with_context(|| {
+        let cert = ServingCert::load(&serving.tls_cert, &serving.tls_key).with_context(|| {
             format!(
                 "loading the serving certificate {} and key {} (make them with `serin certs`)",
-                common.tls_cert.display(),
-                common.tls_key.display()
+                serving.tls_cert.display(),
+                serving.tls_key.display()
             )
         })?;
         let task = tokio::spawn(
@@ -147,15 +147,15 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
     };
     let tls = server::server_config(cert)?;
 
-    let listener = TcpListener::bind(common.listen)
+    let listener = TcpListener::bind(serving.listen)
         .await
-        .with_context(|| format!("binding the webhook listener {}", common.listen))?;
-    tracing::info!(listen = %common.listen, admin = %common.admin_listen, "serving admission webhooks");
+        .with_context(|| format!("binding the webhook listener {}", serving.listen))?;
+    tracing::info!(listen = %serving.listen, admin = %serving.admin_listen, "serving admission webhooks");
 
     let policies = policies.filter(|_| injector.is_some());
     let app = admission::router(AdmissionState {
         metrics: metrics.clone(),
-        serin_user: common.service_account.as_str().into(),
+        serin_user: serving.service_account.as_str().into(),
         injector,
         policies,
     })
@@ -186,9 +186,9 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
 /// The `--self-signed` settings, and the directory made for the pair if none was given
 /// (removed on exit).
 fn self_signed_config(
-    common: &Common,
+    serving: &ServingArgs,
 ) -> anyhow::Result<(self_signed::Config, Option<std::path::PathBuf>)> {
-    let args = &common.self_signed;
+    let args = &serving.self_signed;
     let check_interval = std::time::Duration::from(args.self_signed_check_interval);
     let policy = Policy::new(
         args.self_signed_validity.into(),
@@ -213,15 +213,15 @@ fn self_signed_config(
         args.self_signed_crds.clone()
     };
     let config = self_signed::Config {
-        namespace: common.lease_namespace.clone(),
+        namespace: serving.lease_namespace.clone(),
         secret_name: args.self_signed_secret.clone(),
-        webhook_config_name: common.webhook_config_name.clone(),
+        webhook_config_name: serving.webhook_config_name.clone(),
         crds,
         policy,
         check_interval,
         dir,
         cert_options: CertOptions {
-            namespace: common.lease_namespace.clone(),
+            namespace: serving.lease_namespace.clone(),
             ..CertOptions::default()
         },
     };

@@ -10,7 +10,7 @@ pub mod simulate;
 
 use clap::Subcommand;
 
-use crate::cli::Common;
+use crate::cli::LogFormat;
 
 /// The development subcommands, hidden from `serin --help`.
 #[derive(Debug, Subcommand)]
@@ -25,10 +25,18 @@ pub enum Command {
 }
 
 impl Command {
-    pub fn run(&self, common: &Common) -> anyhow::Result<()> {
+    pub fn run(&self) -> anyhow::Result<()> {
         match self {
-            Command::Simulate(args) => simulate::command::run(common, args),
+            Command::Simulate(args) => simulate::command::run(args),
             Command::DemoChart(args) => demo::command::run(args),
+        }
+    }
+
+    /// The format of the tool's own log lines.
+    pub fn log_format(&self) -> LogFormat {
+        match self {
+            Command::Simulate(args) => args.log_format,
+            Command::DemoChart(_) => LogFormat::Text,
         }
     }
 }
