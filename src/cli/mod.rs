@@ -259,22 +259,22 @@ pub fn main() -> ExitCode {
         Command::Run(serving) => run::run(&serving, run::Parts::ALL),
         Command::Webhook(serving) => run::run(&serving, run::Parts::WEBHOOK),
         Command::Controller(serving) => run::run(&serving, run::Parts::CONTROLLER),
-        Command::Certs(args) => make_certs(&args),
+        Command::Certs(args) => make_certs(&args).map(|()| ExitCode::SUCCESS),
         Command::Crds => crate::crd::to_yaml()
-            .map(|yaml| print!("{yaml}"))
+            .map(|yaml| {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            })
             .map_err(anyhow::Error::from),
-        Command::Check(args) => return check::run(&args),
+        Command::Check(args) => Ok(check::run(&args)),
         #[cfg(feature = "dev-tools")]
-        Command::DevTools(command) => command.run(),
+        Command::DevTools(command) => command.run().map(|()| ExitCode::SUCCESS),
         Command::Kubectl { .. } => unreachable!("the plugin runs before the serving commands"),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("serin: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    result.unwrap_or_else(|e| {
+        eprintln!("serin: {e:#}");
+        ExitCode::FAILURE
+    })
 }
 
 /// A client for the cluster: `--kubeconfig`, else `KUBECONFIG`, else in-cluster; every

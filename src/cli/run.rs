@@ -1,14 +1,16 @@
 //! `serin run`, `serin webhook` and `serin controller`: the admission webhooks over HTTPS
 //! (serving certificate reloaded when its files change, or made, kept in a Secret and rotated
 //! with `--self-signed`), the release controller, and the
-//! admin port, with a graceful shutdown on SIGTERM/ctrl-c.
+//! admin port, with a graceful shutdown on SIGTERM/ctrl-c. A failed controller ends the
+//! process with exit code 1 at once (returned through [`run`], not exited from its task).
 
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use super::ServingArgs;
 use crate::admission::{self, AdmissionState};
@@ -41,15 +43,34 @@ impl Parts {
     };
 }
 
-pub fn run(serving: &ServingArgs, parts: Parts) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?
-        .block_on(serve(serving, parts))
+/// How serving ended, when it got as far as serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// On SIGTERM/ctrl-c, after draining.
+    Stopped,
+    /// The controller failed (its task logged why). Webhooks could go on serving, but a
+    /// replica without its controller must not look healthy: it exits 1 and is restarted.
+    ControllerFailed,
 }
 
-async fn serve(serving: &ServingArgs, parts: Parts) -> anyhow::Result<()> {
+/// Runs the parts until SIGTERM/ctrl-c; the exit code.
+pub fn run(serving: &ServingArgs, parts: Parts) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match runtime.block_on(serve(serving, parts))? {
+        Ended::Stopped => Ok(ExitCode::SUCCESS),
+        Ended::ControllerFailed => {
+            // At once, as the process exit this replaces: the other tasks (admin port,
+            // certificate watch, open connections) are not waited for.
+            runtime.shutdown_background();
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn serve(serving: &ServingArgs, parts: Parts) -> anyhow::Result<Ended> {
     server::install_crypto_provider();
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
@@ -97,27 +118,31 @@ async fn serve(serving: &ServingArgs, parts: Parts) -> anyhow::Result<()> {
         None => None,
     };
     let certs_client = client.clone().filter(|_| parts.webhook);
+    // Said by the controller's task when it fails, so that the webhooks stop serving too.
+    let (controller_failed, failed) = oneshot::channel::<()>();
     let controller = client.filter(|_| parts.controller).map(|client| {
         tokio::spawn(async move {
-            let result = controller::run(client, options, shutdown_signal()).await;
-            if let Err(e) = &result {
-                // Webhooks could go on serving, but a replica without its controller
-                // must not look healthy: exit and let it be restarted.
-                tracing::error!(error = %format!("{e:#}"), "the controller stopped");
-                std::process::exit(1);
+            match controller::run(client, options, shutdown_signal()).await {
+                Ok(()) => Ended::Stopped,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "the controller stopped");
+                    let _ = controller_failed.send(());
+                    Ended::ControllerFailed
+                }
             }
-            result
         })
     });
     if !parts.webhook {
         ready.set(true);
-        let result = match controller {
+        let ended = match controller {
             Some(task) => task.await.context("the controller task")?,
-            None => Ok(()),
+            None => Ended::Stopped,
         };
-        let _ = stop_admin.send(());
-        let _ = admin.await;
-        return result;
+        if ended == Ended::Stopped {
+            let _ = stop_admin.send(());
+            let _ = admin.await;
+        }
+        return Ok(ended);
     }
 
     let (cert, watcher, temp_dir) = if serving.self_signed.self_signed {
@@ -160,27 +185,42 @@ async fn serve(serving: &ServingArgs, parts: Parts) -> anyhow::Result<()> {
         policies,
     })
     .merge(conversion::router(metrics));
-    server::serve_https(
+    let serving_https = server::serve_https(
         listener,
         tls,
         app,
         ServeOptions::default(),
         ready,
         shutdown_signal(),
-    )
-    .await;
-    // Only now stop the admin port: /readyz said 503 while requests drained.
-    let _ = stop_admin.send(());
-    let _ = admin.await;
+    );
+    let mut ended = tokio::select! {
+        () = serving_https => Ended::Stopped,
+        () = failure(failed) => Ended::ControllerFailed,
+    };
+    if ended == Ended::Stopped {
+        // Only now stop the admin port: /readyz said 503 while requests drained.
+        let _ = stop_admin.send(());
+        let _ = admin.await;
+    }
     watcher.abort();
     if let Some(dir) = temp_dir {
         let _ = std::fs::remove_dir_all(dir);
     }
-    if let Some(task) = controller {
-        task.await.context("the controller task")??;
+    if let (Ended::Stopped, Some(task)) = (ended, controller) {
+        ended = task.await.context("the controller task")?;
     }
-    tracing::info!("stopped");
-    Ok(())
+    if ended == Ended::Stopped {
+        tracing::info!("stopped");
+    }
+    Ok(ended)
+}
+
+/// Completes when the controller's task says it failed; never when it stopped without
+/// failing or there is no controller (the sender is dropped unsent).
+async fn failure(failed: oneshot::Receiver<()>) {
+    if failed.await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The `--self-signed` settings, and the directory made for the pair if none was given
