@@ -25,8 +25,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-// The flags of the serving subcommands `run`, `webhook` and `controller` (no doc comment:
-// it would replace each subcommand's own in --help).
+// The flags of the serving subcommands `run`, `webhook` and `controller`, each also a
+// variable SERIN_<FLAG>. Not a doc comment: clap makes a struct's doc comment the `about`
+// text of the command it is flattened into.
 #[derive(Debug, Clone, Args)]
 pub struct ServingArgs {
     /// Address of the webhook's HTTPS listener.
@@ -238,8 +239,8 @@ fn annotation_prefix(text: &str) -> Result<String, String> {
 
 /// Runs the command line; the process exit code.
 pub fn main() -> ExitCode {
-    // The kubectl plugin has flags of its own (kubectl's), so it is told apart before the
-    // serving flags are parsed: by the name it runs under, or `serin kubectl ...`.
+    // The kubectl plugin has flags of its own (kubectl's), so it is told apart before clap
+    // parses anything: by the name it runs under, or `serin kubectl ...`.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if plugin::invoked_as_plugin(args.first()) {
         init_plugin_logging();
