@@ -1,13 +1,17 @@
 # Serin — every target does its own set-up; see README.md.
 SHELL := /bin/bash
 CARGO ?= cargo
+# Every local build has the development tools (`serin simulate`, `serin demo-chart`;
+# src/devtools/), as hack/*.sh do (hack/lib.sh SERIN_FEATURES): one feature set, so no step
+# rebuilds target/*/serin differently under a running Serin. The image builds without them.
+CARGO_FEATURES ?= --features dev-tools
 
 .PHONY: all build deps cluster-up cluster-down up down lint test test-unit test-e2e test-lifecycle demo bench clean
 
 all: build
 
 build:
-	$(CARGO) build --release --bin serin
+	$(CARGO) build --release $(CARGO_FEATURES) --bin serin
 
 ## The local environment (real control plane built from the Go module proxy, cached in ~/.cache/serin)
 deps:
@@ -33,21 +37,25 @@ down:
 	hack/cluster.sh down
 
 ## Checks
+# Clippy on the product (no features) and on the local build; then the unit test, built
+# without features, that the product has no dev-tool subcommand.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
+	$(CARGO) clippy --all-targets --locked $(CARGO_FEATURES) -- -D warnings
+	$(CARGO) test --locked --lib -- cli::tests::the_product
 	hack/hadolint.sh
 
 test-unit:
-	$(CARGO) test --locked --lib --bins
+	$(CARGO) test --locked $(CARGO_FEATURES) --lib --bins
 
 # The e2e tests start what they need themselves; `up` first keeps its progress visible.
 test-e2e: up
-	$(CARGO) test --locked --tests
+	$(CARGO) test --locked $(CARGO_FEATURES) --tests
 
 # Stops the shared cluster, so it runs alone and last.
 test-lifecycle:
-	$(CARGO) test --locked --test e2e_lifecycle -- --ignored --test-threads=1
+	$(CARGO) test --locked $(CARGO_FEATURES) --test e2e_lifecycle -- --ignored --test-threads=1
 
 test: lint test-e2e test-lifecycle
 	@echo "make test: all checks passed"
@@ -56,9 +64,9 @@ demo:
 	hack/demo.sh
 
 bench:
-	$(CARGO) bench --locked --bench admission
+	$(CARGO) bench --locked $(CARGO_FEATURES) --bench admission
 	$(MAKE) up
-	$(CARGO) bench --locked --bench scale
+	$(CARGO) bench --locked $(CARGO_FEATURES) --bench scale
 
 clean: down
 	rm -rf .serin target

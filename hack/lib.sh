@@ -9,6 +9,10 @@ K8S_BIN=$CACHE/kubernetes-$K8S_VERSION-$(printf %s "$K8S_BINARIES" | sha256sum |
 ETCD_BIN=$CACHE/etcd-$ETCD_VERSION/bin
 KWOK_DIR=$CACHE/kwok-$KWOK_VERSION
 PROM_BIN=$CACHE/prometheus-deb/bin
+# The cargo features of every build of Serin here: the local environment runs the dev tools
+# (`serin simulate`, `serin demo-chart`). The same as the Makefile's CARGO_FEATURES, so that
+# no script or test rebuilds target/*/serin with other features under a running Serin.
+SERIN_FEATURES=(--features dev-tools)
 
 say() { printf '[%s] %s\n' "$(basename "$0" .sh)" "$*" >&2; }
 die() { say "error: $*"; exit 1; }

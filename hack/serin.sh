@@ -19,8 +19,8 @@ S=$STATE/serin
 # SERIN_PROFILE=release runs an optimized build (the scale bench does); debug otherwise.
 PROFILE=${SERIN_PROFILE:-debug}
 case $PROFILE in
-  debug) BIN=$ROOT/target/debug/serin; BUILD=(cargo build --locked --quiet --bin serin) ;;
-  release) BIN=$ROOT/target/release/serin; BUILD=(cargo build --locked --quiet --release --bin serin) ;;
+  debug) BIN=$ROOT/target/debug/serin; BUILD=(cargo build --locked --quiet "${SERIN_FEATURES[@]}" --bin serin) ;;
+  release) BIN=$ROOT/target/release/serin; BUILD=(cargo build --locked --quiet --release "${SERIN_FEATURES[@]}" --bin serin) ;;
   *) echo "SERIN_PROFILE must be debug or release, not $PROFILE" >&2; exit 2 ;;
 esac
 kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$STATE/cluster/kubeconfig" "$@"; }

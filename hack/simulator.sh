@@ -26,8 +26,8 @@ up() {
   mkdir -p "$S"
   exec 9>"$S/.lock"; flock 9
   "$ROOT/hack/cluster.sh" up
-  say "building serin (cargo build)"
-  (cd "$ROOT" && cargo build --locked --quiet --bin serin)
+  say "building serin (cargo build ${SERIN_FEATURES[*]})"
+  (cd "$ROOT" && cargo build --locked --quiet "${SERIN_FEATURES[@]}" --bin serin)
   if alive "$S/simulator.pid" && [ "$S/simulator.pid" -nt "$BIN" ] &&
     [ "$S/simulator.pid" -nt "$KUBECONFIG_FILE" ] && healthy >/dev/null 2>&1; then
     register "$(cat "$S/port")"

@@ -16,25 +16,26 @@
 //! - [`admission`]: the validating and mutating webhooks built on [`spec`];
 //! - [`crd`]: Serin's custom resources (`Canary`, `AnalysisTemplate`, `CanaryPolicy`), types
 //!   only, source of the CRD YAML;
-//! - [`demo`]: `make demo`'s release timelines and their SVG charts (pure);
-//! - [`simulate`]: the local environment's traffic simulator (Linkerd-style series from the
-//!   router weights in the API server);
 //! - [`server`]: HTTPS serving with reloadable certificates and the admin port;
 //! - [`certs`]: a local CA and serving certificate;
-//! - [`cli`]: the `serin` command line.
+//! - [`cli`]: the `serin` command line: the serving subcommands, `serin check` (admission's
+//!   validation, offline; [`cli::check`]) and the kubectl plugin;
+//! - `devtools` (cargo feature `dev-tools`, off in the shipped binary and image): the local
+//!   environment's traffic simulator (Linkerd-style series from the router weights in the
+//!   API server) and `make demo`'s release timelines and SVG charts, with their hidden
+//!   subcommands `serin simulate` and `serin demo-chart`.
 
 pub mod admission;
 pub mod analysis;
 pub mod certs;
-pub mod check;
 pub mod cli;
 pub mod controller;
 pub mod conversion;
 pub mod crd;
-pub mod demo;
+#[cfg(feature = "dev-tools")]
+pub mod devtools;
 pub mod policy;
 pub mod release;
 pub mod router;
 pub mod server;
-pub mod simulate;
 pub mod spec;

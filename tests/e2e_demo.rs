@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serin::demo::{Sample, parse_timeline};
+use serin::devtools::demo::{Sample, parse_timeline};
 use serin::release::Phase;
 use support::svg::{self, Element};
 

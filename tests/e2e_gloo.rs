@@ -17,10 +17,10 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, DynamicObject};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
+use serin::devtools::simulate::backends::MATCHING_PERCENT;
 use serin::release::Phase;
 use serin::router::gloo::{RouteTable, upstream_resource};
 use serin::router::{Router, Weights};
-use serin::simulate::backends::MATCHING_PERCENT;
 use serin::spec::{CanarySpec, Provider};
 use support::release::{
     Version, apply, canary, events, image, last_checks, manifest, replicas, wait_phase,

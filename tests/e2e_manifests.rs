@@ -429,9 +429,11 @@ fn env(container: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// What `serin` reads from each environment variable: variable → default value.
+/// What `serin run` reads from each environment variable: variable → default value.
 fn serin_env_flags() -> BTreeMap<String, Option<String>> {
     serin::cli::Cli::command()
+        .find_subcommand("run")
+        .expect("serin run")
         .get_arguments()
         .filter_map(|arg| {
             let var = arg.get_env()?.to_string_lossy().into_owned();

@@ -18,10 +18,10 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
+use serin::devtools::simulate::backends::MATCHING_PERCENT;
 use serin::release::Phase;
 use serin::router::nginx::CanaryIngress;
 use serin::router::{Router, Weights};
-use serin::simulate::backends::MATCHING_PERCENT;
 use serin::spec::{CanarySpec, MatchRule, Provider};
 use support::release::{
     Version, apply, canary, events, image, last_checks, manifest, replicas, wait_phase,

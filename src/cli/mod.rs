@@ -1,11 +1,14 @@
 //! The `serin` command line: flags (each also an environment variable `SERIN_<FLAG>`) and
-//! the subcommands that wire the library's pieces together. The same binary is the kubectl
-//! plugin ([`plugin`]) when run as `kubectl-serin` or as `serin kubectl`.
+//! the subcommands that wire the library's pieces together. `serin check` is [`check`]. The
+//! same binary is the kubectl plugin ([`plugin`]) when run as `kubectl-serin` or as
+//! `serin kubectl`.
 
-mod demo_chart;
+pub mod check;
 pub mod plugin;
 mod run;
-mod simulate;
+
+#[cfg(feature = "dev-tools")]
+pub(crate) use run::shutdown_signal;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,71 +17,48 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::certs::{self, CertOptions};
-use crate::check;
 
 #[derive(Debug, Parser)]
 #[command(name = "serin", version, about = "Progressive delivery for Kubernetes")]
 pub struct Cli {
-    #[command(flatten)]
-    pub common: Common,
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Flags shared by the serving subcommands.
+// The flags of the serving subcommands `run`, `webhook` and `controller`, each also a
+// variable SERIN_<FLAG>. Not a doc comment: clap makes a struct's doc comment the `about`
+// text of the command it is flattened into.
 #[derive(Debug, Clone, Args)]
-pub struct Common {
+pub struct ServingArgs {
     /// Address of the webhook's HTTPS listener.
-    #[arg(
-        long,
-        env = "SERIN_LISTEN",
-        default_value = "0.0.0.0:8443",
-        global = true
-    )]
+    #[arg(long, env = "SERIN_LISTEN", default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
     /// Address of the plain-HTTP admin listener (/healthz, /readyz, /metrics).
-    #[arg(
-        long,
-        env = "SERIN_ADMIN_LISTEN",
-        default_value = "0.0.0.0:8080",
-        global = true
-    )]
+    #[arg(long, env = "SERIN_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
     pub admin_listen: SocketAddr,
     /// Serving certificate (PEM); reloaded when it changes.
-    #[arg(
-        long,
-        env = "SERIN_TLS_CERT",
-        default_value = "certs/tls.crt",
-        global = true
-    )]
+    #[arg(long, env = "SERIN_TLS_CERT", default_value = "certs/tls.crt")]
     pub tls_cert: PathBuf,
     /// Serving key (PEM); reloaded together with the certificate.
-    #[arg(
-        long,
-        env = "SERIN_TLS_KEY",
-        default_value = "certs/tls.key",
-        global = true
-    )]
+    #[arg(long, env = "SERIN_TLS_KEY", default_value = "certs/tls.key")]
     pub tls_key: PathBuf,
     /// Username of Serin's own service account, whose writes the webhook lets through as
     /// they are.
     #[arg(
         long,
         env = "SERIN_SERVICE_ACCOUNT",
-        default_value = crate::admission::DEFAULT_SERVICE_ACCOUNT,
-        global = true
+        default_value = crate::admission::DEFAULT_SERVICE_ACCOUNT
     )]
     pub service_account: String,
     /// Kubeconfig file; without it `KUBECONFIG`, then the in-cluster service account.
-    #[arg(long, env = "SERIN_KUBECONFIG", global = true)]
+    #[arg(long, env = "SERIN_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// Prometheus HTTP API the builtin checks query (an AnalysisTemplate metric may name
     /// another with `address`).
     #[arg(
         long,
         env = "SERIN_PROMETHEUS_URL",
-        default_value = "http://prometheus.linkerd-viz:9090",
-        global = true
+        default_value = "http://prometheus.linkerd-viz:9090"
     )]
     pub prometheus_url: String,
     /// Prefix of the ingress-nginx annotations Serin writes on canary Ingresses (provider
@@ -87,17 +67,11 @@ pub struct Common {
         long,
         env = "SERIN_NGINX_ANNOTATION_PREFIX",
         default_value = crate::router::nginx::DEFAULT_ANNOTATION_PREFIX,
-        value_parser = annotation_prefix,
-        global = true
+        value_parser = annotation_prefix
     )]
     pub nginx_annotation_prefix: String,
     /// Namespace of the controller's leader-election Lease (Serin's own namespace).
-    #[arg(
-        long,
-        env = "SERIN_LEASE_NAMESPACE",
-        default_value = "serin-system",
-        global = true
-    )]
+    #[arg(long, env = "SERIN_LEASE_NAMESPACE", default_value = "serin-system")]
     pub lease_namespace: String,
     /// Track the Secrets a pod template uses, as ConfigMaps are: fold their contents into the
     /// revision, watch them, and copy them to `<secret>-primary` for the primary. Needs
@@ -116,21 +90,15 @@ pub struct Common {
         num_args = 0..=1,
         require_equals = true,
         action = clap::ArgAction::Set,
-        value_parser = clap::builder::BoolishValueParser::new(),
-        global = true
+        value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub track_secrets: bool,
     /// Log format.
-    #[arg(long, env = "SERIN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    #[arg(long, env = "SERIN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Name of Serin's MutatingWebhookConfiguration and ValidatingWebhookConfiguration (where
     /// --self-signed publishes its caBundle).
-    #[arg(
-        long,
-        env = "SERIN_WEBHOOK_CONFIG_NAME",
-        default_value = "serin",
-        global = true
-    )]
+    #[arg(long, env = "SERIN_WEBHOOK_CONFIG_NAME", default_value = "serin")]
     pub webhook_config_name: String,
     #[command(flatten)]
     pub self_signed: SelfSignedArgs,
@@ -142,35 +110,24 @@ pub struct SelfSignedArgs {
     /// Make and rotate the webhook's CA and serving certificate, kept in a Secret in Serin's
     /// namespace (--lease-namespace) shared by all replicas, and publish the caBundle into
     /// the webhook configurations and Serin's CRDs; --tls-cert and --tls-key are not used.
-    #[arg(long, env = "SERIN_SELF_SIGNED", global = true)]
+    #[arg(long, env = "SERIN_SELF_SIGNED")]
     pub self_signed: bool,
     /// Name of the Secret that holds the self-signed certificates.
     #[arg(
         long,
         env = "SERIN_SELF_SIGNED_SECRET",
-        default_value = "serin-webhook-tls",
-        global = true
+        default_value = "serin-webhook-tls"
     )]
     pub self_signed_secret: String,
     /// Lifetime of each self-signed CA and serving certificate.
-    #[arg(
-        long,
-        env = "SERIN_SELF_SIGNED_VALIDITY",
-        default_value = "2160h",
-        global = true
-    )]
+    #[arg(long, env = "SERIN_SELF_SIGNED_VALIDITY", default_value = "2160h")]
     pub self_signed_validity: crate::spec::Duration,
     /// Start a rotation this long before the serving certificate expires.
-    #[arg(
-        long,
-        env = "SERIN_SELF_SIGNED_RENEW_BEFORE",
-        default_value = "720h",
-        global = true
-    )]
+    #[arg(long, env = "SERIN_SELF_SIGNED_RENEW_BEFORE", default_value = "720h")]
     pub self_signed_renew_before: crate::spec::Duration,
     /// Directory the serving pair from the Secret is written to for the TLS server (an
     /// emptyDir in a cluster); by default a new directory under the system's temp directory.
-    #[arg(long, env = "SERIN_SELF_SIGNED_DIR", global = true)]
+    #[arg(long, env = "SERIN_SELF_SIGNED_DIR")]
     pub self_signed_dir: Option<PathBuf>,
     /// How often each replica looks at the Secret; the grace periods of a rotation are three
     /// of these. Short values are for tests.
@@ -178,7 +135,6 @@ pub struct SelfSignedArgs {
         long,
         env = "SERIN_SELF_SIGNED_CHECK_INTERVAL",
         default_value = "30s",
-        global = true,
         hide = true
     )]
     pub self_signed_check_interval: crate::spec::Duration,
@@ -188,7 +144,6 @@ pub struct SelfSignedArgs {
         long,
         env = "SERIN_SELF_SIGNED_CRDS",
         value_delimiter = ',',
-        global = true,
         hide = true
     )]
     pub self_signed_crds: Vec<String>,
@@ -203,24 +158,22 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The webhooks and the release controller in one process (the default deployment).
-    Run,
+    Run(ServingArgs),
     /// Serve the admission webhooks over HTTPS, and the admin port.
-    Webhook,
+    Webhook(ServingArgs),
     /// Run only the release controller (leader-elected), with the admin port.
-    Controller,
+    Controller(ServingArgs),
     /// Make a local CA and a serving certificate for the webhook.
     Certs(CertsArgs),
     /// Print Serin's CustomResourceDefinitions (YAML), generated from its Rust types.
     Crds,
     /// Validate manifests offline, exactly as admission would; exit 1 on any mistake.
-    Check(CheckArgs),
-    /// The local environment's traffic simulator: Linkerd-style series from the router
-    /// weights, on --listen (plain HTTP).
-    #[command(hide = true)]
-    Simulate(simulate::SimulateArgs),
-    /// Draw a release timeline recorded by `make demo` as an SVG chart.
-    #[command(hide = true)]
-    DemoChart(demo_chart::DemoChartArgs),
+    Check(check::CheckArgs),
+    /// `serin simulate` and `serin demo-chart`, hidden, in builds with the feature
+    /// `dev-tools` only.
+    #[cfg(feature = "dev-tools")]
+    #[command(flatten)]
+    DevTools(crate::devtools::Command),
     /// The kubectl plugin (`kubectl serin ...` when installed as `kubectl-serin`):
     /// status, promote, abort, pause, resume, check. `serin kubectl --help` for more.
     #[command(disable_help_flag = true)]
@@ -247,14 +200,20 @@ pub struct CertsArgs {
     pub days: u32,
 }
 
-#[derive(Debug, Args)]
-pub struct CheckArgs {
-    /// Manifest file (multi-document YAML); `-` reads standard input.
-    #[arg(short = 'f', long = "filename", required = true)]
-    pub files: Vec<PathBuf>,
-    /// CanaryPolicy objects (either version) to apply as the cluster would.
-    #[arg(long = "policy", value_name = "FILE")]
-    pub policies: Vec<PathBuf>,
+impl Command {
+    /// The format of the process's own log lines: `--log-format` where a subcommand has it.
+    fn log_format(&self) -> LogFormat {
+        match self {
+            Command::Run(serving) | Command::Webhook(serving) | Command::Controller(serving) => {
+                serving.log_format
+            }
+            #[cfg(feature = "dev-tools")]
+            Command::DevTools(command) => command.log_format(),
+            Command::Certs(_) | Command::Crds | Command::Check(_) | Command::Kubectl { .. } => {
+                LogFormat::Text
+            }
+        }
+    }
 }
 
 /// An annotation prefix: a DNS subdomain (lowercase letters, digits, `-` and `.`), as the
@@ -280,8 +239,8 @@ fn annotation_prefix(text: &str) -> Result<String, String> {
 
 /// Runs the command line; the process exit code.
 pub fn main() -> ExitCode {
-    // The kubectl plugin has flags of its own (kubectl's), so it is told apart before the
-    // serving flags are parsed: by the name it runs under, or `serin kubectl ...`.
+    // The kubectl plugin has flags of its own (kubectl's), so it is told apart before clap
+    // parses anything: by the name it runs under, or `serin kubectl ...`.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if plugin::invoked_as_plugin(args.first()) {
         init_plugin_logging();
@@ -296,37 +255,37 @@ pub fn main() -> ExitCode {
         init_plugin_logging();
         return plugin::main(args);
     }
-    init_logging(cli.common.log_format);
+    init_logging(cli.command.log_format());
     let result = match cli.command {
-        Command::Run => run::run(&cli.common, run::Parts::ALL),
-        Command::Webhook => run::run(&cli.common, run::Parts::WEBHOOK),
-        Command::Controller => run::run(&cli.common, run::Parts::CONTROLLER),
-        Command::Certs(args) => make_certs(&args),
+        Command::Run(serving) => run::run(&serving, run::Parts::ALL),
+        Command::Webhook(serving) => run::run(&serving, run::Parts::WEBHOOK),
+        Command::Controller(serving) => run::run(&serving, run::Parts::CONTROLLER),
+        Command::Certs(args) => make_certs(&args).map(|()| ExitCode::SUCCESS),
         Command::Crds => crate::crd::to_yaml()
-            .map(|yaml| print!("{yaml}"))
+            .map(|yaml| {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            })
             .map_err(anyhow::Error::from),
-        Command::Check(args) => return run_check(&args),
-        Command::Simulate(args) => simulate::run(&cli.common, &args),
-        Command::DemoChart(args) => demo_chart::run(&args),
+        Command::Check(args) => Ok(check::run(&args)),
+        #[cfg(feature = "dev-tools")]
+        Command::DevTools(command) => command.run().map(|()| ExitCode::SUCCESS),
         Command::Kubectl { .. } => unreachable!("the plugin runs before the serving commands"),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("serin: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    result.unwrap_or_else(|e| {
+        eprintln!("serin: {e:#}");
+        ExitCode::FAILURE
+    })
 }
 
 /// A client for the cluster: `--kubeconfig`, else `KUBECONFIG`, else in-cluster; every
 /// request it sends is counted in `requests`.
 pub async fn kube_client(
-    common: &Common,
+    kubeconfig: Option<&std::path::Path>,
     requests: crate::server::KubeApiRequests,
 ) -> anyhow::Result<kube::Client> {
     use anyhow::Context;
-    let config = match &common.kubeconfig {
+    let config = match kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
@@ -395,76 +354,21 @@ fn make_certs(args: &CertsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_check(args: &CheckArgs) -> ExitCode {
-    fn read(file: &std::path::Path) -> std::io::Result<String> {
-        match file.as_os_str() == "-" {
-            true => std::io::read_to_string(std::io::stdin()),
-            false => std::fs::read_to_string(file),
-        }
-    }
-    let mut errors = 0;
-    let mut checked = 0;
-    let mut policies = Vec::new();
-    for file in &args.policies {
-        let text = match read(file) {
-            Ok(text) => text,
-            Err(e) => {
-                eprintln!("{}: cannot read: {e}", file.display());
-                errors += 1;
-                continue;
-            }
-        };
-        let (loaded, broken) = check::load_policies(&text);
-        if loaded.is_empty() && broken.is_empty() {
-            eprintln!("{}: no CanaryPolicy in this file", file.display());
-            errors += 1;
-        }
-        policies.extend(loaded);
-        for finding in broken {
-            errors += 1;
-            for line in finding.to_string().lines() {
-                println!("{}: {line}", file.display());
-            }
-        }
-    }
-    let mut inputs = Vec::new();
-    for file in &args.files {
-        match read(file) {
-            Ok(text) => inputs.push((file, text)),
-            Err(e) => {
-                eprintln!("{}: cannot read: {e}", file.display());
-                errors += 1;
-            }
-        }
-    }
-    let texts: Vec<&str> = inputs.iter().map(|(_, text)| text.as_str()).collect();
-    for (input, finding) in check::check_inputs(&texts, &policies) {
-        checked += 1;
-        if finding.is_error() {
-            errors += 1;
-        }
-        for line in finding.to_string().lines() {
-            println!("{}: {line}", inputs[input].0.display());
-        }
-    }
-    if errors > 0 {
-        eprintln!("serin check: {errors} of {checked} objects have mistakes");
-        ExitCode::FAILURE
-    } else {
-        eprintln!("serin check: {checked} objects ok");
-        ExitCode::SUCCESS
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// `serin run ARGS`' serving flags.
+    fn serving(args: &[&str]) -> Result<ServingArgs, String> {
+        let cli = Cli::try_parse_from(["serin", "run"].iter().chain(args));
+        match cli.map_err(|e| e.to_string())?.command {
+            Command::Run(serving) => Ok(serving),
+            other => Err(format!("parsed as {other:?}")),
+        }
+    }
+
     fn track_secrets(args: &[&str]) -> Result<bool, String> {
-        let argv = ["serin"].iter().chain(args).chain(&["run"]);
-        Cli::try_parse_from(argv)
-            .map(|cli| cli.common.track_secrets)
-            .map_err(|e| e.to_string())
+        serving(args).map(|serving| serving.track_secrets)
     }
 
     #[test]
@@ -478,11 +382,7 @@ mod tests {
 
     #[test]
     fn the_nginx_annotation_prefix_defaults_to_ingress_nginxs_and_must_be_a_dns_subdomain() {
-        let parse = |args: &[&str]| {
-            Cli::try_parse_from(["serin"].iter().chain(args).chain(&["run"]))
-                .map(|cli| cli.common.nginx_annotation_prefix)
-                .map_err(|e| e.to_string())
-        };
+        let parse = |args: &[&str]| serving(args).map(|serving| serving.nginx_annotation_prefix);
         assert_eq!(parse(&[]).as_deref(), Ok("nginx.ingress.kubernetes.io"));
         assert_eq!(
             parse(&["--nginx-annotation-prefix", "ingress.example.com"]).as_deref(),
@@ -496,5 +396,115 @@ mod tests {
                 "{bad:?}: {refused:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_serving_flags_are_on_run_webhook_and_controller_each_with_its_variable() {
+        let command = <Cli as clap::CommandFactory>::command();
+        let serving_flags = |name: &str| {
+            let subcommand = command.find_subcommand(name).expect(name);
+            let flags: Vec<(String, String)> = subcommand
+                .get_arguments()
+                .filter_map(|arg| {
+                    let long = arg.get_long()?.to_owned();
+                    let var = arg.get_env().map(|v| v.to_string_lossy().into_owned());
+                    Some((long, var.unwrap_or_default()))
+                })
+                .collect();
+            flags
+        };
+        let run = serving_flags("run");
+        assert_eq!(run.len(), 19, "{run:?}");
+        for (flag, var) in &run {
+            let expected = format!("SERIN_{}", flag.to_uppercase().replace('-', "_"));
+            assert_eq!(var, &expected, "--{flag}");
+        }
+        assert_eq!(serving_flags("webhook"), run);
+        assert_eq!(serving_flags("controller"), run);
+        // And not on the top level, before the subcommand.
+        assert_eq!(
+            command
+                .get_arguments()
+                .filter(|a| a.get_long().is_some())
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn check_certs_crds_and_the_plugin_door_have_no_serving_flags() {
+        for argv in [
+            &[
+                "serin",
+                "check",
+                "-f",
+                "deploy.yaml",
+                "--listen",
+                "127.0.0.1:1",
+            ][..],
+            &["serin", "check", "-f", "deploy.yaml", "--kubeconfig", "k"],
+            &["serin", "certs", "--tls-cert", "tls.crt"],
+            &["serin", "crds", "--self-signed"],
+            &["serin", "--listen", "127.0.0.1:1", "run"],
+            &["serin", "--log-format", "json", "kubectl", "status"],
+        ] {
+            let refused = Cli::try_parse_from(argv).map(|_| ());
+            assert_eq!(
+                refused.map_err(|e| e.kind()),
+                Err(clap::error::ErrorKind::UnknownArgument),
+                "{argv:?}"
+            );
+        }
+        let command = <Cli as clap::CommandFactory>::command();
+        let check = command.find_subcommand("check").expect("check");
+        assert!(check.get_arguments().all(|arg| arg.get_env().is_none()));
+    }
+
+    const DEV_TOOLS: [&str; 2] = ["simulate", "demo-chart"];
+
+    #[cfg(not(feature = "dev-tools"))]
+    #[test]
+    fn the_product_has_no_simulate_or_demo_chart_subcommand() {
+        let command = <Cli as clap::CommandFactory>::command();
+        for name in DEV_TOOLS {
+            assert!(command.find_subcommand(name).is_none(), "{name}");
+            let refused = Cli::try_parse_from(["serin", name, "--help"]).map(|_| ());
+            assert_eq!(
+                refused.map_err(|e| e.kind()),
+                Err(clap::error::ErrorKind::InvalidSubcommand),
+                "{name}"
+            );
+        }
+    }
+
+    #[cfg(feature = "dev-tools")]
+    #[test]
+    fn dev_tools_builds_have_the_hidden_simulate_and_demo_chart_subcommands() {
+        let command = <Cli as clap::CommandFactory>::command();
+        for name in DEV_TOOLS {
+            let found = command.find_subcommand(name);
+            assert!(found.is_some_and(clap::Command::is_hide_set), "{name}");
+        }
+    }
+
+    /// The image is the product: its build must not turn the dev tools on, and neither may
+    /// the crate's default features.
+    #[test]
+    fn the_image_and_the_default_features_leave_the_dev_tools_out() {
+        let dockerfile = include_str!("../../Dockerfile");
+        let builds: Vec<&str> = dockerfile
+            .lines()
+            .filter(|line| line.contains("cargo build"))
+            .collect();
+        assert!(!builds.is_empty(), "the Dockerfile builds with cargo");
+        for line in builds {
+            assert!(!line.contains("feature"), "{line}");
+        }
+        let manifest = include_str!("../../Cargo.toml");
+        let default = manifest
+            .lines()
+            .find(|line| line.starts_with("default ="))
+            .expect("Cargo.toml names its default features");
+        assert!(!default.contains("dev-tools"), "{default}");
     }
 }

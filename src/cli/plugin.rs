@@ -29,7 +29,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use super::CheckArgs;
+use super::check::{self, CheckArgs};
 use crate::controller::requests::{self, RuntimeAction};
 use crate::crd::{Canary, RequestOutcome, RequestStatus};
 use crate::spec::Strategy;
@@ -108,7 +108,7 @@ pub fn invoked_as_plugin(argv0: Option<&OsString>) -> bool {
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let plugin = Plugin::parse_from(std::iter::once(OsString::from("kubectl serin")).chain(args));
     if let PluginCommand::Check(args) = &plugin.command {
-        return super::run_check(args);
+        return check::run(args);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -648,16 +648,8 @@ mod tests {
         use clap::CommandFactory;
         Plugin::command().debug_assert();
         super::super::Cli::command().debug_assert();
-        let cli = super::super::Cli::try_parse_from([
-            "serin",
-            "--log-format",
-            "json",
-            "kubectl",
-            "status",
-            "-n",
-            "shop",
-        ])
-        .unwrap();
+        let cli = super::super::Cli::try_parse_from(["serin", "kubectl", "status", "-n", "shop"])
+            .unwrap();
         assert!(matches!(
             cli.command,
             super::super::Command::Kubectl { ref args } if args.len() == 3

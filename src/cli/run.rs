@@ -1,16 +1,18 @@
 //! `serin run`, `serin webhook` and `serin controller`: the admission webhooks over HTTPS
 //! (serving certificate reloaded when its files change, or made, kept in a Secret and rotated
 //! with `--self-signed`), the release controller, and the
-//! admin port, with a graceful shutdown on SIGTERM/ctrl-c.
+//! admin port, with a graceful shutdown on SIGTERM/ctrl-c. A failed controller ends the
+//! process with exit code 1 at once (returned through [`run`], not exited from its task).
 
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
-use super::Common;
+use super::ServingArgs;
 use crate::admission::{self, AdmissionState};
 use crate::certs::CertOptions;
 use crate::certs::rotation::Policy;
@@ -41,23 +43,42 @@ impl Parts {
     };
 }
 
-pub fn run(common: &Common, parts: Parts) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?
-        .block_on(serve(common, parts))
+/// How serving ended, when it got as far as serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// On SIGTERM/ctrl-c, after draining.
+    Stopped,
+    /// The controller failed (its task logged why). Webhooks could go on serving, but a
+    /// replica without its controller must not look healthy: it exits 1 and is restarted.
+    ControllerFailed,
 }
 
-async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
+/// Runs the parts until SIGTERM/ctrl-c; the exit code.
+pub fn run(serving: &ServingArgs, parts: Parts) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match runtime.block_on(serve(serving, parts))? {
+        Ended::Stopped => Ok(ExitCode::SUCCESS),
+        Ended::ControllerFailed => {
+            // At once, as the process exit this replaces: the other tasks (admin port,
+            // certificate watch, open connections) are not waited for.
+            runtime.shutdown_background();
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn serve(serving: &ServingArgs, parts: Parts) -> anyhow::Result<Ended> {
     server::install_crypto_provider();
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let api_requests = KubeApiRequests::register(&mut registry);
 
-    let admin_listener = TcpListener::bind(common.admin_listen)
+    let admin_listener = TcpListener::bind(serving.admin_listen)
         .await
-        .with_context(|| format!("binding the admin listener {}", common.admin_listen))?;
+        .with_context(|| format!("binding the admin listener {}", serving.admin_listen))?;
     let ready = ReadyFlag::default();
     let (stop_admin, admin_stopped) = watch::channel(());
     let admin = tokio::spawn(server::serve_admin(
@@ -66,7 +87,7 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
         wait_changed(admin_stopped),
     ));
 
-    let client = match super::kube_client(common, api_requests).await {
+    let client = match super::kube_client(serving.kubeconfig.as_deref(), api_requests).await {
         Ok(client) => Some(client),
         Err(e) if !parts.controller => {
             tracing::warn!(error = %format!("{e:#}"), "no cluster access: the webhooks decide but create nothing");
@@ -75,16 +96,16 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
         Err(e) => return Err(e),
     };
     let options = controller::Options {
-        prometheus_url: common.prometheus_url.clone(),
-        lease: controller::lease::LeaseConfig::new(common.lease_namespace.clone()),
-        serin_user: common.service_account.clone(),
+        prometheus_url: serving.prometheus_url.clone(),
+        lease: controller::lease::LeaseConfig::new(serving.lease_namespace.clone()),
+        serin_user: serving.service_account.clone(),
         tracking: crate::release::Tracking {
-            secrets: common.track_secrets,
+            secrets: serving.track_secrets,
         },
         routers: crate::router::RouterSettings {
-            nginx_annotation_prefix: common.nginx_annotation_prefix.clone(),
+            nginx_annotation_prefix: serving.nginx_annotation_prefix.clone(),
         },
-        own_ports: vec![common.listen.port(), common.admin_listen.port()],
+        own_ports: vec![serving.listen.port(), serving.admin_listen.port()],
         // One index for the webhooks and the controller: the same three watches either way.
         policies: client.clone().map(crate::policy::PolicyIndex::start),
     };
@@ -97,33 +118,37 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
         None => None,
     };
     let certs_client = client.clone().filter(|_| parts.webhook);
+    // Said by the controller's task when it fails, so that the webhooks stop serving too.
+    let (controller_failed, failed) = oneshot::channel::<()>();
     let controller = client.filter(|_| parts.controller).map(|client| {
         tokio::spawn(async move {
-            let result = controller::run(client, options, shutdown_signal()).await;
-            if let Err(e) = &result {
-                // Webhooks could go on serving, but a replica without its controller
-                // must not look healthy: exit and let it be restarted.
-                tracing::error!(error = %format!("{e:#}"), "the controller stopped");
-                std::process::exit(1);
+            match controller::run(client, options, shutdown_signal()).await {
+                Ok(()) => Ended::Stopped,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "the controller stopped");
+                    let _ = controller_failed.send(());
+                    Ended::ControllerFailed
+                }
             }
-            result
         })
     });
     if !parts.webhook {
         ready.set(true);
-        let result = match controller {
+        let ended = match controller {
             Some(task) => task.await.context("the controller task")?,
-            None => Ok(()),
+            None => Ended::Stopped,
         };
-        let _ = stop_admin.send(());
-        let _ = admin.await;
-        return result;
+        if ended == Ended::Stopped {
+            let _ = stop_admin.send(());
+            let _ = admin.await;
+        }
+        return Ok(ended);
     }
 
-    let (cert, watcher, temp_dir) = if common.self_signed.self_signed {
+    let (cert, watcher, temp_dir) = if serving.self_signed.self_signed {
         let client =
             certs_client.context("--self-signed needs access to the cluster to keep its Secret")?;
-        let (config, temp_dir) = self_signed_config(common)?;
+        let (config, temp_dir) = self_signed_config(serving)?;
         let self_signed = SelfSigned::new(client, config);
         let (stored, cert) = self_signed
             .start()
@@ -132,11 +157,11 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
         let task = tokio::spawn(self_signed.run(stored, cert.clone(), metrics.clone()));
         (cert, task, temp_dir)
     } else {
-        let cert = ServingCert::load(&common.tls_cert, &common.tls_key).with_context(|| {
+        let cert = ServingCert::load(&serving.tls_cert, &serving.tls_key).with_context(|| {
             format!(
                 "loading the serving certificate {} and key {} (make them with `serin certs`)",
-                common.tls_cert.display(),
-                common.tls_key.display()
+                serving.tls_cert.display(),
+                serving.tls_key.display()
             )
         })?;
         let task = tokio::spawn(
@@ -147,48 +172,63 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
     };
     let tls = server::server_config(cert)?;
 
-    let listener = TcpListener::bind(common.listen)
+    let listener = TcpListener::bind(serving.listen)
         .await
-        .with_context(|| format!("binding the webhook listener {}", common.listen))?;
-    tracing::info!(listen = %common.listen, admin = %common.admin_listen, "serving admission webhooks");
+        .with_context(|| format!("binding the webhook listener {}", serving.listen))?;
+    tracing::info!(listen = %serving.listen, admin = %serving.admin_listen, "serving admission webhooks");
 
     let policies = policies.filter(|_| injector.is_some());
     let app = admission::router(AdmissionState {
         metrics: metrics.clone(),
-        serin_user: common.service_account.as_str().into(),
+        serin_user: serving.service_account.as_str().into(),
         injector,
         policies,
     })
     .merge(conversion::router(metrics));
-    server::serve_https(
+    let serving_https = server::serve_https(
         listener,
         tls,
         app,
         ServeOptions::default(),
         ready,
         shutdown_signal(),
-    )
-    .await;
-    // Only now stop the admin port: /readyz said 503 while requests drained.
-    let _ = stop_admin.send(());
-    let _ = admin.await;
+    );
+    let mut ended = tokio::select! {
+        () = serving_https => Ended::Stopped,
+        () = failure(failed) => Ended::ControllerFailed,
+    };
+    if ended == Ended::Stopped {
+        // Only now stop the admin port: /readyz said 503 while requests drained.
+        let _ = stop_admin.send(());
+        let _ = admin.await;
+    }
     watcher.abort();
     if let Some(dir) = temp_dir {
         let _ = std::fs::remove_dir_all(dir);
     }
-    if let Some(task) = controller {
-        task.await.context("the controller task")??;
+    if let (Ended::Stopped, Some(task)) = (ended, controller) {
+        ended = task.await.context("the controller task")?;
     }
-    tracing::info!("stopped");
-    Ok(())
+    if ended == Ended::Stopped {
+        tracing::info!("stopped");
+    }
+    Ok(ended)
+}
+
+/// Completes when the controller's task says it failed; never when it stopped without
+/// failing or there is no controller (the sender is dropped unsent).
+async fn failure(failed: oneshot::Receiver<()>) {
+    if failed.await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The `--self-signed` settings, and the directory made for the pair if none was given
 /// (removed on exit).
 fn self_signed_config(
-    common: &Common,
+    serving: &ServingArgs,
 ) -> anyhow::Result<(self_signed::Config, Option<std::path::PathBuf>)> {
-    let args = &common.self_signed;
+    let args = &serving.self_signed;
     let check_interval = std::time::Duration::from(args.self_signed_check_interval);
     let policy = Policy::new(
         args.self_signed_validity.into(),
@@ -213,15 +253,15 @@ fn self_signed_config(
         args.self_signed_crds.clone()
     };
     let config = self_signed::Config {
-        namespace: common.lease_namespace.clone(),
+        namespace: serving.lease_namespace.clone(),
         secret_name: args.self_signed_secret.clone(),
-        webhook_config_name: common.webhook_config_name.clone(),
+        webhook_config_name: serving.webhook_config_name.clone(),
         crds,
         policy,
         check_interval,
         dir,
         cert_options: CertOptions {
-            namespace: common.lease_namespace.clone(),
+            namespace: serving.lease_namespace.clone(),
             ..CertOptions::default()
         },
     };
@@ -233,7 +273,7 @@ async fn wait_changed(mut rx: watch::Receiver<()>) {
 }
 
 /// Completes on SIGTERM (what the kubelet sends) or ctrl-c.
-pub(super) async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

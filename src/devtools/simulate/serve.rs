@@ -345,7 +345,7 @@ fn current_backends(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulate::Behaviour;
+    use crate::devtools::simulate::Behaviour;
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use http_body_util::BodyExt;

@@ -237,9 +237,9 @@ fn render_labels(labels: &IngressLabels, status: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devtools::simulate::ERROR_RATE;
+    use crate::devtools::simulate::testing::deployment;
     use crate::router::{Router, Weights};
-    use crate::simulate::ERROR_RATE;
-    use crate::simulate::testing::deployment;
     use crate::spec::{CanarySpec, Provider};
     use serde_json::json;
 

@@ -15,9 +15,12 @@
 //! - [`nginx`]: canary Ingresses, and the series ingress-nginx exports for them;
 //! - [`gloo`]: Gloo route tables, and the series Gloo's Envoy proxies export for them;
 //! - [`serve`]: the I/O edge that `serin simulate` runs: watches the API server, advances the
-//!   simulator on a tick and serves `/metrics`.
+//!   simulator on a tick and serves `/metrics`;
+//! - [`command`]: the hidden `serin simulate` subcommand (its flags, and the runtime it
+//!   starts).
 
 pub mod backends;
+pub mod command;
 pub mod gloo;
 pub mod nginx;
 pub mod serve;

@@ -11,7 +11,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
+use clap::Args;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
@@ -290,6 +293,80 @@ pub fn check_inputs(texts: &[&str], policies: &[NamedPolicy]) -> Vec<(usize, Fin
         findings.push((input, Finding { object, verdict }));
     }
     findings
+}
+
+/// The flags of `serin check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Manifest file (multi-document YAML); `-` reads standard input.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// CanaryPolicy objects (either version) to apply as the cluster would.
+    #[arg(long = "policy", value_name = "FILE")]
+    pub policies: Vec<PathBuf>,
+}
+
+/// Runs `serin check`: prints every finding as `FILE: line` and a summary on stderr; exit 1
+/// when any object (or file) has a mistake.
+pub fn run(args: &CheckArgs) -> ExitCode {
+    fn read(file: &std::path::Path) -> std::io::Result<String> {
+        match file.as_os_str() == "-" {
+            true => std::io::read_to_string(std::io::stdin()),
+            false => std::fs::read_to_string(file),
+        }
+    }
+    let mut errors = 0;
+    let mut checked = 0;
+    let mut policies = Vec::new();
+    for file in &args.policies {
+        let text = match read(file) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("{}: cannot read: {e}", file.display());
+                errors += 1;
+                continue;
+            }
+        };
+        let (loaded, broken) = load_policies(&text);
+        if loaded.is_empty() && broken.is_empty() {
+            eprintln!("{}: no CanaryPolicy in this file", file.display());
+            errors += 1;
+        }
+        policies.extend(loaded);
+        for finding in broken {
+            errors += 1;
+            for line in finding.to_string().lines() {
+                println!("{}: {line}", file.display());
+            }
+        }
+    }
+    let mut inputs = Vec::new();
+    for file in &args.files {
+        match read(file) {
+            Ok(text) => inputs.push((file, text)),
+            Err(e) => {
+                eprintln!("{}: cannot read: {e}", file.display());
+                errors += 1;
+            }
+        }
+    }
+    let texts: Vec<&str> = inputs.iter().map(|(_, text)| text.as_str()).collect();
+    for (input, finding) in check_inputs(&texts, &policies) {
+        checked += 1;
+        if finding.is_error() {
+            errors += 1;
+        }
+        for line in finding.to_string().lines() {
+            println!("{}: {line}", inputs[input].0.display());
+        }
+    }
+    if errors > 0 {
+        eprintln!("serin check: {errors} of {checked} objects have mistakes");
+        ExitCode::FAILURE
+    } else {
+        eprintln!("serin check: {checked} objects ok");
+        ExitCode::SUCCESS
+    }
 }
 
 #[cfg(test)]

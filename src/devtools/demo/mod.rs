@@ -1,10 +1,13 @@
-//! What `make demo` records about a release and draws from it (pure: no I/O here).
+//! What `make demo` records about a release and draws from it (pure, but for [`command`]).
 //!
 //! While a release runs, `hack/demo.sh` reads the `Canary` status about once a second and
 //! appends a [`Sample`] to a timeline file, one JSON object per line (`.serin/demo/*.jsonl`).
-//! [`parse_timeline`] reads such a file back and [`chart::render`] draws it as an SVG.
+//! [`parse_timeline`] reads such a file back and [`chart::render`] draws it as an SVG;
+//! [`command`] is the hidden `serin demo-chart` subcommand that does both for a file (the
+//! only I/O).
 
 pub mod chart;
+pub mod command;
 
 use serde::{Deserialize, Serialize};
 

@@ -200,10 +200,10 @@ impl EnvoySimulator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devtools::simulate::ERROR_RATE;
+    use crate::devtools::simulate::backends::MATCHING_PERCENT;
+    use crate::devtools::simulate::testing::deployment;
     use crate::router::{Router, Weights};
-    use crate::simulate::ERROR_RATE;
-    use crate::simulate::backends::MATCHING_PERCENT;
-    use crate::simulate::testing::deployment;
     use crate::spec::{CanarySpec, MatchRule, Provider};
 
     /// The route table Serin builds for Deployment `web` in `shop` (apex Service `web-svc`).

@@ -1,12 +1,12 @@
-//! `serin demo-chart` (hidden): draws a release timeline recorded by `make demo` as an SVG.
-//! See [`crate::demo`].
+//! `serin demo-chart` (hidden, `dev-tools` builds only): draws a release timeline recorded
+//! by `make demo` as an SVG. See [`super`].
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
 
-use crate::demo::{chart, parse_timeline};
+use super::{chart, parse_timeline};
 
 #[derive(Debug, Args)]
 pub struct DemoChartArgs {

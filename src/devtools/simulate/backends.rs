@@ -305,9 +305,9 @@ pub fn load_test_of<D: Borrow<Deployment>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devtools::simulate::testing::deployment;
+    use crate::devtools::simulate::{ERROR_RATE, LATENCY_MS};
     use crate::router::Weights;
-    use crate::simulate::testing::deployment;
-    use crate::simulate::{ERROR_RATE, LATENCY_MS};
     use crate::spec::MatchRule;
     use serde_json::json;
 
