@@ -110,6 +110,7 @@ fn advanced_weights(events: &[String]) -> Vec<u32> {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn promote_skips_the_remaining_steps_and_the_release_succeeds() {
     let (client, ns) = setup("act-promote").await;
     let ns = &ns.name;
@@ -167,6 +168,7 @@ async fn promote_skips_the_remaining_steps_and_the_release_succeeds() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn abort_rolls_back_to_the_primary() {
     let (client, ns) = setup("act-abort").await;
     let ns = &ns.name;
@@ -205,6 +207,7 @@ async fn abort_rolls_back_to_the_primary() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn pause_holds_the_weight_over_several_intervals_and_resume_continues() {
     let (client, ns) = setup("act-pause").await;
     let ns = &ns.name;
@@ -313,6 +316,7 @@ async fn pause_holds_the_weight_over_several_intervals_and_resume_continues() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn status_shows_every_canary_as_a_table_and_one_canarys_history() {
     let (client, ns) = setup("act-status").await;
     let ns = &ns.name;
@@ -442,6 +446,7 @@ async fn status_shows_every_canary_as_a_table_and_one_canarys_history() {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn check_is_serin_check() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("web.yaml");

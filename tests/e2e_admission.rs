@@ -37,6 +37,7 @@ async fn setup(prefix: &str) -> (kube::Client, TestNamespace) {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_bad_configuration_is_refused_at_apply_with_every_mistake_named() {
     let _shared = COUNTER.read().await;
     let (client, ns) = setup("refuse").await;
@@ -79,6 +80,7 @@ async fn a_bad_configuration_is_refused_at_apply_with_every_mistake_named() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn an_opted_in_deployment_gets_explicit_defaults_and_the_watch_label_and_its_pods_run() {
     let _shared = COUNTER.read().await;
     let (client, ns) = setup("defaults").await;
@@ -154,6 +156,7 @@ async fn an_opted_in_deployment_gets_explicit_defaults_and_the_watch_label_and_i
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_server_side_dry_run_validates_and_mutates_without_storing_anything() {
     let _shared = COUNTER.read().await;
     let (client, ns) = setup("dryrun").await;
@@ -171,6 +174,7 @@ async fn a_server_side_dry_run_validates_and_mutates_without_storing_anything() 
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn reapplying_with_another_replica_count_keeps_the_stored_count_and_records_the_request() {
     let _shared = COUNTER.read().await;
     let (client, ns) = setup("replicas").await;
@@ -228,6 +232,7 @@ async fn reviews_served() -> f64 {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn deployments_without_serin_annotations_never_reach_the_webhook() {
     if std::env::var_os("KUBECONFIG").is_some() {
         eprintln!("KUBECONFIG is set: Serin's metrics are only readable in the local environment");

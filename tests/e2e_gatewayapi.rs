@@ -80,6 +80,7 @@ fn decided(route: &Value) -> Value {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn the_http_routes_serin_builds_are_stored_as_built_by_the_real_crd() {
     let (client, ns) = setup("gw-crd").await;
     let ns = &ns.name;
@@ -197,6 +198,7 @@ async fn opt_in(client: &Client, ns: &str, extra: &[(&str, &str)]) {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_good_release_moves_the_route_weights_step_by_step_and_is_promoted() {
     let (client, ns) = setup("gw-promote").await;
     let ns = &ns.name;
@@ -261,6 +263,7 @@ async fn a_good_release_moves_the_route_weights_step_by_step_and_is_promoted() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_failing_canary_is_rolled_back_and_the_route_returns_to_100_0() {
     let (client, ns) = setup("gw-rollback").await;
     let ns = &ns.name;

@@ -70,6 +70,7 @@ async fn apply_object(
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn the_route_tables_and_upstreams_serin_builds_are_stored_as_built_by_the_generated_crds() {
     let (client, ns) = setup("gloo-crd").await;
     let ns = &ns.name;
@@ -201,6 +202,7 @@ async fn opt_in(client: &Client, ns: &str, extra: &[(&str, &str)]) {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_good_release_moves_the_route_table_weights_step_by_step_and_is_promoted() {
     let (client, ns) = setup("gloo-promote").await;
     let ns = &ns.name;
@@ -306,6 +308,7 @@ async fn a_good_release_moves_the_route_table_weights_step_by_step_and_is_promot
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_failing_canary_is_rolled_back_and_the_route_table_returns_to_100_0() {
     let (client, ns) = setup("gloo-rollback").await;
     let ns = &ns.name;
@@ -363,6 +366,7 @@ async fn a_failing_canary_is_rolled_back_and_the_route_table_returns_to_100_0() 
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn ab_testing_through_gloo_sends_only_the_matching_requests_to_the_canary() {
     let (client, ns) = setup("gloo-ab").await;
     let ns = &ns.name;
@@ -462,6 +466,7 @@ async fn ab_testing_through_gloo_sends_only_the_matching_requests_to_the_canary(
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn opting_out_removes_the_route_table_and_the_upstreams() {
     let (client, ns) = setup("gloo-optout").await;
     let ns = &ns.name;
@@ -504,6 +509,7 @@ async fn opting_out_removes_the_route_table_and_the_upstreams() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_port_change_alone_moves_the_route_table_to_new_upstreams_and_removes_the_old() {
     let (client, ns) = setup("gloo-port").await;
     let ns = &ns.name;

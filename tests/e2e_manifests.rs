@@ -200,6 +200,7 @@ fn base() -> &'static Rendering {
 // Rendering and server-side dry run
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn base_and_every_overlay_render_with_kubectl_kustomize() {
     let all = rendered();
     let overlays: Vec<&str> = all.iter().skip(1).map(|r| r.name.as_str()).collect();
@@ -349,6 +350,7 @@ fn with_live_conversion(object: &Value) -> Value {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn every_rendering_is_accepted_by_a_server_side_dry_run() {
     let unchecked = prepare_dry_run();
     let mut refused = Vec::new();
@@ -480,6 +482,7 @@ fn selects(selector: &Value, labels: &Value) -> bool {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn deployment_runs_serin_run_with_variables_serin_reads() {
     let known = serin_env_flags();
     for rendering in rendered() {
@@ -525,6 +528,7 @@ fn deployment_runs_serin_run_with_variables_serin_reads() {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn deployment_security_context_is_restricted_in_every_rendering() {
     for rendering in rendered() {
         let deploy = rendering.deployment();
@@ -582,6 +586,7 @@ fn deployment_security_context_is_restricted_in_every_rendering() {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn deployment_keeps_a_replica_serving_through_disruptions() {
     for rendering in rendered() {
         let deploy = rendering.deployment();
@@ -634,6 +639,7 @@ fn deployment_keeps_a_replica_serving_through_disruptions() {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn probes_use_the_admin_port_and_the_service_reaches_the_webhook_port() {
     for rendering in rendered() {
         let name = &rendering.name;
@@ -694,6 +700,7 @@ fn probes_use_the_admin_port_and_the_service_reaches_the_webhook_port() {
 /// as, with the names Serin really writes, and the roles that give `view`/`edit` users
 /// Serin's objects (manifests/user-roles.yaml). tests/e2e_rbac.rs checks what they allow.
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn every_rendering_ships_the_boundary_for_the_identity_serin_runs_as() {
     for rendering in rendered() {
         let name = &rendering.name;
@@ -816,6 +823,7 @@ fn tls_secret(deploy: &Value) -> String {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn serving_certificate_is_mounted_from_a_secret() {
     for rendering in rendered() {
         if self_signed(rendering.deployment()) {
@@ -872,6 +880,7 @@ fn cluster_wide_secret_verbs(rendering: &Rendering) -> BTreeSet<String> {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn secrets_are_tracked_and_readable_only_with_the_secret_tracking_component() {
     let needed: BTreeSet<String> = ["get", "list", "watch", "create", "patch", "delete"]
         .map(String::from)
@@ -905,6 +914,7 @@ fn secrets_are_tracked_and_readable_only_with_the_secret_tracking_component() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn pod_template_is_admitted_where_pod_security_enforces_restricted() {
     let client = support::client().await;
     let level = base()
@@ -963,6 +973,7 @@ fn overlay(name: &str) -> &'static Rendering {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn cert_manager_overlay_issues_the_mounted_secret_and_injects_its_ca() {
     let rendering = overlay("cert-manager");
     let secret = tls_secret(rendering.deployment());
@@ -1232,6 +1243,7 @@ fn serin_metrics() -> BTreeMap<String, BTreeSet<String>> {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn metric_names_are_read_from_promql_without_functions_labels_or_variables() {
     let expr = r#"histogram_quantile(0.99, sum by (le, deployment) (rate(response_latency_ms_bucket{namespace="$namespace", deployment=~"a|b"}[$__rate_interval]))) / on(deployment) group_left sum without (pod) (my_made_up:metric offset 5m) > bool 1e3"#;
     assert_eq!(
@@ -1250,6 +1262,7 @@ fn metric_names_are_read_from_promql_without_functions_labels_or_variables() {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn grafana_dashboard_queries_only_metrics_serin_or_linkerd_export() {
     let dashboard = dashboard();
     let serin = serin_metrics();
@@ -1324,6 +1337,7 @@ fn promtool() -> PathBuf {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn grafana_dashboard_queries_are_valid_promql() {
     let dashboard = dashboard();
     // Grafana's range variables become a duration; other variables sit inside label

@@ -110,6 +110,7 @@ fn annotations_under(object: &DynamicObject, prefix: &str) -> Vec<(String, Strin
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn the_canary_ingresses_serin_builds_are_stored_as_built_by_the_api_server() {
     let (client, ns) = setup("nginx-api").await;
     let ns = &ns.name;
@@ -278,6 +279,7 @@ async fn nginx_requests(ns: &str, extra: &str) -> Option<f64> {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_good_release_moves_canary_weight_step_by_step_and_is_promoted() {
     let (client, ns) = setup("nginx-promote").await;
     let ns = &ns.name;
@@ -392,6 +394,7 @@ async fn a_good_release_moves_canary_weight_step_by_step_and_is_promoted() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_failing_canary_is_rolled_back_with_canary_weight_back_at_0() {
     let (client, ns) = setup("nginx-rollback").await;
     let ns = &ns.name;
@@ -475,6 +478,7 @@ fn by_weight_zero() -> Vec<(String, String)> {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn ab_testing_through_nginx_sends_only_requests_with_the_header_to_the_canary_then_promotes()
 {
     let (client, ns) = setup("nginx-ab").await;
@@ -560,6 +564,7 @@ async fn ab_testing_through_nginx_sends_only_requests_with_the_header_to_the_can
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn ab_testing_through_nginx_rolls_a_failing_canary_back_and_stops_matching() {
     let (client, ns) = setup("nginx-ab-fail").await;
     let ns = &ns.name;

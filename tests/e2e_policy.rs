@@ -90,6 +90,7 @@ async fn refused_once_the_policy_is_seen(yaml: &str) -> String {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn an_analysis_template_written_as_v1alpha1_reads_back_as_v1beta1_and_again_unchanged() {
     let ns = setup("conv-template").await;
     let spec = json!({
@@ -177,6 +178,7 @@ async fn an_analysis_template_written_as_v1alpha1_reads_back_as_v1beta1_and_agai
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_canary_policy_written_as_v1alpha1_reads_back_as_v1beta1_and_again_unchanged() {
     let ns = setup("conv-policy").await;
     let name = format!("{}-alpha", ns.name);
@@ -209,6 +211,7 @@ async fn a_canary_policy_written_as_v1alpha1_reads_back_as_v1beta1_and_again_unc
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn analysis_template_mistakes_are_refused_in_either_version_with_each_field_named() {
     let ns = setup("template-refused").await;
     let beta = format!(
@@ -241,6 +244,7 @@ async fn analysis_template_mistakes_are_refused_in_either_version_with_each_fiel
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_canary_policy_with_mistakes_is_refused_with_each_field_named() {
     let ns = setup("policy-refused").await;
     let name = format!("{}-bad", ns.name);
@@ -260,6 +264,7 @@ async fn a_canary_policy_with_mistakes_is_refused_with_each_field_named() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn require_canary_refuses_a_deployment_that_does_not_opt_in_and_admits_one_that_does() {
     let ns = setup("require").await;
     let policy = Policy::create(&ns.name, "  requireCanary: true\n");
@@ -279,6 +284,7 @@ async fn require_canary_refuses_a_deployment_that_does_not_opt_in_and_admits_one
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn limits_refuse_a_configuration_beyond_them_and_admit_one_within() {
     let ns = setup("limits").await;
     let policy = Policy::create(
@@ -321,6 +327,7 @@ async fn limits_refuse_a_configuration_beyond_them_and_admit_one_within() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn policy_defaults_are_filled_where_the_deployment_says_nothing() {
     let ns = setup("defaults").await;
     let _policy = Policy::create(
@@ -372,6 +379,7 @@ fn template(ns: &str, url: &str) -> String {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn webhook_hosts_outside_the_allowed_list_are_refused_and_those_inside_admitted() {
     let ns = setup("hosts").await;
     let _policy = Policy::create(&ns.name, "  allowedWebhookHosts: ['*.hooks.test']\n");
@@ -409,6 +417,7 @@ fn template_with(ns: &str, name: &str, hook_url: &str, metric_address: Option<&s
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn an_analysis_template_edited_after_its_deployment_was_admitted_is_held_to_its_policies() {
     let ns = setup("template-bypass").await;
     let _policy = Policy::create(
@@ -488,6 +497,7 @@ async fn an_analysis_template_edited_after_its_deployment_was_admitted_is_held_t
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_warn_policy_admits_and_shows_its_findings_as_warnings() {
     let ns = setup("warn").await;
     let policy = Policy::create(
@@ -550,6 +560,7 @@ async fn a_warn_policy_admits_and_shows_its_findings_as_warnings() {
 /// manifests/require-canary.yaml, which take every CanaryPolicy as a parameter and match its
 /// selectors in CEL: Serin writes no admission policy.
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn require_canary_is_enforced_by_the_api_server_following_the_policys_selectors() {
     let ns = setup("require-vap").await;
     let policy = Policy::create(
@@ -598,6 +609,7 @@ async fn require_canary_is_enforced_by_the_api_server_following_the_policys_sele
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn naming_an_analysis_template_that_does_not_exist_is_refused() {
     let ns = setup("no-template").await;
     let yaml = deployment(
@@ -643,6 +655,7 @@ fn gate_template(ns: &str, hook: &str, url: &str) -> String {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_release_whose_template_a_newer_policy_forbids_calls_nothing_and_holds() {
     use serin::release::Phase;
     use support::release::{Version, canary, events, manifest, wait_phase};

@@ -261,6 +261,7 @@ async fn assert_managed_objects_are_protected(client: &Client, ns: &str, who: Wh
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_user_with_edit_rights_cannot_edit_scale_or_delete_the_primary_or_the_traffic_split() {
     let (client, ns) = setup("protect-user").await;
     let ns = &ns.name;
@@ -283,6 +284,7 @@ async fn a_user_with_edit_rights_cannot_edit_scale_or_delete_the_primary_or_the_
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn the_cluster_admin_is_refused_too_and_told_to_opt_out_instead() {
     let (client, ns) = setup("protect-admin").await;
     let ns = &ns.name;
@@ -313,6 +315,7 @@ fn managed_objects(ns: &str, owner: &str) -> Result<(), String> {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn deleting_the_opted_in_deployment_removes_everything_serin_made_for_it() {
     let (client, ns) = setup("protect-owner").await;
     let ns = &ns.name;
@@ -361,6 +364,7 @@ async fn deleting_the_opted_in_deployment_removes_everything_serin_made_for_it()
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn deleting_the_namespace_of_an_opted_in_deployment_completes() {
     let (client, ns) = setup("protect-namespace").await;
     let name = ns.name.clone();
@@ -388,6 +392,7 @@ async fn deleting_the_namespace_of_an_opted_in_deployment_completes() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn the_hpa_controller_still_scales_the_primary_through_the_scale_subresource() {
     let (client, ns) = setup("protect-hpa").await;
     let ns = &ns.name;
@@ -442,6 +447,7 @@ spec:
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn left_overs_whose_owner_is_gone_can_be_deleted_by_their_user() {
     let (_client, ns) = setup("protect-leftover").await;
     let ns = &ns.name;
@@ -461,6 +467,7 @@ async fn left_overs_whose_owner_is_gone_can_be_deleted_by_their_user() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_hand_edited_canary_status_is_refused_even_for_the_cluster_admin() {
     let (client, ns) = setup("status").await;
     let ns = &ns.name;

@@ -43,6 +43,7 @@ async fn opt_in(client: &Client, ns: &str, extra: &[(&str, &str)]) {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_good_revision_is_promoted_and_the_primary_runs_it() {
     let (client, ns) = setup("promote").await;
     let ns = &ns.name;
@@ -147,6 +148,7 @@ async fn assert_rolled_back(client: &Client, ns: &str, expected_in_events: &[&st
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn an_error_rate_of_30_percent_is_rolled_back_with_the_measured_success_rate() {
     let (client, ns) = setup("errors").await;
     let ns = &ns.name;
@@ -177,6 +179,7 @@ async fn an_error_rate_of_30_percent_is_rolled_back_with_the_measured_success_ra
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_latency_breach_is_rolled_back() {
     let (client, ns) = setup("latency").await;
     let ns = &ns.name;
@@ -246,6 +249,7 @@ spec:
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_failing_pre_rollout_webhook_rolls_back_after_threshold_tries() {
     let (client, ns) = setup("prerollout").await;
     let ns = &ns.name;
@@ -266,6 +270,7 @@ async fn a_failing_pre_rollout_webhook_rolls_back_after_threshold_tries() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_closed_confirm_promotion_gate_holds_the_release_until_it_opens() {
     let (client, ns) = setup("gate").await;
     let ns = &ns.name;
@@ -296,6 +301,7 @@ async fn a_closed_confirm_promotion_gate_holds_the_release_until_it_opens() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_new_revision_mid_analysis_restarts_the_analysis() {
     let (client, ns) = setup("restart").await;
     let ns = &ns.name;
@@ -328,6 +334,7 @@ async fn a_new_revision_mid_analysis_restarts_the_analysis() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn opting_out_restores_the_deployment_with_no_gap_in_ready_endpoints() {
     use k8s_openapi::api::discovery::v1::EndpointSlice;
     let (client, ns) = setup("optout").await;
@@ -402,6 +409,7 @@ fn plain_manifest(ns: &str) -> String {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn opting_an_existing_deployment_in_creates_the_machinery_at_apply_and_says_so() {
     let (client, ns) = setup("inject").await;
     let ns = &ns.name;
@@ -430,6 +438,7 @@ async fn opting_an_existing_deployment_in_creates_the_machinery_at_apply_and_say
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn what_was_injected_for_an_opt_in_refused_later_is_removed() {
     use k8s_openapi::api::admissionregistration::v1::{
         ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
@@ -511,6 +520,7 @@ async fn what_was_injected_for_an_opt_in_refused_later_is_removed() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn an_hpa_on_the_deployment_gets_a_primary_copy_that_sizes_the_primary() {
     use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
     let (client, ns) = setup("hpa").await;
@@ -567,6 +577,7 @@ spec:
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_change_to_a_tracked_config_map_alone_is_released_as_a_new_revision() {
     use k8s_openapi::api::core::v1::ConfigMap;
     let (client, ns) = setup("config").await;
@@ -617,6 +628,7 @@ async fn a_change_to_a_tracked_config_map_alone_is_released_as_a_new_revision() 
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_primary_deleted_behind_serins_back_is_created_again_and_said_so() {
     let (client, ns) = setup("recreate").await;
     let ns = &ns.name;

@@ -45,6 +45,7 @@ async fn status(client: &Client, ns: &str) -> serin::release::ReleaseStatus {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn killing_serin_mid_analysis_resumes_at_the_same_weight_and_check_count() {
     let _alone = ALONE.lock().await;
     let (client, ns) = setup("kill").await;
@@ -121,6 +122,7 @@ async fn killing_serin_mid_analysis_resumes_at_the_same_weight_and_check_count()
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn without_prometheus_every_check_fails_and_the_canary_is_never_promoted() {
     let _alone = ALONE.lock().await;
     let (client, ns) = setup("noprom").await;

@@ -54,6 +54,7 @@ async fn release_status(client: &Client, ns: &str) -> serin::release::ReleaseSta
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn ab_testing_sends_only_the_matching_requests_to_the_canary_then_promotes_it() {
     let (client, ns) = setup("ab").await;
     let ns = &ns.name;
@@ -160,6 +161,7 @@ async fn ab_testing_sends_only_the_matching_requests_to_the_canary_then_promotes
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn blue_green_gives_the_canary_no_user_traffic_until_the_switch_then_all_of_it() {
     let (client, ns) = setup("bluegreen").await;
     let ns = &ns.name;
@@ -336,6 +338,7 @@ spec:
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_rollback_webhook_that_answers_200_rolls_the_release_back() {
     let (client, ns) = setup("rollbackhook").await;
     let ns = &ns.name;
@@ -397,6 +400,7 @@ async fn a_rollback_webhook_that_answers_200_rolls_the_release_back() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_rollback_webhook_rolls_back_a_release_waiting_for_confirm_rollout_polled_once_per_interval()
  {
     let (client, ns) = setup("rollbackwait").await;
@@ -480,6 +484,7 @@ spec:
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn event_webhooks_receive_the_events_with_flaggers_payload() {
     let (client, ns) = setup("eventhook").await;
     let ns = &ns.name;
