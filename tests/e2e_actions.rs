@@ -18,7 +18,7 @@ use support::plugin::kubectl_serin;
 use support::release::{
     Version, apply, canary, events, image, manifest, replicas, wait_phase, weights,
 };
-use support::{TestNamespace, wait_until};
+use support::wait_until;
 
 const SETTLE: Duration = Duration::from_secs(60);
 const RELEASE: Duration = Duration::from_secs(120);
@@ -30,13 +30,6 @@ const SMALL_STEPS: [(&str, &str); 2] = [
     ("serin.dev/step-weight", "5"),
     ("serin.dev/max-weight", "50"),
 ];
-
-async fn setup(prefix: &str) -> (Client, TestNamespace) {
-    support::release_environment();
-    let client = support::client().await;
-    let ns = TestNamespace::create(&client, prefix).await;
-    (client, ns)
-}
 
 /// Opts `name` in at v1, then applies v2 and waits until the canary takes traffic.
 async fn releasing(client: &Client, ns: &str, name: &str, extra: &[(&str, &str)]) {
@@ -112,7 +105,7 @@ fn advanced_weights(events: &[String]) -> Vec<u32> {
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn promote_skips_the_remaining_steps_and_the_release_succeeds() {
-    let (client, ns) = setup("act-promote").await;
+    let (client, ns) = support::release_namespace("act-promote").await;
     let ns = &ns.name;
     releasing(&client, ns, "web", &SMALL_STEPS).await;
 
@@ -170,7 +163,7 @@ async fn promote_skips_the_remaining_steps_and_the_release_succeeds() {
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn abort_rolls_back_to_the_primary() {
-    let (client, ns) = setup("act-abort").await;
+    let (client, ns) = support::release_namespace("act-abort").await;
     let ns = &ns.name;
     releasing(&client, ns, "web", &SMALL_STEPS).await;
 
@@ -209,7 +202,7 @@ async fn abort_rolls_back_to_the_primary() {
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn pause_holds_the_weight_over_several_intervals_and_resume_continues() {
-    let (client, ns) = setup("act-pause").await;
+    let (client, ns) = support::release_namespace("act-pause").await;
     let ns = &ns.name;
     releasing(&client, ns, "web", &SMALL_STEPS).await;
 
@@ -318,7 +311,7 @@ async fn pause_holds_the_weight_over_several_intervals_and_resume_continues() {
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn status_shows_every_canary_as_a_table_and_one_canarys_history() {
-    let (client, ns) = setup("act-status").await;
+    let (client, ns) = support::release_namespace("act-status").await;
     let ns = &ns.name;
     apply(&manifest(ns, "api", &Version::good("v1"), &[]));
     apply(&manifest(ns, "web", &Version::good("v1"), &[]));

@@ -16,36 +16,23 @@ use serin::router::Weights;
 use support::release::{
     Version, apply, canary, events, image, manifest, replicas, wait_phase, weights,
 };
-use support::{TestNamespace, wait_until};
+use support::scenarios::{self, Route};
+use support::wait_until;
 
 const SETTLE: Duration = Duration::from_secs(60);
 /// Long enough for a release of 2 s intervals with a few failed checks.
 const RELEASE: Duration = Duration::from_secs(120);
 
-async fn setup(prefix: &str) -> (Client, TestNamespace) {
-    support::release_environment();
-    let client = support::client().await;
-    let ns = TestNamespace::create(&client, prefix).await;
-    (client, ns)
-}
-
-/// Applies `v1` and waits until Serin has made the primary and routes everything to it.
+/// Opts `web` in through the TrafficSplit; the primary runs the Deployment's 2 replicas.
 async fn opt_in(client: &Client, ns: &str, extra: &[(&str, &str)]) {
-    apply(&manifest(ns, "web", &Version::good("v1"), extra));
-    wait_phase(client, ns, "web", Phase::Initialized, SETTLE).await;
-    assert_eq!(weights(client, ns, "web").await, Some(Weights::ALL_PRIMARY));
-    assert_eq!(
-        replicas(client, ns, "web").await,
-        Some(0),
-        "the idle canary runs no pod"
-    );
+    scenarios::opt_in(client, ns, "web", &Route::SMI, extra).await;
     assert_eq!(replicas(client, ns, "web-primary").await, Some(2));
 }
 
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_good_revision_is_promoted_and_the_primary_runs_it() {
-    let (client, ns) = setup("promote").await;
+    let (client, ns) = support::release_namespace("promote").await;
     let ns = &ns.name;
     opt_in(&client, ns, &[]).await;
 
@@ -150,7 +137,7 @@ async fn assert_rolled_back(client: &Client, ns: &str, expected_in_events: &[&st
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn an_error_rate_of_30_percent_is_rolled_back_with_the_measured_success_rate() {
-    let (client, ns) = setup("errors").await;
+    let (client, ns) = support::release_namespace("errors").await;
     let ns = &ns.name;
     opt_in(&client, ns, &[("serin.dev/threshold", "2")]).await;
     let bad = Version {
@@ -181,7 +168,7 @@ async fn an_error_rate_of_30_percent_is_rolled_back_with_the_measured_success_ra
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_latency_breach_is_rolled_back() {
-    let (client, ns) = setup("latency").await;
+    let (client, ns) = support::release_namespace("latency").await;
     let ns = &ns.name;
     opt_in(&client, ns, &[("serin.dev/threshold", "2")]).await;
     let slow = Version {
@@ -251,7 +238,7 @@ spec:
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_failing_pre_rollout_webhook_rolls_back_after_threshold_tries() {
-    let (client, ns) = setup("prerollout").await;
+    let (client, ns) = support::release_namespace("prerollout").await;
     let ns = &ns.name;
     let hook = receiver(false).await;
     apply(&analysis_template(ns, "pre-rollout", &hook.url));
@@ -272,7 +259,7 @@ async fn a_failing_pre_rollout_webhook_rolls_back_after_threshold_tries() {
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_closed_confirm_promotion_gate_holds_the_release_until_it_opens() {
-    let (client, ns) = setup("gate").await;
+    let (client, ns) = support::release_namespace("gate").await;
     let ns = &ns.name;
     let gate = receiver(false).await;
     apply(&analysis_template(ns, "confirm-promotion", &gate.url));
@@ -303,7 +290,7 @@ async fn a_closed_confirm_promotion_gate_holds_the_release_until_it_opens() {
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_new_revision_mid_analysis_restarts_the_analysis() {
-    let (client, ns) = setup("restart").await;
+    let (client, ns) = support::release_namespace("restart").await;
     let ns = &ns.name;
     let extra = [
         ("serin.dev/step-weight", "10"),
@@ -337,7 +324,7 @@ async fn a_new_revision_mid_analysis_restarts_the_analysis() {
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn opting_out_restores_the_deployment_with_no_gap_in_ready_endpoints() {
     use k8s_openapi::api::discovery::v1::EndpointSlice;
-    let (client, ns) = setup("optout").await;
+    let (client, ns) = support::release_namespace("optout").await;
     let ns = &ns.name;
     opt_in(&client, ns, &[]).await;
 
@@ -411,7 +398,7 @@ fn plain_manifest(ns: &str) -> String {
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn opting_an_existing_deployment_in_creates_the_machinery_at_apply_and_says_so() {
-    let (client, ns) = setup("inject").await;
+    let (client, ns) = support::release_namespace("inject").await;
     let ns = &ns.name;
     apply(&plain_manifest(ns));
     let (ok, stdout, stderr) = support::kubectl(
@@ -443,7 +430,7 @@ async fn what_was_injected_for_an_opt_in_refused_later_is_removed() {
     use k8s_openapi::api::admissionregistration::v1::{
         ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
     };
-    let (client, ns) = setup("refused").await;
+    let (client, ns) = support::release_namespace("refused").await;
     let ns = &ns.name;
     apply(&plain_manifest(ns));
     // A policy evaluated after Serin's mutating webhook refuses the opt-in.
@@ -523,7 +510,7 @@ async fn what_was_injected_for_an_opt_in_refused_later_is_removed() {
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn an_hpa_on_the_deployment_gets_a_primary_copy_that_sizes_the_primary() {
     use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-    let (client, ns) = setup("hpa").await;
+    let (client, ns) = support::release_namespace("hpa").await;
     let ns = &ns.name;
     apply(&format!(
         r#"apiVersion: autoscaling/v2
@@ -580,7 +567,7 @@ spec:
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_change_to_a_tracked_config_map_alone_is_released_as_a_new_revision() {
     use k8s_openapi::api::core::v1::ConfigMap;
-    let (client, ns) = setup("config").await;
+    let (client, ns) = support::release_namespace("config").await;
     let ns = &ns.name;
     let config = |greeting: &str| {
         format!(
@@ -630,7 +617,7 @@ async fn a_change_to_a_tracked_config_map_alone_is_released_as_a_new_revision() 
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_primary_deleted_behind_serins_back_is_created_again_and_said_so() {
-    let (client, ns) = setup("recreate").await;
+    let (client, ns) = support::release_namespace("recreate").await;
     let ns = &ns.name;
     opt_in(&client, ns, &[]).await;
     let first = support::release::deployment(&client, ns, "web-primary")

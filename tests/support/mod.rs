@@ -20,6 +20,7 @@ use kube::{Api, Client, Config};
 pub mod plugin;
 pub mod release;
 pub mod routes;
+pub mod scenarios;
 pub mod svg;
 
 pub fn repo_root() -> &'static Path {
