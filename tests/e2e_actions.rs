@@ -18,6 +18,7 @@ use support::plugin::kubectl_serin;
 use support::release::{
     Version, apply, canary, events, image, manifest, replicas, wait_phase, weights,
 };
+use support::scenarios::{self, Route};
 use support::wait_until;
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -132,15 +133,7 @@ async fn promote_skips_the_remaining_steps_and_the_release_succeeds() {
     assert_eq!(done.annotations().get(ACTION_ID), Some(&request.id));
 
     // Promoted the normal way: the primary runs v2, traffic is back on it, canary at zero.
-    assert_eq!(
-        image(&client, ns, "web-primary").await,
-        "example.invalid/web:v2"
-    );
-    assert_eq!(
-        weights(&client, ns, "web").await,
-        Some(Weights::ALL_PRIMARY)
-    );
-    assert_eq!(replicas(&client, ns, "web").await, Some(0));
+    scenarios::assert_primary_serves(&client, ns, &Route::SMI, "v2").await;
     let events = events(&client, ns, "web").await;
     let walked = advanced_weights(&events);
     assert!(

@@ -14,19 +14,7 @@ use tokio::sync::RwLock;
 static COUNTER: RwLock<()> = RwLock::const_new(());
 
 fn manifest(ns: &str, name: &str, replicas: u32, annotations: &[(&str, &str)]) -> String {
-    let mut text = format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\n"
-    );
-    if !annotations.is_empty() {
-        text.push_str("  annotations:\n");
-        for (key, value) in annotations {
-            text.push_str(&format!("    {key}: {value:?}\n"));
-        }
-    }
-    text.push_str(&format!(
-        "spec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers: [{{name: app, image: \"example.invalid/app:1\", ports: [{{containerPort: 8080}}]}}]\n"
-    ));
-    text
+    support::deployment_yaml(ns, name, name, replicas, annotations)
 }
 
 #[tokio::test]

@@ -132,16 +132,7 @@ async fn the_http_routes_serin_builds_are_stored_as_built_by_the_real_crd() {
             decided(&built_json),
             "{what}: stored differently"
         );
-        assert_eq!(
-            HttpRoute.weights(&stored, &spec),
-            Ok(weights),
-            "{what}: weights"
-        );
-        assert_eq!(
-            HttpRoute.unmatched_weights(&stored, &spec),
-            Ok(unmatched),
-            "{what}: weights of unmatched requests"
-        );
+        routes::assert_reads_back(&HttpRoute, &stored, &spec, (weights, unmatched), what);
         routes::assert_owned_by(&stored, &deploy);
     }
 

@@ -33,6 +33,18 @@ fn api(client: &Client, ns: &str, resource: &ApiResource) -> Api<DynamicObject> 
     Api::namespaced_with(client.clone(), ns, resource)
 }
 
+/// The names of the Upstreams in `ns` that `params` select.
+async fn upstream_names(client: &Client, ns: &str, params: &ListParams) -> Vec<String> {
+    api(client, ns, &upstream_resource())
+        .list(params)
+        .await
+        .expect("list Upstreams")
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect()
+}
+
 /// Server-side apply as Serin does it (field manager `serin`), with the admin credentials:
 /// what is under test is the CRD, not Serin's RBAC.
 async fn apply_object(
@@ -98,16 +110,8 @@ async fn the_route_tables_and_upstreams_serin_builds_are_stored_as_built_by_the_
         assert_eq!(stored.data["spec"], companion.object.data["spec"]);
         routes::assert_owned_by(&stored, &deploy);
     }
-    let names: Vec<String> = api(&client, ns, &upstream_resource())
-        .list(&ListParams::default())
-        .await
-        .expect("list Upstreams")
-        .items
-        .iter()
-        .map(ResourceExt::name_any)
-        .collect();
     assert_eq!(
-        names,
+        upstream_names(&client, ns, &ListParams::default()).await,
         [
             format!("{ns}-web-canaryupstream-8080"),
             format!("{ns}-web-primaryupstream-8080")
@@ -135,16 +139,7 @@ async fn the_route_tables_and_upstreams_serin_builds_are_stored_as_built_by_the_
             stored.data["spec"], built.data["spec"],
             "{what}: stored differently"
         );
-        assert_eq!(
-            RouteTable.weights(&stored, &spec),
-            Ok(weights),
-            "{what}: weights"
-        );
-        assert_eq!(
-            RouteTable.unmatched_weights(&stored, &spec),
-            Ok(unmatched),
-            "{what}: weights of unmatched requests"
-        );
+        routes::assert_reads_back(&RouteTable, &stored, &spec, (weights, unmatched), what);
     }
 
     // The schema is enforced: a weight that is not a number is refused (by server-side
@@ -252,8 +247,7 @@ async fn a_failing_canary_is_rolled_back_and_the_route_table_returns_to_100_0() 
 async fn ab_testing_through_gloo_sends_only_the_matching_requests_to_the_canary() {
     let release = Release::for_ab(Route::GLOO, "gloo-ab").await;
     let ns = release.ns();
-    release.starts_ab_analysis().await;
-    let table = release.router_object().await;
+    let table = release.starts_ab_analysis().await;
     let routes_json = table.data["spec"]["routes"].clone();
     assert_eq!(
         routes_json[0]["matchers"],
@@ -327,14 +321,7 @@ async fn opting_out_removes_the_route_table_and_the_upstreams() {
     apply(&plain);
     wait_until("the router objects to be removed", SETTLE, || async {
         let table = routes::object(&client, ns, Provider::Gloo, "web").await;
-        let left: Vec<String> = upstreams
-            .list(&ListParams::default())
-            .await
-            .expect("list Upstreams")
-            .items
-            .iter()
-            .map(ResourceExt::name_any)
-            .collect();
+        let left = upstream_names(&client, ns, &ListParams::default()).await;
         match (table.is_some(), left.is_empty()) {
             (false, true) => Ok(()),
             _ => Err(format!(
@@ -373,7 +360,6 @@ async fn a_port_change_alone_moves_the_route_table_to_new_upstreams_and_removes_
         .and_then(|s| s.release.revision);
 
     apply(&two_ports("9090"));
-    let upstreams = api(&client, ns, &upstream_resource());
     let owned = ListParams::default().labels("serin.dev/owner=web");
     wait_until(
         "the RouteTable on the 9090 Upstreams alone",
@@ -391,14 +377,7 @@ async fn a_port_change_alone_moves_the_route_table_to_new_upstreams_and_removes_
                 .iter()
                 .filter_map(|d| d["destination"]["upstream"]["name"].as_str())
                 .collect();
-            let mut left: Vec<String> = upstreams
-                .list(&owned)
-                .await
-                .map_err(|e| e.to_string())?
-                .items
-                .iter()
-                .map(ResourceExt::name_any)
-                .collect();
+            let mut left = upstream_names(&client, ns, &owned).await;
             left.sort();
             let wanted = [
                 format!("{ns}-web-canaryupstream-9090"),

@@ -27,18 +27,6 @@ use support::{prometheus_value, routes, wait_until};
 const INGRESS: &str = "public";
 const CANARY_INGRESS: &str = "public-canary";
 
-/// The user's Ingress as a router source.
-async fn source(client: &Client, ns: &str) -> DynamicObject {
-    Api::<DynamicObject>::namespaced_with(
-        client.clone(),
-        ns,
-        &CanaryIngress::default().api_resource(),
-    )
-    .get(INGRESS)
-    .await
-    .expect("read the user's Ingress")
-}
-
 /// Server-side apply of an Ingress as Serin does it (field manager `serin`), with the admin
 /// credentials: what is under test is the API server's validation, not Serin's RBAC.
 async fn apply_ingress(
@@ -73,7 +61,9 @@ async fn the_canary_ingresses_serin_builds_are_stored_as_built_by_the_api_server
     let ns = &ns.name;
     let deploy = support::routes::owner(&client, ns).await;
     create_user_ingress(&client, ns, INGRESS).await;
-    let user = source(&client, ns).await;
+    let user = routes::object(&client, ns, Provider::Nginx, INGRESS)
+        .await
+        .expect("the user's Ingress");
 
     let base = CanarySpec {
         provider: Provider::Nginx,
@@ -175,18 +165,6 @@ async fn the_canary_ingresses_serin_builds_are_stored_as_built_by_the_api_server
         ),
         other => panic!("a relative Prefix path was accepted: {other:?}"),
     }
-}
-
-/// The canary Ingress of the release, as stored.
-async fn canary_ingress(client: &Client, ns: &str) -> Option<DynamicObject> {
-    Api::<DynamicObject>::namespaced_with(
-        client.clone(),
-        ns,
-        &CanaryIngress::default().api_resource(),
-    )
-    .get_opt(CANARY_INGRESS)
-    .await
-    .expect("read the canary Ingress")
 }
 
 /// `sum(<metric>{namespace, ingress="public", <extra>})` in the local Prometheus.
@@ -294,7 +272,7 @@ async fn a_failing_canary_is_rolled_back_with_canary_weight_back_at_0() {
 /// The ingress-nginx annotations of the canary Ingress, without the prefix.
 async fn nginx_annotations_of(client: &Client, ns: &str) -> Vec<(String, String)> {
     let prefix = CanaryIngress::default().annotation("");
-    canary_ingress(client, ns)
+    routes::object(client, ns, Provider::Nginx, CANARY_INGRESS)
         .await
         .map(|object| {
             annotations_under(&object, &prefix)

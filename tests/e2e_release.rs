@@ -17,7 +17,7 @@ use support::release::{
     Version, apply, canary, events, image, manifest, replicas, wait_phase, weights,
 };
 use support::scenarios::{self, Route};
-use support::wait_until;
+use support::{TestNamespace, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(60);
 /// Long enough for a release of 2 s intervals with a few failed checks.
@@ -63,15 +63,7 @@ async fn a_good_revision_is_promoted_and_the_primary_runs_it() {
             status.revision.clone().unwrap_or_default()
         )
     );
-    assert_eq!(
-        image(&client, ns, "web-primary").await,
-        "example.invalid/web:v2"
-    );
-    assert_eq!(
-        weights(&client, ns, "web").await,
-        Some(Weights::ALL_PRIMARY)
-    );
-    assert_eq!(replicas(&client, ns, "web").await, Some(0));
+    scenarios::assert_primary_serves(&client, ns, &Route::SMI, "v2").await;
     let events = events(&client, ns, "web").await.join("\n");
     for step in [
         "NewRevision",
@@ -134,24 +126,27 @@ async fn assert_rolled_back(client: &Client, ns: &str, expected_in_events: &[&st
     }
 }
 
+/// Opts `web` in (rolled back after 2 failed checks) in a namespace named after `prefix`,
+/// applies `bad` and waits for the rollback ([`assert_rolled_back`]).
+async fn roll_back(
+    prefix: &str,
+    bad: &Version,
+    expected_in_events: &[&str],
+) -> (Client, TestNamespace) {
+    let (client, ns) = support::release_namespace(prefix).await;
+    let threshold = [("serin.dev/threshold", "2")];
+    opt_in(&client, &ns.name, &threshold).await;
+    apply(&manifest(&ns.name, "web", bad, &threshold));
+    assert_rolled_back(&client, &ns.name, expected_in_events).await;
+    (client, ns)
+}
+
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn an_error_rate_of_30_percent_is_rolled_back_with_the_measured_success_rate() {
-    let (client, ns) = support::release_namespace("errors").await;
+    let expected = ["RolledBack", "request-success-rate", "% < 99%"];
+    let (client, ns) = roll_back("errors", &scenarios::FAILING, &expected).await;
     let ns = &ns.name;
-    opt_in(&client, ns, &[("serin.dev/threshold", "2")]).await;
-    let bad = Version {
-        tag: "v2",
-        error_rate: 0.3,
-        latency_ms: 40,
-    };
-    apply(&manifest(ns, "web", &bad, &[("serin.dev/threshold", "2")]));
-    assert_rolled_back(
-        &client,
-        ns,
-        &["RolledBack", "request-success-rate", "% < 99%"],
-    )
-    .await;
     // The measured value is stated, and it is the simulated ~70 %.
     let events = events(&client, ns, "web").await;
     let measured: Vec<f64> = events
@@ -168,18 +163,14 @@ async fn an_error_rate_of_30_percent_is_rolled_back_with_the_measured_success_ra
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_latency_breach_is_rolled_back() {
-    let (client, ns) = support::release_namespace("latency").await;
-    let ns = &ns.name;
-    opt_in(&client, ns, &[("serin.dev/threshold", "2")]).await;
     let slow = Version {
         tag: "v2",
         error_rate: 0.0,
         latency_ms: 1500,
     };
-    apply(&manifest(ns, "web", &slow, &[("serin.dev/threshold", "2")]));
-    assert_rolled_back(
-        &client,
-        ns,
+    roll_back(
+        "latency",
+        &slow,
         &["RolledBack", "request-duration", "ms > 500ms"],
     )
     .await;

@@ -33,8 +33,7 @@ const RELEASE: Duration = Duration::from_secs(150);
 async fn ab_testing_sends_only_the_matching_requests_to_the_canary_then_promotes_it() {
     let release = Release::for_ab(Route::GATEWAY_API, "ab").await;
     let ns = release.ns();
-    release.starts_ab_analysis().await;
-    let route = release.router_object().await;
+    let route = release.starts_ab_analysis().await;
     let rules = route
         .data
         .pointer("/spec/rules")

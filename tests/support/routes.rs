@@ -38,6 +38,24 @@ pub async fn weights(
     router(provider).weights(&object, &spec).ok()
 }
 
+/// Asserts that `router` reads back from `stored` the weights of `expected`: those of every
+/// request, and those of the requests that match no A/B rule; `what` names the case.
+pub fn assert_reads_back(
+    router: &dyn Router,
+    stored: &DynamicObject,
+    spec: &CanarySpec,
+    expected: (Weights, Option<Weights>),
+    what: &str,
+) {
+    let (weights, unmatched) = expected;
+    assert_eq!(router.weights(stored, spec), Ok(weights), "{what}: weights");
+    assert_eq!(
+        router.unmatched_weights(stored, spec),
+        Ok(unmatched),
+        "{what}: weights of unmatched requests"
+    );
+}
+
 /// Asserts that `stored` is labelled as the router object of `web` and owned by `deploy`.
 pub fn assert_owned_by(stored: &DynamicObject, deploy: &Deployment) {
     let name = stored.name_any();

@@ -48,31 +48,35 @@ pub struct Route {
 }
 
 impl Route {
+    /// A provider whose router object is named after the apex Service.
+    const fn named_after_the_service(
+        provider: Provider,
+        annotations: &'static [(&'static str, &'static str)],
+        object: &'static str,
+    ) -> Route {
+        Route {
+            provider,
+            annotations,
+            object_name: None,
+            object,
+            ingress: None,
+            ab_match: "header:x-canary=insider,cookie:canary",
+        }
+    }
+
     /// The default provider: Linkerd's SMI TrafficSplit.
-    pub const SMI: Route = Route {
-        provider: Provider::Linkerd,
-        annotations: &[],
-        object_name: None,
-        object: "the TrafficSplit",
-        ingress: None,
-        ab_match: "header:x-canary=insider,cookie:canary",
-    };
-    pub const GATEWAY_API: Route = Route {
-        provider: Provider::GatewayApi,
-        annotations: &[("serin.dev/provider", "gatewayapi")],
-        object_name: None,
-        object: "the HTTPRoute",
-        ingress: None,
-        ab_match: "header:x-canary=insider,cookie:canary",
-    };
-    pub const GLOO: Route = Route {
-        provider: Provider::Gloo,
-        annotations: &[("serin.dev/provider", "gloo")],
-        object_name: None,
-        object: "the RouteTable",
-        ingress: None,
-        ab_match: "header:x-canary=insider,cookie:canary",
-    };
+    pub const SMI: Route =
+        Route::named_after_the_service(Provider::Linkerd, &[], "the TrafficSplit");
+    pub const GATEWAY_API: Route = Route::named_after_the_service(
+        Provider::GatewayApi,
+        &[("serin.dev/provider", "gatewayapi")],
+        "the HTTPRoute",
+    );
+    pub const GLOO: Route = Route::named_after_the_service(
+        Provider::Gloo,
+        &[("serin.dev/provider", "gloo")],
+        "the RouteTable",
+    );
     /// Through the user's Ingress `public`, beside which Serin writes `public-canary`; one
     /// header rule for A/B, which ingress-nginx can express.
     pub const NGINX: Route = Route {
@@ -168,6 +172,22 @@ pub async fn opt_in(
         Some(0),
         "the idle canary runs no pod"
     );
+}
+
+/// Asserts that the primary runs `tag`, that the router object of `web` sends it all the
+/// traffic and that the idle canary runs no pod.
+pub async fn assert_primary_serves(client: &Client, ns: &str, route: &Route, tag: &str) {
+    assert_eq!(
+        image(client, ns, "web-primary").await,
+        format!("example.invalid/web:{tag}")
+    );
+    assert_eq!(
+        route.weights(client, ns, "web").await,
+        Some(Weights::ALL_PRIMARY),
+        "{} with the primary at {tag}",
+        route.object
+    );
+    assert_eq!(replicas(client, ns, "web").await, Some(0));
 }
 
 /// A version that fails 30 % of its requests.
@@ -273,16 +293,6 @@ impl Release {
         );
     }
 
-    async fn assert_all_to_the_primary(&self) {
-        assert_eq!(
-            self.route.weights(&self.client, self.ns(), "web").await,
-            Some(Weights::ALL_PRIMARY),
-            "{} after the release",
-            self.route.object
-        );
-        assert_eq!(replicas(&self.client, self.ns(), "web").await, Some(0));
-    }
-
     /// A good `v2` (after [`Release::for_promotion`]): the router object's canary weight goes
     /// 0, 20, 40, 60 and back to 0, and the primary runs v2.
     pub async fn is_promoted_step_by_step(&self) {
@@ -294,8 +304,7 @@ impl Release {
             "the canary weights of {} during the release",
             self.route.object
         );
-        self.assert_primary_runs("v2").await;
-        self.assert_all_to_the_primary().await;
+        assert_primary_serves(&self.client, self.ns(), &self.route, "v2").await;
     }
 
     /// A `v2` failing 30 % of its requests (after [`Release::for_rollback`]): one step of
@@ -304,11 +313,11 @@ impl Release {
     pub async fn is_rolled_back_after_one_step(&self) {
         self.is_rolled_back(&[0, 25, 0], "one step, then back to the primary")
             .await;
-        self.assert_all_to_the_primary().await;
+        assert_primary_serves(&self.client, self.ns(), &self.route, "v1").await;
     }
 
     /// The failing `v2` is applied and the release ends rolled back, the canary weights of
-    /// the router object having been `expected`; the primary still runs v1.
+    /// the router object having been `expected`.
     async fn is_rolled_back(&self, expected: &[u32], what: &str) {
         self.apply(&FAILING);
         let seen = self.weights_until(Phase::Failed).await;
@@ -317,7 +326,6 @@ impl Release {
             "the canary weights of {}: {what}",
             self.route.object
         );
-        self.assert_primary_runs("v1").await;
         self.assert_events_contain(&["RolledBack", "request-success-rate"])
             .await;
     }
@@ -350,8 +358,8 @@ impl Release {
     }
 
     /// A good `v2` (after [`Release::for_ab`]): waits until the router object sends the
-    /// matching requests to the canary.
-    pub async fn starts_ab_analysis(&self) {
+    /// matching requests to the canary; the router object then.
+    pub async fn starts_ab_analysis(&self) -> DynamicObject {
         self.apply(&Version::good("v2"));
         let (client, ns, route) = (&self.client, self.ns(), &self.route);
         wait_until(
@@ -365,6 +373,7 @@ impl Release {
             },
         )
         .await;
+        self.router_object().await
     }
 
     /// The canary's share of the requests over a window inside the A/B analysis is the share
@@ -394,8 +403,7 @@ impl Release {
     pub async fn is_promoted_after_6_iterations(&self) {
         let done = wait_phase(&self.client, self.ns(), "web", Phase::Succeeded, RELEASE).await;
         assert_eq!(done.status.map(|s| s.release.iterations), Some(6));
-        self.assert_primary_runs("v2").await;
-        self.assert_all_to_the_primary().await;
+        assert_primary_serves(&self.client, self.ns(), &self.route, "v2").await;
     }
 
     /// A `v2` failing 30 % of its requests (after [`Release::for_ab`]): every matching
