@@ -89,7 +89,7 @@ fn kustomization(dir: &Path) -> Value {
         .find(|p| p.exists())
         .unwrap_or_else(|| panic!("{} has no kustomization.yaml", dir.display()));
     let text = std::fs::read_to_string(&file).expect("read kustomization");
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
 }
 
 /// `to` relative to the directory `from` (kustomize refuses absolute paths).
@@ -117,7 +117,7 @@ fn kustomize(dir: &Path) -> Result<String, String> {
 }
 
 fn parse_documents(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
+    serde_yaml_ng::Deserializer::from_str(yaml)
         .map(|doc| Value::deserialize(doc).expect("kustomize output is YAML"))
         .filter(|v| !v.is_null())
         .collect()

@@ -444,7 +444,7 @@ async fn base_only_service_account(client: &Client) -> (support::TestNamespace, 
     let path = support::repo_root().join("manifests/rbac.yaml");
     let text = std::fs::read_to_string(&path).expect("manifests/rbac.yaml");
     let mut copies = 0;
-    for document in serde_yaml::Deserializer::from_str(&text) {
+    for document in serde_yaml_ng::Deserializer::from_str(&text) {
         let object = serde_json::Value::deserialize(document).expect("rbac.yaml is YAML");
         match object["kind"].as_str() {
             Some("ClusterRoleBinding") => {
@@ -1238,7 +1238,7 @@ fn serin_cannot_touch_admission_policies_the_boundary_included() {
 fn manifest_documents(file: &str) -> Vec<serde_json::Value> {
     let path = support::repo_root().join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
-    serde_yaml::Deserializer::from_str(&text)
+    serde_yaml_ng::Deserializer::from_str(&text)
         .map(|doc| serde_json::Value::deserialize(doc).expect("YAML"))
         .filter(|v| !v.is_null())
         .collect()
@@ -1438,7 +1438,7 @@ async fn boundary_lets_self_signed_serin_change_only_ca_bundles() {
 /// `kubectl --as` does), for the kubectl plugin.
 fn impersonating_kubeconfig(user: &str) -> tempfile::NamedTempFile {
     let text = std::fs::read_to_string(support::kubeconfig()).expect("kubeconfig");
-    let mut config: serde_json::Value = serde_yaml::from_str(&text).expect("kubeconfig is YAML");
+    let mut config: serde_json::Value = serde_yaml_ng::from_str(&text).expect("kubeconfig is YAML");
     for entry in config["users"].as_array_mut().expect("users") {
         entry["user"]["as"] = user.into();
     }
@@ -1446,7 +1446,11 @@ fn impersonating_kubeconfig(user: &str) -> tempfile::NamedTempFile {
         .suffix(".kubeconfig")
         .tempfile_in(env!("CARGO_TARGET_TMPDIR"))
         .expect("temp file");
-    std::fs::write(file.path(), serde_yaml::to_string(&config).expect("YAML")).expect("write");
+    std::fs::write(
+        file.path(),
+        serde_yaml_ng::to_string(&config).expect("YAML"),
+    )
+    .expect("write");
     file
 }
 
