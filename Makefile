@@ -34,6 +34,7 @@ down:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
+	hack/deny.sh
 	hack/hadolint.sh
 
 # Test layers: unit (lib, bins and the tests/ files that need no cluster) and e2e (the
