@@ -44,20 +44,26 @@ lint:
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 	$(CARGO) clippy --all-targets --locked $(CARGO_FEATURES) -- -D warnings
 	$(CARGO) test --locked --lib -- cli::tests::the_product
+	hack/deny.sh
 	hack/hadolint.sh
 
+# Test layers: unit (lib, bins and the tests/ files that need no cluster) and e2e (the
+# tests/e2e_*.rs files, each test `#[ignore]`d so that a bare `cargo test` needs no cluster).
+E2E_TESTS := $(filter-out e2e_lifecycle,$(basename $(notdir $(wildcard tests/e2e_*.rs))))
+UNIT_TESTS := $(filter-out e2e_%,$(basename $(notdir $(wildcard tests/*.rs))))
+
 test-unit:
-	$(CARGO) test --locked $(CARGO_FEATURES) --lib --bins
+	$(CARGO) test --locked $(CARGO_FEATURES) --lib --bins $(addprefix --test ,$(UNIT_TESTS))
 
 # The e2e tests start what they need themselves; `up` first keeps its progress visible.
 test-e2e: up
-	$(CARGO) test --locked $(CARGO_FEATURES) --tests
+	$(CARGO) test --locked $(CARGO_FEATURES) $(addprefix --test ,$(E2E_TESTS)) -- --ignored
 
 # Stops the shared cluster, so it runs alone and last.
 test-lifecycle:
 	$(CARGO) test --locked $(CARGO_FEATURES) --test e2e_lifecycle -- --ignored --test-threads=1
 
-test: lint test-e2e test-lifecycle
+test: lint test-unit test-e2e test-lifecycle
 	@echo "make test: all checks passed"
 
 demo:

@@ -7,39 +7,21 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
-use support::{TestNamespace, kubectl, wait_until};
+use support::{kubectl, wait_until};
 use tokio::sync::RwLock;
 
 /// Tests that read Serin's request counter take this exclusively; the others share it.
 static COUNTER: RwLock<()> = RwLock::const_new(());
 
 fn manifest(ns: &str, name: &str, replicas: u32, annotations: &[(&str, &str)]) -> String {
-    let mut text = format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\n"
-    );
-    if !annotations.is_empty() {
-        text.push_str("  annotations:\n");
-        for (key, value) in annotations {
-            text.push_str(&format!("    {key}: {value:?}\n"));
-        }
-    }
-    text.push_str(&format!(
-        "spec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers: [{{name: app, image: \"example.invalid/app:1\", ports: [{{containerPort: 8080}}]}}]\n"
-    ));
-    text
-}
-
-async fn setup(prefix: &str) -> (kube::Client, TestNamespace) {
-    support::serin();
-    let client = support::client().await;
-    let ns = TestNamespace::create(&client, prefix).await;
-    (client, ns)
+    support::deployment_yaml(ns, name, name, replicas, annotations)
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_bad_configuration_is_refused_at_apply_with_every_mistake_named() {
     let _shared = COUNTER.read().await;
-    let (client, ns) = setup("refuse").await;
+    let (client, ns) = support::serin_namespace("refuse").await;
     let bad = manifest(
         &ns.name,
         "web",
@@ -79,9 +61,10 @@ async fn a_bad_configuration_is_refused_at_apply_with_every_mistake_named() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn an_opted_in_deployment_gets_explicit_defaults_and_the_watch_label_and_its_pods_run() {
     let _shared = COUNTER.read().await;
-    let (client, ns) = setup("defaults").await;
+    let (client, ns) = support::serin_namespace("defaults").await;
     let good = manifest(
         &ns.name,
         "web",
@@ -154,9 +137,10 @@ async fn an_opted_in_deployment_gets_explicit_defaults_and_the_watch_label_and_i
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_server_side_dry_run_validates_and_mutates_without_storing_anything() {
     let _shared = COUNTER.read().await;
-    let (client, ns) = setup("dryrun").await;
+    let (client, ns) = support::serin_namespace("dryrun").await;
     let good = manifest(&ns.name, "web", 2, &[("serin.dev/enabled", "true")]);
     let args = ["apply", "--dry-run=server", "-o", "yaml", "-f", "-"];
     let (ok, out, stderr) = kubectl(&args, Some(&good));
@@ -171,9 +155,10 @@ async fn a_server_side_dry_run_validates_and_mutates_without_storing_anything() 
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn reapplying_with_another_replica_count_keeps_the_stored_count_and_records_the_request() {
     let _shared = COUNTER.read().await;
-    let (client, ns) = setup("replicas").await;
+    let (client, ns) = support::serin_namespace("replicas").await;
     let annotations = [("serin.dev/enabled", "true")];
     let (ok, _, stderr) = kubectl(
         &["apply", "-f", "-"],
@@ -228,13 +213,14 @@ async fn reviews_served() -> f64 {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn deployments_without_serin_annotations_never_reach_the_webhook() {
     if std::env::var_os("KUBECONFIG").is_some() {
         eprintln!("KUBECONFIG is set: Serin's metrics are only readable in the local environment");
         return;
     }
     let _exclusive = COUNTER.write().await;
-    let (_client, ns) = setup("bypass").await;
+    let (_client, ns) = support::serin_namespace("bypass").await;
     let before = reviews_served().await;
     let plain = manifest(&ns.name, "plain", 1, &[("example.com/owner", "team-a")]);
     let (ok, _, stderr) = kubectl(&["apply", "-f", "-"], Some(&plain));

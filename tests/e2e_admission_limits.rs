@@ -31,6 +31,7 @@ fn assert_mentions(stderr: &str, expected: &[&str]) {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn an_opt_in_whose_derived_names_are_too_long_is_refused_naming_them() {
     let (client, ns) = support::serin_namespace("limits-names").await;
     let name = "w".repeat(63);
@@ -69,6 +70,7 @@ async fn an_opt_in_whose_derived_names_are_too_long_is_refused_naming_them() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn values_the_routers_or_the_controller_cannot_take_are_refused() {
     let (_client, ns) = support::serin_namespace("limits-values").await;
     let manifest = plain_deployment(
@@ -98,6 +100,7 @@ async fn values_the_routers_or_the_controller_cannot_take_are_refused() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn an_opt_in_onto_the_users_own_primary_deployment_or_canary_service_is_refused() {
     let (client, ns) = support::serin_namespace("limits-taken").await;
     // The user's own objects, under the names Serin would derive for `api`.
@@ -145,6 +148,7 @@ async fn an_opt_in_onto_the_users_own_primary_deployment_or_canary_service_is_re
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_second_deployment_naming_the_same_service_is_refused_naming_the_first() {
     let (client, ns) = support::serin_namespace("limits-clash").await;
     let first = plain_deployment(&ns.name, "web", "web", &[("serin.dev/enabled", "true")]);

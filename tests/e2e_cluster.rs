@@ -33,6 +33,7 @@ fn deployment(name: &str, replicas: i32) -> Deployment {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn deployment_becomes_available_with_three_ready_pods() {
     let client = support::client().await;
     let ns = TestNamespace::create(&client, "rollout").await;
@@ -89,6 +90,7 @@ async fn deployment_becomes_available_with_three_ready_pods() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn built_kubectl_reads_readyz_and_applies_manifests() {
     let client = support::client().await;
     let ns = TestNamespace::create(&client, "kubectl").await;
@@ -150,6 +152,7 @@ fn counter_exporter(test_id: &str) -> axum::Router {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn prometheus_scrapes_an_exporter_and_computes_its_rate() {
     let (test_id, _target) = support::serve_scraped("rate", counter_exporter).await;
     let series = format!("serin_e2e_requests_total{{test=\"{test_id}\"}}");

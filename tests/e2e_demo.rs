@@ -212,6 +212,7 @@ fn assert_drawn(chart: &Element, version: &str) {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn the_short_demo_writes_one_chart_per_release_showing_how_each_ended() {
     let namespace = DemoNamespace(format!("e2e-demo-{}", std::process::id()));
     let out: PathBuf = support::repo_root().join(".serin/demo").join(&namespace.0);
@@ -306,6 +307,7 @@ fn the_short_demo_writes_one_chart_per_release_showing_how_each_ended() {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn demo_chart_draws_a_timeline_and_names_the_line_it_cannot_read() {
     let dir = tempfile::tempdir().expect("temp dir");
     let timeline = dir.path().join("web-v2.jsonl");
@@ -348,6 +350,7 @@ fn demo_chart_draws_a_timeline_and_names_the_line_it_cannot_read() {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn the_svg_reader_refuses_what_is_not_well_formed() {
     let ok = svg::parse(
         r#"<?xml version="1.0"?><svg a="1 &amp; 2"><g><text>a &lt; b</text></g><rect/></svg>"#,

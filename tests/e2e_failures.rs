@@ -26,6 +26,7 @@ async fn reconciled(client: &Client, ns: &str) -> Option<(String, String)> {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_primary_that_cannot_be_created_is_an_event_and_a_condition_until_it_can() {
     let (client, ns) = support::release_namespace("failure").await;
     let ns = &ns.name;

@@ -7,34 +7,18 @@
 
 mod support;
 
-use std::time::Duration;
-
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
-use serin::release::Phase;
 use serin::router::gatewayapi::HttpRoute;
 use serin::router::{Router, Weights};
 use serin::spec::{CanarySpec, GatewayRef, Provider};
-use support::release::{
-    Version, apply, events, image, manifest, replicas, wait_phase, weights_until,
-};
-use support::{TestNamespace, routes};
+use support::routes;
+use support::scenarios::{Release, Route};
 
-const SETTLE: Duration = Duration::from_secs(60);
-/// Long enough for a release of 2 s intervals with a few failed checks.
-const RELEASE: Duration = Duration::from_secs(150);
 const CRD: &str = "httproutes.gateway.networking.k8s.io";
-const GATEWAY_API: (&str, &str) = ("serin.dev/provider", "gatewayapi");
-
-async fn setup(prefix: &str) -> (Client, TestNamespace) {
-    support::release_environment();
-    let client = support::client().await;
-    let ns = TestNamespace::create(&client, prefix).await;
-    (client, ns)
-}
 
 /// Server-side apply of a route as Serin does it (field manager `serin`), with the admin
 /// credentials: what is under test is the CRD, not Serin's RBAC.
@@ -80,8 +64,9 @@ fn decided(route: &Value) -> Value {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn the_http_routes_serin_builds_are_stored_as_built_by_the_real_crd() {
-    let (client, ns) = setup("gw-crd").await;
+    let (client, ns) = support::release_namespace("gw-crd").await;
     let ns = &ns.name;
 
     // The CRD is the published one, not a stand-in.
@@ -147,24 +132,8 @@ async fn the_http_routes_serin_builds_are_stored_as_built_by_the_real_crd() {
             decided(&built_json),
             "{what}: stored differently"
         );
-        assert_eq!(
-            HttpRoute.weights(&stored, &spec),
-            Ok(weights),
-            "{what}: weights"
-        );
-        assert_eq!(
-            HttpRoute.unmatched_weights(&stored, &spec),
-            Ok(unmatched),
-            "{what}: weights of unmatched requests"
-        );
-        assert_eq!(
-            stored.labels().get("serin.dev/owner").map(String::as_str),
-            Some("web")
-        );
-        assert_eq!(
-            stored.owner_references().first().map(|o| o.uid.as_str()),
-            deploy.metadata.uid.as_deref()
-        );
+        routes::assert_reads_back(&HttpRoute, &stored, &spec, (weights, unmatched), what);
+        routes::assert_owned_by(&stored, &deploy);
     }
 
     // The schema is enforced: a Service backend without a port is refused.
@@ -184,33 +153,14 @@ async fn the_http_routes_serin_builds_are_stored_as_built_by_the_real_crd() {
     }
 }
 
-/// Applies `v1` with the `gatewayapi` provider and waits until Serin routes everything to the
-/// primary through the HTTPRoute `web`.
-async fn opt_in(client: &Client, ns: &str, extra: &[(&str, &str)]) {
-    apply(&manifest(ns, "web", &Version::good("v1"), extra));
-    wait_phase(client, ns, "web", Phase::Initialized, SETTLE).await;
-    assert_eq!(
-        routes::weights(client, ns, Provider::GatewayApi, "web").await,
-        Some(Weights::ALL_PRIMARY)
-    );
-    assert_eq!(replicas(client, ns, "web").await, Some(0));
-}
-
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_good_release_moves_the_route_weights_step_by_step_and_is_promoted() {
-    let (client, ns) = setup("gw-promote").await;
-    let ns = &ns.name;
-    let annotations = [
-        GATEWAY_API,
-        ("serin.dev/step-weight", "20"),
-        ("serin.dev/max-weight", "60"),
-    ];
-    opt_in(&client, ns, &annotations).await;
+    let release = Release::for_promotion(Route::GATEWAY_API, "gw-promote").await;
+    let ns = release.ns();
 
     // What Serin wrote: the apex Service as parent (Linkerd's mesh routing), its owner.
-    let route = routes::object(&client, ns, Provider::GatewayApi, "web")
-        .await
-        .expect("the HTTPRoute web");
+    let route = release.router_object().await;
     assert_eq!(
         route.data.pointer("/spec/parentRefs"),
         Some(&json!([{"group": "core", "kind": "Service", "name": "web", "port": 8080}]))
@@ -219,34 +169,9 @@ async fn a_good_release_moves_the_route_weights_step_by_step_and_is_promoted() {
         route.labels().get("serin.dev/owner").map(String::as_str),
         Some("web")
     );
-    let owners: Vec<_> = route
-        .owner_references()
-        .iter()
-        .map(|o| (o.kind.as_str(), o.name.as_str()))
-        .collect();
-    assert_eq!(owners, [("Deployment", "web")]);
-    let managers: Vec<_> = route
-        .managed_fields()
-        .iter()
-        .filter_map(|m| m.manager.as_deref())
-        .collect();
-    assert_eq!(managers, ["serin"]);
+    routes::assert_written_by_serin_for_web(&route);
 
-    apply(&manifest(ns, "web", &Version::good("v2"), &annotations));
-    let seen = weights_until(&client, ns, Phase::Succeeded, RELEASE, || {
-        route_weight(&client, ns)
-    })
-    .await;
-    assert_eq!(
-        seen,
-        [0, 20, 40, 60, 0],
-        "the canary weights of the HTTPRoute during the release"
-    );
-    assert_eq!(
-        image(&client, ns, "web-primary").await,
-        "example.invalid/web:v2"
-    );
-    assert_eq!(replicas(&client, ns, "web").await, Some(0));
+    release.is_promoted_step_by_step().await;
 
     // The simulator sent the canary its share through the route: Linkerd-style series exist
     // for it (the checks that promoted it read them).
@@ -261,48 +186,8 @@ async fn a_good_release_moves_the_route_weights_step_by_step_and_is_promoted() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_failing_canary_is_rolled_back_and_the_route_returns_to_100_0() {
-    let (client, ns) = setup("gw-rollback").await;
-    let ns = &ns.name;
-    let annotations = [GATEWAY_API, ("serin.dev/threshold", "2")];
-    opt_in(&client, ns, &annotations).await;
-
-    let bad = Version {
-        tag: "v2",
-        error_rate: 0.3,
-        latency_ms: 40,
-    };
-    apply(&manifest(ns, "web", &bad, &annotations));
-    let seen = weights_until(&client, ns, Phase::Failed, RELEASE, || {
-        route_weight(&client, ns)
-    })
-    .await;
-    assert_eq!(
-        seen,
-        [0, 25, 0],
-        "the canary weights of the HTTPRoute: one step, then back to the primary"
-    );
-    assert_eq!(
-        routes::weights(&client, ns, Provider::GatewayApi, "web").await,
-        Some(Weights::ALL_PRIMARY)
-    );
-    assert_eq!(
-        image(&client, ns, "web-primary").await,
-        "example.invalid/web:v1"
-    );
-    assert_eq!(replicas(&client, ns, "web").await, Some(0));
-    let events = events(&client, ns, "web").await.join("\n");
-    for text in ["RolledBack", "request-success-rate"] {
-        assert!(
-            events.contains(text),
-            "no {text:?} among the events:\n{events}"
-        );
-    }
-}
-
-/// The canary's share in the router object `web`.
-async fn route_weight(client: &Client, ns: &str) -> Option<u32> {
-    routes::weights(client, ns, Provider::GatewayApi, "web")
-        .await
-        .map(Weights::canary)
+    let release = Release::for_rollback(Route::GATEWAY_API, "gw-rollback").await;
+    release.is_rolled_back_after_one_step().await;
 }

@@ -10,43 +10,39 @@
 
 mod support;
 
-use std::time::Duration;
-
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, DynamicObject};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
-use serin::devtools::simulate::backends::MATCHING_PERCENT;
 use serin::release::Phase;
 use serin::router::gloo::{RouteTable, upstream_resource};
 use serin::router::{Router, Weights};
 use serin::spec::{CanarySpec, Provider};
-use support::release::{
-    Version, apply, canary, events, image, last_checks, manifest, replicas, wait_phase,
-    weights_until,
-};
-use support::{TestNamespace, prometheus_value, routes, wait_until};
+use support::release::{Version, apply, canary, manifest, replicas, wait_phase};
+use support::scenarios::{Release, Route, SETTLE, opt_in};
+use support::{prometheus_value, routes, wait_until};
 
-const SETTLE: Duration = Duration::from_secs(60);
-/// Long enough for a release of 2 s intervals with a few failed checks.
-const RELEASE: Duration = Duration::from_secs(150);
 const CRDS: [&str; 2] = ["routetables.gateway.solo.io", "upstreams.gloo.solo.io"];
-const GLOO: (&str, &str) = ("serin.dev/provider", "gloo");
 /// The Envoy clusters of the Upstreams of the apex Service `web` on port 8080 in `ns`.
 fn cluster(ns: &str, version: &str) -> String {
     format!("{ns}-web-{version}upstream-8080_{ns}")
 }
 
-async fn setup(prefix: &str) -> (Client, TestNamespace) {
-    support::release_environment();
-    let client = support::client().await;
-    let ns = TestNamespace::create(&client, prefix).await;
-    (client, ns)
-}
-
 fn api(client: &Client, ns: &str, resource: &ApiResource) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), ns, resource)
+}
+
+/// The names of the Upstreams in `ns` that `params` select.
+async fn upstream_names(client: &Client, ns: &str, params: &ListParams) -> Vec<String> {
+    api(client, ns, &upstream_resource())
+        .list(params)
+        .await
+        .expect("list Upstreams")
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect()
 }
 
 /// Server-side apply as Serin does it (field manager `serin`), with the admin credentials:
@@ -70,8 +66,9 @@ async fn apply_object(
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn the_route_tables_and_upstreams_serin_builds_are_stored_as_built_by_the_generated_crds() {
-    let (client, ns) = setup("gloo-crd").await;
+    let (client, ns) = support::release_namespace("gloo-crd").await;
     let ns = &ns.name;
 
     // The CRDs are generated from Flagger's module, not written by hand.
@@ -111,25 +108,10 @@ async fn the_route_tables_and_upstreams_serin_builds_are_stored_as_built_by_the_
             .await
             .unwrap_or_else(|e| panic!("the API server refused the Upstream: {e}"));
         assert_eq!(stored.data["spec"], companion.object.data["spec"]);
-        assert_eq!(
-            stored.labels().get("serin.dev/owner").map(String::as_str),
-            Some("web")
-        );
-        assert_eq!(
-            stored.owner_references().first().map(|o| o.uid.as_str()),
-            deploy.metadata.uid.as_deref()
-        );
+        routes::assert_owned_by(&stored, &deploy);
     }
-    let names: Vec<String> = api(&client, ns, &upstream_resource())
-        .list(&ListParams::default())
-        .await
-        .expect("list Upstreams")
-        .items
-        .iter()
-        .map(ResourceExt::name_any)
-        .collect();
     assert_eq!(
-        names,
+        upstream_names(&client, ns, &ListParams::default()).await,
         [
             format!("{ns}-web-canaryupstream-8080"),
             format!("{ns}-web-primaryupstream-8080")
@@ -157,16 +139,7 @@ async fn the_route_tables_and_upstreams_serin_builds_are_stored_as_built_by_the_
             stored.data["spec"], built.data["spec"],
             "{what}: stored differently"
         );
-        assert_eq!(
-            RouteTable.weights(&stored, &spec),
-            Ok(weights),
-            "{what}: weights"
-        );
-        assert_eq!(
-            RouteTable.unmatched_weights(&stored, &spec),
-            Ok(unmatched),
-            "{what}: weights of unmatched requests"
-        );
+        routes::assert_reads_back(&RouteTable, &stored, &spec, (weights, unmatched), what);
     }
 
     // The schema is enforced: a weight that is not a number is refused (by server-side
@@ -188,34 +161,15 @@ async fn the_route_tables_and_upstreams_serin_builds_are_stored_as_built_by_the_
     }
 }
 
-/// Applies `v1` with the `gloo` provider and waits until Serin routes everything to the
-/// primary through the RouteTable `web`.
-async fn opt_in(client: &Client, ns: &str, extra: &[(&str, &str)]) {
-    apply(&manifest(ns, "web", &Version::good("v1"), extra));
-    wait_phase(client, ns, "web", Phase::Initialized, SETTLE).await;
-    assert_eq!(
-        routes::weights(client, ns, Provider::Gloo, "web").await,
-        Some(Weights::ALL_PRIMARY)
-    );
-    assert_eq!(replicas(client, ns, "web").await, Some(0));
-}
-
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_good_release_moves_the_route_table_weights_step_by_step_and_is_promoted() {
-    let (client, ns) = setup("gloo-promote").await;
-    let ns = &ns.name;
-    let annotations = [
-        GLOO,
-        ("serin.dev/step-weight", "20"),
-        ("serin.dev/max-weight", "60"),
-    ];
-    opt_in(&client, ns, &annotations).await;
+    let release = Release::for_promotion(Route::GLOO, "gloo-promote").await;
+    let (client, ns) = (release.client.clone(), release.ns());
 
     // What Serin wrote: the route table and its two Upstreams, owned by the Deployment and
     // applied by `serin` only.
-    let table = routes::object(&client, ns, Provider::Gloo, "web")
-        .await
-        .expect("the RouteTable web");
+    let table = release.router_object().await;
     let upstreams = api(&client, ns, &upstream_resource())
         .list(&ListParams::default().labels("serin.dev/owner=web"))
         .await
@@ -233,18 +187,7 @@ async fn a_good_release_moves_the_route_table_weights_step_by_step_and_is_promot
         ]
     );
     for object in upstreams.iter().chain([&table]) {
-        let owners: Vec<_> = object
-            .owner_references()
-            .iter()
-            .map(|o| (o.kind.as_str(), o.name.as_str()))
-            .collect();
-        assert_eq!(owners, [("Deployment", "web")], "{}", object.name_any());
-        let managers: Vec<_> = object
-            .managed_fields()
-            .iter()
-            .filter_map(|m| m.manager.as_deref())
-            .collect();
-        assert_eq!(managers, ["serin"], "{}", object.name_any());
+        routes::assert_written_by_serin_for_web(object);
     }
     // They are protected like Serin's other objects: even the cluster admin is sent to the
     // Deployment.
@@ -266,21 +209,7 @@ async fn a_good_release_moves_the_route_table_weights_step_by_step_and_is_promot
         }
     }
 
-    apply(&manifest(ns, "web", &Version::good("v2"), &annotations));
-    let seen = weights_until(&client, ns, Phase::Succeeded, RELEASE, || {
-        route_weight(&client, ns)
-    })
-    .await;
-    assert_eq!(
-        seen,
-        [0, 20, 40, 60, 0],
-        "the canary weights of the RouteTable during the release"
-    );
-    assert_eq!(
-        image(&client, ns, "web-primary").await,
-        "example.invalid/web:v2"
-    );
-    assert_eq!(replicas(&client, ns, "web").await, Some(0));
+    release.is_promoted_step_by_step().await;
 
     // The checks that promoted it read Envoy's series of the canary's Upstream.
     let to_canary = prometheus_value(&format!(
@@ -292,68 +221,19 @@ async fn a_good_release_moves_the_route_table_weights_step_by_step_and_is_promot
         to_canary > 0.0,
         "no simulated request reached the canary's Upstream"
     );
-    // The last checks' values are Envoy's: all 2xx, and a p99 of 40 ms requests interpolated
-    // in the 25-50 ms bucket of Envoy's histogram (Linkerd's 30-40 ms bucket would give
-    // 39.9 ms).
-    let checks = last_checks(&client, ns, "web").await;
-    let value = |name: &str| checks.iter().find(|(n, _)| n == name).and_then(|(_, v)| *v);
-    assert_eq!(value("request-success-rate"), Some(100.0), "{checks:?}");
-    let p99 = value("request-duration");
-    assert!(
-        p99.is_some_and(|ms| ms > 45.0 && ms <= 50.0),
-        "p99 {p99:?} ms is not from Envoy's buckets: {checks:?}"
-    );
+    // The last checks' values are Envoy's.
+    release.assert_checks_read_a_25_50_ms_bucket("Envoy").await;
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_failing_canary_is_rolled_back_and_the_route_table_returns_to_100_0() {
-    let (client, ns) = setup("gloo-rollback").await;
-    let ns = &ns.name;
-    let annotations = [GLOO, ("serin.dev/threshold", "2")];
-    opt_in(&client, ns, &annotations).await;
-
-    let bad = Version {
-        tag: "v2",
-        error_rate: 0.3,
-        latency_ms: 40,
-    };
-    apply(&manifest(ns, "web", &bad, &annotations));
-    let seen = weights_until(&client, ns, Phase::Failed, RELEASE, || {
-        route_weight(&client, ns)
-    })
-    .await;
-    assert_eq!(
-        seen,
-        [0, 25, 0],
-        "the canary weights of the RouteTable: one step, then back to the primary"
-    );
-    assert_eq!(
-        routes::weights(&client, ns, Provider::Gloo, "web").await,
-        Some(Weights::ALL_PRIMARY)
-    );
-    assert_eq!(
-        image(&client, ns, "web-primary").await,
-        "example.invalid/web:v1"
-    );
-    assert_eq!(replicas(&client, ns, "web").await, Some(0));
-    let events = events(&client, ns, "web").await.join("\n");
-    for text in ["RolledBack", "request-success-rate"] {
-        assert!(
-            events.contains(text),
-            "no {text:?} among the events:\n{events}"
-        );
-    }
+    let release = Release::for_rollback(Route::GLOO, "gloo-rollback").await;
+    let ns = release.ns();
+    release.is_rolled_back_after_one_step().await;
     // The failures Serin measured are Envoy's 5xx answers of the canary's Upstream: about
     // 70 % success.
-    let checks = last_checks(&client, ns, "web").await;
-    let rate = checks
-        .iter()
-        .find(|(n, _)| n == "request-success-rate")
-        .and_then(|(_, v)| *v);
-    assert!(
-        rate.is_some_and(|r| (60.0..80.0).contains(&r)),
-        "success rate {rate:?}: {checks:?}"
-    );
+    release.assert_measured_success_rate_near_70_percent().await;
     let failed = prometheus_value(&format!(
         "sum(envoy_cluster_upstream_rq{{envoy_cluster_name=\"{}\",envoy_response_code=~\"5..\"}})",
         cluster(ns, "canary")
@@ -363,31 +243,11 @@ async fn a_failing_canary_is_rolled_back_and_the_route_table_returns_to_100_0() 
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn ab_testing_through_gloo_sends_only_the_matching_requests_to_the_canary() {
-    let (client, ns) = setup("gloo-ab").await;
-    let ns = &ns.name;
-    let annotations = [
-        GLOO,
-        ("serin.dev/iterations", "6"),
-        ("serin.dev/match", "header:x-canary=insider,cookie:canary"),
-    ];
-    opt_in(&client, ns, &annotations).await;
-    apply(&manifest(ns, "web", &Version::good("v2"), &annotations));
-
-    wait_until(
-        "the A/B analysis to route matching requests to the canary",
-        RELEASE,
-        || async {
-            match routes::weights(&client, ns, Provider::Gloo, "web").await {
-                Some(w) if w.canary() == 100 => Ok(()),
-                other => Err(format!("route table weights {other:?}")),
-            }
-        },
-    )
-    .await;
-    let table = routes::object(&client, ns, Provider::Gloo, "web")
-        .await
-        .expect("the RouteTable web");
+    let release = Release::for_ab(Route::GLOO, "gloo-ab").await;
+    let ns = release.ns();
+    let table = release.starts_ab_analysis().await;
     let routes_json = table.data["spec"]["routes"].clone();
     assert_eq!(
         routes_json[0]["matchers"],
@@ -424,7 +284,6 @@ async fn ab_testing_through_gloo_sends_only_the_matching_requests_to_the_canary(
 
     // Envoy's series: over a window inside the analysis, the canary's Upstream served the
     // share of requests the simulator takes to match, not all of them.
-    tokio::time::sleep(Duration::from_secs(5)).await;
     let share = format!(
         "sum(rate(envoy_cluster_upstream_rq{{envoy_cluster_name=\"{}\"}}[4s])) \
          / (sum(rate(envoy_cluster_upstream_rq{{envoy_cluster_name=\"{}\"}}[4s])) \
@@ -433,39 +292,18 @@ async fn ab_testing_through_gloo_sends_only_the_matching_requests_to_the_canary(
         cluster(ns, "canary"),
         cluster(ns, "primary"),
     );
-    let measured = prometheus_value(&share).await;
-    let status = canary(&client, ns, "web")
-        .await
-        .and_then(|c| c.status)
-        .map(|s| s.release)
-        .unwrap_or_default();
-    assert!(
-        status.phase == Phase::Progressing && status.canary_weight == 100,
-        "the window must lie inside the A/B analysis: {status:?}"
-    );
-    let expected = f64::from(MATCHING_PERCENT) / 100.0;
-    assert!(
-        (measured - expected).abs() < 0.05,
-        "the canary's share of requests: {measured:.3}, expected the matching share {expected}"
-    );
-
-    let done = wait_phase(&client, ns, "web", Phase::Succeeded, RELEASE).await;
-    assert_eq!(done.status.map(|s| s.release.iterations), Some(6));
-    assert_eq!(
-        image(&client, ns, "web-primary").await,
-        "example.invalid/web:v2"
-    );
-    assert_eq!(
-        routes::weights(&client, ns, Provider::Gloo, "web").await,
-        Some(Weights::ALL_PRIMARY)
-    );
+    release
+        .assert_canary_serves_the_matching_share(|| async { (prometheus_value(&share).await, ()) })
+        .await;
+    release.is_promoted_after_6_iterations().await;
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn opting_out_removes_the_route_table_and_the_upstreams() {
-    let (client, ns) = setup("gloo-optout").await;
+    let (client, ns) = support::release_namespace("gloo-optout").await;
     let ns = &ns.name;
-    opt_in(&client, ns, &[GLOO]).await;
+    opt_in(&client, ns, "web", &Route::GLOO, Route::GLOO.annotations).await;
     let upstreams = api(&client, ns, &upstream_resource());
     let owned = ListParams::default().labels("serin.dev/owner=web");
     assert_eq!(
@@ -483,14 +321,7 @@ async fn opting_out_removes_the_route_table_and_the_upstreams() {
     apply(&plain);
     wait_until("the router objects to be removed", SETTLE, || async {
         let table = routes::object(&client, ns, Provider::Gloo, "web").await;
-        let left: Vec<String> = upstreams
-            .list(&ListParams::default())
-            .await
-            .expect("list Upstreams")
-            .items
-            .iter()
-            .map(ResourceExt::name_any)
-            .collect();
+        let left = upstream_names(&client, ns, &ListParams::default()).await;
         match (table.is_some(), left.is_empty()) {
             (false, true) => Ok(()),
             _ => Err(format!(
@@ -504,8 +335,9 @@ async fn opting_out_removes_the_route_table_and_the_upstreams() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_port_change_alone_moves_the_route_table_to_new_upstreams_and_removes_the_old() {
-    let (client, ns) = setup("gloo-port").await;
+    let (client, ns) = support::release_namespace("gloo-port").await;
     let ns = &ns.name;
     // Two ports in the pod template, the same in both applies: no new revision.
     let two_ports = |port: &'static str| {
@@ -513,7 +345,7 @@ async fn a_port_change_alone_moves_the_route_table_to_new_upstreams_and_removes_
             ns,
             "web",
             &Version::good("v1"),
-            &[GLOO, ("serin.dev/port", port)],
+            &Route::GLOO.annotations(&[("serin.dev/port", port)]),
         )
         .replace(
             "ports: [{containerPort: 8080}]",
@@ -528,7 +360,6 @@ async fn a_port_change_alone_moves_the_route_table_to_new_upstreams_and_removes_
         .and_then(|s| s.release.revision);
 
     apply(&two_ports("9090"));
-    let upstreams = api(&client, ns, &upstream_resource());
     let owned = ListParams::default().labels("serin.dev/owner=web");
     wait_until(
         "the RouteTable on the 9090 Upstreams alone",
@@ -546,14 +377,7 @@ async fn a_port_change_alone_moves_the_route_table_to_new_upstreams_and_removes_
                 .iter()
                 .filter_map(|d| d["destination"]["upstream"]["name"].as_str())
                 .collect();
-            let mut left: Vec<String> = upstreams
-                .list(&owned)
-                .await
-                .map_err(|e| e.to_string())?
-                .items
-                .iter()
-                .map(ResourceExt::name_any)
-                .collect();
+            let mut left = upstream_names(&client, ns, &owned).await;
             left.sort();
             let wanted = [
                 format!("{ns}-web-canaryupstream-9090"),
@@ -577,11 +401,4 @@ async fn a_port_change_alone_moves_the_route_table_to_new_upstreams_and_removes_
         "a port change is no release"
     );
     assert_eq!(status.and_then(|s| s.release.revision), revision);
-}
-
-/// The canary's share in the router object `web`.
-async fn route_weight(client: &Client, ns: &str) -> Option<u32> {
-    routes::weights(client, ns, Provider::Gloo, "web")
-        .await
-        .map(Weights::canary)
 }

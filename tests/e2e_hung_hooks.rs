@@ -60,6 +60,7 @@ async fn held_at_the_gate(client: &Client, ns: &str, url: &str) {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_hook_that_never_answers_delays_no_abort_no_opt_out_and_no_other_rollback() {
     support::release_environment();
     let client = support::client().await;

@@ -89,7 +89,7 @@ fn kustomization(dir: &Path) -> Value {
         .find(|p| p.exists())
         .unwrap_or_else(|| panic!("{} has no kustomization.yaml", dir.display()));
     let text = std::fs::read_to_string(&file).expect("read kustomization");
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
 }
 
 /// `to` relative to the directory `from` (kustomize refuses absolute paths).
@@ -117,7 +117,7 @@ fn kustomize(dir: &Path) -> Result<String, String> {
 }
 
 fn parse_documents(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
+    serde_yaml_ng::Deserializer::from_str(yaml)
         .map(|doc| Value::deserialize(doc).expect("kustomize output is YAML"))
         .filter(|v| !v.is_null())
         .collect()
@@ -200,6 +200,7 @@ fn base() -> &'static Rendering {
 // Rendering and server-side dry run
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn base_and_every_overlay_render_with_kubectl_kustomize() {
     let all = rendered();
     let overlays: Vec<&str> = all.iter().skip(1).map(|r| r.name.as_str()).collect();
@@ -349,6 +350,7 @@ fn with_live_conversion(object: &Value) -> Value {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn every_rendering_is_accepted_by_a_server_side_dry_run() {
     let unchecked = prepare_dry_run();
     let mut refused = Vec::new();
@@ -482,6 +484,7 @@ fn selects(selector: &Value, labels: &Value) -> bool {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn deployment_runs_serin_run_with_variables_serin_reads() {
     let known = serin_env_flags();
     for rendering in rendered() {
@@ -527,6 +530,7 @@ fn deployment_runs_serin_run_with_variables_serin_reads() {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn deployment_security_context_is_restricted_in_every_rendering() {
     for rendering in rendered() {
         let deploy = rendering.deployment();
@@ -584,6 +588,7 @@ fn deployment_security_context_is_restricted_in_every_rendering() {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn deployment_keeps_a_replica_serving_through_disruptions() {
     for rendering in rendered() {
         let deploy = rendering.deployment();
@@ -636,6 +641,7 @@ fn deployment_keeps_a_replica_serving_through_disruptions() {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn probes_use_the_admin_port_and_the_service_reaches_the_webhook_port() {
     for rendering in rendered() {
         let name = &rendering.name;
@@ -696,6 +702,7 @@ fn probes_use_the_admin_port_and_the_service_reaches_the_webhook_port() {
 /// as, with the names Serin really writes, and the roles that give `view`/`edit` users
 /// Serin's objects (manifests/user-roles.yaml). tests/e2e_rbac.rs checks what they allow.
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn every_rendering_ships_the_boundary_for_the_identity_serin_runs_as() {
     for rendering in rendered() {
         let name = &rendering.name;
@@ -818,6 +825,7 @@ fn tls_secret(deploy: &Value) -> String {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn serving_certificate_is_mounted_from_a_secret() {
     for rendering in rendered() {
         if self_signed(rendering.deployment()) {
@@ -874,6 +882,7 @@ fn cluster_wide_secret_verbs(rendering: &Rendering) -> BTreeSet<String> {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn secrets_are_tracked_and_readable_only_with_the_secret_tracking_component() {
     let needed: BTreeSet<String> = ["get", "list", "watch", "create", "patch", "delete"]
         .map(String::from)
@@ -907,6 +916,7 @@ fn secrets_are_tracked_and_readable_only_with_the_secret_tracking_component() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn pod_template_is_admitted_where_pod_security_enforces_restricted() {
     let client = support::client().await;
     let level = base()
@@ -965,6 +975,7 @@ fn overlay(name: &str) -> &'static Rendering {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn cert_manager_overlay_issues_the_mounted_secret_and_injects_its_ca() {
     let rendering = overlay("cert-manager");
     let secret = tls_secret(rendering.deployment());
@@ -1234,6 +1245,7 @@ fn serin_metrics() -> BTreeMap<String, BTreeSet<String>> {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn metric_names_are_read_from_promql_without_functions_labels_or_variables() {
     let expr = r#"histogram_quantile(0.99, sum by (le, deployment) (rate(response_latency_ms_bucket{namespace="$namespace", deployment=~"a|b"}[$__rate_interval]))) / on(deployment) group_left sum without (pod) (my_made_up:metric offset 5m) > bool 1e3"#;
     assert_eq!(
@@ -1252,6 +1264,7 @@ fn metric_names_are_read_from_promql_without_functions_labels_or_variables() {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn grafana_dashboard_queries_only_metrics_serin_or_linkerd_export() {
     let dashboard = dashboard();
     let serin = serin_metrics();
@@ -1326,6 +1339,7 @@ fn promtool() -> PathBuf {
 }
 
 #[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn grafana_dashboard_queries_are_valid_promql() {
     let dashboard = dashboard();
     // Grafana's range variables become a duration; other variables sit inside label

@@ -12,12 +12,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::{TestNamespace, kubectl, wait_until};
 
-async fn setup(prefix: &str) -> TestNamespace {
-    support::serin();
-    let client = support::client().await;
-    TestNamespace::create(&client, prefix).await
-}
-
 fn apply(yaml: &str) -> (bool, String) {
     let (ok, stdout, stderr) = kubectl(&["apply", "-f", "-"], Some(yaml));
     (ok, format!("{stdout}{stderr}"))
@@ -90,8 +84,9 @@ async fn refused_once_the_policy_is_seen(yaml: &str) -> String {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn an_analysis_template_written_as_v1alpha1_reads_back_as_v1beta1_and_again_unchanged() {
-    let ns = setup("conv-template").await;
+    let (_, ns) = support::serin_namespace("conv-template").await;
     let spec = json!({
         "metrics": [
             {"name": "errors", "query": "sum(rate(errors{namespace=\"{{ namespace }}\"}[{{ interval }}]))", "max": 1.5},
@@ -177,8 +172,9 @@ async fn an_analysis_template_written_as_v1alpha1_reads_back_as_v1beta1_and_agai
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_canary_policy_written_as_v1alpha1_reads_back_as_v1beta1_and_again_unchanged() {
-    let ns = setup("conv-policy").await;
+    let (_, ns) = support::serin_namespace("conv-policy").await;
     let name = format!("{}-alpha", ns.name);
     let spec = json!({
         "match": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns.name}}},
@@ -209,8 +205,9 @@ async fn a_canary_policy_written_as_v1alpha1_reads_back_as_v1beta1_and_again_unc
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn analysis_template_mistakes_are_refused_in_either_version_with_each_field_named() {
-    let ns = setup("template-refused").await;
+    let (_, ns) = support::serin_namespace("template-refused").await;
     let beta = format!(
         "apiVersion: serin.dev/v1beta1\nkind: AnalysisTemplate\nmetadata: {{name: bad, namespace: {}}}\nspec:\n  metrics:\n  - {{name: errors, query: 'sum({{{{ pod }}}})', thresholdRange: {{min: 5, max: 1}}}}\n  webhooks:\n  - {{name: load, type: rollout, url: 'ftp://files.test/'}}\n",
         ns.name
@@ -241,8 +238,9 @@ async fn analysis_template_mistakes_are_refused_in_either_version_with_each_fiel
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_canary_policy_with_mistakes_is_refused_with_each_field_named() {
-    let ns = setup("policy-refused").await;
+    let (_, ns) = support::serin_namespace("policy-refused").await;
     let name = format!("{}-bad", ns.name);
     let yaml = format!(
         "apiVersion: serin.dev/v1beta1\nkind: CanaryPolicy\nmetadata: {{name: {name}}}\nspec:\n  selector:\n    matchExpressions: [{{key: app, operator: Has}}]\n  defaults: {{stepWeight: 30}}\n  limits: {{maxStepWeight: 10}}\n  allowedWebhookHosts: ['https://hooks.test']\n"
@@ -260,8 +258,9 @@ async fn a_canary_policy_with_mistakes_is_refused_with_each_field_named() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn require_canary_refuses_a_deployment_that_does_not_opt_in_and_admits_one_that_does() {
-    let ns = setup("require").await;
+    let (_, ns) = support::serin_namespace("require").await;
     let policy = Policy::create(&ns.name, "  requireCanary: true\n");
     let plain = deployment(&ns.name, "plain", &[]);
     let out = refused_once_the_policy_is_seen(&plain).await;
@@ -279,8 +278,9 @@ async fn require_canary_refuses_a_deployment_that_does_not_opt_in_and_admits_one
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn limits_refuse_a_configuration_beyond_them_and_admit_one_within() {
-    let ns = setup("limits").await;
+    let (_, ns) = support::serin_namespace("limits").await;
     let policy = Policy::create(
         &ns.name,
         "  limits: {maxStepWeight: 20, minSuccessRate: 99, maxLatency: 300ms}\n",
@@ -321,8 +321,9 @@ async fn limits_refuse_a_configuration_beyond_them_and_admit_one_within() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn policy_defaults_are_filled_where_the_deployment_says_nothing() {
-    let ns = setup("defaults").await;
+    let (_, ns) = support::serin_namespace("defaults").await;
     let _policy = Policy::create(
         &ns.name,
         "  defaults: {stepWeight: 5, successRate: 99.9}\n  limits: {maxStepWeight: 5}\n",
@@ -372,8 +373,9 @@ fn template(ns: &str, url: &str) -> String {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn webhook_hosts_outside_the_allowed_list_are_refused_and_those_inside_admitted() {
-    let ns = setup("hosts").await;
+    let (_, ns) = support::serin_namespace("hosts").await;
     let _policy = Policy::create(&ns.name, "  allowedWebhookHosts: ['*.hooks.test']\n");
     let (ok, out) = apply(&template(&ns.name, "http://evil.example.test/run"));
     assert!(ok, "{out}");
@@ -409,8 +411,9 @@ fn template_with(ns: &str, name: &str, hook_url: &str, metric_address: Option<&s
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn an_analysis_template_edited_after_its_deployment_was_admitted_is_held_to_its_policies() {
-    let ns = setup("template-bypass").await;
+    let (_, ns) = support::serin_namespace("template-bypass").await;
     let _policy = Policy::create(
         &ns.name,
         "  limits: {minSuccessRate: 99}\n  allowedWebhookHosts: ['*.hooks.test']\n  allowedMetricsHosts: ['prometheus.monitoring.test']\n",
@@ -488,8 +491,9 @@ async fn an_analysis_template_edited_after_its_deployment_was_admitted_is_held_t
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_warn_policy_admits_and_shows_its_findings_as_warnings() {
-    let ns = setup("warn").await;
+    let (_, ns) = support::serin_namespace("warn").await;
     let policy = Policy::create(
         &ns.name,
         "  enforcement: warn\n  requireCanary: true\n  limits: {maxStepWeight: 10}\n",
@@ -550,8 +554,9 @@ async fn a_warn_policy_admits_and_shows_its_findings_as_warnings() {
 /// manifests/require-canary.yaml, which take every CanaryPolicy as a parameter and match its
 /// selectors in CEL: Serin writes no admission policy.
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn require_canary_is_enforced_by_the_api_server_following_the_policys_selectors() {
-    let ns = setup("require-vap").await;
+    let (_, ns) = support::serin_namespace("require-vap").await;
     let policy = Policy::create(
         &ns.name,
         "  requireCanary: true\n  selector: {matchExpressions: [{key: tier, operator: In, values: [prod, edge]}]}\n",
@@ -598,8 +603,9 @@ async fn require_canary_is_enforced_by_the_api_server_following_the_policys_sele
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn naming_an_analysis_template_that_does_not_exist_is_refused() {
-    let ns = setup("no-template").await;
+    let (_, ns) = support::serin_namespace("no-template").await;
     let yaml = deployment(
         &ns.name,
         "web",
@@ -643,6 +649,7 @@ fn gate_template(ns: &str, hook: &str, url: &str) -> String {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_release_whose_template_a_newer_policy_forbids_calls_nothing_and_holds() {
     use serin::release::Phase;
     use support::release::{Version, canary, events, manifest, wait_phase};

@@ -12,33 +12,15 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, Client};
 use serin::release::Phase;
 use serin::router::Weights;
-use support::release::{Version, apply, image, manifest, replicas, wait_phase, weights};
-use support::{TestNamespace, kubectl, wait_until};
+use support::release::{apply, image, replicas, weights};
+use support::scenarios::{Route, opt_in};
+use support::{kubectl, wait_until};
 
-const SETTLE: Duration = Duration::from_secs(60);
 /// Long enough for the garbage collector or the namespace controller to remove everything.
 const CLEANUP: Duration = Duration::from_secs(120);
 
 /// The normal user the tests impersonate: edit rights in the test namespace, nothing more.
 const EDITOR: &str = "e2e-editor";
-
-async fn setup(prefix: &str) -> (Client, TestNamespace) {
-    support::serin();
-    let client = support::client().await;
-    let ns = TestNamespace::create(&client, prefix).await;
-    (client, ns)
-}
-
-/// Opts `name` in and waits until Serin made its primary and routes everything to it.
-async fn opt_in(client: &Client, ns: &str, name: &str) {
-    apply(&manifest(ns, name, &Version::good("v1"), &[]));
-    wait_phase(client, ns, name, Phase::Initialized, SETTLE).await;
-    assert_eq!(
-        weights(client, ns, name).await,
-        Some(Weights::ALL_PRIMARY),
-        "TrafficSplit {ns}/{name} after opting in"
-    );
-}
 
 /// Gives [`EDITOR`] Kubernetes' `edit` role in `ns`, plus TrafficSplits (a CRD that role does
 /// not cover), so that only Serin's webhook stands between them and the managed objects.
@@ -261,11 +243,12 @@ async fn assert_managed_objects_are_protected(client: &Client, ns: &str, who: Wh
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_user_with_edit_rights_cannot_edit_scale_or_delete_the_primary_or_the_traffic_split() {
-    let (client, ns) = setup("protect-user").await;
+    let (client, ns) = support::serin_namespace("protect-user").await;
     let ns = &ns.name;
     grant_edit(ns);
-    opt_in(&client, ns, "web").await;
+    opt_in(&client, ns, "web", &Route::SMI, &[]).await;
     // RBAC allows it all: any refusal below is Serin's.
     for (verb, resource) in [
         ("delete", "deployments.apps/web-primary"),
@@ -283,10 +266,11 @@ async fn a_user_with_edit_rights_cannot_edit_scale_or_delete_the_primary_or_the_
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn the_cluster_admin_is_refused_too_and_told_to_opt_out_instead() {
-    let (client, ns) = setup("protect-admin").await;
+    let (client, ns) = support::serin_namespace("protect-admin").await;
     let ns = &ns.name;
-    opt_in(&client, ns, "web").await;
+    opt_in(&client, ns, "web", &Route::SMI, &[]).await;
     assert_managed_objects_are_protected(&client, ns, Who::Admin).await;
 }
 
@@ -313,12 +297,13 @@ fn managed_objects(ns: &str, owner: &str) -> Result<(), String> {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn deleting_the_opted_in_deployment_removes_everything_serin_made_for_it() {
-    let (client, ns) = setup("protect-owner").await;
+    let (client, ns) = support::serin_namespace("protect-owner").await;
     let ns = &ns.name;
     grant_edit(ns);
-    opt_in(&client, ns, "web").await;
-    opt_in(&client, ns, "api").await;
+    opt_in(&client, ns, "web", &Route::SMI, &[]).await;
+    opt_in(&client, ns, "api", &Route::SMI, &[]).await;
     assert!(
         managed_objects(ns, "web").is_err(),
         "Serin made objects for web"
@@ -361,10 +346,11 @@ async fn deleting_the_opted_in_deployment_removes_everything_serin_made_for_it()
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn deleting_the_namespace_of_an_opted_in_deployment_completes() {
-    let (client, ns) = setup("protect-namespace").await;
+    let (client, ns) = support::serin_namespace("protect-namespace").await;
     let name = ns.name.clone();
-    opt_in(&client, &name, "web").await;
+    opt_in(&client, &name, "web", &Route::SMI, &[]).await;
     let (ok, _, stderr) = kubectl(&["delete", "namespace", &name, "--wait=false"], None);
     assert!(ok, "delete namespace {name}: {stderr}");
     // A namespace disappears only once everything in it is deleted: a refused delete would
@@ -388,8 +374,9 @@ async fn deleting_the_namespace_of_an_opted_in_deployment_completes() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn the_hpa_controller_still_scales_the_primary_through_the_scale_subresource() {
-    let (client, ns) = setup("protect-hpa").await;
+    let (client, ns) = support::serin_namespace("protect-hpa").await;
     let ns = &ns.name;
     // Above the 2 replicas the Deployment asks for: the HPA controller scales the primary to
     // its minimum without needing any metrics.
@@ -406,7 +393,7 @@ spec:
     resource: {{name: cpu, target: {{type: Utilization, averageUtilization: 80}}}}
 "#
     ));
-    opt_in(&client, ns, "web").await;
+    opt_in(&client, ns, "web", &Route::SMI, &[]).await;
     wait_until(
         "the HPA controller to scale web-primary to its minimum of 3",
         Duration::from_secs(90),
@@ -442,8 +429,9 @@ spec:
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn left_overs_whose_owner_is_gone_can_be_deleted_by_their_user() {
-    let (_client, ns) = setup("protect-leftover").await;
+    let (_client, ns) = support::serin_namespace("protect-leftover").await;
     let ns = &ns.name;
     grant_edit(ns);
     apply(&format!(
@@ -461,10 +449,11 @@ async fn left_overs_whose_owner_is_gone_can_be_deleted_by_their_user() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_hand_edited_canary_status_is_refused_even_for_the_cluster_admin() {
-    let (client, ns) = setup("status").await;
+    let (client, ns) = support::serin_namespace("status").await;
     let ns = &ns.name;
-    opt_in(&client, ns, "web").await;
+    opt_in(&client, ns, "web", &Route::SMI, &[]).await;
     // A Failed release shown as Succeeded at weight 100: what the refusal prevents.
     let (ok, _, stderr) = support::kubectl(
         &[

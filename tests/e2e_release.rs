@@ -16,35 +16,23 @@ use serin::router::Weights;
 use support::release::{
     Version, apply, canary, events, image, manifest, replicas, wait_phase, weights,
 };
+use support::scenarios::{self, Route};
 use support::{TestNamespace, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(60);
 /// Long enough for a release of 2 s intervals with a few failed checks.
 const RELEASE: Duration = Duration::from_secs(120);
 
-async fn setup(prefix: &str) -> (Client, TestNamespace) {
-    support::release_environment();
-    let client = support::client().await;
-    let ns = TestNamespace::create(&client, prefix).await;
-    (client, ns)
-}
-
-/// Applies `v1` and waits until Serin has made the primary and routes everything to it.
+/// Opts `web` in through the TrafficSplit; the primary runs the Deployment's 2 replicas.
 async fn opt_in(client: &Client, ns: &str, extra: &[(&str, &str)]) {
-    apply(&manifest(ns, "web", &Version::good("v1"), extra));
-    wait_phase(client, ns, "web", Phase::Initialized, SETTLE).await;
-    assert_eq!(weights(client, ns, "web").await, Some(Weights::ALL_PRIMARY));
-    assert_eq!(
-        replicas(client, ns, "web").await,
-        Some(0),
-        "the idle canary runs no pod"
-    );
+    scenarios::opt_in(client, ns, "web", &Route::SMI, extra).await;
     assert_eq!(replicas(client, ns, "web-primary").await, Some(2));
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_good_revision_is_promoted_and_the_primary_runs_it() {
-    let (client, ns) = setup("promote").await;
+    let (client, ns) = support::release_namespace("promote").await;
     let ns = &ns.name;
     opt_in(&client, ns, &[]).await;
 
@@ -75,15 +63,7 @@ async fn a_good_revision_is_promoted_and_the_primary_runs_it() {
             status.revision.clone().unwrap_or_default()
         )
     );
-    assert_eq!(
-        image(&client, ns, "web-primary").await,
-        "example.invalid/web:v2"
-    );
-    assert_eq!(
-        weights(&client, ns, "web").await,
-        Some(Weights::ALL_PRIMARY)
-    );
-    assert_eq!(replicas(&client, ns, "web").await, Some(0));
+    scenarios::assert_primary_serves(&client, ns, &Route::SMI, "v2").await;
     let events = events(&client, ns, "web").await.join("\n");
     for step in [
         "NewRevision",
@@ -146,23 +126,27 @@ async fn assert_rolled_back(client: &Client, ns: &str, expected_in_events: &[&st
     }
 }
 
+/// Opts `web` in (rolled back after 2 failed checks) in a namespace named after `prefix`,
+/// applies `bad` and waits for the rollback ([`assert_rolled_back`]).
+async fn roll_back(
+    prefix: &str,
+    bad: &Version,
+    expected_in_events: &[&str],
+) -> (Client, TestNamespace) {
+    let (client, ns) = support::release_namespace(prefix).await;
+    let threshold = [("serin.dev/threshold", "2")];
+    opt_in(&client, &ns.name, &threshold).await;
+    apply(&manifest(&ns.name, "web", bad, &threshold));
+    assert_rolled_back(&client, &ns.name, expected_in_events).await;
+    (client, ns)
+}
+
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn an_error_rate_of_30_percent_is_rolled_back_with_the_measured_success_rate() {
-    let (client, ns) = setup("errors").await;
+    let expected = ["RolledBack", "request-success-rate", "% < 99%"];
+    let (client, ns) = roll_back("errors", &scenarios::FAILING, &expected).await;
     let ns = &ns.name;
-    opt_in(&client, ns, &[("serin.dev/threshold", "2")]).await;
-    let bad = Version {
-        tag: "v2",
-        error_rate: 0.3,
-        latency_ms: 40,
-    };
-    apply(&manifest(ns, "web", &bad, &[("serin.dev/threshold", "2")]));
-    assert_rolled_back(
-        &client,
-        ns,
-        &["RolledBack", "request-success-rate", "% < 99%"],
-    )
-    .await;
     // The measured value is stated, and it is the simulated ~70 %.
     let events = events(&client, ns, "web").await;
     let measured: Vec<f64> = events
@@ -177,19 +161,16 @@ async fn an_error_rate_of_30_percent_is_rolled_back_with_the_measured_success_ra
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_latency_breach_is_rolled_back() {
-    let (client, ns) = setup("latency").await;
-    let ns = &ns.name;
-    opt_in(&client, ns, &[("serin.dev/threshold", "2")]).await;
     let slow = Version {
         tag: "v2",
         error_rate: 0.0,
         latency_ms: 1500,
     };
-    apply(&manifest(ns, "web", &slow, &[("serin.dev/threshold", "2")]));
-    assert_rolled_back(
-        &client,
-        ns,
+    roll_back(
+        "latency",
+        &slow,
         &["RolledBack", "request-duration", "ms > 500ms"],
     )
     .await;
@@ -246,8 +227,9 @@ spec:
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_failing_pre_rollout_webhook_rolls_back_after_threshold_tries() {
-    let (client, ns) = setup("prerollout").await;
+    let (client, ns) = support::release_namespace("prerollout").await;
     let ns = &ns.name;
     let hook = receiver(false).await;
     apply(&analysis_template(ns, "pre-rollout", &hook.url));
@@ -266,8 +248,9 @@ async fn a_failing_pre_rollout_webhook_rolls_back_after_threshold_tries() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_closed_confirm_promotion_gate_holds_the_release_until_it_opens() {
-    let (client, ns) = setup("gate").await;
+    let (client, ns) = support::release_namespace("gate").await;
     let ns = &ns.name;
     let gate = receiver(false).await;
     apply(&analysis_template(ns, "confirm-promotion", &gate.url));
@@ -296,8 +279,9 @@ async fn a_closed_confirm_promotion_gate_holds_the_release_until_it_opens() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_new_revision_mid_analysis_restarts_the_analysis() {
-    let (client, ns) = setup("restart").await;
+    let (client, ns) = support::release_namespace("restart").await;
     let ns = &ns.name;
     let extra = [
         ("serin.dev/step-weight", "10"),
@@ -328,9 +312,10 @@ async fn a_new_revision_mid_analysis_restarts_the_analysis() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn opting_out_restores_the_deployment_with_no_gap_in_ready_endpoints() {
     use k8s_openapi::api::discovery::v1::EndpointSlice;
-    let (client, ns) = setup("optout").await;
+    let (client, ns) = support::release_namespace("optout").await;
     let ns = &ns.name;
     opt_in(&client, ns, &[]).await;
 
@@ -402,8 +387,9 @@ fn plain_manifest(ns: &str) -> String {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn opting_an_existing_deployment_in_creates_the_machinery_at_apply_and_says_so() {
-    let (client, ns) = setup("inject").await;
+    let (client, ns) = support::release_namespace("inject").await;
     let ns = &ns.name;
     apply(&plain_manifest(ns));
     let (ok, stdout, stderr) = support::kubectl(
@@ -430,11 +416,12 @@ async fn opting_an_existing_deployment_in_creates_the_machinery_at_apply_and_say
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn what_was_injected_for_an_opt_in_refused_later_is_removed() {
     use k8s_openapi::api::admissionregistration::v1::{
         ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
     };
-    let (client, ns) = setup("refused").await;
+    let (client, ns) = support::release_namespace("refused").await;
     let ns = &ns.name;
     apply(&plain_manifest(ns));
     // A policy evaluated after Serin's mutating webhook refuses the opt-in.
@@ -511,9 +498,10 @@ async fn what_was_injected_for_an_opt_in_refused_later_is_removed() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn an_hpa_on_the_deployment_gets_a_primary_copy_that_sizes_the_primary() {
     use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-    let (client, ns) = setup("hpa").await;
+    let (client, ns) = support::release_namespace("hpa").await;
     let ns = &ns.name;
     apply(&format!(
         r#"apiVersion: autoscaling/v2
@@ -567,9 +555,10 @@ spec:
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_change_to_a_tracked_config_map_alone_is_released_as_a_new_revision() {
     use k8s_openapi::api::core::v1::ConfigMap;
-    let (client, ns) = setup("config").await;
+    let (client, ns) = support::release_namespace("config").await;
     let ns = &ns.name;
     let config = |greeting: &str| {
         format!(
@@ -617,8 +606,9 @@ async fn a_change_to_a_tracked_config_map_alone_is_released_as_a_new_revision() 
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_primary_deleted_behind_serins_back_is_created_again_and_said_so() {
-    let (client, ns) = setup("recreate").await;
+    let (client, ns) = support::release_namespace("recreate").await;
     let ns = &ns.name;
     opt_in(&client, ns, &[]).await;
     let first = support::release::deployment(&client, ns, "web-primary")

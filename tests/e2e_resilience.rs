@@ -10,7 +10,9 @@ use std::time::Duration;
 use kube::Client;
 use serin::release::Phase;
 use serin::router::Weights;
-use support::release::{Version, apply, canary, events, image, manifest, wait_phase, weights};
+use support::release::{
+    Version, apply, events, image, manifest, release_status, wait_phase, weights,
+};
 use support::{TestNamespace, hack, wait_until};
 
 const RELEASE: Duration = Duration::from_secs(180);
@@ -26,25 +28,16 @@ impl Drop for Restart {
     }
 }
 
+/// A release namespace, with whatever an earlier test stopped running again.
 async fn setup(prefix: &str) -> (Client, TestNamespace) {
     support::release_environment();
-    // Whatever an earlier test stopped is running again.
     hack("prometheus.sh", &["up"]);
     hack("serin.sh", &["up"]);
-    let client = support::client().await;
-    let ns = TestNamespace::create(&client, prefix).await;
-    (client, ns)
-}
-
-async fn status(client: &Client, ns: &str) -> serin::release::ReleaseStatus {
-    canary(client, ns, "web")
-        .await
-        .and_then(|c| c.status)
-        .map(|s| s.release)
-        .unwrap_or_default()
+    support::release_namespace(prefix).await
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn killing_serin_mid_analysis_resumes_at_the_same_weight_and_check_count() {
     let _alone = ALONE.lock().await;
     let (client, ns) = setup("kill").await;
@@ -57,7 +50,7 @@ async fn killing_serin_mid_analysis_resumes_at_the_same_weight_and_check_count()
     wait_phase(&client, ns, "web", Phase::Initialized, RELEASE).await;
     apply(&manifest(ns, "web", &Version::good("v2"), &extra));
     wait_until("the canary weight to reach 20%", RELEASE, || async {
-        match status(&client, ns).await {
+        match release_status(&client, ns, "web").await {
             s if s.canary_weight >= 20 => Ok(()),
             s => Err(format!("{s:?}")),
         }
@@ -72,10 +65,10 @@ async fn killing_serin_mid_analysis_resumes_at_the_same_weight_and_check_count()
         .status()
         .expect("kill");
     assert!(killed.success());
-    let before = status(&client, ns).await;
+    let before = release_status(&client, ns, "web").await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
-        status(&client, ns).await,
+        release_status(&client, ns, "web").await,
         before,
         "nothing moves while Serin is down"
     );
@@ -87,7 +80,7 @@ async fn killing_serin_mid_analysis_resumes_at_the_same_weight_and_check_count()
         "the release to succeed after the restart",
         RELEASE,
         || async {
-            let now = status(&client, ns).await;
+            let now = release_status(&client, ns, "web").await;
             if now.phase == Phase::Progressing {
                 lowest.fetch_min(now.canary_weight, std::sync::atomic::Ordering::SeqCst);
             }
@@ -121,6 +114,7 @@ async fn killing_serin_mid_analysis_resumes_at_the_same_weight_and_check_count()
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn without_prometheus_every_check_fails_and_the_canary_is_never_promoted() {
     let _alone = ALONE.lock().await;
     let (client, ns) = setup("noprom").await;

@@ -94,6 +94,7 @@ fn exporter(ns: &str) -> axum::Router {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn builtin_linkerd_queries_read_back_the_simulated_success_rate_and_latency() {
     // The namespace label is the run's own, keeping these series apart from other runs.
     let (ns, _target) = support::serve_scraped("sim", exporter).await;
@@ -242,6 +243,7 @@ async fn two_versions(
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn simulated_traffic_follows_the_traffic_split_and_each_versions_error_rate() {
     support::simulator();
     let client = support::client().await;
@@ -278,6 +280,7 @@ async fn simulated_traffic_follows_the_traffic_split_and_each_versions_error_rat
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_version_without_ready_pods_gets_no_traffic_until_it_has_some() {
     support::simulator();
     let client = support::client().await;

@@ -14,73 +14,26 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use kube::Client;
 use serde_json::{Value, json};
-use serin::devtools::simulate::backends::MATCHING_PERCENT;
 use serin::release::Phase;
 use serin::router::Weights;
 use serin::spec::Provider;
-use support::release::{Version, apply, canary, events, image, manifest, replicas, wait_phase};
-use support::{TestNamespace, prometheus_value, routes, wait_until};
+use support::release::{
+    Version, apply, events, image, manifest, release_status, replicas, wait_phase,
+};
+use support::scenarios::{Release, Route, opt_in};
+use support::{prometheus_value, routes, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(60);
 /// Long enough for a release of 2 s intervals with a few failed checks.
 const RELEASE: Duration = Duration::from_secs(150);
 
-async fn setup(prefix: &str) -> (Client, TestNamespace) {
-    support::release_environment();
-    let client = support::client().await;
-    let ns = TestNamespace::create(&client, prefix).await;
-    (client, ns)
-}
-
-/// Applies `v1` and waits until Serin routes everything to the primary.
-async fn opt_in(client: &Client, ns: &str, provider: Provider, extra: &[(&str, &str)]) {
-    apply(&manifest(ns, "web", &Version::good("v1"), extra));
-    wait_phase(client, ns, "web", Phase::Initialized, SETTLE).await;
-    assert_eq!(
-        routes::weights(client, ns, provider, "web").await,
-        Some(Weights::ALL_PRIMARY)
-    );
-    assert_eq!(replicas(client, ns, "web").await, Some(0));
-}
-
-async fn release_status(client: &Client, ns: &str) -> serin::release::ReleaseStatus {
-    canary(client, ns, "web")
-        .await
-        .and_then(|c| c.status)
-        .map(|s| s.release)
-        .unwrap_or_default()
-}
-
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn ab_testing_sends_only_the_matching_requests_to_the_canary_then_promotes_it() {
-    let (client, ns) = setup("ab").await;
-    let ns = &ns.name;
-    let annotations = [
-        ("serin.dev/provider", "gatewayapi"),
-        ("serin.dev/iterations", "6"),
-        ("serin.dev/match", "header:x-canary=insider,cookie:canary"),
-    ];
-    opt_in(&client, ns, Provider::GatewayApi, &annotations).await;
-    apply(&manifest(ns, "web", &Version::good("v2"), &annotations));
-
-    // The analysis routes the matching requests to the canary.
-    wait_until(
-        "the A/B analysis to route matching requests to the canary",
-        RELEASE,
-        || async {
-            let route = routes::weights(&client, ns, Provider::GatewayApi, "web").await;
-            match route {
-                Some(w) if w.canary() == 100 => Ok(()),
-                other => Err(format!("route weights {other:?}")),
-            }
-        },
-    )
-    .await;
-    let route = routes::object(&client, ns, Provider::GatewayApi, "web")
-        .await
-        .expect("the HTTPRoute web");
+    let release = Release::for_ab(Route::GATEWAY_API, "ab").await;
+    let ns = release.ns();
+    let route = release.starts_ab_analysis().await;
     let rules = route
         .data
         .pointer("/spec/rules")
@@ -124,44 +77,23 @@ async fn ab_testing_sends_only_the_matching_requests_to_the_canary_then_promotes
 
     // Prometheus: over a window where the route was as above, the canary served the share of
     // requests the simulator takes to match, not what a weight of 100 would give (all).
-    tokio::time::sleep(Duration::from_secs(5)).await;
     let share = format!(
         "sum(rate(response_total{{namespace=\"{ns}\",deployment=\"web\",direction=\"inbound\"}}[4s])) \
          / sum(rate(response_total{{namespace=\"{ns}\",direction=\"inbound\"}}[4s]))"
     );
-    let measured = prometheus_value(&share).await;
-    let status = release_status(&client, ns).await;
-    assert!(
-        status.phase == Phase::Progressing && status.canary_weight == 100,
-        "the window must lie inside the A/B analysis: {status:?}"
-    );
-    let expected = f64::from(MATCHING_PERCENT) / 100.0;
-    assert!(
-        (measured - expected).abs() < 0.05,
-        "the canary's share of requests: {measured:.3}, expected the matching share {expected}"
-    );
-
-    let done = wait_phase(&client, ns, "web", Phase::Succeeded, RELEASE).await;
-    assert_eq!(done.status.map(|s| s.release.iterations), Some(6));
-    assert_eq!(
-        image(&client, ns, "web-primary").await,
-        "example.invalid/web:v2"
-    );
-    assert_eq!(
-        routes::weights(&client, ns, Provider::GatewayApi, "web").await,
-        Some(Weights::ALL_PRIMARY)
-    );
-    assert_eq!(replicas(&client, ns, "web").await, Some(0));
-    let events = events(&client, ns, "web").await.join("\n");
-    assert!(
-        events.contains("Iteration 5/6 passed"),
-        "no iterations among the events:\n{events}"
-    );
+    release
+        .assert_canary_serves_the_matching_share(|| async { (prometheus_value(&share).await, ()) })
+        .await;
+    release.is_promoted_after_6_iterations().await;
+    release
+        .assert_events_contain(&["Iteration 5/6 passed"])
+        .await;
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn blue_green_gives_the_canary_no_user_traffic_until_the_switch_then_all_of_it() {
-    let (client, ns) = setup("bluegreen").await;
+    let (client, ns) = support::release_namespace("bluegreen").await;
     let ns = &ns.name;
     let annotations = [("serin.dev/iterations", "3")];
     // kwok makes pods Ready at once, so the primary's rollout, which the switch lasts, would
@@ -211,7 +143,7 @@ async fn blue_green_gives_the_canary_no_user_traffic_until_the_switch_then_all_o
         {
             seen.push(w);
         }
-        let status = release_status(&client, ns).await;
+        let status = release_status(&client, ns, "web").await;
         if status.phase == Phase::Progressing && status.iterations >= 1 && seen == [0] {
             // A check has passed on the canary: on load-test requests only.
             assert_eq!(
@@ -336,8 +268,9 @@ spec:
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_rollback_webhook_that_answers_200_rolls_the_release_back() {
-    let (client, ns) = setup("rollbackhook").await;
+    let (client, ns) = support::release_namespace("rollbackhook").await;
     let ns = &ns.name;
     let hook = Receiver::start(false).await;
     apply(&analysis_template(ns, "rollback", &hook.url));
@@ -346,12 +279,12 @@ async fn a_rollback_webhook_that_answers_200_rolls_the_release_back() {
         ("serin.dev/step-weight", "10"),
         ("serin.dev/max-weight", "50"),
     ];
-    opt_in(&client, ns, Provider::Linkerd, &annotations).await;
+    opt_in(&client, ns, "web", &Route::SMI, &annotations).await;
     apply(&manifest(ns, "web", &Version::good("v2"), &annotations));
 
     // Answering 500, the hook asks for nothing: the canary advances.
     wait_until("the canary to reach 20%", RELEASE, || async {
-        let status = release_status(&client, ns).await;
+        let status = release_status(&client, ns, "web").await;
         match status.canary_weight {
             w if w >= 20 && status.phase == Phase::Progressing => Ok(()),
             _ => Err(format!("{status:?}")),
@@ -397,9 +330,10 @@ async fn a_rollback_webhook_that_answers_200_rolls_the_release_back() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_rollback_webhook_rolls_back_a_release_waiting_for_confirm_rollout_polled_once_per_interval()
  {
-    let (client, ns) = setup("rollbackwait").await;
+    let (client, ns) = support::release_namespace("rollbackwait").await;
     let ns = &ns.name;
     let gate = Receiver::start(false).await;
     let hook = Receiver::start(false).await;
@@ -415,7 +349,7 @@ spec:
         gate.url, hook.url
     ));
     let annotations = [("serin.dev/analysis", "hooks")];
-    opt_in(&client, ns, Provider::Linkerd, &annotations).await;
+    opt_in(&client, ns, "web", &Route::SMI, &annotations).await;
     apply(&manifest(ns, "web", &Version::good("v2"), &annotations));
 
     // The closed gate holds v2 in Waiting; the rollback webhook, answering 500, is asked
@@ -424,7 +358,7 @@ spec:
         "the rollback webhook to be polled while Waiting",
         RELEASE,
         || async {
-            let status = release_status(&client, ns).await;
+            let status = release_status(&client, ns, "web").await;
             match hook.payloads().len() {
                 n if n >= 4 && status.phase == Phase::Waiting => Ok(()),
                 n => Err(format!("{n} polls; {status:?}")),
@@ -476,17 +410,21 @@ spec:
     // A rolled-back revision is not retried: the gate opening changes nothing.
     gate.set_open(true);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(release_status(&client, ns).await.phase, Phase::Failed);
+    assert_eq!(
+        release_status(&client, ns, "web").await.phase,
+        Phase::Failed
+    );
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn event_webhooks_receive_the_events_with_flaggers_payload() {
-    let (client, ns) = setup("eventhook").await;
+    let (client, ns) = support::release_namespace("eventhook").await;
     let ns = &ns.name;
     let hook = Receiver::start(true).await;
     apply(&analysis_template(ns, "event", &hook.url));
     let annotations = [("serin.dev/analysis", "hooks")];
-    opt_in(&client, ns, Provider::Linkerd, &annotations).await;
+    opt_in(&client, ns, "web", &Route::SMI, &annotations).await;
     apply(&manifest(ns, "web", &Version::good("v2"), &annotations));
     wait_phase(&client, ns, "web", Phase::Succeeded, RELEASE).await;
 

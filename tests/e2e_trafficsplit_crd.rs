@@ -97,16 +97,19 @@ async fn round_trip(router: TrafficSplit, weights: Weights, prefix: &str) {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn v1alpha1_split_with_integer_weights_90_10_round_trips() {
     round_trip(TrafficSplit::V1Alpha1, Weights::to_canary(10), "ts-v1a1").await;
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn v1alpha2_split_with_integer_weights_70_30_round_trips() {
     round_trip(TrafficSplit::V1Alpha2, Weights::to_canary(30), "ts-v1a2").await;
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn v1alpha1_split_with_linkerd_quantity_weights_is_kept_as_written() {
     crds();
     let client = support::client().await;
@@ -131,6 +134,7 @@ async fn v1alpha1_split_with_linkerd_quantity_weights_is_kept_as_written() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn v1alpha2_refuses_string_weights_and_missing_backends() {
     crds();
     let client = support::client().await;
@@ -156,6 +160,7 @@ async fn v1alpha2_refuses_string_weights_and_missing_backends() {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn crd_serves_linkerds_versions_with_one_storage_version() {
     crds();
     let client = support::client().await;

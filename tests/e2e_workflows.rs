@@ -332,56 +332,67 @@ async fn scenario(write: Write, prefix: &str) {
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn set_image_releases_the_new_image_without_scaling_the_primary_down() {
     scenario(Write::SetImage, "wf-setimage").await;
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_strategic_patch_of_the_image_releases_it() {
     scenario(Write::PatchStrategic, "wf-strategic").await;
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_merge_patch_of_a_label_is_no_release_and_keeps_the_primary() {
     scenario(Write::PatchMerge, "wf-merge").await;
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_json_patch_of_the_image_releases_it() {
     scenario(Write::PatchJson, "wf-json").await;
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn an_edit_style_put_releases_the_new_image() {
     scenario(Write::EditPut, "wf-edit").await;
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn rollout_restart_releases_the_same_image_as_a_new_revision() {
     scenario(Write::RolloutRestart, "wf-restart").await;
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn annotate_is_no_release_and_keeps_the_primary() {
     scenario(Write::Annotate, "wf-annotate").await;
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn label_is_no_release_and_keeps_the_primary() {
     scenario(Write::Label, "wf-label").await;
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn scale_between_releases_resizes_the_primary_and_keeps_the_canary_idle() {
     scenario(Write::Scale, "wf-scale").await;
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_gitops_server_side_apply_releases_the_new_image() {
     scenario(Write::GitOpsServerSideApply, "wf-gitops").await;
 }
 
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_helm_style_three_way_patch_releases_the_new_image() {
     scenario(Write::HelmThreeWayPatch, "wf-helm").await;
 }
@@ -389,6 +400,7 @@ async fn a_helm_style_three_way_patch_releases_the_new_image() {
 /// A manifest that leaves `replicas` to an HPA: re-applied with a new image, the primary
 /// stays at the HPA's count and the release runs.
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn an_hpa_managed_manifest_without_replicas_releases_without_scaling_the_primary_down() {
     let (client, ns) = support::release_namespace("wf-hpa").await;
     let ns = &ns.name;
@@ -452,6 +464,7 @@ spec:
 /// names (`-primary`, `-canary`) fit: admitted, set up and released by `kubectl set image`
 /// like any other.
 #[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_name_at_the_length_limit_opts_in_and_releases_with_set_image() {
     let (client, ns) = support::release_namespace("wf-longname").await;
     let ns = &ns.name;

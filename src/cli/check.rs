@@ -97,7 +97,7 @@ fn documents(text: &str) -> (Vec<(String, Value)>, Option<Finding>) {
         }
     }
     let mut out = Vec::new();
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let label = format!("document {}", index + 1);
         match Value::deserialize(document) {
             Ok(Value::Null) => {}
@@ -500,7 +500,7 @@ spec:
     fn deployments_inside_a_list_are_checked() {
         let list = serde_json::json!({
             "apiVersion": "v1", "kind": "List",
-            "items": [serde_yaml::from_str::<Value>(GOOD).expect("yaml")]
+            "items": [serde_yaml_ng::from_str::<Value>(GOOD).expect("yaml")]
         });
         let findings = check_yaml(&list.to_string());
         assert_eq!(findings.len(), 1);

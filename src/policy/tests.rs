@@ -633,7 +633,7 @@ fn a_sound_policy_has_no_problems() {
 fn the_shipped_require_canary_policies_say_what_serin_check_says() {
     use serde::Deserialize as _;
     let text = include_str!("../../manifests/require-canary.yaml");
-    let documents: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(text)
+    let documents: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(text)
         .map(|doc| serde_json::Value::deserialize(doc).expect("YAML"))
         .filter(|v| !v.is_null())
         .collect();

@@ -20,6 +20,10 @@ use kube::{Api, Client, Config};
 pub mod plugin;
 pub mod release;
 pub mod routes;
+// The shared release scenarios read the simulator's constants: only dev-tools builds
+// (the Makefile's and hack/'s) have it.
+#[cfg(feature = "dev-tools")]
+pub mod scenarios;
 pub mod svg;
 
 pub fn repo_root() -> &'static Path {
@@ -320,6 +324,17 @@ pub async fn release_namespace(prefix: &str) -> (Client, TestNamespace) {
 
 /// A one-replica Deployment `name` selecting `app: <app>`, with `annotations`, as plain YAML.
 pub fn plain_deployment(ns: &str, name: &str, app: &str, annotations: &[(&str, &str)]) -> String {
+    deployment_yaml(ns, name, app, 1, annotations)
+}
+
+/// A Deployment `name` of `replicas` selecting `app: <app>`, with `annotations`, as plain YAML.
+pub fn deployment_yaml(
+    ns: &str,
+    name: &str,
+    app: &str,
+    replicas: u32,
+    annotations: &[(&str, &str)],
+) -> String {
     let mut text = format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\n"
     );
@@ -330,7 +345,7 @@ pub fn plain_deployment(ns: &str, name: &str, app: &str, annotations: &[(&str, &
         }
     }
     text.push_str(&format!(
-        "spec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {app}}}}}\n  template:\n    metadata: {{labels: {{app: {app}}}}}\n    spec:\n      containers: [{{name: app, image: \"example.invalid/app:1\", ports: [{{containerPort: 8080}}]}}]\n"
+        "spec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {app}}}}}\n  template:\n    metadata: {{labels: {{app: {app}}}}}\n    spec:\n      containers: [{{name: app, image: \"example.invalid/app:1\", ports: [{{containerPort: 8080}}]}}]\n"
     ));
     text
 }

@@ -10,7 +10,7 @@ use kube::api::ListParams;
 use kube::core::DynamicObject;
 use kube::{Api, Client};
 use serin::crd::Canary;
-use serin::release::Phase;
+use serin::release::{Phase, ReleaseStatus};
 use serin::router::{Weights, router_for};
 use serin::spec::{CanarySpec, Provider};
 
@@ -94,6 +94,15 @@ pub async fn canary(client: &Client, ns: &str, name: &str) -> Option<Canary> {
         .get_opt(name)
         .await
         .expect("read Canary")
+}
+
+/// The release part of the Canary `name`'s status; the default when there is none yet.
+pub async fn release_status(client: &Client, ns: &str, name: &str) -> ReleaseStatus {
+    canary(client, ns, name)
+        .await
+        .and_then(|c| c.status)
+        .map(|s| s.release)
+        .unwrap_or_default()
 }
 
 fn describe(canary: &Option<Canary>) -> String {

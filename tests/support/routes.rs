@@ -1,8 +1,9 @@
 //! Readers for the router object of any provider, as stored: the object itself and the
 //! weights it routes by, read with the same [`Router`] code Serin writes it with.
 
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::core::DynamicObject;
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use serin::router::{Router, Weights, router_for};
 use serin::spec::{CanarySpec, MatchRule, Provider};
 
@@ -35,6 +36,57 @@ pub async fn weights(
     let object = object(client, ns, provider, service).await?;
     let spec = CanarySpec::defaults(service.to_owned(), None);
     router(provider).weights(&object, &spec).ok()
+}
+
+/// Asserts that `router` reads back from `stored` the weights of `expected`: those of every
+/// request, and those of the requests that match no A/B rule; `what` names the case.
+pub fn assert_reads_back(
+    router: &dyn Router,
+    stored: &DynamicObject,
+    spec: &CanarySpec,
+    expected: (Weights, Option<Weights>),
+    what: &str,
+) {
+    let (weights, unmatched) = expected;
+    assert_eq!(router.weights(stored, spec), Ok(weights), "{what}: weights");
+    assert_eq!(
+        router.unmatched_weights(stored, spec),
+        Ok(unmatched),
+        "{what}: weights of unmatched requests"
+    );
+}
+
+/// Asserts that `stored` is labelled as the router object of `web` and owned by `deploy`.
+pub fn assert_owned_by(stored: &DynamicObject, deploy: &Deployment) {
+    let name = stored.name_any();
+    assert_eq!(
+        stored.labels().get("serin.dev/owner").map(String::as_str),
+        Some("web"),
+        "the owner label of {name}"
+    );
+    assert_eq!(
+        stored.owner_references().first().map(|o| o.uid.as_str()),
+        deploy.metadata.uid.as_deref(),
+        "the owner of {name}"
+    );
+}
+
+/// Asserts that what Serin wrote for the Deployment `web` is owned by it alone and was
+/// applied by the field manager `serin` alone.
+pub fn assert_written_by_serin_for_web(object: &DynamicObject) {
+    let name = object.name_any();
+    let owners: Vec<_> = object
+        .owner_references()
+        .iter()
+        .map(|o| (o.kind.as_str(), o.name.as_str()))
+        .collect();
+    assert_eq!(owners, [("Deployment", "web")], "{name}");
+    let managers: Vec<_> = object
+        .managed_fields()
+        .iter()
+        .filter_map(|m| m.manager.as_deref())
+        .collect();
+    assert_eq!(managers, ["serin"], "{name}");
 }
 
 /// A plain Deployment `web` at zero replicas, to own router objects a test applies directly
