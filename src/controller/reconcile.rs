@@ -24,7 +24,7 @@ use crate::release::{
     self, Action, ConfigKind, EventType, HookKind, OWNER_LABEL, Observations, Phase, ReleaseStatus,
     TrackedConfig,
 };
-use crate::router::{Router, Weights, configured_router, supported_providers};
+use crate::router::{Router, Weights, configured_router};
 use crate::spec::{self, CanarySpec, MANAGED_LABEL, OptIn};
 
 /// How often `step` may ask for measurements or gates in one reconcile (each answer moves it
@@ -96,26 +96,7 @@ pub async fn reconcile(deploy: Arc<Deployment>, ctx: Arc<Context>) -> Result<Req
         remove_label(&ctx, &deploy).await?;
         return Ok(Requeue::await_change());
     };
-    let Some(router) = configured_router(spec.provider, &ctx.routers) else {
-        let supported: Vec<&str> = supported_providers()
-            .into_iter()
-            .map(|p| p.as_str())
-            .collect();
-        let message = format!(
-            "serin.dev/provider {} is not supported by this version of Serin yet; use {}",
-            spec.provider,
-            supported.join(", ")
-        );
-        ctx.publish(
-            &deploy,
-            canary.as_ref(),
-            EventType::Warning,
-            "UnsupportedProvider",
-            message,
-        )
-        .await;
-        return Ok(Requeue::await_change());
-    };
+    let router = configured_router(spec.provider, &ctx.routers);
     let mut release = Release {
         ctx: &ctx,
         deploy: &deploy,
@@ -141,9 +122,7 @@ pub async fn inject(ctx: &Context, deploy: &Deployment) -> Result<Vec<String>, E
     let Ok(OptIn::Enabled(spec)) = spec::read_deployment(deploy) else {
         return Ok(Vec::new());
     };
-    let Some(router) = configured_router(spec.provider, &ctx.routers) else {
-        return Ok(Vec::new());
-    };
+    let router = configured_router(spec.provider, &ctx.routers);
     let namespace = deploy.namespace().ok_or(Error::NoNamespace)?;
     let name = deploy.name_any();
     let canaries: Api<Canary> = Api::namespaced(ctx.client.clone(), &namespace);

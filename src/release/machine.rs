@@ -38,7 +38,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::router::Weights;
+use super::weights::Weights;
 use crate::spec::{CanarySpec, Strategy};
 
 /// The phase of a release, as `Canary.status.phase` spells it.
@@ -97,7 +97,7 @@ pub struct CheckValue {
 ///
 /// `canary_weight` is the canary's share of every request, except in A/B testing, where the
 /// router applies the weights to the requests that match the A/B rules only (see
-/// [`crate::router::Router::build`]): 100 there means "every matching request", from the
+/// `Router::build` in `router/`): 100 there means "every matching request", from the
 /// start of the analysis until the primary runs the new revision.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]

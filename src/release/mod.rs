@@ -7,24 +7,28 @@
 //!   `(status, observations, now) -> (actions, new status)`;
 //! - [`conditions`]: `Canary.status.conditions` (`Promoted`) derived from that status.
 //!
-//! The router objects (TrafficSplit, HTTPRoute, ...) live in [`crate::router`], one file per
+//! The router objects (TrafficSplit, HTTPRoute, ...) live in `router/`, one file per
 //! provider.
 
 pub mod conditions;
 pub mod machine;
 pub mod objects;
 pub mod revision;
+pub mod weights;
 
 pub use machine::{
     Action, CanaryObservation, CheckValue, EventType, Gates, HookKind, MetricCheck, NoData,
     Observations, Phase, PrimaryObservation, ReleaseStatus, Requests, builtin_checks, step,
 };
 pub use objects::{
-    ConfigKind, ConfigRef, ObjectsError, Tracking, config_refs, owner_references,
-    primary_config_map, primary_deployment, primary_hpa, primary_name, primary_secret,
-    primary_selector, requested_replicas, rewrite_config_refs, services,
+    ObjectsError, Tracking, owner_references, primary_config_map, primary_deployment, primary_hpa,
+    primary_name, primary_secret, primary_selector, requested_replicas, rewrite_config_refs,
+    services,
 };
 pub use revision::{TrackedConfig, revision};
+pub use weights::Weights;
+// The names and configs of the model, which the release builds from.
+pub use crate::spec::{CANARY_SUFFIX, ConfigKind, ConfigRef, PRIMARY_SUFFIX, config_refs};
 
 /// Label on every object Serin builds for an opted-in Deployment (the primary, the Services,
 /// the router object, the `-primary` copies): the name of that Deployment. Admission uses it
@@ -36,10 +40,3 @@ pub const OWNER_LABEL: &str = "serin.dev/owner";
 /// Annotation on the primary Deployment: the [`revision`] its pod template was copied from,
 /// so the controller can tell that a promotion has reached the primary.
 pub const PRIMARY_REVISION_ANNOTATION: &str = crate::spec::REVISION;
-
-/// Suffix of the primary Deployment, Service, HPA and config copies, and of the values of the
-/// primary pods' selector labels.
-pub const PRIMARY_SUFFIX: &str = "-primary";
-
-/// Suffix of the Service that selects the canary pods.
-pub const CANARY_SUFFIX: &str = "-canary";
