@@ -19,12 +19,12 @@ use serde_json::json;
 use super::reconcile::{apply_params, saw};
 use super::{Context, Error};
 use crate::crd::Canary;
-use crate::release::EventType;
+use crate::release::{EventType, Reason};
 
 /// The type of the condition a failed reconcile sets.
 pub const RECONCILED: &str = "Reconciled";
 /// Its reason.
-pub const RECONCILE_FAILED: &str = "ReconcileFailed";
+pub const RECONCILE_FAILED: &str = Reason::ReconcileFailed.as_str();
 /// How often the same error is told again as an Event.
 const REPEAT_AFTER: Duration = Duration::from_secs(300);
 /// The most Deployments whose last reported error is remembered (a bound, not a target).
@@ -104,7 +104,7 @@ pub async fn report(ctx: &Context, deploy: &Deployment, error: &str) {
             deploy,
             canary.as_ref(),
             EventType::Warning,
-            RECONCILE_FAILED,
+            Reason::ReconcileFailed,
             message.clone(),
         )
         .await;

@@ -21,8 +21,8 @@ use super::requests::{self, Settled, StepContext};
 use super::{Context, Error, FIELD_MANAGER, analysis, observe};
 use crate::crd::{AnalysisTemplate, Canary, CanaryResourceSpec, CanaryStatus};
 use crate::release::{
-    self, Action, ConfigKind, EventType, HookKind, OWNER_LABEL, Observations, Phase, ReleaseStatus,
-    TrackedConfig,
+    self, Action, ConfigKind, EventType, HookKind, OWNER_LABEL, Observations, Phase, Reason,
+    ReleaseStatus, TrackedConfig,
 };
 use crate::router::{Router, Weights, configured_router};
 use crate::spec::{self, CanarySpec, MANAGED_LABEL, OptIn};
@@ -83,7 +83,7 @@ pub async fn reconcile(deploy: Arc<Deployment>, ctx: Arc<Context>) -> Result<Req
                 &deploy,
                 canary.as_ref(),
                 EventType::Warning,
-                "InvalidConfiguration",
+                Reason::InvalidConfiguration,
                 message,
             )
             .await;
@@ -244,7 +244,7 @@ impl Release<'_> {
                 if status.phase != Phase::Initializing {
                     self.event(
                         EventType::Warning,
-                        "PrimaryRecreated",
+                        Reason::PrimaryRecreated,
                         format!(
                             "{primary_name} was missing: created it again from revision \
                              {revision}; waiting for it to be Ready"
@@ -347,7 +347,8 @@ impl Release<'_> {
                             continue;
                         };
                         for problem in problems {
-                            self.event(EventType::Warning, "MetricError", problem).await;
+                            self.event(EventType::Warning, Reason::MetricError, problem)
+                                .await;
                         }
                         obs.checks = Some(checks);
                         called_back = true;
@@ -362,7 +363,8 @@ impl Release<'_> {
                                 "rollback webhook {} answered with success: rolling back",
                                 asking.join(", ")
                             );
-                            self.event(EventType::Warning, "Webhook", message).await;
+                            self.event(EventType::Warning, Reason::Webhook, message)
+                                .await;
                         }
                         obs.gates.rollback = Some(!asking.is_empty());
                         called_back = true;
@@ -377,7 +379,7 @@ impl Release<'_> {
                                 true => EventType::Normal,
                                 false => EventType::Warning,
                             };
-                            self.event(type_, "Webhook", message).await;
+                            self.event(type_, Reason::Webhook, message).await;
                         }
                         obs.gates.set(*kind, outcome.passed);
                         called_back = true;
@@ -392,7 +394,7 @@ impl Release<'_> {
         }
         if let Some(refusal) = asker.refusal() {
             let message = refusal.to_owned();
-            self.event(EventType::Warning, "PolicyViolation", message)
+            self.event(EventType::Warning, Reason::PolicyViolation, message)
                 .await;
         }
         let awaiting = asker.awaiting();
@@ -447,7 +449,7 @@ impl Release<'_> {
                     type_,
                     reason,
                     message,
-                } => self.event(type_, &reason, message).await,
+                } => self.event(type_, reason, message).await,
             }
         }
         if removed {
@@ -858,7 +860,7 @@ impl Release<'_> {
         }
         self.event(
             EventType::Normal,
-            "OptedOut",
+            Reason::OptedOut,
             format!("The Deployment serves again through Service {apex_name}; removed {primary} and the router"),
         )
         .await;
@@ -872,7 +874,7 @@ impl Release<'_> {
 
     /// Records an Event and sends it to the `event` webhooks (once the AnalysisTemplate has
     /// been read in this reconcile).
-    async fn event(&self, type_: EventType, reason: &str, message: String) {
+    async fn event(&self, type_: EventType, reason: Reason, message: String) {
         let payload = analysis::Payload {
             name: self.name.clone(),
             namespace: self.namespace.clone(),
@@ -884,7 +886,7 @@ impl Release<'_> {
             self.hooks.template.as_ref(),
             payload,
             type_,
-            reason,
+            reason.as_str(),
             &message,
         );
         self.ctx
@@ -1001,9 +1003,10 @@ impl Context {
         deploy: &Deployment,
         canary: Option<&Canary>,
         type_: EventType,
-        reason: &str,
+        reason: Reason,
         message: String,
     ) {
+        let reason = reason.as_str();
         let (namespace, deployment) = (deploy.namespace().unwrap_or_default(), deploy.name_any());
         match type_ {
             EventType::Normal => tracing::info!(namespace, deployment, reason, "{message}"),

@@ -37,7 +37,7 @@ use std::str::FromStr;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::crd::canary::{RequestOutcome, RequestStatus};
-use crate::release::{EventType, Phase, ReleaseStatus, Requests};
+use crate::release::{EventType, Phase, Reason, ReleaseStatus, Requests};
 
 /// Annotation on the Canary naming the requested action.
 pub const ACTION: &str = "serin.dev/action";
@@ -157,7 +157,7 @@ pub fn machine_requests(request: Option<&Request>, paused: bool) -> Requests {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Note {
     pub type_: EventType,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -199,7 +199,7 @@ pub fn settle(request: Option<&Request>, step: &StepContext<'_>) -> Settled {
         Err(e) => (
             RequestOutcome::Invalid,
             e.to_string(),
-            Some("InvalidRequest"),
+            Some(Reason::InvalidRequest),
         ),
         Ok(action) => decide(action, request, step),
     };
@@ -241,7 +241,7 @@ fn decide(
     action: RuntimeAction,
     request: &Request,
     step: &StepContext<'_>,
-) -> (RequestOutcome, String, Option<&'static str>) {
+) -> (RequestOutcome, String, Option<Reason>) {
     let (before, after) = (step.before, step.after);
     let weight = after.canary_weight;
     let nothing = |what: &str| {
@@ -251,7 +251,7 @@ fn decide(
                 "no analysis in progress (phase {:?}): nothing to {what}",
                 after.phase
             ),
-            Some("RequestIgnored"),
+            Some(Reason::RequestIgnored),
         )
     };
     match action {
@@ -259,17 +259,17 @@ fn decide(
         RuntimeAction::Pause if step.was_paused => (
             RequestOutcome::Ignored,
             format!("already paused at weight {weight}%"),
-            Some("RequestIgnored"),
+            Some(Reason::RequestIgnored),
         ),
         RuntimeAction::Pause => (
             RequestOutcome::Applied,
             format!("paused at weight {weight}%: no checks and no weight change until resumed"),
-            Some("Paused"),
+            Some(Reason::Paused),
         ),
         RuntimeAction::Resume if !step.was_paused => (
             RequestOutcome::Ignored,
             "the release is not paused".into(),
-            Some("RequestIgnored"),
+            Some(Reason::RequestIgnored),
         ),
         RuntimeAction::Resume if !after.phase.is_analysing() => (
             RequestOutcome::Applied,
@@ -277,12 +277,12 @@ fn decide(
                 "the pause ended with the analysis (phase {:?})",
                 after.phase
             ),
-            Some("Resumed"),
+            Some(Reason::Resumed),
         ),
         RuntimeAction::Resume => (
             RequestOutcome::Applied,
             format!("resumed at weight {}%", before.canary_weight),
-            Some("Resumed"),
+            Some(Reason::Resumed),
         ),
         RuntimeAction::Abort if before.phase.is_analysing() && after.phase == Phase::Failed => (
             RequestOutcome::Applied,
@@ -305,7 +305,7 @@ fn decide(
                          start; promote again to promote it",
                         after.revision.as_deref().unwrap_or("?")
                     ),
-                    Some("RequestIgnored"),
+                    Some(Reason::RequestIgnored),
                 );
             }
             match after.phase {
@@ -325,7 +325,7 @@ fn decide(
                 phase if phase.is_analysing() => (
                     RequestOutcome::Pending,
                     "the promotion starts once the canary is Ready".into(),
-                    Some("PromotionPending"),
+                    Some(Reason::PromotionPending),
                 ),
                 _ => nothing("promote"),
             }
@@ -521,11 +521,11 @@ mod tests {
             );
             for action in &actions {
                 if let Action::Event { reason, .. } = action {
-                    self.events.push(reason.clone());
+                    self.events.push(reason.as_str().to_owned());
                 }
             }
             self.events
-                .extend(settled.note.iter().map(|n| n.reason.to_owned()));
+                .extend(settled.note.iter().map(|n| n.reason.as_str().to_owned()));
             self.status = after;
             self.paused = settled.paused;
             self.last = settled.last_request;

@@ -4,28 +4,37 @@
 //!   and Secrets, and of the HPA);
 //! - [`revision`]: the stable hash that says "this is a new revision";
 //! - [`machine`]: the release state machine of SPEC "The release cycle",
-//!   `(status, observations, now) -> (actions, new status)`;
+//!   `(status, observations, now) -> (actions, new status)`, over [`status`] (what
+//!   `Canary.status` remembers), [`observations`] (what it knows of the world; where a check
+//!   is judged) and [`actions`] (what it asks for, and every Event [`Reason`]);
+//! - [`weights`]: how traffic is split;
 //! - [`conditions`]: `Canary.status.conditions` (`Promoted`) derived from that status.
 //!
 //! The router objects (TrafficSplit, HTTPRoute, ...) live in `router/`, one file per
 //! provider.
 
+pub mod actions;
 pub mod conditions;
 pub mod machine;
 pub mod objects;
+pub mod observations;
 pub mod revision;
+pub mod status;
 pub mod weights;
 
-pub use machine::{
-    Action, CanaryObservation, CheckValue, EventType, Gates, HookKind, MetricCheck, NoData,
-    Observations, Phase, PrimaryObservation, ReleaseStatus, Requests, builtin_checks, step,
-};
+pub use actions::{Action, EventType, HookKind, Reason};
+pub use machine::step;
 pub use objects::{
     ObjectsError, Tracking, owner_references, primary_config_map, primary_deployment, primary_hpa,
     primary_name, primary_secret, primary_selector, requested_replicas, rewrite_config_refs,
     services,
 };
+pub use observations::{
+    CanaryObservation, Gates, MetricCheck, NoData, Observations, PrimaryObservation, Requests,
+    builtin_checks,
+};
 pub use revision::{TrackedConfig, revision};
+pub use status::{CheckValue, Phase, ReleaseStatus};
 pub use weights::Weights;
 // The names and configs of the model, which the release builds from.
 pub use crate::spec::{CANARY_SUFFIX, ConfigKind, ConfigRef, PRIMARY_SUFFIX, config_refs};
