@@ -27,10 +27,6 @@ use crate::release::{
 use crate::router::{Router, Weights, configured_router};
 use crate::spec::{self, CanarySpec, MANAGED_LABEL, OptIn};
 
-/// How often `step` may ask for measurements or gates in one reconcile (each answer moves it
-/// on; more would be a loop).
-const MAX_CALLBACKS: usize = 8;
-
 pub(super) fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
@@ -304,7 +300,7 @@ impl Release<'_> {
             self.delete_companions(|name| !current.iter().any(|c| c == name))
                 .await?;
         }
-        let mut obs = Observations {
+        let obs = Observations {
             revision: revision.clone(),
             opted_in,
             canary: observe::canary(self.deploy, desired),
@@ -332,65 +328,22 @@ impl Release<'_> {
             phase: status.phase,
             checksum: revision.clone(),
         };
-        let (mut actions, mut new_status) = release::step(&status, &obs, now.clone(), &self.spec);
         // Hooks asked for by a step get the phase that step is in (a new revision's first
-        // `confirm-rollout` and `rollback` calls say Waiting, not the phase before it). A
-        // question not answered yet ends the loop: this reconcile carries out the step that
-        // asked it, and the answer brings the next reconcile (see [`analysis`]).
-        for _ in 0..MAX_CALLBACKS {
-            let mut called_back = false;
-            for action in &actions {
-                match action {
-                    Action::RunChecks if obs.checks.is_none() => {
-                        let payload = self.payload(&new_status, &revision);
-                        let Some((checks, problems)) = asker.checks(&new_status, payload) else {
-                            continue;
-                        };
-                        for problem in problems {
-                            self.event(EventType::Warning, Reason::MetricError, problem)
-                                .await;
-                        }
-                        obs.checks = Some(checks);
-                        called_back = true;
-                    }
-                    Action::CallHook(HookKind::Rollback) if obs.gates.rollback.is_none() => {
-                        let payload = self.payload(&new_status, &revision);
-                        let Some(asking) = asker.rollback(&new_status, payload) else {
-                            continue;
-                        };
-                        if !asking.is_empty() {
-                            let message = format!(
-                                "rollback webhook {} answered with success: rolling back",
-                                asking.join(", ")
-                            );
-                            self.event(EventType::Warning, Reason::Webhook, message)
-                                .await;
-                        }
-                        obs.gates.rollback = Some(!asking.is_empty());
-                        called_back = true;
-                    }
-                    Action::CallHook(kind) if kind.is_gate() && obs.gates.get(*kind).is_none() => {
-                        let payload = self.payload(&new_status, &revision);
-                        let Some(outcome) = asker.gate(*kind, &new_status, payload) else {
-                            continue;
-                        };
-                        if let Some(message) = outcome.message {
-                            let type_ = match outcome.passed {
-                                true => EventType::Normal,
-                                false => EventType::Warning,
-                            };
-                            self.event(type_, Reason::Webhook, message).await;
-                        }
-                        obs.gates.set(*kind, outcome.passed);
-                        called_back = true;
-                    }
-                    _ => {}
-                }
-            }
-            if !called_back {
-                break;
-            }
-            (actions, new_status) = release::step(&status, &obs, now.clone(), &self.spec);
+        // `confirm-rollout` and `rollback` calls say Waiting, not the phase before it).
+        let driven = release::drive(
+            &status,
+            obs,
+            &now,
+            &self.spec,
+            &mut Asking {
+                asker: &mut asker,
+                release: self,
+                revision: &revision,
+            },
+        );
+        let (actions, new_status) = (driven.actions, driven.status);
+        for told in driven.told {
+            self.event(told.type_, told.reason, told.message).await;
         }
         if let Some(refusal) = asker.refusal() {
             let message = refusal.to_owned();
@@ -892,6 +845,38 @@ impl Release<'_> {
         self.ctx
             .publish(self.deploy, self.canary.as_ref(), type_, reason, message)
             .await;
+    }
+}
+
+/// The controller's answers to the machine's questions: the analysis [`analysis::Asker`] of
+/// this reconcile, told the release's payload.
+struct Asking<'r, 'a> {
+    asker: &'r mut analysis::Asker<'a>,
+    release: &'r Release<'r>,
+    revision: &'r str,
+}
+
+impl release::Answers for Asking<'_, '_> {
+    fn checks(
+        &mut self,
+        status: &ReleaseStatus,
+    ) -> Option<(Vec<release::MetricCheck>, Vec<String>)> {
+        let payload = self.release.payload(status, self.revision);
+        self.asker.checks(status, payload)
+    }
+
+    fn rollback(&mut self, status: &ReleaseStatus) -> Option<Vec<String>> {
+        let payload = self.release.payload(status, self.revision);
+        self.asker.rollback(status, payload)
+    }
+
+    fn gate(&mut self, kind: HookKind, status: &ReleaseStatus) -> Option<release::GateAnswer> {
+        let payload = self.release.payload(status, self.revision);
+        let outcome = self.asker.gate(kind, status, payload)?;
+        Some(release::GateAnswer {
+            passed: outcome.passed,
+            message: outcome.message,
+        })
     }
 }
 

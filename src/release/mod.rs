@@ -7,6 +7,8 @@
 //!   `(status, observations, now) -> (actions, new status)`, over [`status`] (what
 //!   `Canary.status` remembers), [`observations`] (what it knows of the world; where a check
 //!   is judged) and [`actions`] (what it asks for, and every Event [`Reason`]);
+//! - [`drive`]: the ask/answer loop around `step` (measurements, gates, the `rollback`
+//!   poll), which the controller and the machine's tests both use;
 //! - [`weights`]: how traffic is split;
 //! - [`conditions`]: `Canary.status.conditions` (`Promoted`) derived from that status.
 //!
@@ -15,6 +17,7 @@
 
 pub mod actions;
 pub mod conditions;
+pub mod drive;
 pub mod machine;
 pub mod objects;
 pub mod observations;
@@ -23,6 +26,7 @@ pub mod status;
 pub mod weights;
 
 pub use actions::{Action, EventType, HookKind, Reason};
+pub use drive::{Answers, Driven, GateAnswer, MAX_CALLBACKS, Told, drive};
 pub use machine::step;
 pub use objects::{
     ObjectsError, Tracking, owner_references, primary_config_map, primary_deployment, primary_hpa,
