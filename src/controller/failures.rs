@@ -16,7 +16,8 @@ use kube::api::Patch;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::reconcile::{apply_params, saw};
+use super::cache::saw;
+use super::context::apply_params;
 use super::{Context, Error};
 use crate::crd::Canary;
 use crate::release::{EventType, Reason};

@@ -9,6 +9,7 @@
 //!   is judged) and [`actions`] (what it asks for, and every Event [`Reason`]);
 //! - [`drive`]: the ask/answer loop around `step` (measurements, gates, the `rollback`
 //!   poll), which the controller and the machine's tests both use;
+//! - [`repairs`]: what a reconcile reapplies besides what the machine asks for;
 //! - [`weights`]: how traffic is split;
 //! - [`conditions`]: `Canary.status.conditions` (`Promoted`) derived from that status.
 //!
@@ -21,6 +22,7 @@ pub mod drive;
 pub mod machine;
 pub mod objects;
 pub mod observations;
+pub mod repairs;
 pub mod revision;
 pub mod status;
 pub mod weights;
@@ -37,6 +39,7 @@ pub use observations::{
     CanaryObservation, Gates, MetricCheck, NoData, Observations, PrimaryObservation, Requests,
     builtin_checks,
 };
+pub use repairs::{Changes, Repairs, repairs};
 pub use revision::{TrackedConfig, revision};
 pub use status::{CheckValue, Phase, ReleaseStatus};
 pub use weights::Weights;

@@ -1,0 +1,114 @@
+//! What every reconcile shares ([`Context`]), how the controller runs ([`Options`]), and why a
+//! reconcile fails ([`Error`]).
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use kube::Client;
+use kube::api::PatchParams;
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector;
+
+use super::{analysis, cache, lease};
+use crate::crd::Canary;
+use crate::release::{ObjectsError, Tracking};
+use crate::router::{RouterError, RouterSettings};
+
+/// Field manager of every write Serin makes.
+pub const FIELD_MANAGER: &str = "serin";
+
+/// Server-side apply with Serin's field manager, taking the fields over.
+pub(super) fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Prometheus HTTP API for the builtin checks.
+    pub prometheus_url: String,
+    pub lease: lease::LeaseConfig,
+    /// Serin's own username: its writes are not subject to CanaryPolicies.
+    pub serin_user: String,
+    /// Which configs are tracked (`--track-secrets`); without Secrets, Serin never reads,
+    /// watches or lists one.
+    pub tracking: Tracking,
+    /// How the routers write their objects (`--nginx-annotation-prefix`).
+    pub routers: RouterSettings,
+    /// The ports Serin listens on (`--listen`, `--admin-listen`): webhooks and metric
+    /// queries never call them on this machine.
+    pub own_ports: Vec<u16>,
+    /// The webhook's index of CanaryPolicies and namespace labels when both run in one
+    /// process (`serin run`), shared so that its watches are not opened twice; the
+    /// controller starts its own otherwise.
+    pub policies: Option<Arc<crate::admission::PolicyIndex>>,
+}
+
+/// What every reconcile (and the webhook's injection) shares.
+pub struct Context {
+    pub client: Client,
+    /// Who records Events.
+    pub reporter: Reporter,
+    pub analysis: analysis::Clients,
+    /// The controller's watch-fed caches of `-primary` Deployments and of Canaries (`None`
+    /// in the webhook, which reads from the API server).
+    pub primaries: Option<cache::Cache<Deployment>>,
+    pub canaries: Option<cache::Cache<Canary>>,
+    /// Every HorizontalPodAutoscaler, watch-fed (`None` in the webhook): few objects, read
+    /// on each reconcile to keep the `-primary` copy of the user's.
+    pub hpas: Option<reflector::Store<HorizontalPodAutoscaler>>,
+    pub tracking: Tracking,
+    pub routers: RouterSettings,
+    /// The CanaryPolicies, watch-fed, to judge a release's AnalysisTemplate before anything
+    /// of it is called (`None` in the webhook, which calls nothing).
+    pub policies: Option<Arc<crate::admission::PolicyIndex>>,
+}
+
+/// Why a reconcile failed; it is retried after [`RETRY_AFTER`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("the Deployment has no namespace")]
+    NoNamespace,
+    #[error("{0}")]
+    Objects(#[from] ObjectsError),
+    #[error("{0}")]
+    Router(#[from] RouterError),
+    #[error(
+        "{kind} ({api_version}) is not installed in the cluster: install its CRD, or choose \
+         another serin.dev/provider"
+    )]
+    RouterNotInstalled { api_version: String, kind: String },
+    #[error(
+        "serin.dev/analysis names AnalysisTemplate {0:?}, which does not exist in the namespace"
+    )]
+    MissingAnalysisTemplate(String),
+    #[error("encoding an object: {0}")]
+    Serialize(serde_json::Error),
+    #[error("{0}")]
+    Policies(String),
+}
+
+impl Context {
+    pub fn new(client: Client, options: &Options) -> anyhow::Result<Self> {
+        Ok(Self {
+            client,
+            reporter: Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: Some(options.lease.identity.clone()),
+            },
+            analysis: analysis::Clients::new(
+                &options.prometheus_url,
+                crate::policy::egress::Egress::new(options.own_ports.iter().copied()),
+            )?,
+            primaries: None,
+            canaries: None,
+            hpas: None,
+            tracking: options.tracking,
+            routers: options.routers.clone(),
+            policies: None,
+        })
+    }
+}
