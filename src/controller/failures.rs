@@ -7,12 +7,13 @@
 //! distinct error (and again after [`REPEAT_AFTER`]), the condition only when it changes.
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::Patch;
+use kube::runtime::controller::Action as Requeue;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
@@ -138,6 +139,22 @@ pub async fn report(ctx: &Context, deploy: &Deployment, error: &str) {
             tracing::warn!(namespace, deployment = name, error = %e, "cannot set the Reconciled condition")
         }
     }
+}
+
+/// Pause before retrying a failed reconcile.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+pub(super) fn error_policy(deploy: Arc<Deployment>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    tracing::warn!(
+        namespace = deploy.metadata.namespace.as_deref().unwrap_or(""),
+        deployment = deploy.metadata.name.as_deref().unwrap_or(""),
+        %error,
+        "reconcile failed; retrying"
+    );
+    // Told where users look (an Event, a Canary condition); off the controller's path.
+    let message = describe(error);
+    tokio::spawn(async move { report(&ctx, &deploy, &message).await });
+    Requeue::requeue(RETRY_AFTER)
 }
 
 #[cfg(test)]

@@ -28,37 +28,19 @@ mod status;
 mod watches;
 
 pub use context::{Context, Error, FIELD_MANAGER, Options};
+pub use failures::RETRY_AFTER;
 pub use machinery::inject;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector;
 use kube::{Api, Client};
 
 /// Reconciles running at once.
 const CONCURRENCY: u16 = 32;
-
-/// Pause before retrying a failed reconcile.
-pub const RETRY_AFTER: Duration = Duration::from_secs(5);
-
-fn error_policy(deploy: Arc<Deployment>, error: &Error, ctx: Arc<Context>) -> Requeue {
-    tracing::warn!(
-        namespace = deploy.metadata.namespace.as_deref().unwrap_or(""),
-        deployment = deploy.metadata.name.as_deref().unwrap_or(""),
-        %error,
-        "reconcile failed; retrying"
-    );
-    // Told where users look (an Event, a Canary condition); off the controller's path.
-    let message = failures::describe(error);
-    tokio::spawn(async move { failures::report(&ctx, &deploy, &message).await });
-    Requeue::requeue(RETRY_AFTER)
-}
 
 /// Runs the controller until `shutdown` completes or the Lease is lost (an error: the
 /// process should exit and be restarted, never act without the Lease).
@@ -110,7 +92,7 @@ pub async fn run(
         // API server (memory) and only queue there.
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile::reconcile, error_policy, ctx)
+        .run(reconcile::reconcile, failures::error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "controller");

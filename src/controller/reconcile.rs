@@ -11,7 +11,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
 
-use super::answers::Asking;
 use super::events::EventHooks;
 use super::machinery::{Config, Creating, remove_label};
 use super::requests::{self, StepContext};
@@ -126,43 +125,7 @@ impl<'a> Release<'a> {
             ..Default::default()
         };
         let now = Time(Timestamp::now());
-        let template = self.analysis_template().await?;
-        // Judged by the CanaryPolicies now, before anything of it is called.
-        let (ctx, deploy, spec) = (self.ctx, self.deploy, &self.spec);
-        let mut asker = analysis::Asker::new(
-            ctx,
-            deploy,
-            &self.namespace,
-            &self.name,
-            spec,
-            template.as_ref(),
-        )
-        .await?;
-        let callable = asker.callable_template().cloned();
-        let checksum = read.revision.clone();
-        self.hooks = EventHooks {
-            template: callable.clone(),
-            phase: status.phase,
-            checksum,
-        };
-        // Hooks asked for by a step get the phase that step is in (a new revision's first
-        // `confirm-rollout` and `rollback` calls say Waiting, not the phase before it).
-        let mut asking = Asking {
-            asker: &mut asker,
-            release: self,
-            revision: &read.revision,
-        };
-        let driven = release::drive(&status, obs, &now, &self.spec, &mut asking);
-        for told in driven.told {
-            self.event(told.type_, told.reason, told.message).await;
-        }
-        if let Some(refusal) = asker.refusal() {
-            let message = refusal.to_owned();
-            self.event(EventType::Warning, Reason::PolicyViolation, message)
-                .await;
-        }
-        let awaiting = asker.awaiting();
-        asker.settle();
+        let (driven, requeue) = self.decide(&status, obs, &read.revision, &now).await?;
         let (was_paused, last) = (stored.paused, stored.last_request.as_ref());
         let step = StepContext {
             before: &status,
@@ -178,11 +141,6 @@ impl<'a> Release<'a> {
         if let Some(note) = settled.note.clone() {
             self.event(note.type_, note.reason, note.message).await;
         }
-        let requeue = match awaiting {
-            // The answer asks for the next reconcile; this one only in case it is lost.
-            true => Requeue::requeue(analysis::AWAITING_RECHECK),
-            false => Requeue::await_change(),
-        };
         let Some(requeue) = self
             .perform(driven.actions, &read, &driven.status, requeue)
             .await?

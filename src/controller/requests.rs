@@ -236,6 +236,18 @@ pub fn settle(request: Option<&Request>, step: &StepContext<'_>) -> Settled {
     }
 }
 
+/// A request that has nothing to act on: no analysis in progress.
+fn ignored(after: &ReleaseStatus, what: &str) -> (RequestOutcome, String, Option<Reason>) {
+    (
+        RequestOutcome::Ignored,
+        format!(
+            "no analysis in progress (phase {:?}): nothing to {what}",
+            after.phase
+        ),
+        Some(Reason::RequestIgnored),
+    )
+}
+
 /// Outcome, message and Event reason (if an Event of ours is due) of a valid request.
 fn decide(
     action: RuntimeAction,
@@ -244,16 +256,7 @@ fn decide(
 ) -> (RequestOutcome, String, Option<Reason>) {
     let (before, after) = (step.before, step.after);
     let weight = after.canary_weight;
-    let nothing = |what: &str| {
-        (
-            RequestOutcome::Ignored,
-            format!(
-                "no analysis in progress (phase {:?}): nothing to {what}",
-                after.phase
-            ),
-            Some(Reason::RequestIgnored),
-        )
-    };
+    let nothing = |what: &str| ignored(after, what);
     match action {
         RuntimeAction::Pause if !after.phase.is_analysing() => nothing("pause"),
         RuntimeAction::Pause if step.was_paused => (
@@ -293,43 +296,43 @@ fn decide(
             None,
         ),
         RuntimeAction::Abort => nothing("abort"),
-        RuntimeAction::Promote => {
-            let was_pending = step
-                .last
-                .is_some_and(|last| request.is(last) && last.outcome == RequestOutcome::Pending);
-            if was_pending && before.revision != after.revision {
-                return (
-                    RequestOutcome::Ignored,
-                    format!(
-                        "a new revision {} restarted the analysis before the promotion could \
-                         start; promote again to promote it",
-                        after.revision.as_deref().unwrap_or("?")
-                    ),
-                    Some(Reason::RequestIgnored),
-                );
-            }
-            match after.phase {
-                Phase::Promoting | Phase::Finalising | Phase::Succeeded
-                    if before.phase.is_analysing() =>
-                {
-                    (
-                        RequestOutcome::Applied,
-                        format!(
-                            "promoting revision {} at weight {}%, skipping the remaining steps",
-                            after.revision.as_deref().unwrap_or("?"),
-                            before.canary_weight
-                        ),
-                        None,
-                    )
-                }
-                phase if phase.is_analysing() => (
-                    RequestOutcome::Pending,
-                    "the promotion starts once the canary is Ready".into(),
-                    Some(Reason::PromotionPending),
-                ),
-                _ => nothing("promote"),
-            }
-        }
+        RuntimeAction::Promote => promote(request, step),
+    }
+}
+
+/// What became of a promotion request in a step.
+fn promote(request: &Request, step: &StepContext<'_>) -> (RequestOutcome, String, Option<Reason>) {
+    let (before, after) = (step.before, step.after);
+    let was_pending = step
+        .last
+        .is_some_and(|last| request.is(last) && last.outcome == RequestOutcome::Pending);
+    if was_pending && before.revision != after.revision {
+        return (
+            RequestOutcome::Ignored,
+            format!(
+                "a new revision {} restarted the analysis before the promotion could \
+                 start; promote again to promote it",
+                after.revision.as_deref().unwrap_or("?")
+            ),
+            Some(Reason::RequestIgnored),
+        );
+    }
+    match after.phase {
+        Phase::Promoting | Phase::Finalising | Phase::Succeeded if before.phase.is_analysing() => (
+            RequestOutcome::Applied,
+            format!(
+                "promoting revision {} at weight {}%, skipping the remaining steps",
+                after.revision.as_deref().unwrap_or("?"),
+                before.canary_weight
+            ),
+            None,
+        ),
+        phase if phase.is_analysing() => (
+            RequestOutcome::Pending,
+            "the promotion starts once the canary is Ready".into(),
+            Some(Reason::PromotionPending),
+        ),
+        _ => ignored(after, "promote"),
     }
 }
 

@@ -195,33 +195,24 @@ pub(super) struct Writers {
 pub(super) fn controller(
     client: &Client,
     writers: Writers,
-    _reader: reflector::Store<Deployment>,
+    reader: reflector::Store<Deployment>,
     tracking: Tracking,
     answered: Option<UnboundedReceiver<reflector::ObjectRef<Deployment>>>,
 ) -> Controller<Deployment> {
-    let Writers {
-        opted_in: _writer,
-        primaries: primary_writer,
-        canaries: canary_writer,
-        hpas: hpa_writer,
-    } = writers;
     let deployments: Api<Deployment> = Api::all(client.clone());
-    // The caches hold every opted-in Deployment, its primary and its Canary: without the
-    // managed fields and kubectl's copy of the manifest they are a fraction of the size.
-    let (reader, writer) = reflector::store();
     let opted_in = watcher(
         deployments.clone(),
         watcher::Config::default().labels(MANAGED_LABEL),
     )
     .default_backoff()
     .modify(slim::<Deployment>)
-    .reflect(writer)
+    .reflect(writers.opted_in)
     .applied_objects()
     .predicate_filter(rollout_state, Default::default());
     let primaries = watcher(deployments, watcher::Config::default().labels(OWNER_LABEL))
         .default_backoff()
         .modify(slim_primary)
-        .reflect(primary_writer)
+        .reflect(writers.primaries)
         .map_ok(mark_deleted)
         .touched_objects()
         .predicate_filter(or_deleted(primary_state), Default::default());
@@ -234,18 +225,10 @@ pub(super) fn controller(
     )
     .default_backoff()
     .modify(slim::<Canary>)
-    .reflect(canary_writer)
+    .reflect(writers.canaries)
     .map_ok(mark_deleted)
     .touched_objects()
     .predicate_filter(or_deleted(spec_or_request), Default::default());
-    // A tracked ConfigMap or Secret that changes is a new revision of every opted-in
-    // Deployment whose pod template uses it. Metadata is enough to notice the change.
-    let config_maps = watcher(
-        Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .applied_objects();
     // A user's HPA that is created or changed (its spec: not the status the HPA controller
     // writes every few seconds) is copied to the primary by a reconcile of its target.
     let hpas = watcher(
@@ -254,31 +237,48 @@ pub(super) fn controller(
     )
     .default_backoff()
     .modify(slim::<HorizontalPodAutoscaler>)
-    .reflect(hpa_writer)
+    .reflect(writers.hpas)
     .applied_objects()
     .predicate_filter(hpa_spec, Default::default());
-    let (maps_users, secrets_users) = (reader.clone(), reader.clone());
-    let mut controller = Controller::for_stream(opted_in, reader)
+    let controller = Controller::for_stream(opted_in, reader.clone())
         .reconcile_on(futures::stream::iter(answered).flatten())
         .owns_stream(canaries)
         .owns_stream(primaries)
-        .watches_stream(hpas, |hpa| hpa_target(&hpa))
-        .watches_stream(config_maps, move |cm| {
-            users_of(&maps_users, ConfigKind::ConfigMap, &cm.metadata)
-        });
+        .watches_stream(hpas, |hpa| hpa_target(&hpa));
+    watch_configs(controller, client, reader, tracking)
+}
+
+/// A tracked ConfigMap or Secret that changes is a new revision of every opted-in Deployment
+/// whose pod template uses it. Metadata is enough to notice the change.
+fn watch_configs(
+    controller: Controller<Deployment>,
+    client: &Client,
+    reader: reflector::Store<Deployment>,
+    tracking: Tracking,
+) -> Controller<Deployment> {
+    let (maps_users, secrets_users) = (reader.clone(), reader);
+    let config_maps = watcher(
+        Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects();
+    let controller = controller.watches_stream(config_maps, move |cm| {
+        users_of(&maps_users, ConfigKind::ConfigMap, &cm.metadata)
+    });
     // Without Secret tracking there is no watch at all: the base RBAC grants none.
-    if tracking.secrets {
-        let secrets = watcher(
-            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .applied_objects();
-        controller = controller.watches_stream(secrets, move |secret| {
-            users_of(&secrets_users, ConfigKind::Secret, &secret.metadata)
-        });
+    if !tracking.secrets {
+        return controller;
     }
-    controller
+    let secrets = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects();
+    controller.watches_stream(secrets, move |secret| {
+        users_of(&secrets_users, ConfigKind::Secret, &secret.metadata)
+    })
 }
 
 #[cfg(test)]
