@@ -90,7 +90,7 @@ async fn serve(common: &Common, parts: Parts) -> anyhow::Result<()> {
     };
     let policies = options.policies.clone();
     let injector = match &client {
-        Some(client) => Some(Arc::new(controller::Context::new(
+        Some(client) => Some(Arc::new(controller::machinery::Injector::new(
             client.clone(),
             &options,
         )?)),

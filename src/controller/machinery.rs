@@ -23,6 +23,21 @@ use crate::release::{
 use crate::router::configured_router;
 use crate::spec::{self, MANAGED_LABEL, OptIn};
 
+/// What [`inject`] writes with: the webhook's cluster access and the operator's choices of
+/// configs and routers (no caches: the webhook reads from the API server).
+pub struct Injector(Context);
+
+impl Injector {
+    pub fn new(client: kube::Client, options: &super::Options) -> anyhow::Result<Self> {
+        Ok(Self(Context::new(client, options)?))
+    }
+
+    /// The cluster access it writes with.
+    pub fn client(&self) -> &kube::Client {
+        &self.0.client
+    }
+}
+
 /// The fast path of admission (SPEC "What admission does"): when an update opts an existing
 /// Deployment in, the mutating webhook creates at once what needs no Ready primary — the
 /// `Canary`, the `-primary` copies of tracked configs, `<name>-primary`, and the `-primary`
@@ -30,7 +45,8 @@ use crate::spec::{self, MANAGED_LABEL, OptIn};
 /// for the controller and a Ready primary: pointing traffic at a primary with no Ready pod
 /// would leave the Service without endpoints. Returns what was created, for admission
 /// warnings. Objects that exist are left alone.
-pub async fn inject(ctx: &Context, deploy: &Deployment) -> Result<Vec<String>, Error> {
+pub async fn inject(injector: &Injector, deploy: &Deployment) -> Result<Vec<String>, Error> {
+    let ctx = &injector.0;
     let Ok(OptIn::Enabled(spec)) = spec::read_deployment(deploy) else {
         return Ok(Vec::new());
     };

@@ -29,7 +29,6 @@ mod watches;
 
 pub use context::{Context, Error, FIELD_MANAGER, Options};
 pub use failures::RETRY_AFTER;
-pub use machinery::inject;
 
 use std::future::Future;
 use std::sync::Arc;
