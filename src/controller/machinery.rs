@@ -14,9 +14,9 @@ use serde_json::json;
 
 use super::cache::{read_through, saw};
 use super::context::{Context, Error, apply_params};
-use super::observe;
 use super::reconcile::{Read, Release};
 use crate::crd::{Canary, CanaryResourceSpec};
+use crate::release::observe;
 use crate::release::{
     self, ConfigKind, EventType, OWNER_LABEL, Phase, Reason, ReleaseStatus, TrackedConfig,
 };

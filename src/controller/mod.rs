@@ -6,7 +6,6 @@
 //! - [`watches`]: what the watches keep and which events need a reconcile;
 //! - [`reconcile`]: the per-Deployment pipeline around [`crate::release::drive`];
 //! - [`machinery`], [`routing`], [`status`], [`events`]: its writes, by what they touch;
-//! - [`observe`]: what the Deployments say (pure);
 //! - [`analysis`]: measurements and webhooks for the release machine;
 //! - [`requests`]: runtime requests on the Canary (promote, abort, pause, resume) (pure);
 //! - [`lease`]: leader election.
@@ -19,7 +18,6 @@ mod events;
 mod failures;
 pub mod lease;
 pub mod machinery;
-pub mod observe;
 mod orphans;
 mod reconcile;
 pub mod requests;

@@ -13,8 +13,9 @@ use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client};
 
-use super::{observe, requests};
+use super::requests;
 use crate::crd::Canary;
+use crate::release::observe;
 use crate::release::{ConfigKind, OWNER_LABEL, Tracking, config_refs};
 use crate::spec::MANAGED_LABEL;
 

@@ -2,6 +2,7 @@
 //! - [`objects`]: the desired objects Serin adds beside an opted-in Deployment (the
 //!   `<name>-primary` Deployment, the three Services, `-primary` copies of tracked ConfigMaps
 //!   and Secrets, and of the HPA);
+//! - [`observe`]: what the canary and primary Deployments say, for [`Observations`];
 //! - [`revision`]: the stable hash that says "this is a new revision";
 //! - [`machine`]: the release state machine of SPEC "The release cycle",
 //!   `(status, observations, now) -> (actions, new status)`, over [`status`] (what
@@ -22,6 +23,7 @@ pub mod drive;
 pub mod machine;
 pub mod objects;
 pub mod observations;
+pub mod observe;
 pub mod repairs;
 pub mod revision;
 pub mod status;
