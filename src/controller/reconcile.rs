@@ -205,3 +205,6 @@ pub(super) struct Read {
     pub revision: String,
     pub desired: i32,
 }
+
+#[cfg(test)]
+mod tests;
