@@ -4,8 +4,8 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action as Requeue;
 
+use super::context::Release;
 use super::events::EventHooks;
-use super::reconcile::Release;
 use super::{Error, analysis};
 use crate::crd::AnalysisTemplate;
 use crate::release::{self, Driven, EventType, HookKind, Observations, Reason, ReleaseStatus};

@@ -1,4 +1,5 @@
-//! What every reconcile shares ([`Context`]), how the controller runs ([`Options`]), and why a
+//! What every reconcile shares ([`Context`]), what one reconcile holds of its Deployment
+//! ([`Release`], [`Read`]), how the controller runs ([`Options`]), and why a
 //! reconcile fails ([`Error`]).
 
 use std::sync::Arc;
@@ -10,10 +11,13 @@ use kube::api::PatchParams;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector;
 
+use super::events::EventHooks;
+use super::machinery::Config;
 use super::{analysis, cache, lease};
 use crate::crd::Canary;
 use crate::release::{ObjectsError, Tracking};
-use crate::router::{RouterError, RouterSettings};
+use crate::router::{Router, RouterError, RouterSettings};
+use crate::spec::CanarySpec;
 
 /// Field manager of every write Serin makes.
 pub const FIELD_MANAGER: &str = "serin";
@@ -111,4 +115,56 @@ impl Context {
             policies: None,
         })
     }
+}
+
+/// The objects of one Deployment, read once per reconcile.
+pub(super) struct Release<'a> {
+    pub ctx: &'a Context,
+    pub deploy: &'a Deployment,
+    pub namespace: String,
+    pub name: String,
+    pub spec: CanarySpec,
+    pub router: Box<dyn Router>,
+    pub canary: Option<Canary>,
+    /// An HPA targets the Deployment, so its `-primary` copy sizes the primary; looked up
+    /// (one LIST) only when a reconcile needs to know.
+    pub autoscaled: Option<bool>,
+    /// What `event` webhooks are told with each Event: the template once read, and the
+    /// phase and revision of the release at that point of the reconcile.
+    pub hooks: EventHooks,
+}
+
+impl<'a> Release<'a> {
+    pub(super) fn new(
+        ctx: &'a Context,
+        deploy: &'a Deployment,
+        namespace: String,
+        name: String,
+        spec: CanarySpec,
+        router: Box<dyn Router>,
+        canary: Option<Canary>,
+    ) -> Self {
+        let hooks = EventHooks::default();
+        let autoscaled = None;
+        Release {
+            ctx,
+            deploy,
+            namespace,
+            name,
+            spec,
+            router,
+            canary,
+            autoscaled,
+            hooks,
+        }
+    }
+}
+
+/// What a reconcile reads of the release before deciding: the primary, the tracked configs
+/// as stored, the revision they make with the pod template, and the replicas the user wants.
+pub(super) struct Read {
+    pub primary: Option<Deployment>,
+    pub configs: Vec<Config>,
+    pub revision: String,
+    pub desired: i32,
 }

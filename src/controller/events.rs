@@ -7,8 +7,8 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::analysis;
 use super::cache::read_through;
+use super::context::Release;
 use super::context::{Context, Error};
-use super::reconcile::Release;
 use crate::crd::Canary;
 use crate::release::{EventType, Phase, Reason};
 

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::cache::{read_through, saw};
 use super::context::{Context, Error, apply_params};
-use super::reconcile::{Read, Release};
+use super::context::{Read, Release};
 use crate::crd::{Canary, CanaryResourceSpec};
 use crate::release::observe;
 use crate::release::{

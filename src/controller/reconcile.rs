@@ -11,32 +11,14 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
 
-use super::events::EventHooks;
-use super::machinery::{Config, Creating, remove_label};
+use super::context::{Read, Release};
+use super::machinery::{Creating, remove_label};
 use super::requests::{self, StepContext};
 use super::{Context, Error, analysis};
-use crate::crd::Canary;
 use crate::release::observe;
 use crate::release::{self, Action, EventType, Observations, Reason};
-use crate::router::{Router, configured_router};
-use crate::spec::{self, CanarySpec, OptIn};
-
-/// The objects of one Deployment, read once per reconcile.
-pub(super) struct Release<'a> {
-    pub ctx: &'a Context,
-    pub deploy: &'a Deployment,
-    pub namespace: String,
-    pub name: String,
-    pub spec: CanarySpec,
-    pub router: Box<dyn Router>,
-    pub canary: Option<Canary>,
-    /// An HPA targets the Deployment, so its `-primary` copy sizes the primary; looked up
-    /// (one LIST) only when a reconcile needs to know.
-    pub autoscaled: Option<bool>,
-    /// What `event` webhooks are told with each Event: the template once read, and the
-    /// phase and revision of the release at that point of the reconcile.
-    pub hooks: EventHooks,
-}
+use crate::router::configured_router;
+use crate::spec::{self, OptIn};
 
 pub async fn reconcile(deploy: Arc<Deployment>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     // A Deployment on its way out takes what Serin made with it (owner references): making
@@ -74,31 +56,7 @@ pub async fn reconcile(deploy: Arc<Deployment>, ctx: Arc<Context>) -> Result<Req
     release.run(is_opted_in).await
 }
 
-impl<'a> Release<'a> {
-    pub(super) fn new(
-        ctx: &'a Context,
-        deploy: &'a Deployment,
-        namespace: String,
-        name: String,
-        spec: CanarySpec,
-        router: Box<dyn Router>,
-        canary: Option<Canary>,
-    ) -> Self {
-        let hooks = EventHooks::default();
-        let autoscaled = None;
-        Release {
-            ctx,
-            deploy,
-            namespace,
-            name,
-            spec,
-            router,
-            canary,
-            autoscaled,
-            hooks,
-        }
-    }
-
+impl Release<'_> {
     async fn run(&mut self, opted_in: bool) -> Result<Requeue, Error> {
         let stored = self
             .canary
@@ -195,15 +153,6 @@ impl<'a> Release<'a> {
         }
         Ok((!removed).then_some(requeue))
     }
-}
-
-/// What a reconcile reads of the release before deciding: the primary, the tracked configs
-/// as stored, the revision they make with the pod template, and the replicas the user wants.
-pub(super) struct Read {
-    pub primary: Option<Deployment>,
-    pub configs: Vec<Config>,
-    pub revision: String,
-    pub desired: i32,
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@ use kube::core::DynamicObject;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
+use super::context::Release;
 use super::context::{Error, apply_params};
 use super::machinery::ignore_missing;
-use super::reconcile::Release;
 use crate::release::{OWNER_LABEL, Phase, ReleaseStatus, Weights};
 
 impl Release<'_> {

@@ -6,8 +6,8 @@ use kube::{Api, Resource};
 use serde_json::json;
 
 use super::cache::saw;
+use super::context::Release;
 use super::context::{Error, apply_params};
-use super::reconcile::Release;
 use super::requests::Settled;
 use crate::crd::{Canary, CanaryStatus};
 use crate::release::{self, ReleaseStatus};

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::controller::Options;
 use crate::controller::lease::LeaseConfig;
-use crate::crd::{CanaryResourceSpec, CanaryStatus};
+use crate::crd::{Canary, CanaryResourceSpec, CanaryStatus};
 use crate::release::{Phase, ReleaseStatus, Tracking, Weights};
 use crate::router::RouterSettings;
 
