@@ -1,4 +1,5 @@
 use super::*;
+use crate::release::drive::{Answers, GateAnswer, drive};
 use crate::release::{
     CanaryObservation, Gates, NoData, PrimaryObservation, Requests, builtin_checks,
 };
@@ -82,67 +83,38 @@ impl World {
         }
     }
 
-    /// One reconcile: steps until no measurement or gate is pending, then lets one
-    /// interval pass.
+    /// One reconcile, as the executor runs it: [`drive`] answers what the steps ask from
+    /// this world, and the last step's actions are carried out; then one interval passes.
     fn tick(&mut self) {
-        let mut checks = None;
-        let mut gates = Gates::default();
-        for _ in 0..10 {
-            let obs = self.observe(checks.clone(), gates);
-            let now = Time(Timestamp::from_second(self.seconds).unwrap_or_default());
-            let (actions, status) = step(&self.status, &obs, now, &self.spec);
-            self.status = status;
-            let mut again = false;
-            for action in &actions {
-                match action {
-                    Action::SetWeights(w) => self.router = Some(*w),
-                    Action::ScaleCanary(n) => self.canary_replicas = *n,
-                    Action::ScaleCanaryToZero => self.canary_replicas = 0,
-                    Action::CopyToPrimary { revision } => {
-                        self.primary_revision = Some(revision.clone())
-                    }
-                    Action::RunChecks => {
-                        let mut measured =
-                            builtin_checks(&self.spec, self.success_rate, self.latency_ms);
-                        for check in &mut measured {
-                            check.no_data = self.no_data;
-                        }
-                        checks = Some(measured);
-                        again = true;
-                    }
-                    Action::CallHook(kind) => {
-                        let answer = |gate: Option<bool>| gate.or(Some(true));
-                        match kind {
-                            HookKind::ConfirmRollout => {
-                                gates.confirm_rollout = answer(self.gates.confirm_rollout)
-                            }
-                            HookKind::PreRollout => {
-                                gates.pre_rollout = answer(self.gates.pre_rollout)
-                            }
-                            HookKind::ConfirmTrafficIncrease => {
-                                gates.confirm_traffic_increase =
-                                    answer(self.gates.confirm_traffic_increase)
-                            }
-                            HookKind::ConfirmPromotion => {
-                                gates.confirm_promotion = answer(self.gates.confirm_promotion)
-                            }
-                            // No rollback hook, or none asking: no rollback.
-                            HookKind::Rollback => {
-                                gates.rollback = self.gates.rollback.or(Some(false))
-                            }
-                            HookKind::PostRollout => continue,
-                        }
-                        again = true;
-                    }
-                    Action::RecordDesiredReplicas(n) => self.desired_replicas = *n,
-                    Action::RemoveMachinery | Action::RequeueAfter(_) | Action::Event { .. } => {}
+        let obs = self.observe(None, Gates::default());
+        let now = Time(Timestamp::from_second(self.seconds).unwrap_or_default());
+        let spec = self.spec.clone();
+        let mut answering = Answering {
+            world: self,
+            asked: Vec::new(),
+        };
+        let driven = drive(&self.status, obs, &now, &spec, &mut answering);
+        // What was asked is logged as the action that asked it.
+        let asked = answering.asked;
+        self.log.extend(asked);
+        self.status = driven.status;
+        for action in &driven.actions {
+            match action {
+                Action::SetWeights(w) => self.router = Some(*w),
+                Action::ScaleCanary(n) => self.canary_replicas = *n,
+                Action::ScaleCanaryToZero => self.canary_replicas = 0,
+                Action::CopyToPrimary { revision } => {
+                    self.primary_revision = Some(revision.clone())
                 }
-            }
-            self.log.extend(actions);
-            if !again {
-                break;
+                Action::RecordDesiredReplicas(n) => self.desired_replicas = *n,
+                Action::RunChecks
+                | Action::CallHook(_)
+                | Action::RemoveMachinery
+                | Action::RequeueAfter(_)
+                | Action::Event { .. } => {}
             }
         }
+        self.log.extend(driven.actions);
         self.seconds += i64::try_from(self.spec.interval.as_millis() / 1000).unwrap_or(60);
     }
 
@@ -181,6 +153,43 @@ impl World {
                 _ => None,
             })
             .collect()
+    }
+}
+
+/// The world's answers to the machine's questions: the builtin checks at its success rate
+/// and latency, its gates (open when not set), its rollback webhook.
+struct Answering<'w> {
+    world: &'w World,
+    asked: Vec<Action>,
+}
+
+impl Answers for Answering<'_> {
+    fn checks(&mut self, _: &ReleaseStatus) -> Option<(Vec<MetricCheck>, Vec<String>)> {
+        self.asked.push(Action::RunChecks);
+        let world = self.world;
+        let mut measured = builtin_checks(&world.spec, world.success_rate, world.latency_ms);
+        for check in &mut measured {
+            check.no_data = world.no_data;
+        }
+        Some((measured, Vec::new()))
+    }
+
+    fn rollback(&mut self, _: &ReleaseStatus) -> Option<Vec<String>> {
+        self.asked.push(Action::CallHook(HookKind::Rollback));
+        // No rollback hook, or none asking: no rollback.
+        Some(match self.world.gates.rollback {
+            Some(true) => vec!["rollback".into()],
+            _ => Vec::new(),
+        })
+    }
+
+    fn gate(&mut self, kind: HookKind, _: &ReleaseStatus) -> Option<GateAnswer> {
+        self.asked.push(Action::CallHook(kind));
+        let passed = self.world.gates.get(kind).unwrap_or(true);
+        Some(GateAnswer {
+            passed,
+            message: None,
+        })
     }
 }
 
