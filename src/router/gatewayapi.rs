@@ -29,8 +29,8 @@ use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
 use super::{
-    Router, RouterError, Side, Weights, array_at, backend_weights, matches_only_headers,
-    owned_object,
+    Router, RouterError, Side, Weights, array_at, backend_named, backend_weights,
+    matches_only_headers, owned_object,
 };
 use crate::release::{CANARY_SUFFIX, PRIMARY_SUFFIX};
 use crate::spec::{CanarySpec, MatchRule};
@@ -172,13 +172,7 @@ fn rule_weights(rule: &Value, spec: &CanarySpec, name: &str) -> Result<Weights, 
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let backend = |side: Side| {
-        let service = side.service(&spec.service);
-        let found = backends
-            .iter()
-            .find(|b| b.get("name").and_then(Value::as_str) == Some(service.as_str()))?;
-        Some((found.get("name")?.as_str()?, found.get("weight")))
-    };
+    let backend = |side: Side| backend_named(backends, "name", &side.service(&spec.service));
     let weight = |stored: Option<&Value>| match stored {
         None => Some(1),
         Some(weight) => weight.as_u64().map(u128::from),

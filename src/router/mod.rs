@@ -279,6 +279,19 @@ fn backend_weights<'a>(
     percentages(primary, canary, kind, name)
 }
 
+/// The backend among `backends` whose `key` names `service`: that name and its weight as
+/// stored (SMI's `service`, the Gateway API's `name`).
+fn backend_named<'a>(
+    backends: &'a [Value],
+    key: &str,
+    service: &str,
+) -> Option<(&'a str, Option<&'a Value>)> {
+    let found = backends
+        .iter()
+        .find(|b| b.get(key).and_then(Value::as_str) == Some(service))?;
+    Some((found.get(key)?.as_str()?, found.get("weight")))
+}
+
 /// Weights of the same unit (any scale) as percentages, rounded to the nearest percent.
 fn percentages(
     primary: u128,

@@ -17,7 +17,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
-use super::{Router, RouterError, Side, Weights, backend_weights, owned_object};
+use super::{Router, RouterError, Side, Weights, backend_named, backend_weights, owned_object};
 use crate::release::{CANARY_SUFFIX, PRIMARY_SUFFIX};
 use crate::spec::CanarySpec;
 
@@ -81,13 +81,7 @@ impl Router for TrafficSplit {
             .and_then(Value::as_array)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let backend = |side: Side| {
-            let service = side.service(&spec.service);
-            let found = backends
-                .iter()
-                .find(|b| b.get("service").and_then(Value::as_str) == Some(service.as_str()))?;
-            Some((found.get("service")?.as_str()?, found.get("weight")))
-        };
+        let backend = |side: Side| backend_named(backends, "service", &side.service(&spec.service));
         let weight = |stored: Option<&Value>| parse_milli(stored.unwrap_or(&Value::Null));
         backend_weights(KIND, &name, &spec.service, backend, weight)
     }
