@@ -6,7 +6,7 @@
 //! The decisions are pure functions of the request ([`deployments`]); this module decodes,
 //! times and encodes, and after an allowed update that opts a Deployment in, creates the
 //! release machinery that can exist before the primary is Ready
-//! ([`crate::controller::inject`]), listing it in the response's warnings.
+//! ([`crate::controller::machinery::inject`]), listing it in the response's warnings.
 //!
 //! `POST /validate/managed` protects the objects Serin manages from everyone else's updates
 //! and deletes ([`protect`]).
@@ -42,7 +42,7 @@ pub struct AdmissionState {
     /// Username of Serin's own service account (`system:serviceaccount:NS:NAME`).
     pub serin_user: Arc<str>,
     /// The cluster access injection uses; `None` serves the decisions only.
-    pub injector: Option<Arc<crate::controller::Context>>,
+    pub injector: Option<Arc<crate::controller::machinery::Injector>>,
     /// The cluster's CanaryPolicies; `None` (no cluster access) applies none.
     pub policies: Option<Arc<PolicyIndex>>,
 }
@@ -93,7 +93,7 @@ async fn validate_managed(
     body: Bytes,
 ) -> Json<AdmissionReview<DynamicObject>> {
     let serin_user = state.serin_user.clone();
-    let client = state.injector.as_ref().map(|ctx| ctx.client.clone());
+    let client = state.injector.as_ref().map(|ctx| ctx.client().clone());
     let decode = review::decode_object;
     review("validate-managed", &state, &body, decode, async |req| {
         protect::review(req, &serin_user, client.as_ref()).await
@@ -254,11 +254,19 @@ fn opts_in(req: &review::DeploymentRequest, serin_user: &str) -> bool {
 }
 
 /// Creates what can be created now; a failure only delays it to the controller.
-async fn inject(ctx: &crate::controller::Context, req: &review::DeploymentRequest) -> Vec<String> {
+async fn inject(
+    injector: &crate::controller::machinery::Injector,
+    req: &review::DeploymentRequest,
+) -> Vec<String> {
     let Some(deploy) = req.object.as_ref() else {
         return Vec::new();
     };
-    match tokio::time::timeout(INJECTION_BUDGET, crate::controller::inject(ctx, deploy)).await {
+    match tokio::time::timeout(
+        INJECTION_BUDGET,
+        crate::controller::machinery::inject(injector, deploy),
+    )
+    .await
+    {
         Ok(Ok(created)) if created.is_empty() => Vec::new(),
         Ok(Ok(created)) => vec![format!("serin created {}", created.join(", "))],
         Ok(Err(e)) => {

@@ -111,7 +111,7 @@ async fn serve(serving: &ServingArgs, parts: Parts) -> anyhow::Result<Ended> {
     };
     let policies = options.policies.clone();
     let injector = match &client {
-        Some(client) => Some(Arc::new(controller::Context::new(
+        Some(client) => Some(Arc::new(controller::machinery::Injector::new(
             client.clone(),
             &options,
         )?)),

@@ -10,9 +10,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use kube::Resource;
 use kube::api::ObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Resource};
+
+use super::Error;
 
 /// What the cache must show before it is read again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +117,38 @@ where
     #[cfg(test)]
     fn pending(&self) -> usize {
         self.marks().len()
+    }
+}
+
+/// An object from `cache` when it has caught up with Serin's writes, else from the API server
+/// (which then becomes the mark the cache must reach).
+pub(super) async fn read_through<K>(
+    cache: Option<&Cache<K>>,
+    api: &Api<K>,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<K>, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + 'static,
+{
+    if let Some(Lookup::Fresh(found)) = cache.map(|c| c.lookup(namespace, name)) {
+        return Ok(found.map(|o| K::clone(&o)));
+    }
+    let found = api.get_opt(name).await?;
+    if let (Some(cache), Some(object)) = (cache, &found) {
+        cache.saw(object.meta());
+    }
+    Ok(found)
+}
+
+/// Serin wrote (or read) the object of `meta`: its cache, if any, is read again once it shows
+/// that version.
+pub(super) fn saw<K>(cache: &Option<Cache<K>>, meta: &kube::api::ObjectMeta)
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    if let Some(cache) = cache {
+        cache.saw(meta);
     }
 }
 

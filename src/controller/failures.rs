@@ -7,24 +7,26 @@
 //! distinct error (and again after [`REPEAT_AFTER`]), the condition only when it changes.
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::Patch;
+use kube::runtime::controller::Action as Requeue;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::reconcile::{apply_params, saw};
+use super::cache::saw;
+use super::context::apply_params;
 use super::{Context, Error};
 use crate::crd::Canary;
-use crate::release::EventType;
+use crate::release::{EventType, Reason};
 
 /// The type of the condition a failed reconcile sets.
 pub const RECONCILED: &str = "Reconciled";
 /// Its reason.
-pub const RECONCILE_FAILED: &str = "ReconcileFailed";
+pub const RECONCILE_FAILED: &str = Reason::ReconcileFailed.as_str();
 /// How often the same error is told again as an Event.
 const REPEAT_AFTER: Duration = Duration::from_secs(300);
 /// The most Deployments whose last reported error is remembered (a bound, not a target).
@@ -104,7 +106,7 @@ pub async fn report(ctx: &Context, deploy: &Deployment, error: &str) {
             deploy,
             canary.as_ref(),
             EventType::Warning,
-            RECONCILE_FAILED,
+            Reason::ReconcileFailed,
             message.clone(),
         )
         .await;
@@ -137,6 +139,22 @@ pub async fn report(ctx: &Context, deploy: &Deployment, error: &str) {
             tracing::warn!(namespace, deployment = name, error = %e, "cannot set the Reconciled condition")
         }
     }
+}
+
+/// Pause before retrying a failed reconcile.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+pub(super) fn error_policy(deploy: Arc<Deployment>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    tracing::warn!(
+        namespace = deploy.metadata.namespace.as_deref().unwrap_or(""),
+        deployment = deploy.metadata.name.as_deref().unwrap_or(""),
+        %error,
+        "reconcile failed; retrying"
+    );
+    // Told where users look (an Event, a Canary condition); off the controller's path.
+    let message = describe(error);
+    tokio::spawn(async move { report(&ctx, &deploy, &message).await });
+    Requeue::requeue(RETRY_AFTER)
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ use std::str::FromStr;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::crd::canary::{RequestOutcome, RequestStatus};
-use crate::release::{EventType, Phase, ReleaseStatus, Requests};
+use crate::release::{EventType, Phase, Reason, ReleaseStatus, Requests};
 
 /// Annotation on the Canary naming the requested action.
 pub const ACTION: &str = "serin.dev/action";
@@ -157,7 +157,7 @@ pub fn machine_requests(request: Option<&Request>, paused: bool) -> Requests {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Note {
     pub type_: EventType,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -199,7 +199,7 @@ pub fn settle(request: Option<&Request>, step: &StepContext<'_>) -> Settled {
         Err(e) => (
             RequestOutcome::Invalid,
             e.to_string(),
-            Some("InvalidRequest"),
+            Some(Reason::InvalidRequest),
         ),
         Ok(action) => decide(action, request, step),
     };
@@ -236,40 +236,43 @@ pub fn settle(request: Option<&Request>, step: &StepContext<'_>) -> Settled {
     }
 }
 
+/// A request that has nothing to act on: no analysis in progress.
+fn ignored(after: &ReleaseStatus, what: &str) -> (RequestOutcome, String, Option<Reason>) {
+    (
+        RequestOutcome::Ignored,
+        format!(
+            "no analysis in progress (phase {:?}): nothing to {what}",
+            after.phase
+        ),
+        Some(Reason::RequestIgnored),
+    )
+}
+
 /// Outcome, message and Event reason (if an Event of ours is due) of a valid request.
 fn decide(
     action: RuntimeAction,
     request: &Request,
     step: &StepContext<'_>,
-) -> (RequestOutcome, String, Option<&'static str>) {
+) -> (RequestOutcome, String, Option<Reason>) {
     let (before, after) = (step.before, step.after);
     let weight = after.canary_weight;
-    let nothing = |what: &str| {
-        (
-            RequestOutcome::Ignored,
-            format!(
-                "no analysis in progress (phase {:?}): nothing to {what}",
-                after.phase
-            ),
-            Some("RequestIgnored"),
-        )
-    };
+    let nothing = |what: &str| ignored(after, what);
     match action {
         RuntimeAction::Pause if !after.phase.is_analysing() => nothing("pause"),
         RuntimeAction::Pause if step.was_paused => (
             RequestOutcome::Ignored,
             format!("already paused at weight {weight}%"),
-            Some("RequestIgnored"),
+            Some(Reason::RequestIgnored),
         ),
         RuntimeAction::Pause => (
             RequestOutcome::Applied,
             format!("paused at weight {weight}%: no checks and no weight change until resumed"),
-            Some("Paused"),
+            Some(Reason::Paused),
         ),
         RuntimeAction::Resume if !step.was_paused => (
             RequestOutcome::Ignored,
             "the release is not paused".into(),
-            Some("RequestIgnored"),
+            Some(Reason::RequestIgnored),
         ),
         RuntimeAction::Resume if !after.phase.is_analysing() => (
             RequestOutcome::Applied,
@@ -277,12 +280,12 @@ fn decide(
                 "the pause ended with the analysis (phase {:?})",
                 after.phase
             ),
-            Some("Resumed"),
+            Some(Reason::Resumed),
         ),
         RuntimeAction::Resume => (
             RequestOutcome::Applied,
             format!("resumed at weight {}%", before.canary_weight),
-            Some("Resumed"),
+            Some(Reason::Resumed),
         ),
         RuntimeAction::Abort if before.phase.is_analysing() && after.phase == Phase::Failed => (
             RequestOutcome::Applied,
@@ -293,43 +296,43 @@ fn decide(
             None,
         ),
         RuntimeAction::Abort => nothing("abort"),
-        RuntimeAction::Promote => {
-            let was_pending = step
-                .last
-                .is_some_and(|last| request.is(last) && last.outcome == RequestOutcome::Pending);
-            if was_pending && before.revision != after.revision {
-                return (
-                    RequestOutcome::Ignored,
-                    format!(
-                        "a new revision {} restarted the analysis before the promotion could \
-                         start; promote again to promote it",
-                        after.revision.as_deref().unwrap_or("?")
-                    ),
-                    Some("RequestIgnored"),
-                );
-            }
-            match after.phase {
-                Phase::Promoting | Phase::Finalising | Phase::Succeeded
-                    if before.phase.is_analysing() =>
-                {
-                    (
-                        RequestOutcome::Applied,
-                        format!(
-                            "promoting revision {} at weight {}%, skipping the remaining steps",
-                            after.revision.as_deref().unwrap_or("?"),
-                            before.canary_weight
-                        ),
-                        None,
-                    )
-                }
-                phase if phase.is_analysing() => (
-                    RequestOutcome::Pending,
-                    "the promotion starts once the canary is Ready".into(),
-                    Some("PromotionPending"),
-                ),
-                _ => nothing("promote"),
-            }
-        }
+        RuntimeAction::Promote => promote(request, step),
+    }
+}
+
+/// What became of a promotion request in a step.
+fn promote(request: &Request, step: &StepContext<'_>) -> (RequestOutcome, String, Option<Reason>) {
+    let (before, after) = (step.before, step.after);
+    let was_pending = step
+        .last
+        .is_some_and(|last| request.is(last) && last.outcome == RequestOutcome::Pending);
+    if was_pending && before.revision != after.revision {
+        return (
+            RequestOutcome::Ignored,
+            format!(
+                "a new revision {} restarted the analysis before the promotion could \
+                 start; promote again to promote it",
+                after.revision.as_deref().unwrap_or("?")
+            ),
+            Some(Reason::RequestIgnored),
+        );
+    }
+    match after.phase {
+        Phase::Promoting | Phase::Finalising | Phase::Succeeded if before.phase.is_analysing() => (
+            RequestOutcome::Applied,
+            format!(
+                "promoting revision {} at weight {}%, skipping the remaining steps",
+                after.revision.as_deref().unwrap_or("?"),
+                before.canary_weight
+            ),
+            None,
+        ),
+        phase if phase.is_analysing() => (
+            RequestOutcome::Pending,
+            "the promotion starts once the canary is Ready".into(),
+            Some(Reason::PromotionPending),
+        ),
+        _ => ignored(after, "promote"),
     }
 }
 
@@ -521,11 +524,11 @@ mod tests {
             );
             for action in &actions {
                 if let Action::Event { reason, .. } = action {
-                    self.events.push(reason.clone());
+                    self.events.push(reason.as_str().to_owned());
                 }
             }
             self.events
-                .extend(settled.note.iter().map(|n| n.reason.to_owned()));
+                .extend(settled.note.iter().map(|n| n.reason.as_str().to_owned()));
             self.status = after;
             self.paused = settled.paused;
             self.last = settled.last_request;

@@ -10,7 +10,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use super::machine::{Phase, ReleaseStatus};
+use super::status::{Phase, ReleaseStatus};
 
 /// The type of the one condition Serin writes.
 pub const PROMOTED: &str = "Promoted";

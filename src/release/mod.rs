@@ -2,29 +2,51 @@
 //! - [`objects`]: the desired objects Serin adds beside an opted-in Deployment (the
 //!   `<name>-primary` Deployment, the three Services, `-primary` copies of tracked ConfigMaps
 //!   and Secrets, and of the HPA);
+//! - [`observe`]: what the canary and primary Deployments say, for [`Observations`];
 //! - [`revision`]: the stable hash that says "this is a new revision";
 //! - [`machine`]: the release state machine of SPEC "The release cycle",
-//!   `(status, observations, now) -> (actions, new status)`;
+//!   `(status, observations, now) -> (actions, new status)`, over [`status`] (what
+//!   `Canary.status` remembers), [`observations`] (what it knows of the world; where a check
+//!   is judged) and [`actions`] (what it asks for, and every Event [`Reason`]);
+//! - [`drive`]: the ask/answer loop around `step` (measurements, gates, the `rollback`
+//!   poll), which the controller and the machine's tests both use;
+//! - [`repairs`]: what a reconcile reapplies besides what the machine asks for;
+//! - [`weights`]: how traffic is split;
 //! - [`conditions`]: `Canary.status.conditions` (`Promoted`) derived from that status.
 //!
-//! The router objects (TrafficSplit, HTTPRoute, ...) live in [`crate::router`], one file per
+//! The router objects (TrafficSplit, HTTPRoute, ...) live in `router/`, one file per
 //! provider.
 
+pub mod actions;
 pub mod conditions;
+pub mod drive;
 pub mod machine;
 pub mod objects;
+pub mod observations;
+pub mod observe;
+pub mod repairs;
 pub mod revision;
+pub mod status;
+pub mod weights;
 
-pub use machine::{
-    Action, CanaryObservation, CheckValue, EventType, Gates, HookKind, MetricCheck, NoData,
-    Observations, Phase, PrimaryObservation, ReleaseStatus, Requests, builtin_checks, step,
-};
+pub use actions::{Action, EventType, HookKind, Reason};
+pub use drive::{Answers, Driven, GateAnswer, MAX_CALLBACKS, Told, drive};
+pub use machine::step;
 pub use objects::{
-    ConfigKind, ConfigRef, ObjectsError, Tracking, config_refs, owner_references,
-    primary_config_map, primary_deployment, primary_hpa, primary_name, primary_secret,
-    primary_selector, requested_replicas, rewrite_config_refs, services,
+    ObjectsError, Tracking, owner_references, primary_config_map, primary_deployment, primary_hpa,
+    primary_name, primary_secret, primary_selector, requested_replicas, rewrite_config_refs,
+    services,
 };
+pub use observations::{
+    CanaryObservation, Gates, MetricCheck, NoData, Observations, PrimaryObservation, Requests,
+    builtin_checks,
+};
+pub use repairs::{Changes, Repairs, repairs};
 pub use revision::{TrackedConfig, revision};
+pub use status::{CheckValue, Phase, ReleaseStatus};
+pub use weights::Weights;
+// The names and configs of the model, which the release builds from.
+pub use crate::spec::{CANARY_SUFFIX, ConfigKind, ConfigRef, PRIMARY_SUFFIX, config_refs};
 
 /// Label on every object Serin builds for an opted-in Deployment (the primary, the Services,
 /// the router object, the `-primary` copies): the name of that Deployment. Admission uses it
@@ -36,10 +58,3 @@ pub const OWNER_LABEL: &str = "serin.dev/owner";
 /// Annotation on the primary Deployment: the [`revision`] its pod template was copied from,
 /// so the controller can tell that a promotion has reached the primary.
 pub const PRIMARY_REVISION_ANNOTATION: &str = crate::spec::REVISION;
-
-/// Suffix of the primary Deployment, Service, HPA and config copies, and of the values of the
-/// primary pods' selector labels.
-pub const PRIMARY_SUFFIX: &str = "-primary";
-
-/// Suffix of the Service that selects the canary pods.
-pub const CANARY_SUFFIX: &str = "-canary";

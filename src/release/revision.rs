@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Secret};
 use serde_json::Value;
 
-use super::objects::ConfigKind;
+use crate::spec::ConfigKind;
 
 /// Object metadata written by the API server, never by the user.
 const SERVER_METADATA: [&str; 8] = [

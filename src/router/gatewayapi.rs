@@ -29,7 +29,8 @@ use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
 use super::{
-    Router, RouterError, Weights, array_at, matches_only_headers, owned_object, percentages,
+    Router, RouterError, Side, Weights, array_at, backend_named, backend_weights,
+    matches_only_headers, owned_object,
 };
 use crate::release::{CANARY_SUFFIX, PRIMARY_SUFFIX};
 use crate::spec::{CanarySpec, MatchRule};
@@ -171,33 +172,12 @@ fn rule_weights(rule: &Value, spec: &CanarySpec, name: &str) -> Result<Weights, 
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let weight_of = |service: String| -> Result<u128, RouterError> {
-        let backend = backends
-            .iter()
-            .find(|b| b.get("name").and_then(Value::as_str) == Some(service.as_str()));
-        let Some(backend) = backend else {
-            return Err(RouterError::MissingBackend {
-                kind: KIND,
-                name: name.to_owned(),
-                service,
-            });
-        };
-        match backend.get("weight") {
-            None => Ok(1),
-            Some(weight) => weight
-                .as_u64()
-                .map(u128::from)
-                .ok_or_else(|| RouterError::BadWeight {
-                    kind: KIND,
-                    name: name.to_owned(),
-                    service,
-                    weight: weight.to_string(),
-                }),
-        }
+    let backend = |side: Side| backend_named(backends, "name", &side.service(&spec.service));
+    let weight = |stored: Option<&Value>| match stored {
+        None => Some(1),
+        Some(weight) => weight.as_u64().map(u128::from),
     };
-    let primary = weight_of(format!("{}{PRIMARY_SUFFIX}", spec.service))?;
-    let canary = weight_of(format!("{}{CANARY_SUFFIX}", spec.service))?;
-    percentages(primary, canary, KIND, name)
+    backend_weights(KIND, name, &spec.service, backend, weight)
 }
 
 #[cfg(test)]

@@ -43,12 +43,12 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
+pub use super::Side;
 use super::gatewayapi::{COOKIE_HEADER, cookie_regex};
 use super::{
-    Companion, Router, RouterError, Weights, array_at, matches_only_headers, owned_object,
-    percentages,
+    Companion, Router, RouterError, Weights, array_at, backend_weights, matches_only_headers,
+    owned_object,
 };
-use crate::release::{CANARY_SUFFIX, PRIMARY_SUFFIX};
 use crate::spec::{CanarySpec, MatchRule};
 
 const GATEWAY_GROUP: &str = "gateway.solo.io";
@@ -57,27 +57,12 @@ const VERSION: &str = "v1";
 const KIND: &str = "RouteTable";
 const UPSTREAM_KIND: &str = "Upstream";
 
-/// One of the two versions a route table splits requests between.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Primary,
-    Canary,
-}
-
 impl Side {
     /// The word of the Upstream name (Flagger's).
     fn word(self) -> &'static str {
         match self {
             Side::Primary => "primaryupstream",
             Side::Canary => "canaryupstream",
-        }
-    }
-
-    /// The Service the version's Upstream points at.
-    fn service(self, apex: &str) -> String {
-        match self {
-            Side::Primary => format!("{apex}{PRIMARY_SUFFIX}"),
-            Side::Canary => format!("{apex}{CANARY_SUFFIX}"),
         }
     }
 }
@@ -282,32 +267,15 @@ fn route_weights(
 ) -> Result<Weights, RouterError> {
     let name = object.metadata.name.clone().unwrap_or_default();
     let namespace = object.metadata.namespace.as_deref().unwrap_or_default();
-    let weight_of = |side: Side| -> Result<u128, RouterError> {
-        let found = destinations(route)
-            .find(|(upstream, _)| side_of(upstream, namespace, &spec.service) == Some(side));
-        let Some((upstream, weight)) = found else {
-            return Err(RouterError::MissingBackend {
-                kind: KIND,
-                name: name.clone(),
-                service: side.service(&spec.service),
-            });
-        };
-        match weight {
-            None => Ok(0),
-            Some(weight) => weight
-                .as_u64()
-                .map(u128::from)
-                .ok_or_else(|| RouterError::BadWeight {
-                    kind: KIND,
-                    name: name.clone(),
-                    service: upstream.to_owned(),
-                    weight: weight.to_string(),
-                }),
-        }
+    let backend = |side: Side| {
+        destinations(route)
+            .find(|(upstream, _)| side_of(upstream, namespace, &spec.service) == Some(side))
     };
-    let primary = weight_of(Side::Primary)?;
-    let canary = weight_of(Side::Canary)?;
-    percentages(primary, canary, KIND, &name)
+    let weight = |stored: Option<&Value>| match stored {
+        None => Some(0),
+        Some(weight) => weight.as_u64().map(u128::from),
+    };
+    backend_weights(KIND, &name, &spec.service, backend, weight)
 }
 
 #[cfg(test)]

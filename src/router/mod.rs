@@ -1,6 +1,6 @@
 //! Routers: the object that splits traffic between the primary and the canary, one file per
 //! provider behind the small [`Router`] trait (as Flagger's `pkg/router/`). Adding a provider
-//! is one file and one line in [`router_for`].
+//! is one file and one line in [`configured_router`].
 //!
 //! Builders are pure: they return the desired object as a [`DynamicObject`] for server-side
 //! apply, and read the weights back from one the API server returned. A router may also need
@@ -15,46 +15,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::core::{ApiResource, DynamicObject};
 use serde_json::Value;
 
-use crate::release::{OWNER_LABEL, owner_references};
+pub use crate::release::Weights;
+use crate::release::{CANARY_SUFFIX, OWNER_LABEL, PRIMARY_SUFFIX, owner_references};
 use crate::spec::{CanarySpec, Provider};
-
-/// How traffic is split: percentages that always sum to 100 (the constructors guarantee it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Weights {
-    primary: u32,
-    canary: u32,
-}
-
-impl Weights {
-    /// Everything to the primary: the idle state, and after a promotion or a rollback.
-    pub const ALL_PRIMARY: Weights = Weights {
-        primary: 100,
-        canary: 0,
-    };
-
-    /// Everything to the canary (Blue/Green just before promotion).
-    pub const ALL_CANARY: Weights = Weights {
-        primary: 0,
-        canary: 100,
-    };
-
-    /// `canary` percent to the canary (capped at 100), the rest to the primary.
-    pub fn to_canary(canary: u32) -> Self {
-        let canary = canary.min(100);
-        Self {
-            primary: 100 - canary,
-            canary,
-        }
-    }
-
-    pub fn primary(self) -> u32 {
-        self.primary
-    }
-
-    pub fn canary(self) -> u32 {
-        self.canary
-    }
-}
 
 /// Why a router object could not be built or read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -206,32 +169,21 @@ impl Default for RouterSettings {
     }
 }
 
-/// The router of a provider with the default [`RouterSettings`], or `None` for a provider not
-/// built yet (every provider has one today): callers report those as unsupported rather than
-/// guessing.
+/// The router of a provider with the default [`RouterSettings`]. Every provider has one; the
+/// `Option` stays for the callers in `simulate/` and `tests/` written when some had none.
 pub fn router_for(provider: Provider) -> Option<Box<dyn Router>> {
-    configured_router(provider, &RouterSettings::default())
+    Some(configured_router(provider, &RouterSettings::default()))
 }
 
-/// The router of a provider as the operator configured it (see [`router_for`]).
-pub fn configured_router(provider: Provider, settings: &RouterSettings) -> Option<Box<dyn Router>> {
+/// The router of a provider as the operator configured it.
+pub fn configured_router(provider: Provider, settings: &RouterSettings) -> Box<dyn Router> {
     match provider {
-        Provider::Linkerd => Some(Box::new(smi::TrafficSplit::V1Alpha1)),
-        Provider::SmiV1alpha2 => Some(Box::new(smi::TrafficSplit::V1Alpha2)),
-        Provider::GatewayApi => Some(Box::new(gatewayapi::HttpRoute)),
-        Provider::Nginx => Some(Box::new(nginx::CanaryIngress::new(
-            &settings.nginx_annotation_prefix,
-        ))),
-        Provider::Gloo => Some(Box::new(gloo::RouteTable)),
+        Provider::Linkerd => Box::new(smi::TrafficSplit::V1Alpha1),
+        Provider::SmiV1alpha2 => Box::new(smi::TrafficSplit::V1Alpha2),
+        Provider::GatewayApi => Box::new(gatewayapi::HttpRoute),
+        Provider::Nginx => Box::new(nginx::CanaryIngress::new(&settings.nginx_annotation_prefix)),
+        Provider::Gloo => Box::new(gloo::RouteTable),
     }
-}
-
-/// The providers this version of Serin has a router for, in [`Provider::ALL`]'s order.
-pub fn supported_providers() -> Vec<Provider> {
-    Provider::ALL
-        .into_iter()
-        .filter(|p| router_for(*p).is_some())
-        .collect()
 }
 
 /// A router object named `name` in the Deployment's namespace with `data` (its `spec`), the
@@ -279,6 +231,67 @@ fn matches_only_headers(rule: &Value, key: &str) -> bool {
     })
 }
 
+/// One of the two versions a router object splits requests between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Primary,
+    Canary,
+}
+
+impl Side {
+    /// The Service that selects the version's pods.
+    pub fn service(self, apex: &str) -> String {
+        match self {
+            Side::Primary => format!("{apex}{PRIMARY_SUFFIX}"),
+            Side::Canary => format!("{apex}{CANARY_SUFFIX}"),
+        }
+    }
+}
+
+/// The weights of router object `name` (of `kind`) read from its primary and canary backends:
+/// `backend` finds a side's (its name and its weight as stored, `None` when not written) and
+/// `weight` reads that weight, in any unit; a missing backend or an unreadable weight is an
+/// error naming the object. The one reader behind each provider's [`Router::weights`].
+fn backend_weights<'a>(
+    kind: &'static str,
+    name: &str,
+    apex: &str,
+    backend: impl Fn(Side) -> Option<(&'a str, Option<&'a Value>)>,
+    weight: impl Fn(Option<&Value>) -> Option<u128>,
+) -> Result<Weights, RouterError> {
+    let weight_of = |side: Side| -> Result<u128, RouterError> {
+        let Some((backend, stored)) = backend(side) else {
+            return Err(RouterError::MissingBackend {
+                kind,
+                name: name.to_owned(),
+                service: side.service(apex),
+            });
+        };
+        weight(stored).ok_or_else(|| RouterError::BadWeight {
+            kind,
+            name: name.to_owned(),
+            service: backend.to_owned(),
+            weight: stored.unwrap_or(&Value::Null).to_string(),
+        })
+    };
+    let primary = weight_of(Side::Primary)?;
+    let canary = weight_of(Side::Canary)?;
+    percentages(primary, canary, kind, name)
+}
+
+/// The backend among `backends` whose `key` names `service`: that name and its weight as
+/// stored (SMI's `service`, the Gateway API's `name`).
+fn backend_named<'a>(
+    backends: &'a [Value],
+    key: &str,
+    service: &str,
+) -> Option<(&'a str, Option<&'a Value>)> {
+    let found = backends
+        .iter()
+        .find(|b| b.get(key).and_then(Value::as_str) == Some(service))?;
+    Some((found.get(key)?.as_str()?, found.get("weight")))
+}
+
 /// Weights of the same unit (any scale) as percentages, rounded to the nearest percent.
 fn percentages(
     primary: u128,
@@ -302,11 +315,11 @@ fn percentages(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     #[test]
     fn every_provider_has_a_router() {
-        let api_version = |p| router_for(p).map(|r| r.api_resource().api_version);
+        let settings = RouterSettings::default();
+        let api_version = |p| Some(configured_router(p, &settings).api_resource().api_version);
         assert_eq!(
             api_version(Provider::Linkerd).as_deref(),
             Some("split.smi-spec.io/v1alpha1")
@@ -327,11 +340,10 @@ mod tests {
             api_version(Provider::Gloo).as_deref(),
             Some("gateway.solo.io/v1")
         );
-        assert_eq!(supported_providers(), Provider::ALL);
         // Only Gloo's router has companions (its Upstreams).
         for provider in Provider::ALL {
-            let companions = router_for(provider).map(|r| r.companion_resources());
-            let kinds: Vec<String> = companions.into_iter().flatten().map(|r| r.kind).collect();
+            let companions = configured_router(provider, &settings).companion_resources();
+            let kinds: Vec<String> = companions.into_iter().map(|r| r.kind).collect();
             match provider {
                 Provider::Gloo => assert_eq!(kinds, ["Upstream"]),
                 _ => assert!(kinds.is_empty(), "{provider}: {kinds:?}"),
@@ -347,15 +359,6 @@ mod tests {
         assert_eq!(p(1, 2), Ok(Weights::to_canary(67)));
         assert_eq!(p(0, 5), Ok(Weights::ALL_CANARY));
         assert!(matches!(p(0, 0), Err(RouterError::NoWeight { .. })));
-    }
-
-    proptest! {
-        #[test]
-        fn weights_always_sum_to_100(canary in any::<u32>()) {
-            let w = Weights::to_canary(canary);
-            prop_assert_eq!(w.primary() + w.canary(), 100);
-            prop_assert!(w.canary() <= 100);
-        }
     }
 }
 

@@ -17,7 +17,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
-use super::{Router, RouterError, Weights, owned_object, percentages};
+use super::{Router, RouterError, Side, Weights, backend_named, backend_weights, owned_object};
 use crate::release::{CANARY_SUFFIX, PRIMARY_SUFFIX};
 use crate::spec::CanarySpec;
 
@@ -81,28 +81,9 @@ impl Router for TrafficSplit {
             .and_then(Value::as_array)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let weight_of = |service: String| -> Result<u128, RouterError> {
-            let backend = backends
-                .iter()
-                .find(|b| b.get("service").and_then(Value::as_str) == Some(service.as_str()));
-            let Some(backend) = backend else {
-                return Err(RouterError::MissingBackend {
-                    kind: KIND,
-                    name: name.clone(),
-                    service,
-                });
-            };
-            let weight = backend.get("weight").unwrap_or(&Value::Null);
-            parse_milli(weight).ok_or_else(|| RouterError::BadWeight {
-                kind: KIND,
-                name: name.clone(),
-                service,
-                weight: weight.to_string(),
-            })
-        };
-        let primary = weight_of(format!("{}{PRIMARY_SUFFIX}", spec.service))?;
-        let canary = weight_of(format!("{}{CANARY_SUFFIX}", spec.service))?;
-        percentages(primary, canary, KIND, &name)
+        let backend = |side: Side| backend_named(backends, "service", &side.service(&spec.service));
+        let weight = |stored: Option<&Value>| parse_milli(stored.unwrap_or(&Value::Null));
+        backend_weights(KIND, &name, &spec.service, backend, weight)
     }
 }
 

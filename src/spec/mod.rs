@@ -8,6 +8,7 @@
 
 mod annotations;
 mod builtin;
+mod configs;
 mod duration;
 mod model;
 mod names;
@@ -21,6 +22,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::PodSpec;
 
 pub use builtin::Builtin;
+pub(crate) use configs::visit_config_refs;
+pub use configs::{ConfigKind, ConfigRef, config_refs};
 pub use duration::{Duration, InvalidDuration, Limits};
 pub use model::{CanarySpec, GatewayRef, MatchRule, Provider, Strategy, UnknownProvider};
 pub use schema::annotation_schema;
@@ -36,6 +39,14 @@ pub const DESIRED_REPLICAS: &str = "serin.dev/desired-replicas";
 pub const REVISION: &str = "serin.dev/revision";
 /// Label put on opted-in Deployments so the controller can watch by label selector.
 pub const MANAGED_LABEL: &str = "serin.dev/canary";
+
+/// Suffix of the primary Deployment, Service, HPA and config copies, and of the values of the
+/// primary pods' selector labels. Here, beside the model, because the names check measures
+/// the names it makes; [`crate::release`] builds them.
+pub const PRIMARY_SUFFIX: &str = "-primary";
+
+/// Suffix of the Service that selects the canary pods.
+pub const CANARY_SUFFIX: &str = "-canary";
 
 /// One mistake in the annotations, for the person who wrote them.
 #[derive(Clone, Debug, PartialEq, Eq)]

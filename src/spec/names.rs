@@ -23,7 +23,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use super::Problem;
 use super::annotations::{Key, Reading, quoted};
 use super::model::Provider;
-use crate::release::{CANARY_SUFFIX, PRIMARY_SUFFIX, config_refs};
+use super::{CANARY_SUFFIX, PRIMARY_SUFFIX, config_refs};
 
 /// Label values and DNS-1035 labels (Service names).
 const MAX_LABEL: usize = 63;

@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 
-use crate::release::{
+use super::{
     CanaryObservation, PRIMARY_REVISION_ANNOTATION, PrimaryObservation, requested_replicas,
 };
 

@@ -1,0 +1,166 @@
+//! What every reconcile shares ([`Context`]), what one reconcile holds of its Deployment
+//! ([`Release`], [`Read`]), how the controller runs ([`Options`]), and why a
+//! reconcile fails ([`Error`]).
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use kube::Client;
+use kube::api::PatchParams;
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector;
+
+use super::events::EventHooks;
+use super::machinery::Config;
+use super::{cache, lease};
+use crate::crd::Canary;
+use crate::release::{ObjectsError, Tracking};
+use crate::router::{Router, RouterError, RouterSettings};
+use crate::spec::CanarySpec;
+
+/// Field manager of every write Serin makes.
+pub const FIELD_MANAGER: &str = "serin";
+
+/// Server-side apply with Serin's field manager, taking the fields over.
+pub(super) fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Prometheus HTTP API for the builtin checks.
+    pub prometheus_url: String,
+    pub lease: lease::LeaseConfig,
+    /// Serin's own username: its writes are not subject to CanaryPolicies.
+    pub serin_user: String,
+    /// Which configs are tracked (`--track-secrets`); without Secrets, Serin never reads,
+    /// watches or lists one.
+    pub tracking: Tracking,
+    /// How the routers write their objects (`--nginx-annotation-prefix`).
+    pub routers: RouterSettings,
+    /// The ports Serin listens on (`--listen`, `--admin-listen`): webhooks and metric
+    /// queries never call them on this machine.
+    pub own_ports: Vec<u16>,
+    /// The webhook's index of CanaryPolicies and namespace labels when both run in one
+    /// process (`serin run`), shared so that its watches are not opened twice; the
+    /// controller starts its own otherwise.
+    pub policies: Option<Arc<crate::policy::PolicyIndex>>,
+}
+
+/// What every reconcile (and the webhook's injection) shares.
+pub struct Context {
+    pub client: Client,
+    /// Who records Events.
+    pub reporter: Reporter,
+    pub analysis: crate::analysis::Measuring,
+    /// The controller's watch-fed caches of `-primary` Deployments and of Canaries (`None`
+    /// in the webhook, which reads from the API server).
+    pub primaries: Option<cache::Cache<Deployment>>,
+    pub canaries: Option<cache::Cache<Canary>>,
+    /// Every HorizontalPodAutoscaler, watch-fed (`None` in the webhook): few objects, read
+    /// on each reconcile to keep the `-primary` copy of the user's.
+    pub hpas: Option<reflector::Store<HorizontalPodAutoscaler>>,
+    pub tracking: Tracking,
+    pub routers: RouterSettings,
+}
+
+/// Why a reconcile failed; it is retried after [`RETRY_AFTER`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("the Deployment has no namespace")]
+    NoNamespace,
+    #[error("{0}")]
+    Objects(#[from] ObjectsError),
+    #[error("{0}")]
+    Router(#[from] RouterError),
+    #[error(
+        "{kind} ({api_version}) is not installed in the cluster: install its CRD, or choose \
+         another serin.dev/provider"
+    )]
+    RouterNotInstalled { api_version: String, kind: String },
+    #[error(
+        "serin.dev/analysis names AnalysisTemplate {0:?}, which does not exist in the namespace"
+    )]
+    MissingAnalysisTemplate(String),
+    #[error("encoding an object: {0}")]
+    Serialize(serde_json::Error),
+    #[error("{0}")]
+    Policies(String),
+}
+
+impl Context {
+    pub fn new(client: Client, options: &Options) -> anyhow::Result<Self> {
+        Ok(Self {
+            client,
+            reporter: Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: Some(options.lease.identity.clone()),
+            },
+            analysis: crate::analysis::Measuring::new(
+                &options.prometheus_url,
+                crate::policy::egress::Egress::new(options.own_ports.iter().copied()),
+            )?,
+            primaries: None,
+            canaries: None,
+            hpas: None,
+            tracking: options.tracking,
+            routers: options.routers.clone(),
+        })
+    }
+}
+
+/// The objects of one Deployment, read once per reconcile.
+pub(super) struct Release<'a> {
+    pub ctx: &'a Context,
+    pub deploy: &'a Deployment,
+    pub namespace: String,
+    pub name: String,
+    pub spec: CanarySpec,
+    pub router: Box<dyn Router>,
+    pub canary: Option<Canary>,
+    /// An HPA targets the Deployment, so its `-primary` copy sizes the primary; looked up
+    /// (one LIST) only when a reconcile needs to know.
+    pub autoscaled: Option<bool>,
+    /// What `event` webhooks are told with each Event: the template once read, and the
+    /// phase and revision of the release at that point of the reconcile.
+    pub hooks: EventHooks,
+}
+
+impl<'a> Release<'a> {
+    pub(super) fn new(
+        ctx: &'a Context,
+        deploy: &'a Deployment,
+        namespace: String,
+        name: String,
+        spec: CanarySpec,
+        router: Box<dyn Router>,
+        canary: Option<Canary>,
+    ) -> Self {
+        let hooks = EventHooks::default();
+        let autoscaled = None;
+        Release {
+            ctx,
+            deploy,
+            namespace,
+            name,
+            spec,
+            router,
+            canary,
+            autoscaled,
+            hooks,
+        }
+    }
+}
+
+/// What a reconcile reads of the release before deciding: the primary, the tracked configs
+/// as stored, the revision they make with the pod template, and the replicas the user wants.
+pub(super) struct Read {
+    pub primary: Option<Deployment>,
+    pub configs: Vec<Config>,
+    pub revision: String,
+    pub desired: i32,
+}

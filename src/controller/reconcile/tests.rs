@@ -1,0 +1,286 @@
+//! The reconcile pipeline against a fake API server (a `tower` service behind
+//! `kube::Client`): it answers GETs from the objects it holds, takes applies, patches and
+//! Events, and records every call, so a test can state the writes one reconcile makes and
+//! their order.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use http_body_util::BodyExt;
+use hyper::{Method, Request, Response, StatusCode};
+use kube::client::Body;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::controller::Options;
+use crate::controller::lease::LeaseConfig;
+use crate::crd::{Canary, CanaryResourceSpec, CanaryStatus};
+use crate::release::{Phase, ReleaseStatus, Tracking, Weights};
+use crate::router::RouterSettings;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The objects the fake API server holds, by path, and the calls it answered.
+#[derive(Default)]
+struct Cluster {
+    objects: BTreeMap<String, Value>,
+    /// Method, path and body of every call.
+    calls: Vec<(Method, String, Value)>,
+}
+
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/prod/deployments";
+const CANARY: &str = "/apis/serin.dev/v1beta1/namespaces/prod/canaries/web";
+const SPLIT: &str = "/apis/split.smi-spec.io/v1alpha1/namespaces/prod/trafficsplits/web";
+
+fn not_found() -> (StatusCode, Value) {
+    let status = json!({"apiVersion": "v1", "kind": "Status", "metadata": {},
+        "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"});
+    (StatusCode::NOT_FOUND, status)
+}
+
+impl Cluster {
+    fn answer(&mut self, method: &Method, path: &str, body: Value) -> (StatusCode, Value) {
+        self.calls
+            .push((method.clone(), path.to_owned(), body.clone()));
+        let lists = ["horizontalpodautoscalers", "configmaps", "secrets"];
+        match *method {
+            Method::GET if lists.iter().any(|l| path.ends_with(l)) => {
+                let list = json!({"apiVersion": "v1", "kind": "List",
+                    "metadata": {"resourceVersion": "1"}, "items": []});
+                (StatusCode::OK, list)
+            }
+            Method::GET => match self.objects.get(path) {
+                Some(object) => (StatusCode::OK, object.clone()),
+                None => not_found(),
+            },
+            Method::POST => (StatusCode::CREATED, body),
+            Method::PATCH if path.ends_with("/scale") => {
+                let name = path.trim_end_matches("/scale").rsplit('/').next();
+                let scale = json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+                    "metadata": {"name": name, "namespace": "prod", "resourceVersion": "2"},
+                    "spec": body["spec"]});
+                (StatusCode::OK, scale)
+            }
+            Method::PATCH if path.ends_with("/status") => {
+                let parent = path.trim_end_matches("/status");
+                let Some(object) = self.objects.get_mut(parent) else {
+                    return not_found();
+                };
+                object["status"] = body["status"].clone();
+                (StatusCode::OK, object.clone())
+            }
+            Method::PATCH => {
+                let mut object = self.objects.get(path).cloned().unwrap_or(body.clone());
+                if let (Some(stored), Some(patch)) = (object.as_object_mut(), body.as_object()) {
+                    for (key, value) in patch {
+                        stored.insert(key.clone(), value.clone());
+                    }
+                }
+                object["metadata"]["resourceVersion"] = json!("2");
+                self.objects.insert(path.to_owned(), object.clone());
+                (StatusCode::OK, object)
+            }
+            _ => not_found(),
+        }
+    }
+
+    /// The writes, each as a short label (Events by reason, scales with their count, status
+    /// writes with their phase), consecutive repeats (an Event on the Deployment and on the
+    /// Canary) once.
+    fn writes(&self) -> Vec<String> {
+        let mut writes: Vec<String> = Vec::new();
+        for (method, path, body) in &self.calls {
+            let label = match *method {
+                Method::GET => continue,
+                Method::POST if path.ends_with("/events") => {
+                    format!("event {}", body["reason"].as_str().unwrap_or("?"))
+                }
+                Method::PATCH if path.ends_with("/scale") => {
+                    let name = path.trim_end_matches("/scale").rsplit('/').next();
+                    format!("scale {} {}", name.unwrap_or("?"), body["spec"]["replicas"])
+                }
+                Method::PATCH if path.ends_with("/status") => {
+                    let phase = &body["status"]["phase"];
+                    format!("status {}", phase.as_str().unwrap_or("?"))
+                }
+                _ => {
+                    let mut parts = path.rsplit('/');
+                    let (name, kind) = (parts.next(), parts.next());
+                    let (name, kind) = (name.unwrap_or("?"), kind.unwrap_or("?"));
+                    format!("{method} {kind}/{name}")
+                }
+            };
+            if writes.last() != Some(&label) {
+                writes.push(label);
+            }
+        }
+        writes
+    }
+}
+
+/// A client whose API server is `cluster`.
+fn client(cluster: Arc<Mutex<Cluster>>) -> kube::Client {
+    let service = tower::service_fn(move |request: Request<Body>| {
+        let cluster = cluster.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect().await?.to_bytes();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let path = parts.uri.path().to_owned();
+            let (status, answer) =
+                cluster
+                    .lock()
+                    .map_err(|_| "poisoned")?
+                    .answer(&parts.method, &path, body);
+            let response = Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&answer)?))?;
+            Ok::<_, BoxError>(response)
+        }
+    });
+    kube::Client::new(service, "prod")
+}
+
+fn context(client: kube::Client) -> Arc<Context> {
+    let options = Options {
+        prometheus_url: "http://prometheus.invalid:9090".into(),
+        lease: LeaseConfig::new("serin-system"),
+        serin_user: "system:serviceaccount:serin-system:serin".into(),
+        tracking: Tracking::CONFIG_MAPS,
+        routers: RouterSettings::default(),
+        own_ports: Vec::new(),
+        policies: None,
+    };
+    Arc::new(Context::new(client, &options).expect("context"))
+}
+
+/// `prod/web`, opted in, at image `web:2` with `replicas` and `status`.
+fn web(replicas: i32, status: Value) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "prod", "uid": "uid-1", "generation": 1,
+            "resourceVersion": "1", "annotations": {"serin.dev/enabled": "true"}},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
+                {"name": "app", "image": "web:2", "ports": [{"containerPort": 9898}]}]}}},
+        "status": status,
+    }))
+    .expect("a Deployment")
+}
+
+fn revision_of(deploy: &Deployment) -> String {
+    let template = deploy.spec.as_ref().map(|s| s.template.clone());
+    release::revision(&template.unwrap_or_default(), &[])
+}
+
+/// The cluster around `deploy`: its Canary with `status`, a Ready primary running
+/// `primary_revision`, and the TrafficSplit at `weights`.
+fn cluster(
+    deploy: &Deployment,
+    status: ReleaseStatus,
+    primary_revision: &str,
+    weights: Weights,
+) -> Arc<Mutex<Cluster>> {
+    let Ok(OptIn::Enabled(spec)) = spec::read_deployment(deploy) else {
+        panic!("web is opted in");
+    };
+    let mut canary = Canary::new(
+        "web",
+        CanaryResourceSpec {
+            config: spec.clone(),
+        },
+    );
+    canary.metadata.namespace = Some("prod".into());
+    canary.metadata.resource_version = Some("1".into());
+    canary.status = Some(CanaryStatus {
+        release: status,
+        observed_generation: Some(1),
+        ..Default::default()
+    });
+    let mut primary = serde_json::to_value(web(2, Value::Null)).expect("json");
+    primary["metadata"]["name"] = json!("web-primary");
+    primary["metadata"]["annotations"] = json!({"serin.dev/revision": primary_revision});
+    primary["status"] = json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
+        "readyReplicas": 2, "availableReplicas": 2});
+    let router = configured_router(spec.provider, &RouterSettings::default());
+    let split = router
+        .build(deploy, &spec, weights)
+        .expect("a TrafficSplit");
+    let mut cluster = Cluster::default();
+    cluster.objects.extend([
+        (
+            format!("{DEPLOYMENTS}/web"),
+            serde_json::to_value(deploy).expect("json"),
+        ),
+        (format!("{DEPLOYMENTS}/web-primary"), primary),
+        (
+            CANARY.to_owned(),
+            serde_json::to_value(&canary).expect("json"),
+        ),
+        (
+            SPLIT.to_owned(),
+            serde_json::to_value(&split).expect("json"),
+        ),
+    ]);
+    Arc::new(Mutex::new(cluster))
+}
+
+fn writes(cluster: &Arc<Mutex<Cluster>>) -> Vec<String> {
+    cluster.lock().expect("cluster").writes()
+}
+
+#[tokio::test]
+async fn a_new_revision_repairs_the_services_opens_the_gates_scales_the_canary_and_says_so() {
+    let deploy = web(0, json!({"observedGeneration": 1}));
+    let succeeded = ReleaseStatus {
+        phase: Phase::Succeeded,
+        revision: Some("old".into()),
+        last_promoted_revision: Some("old".into()),
+        ..Default::default()
+    };
+    let cluster = cluster(&deploy, succeeded, "old", Weights::ALL_PRIMARY);
+    let ctx = context(client(cluster.clone()));
+    reconcile(Arc::new(deploy), ctx).await.expect("reconciled");
+    assert_eq!(
+        writes(&cluster),
+        [
+            "PATCH services/web",
+            "PATCH services/web-primary",
+            "PATCH services/web-canary",
+            "event NewRevision",
+            "scale web 2",
+            "event Progressing",
+            "status Progressing",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_canary_past_its_progress_deadline_is_rolled_back_traffic_first() {
+    let stalled = json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
+        "conditions": [{"type": "Progressing", "status": "False",
+            "reason": "ProgressDeadlineExceeded"}]});
+    let deploy = web(2, stalled);
+    let progressing = ReleaseStatus {
+        phase: Phase::Progressing,
+        revision: Some(revision_of(&deploy)),
+        last_promoted_revision: Some("old".into()),
+        canary_weight: 10,
+        ..Default::default()
+    };
+    let cluster = cluster(&deploy, progressing, "old", Weights::to_canary(10));
+    let ctx = context(client(cluster.clone()));
+    reconcile(Arc::new(deploy), ctx).await.expect("reconciled");
+    assert_eq!(
+        writes(&cluster),
+        [
+            "PATCH trafficsplits/web",
+            "scale web 0",
+            "event RolledBack",
+            "status Failed",
+        ]
+    );
+    let split = cluster.lock().expect("cluster").objects[SPLIT].clone();
+    assert_eq!(split["spec"]["backends"][0]["weight"], json!(100));
+}

@@ -1,0 +1,417 @@
+//! What the controller's watches keep and which of their events need a reconcile: the
+//! predicates over Deployments, `-primary` Deployments, Canaries and HPAs, the slimming of
+//! cached objects, and which opted-in Deployments use a changed ConfigMap or Secret.
+
+use futures::channel::mpsc::UnboundedReceiver;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
+use kube::{Api, Client};
+
+use super::requests;
+use crate::crd::Canary;
+use crate::release::observe;
+use crate::release::{ConfigKind, OWNER_LABEL, Tracking, config_refs};
+use crate::spec::MANAGED_LABEL;
+
+/// What a Deployment event must change to need a reconcile: the spec, Serin's annotations
+/// and label, or how far the rollout has come. The Deployment controller's other status
+/// writes (condition timestamps and the like) do not.
+pub(super) fn rollout_state(deploy: &Deployment) -> Option<u64> {
+    use kube::ResourceExt;
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hash = DefaultHasher::new();
+    deploy.metadata.generation.hash(&mut hash);
+    deploy
+        .annotations()
+        .iter()
+        .filter(|(key, _)| key.starts_with(crate::spec::PREFIX))
+        .for_each(|entry| entry.hash(&mut hash));
+    deploy.labels().contains_key(MANAGED_LABEL).hash(&mut hash);
+    let observed = observe::canary(deploy, 0);
+    (
+        observed.ready,
+        observed.stalled,
+        observe::primary(Some(deploy)).ready,
+    )
+        .hash(&mut hash);
+    if let Some(status) = &deploy.status {
+        (
+            status.observed_generation,
+            status.replicas,
+            status.updated_replicas,
+            status.ready_replicas,
+            status.available_replicas,
+        )
+            .hash(&mut hash);
+    }
+    Some(hash.finish())
+}
+
+/// Marks the object of a Delete event as deleted (a `deletionTimestamp`), for [`or_deleted`].
+/// Applied after the cache, which drops the object.
+pub(super) fn mark_deleted<K: kube::Resource>(event: watcher::Event<K>) -> watcher::Event<K> {
+    match event {
+        watcher::Event::Delete(mut object) => {
+            let meta = object.meta_mut();
+            if meta.deletion_timestamp.is_none() {
+                meta.deletion_timestamp =
+                    Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        k8s_openapi::jiff::Timestamp::now(),
+                    ));
+            }
+            watcher::Event::Delete(object)
+        }
+        other => other,
+    }
+}
+
+/// `predicate`, with a deletion as a change of its own. The last state a watch reports for
+/// an object deleted without finalizers is often a state already seen, which `predicate`
+/// alone would drop; a `-primary` or `Canary` removed behind Serin's back must reach a
+/// reconcile, which makes it again. Objects of Delete events go through [`mark_deleted`].
+pub(super) fn or_deleted<K: kube::Resource>(
+    predicate: impl Fn(&K) -> Option<u64>,
+) -> impl Fn(&K) -> Option<u64> {
+    move |object| {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut hash = DefaultHasher::new();
+        predicate(object).hash(&mut hash);
+        object.meta().deletion_timestamp.is_some().hash(&mut hash);
+        Some(hash.finish())
+    }
+}
+
+/// What a `-primary` Deployment event must change to need a reconcile: what the release
+/// machine observes of it (Ready, the revision it runs) and its size. The steps of its
+/// rollout in between (observed, updated, ready, available counts one by one) do not: a
+/// thousand primaries starting at once would otherwise cost a few thousand reconciles.
+pub(super) fn primary_state(primary: &Deployment) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hash = DefaultHasher::new();
+    primary.metadata.generation.hash(&mut hash);
+    primary.spec.as_ref().map(|s| s.replicas).hash(&mut hash);
+    let observed = observe::primary(Some(primary));
+    (observed.ready, observed.revision).hash(&mut hash);
+    Some(hash.finish())
+}
+
+/// What a Canary event must change to need a reconcile: its spec (the generation) or the
+/// runtime request written on it.
+pub(super) fn spec_or_request(canary: &Canary) -> Option<u64> {
+    use kube::ResourceExt;
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hash = DefaultHasher::new();
+    predicates::generation(canary).hash(&mut hash);
+    for key in [requests::ACTION, requests::ACTION_ID] {
+        canary.annotations().get(key).hash(&mut hash);
+    }
+    Some(hash.finish())
+}
+
+/// The opted-in Deployments whose pod template uses the config `meta` names.
+pub(super) fn users_of(
+    deployments: &reflector::Store<Deployment>,
+    kind: ConfigKind,
+    meta: &kube::api::ObjectMeta,
+) -> Vec<reflector::ObjectRef<Deployment>> {
+    let (Some(namespace), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
+        return Vec::new();
+    };
+    deployments
+        .state()
+        .iter()
+        .filter(|d| d.metadata.namespace.as_deref() == Some(namespace))
+        .filter(|d| {
+            d.spec.as_ref().is_some_and(|spec| {
+                config_refs(&spec.template)
+                    .iter()
+                    .any(|r| r.kind == kind && r.name == name)
+            })
+        })
+        .map(|d| reflector::ObjectRef::from_obj(d.as_ref()))
+        .collect()
+}
+
+/// What an HPA event must change to need a reconcile: its spec (not its status, which the
+/// HPA controller rewrites every few seconds).
+pub(super) fn hpa_spec(hpa: &HorizontalPodAutoscaler) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hash = DefaultHasher::new();
+    serde_json::to_string(&hpa.spec).ok()?.hash(&mut hash);
+    Some(hash.finish())
+}
+
+/// The Deployment a user's HPA scales (none for Serin's `-primary` copies, which follow it).
+pub(super) fn hpa_target(
+    hpa: &HorizontalPodAutoscaler,
+) -> Option<reflector::ObjectRef<Deployment>> {
+    use kube::ResourceExt;
+    let target = &hpa.spec.scale_target_ref;
+    if hpa.labels().contains_key(OWNER_LABEL) || target.kind != "Deployment" {
+        return None;
+    }
+    Some(reflector::ObjectRef::new(&target.name).within(&hpa.namespace()?))
+}
+
+/// Drops what the controller never reads from a cached object.
+pub(super) fn slim<K: kube::ResourceExt>(object: &mut K) {
+    object.managed_fields_mut().clear();
+    object
+        .annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
+}
+
+/// [`slim`], and drops what the controller never reads of a `-primary` Deployment: it
+/// reads how far a primary has rolled out, its size and its revision annotation, never its
+/// template (a copy of the user's, which a reconcile has at hand and is most of a
+/// Deployment's size), its selector or its status conditions.
+pub(super) fn slim_primary(primary: &mut Deployment) {
+    slim(primary);
+    if let Some(spec) = primary.spec.as_mut() {
+        spec.template = Default::default();
+        spec.selector = Default::default();
+    }
+    if let Some(status) = primary.status.as_mut() {
+        status.conditions = None;
+    }
+}
+
+/// The writers of the caches the watches fill.
+pub(super) struct Writers {
+    pub opted_in: Writer<Deployment>,
+    pub primaries: Writer<Deployment>,
+    pub canaries: Writer<Canary>,
+    pub hpas: Writer<HorizontalPodAutoscaler>,
+}
+
+/// The controller over the opted-in Deployments of `reader`, with every watch whose events
+/// need a reconcile: their Canaries and primaries, the HPAs that target them, the tracked
+/// ConfigMaps and Secrets they use, and the analysis answers (`answered`).
+pub(super) fn controller(
+    client: &Client,
+    writers: Writers,
+    reader: reflector::Store<Deployment>,
+    tracking: Tracking,
+    answered: Option<UnboundedReceiver<reflector::ObjectRef<Deployment>>>,
+) -> Controller<Deployment> {
+    let deployments: Api<Deployment> = Api::all(client.clone());
+    let opted_in = watcher(
+        deployments.clone(),
+        watcher::Config::default().labels(MANAGED_LABEL),
+    )
+    .default_backoff()
+    .modify(slim::<Deployment>)
+    .reflect(writers.opted_in)
+    .applied_objects()
+    .predicate_filter(rollout_state, Default::default());
+    let primaries = watcher(deployments, watcher::Config::default().labels(OWNER_LABEL))
+        .default_backoff()
+        .modify(slim_primary)
+        .reflect(writers.primaries)
+        .map_ok(mark_deleted)
+        .touched_objects()
+        .predicate_filter(or_deleted(primary_state), Default::default());
+    // Serin's own status writes do not change a Canary's generation: only spec changes (and
+    // its creation) and runtime requests need a reconcile. The cache saves a GET of the
+    // Canary on every reconcile.
+    let canaries = watcher(
+        Api::<Canary>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(slim::<Canary>)
+    .reflect(writers.canaries)
+    .map_ok(mark_deleted)
+    .touched_objects()
+    .predicate_filter(or_deleted(spec_or_request), Default::default());
+    // A user's HPA that is created or changed (its spec: not the status the HPA controller
+    // writes every few seconds) is copied to the primary by a reconcile of its target.
+    let hpas = watcher(
+        Api::<HorizontalPodAutoscaler>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(slim::<HorizontalPodAutoscaler>)
+    .reflect(writers.hpas)
+    .applied_objects()
+    .predicate_filter(hpa_spec, Default::default());
+    let controller = Controller::for_stream(opted_in, reader.clone())
+        .reconcile_on(futures::stream::iter(answered).flatten())
+        .owns_stream(canaries)
+        .owns_stream(primaries)
+        .watches_stream(hpas, |hpa| hpa_target(&hpa));
+    watch_configs(controller, client, reader, tracking)
+}
+
+/// A tracked ConfigMap or Secret that changes is a new revision of every opted-in Deployment
+/// whose pod template uses it. Metadata is enough to notice the change.
+fn watch_configs(
+    controller: Controller<Deployment>,
+    client: &Client,
+    reader: reflector::Store<Deployment>,
+    tracking: Tracking,
+) -> Controller<Deployment> {
+    let (maps_users, secrets_users) = (reader.clone(), reader);
+    let config_maps = watcher(
+        Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects();
+    let controller = controller.watches_stream(config_maps, move |cm| {
+        users_of(&maps_users, ConfigKind::ConfigMap, &cm.metadata)
+    });
+    // Without Secret tracking there is no watch at all: the base RBAC grants none.
+    if !tracking.secrets {
+        return controller;
+    }
+    let secrets = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects();
+    controller.watches_stream(secrets, move |secret| {
+        users_of(&secrets_users, ConfigKind::Secret, &secret.metadata)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+
+    fn primary(replicas: i32, status: DeploymentStatus) -> Deployment {
+        let mut d = Deployment {
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas),
+                ..Default::default()
+            }),
+            status: Some(status),
+            ..Default::default()
+        };
+        d.metadata.generation = Some(1);
+        d
+    }
+
+    fn counts(observed: i64, updated: i32, ready: i32) -> DeploymentStatus {
+        DeploymentStatus {
+            observed_generation: Some(observed),
+            replicas: Some(updated),
+            updated_replicas: Some(updated),
+            ready_replicas: Some(ready),
+            available_replicas: Some(ready),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_primary_rollout_reconciles_when_it_becomes_ready_not_at_each_count() {
+        let created = primary_state(&primary(2, DeploymentStatus::default()));
+        let observed = primary_state(&primary(2, counts(1, 2, 0)));
+        let one_ready = primary_state(&primary(2, counts(1, 2, 1)));
+        let ready = primary_state(&primary(2, counts(1, 2, 2)));
+        assert_eq!(created, observed);
+        assert_eq!(observed, one_ready);
+        assert_ne!(one_ready, ready);
+        // Resizing it is a change too (the machine keeps it at the user's count).
+        assert_ne!(ready, primary_state(&primary(3, counts(1, 2, 2))));
+    }
+
+    #[test]
+    fn a_deleted_primary_or_canary_is_a_change_to_the_predicates_and_applies_are_untouched() {
+        let seen = primary(2, counts(1, 2, 2));
+        let watcher::Event::Delete(deleted) = mark_deleted(watcher::Event::Delete(seen.clone()))
+        else {
+            panic!("a Delete stays a Delete");
+        };
+        let primaries = or_deleted(primary_state);
+        assert_ne!(primaries(&deleted), primaries(&seen));
+        let watcher::Event::Apply(applied) = mark_deleted(watcher::Event::Apply(seen.clone()))
+        else {
+            panic!("an Apply stays an Apply");
+        };
+        assert_eq!(applied, seen);
+
+        let config = crate::spec::CanarySpec::defaults("web".into(), Some(8080));
+        let canary = Canary::new("web", crate::crd::CanaryResourceSpec { config });
+        let watcher::Event::Delete(gone) = mark_deleted(watcher::Event::Delete(canary.clone()))
+        else {
+            panic!("a Delete stays a Delete");
+        };
+        let canaries = or_deleted(spec_or_request);
+        assert_ne!(canaries(&gone), canaries(&canary));
+    }
+
+    #[test]
+    fn a_cached_primary_keeps_what_the_controller_observes() {
+        let mut cached = primary(2, counts(1, 2, 2));
+        cached.metadata.annotations = Some(
+            [(
+                crate::release::PRIMARY_REVISION_ANNOTATION.to_owned(),
+                "abc".to_owned(),
+            )]
+            .into(),
+        );
+        if let Some(spec) = cached.spec.as_mut() {
+            spec.template.metadata = Some(Default::default());
+            spec.template.spec = Some(Default::default());
+            spec.selector.match_labels = Some([("app".to_owned(), "web".to_owned())].into());
+        }
+        if let Some(status) = cached.status.as_mut() {
+            status.conditions = Some(vec![Default::default()]);
+        }
+        let before = (observe::primary(Some(&cached)), primary_state(&cached));
+        slim_primary(&mut cached);
+        assert_eq!(
+            (observe::primary(Some(&cached)), primary_state(&cached)),
+            before
+        );
+        let spec = cached.spec.as_ref().expect("spec");
+        assert_eq!(spec.template, Default::default());
+        assert_eq!(spec.selector, Default::default());
+        assert_eq!(spec.replicas, Some(2));
+        assert_eq!(
+            cached.status.as_ref().and_then(|s| s.conditions.as_ref()),
+            None
+        );
+    }
+
+    #[test]
+    fn an_hpa_reconciles_its_target_on_spec_changes_only_and_serins_copies_none() {
+        use k8s_openapi::api::autoscaling::v2::{
+            HorizontalPodAutoscalerSpec, HorizontalPodAutoscalerStatus,
+        };
+        let mut hpa = HorizontalPodAutoscaler {
+            spec: HorizontalPodAutoscalerSpec {
+                max_replicas: 4,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        hpa.metadata.namespace = Some("prod".into());
+        hpa.spec.scale_target_ref.kind = "Deployment".into();
+        hpa.spec.scale_target_ref.name = "web".into();
+        assert_eq!(
+            hpa_target(&hpa),
+            Some(reflector::ObjectRef::new("web").within("prod"))
+        );
+        let before = hpa_spec(&hpa);
+        hpa.status = Some(HorizontalPodAutoscalerStatus {
+            current_replicas: Some(3),
+            ..Default::default()
+        });
+        assert_eq!(hpa_spec(&hpa), before);
+        hpa.spec.max_replicas = 5;
+        assert_ne!(hpa_spec(&hpa), before);
+
+        hpa.metadata.labels = Some([(OWNER_LABEL.to_owned(), "web".to_owned())].into());
+        assert_eq!(hpa_target(&hpa), None);
+    }
+}
