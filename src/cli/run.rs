@@ -19,7 +19,9 @@ use crate::certs::rotation::Policy;
 use crate::certs::self_signed::{self, SelfSigned};
 use crate::controller;
 use crate::conversion;
-use crate::server::{self, KubeApiRequests, Metrics, ReadyFlag, ServeOptions, ServingCert};
+use crate::server::{
+    self, KubeApiRequests, Metrics, ReadyFlag, Reconciles, ServeOptions, ServingCert,
+};
 
 /// Which parts of Serin a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,15 +77,19 @@ async fn serve(serving: &ServingArgs, parts: Parts) -> anyhow::Result<Ended> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let api_requests = KubeApiRequests::register(&mut registry);
+    let reconciles = Reconciles::register(&mut registry);
 
     let admin_listener = TcpListener::bind(serving.admin_listen)
         .await
         .with_context(|| format!("binding the admin listener {}", serving.admin_listen))?;
     let ready = ReadyFlag::default();
+    // Ready only once the CanaryPolicy caches the webhooks and the controller judge with are
+    // filled too (set below, when there is no cluster access to wait for).
+    let synced = ReadyFlag::default();
     let (stop_admin, admin_stopped) = watch::channel(());
     let admin = tokio::spawn(server::serve_admin(
         admin_listener,
-        server::admin_router(ready.clone(), Arc::new(registry)),
+        server::admin_router(ready.clone().and(synced.clone()), Arc::new(registry)),
         wait_changed(admin_stopped),
     ));
 
@@ -108,8 +114,18 @@ async fn serve(serving: &ServingArgs, parts: Parts) -> anyhow::Result<Ended> {
         own_ports: vec![serving.listen.port(), serving.admin_listen.port()],
         // One index for the webhooks and the controller: the same three watches either way.
         policies: client.clone().map(crate::policy::PolicyIndex::start),
+        metrics: Some(reconciles),
     };
     let policies = options.policies.clone();
+    match policies.clone() {
+        Some(index) => {
+            tokio::spawn(async move {
+                index.synced().await;
+                synced.set(true);
+            });
+        }
+        None => synced.set(true),
+    }
     let injector = match &client {
         Some(client) => Some(Arc::new(controller::machinery::Injector::new(
             client.clone(),

@@ -47,6 +47,8 @@ pub struct Options {
     /// process (`serin run`), shared so that its watches are not opened twice; the
     /// controller starts its own otherwise.
     pub policies: Option<Arc<crate::policy::PolicyIndex>>,
+    /// Where reconciles are counted (`serin_reconciles_total` on the admin port).
+    pub metrics: Option<crate::server::Reconciles>,
 }
 
 /// What every reconcile (and the webhook's injection) shares.
@@ -90,6 +92,23 @@ pub enum Error {
     Serialize(serde_json::Error),
     #[error("{0}")]
     Policies(String),
+}
+
+impl Error {
+    /// The kind of error, as the `error` label of `serin_reconciles_total`: one fixed value
+    /// per variant, so the label's values stay few.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::NoNamespace => "no_namespace",
+            Error::Objects(_) => "objects",
+            Error::Router(_) => "router",
+            Error::RouterNotInstalled { .. } => "router_not_installed",
+            Error::MissingAnalysisTemplate(_) => "missing_analysis_template",
+            Error::Serialize(_) => "serialize",
+            Error::Policies(_) => "policies",
+        }
+    }
 }
 
 impl Context {

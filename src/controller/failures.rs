@@ -157,6 +157,21 @@ pub(super) fn error_policy(deploy: Arc<Deployment>, error: &Error, ctx: Arc<Cont
     Requeue::requeue(RETRY_AFTER)
 }
 
+/// One reconcile, counted by result and timed (`serin_reconciles_total`,
+/// `serin_reconcile_duration_seconds`).
+pub(super) async fn counted(
+    metrics: Option<crate::server::Reconciles>,
+    deploy: Arc<Deployment>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, Error> {
+    let started = std::time::Instant::now();
+    let result = super::reconcile::reconcile(deploy, ctx).await;
+    if let Some(metrics) = metrics {
+        metrics.observe(result.as_ref().err().map(Error::kind), started.elapsed());
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -84,13 +84,18 @@ pub async fn run(
         reader.clone(),
         canary_cache,
     ));
+    let metrics = options.metrics.clone();
     let controller = watches::controller(&client, writers, reader, options.tracking, answered);
     let controller = controller
         // Bounded: a thousand reconciles at once would each open a TLS connection to the
         // API server (memory) and only queue there.
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile::reconcile, failures::error_policy, ctx)
+        .run(
+            move |deploy, ctx| failures::counted(metrics.clone(), deploy, ctx),
+            failures::error_policy,
+            ctx,
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "controller");

@@ -153,6 +153,25 @@ impl PolicyIndex {
         })
     }
 
+    /// Completes once the three caches have been filled from their first list (however long
+    /// that takes): what readiness waits for.
+    pub async fn synced(&self) {
+        loop {
+            let all = async {
+                self.policies.wait_until_ready().await.ok();
+                self.namespaces.wait_until_ready().await.ok();
+                self.opted_in.wait_until_ready().await.ok();
+            };
+            // As in `ready`: a waiter may not be woken when another is, so ask again.
+            if tokio::time::timeout(Duration::from_millis(200), all)
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+
     async fn ready(&self) -> Result<(), NotReady> {
         // `Store::wait_until_ready` wakes only the last of several waiters, and reviews
         // arrive concurrently: each asks again every 50 ms (once filled, it answers at once).

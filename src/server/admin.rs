@@ -133,6 +133,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn readyz_waits_for_the_caches_as_well_as_the_listener() {
+        let (listening, synced) = (ReadyFlag::default(), ReadyFlag::default());
+        let app = router(&listening.clone().and(synced.clone()));
+        listening.set(true);
+        assert_eq!(
+            get_path(app.clone(), "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "listening, caches not filled yet"
+        );
+        synced.set(true);
+        assert_eq!(get_path(app.clone(), "/readyz").await.0, StatusCode::OK);
+        // Draining at shutdown: the listener's flag goes down, and readiness with it.
+        listening.set(false);
+        assert_eq!(
+            get_path(app, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[tokio::test]
     async fn metrics_are_openmetrics_text_with_serin_names() {
         let ready = ReadyFlag::default();
         let (status, content_type, body) = get_path(router(&ready), "/metrics").await;

@@ -2,7 +2,10 @@
 //!
 //! - `serin_admission_requests_total{webhook, outcome}`: admission reviews answered;
 //! - `serin_admission_duration_seconds{webhook}`: time to answer them;
-//! - `serin_tls_reloads_total{result}`: attempts to load a rotated serving certificate.
+//! - `serin_tls_reloads_total{result}`: attempts to load a rotated serving certificate;
+//! - `serin_reconciles_total{result, error}` and `serin_reconcile_duration_seconds`: the
+//!   controller's reconciles, failed ones by the kind of error ([`Reconciles`]);
+//! - `serin_kube_api_requests_total{method, resource}`: requests to the API server.
 //!
 //! [`Metrics`] is cheap to clone (every metric is an `Arc` inside), so handlers and the
 //! certificate watcher each keep a copy.
@@ -137,6 +140,71 @@ fn resource_of(path: &str) -> String {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReconcileLabels {
+    /// `ok` or `error`.
+    result: &'static str,
+    /// The kind of error (`kube`, `router_not_installed`, ...); empty for `ok`. A fixed set,
+    /// one value per variant of the controller's error.
+    error: &'static str,
+}
+
+/// Reconcile buckets: a reconcile reads from caches and writes a few objects (milliseconds
+/// to a second); the API server's own timeouts bound the tail.
+const RECONCILE_BUCKETS: [f64; 11] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// The controller's reconciles: how many, how they ended (failed ones by the kind of error),
+/// and how long they took. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Reconciles {
+    count: Family<ReconcileLabels, Counter>,
+    duration: Histogram,
+}
+
+impl Reconciles {
+    pub fn register(registry: &mut Registry) -> Self {
+        let reconciles = Self {
+            count: Family::default(),
+            duration: Histogram::new(RECONCILE_BUCKETS),
+        };
+        registry.register(
+            "serin_reconciles",
+            "Reconciles of opted-in Deployments, by result (ok, error) and kind of error",
+            reconciles.count.clone(),
+        );
+        registry.register_with_unit(
+            "serin_reconcile_duration",
+            "Time one reconcile took",
+            Unit::Seconds,
+            reconciles.duration.clone(),
+        );
+        // The success series exists from the start, so a rate of errors has a denominator.
+        let _ = reconciles.count.get_or_create(&ReconcileLabels {
+            result: "ok",
+            error: "",
+        });
+        reconciles
+    }
+
+    /// Records one reconcile: `error` is `None` when it succeeded, else the kind of error.
+    pub fn observe(&self, error: Option<&'static str>, elapsed: Duration) {
+        let labels = match error {
+            None => ReconcileLabels {
+                result: "ok",
+                error: "",
+            },
+            Some(kind) => ReconcileLabels {
+                result: "error",
+                error: kind,
+            },
+        };
+        self.count.get_or_create(&labels).inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+}
+
 /// Latency buckets: admission should answer in well under a millisecond for plain
 /// validation and tens of milliseconds when it reads from the API server; the API server's
 /// own timeout is 10 s at most, so anything past a second is already a problem.
@@ -263,6 +331,25 @@ mod tests {
             r#"serin_kube_api_requests_total{method="WATCH",resource="deployments"} 1"#,
             r#"serin_kube_api_requests_total{method="GET",resource="deployments"} 1"#,
             r#"serin_kube_api_requests_total{method="PATCH",resource="deployments/scale"} 1"#,
+        ] {
+            assert!(text.contains(series), "{series} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn reconciles_are_counted_by_result_and_failed_ones_by_the_kind_of_error() {
+        let mut registry = Registry::default();
+        let reconciles = Reconciles::register(&mut registry);
+        reconciles.observe(None, Duration::from_millis(3));
+        reconciles.observe(None, Duration::from_millis(4));
+        reconciles.observe(Some("router_not_installed"), Duration::from_millis(20));
+        let mut text = String::new();
+        encode(&mut text, &registry).expect("encode");
+        for series in [
+            r#"serin_reconciles_total{result="ok",error=""} 2"#,
+            r#"serin_reconciles_total{result="error",error="router_not_installed"} 1"#,
+            r#"serin_reconcile_duration_seconds_count 3"#,
+            r#"serin_reconcile_duration_seconds_bucket{le="0.005"} 2"#,
         ] {
             assert!(text.contains(series), "{series} not in\n{text}");
         }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use admin::{admin_router, serve_admin};
-pub use metrics::{KubeApiRequests, Metrics, Outcome, ReloadResult};
+pub use metrics::{KubeApiRequests, Metrics, Outcome, Reconciles, ReloadResult};
 pub use serve::{
     DEFAULT_KEEP_ALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_REQUEST_DEADLINE,
     MAX_BODY_BYTES, ServeOptions, serve_https,
@@ -32,16 +32,27 @@ pub use tls::{
     server_config,
 };
 
-/// Whether the webhook port is accepting connections; read by `/readyz`.
+/// Whether something is ready (the webhook port accepting connections, the policy caches
+/// filled); `/readyz` reads one, which may wait for others ([`ReadyFlag::and`]).
 #[derive(Debug, Clone, Default)]
-pub struct ReadyFlag(Arc<AtomicBool>);
+pub struct ReadyFlag {
+    own: Arc<AtomicBool>,
+    /// Flags that must be ready too.
+    after: Vec<ReadyFlag>,
+}
 
 impl ReadyFlag {
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Release);
+        self.own.store(ready, Ordering::Release);
     }
 
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.own.load(Ordering::Acquire) && self.after.iter().all(ReadyFlag::is_ready)
+    }
+
+    /// This flag, ready only while `other` is ready too (setting the result sets this one).
+    pub fn and(mut self, other: ReadyFlag) -> Self {
+        self.after.push(other);
+        self
     }
 }

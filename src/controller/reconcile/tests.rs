@@ -150,6 +150,7 @@ fn context(client: kube::Client) -> Arc<Context> {
         tracking: Tracking::CONFIG_MAPS,
         routers: RouterSettings::default(),
         own_ports: Vec::new(),
+        metrics: None,
         policies: None,
     };
     Arc::new(Context::new(client, &options).expect("context"))
