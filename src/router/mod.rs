@@ -1,6 +1,9 @@
 //! Routers: the object that splits traffic between the primary and the canary, one file per
-//! provider behind the small [`Router`] trait (as Flagger's `pkg/router/`). Adding a provider
-//! is one file and one line in [`configured_router`].
+//! provider behind the small [`Router`] trait (as Flagger's `pkg/router/`). In `router/`, a
+//! provider is one file, its `pub mod` line and one arm in [`configured_router`]; what else a
+//! new provider touches (its `Provider` variant, its observer in `analysis/observers/`, the
+//! simulator, manifests, tests and docs) is listed in `docs/architecture.md`, "Adding a
+//! provider".
 //!
 //! Builders are pure: they return the desired object as a [`DynamicObject`] for server-side
 //! apply, and read the weights back from one the API server returned. A router may also need
@@ -170,7 +173,8 @@ impl Default for RouterSettings {
 }
 
 /// The router of a provider with the default [`RouterSettings`]. Every provider has one; the
-/// `Option` stays for the callers in `simulate/` and `tests/` written when some had none.
+/// `Option` stays for the callers in `devtools/simulate/` and `tests/` written when some had
+/// none.
 pub fn router_for(provider: Provider) -> Option<Box<dyn Router>> {
     Some(configured_router(provider, &RouterSettings::default()))
 }
