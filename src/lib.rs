@@ -18,6 +18,7 @@
 //!   only, source of the CRD YAML;
 //! - [`server`]: HTTPS serving with reloadable certificates and the admin port;
 //! - [`certs`]: a local CA and serving certificate;
+//! - [`tolerant`]: watches that skip (and name) an object Serin cannot decode;
 //! - [`cli`]: the `serin` command line: the serving subcommands, `serin check` (admission's
 //!   validation, offline; [`cli::check`]) and the kubectl plugin;
 //! - `devtools` (cargo feature `dev-tools`, off in the shipped binary and image): the local
@@ -39,3 +40,4 @@ pub mod release;
 pub mod router;
 pub mod server;
 pub mod spec;
+pub mod tolerant;

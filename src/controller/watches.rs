@@ -220,16 +220,14 @@ pub(super) fn controller(
     // Serin's own status writes do not change a Canary's generation: only spec changes (and
     // its creation) and runtime requests need a reconcile. The cache saves a GET of the
     // Canary on every reconcile.
-    let canaries = watcher(
-        Api::<Canary>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(slim::<Canary>)
-    .reflect(writers.canaries)
-    .map_ok(mark_deleted)
-    .touched_objects()
-    .predicate_filter(or_deleted(spec_or_request), Default::default());
+    // Decoded one by one: a Canary Serin cannot read must not empty the cache of all.
+    let canaries = crate::tolerant::watch::<Canary>(client.clone(), watcher::Config::default())
+        .default_backoff()
+        .modify(slim::<Canary>)
+        .reflect(writers.canaries)
+        .map_ok(mark_deleted)
+        .touched_objects()
+        .predicate_filter(or_deleted(spec_or_request), Default::default());
     // A user's HPA that is created or changed (its spec: not the status the HPA controller
     // writes every few seconds) is copied to the primary by a reconcile of its target.
     let hpas = watcher(

@@ -110,13 +110,15 @@ impl std::fmt::Debug for PolicyIndex {
 }
 
 impl PolicyIndex {
-    /// Starts the two watches on the current runtime.
+    /// Starts the three watches on the current runtime.
     pub fn start(client: Client) -> Arc<Self> {
         let (policies, policy_writer) = reflector::store();
-        let policy_events = watcher(Api::<CanaryPolicy>::all(client.clone()), Default::default())
-            .default_backoff()
-            .reflect(policy_writer)
-            .applied_objects();
+        // Decoded one by one: a policy Serin cannot read must not hold up every review.
+        let policy_events =
+            crate::tolerant::watch::<CanaryPolicy>(client.clone(), Default::default())
+                .default_backoff()
+                .reflect(policy_writer)
+                .applied_objects();
         tokio::spawn(policy_events.for_each(|_| async {}));
         let (namespaces, namespace_writer) = reflector::store();
         let namespace_events = watcher(
