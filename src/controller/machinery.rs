@@ -16,7 +16,7 @@ use super::cache::{read_through, saw};
 use super::context::{Context, Error, apply_params};
 use super::context::{Read, Release};
 use crate::crd::{Canary, CanaryResourceSpec};
-use crate::release::observe;
+use crate::release::observe::{self, spec_replicas};
 use crate::release::{
     self, ConfigKind, EventType, OWNER_LABEL, Phase, Reason, ReleaseStatus, TrackedConfig,
 };
@@ -490,10 +490,6 @@ impl Config {
             Config::Secret(secret) => TrackedConfig::from_secret(secret),
         }
     }
-}
-
-pub(super) fn spec_replicas(deploy: &Deployment) -> Option<i32> {
-    deploy.spec.as_ref().and_then(|s| s.replicas)
 }
 
 pub(super) fn ignore_missing<T>(result: kube::Result<T>) -> Result<(), Error> {

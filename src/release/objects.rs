@@ -161,11 +161,11 @@ pub fn requested_replicas(deploy: &Deployment) -> Option<i32> {
         .filter(|n| *n >= 0)
 }
 
-/// The replicas the primary should run: [`requested_replicas`], else the Deployment's own
-/// `spec.replicas`. An unreadable annotation falls back too: the primary must not be scaled
-/// to zero because of it.
-fn desired_replicas(deploy: &Deployment) -> Option<i32> {
-    requested_replicas(deploy).or_else(|| deploy.spec.as_ref().and_then(|s| s.replicas))
+/// The replicas a new primary is made with: [`requested_replicas`], else the Deployment's
+/// own `spec.replicas`. An unreadable annotation falls back too: the primary must not be
+/// scaled to zero because of it.
+fn primary_replicas(deploy: &Deployment) -> Option<i32> {
+    requested_replicas(deploy).or_else(|| super::observe::spec_replicas(deploy))
 }
 
 /// The `<name>-primary` Deployment: the Deployment's spec with the selector labels rewritten,
@@ -224,7 +224,7 @@ pub fn primary_deployment(
     Ok(Deployment {
         metadata: meta,
         spec: Some(DeploymentSpec {
-            replicas: desired_replicas(deploy),
+            replicas: primary_replicas(deploy),
             selector: LabelSelector {
                 match_labels: Some(selector),
                 match_expressions: original.selector.match_expressions.clone(),

@@ -7,9 +7,14 @@ use super::{
     CanaryObservation, PRIMARY_REVISION_ANNOTATION, PrimaryObservation, requested_replicas,
 };
 
-fn spec_replicas(deploy: &Deployment) -> i32 {
-    // The API server defaults an absent `replicas` to 1.
-    deploy.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+/// `spec.replicas` as written (`None` when absent).
+pub fn spec_replicas(deploy: &Deployment) -> Option<i32> {
+    deploy.spec.as_ref().and_then(|s| s.replicas)
+}
+
+/// `spec.replicas` as the API server reads it: an absent count is 1.
+fn replicas(deploy: &Deployment) -> i32 {
+    spec_replicas(deploy).unwrap_or(1)
 }
 
 /// The Deployment controller has seen the current spec and finished rolling it out: every
@@ -19,7 +24,7 @@ fn rolled_out(deploy: &Deployment) -> bool {
         return false;
     };
     let generation = deploy.metadata.generation.unwrap_or(0);
-    let want = spec_replicas(deploy);
+    let want = replicas(deploy);
     status.observed_generation.unwrap_or(0) >= generation
         && status.updated_replicas.unwrap_or(0) >= want
         && status.replicas.unwrap_or(0) <= status.updated_replicas.unwrap_or(0)
@@ -53,12 +58,12 @@ fn stalled(deploy: &Deployment) -> bool {
 pub fn desired_replicas(deploy: &Deployment, fallback: Option<i32>) -> i32 {
     requested_replicas(deploy)
         .or(fallback)
-        .unwrap_or_else(|| spec_replicas(deploy))
+        .unwrap_or_else(|| replicas(deploy))
 }
 
 /// The canary (the user's Deployment) for the release machine.
 pub fn canary(deploy: &Deployment, desired_replicas: i32) -> CanaryObservation {
-    let replicas = spec_replicas(deploy);
+    let replicas = replicas(deploy);
     CanaryObservation {
         ready: replicas > 0 && rolled_out(deploy) && ready_replicas(deploy) > 0,
         stalled: stalled(deploy),
@@ -72,7 +77,7 @@ pub fn primary(primary: Option<&Deployment>) -> PrimaryObservation {
     let Some(deploy) = primary else {
         return PrimaryObservation::default();
     };
-    let want = spec_replicas(deploy);
+    let want = replicas(deploy);
     PrimaryObservation {
         ready: rolled_out(deploy) && ready_replicas(deploy) >= want,
         revision: deploy
