@@ -25,9 +25,9 @@ install() {
     flock 7
   fi
   [ -f "$DIR/.complete" ] && return 0
-  say "building cargo-deny $CARGO_DENY_VERSION from crates.io (once; several minutes on 2 cores)"
+  say "building cargo-deny $CARGO_DENY_VERSION from crates.io (once; about 16 minutes on 2 busy cores; cargo prints each crate it compiles)"
   rm -rf "$DIR"
-  cargo install --locked --quiet "cargo-deny@$CARGO_DENY_VERSION" --root "$DIR" >&2
+  cargo install --locked "cargo-deny@$CARGO_DENY_VERSION" --root "$DIR" >&2
   "$BIN" --version >/dev/null
   touch "$DIR/.complete"
 }

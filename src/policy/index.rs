@@ -155,45 +155,33 @@ impl PolicyIndex {
         })
     }
 
+    /// Whether the three caches are filled, waiting up to `wait`. `Store::wait_until_ready`
+    /// wakes only the last of several waiters, and reviews arrive concurrently: so callers
+    /// ask again every so often rather than wait once (once filled, it answers at once).
+    async fn filled_within(&self, wait: Duration) -> bool {
+        let all = async {
+            self.policies.wait_until_ready().await.ok();
+            self.namespaces.wait_until_ready().await.ok();
+            self.opted_in.wait_until_ready().await.ok();
+        };
+        tokio::time::timeout(wait, all).await.is_ok()
+    }
+
     /// Completes once the three caches have been filled from their first list (however long
     /// that takes): what readiness waits for.
     pub async fn synced(&self) {
-        loop {
-            let all = async {
-                self.policies.wait_until_ready().await.ok();
-                self.namespaces.wait_until_ready().await.ok();
-                self.opted_in.wait_until_ready().await.ok();
-            };
-            // As in `ready`: a waiter may not be woken when another is, so ask again.
-            if tokio::time::timeout(Duration::from_millis(200), all)
-                .await
-                .is_ok()
-            {
-                return;
-            }
-        }
+        while !self.filled_within(Duration::from_millis(200)).await {}
     }
 
+    /// Ok once the caches are filled; [`NotReady`] after [`READY_WAIT`].
     async fn ready(&self) -> Result<(), NotReady> {
-        // `Store::wait_until_ready` wakes only the last of several waiters, and reviews
-        // arrive concurrently: each asks again every 50 ms (once filled, it answers at once).
         let deadline = tokio::time::Instant::now() + READY_WAIT;
-        loop {
-            let both = async {
-                self.policies.wait_until_ready().await.ok();
-                self.namespaces.wait_until_ready().await.ok();
-                self.opted_in.wait_until_ready().await.ok();
-            };
-            if tokio::time::timeout(Duration::from_millis(50), both)
-                .await
-                .is_ok()
-            {
-                return Ok(());
-            }
+        while !self.filled_within(Duration::from_millis(50)).await {
             if tokio::time::Instant::now() >= deadline {
                 return Err(NotReady);
             }
         }
+        Ok(())
     }
 
     /// The policies covering a Deployment with `labels` in `namespace`.
