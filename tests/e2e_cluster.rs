@@ -11,27 +11,6 @@ use kube::Api;
 use kube::api::{ListParams, PostParams};
 use support::{TestNamespace, wait_until};
 
-fn deployment(name: &str, replicas: i32) -> Deployment {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": { "name": name },
-        "spec": {
-            "replicas": replicas,
-            "selector": { "matchLabels": { "app": name } },
-            "template": {
-                "metadata": { "labels": { "app": name } },
-                "spec": { "containers": [{
-                    "name": "app",
-                    "image": "example.invalid/app:1",
-                    "ports": [{ "containerPort": 8080, "name": "http" }]
-                }] }
-            }
-        }
-    }))
-    .expect("valid Deployment")
-}
-
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn deployment_becomes_available_with_three_ready_pods() {
@@ -39,7 +18,10 @@ async fn deployment_becomes_available_with_three_ready_pods() {
     let ns = TestNamespace::create(&client, "rollout").await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     deployments
-        .create(&PostParams::default(), &deployment("web", 3))
+        .create(
+            &PostParams::default(),
+            &support::typed_deployment("web", 3, &[]),
+        )
         .await
         .expect("create Deployment");
 

@@ -127,28 +127,6 @@ async fn builtin_linkerd_queries_read_back_the_simulated_success_rate_and_latenc
     );
 }
 
-/// A Deployment `name` of `replicas` pods whose template carries `annotations`.
-fn version(name: &str, replicas: i32, annotations: &[(&str, &str)]) -> Deployment {
-    let annotations: serde_json::Map<_, _> = annotations
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), serde_json::json!(v)))
-        .collect();
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": { "name": name },
-        "spec": {
-            "replicas": replicas,
-            "selector": { "matchLabels": { "app": name } },
-            "template": {
-                "metadata": { "labels": { "app": name }, "annotations": annotations },
-                "spec": { "containers": [{ "name": "app", "image": "example.invalid/app:1" }] }
-            }
-        }
-    }))
-    .expect("valid Deployment")
-}
-
 /// Waits until Deployment `name` reports `ready` ready replicas.
 async fn wait_ready(deployments: &Api<Deployment>, name: &str, ready: i32) {
     wait_until(
@@ -226,14 +204,14 @@ async fn two_versions(
     let canary = deployments
         .create(
             &PostParams::default(),
-            &version("web", replicas.0, &[(ERROR_RATE, "0.3")]),
+            &support::typed_deployment("web", replicas.0, &[(ERROR_RATE, "0.3")]),
         )
         .await
         .expect("create Deployment web");
     deployments
         .create(
             &PostParams::default(),
-            &version("web-primary", replicas.1, &[]),
+            &support::typed_deployment("web-primary", replicas.1, &[]),
         )
         .await
         .expect("create Deployment web-primary");

@@ -12,6 +12,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -348,6 +349,33 @@ pub fn deployment_yaml(
         "spec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {app}}}}}\n  template:\n    metadata: {{labels: {{app: {app}}}}}\n    spec:\n      containers: [{{name: app, image: \"example.invalid/app:1\", ports: [{{containerPort: 8080}}]}}]\n"
     ));
     text
+}
+
+/// A Deployment `name` of `replicas` pods selecting `app: <name>`, whose template carries
+/// `annotations`, as a typed object.
+pub fn typed_deployment(name: &str, replicas: i32, annotations: &[(&str, &str)]) -> Deployment {
+    let annotations: serde_json::Map<_, _> = annotations
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::json!(v)))
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": name },
+        "spec": {
+            "replicas": replicas,
+            "selector": { "matchLabels": { "app": name } },
+            "template": {
+                "metadata": { "labels": { "app": name }, "annotations": annotations },
+                "spec": { "containers": [{
+                    "name": "app",
+                    "image": "example.invalid/app:1",
+                    "ports": [{ "containerPort": 8080, "name": "http" }]
+                }] }
+            }
+        }
+    }))
+    .expect("valid Deployment")
 }
 
 /// Serin's admin address (local environment only).
