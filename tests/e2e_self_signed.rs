@@ -321,6 +321,22 @@ fn plain_deployment() -> Value {
     })
 }
 
+/// The webhook configuration `name` of kind `K`, as JSON.
+async fn configuration<K>(client: &Client, name: &str) -> Result<Value, String>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let config = Api::<K>::all(client.clone())
+        .get(name)
+        .await
+        .map_err(|e| e.to_string())?;
+    serde_json::to_value(config).map_err(|e| e.to_string())
+}
+
 /// The caBundle (PEM) of this replica's webhook in the configuration of `kind`.
 async fn published_bundle(
     client: &Client,
@@ -329,28 +345,25 @@ async fn published_bundle(
     replica: &str,
 ) -> Result<Vec<u8>, String> {
     let hook = webhook_name(replica);
-    let bundle = if kind == "validating" {
-        let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-        let config = api.get(config_name).await.map_err(|e| e.to_string())?;
-        config
-            .webhooks
-            .unwrap_or_default()
-            .into_iter()
-            .find(|w| w.name == hook)
-            .and_then(|w| w.client_config.ca_bundle)
-    } else {
-        let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-        let config = api.get(config_name).await.map_err(|e| e.to_string())?;
-        config
-            .webhooks
-            .unwrap_or_default()
-            .into_iter()
-            .find(|w| w.name == hook)
-            .and_then(|w| w.client_config.ca_bundle)
-    };
-    bundle
-        .map(|b| b.0)
-        .ok_or_else(|| format!("no caBundle on webhook {hook} of the {kind} configuration"))
+    // Both configurations read as JSON: their webhooks differ in type, not in these fields.
+    let config = match kind {
+        "validating" => configuration::<ValidatingWebhookConfiguration>(client, config_name).await,
+        _ => configuration::<MutatingWebhookConfiguration>(client, config_name).await,
+    }?;
+    let bundle = config["webhooks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|w| w["name"] == hook.as_str())
+        .and_then(|w| w["clientConfig"]["caBundle"].as_str())
+        .map(|b64| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| format!("caBundle of {hook} is not base64: {e}"))
+        })
+        .transpose()?;
+    bundle.ok_or_else(|| format!("no caBundle on webhook {hook} of the {kind} configuration"))
 }
 
 /// Every caBundle in both configurations.
