@@ -41,6 +41,21 @@ source "$N/node.env"
 passed=0
 check() { say "ok: $*"; passed=$((passed + 1)); }
 
+# podinfo_spec INDENT LINE: a pod spec on the real node (its selector and toleration), one
+# podinfo container with LINE added, each line indented by INDENT.
+podinfo_spec() {
+  sed "s/^/$1/" <<YAML
+  nodeSelector: {serin.dev/node: real}
+  tolerations: [{key: serin.dev/node, operator: Equal, value: real, effect: NoSchedule}]
+  containers:
+  - name: podinfo
+    image: $PODINFO_IMAGE
+    imagePullPolicy: Never
+    $2
+    readinessProbe: {httpGet: {path: /readyz, port: 9898}, periodSeconds: 1}
+YAML
+}
+
 run_pods() {
   kubectl delete namespace "$NS" --ignore-not-found --wait=true >/dev/null
   kubectl create namespace "$NS" >/dev/null
@@ -56,14 +71,7 @@ spec:
   template:
     metadata: {labels: {app: podinfo}}
     spec:
-      nodeSelector: {serin.dev/node: real}
-      tolerations: [{key: serin.dev/node, operator: Equal, value: real, effect: NoSchedule}]
-      containers:
-      - name: podinfo
-        image: $PODINFO_IMAGE
-        imagePullPolicy: Never
-        ports: [{containerPort: 9898}]
-        readinessProbe: {httpGet: {path: /readyz, port: 9898}, periodSeconds: 1}
+$(podinfo_spec "    " "ports: [{containerPort: 9898}]")
 YAML
   kubectl -n "$NS" rollout status deployment/podinfo --timeout=90s >/dev/null ||
     fail "podinfo not Available on $NODE_NAME in 90s (read $N/kubelet.log and $N/containerd.log)"
@@ -91,14 +99,7 @@ apiVersion: v1
 kind: Pod
 metadata: {name: caller}
 spec:
-  nodeSelector: {serin.dev/node: real}
-  tolerations: [{key: serin.dev/node, operator: Equal, value: real, effect: NoSchedule}]
-  containers:
-  - name: podinfo
-    image: $PODINFO_IMAGE
-    imagePullPolicy: Never
-    args: [--port=9898, --backend-url=http://$first:9898/echo]
-    readinessProbe: {httpGet: {path: /readyz, port: 9898}, periodSeconds: 1}
+$(podinfo_spec "" "args: [--port=9898, --backend-url=http://$first:9898/echo]")
 YAML
   kubectl -n "$NS" wait pod/caller --for=condition=Ready --timeout=60s >/dev/null ||
     fail "pod caller not Ready (read $N/kubelet.log)"
