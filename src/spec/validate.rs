@@ -35,6 +35,15 @@ pub(super) fn check(reading: &mut Reading<'_>, ports: Option<&[i32]>) {
             ),
         );
     }
+    // "<key> must <relation> serin.dev/max-weight (<value>)".
+    let against_max = |key: Key, relation: &str| {
+        format!(
+            "{} must {relation} {} ({})",
+            reading.shown(key),
+            Key::MaxWeight.annotation(),
+            spec.max_weight
+        )
+    };
     if let Some(step) = spec
         .step_weight
         .filter(|_| usable(&[Key::StepWeight, Key::MaxWeight]))
@@ -42,12 +51,7 @@ pub(super) fn check(reading: &mut Reading<'_>, ports: Option<&[i32]>) {
     {
         refuse(
             Key::StepWeight,
-            format!(
-                "{} must not be above {} ({})",
-                reading.shown(Key::StepWeight),
-                Key::MaxWeight.annotation(),
-                spec.max_weight
-            ),
+            against_max(Key::StepWeight, "not be above"),
         );
     }
     if let Some(list) = spec
@@ -68,12 +72,7 @@ pub(super) fn check(reading: &mut Reading<'_>, ports: Option<&[i32]>) {
         {
             refuse(
                 Key::StepWeights,
-                format!(
-                    "{} must end at or below {} ({})",
-                    reading.shown(Key::StepWeights),
-                    Key::MaxWeight.annotation(),
-                    spec.max_weight
-                ),
+                against_max(Key::StepWeights, "end at or below"),
             );
         }
     }
