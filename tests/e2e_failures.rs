@@ -2,6 +2,9 @@
 //! `ReconcileFailed` and a `Reconciled` condition False on the Canary, both naming the
 //! error; the condition goes once the cause is gone. Here the cause is a ResourceQuota that
 //! leaves no room for the `-primary` Deployment.
+//!
+//! One object Serin cannot decode holds up nothing else: a Canary the CRD's schema accepts
+//! but Serin's types do not is skipped, and the other releases' requests are still acted on.
 
 mod support;
 
@@ -84,4 +87,28 @@ async fn a_primary_that_cannot_be_created_is_an_event_and_a_condition_until_it_c
         }
     })
     .await;
+}
+
+#[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
+async fn a_canary_serin_cannot_decode_does_not_stop_the_others_requests() {
+    let (client, ns) = support::release_namespace("undecodable").await;
+    let ns = &ns.name;
+    apply(&manifest(ns, "web", &Version::good("v1"), &[]));
+    wait_phase(&client, ns, "web", Phase::Initialized, SETTLE).await;
+
+    // The CRD's pattern accepts this interval; Serin's durations cannot hold it. Before the
+    // watch decoded objects one by one, it failed the whole list of Canaries from here on.
+    apply(&format!(
+        "apiVersion: serin.dev/v1beta1\nkind: Canary\nmetadata: {{name: broken, namespace: {ns}}}\nspec: {{service: broken, provider: linkerd, interval: 99999999999999999999h, latency: 500ms, maxWeight: 50, metricsWindow: 1m, successRate: 99, threshold: 2}}\n"
+    ));
+
+    // A runtime request is an annotation on web's Canary: only the Canary watch brings it
+    // to the controller (nothing else about web changes). The plugin waits for the outcome.
+    let (ok, stdout, stderr) =
+        support::plugin::kubectl_serin(env!("CARGO_BIN_EXE_serin"), &["promote", "web", "-n", ns]);
+    assert!(
+        stdout.contains("promote ignored: no analysis in progress (phase Initialized)"),
+        "ok={ok}\n{stdout}\n{stderr}"
+    );
 }
