@@ -139,7 +139,7 @@ pub async fn wait_phase(
 
 /// The weights of the TrafficSplit `service` as stored.
 pub async fn weights(client: &Client, ns: &str, service: &str) -> Option<Weights> {
-    let router = router_for(Provider::Linkerd).expect("linkerd router");
+    let router = router_for(Provider::Linkerd);
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &router.api_resource());
     let object = api.get_opt(service).await.expect("read TrafficSplit")?;
     let spec = CanarySpec::defaults(service.to_owned(), None);

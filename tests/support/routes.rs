@@ -8,7 +8,7 @@ use serin::router::{Router, Weights, router_for};
 use serin::spec::{CanarySpec, MatchRule, Provider};
 
 fn router(provider: Provider) -> Box<dyn Router> {
-    router_for(provider).unwrap_or_else(|| panic!("no router for {provider}"))
+    router_for(provider)
 }
 
 /// The router object of `provider` named after the apex Service `service`, as stored.
