@@ -148,7 +148,7 @@ async fn wait_ready(deployments: &Api<Deployment>, name: &str, ready: i32) {
 /// The Linkerd router (TrafficSplit `split.smi-spec.io/v1alpha1`) and its objects in `ns`.
 /// The CRD must be installed (`make up` does it); the test says so rather than install it.
 async fn traffic_splits(client: &Client, ns: &str) -> Api<DynamicObject> {
-    let router = router_for(Provider::Linkerd).expect("Linkerd has a router");
+    let router = router_for(Provider::Linkerd);
     let resource = router.api_resource();
     let splits = Api::namespaced_with(client.clone(), ns, &resource);
     if let Err(e) = splits.list(&Default::default()).await {
@@ -164,7 +164,7 @@ async fn traffic_splits(client: &Client, ns: &str) -> Api<DynamicObject> {
 /// Routes `canary` percent of Deployment `owner`'s traffic to it, the rest to its primary:
 /// the TrafficSplit Serin builds (apex Service `web`), applied as Serin would.
 async fn route(splits: &Api<DynamicObject>, owner: &Deployment, canary: u32) {
-    let router = router_for(Provider::Linkerd).expect("Linkerd has a router");
+    let router = router_for(Provider::Linkerd);
     let spec = CanarySpec::defaults("web".into(), None);
     let split = router
         .build(owner, &spec, Weights::to_canary(canary))

@@ -179,10 +179,10 @@ pub(crate) mod fixtures {
     use serde_json::{Value, json};
 
     /// The uid every fixture review carries.
-    pub const UID: &str = "705ab4f5-6393-11e8-b7cc-42010a800002";
+    pub(crate) const UID: &str = "705ab4f5-6393-11e8-b7cc-42010a800002";
 
     /// A review of a Deployment write by `user`.
-    pub fn review(operation: &str, user: &str, object: Value, old: Option<Value>) -> Value {
+    pub(crate) fn review(operation: &str, user: &str, object: Value, old: Option<Value>) -> Value {
         json!({
             "apiVersion": "admission.k8s.io/v1",
             "kind": "AdmissionReview",
@@ -200,7 +200,7 @@ pub(crate) mod fixtures {
 
     /// A review of an UPDATE or DELETE of the TrafficSplit `web` by `user`, labelled as
     /// Serin labels what it manages for the Deployment `owner` (no label when `None`).
-    pub fn traffic_split_review(operation: &str, user: &str, owner: Option<&str>) -> Value {
+    pub(crate) fn traffic_split_review(operation: &str, user: &str, owner: Option<&str>) -> Value {
         let split = json!({
             "apiVersion": "split.smi-spec.io/v1alpha1", "kind": "TrafficSplit",
             "metadata": {"name": "web", "namespace": "shop",
@@ -224,7 +224,7 @@ pub(crate) mod fixtures {
     }
 
     /// A minimal Deployment `web` with the given annotations.
-    pub fn deployment(annotations: Value) -> Value {
+    pub(crate) fn deployment(annotations: Value) -> Value {
         json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "web", "namespace": "shop", "annotations": annotations},

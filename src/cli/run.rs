@@ -25,21 +25,21 @@ use crate::server::{
 
 /// Which parts of Serin a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Parts {
+pub(super) struct Parts {
     pub webhook: bool,
     pub controller: bool,
 }
 
 impl Parts {
-    pub const ALL: Parts = Parts {
+    pub(super) const ALL: Parts = Parts {
         webhook: true,
         controller: true,
     };
-    pub const WEBHOOK: Parts = Parts {
+    pub(super) const WEBHOOK: Parts = Parts {
         webhook: true,
         controller: false,
     };
-    pub const CONTROLLER: Parts = Parts {
+    pub(super) const CONTROLLER: Parts = Parts {
         webhook: false,
         controller: true,
     };
@@ -56,7 +56,7 @@ enum Ended {
 }
 
 /// Runs the parts until SIGTERM/ctrl-c; the exit code.
-pub fn run(serving: &ServingArgs, parts: Parts) -> anyhow::Result<ExitCode> {
+pub(super) fn run(serving: &ServingArgs, parts: Parts) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

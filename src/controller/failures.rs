@@ -24,9 +24,9 @@ use crate::crd::Canary;
 use crate::release::{EventType, Reason};
 
 /// The type of the condition a failed reconcile sets.
-pub const RECONCILED: &str = "Reconciled";
+pub(super) const RECONCILED: &str = "Reconciled";
 /// Its reason.
-pub const RECONCILE_FAILED: &str = Reason::ReconcileFailed.as_str();
+pub(super) const RECONCILE_FAILED: &str = Reason::ReconcileFailed.as_str();
 /// How often the same error is told again as an Event.
 const REPEAT_AFTER: Duration = Duration::from_secs(300);
 /// The most Deployments whose last reported error is remembered (a bound, not a target).
@@ -40,7 +40,11 @@ static REPORTED: LazyLock<Mutex<HashMap<Key, (String, Instant)>>> = LazyLock::ne
 
 /// The conditions with `Reconciled` set to False for `message`; `None` when they already say
 /// so (nothing to write).
-pub fn with_failure(conditions: &[Condition], message: &str, now: &Time) -> Option<Vec<Condition>> {
+pub(super) fn with_failure(
+    conditions: &[Condition],
+    message: &str,
+    now: &Time,
+) -> Option<Vec<Condition>> {
     let current = conditions.iter().find(|c| c.type_ == RECONCILED);
     if current.is_some_and(|c| c.status == "False" && c.message == message) {
         return None;
@@ -67,7 +71,7 @@ pub fn with_failure(conditions: &[Condition], message: &str, now: &Time) -> Opti
 
 /// The error in the user's words: the API server's own message for a refused request (the
 /// whole error carries a debug dump of its Status), the error's text otherwise.
-pub fn describe(error: &Error) -> String {
+pub(super) fn describe(error: &Error) -> String {
     match error {
         Error::Kube(kube::Error::Api(status)) => {
             format!("the API server refused a request: {}", status.message)
@@ -96,7 +100,7 @@ fn is_news(key: Key, message: &str, now: Instant) -> bool {
 
 /// Tells users that reconciling `deploy` failed with `error`; best effort (a failure to tell
 /// is logged, the controller retries the reconcile anyway).
-pub async fn report(ctx: &Context, deploy: &Deployment, error: &str) {
+pub(super) async fn report(ctx: &Context, deploy: &Deployment, error: &str) {
     let (namespace, name) = (deploy.namespace().unwrap_or_default(), deploy.name_any());
     let message = format!("Serin cannot reconcile Deployment {name:?}, retrying: {error}");
     // From the controller's cache when it is current: this runs at every retry.

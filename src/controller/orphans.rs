@@ -27,7 +27,7 @@ const PERIOD: Duration = Duration::from_secs(60);
 /// An injection younger than this may still be waiting for its Deployment update to land.
 const GRACE: Duration = Duration::from_secs(30);
 
-pub async fn sweep_forever(
+pub(super) async fn sweep_forever(
     client: Client,
     deployments: Store<Deployment>,
     canaries: Store<Canary>,

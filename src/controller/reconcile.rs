@@ -21,7 +21,10 @@ use crate::release::{self, Action, EventType, Observations, Reason};
 use crate::router::configured_router;
 use crate::spec::{self, OptIn};
 
-pub async fn reconcile(deploy: Arc<Deployment>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+pub(super) async fn reconcile(
+    deploy: Arc<Deployment>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, Error> {
     // A Deployment on its way out takes what Serin made with it (owner references): making
     // any of it again would only hold up a foreground deletion.
     if deploy.metadata.deletion_timestamp.is_some() {

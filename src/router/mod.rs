@@ -172,11 +172,9 @@ impl Default for RouterSettings {
     }
 }
 
-/// The router of a provider with the default [`RouterSettings`]. Every provider has one; the
-/// `Option` stays for the callers in `devtools/simulate/` and `tests/` written when some had
-/// none.
-pub fn router_for(provider: Provider) -> Option<Box<dyn Router>> {
-    Some(configured_router(provider, &RouterSettings::default()))
+/// The router of a provider with the default [`RouterSettings`]. Every provider has one.
+pub fn router_for(provider: Provider) -> Box<dyn Router> {
+    configured_router(provider, &RouterSettings::default())
 }
 
 /// The router of a provider as the operator configured it.

@@ -73,7 +73,7 @@ pub(super) struct Clock {
 
 impl Clock {
     /// The clock of a connection accepted at `accepted`: its first request starts then.
-    pub fn new(accepted: Instant) -> Arc<Self> {
+    pub(super) fn new(accepted: Instant) -> Arc<Self> {
         let (phase, _) = watch::channel(Phase::Request {
             since: accepted,
             open: 0,
@@ -88,7 +88,7 @@ impl Clock {
 
     /// Completes when the current phase has run past its bound (never, while it keeps moving
     /// on in time). Create it once per connection and poll it alongside the connection.
-    pub async fn expired(&self, bounds: Bounds) -> Phase {
+    pub(super) async fn expired(&self, bounds: Bounds) -> Phase {
         let mut phases = self.phase.subscribe();
         loop {
             let phase = *phases.borrow_and_update();
@@ -137,7 +137,7 @@ impl Clock {
     }
 
     /// `app` as a hyper service whose requests move this clock.
-    pub fn tracked(
+    pub(super) fn tracked(
         self: &Arc<Self>,
         app: Router,
     ) -> impl hyper::service::Service<
@@ -195,7 +195,7 @@ pub(super) struct Watched<S> {
 }
 
 impl<S> Watched<S> {
-    pub fn new(inner: S, clock: Arc<Clock>) -> Self {
+    pub(super) fn new(inner: S, clock: Arc<Clock>) -> Self {
         Watched { inner, clock }
     }
 }

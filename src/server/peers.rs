@@ -12,7 +12,7 @@ pub(super) struct PerAddress {
 }
 
 impl PerAddress {
-    pub fn new(max: usize) -> Self {
+    pub(super) fn new(max: usize) -> Self {
         PerAddress {
             max: max.max(1),
             open: Arc::default(),
@@ -20,7 +20,7 @@ impl PerAddress {
     }
 
     /// A slot for one more connection from `ip`, or `None` if it has `max` open already.
-    pub fn admit(&self, ip: IpAddr) -> Option<AddressSlot> {
+    pub(super) fn admit(&self, ip: IpAddr) -> Option<AddressSlot> {
         // An IPv4 client on a dual-stack socket arrives as ::ffff:a.b.c.d; count it as a.b.c.d.
         let ip = ip.to_canonical();
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);

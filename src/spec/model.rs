@@ -10,13 +10,13 @@ use serde::{Deserialize, Serialize};
 
 use super::duration::Duration;
 
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
-pub const DEFAULT_THRESHOLD: u32 = 5;
-pub const DEFAULT_STEP_WEIGHT: u32 = 10;
-pub const DEFAULT_MAX_WEIGHT: u32 = 50;
-pub const DEFAULT_SUCCESS_RATE: f64 = 99.0;
-pub const DEFAULT_LATENCY: Duration = Duration::from_millis(500);
-pub const DEFAULT_METRICS_WINDOW: Duration = Duration::from_secs(60);
+pub(super) const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+pub(super) const DEFAULT_THRESHOLD: u32 = 5;
+pub(super) const DEFAULT_STEP_WEIGHT: u32 = 10;
+pub(super) const DEFAULT_MAX_WEIGHT: u32 = 50;
+pub(super) const DEFAULT_SUCCESS_RATE: f64 = 99.0;
+pub(super) const DEFAULT_LATENCY: Duration = Duration::from_millis(500);
+pub(super) const DEFAULT_METRICS_WINDOW: Duration = Duration::from_secs(60);
 
 /// Service names are DNS-1035 labels.
 const DNS_1035_LABEL: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";

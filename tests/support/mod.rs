@@ -18,21 +18,21 @@ use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
-pub mod plugin;
-pub mod release;
-pub mod routes;
+pub(crate) mod plugin;
+pub(crate) mod release;
+pub(crate) mod routes;
 // The shared release scenarios read the simulator's constants: only dev-tools builds
 // (the Makefile's and hack/'s) have it.
 #[cfg(feature = "dev-tools")]
-pub mod scenarios;
-pub mod svg;
+pub(crate) mod scenarios;
+pub(crate) mod svg;
 
-pub fn repo_root() -> &'static Path {
+pub(crate) fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Runs a script from `hack/` and panics with its output when it fails.
-pub fn hack(script: &str, args: &[&str]) -> String {
+pub(crate) fn hack(script: &str, args: &[&str]) -> String {
     let path = repo_root().join("hack").join(script);
     let out = Command::new(&path)
         .args(args)
@@ -50,7 +50,7 @@ pub fn hack(script: &str, args: &[&str]) -> String {
 }
 
 /// The kubeconfig the tests use: `KUBECONFIG` if set, else the local cluster (started once).
-pub fn kubeconfig() -> &'static Path {
+pub(crate) fn kubeconfig() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| match std::env::var_os("KUBECONFIG") {
         Some(path) if !path.is_empty() => PathBuf::from(path),
@@ -62,7 +62,7 @@ pub fn kubeconfig() -> &'static Path {
 }
 
 /// The kubectl built with the local cluster (same version as the API server), else `kubectl`.
-pub fn kubectl_path() -> PathBuf {
+pub(crate) fn kubectl_path() -> PathBuf {
     let built = repo_root().join(".serin/bin/kubectl");
     if built.exists() {
         built
@@ -72,7 +72,7 @@ pub fn kubectl_path() -> PathBuf {
 }
 
 /// Runs kubectl against the test cluster, feeding `stdin`; returns (success, stdout, stderr).
-pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+pub(crate) fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     use std::io::Write;
     use std::process::Stdio;
     let mut child = Command::new(kubectl_path())
@@ -101,26 +101,26 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     )
 }
 
-pub async fn kube_config() -> Config {
+pub(crate) async fn kube_config() -> Config {
     let kubeconfig = Kubeconfig::read_from(kubeconfig()).expect("kubeconfig is readable");
     Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .expect("kubeconfig is valid")
 }
 
-pub async fn client() -> Client {
+pub(crate) async fn client() -> Client {
     Client::try_from(kube_config().await).expect("client from kubeconfig")
 }
 
 /// A namespace that lives as long as the test: deleted on drop (also when the test panics).
 /// Set `SERIN_E2E_KEEP=1` to keep it for debugging.
-pub struct TestNamespace {
+pub(crate) struct TestNamespace {
     pub name: String,
     config: Config,
 }
 
 impl TestNamespace {
-    pub async fn create(client: &Client, prefix: &str) -> Self {
+    pub(crate) async fn create(client: &Client, prefix: &str) -> Self {
         let suffix: u32 = rand_suffix();
         let name = format!("e2e-{prefix}-{suffix:08x}");
         let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -187,7 +187,7 @@ fn rand_suffix() -> u32 {
 
 /// Polls `probe` every 250 ms until it returns `Ok`, or panics after `timeout` with `what`
 /// and the probe's last description of the state it saw.
-pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+pub(crate) async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
@@ -205,7 +205,7 @@ where
 }
 
 /// The Prometheus the tests query: `SERIN_PROMETHEUS_URL`, else the local one (started once).
-pub fn prometheus_url() -> &'static str {
+pub(crate) fn prometheus_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| match std::env::var("SERIN_PROMETHEUS_URL") {
         Ok(url) if !url.is_empty() => url,
@@ -218,12 +218,12 @@ pub fn prometheus_url() -> &'static str {
 
 /// A scrape target registered with the local Prometheus (file-based discovery) for as long
 /// as the value lives.
-pub struct ScrapeTarget {
+pub(crate) struct ScrapeTarget {
     file: PathBuf,
 }
 
 impl ScrapeTarget {
-    pub fn register(name: &str, address: &str) -> Self {
+    pub(crate) fn register(name: &str, address: &str) -> Self {
         prometheus_url();
         let dir = repo_root().join(".serin/prometheus/targets");
         std::fs::create_dir_all(&dir).expect("targets dir");
@@ -245,14 +245,14 @@ impl Drop for ScrapeTarget {
 /// One instant query against the Prometheus HTTP API; the first sample's value, if any.
 /// The value of an instant query in the local Prometheus, 0 when it has no sample; panics
 /// when Prometheus fails.
-pub async fn prometheus_value(promql: &str) -> f64 {
+pub(crate) async fn prometheus_value(promql: &str) -> f64 {
     prometheus_query(promql)
         .await
         .unwrap_or_else(|e| panic!("{promql}: {e}"))
         .unwrap_or(0.0)
 }
 
-pub async fn prometheus_query(query: &str) -> Result<Option<f64>, String> {
+pub(crate) async fn prometheus_query(query: &str) -> Result<Option<f64>, String> {
     let url = format!("{}/api/v1/query", prometheus_url());
     // reqwest is built without a crypto provider of its own: Serin installs ring explicitly.
     serin::server::install_crypto_provider();
@@ -275,7 +275,7 @@ pub async fn prometheus_query(query: &str) -> Result<Option<f64>, String> {
 
 /// Makes sure Serin's webhook runs and is registered (`hack/serin.sh up`, once per test
 /// binary) unless `KUBECONFIG` points at a cluster where Serin is installed already.
-pub fn serin() {
+pub(crate) fn serin() {
     static UP: OnceLock<()> = OnceLock::new();
     UP.get_or_init(|| {
         kubeconfig();
@@ -287,7 +287,7 @@ pub fn serin() {
 
 /// Makes sure the traffic simulator runs and Prometheus scrapes it (`hack/simulator.sh up`,
 /// once per test binary) unless `KUBECONFIG` points at a cluster whose mesh makes the traffic.
-pub fn simulator() {
+pub(crate) fn simulator() {
     static UP: OnceLock<()> = OnceLock::new();
     UP.get_or_init(|| {
         kubeconfig();
@@ -301,13 +301,13 @@ pub fn simulator() {
 /// Everything a release needs, as `make up` starts it: the cluster, Prometheus, Serin
 /// (webhooks and controller, with the SMI and Serin CRDs installed) and the traffic
 /// simulator. With `KUBECONFIG` set, all of it must be there already.
-pub fn release_environment() {
+pub(crate) fn release_environment() {
     serin();
     simulator();
 }
 
 /// A test namespace with Serin running (webhooks and controller) and a client.
-pub async fn serin_namespace(prefix: &str) -> (Client, TestNamespace) {
+pub(crate) async fn serin_namespace(prefix: &str) -> (Client, TestNamespace) {
     serin();
     let client = client().await;
     let ns = TestNamespace::create(&client, prefix).await;
@@ -316,7 +316,7 @@ pub async fn serin_namespace(prefix: &str) -> (Client, TestNamespace) {
 
 /// A test namespace in the environment a release needs ([`release_environment`]) and a
 /// client.
-pub async fn release_namespace(prefix: &str) -> (Client, TestNamespace) {
+pub(crate) async fn release_namespace(prefix: &str) -> (Client, TestNamespace) {
     release_environment();
     let client = client().await;
     let ns = TestNamespace::create(&client, prefix).await;
@@ -324,12 +324,17 @@ pub async fn release_namespace(prefix: &str) -> (Client, TestNamespace) {
 }
 
 /// A one-replica Deployment `name` selecting `app: <app>`, with `annotations`, as plain YAML.
-pub fn plain_deployment(ns: &str, name: &str, app: &str, annotations: &[(&str, &str)]) -> String {
+pub(crate) fn plain_deployment(
+    ns: &str,
+    name: &str,
+    app: &str,
+    annotations: &[(&str, &str)],
+) -> String {
     deployment_yaml(ns, name, app, 1, annotations)
 }
 
 /// A Deployment `name` of `replicas` selecting `app: <app>`, with `annotations`, as plain YAML.
-pub fn deployment_yaml(
+pub(crate) fn deployment_yaml(
     ns: &str,
     name: &str,
     app: &str,
@@ -353,7 +358,11 @@ pub fn deployment_yaml(
 
 /// A Deployment `name` of `replicas` pods selecting `app: <name>`, whose template carries
 /// `annotations`, as a typed object.
-pub fn typed_deployment(name: &str, replicas: i32, annotations: &[(&str, &str)]) -> Deployment {
+pub(crate) fn typed_deployment(
+    name: &str,
+    replicas: i32,
+    annotations: &[(&str, &str)],
+) -> Deployment {
     let annotations: serde_json::Map<_, _> = annotations
         .iter()
         .map(|(k, v)| ((*k).to_owned(), serde_json::json!(v)))
@@ -379,7 +388,7 @@ pub fn typed_deployment(name: &str, replicas: i32, annotations: &[(&str, &str)])
 }
 
 /// Serin's admin address (local environment only).
-pub fn serin_admin_url() -> String {
+pub(crate) fn serin_admin_url() -> String {
     let port = std::fs::read_to_string(repo_root().join(".serin/serin/admin-port"))
         .expect("serin admin port (is the local environment up?)");
     format!("http://127.0.0.1:{}", port.trim())
@@ -389,7 +398,7 @@ pub fn serin_admin_url() -> String {
 /// Prometheus under a name made of `prefix` and the port. The name, unique per run, is given
 /// to `make_app` (to use as a label value) and returned with the registration, which ends
 /// when dropped.
-pub async fn serve_scraped(
+pub(crate) async fn serve_scraped(
     prefix: &str,
     make_app: impl FnOnce(&str) -> axum::Router,
 ) -> (String, ScrapeTarget) {
@@ -406,7 +415,7 @@ pub async fn serve_scraped(
 
 /// Waits until Prometheus holds 8 scrapes (1 s apart) of `series` within 10 s, so that a
 /// `rate()` over a 5 s window is not skewed by the series having just started.
-pub async fn wait_for_scrapes(series: &str) {
+pub(crate) async fn wait_for_scrapes(series: &str) {
     let samples = format!("count_over_time({series}[10s])");
     wait_until(
         &format!("Prometheus to scrape {series} 8 times"),

@@ -24,7 +24,7 @@ fn plugin_dir(serin: &str) -> &'static PathBuf {
 
 /// `kubectl serin ARGS` with the plugin `serin` (pass `env!("CARGO_BIN_EXE_serin")`) on
 /// PATH; returns (success, stdout, stderr).
-pub fn kubectl_serin(serin: &str, args: &[&str]) -> (bool, String, String) {
+pub(crate) fn kubectl_serin(serin: &str, args: &[&str]) -> (bool, String, String) {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut dirs = vec![plugin_dir(serin).clone()];
     dirs.extend(std::env::split_paths(&path));

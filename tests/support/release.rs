@@ -18,14 +18,14 @@ use super::{kubectl, wait_until};
 
 /// One version of the sample app: its image tag and how the simulator makes it behave.
 #[derive(Clone, Debug)]
-pub struct Version {
+pub(crate) struct Version {
     pub tag: &'static str,
     pub error_rate: f64,
     pub latency_ms: u32,
 }
 
 impl Version {
-    pub const fn good(tag: &'static str) -> Self {
+    pub(crate) const fn good(tag: &'static str) -> Self {
         Self {
             tag,
             error_rate: 0.0,
@@ -36,7 +36,12 @@ impl Version {
 
 /// The sample Deployment `name` in `namespace`, opted in with short intervals and the
 /// `extra` annotations (which override the defaults here).
-pub fn manifest(namespace: &str, name: &str, version: &Version, extra: &[(&str, &str)]) -> String {
+pub(crate) fn manifest(
+    namespace: &str,
+    name: &str,
+    version: &Version,
+    extra: &[(&str, &str)],
+) -> String {
     let mut annotations: BTreeMap<&str, &str> = [
         ("serin.dev/enabled", "true"),
         ("serin.dev/interval", "2s"),
@@ -84,12 +89,12 @@ metadata:
 }
 
 /// `kubectl apply` of a manifest; panics with kubectl's output on failure.
-pub fn apply(manifest: &str) {
+pub(crate) fn apply(manifest: &str) {
     let (ok, stdout, stderr) = kubectl(&["apply", "-f", "-"], Some(manifest));
     assert!(ok, "kubectl apply failed:\n{stdout}\n{stderr}");
 }
 
-pub async fn canary(client: &Client, ns: &str, name: &str) -> Option<Canary> {
+pub(crate) async fn canary(client: &Client, ns: &str, name: &str) -> Option<Canary> {
     Api::<Canary>::namespaced(client.clone(), ns)
         .get_opt(name)
         .await
@@ -97,7 +102,7 @@ pub async fn canary(client: &Client, ns: &str, name: &str) -> Option<Canary> {
 }
 
 /// The release part of the Canary `name`'s status; the default when there is none yet.
-pub async fn release_status(client: &Client, ns: &str, name: &str) -> ReleaseStatus {
+pub(crate) async fn release_status(client: &Client, ns: &str, name: &str) -> ReleaseStatus {
     canary(client, ns, name)
         .await
         .and_then(|c| c.status)
@@ -116,7 +121,7 @@ fn describe(canary: &Option<Canary>) -> String {
 }
 
 /// Waits until the Canary is in `phase`; panics after `timeout` with the last status seen.
-pub async fn wait_phase(
+pub(crate) async fn wait_phase(
     client: &Client,
     ns: &str,
     name: &str,
@@ -138,15 +143,15 @@ pub async fn wait_phase(
 }
 
 /// The weights of the TrafficSplit `service` as stored.
-pub async fn weights(client: &Client, ns: &str, service: &str) -> Option<Weights> {
-    let router = router_for(Provider::Linkerd).expect("linkerd router");
+pub(crate) async fn weights(client: &Client, ns: &str, service: &str) -> Option<Weights> {
+    let router = router_for(Provider::Linkerd);
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &router.api_resource());
     let object = api.get_opt(service).await.expect("read TrafficSplit")?;
     let spec = CanarySpec::defaults(service.to_owned(), None);
     router.weights(&object, &spec).ok()
 }
 
-pub async fn deployment(client: &Client, ns: &str, name: &str) -> Option<Deployment> {
+pub(crate) async fn deployment(client: &Client, ns: &str, name: &str) -> Option<Deployment> {
     Api::<Deployment>::namespaced(client.clone(), ns)
         .get_opt(name)
         .await
@@ -154,7 +159,7 @@ pub async fn deployment(client: &Client, ns: &str, name: &str) -> Option<Deploym
 }
 
 /// The image of a Deployment's first container.
-pub async fn image(client: &Client, ns: &str, name: &str) -> String {
+pub(crate) async fn image(client: &Client, ns: &str, name: &str) -> String {
     deployment(client, ns, name)
         .await
         .and_then(|d| d.spec)
@@ -164,7 +169,7 @@ pub async fn image(client: &Client, ns: &str, name: &str) -> String {
         .unwrap_or_default()
 }
 
-pub async fn replicas(client: &Client, ns: &str, name: &str) -> Option<i32> {
+pub(crate) async fn replicas(client: &Client, ns: &str, name: &str) -> Option<i32> {
     deployment(client, ns, name)
         .await
         .and_then(|d| d.spec)
@@ -173,7 +178,7 @@ pub async fn replicas(client: &Client, ns: &str, name: &str) -> Option<i32> {
 
 /// `reason: note` of every Event about the Deployment `name`, oldest first (Serin records
 /// each on the Canary of the same name too).
-pub async fn events(client: &Client, ns: &str, name: &str) -> Vec<String> {
+pub(crate) async fn events(client: &Client, ns: &str, name: &str) -> Vec<String> {
     let api: Api<Event> = Api::namespaced(client.clone(), ns);
     let mut events: Vec<Event> = api
         .list(&ListParams::default())
@@ -203,7 +208,7 @@ pub async fn events(client: &Client, ns: &str, name: &str) -> Vec<String> {
 /// Polls the canary weight `read` returns every 250 ms until the Canary `web` reaches
 /// `phase`; returns the weights seen, each change once, in order. Panics after `timeout`, or
 /// when the release ends in the other phase, with what it saw.
-pub async fn weights_until<F, Fut>(
+pub(crate) async fn weights_until<F, Fut>(
     client: &Client,
     ns: &str,
     phase: Phase,
@@ -247,7 +252,11 @@ where
 }
 
 /// The names and values of the last checks in the Canary's status.
-pub async fn last_checks(client: &Client, ns: &str, name: &str) -> Vec<(String, Option<f64>)> {
+pub(crate) async fn last_checks(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Vec<(String, Option<f64>)> {
     canary(client, ns, name)
         .await
         .and_then(|c| c.status)

@@ -8,11 +8,11 @@ use serin::router::{Router, Weights, router_for};
 use serin::spec::{CanarySpec, MatchRule, Provider};
 
 fn router(provider: Provider) -> Box<dyn Router> {
-    router_for(provider).unwrap_or_else(|| panic!("no router for {provider}"))
+    router_for(provider)
 }
 
 /// The router object of `provider` named after the apex Service `service`, as stored.
-pub async fn object(
+pub(crate) async fn object(
     client: &Client,
     ns: &str,
     provider: Provider,
@@ -27,7 +27,7 @@ pub async fn object(
 
 /// The weights the router object of `provider` for `service` routes by; `None` when it is
 /// missing or unreadable.
-pub async fn weights(
+pub(crate) async fn weights(
     client: &Client,
     ns: &str,
     provider: Provider,
@@ -40,7 +40,7 @@ pub async fn weights(
 
 /// Asserts that `router` reads back from `stored` the weights of `expected`: those of every
 /// request, and those of the requests that match no A/B rule; `what` names the case.
-pub fn assert_reads_back(
+pub(crate) fn assert_reads_back(
     router: &dyn Router,
     stored: &DynamicObject,
     spec: &CanarySpec,
@@ -57,7 +57,7 @@ pub fn assert_reads_back(
 }
 
 /// Asserts that `stored` is labelled as the router object of `web` and owned by `deploy`.
-pub fn assert_owned_by(stored: &DynamicObject, deploy: &Deployment) {
+pub(crate) fn assert_owned_by(stored: &DynamicObject, deploy: &Deployment) {
     let name = stored.name_any();
     assert_eq!(
         stored.labels().get("serin.dev/owner").map(String::as_str),
@@ -73,7 +73,7 @@ pub fn assert_owned_by(stored: &DynamicObject, deploy: &Deployment) {
 
 /// Asserts that what Serin wrote for the Deployment `web` is owned by it alone and was
 /// applied by the field manager `serin` alone.
-pub fn assert_written_by_serin_for_web(object: &DynamicObject) {
+pub(crate) fn assert_written_by_serin_for_web(object: &DynamicObject) {
     let name = object.name_any();
     let owners: Vec<_> = object
         .owner_references()
@@ -91,7 +91,7 @@ pub fn assert_written_by_serin_for_web(object: &DynamicObject) {
 
 /// A plain Deployment `web` at zero replicas, to own router objects a test applies directly
 /// (the garbage collector deletes objects whose owner does not exist).
-pub async fn owner(client: &Client, ns: &str) -> k8s_openapi::api::apps::v1::Deployment {
+pub(crate) async fn owner(client: &Client, ns: &str) -> k8s_openapi::api::apps::v1::Deployment {
     let deploy: k8s_openapi::api::apps::v1::Deployment =
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": "web", "namespace": ns},
@@ -115,7 +115,7 @@ pub async fn owner(client: &Client, ns: &str) -> k8s_openapi::api::apps::v1::Dep
 }
 
 /// One A/B rule of each kind: an exact header, a header regex, a cookie.
-pub fn ab_rules() -> Vec<MatchRule> {
+pub(crate) fn ab_rules() -> Vec<MatchRule> {
     vec![
         MatchRule::HeaderExact {
             name: "x-canary".into(),

@@ -25,14 +25,14 @@ use super::release::{
 use super::{TestNamespace, routes, wait_until};
 
 /// Long enough for Serin to make the primary of a Deployment that opts in.
-pub const SETTLE: Duration = Duration::from_secs(60);
+pub(crate) const SETTLE: Duration = Duration::from_secs(60);
 /// Long enough for a release of 2 s intervals with a few failed checks.
-pub const RELEASE: Duration = Duration::from_secs(150);
+pub(crate) const RELEASE: Duration = Duration::from_secs(150);
 
 /// A provider as the scenarios drive it: the annotations that select it, and the router
 /// object whose weights say where the traffic goes.
 #[derive(Clone, Copy, Debug)]
-pub struct Route {
+pub(crate) struct Route {
     pub provider: Provider,
     /// The `serin.dev/` annotations that select the provider (none for the default).
     pub annotations: &'static [(&'static str, &'static str)],
@@ -65,21 +65,21 @@ impl Route {
     }
 
     /// The default provider: Linkerd's SMI TrafficSplit.
-    pub const SMI: Route =
+    pub(crate) const SMI: Route =
         Route::named_after_the_service(Provider::Linkerd, &[], "the TrafficSplit");
-    pub const GATEWAY_API: Route = Route::named_after_the_service(
+    pub(crate) const GATEWAY_API: Route = Route::named_after_the_service(
         Provider::GatewayApi,
         &[("serin.dev/provider", "gatewayapi")],
         "the HTTPRoute",
     );
-    pub const GLOO: Route = Route::named_after_the_service(
+    pub(crate) const GLOO: Route = Route::named_after_the_service(
         Provider::Gloo,
         &[("serin.dev/provider", "gloo")],
         "the RouteTable",
     );
     /// Through the user's Ingress `public`, beside which Serin writes `public-canary`; one
     /// header rule for A/B, which ingress-nginx can express.
-    pub const NGINX: Route = Route {
+    pub(crate) const NGINX: Route = Route {
         provider: Provider::Nginx,
         annotations: &[
             ("serin.dev/provider", "nginx"),
@@ -92,7 +92,7 @@ impl Route {
     };
 
     /// The route's annotations followed by `extra` (which override them).
-    pub fn annotations(
+    pub(crate) fn annotations(
         &self,
         extra: &[(&'static str, &'static str)],
     ) -> Vec<(&'static str, &'static str)> {
@@ -102,25 +102,25 @@ impl Route {
     }
 
     /// The name of the router object of the Deployment `name`.
-    pub fn object_name<'a>(&self, name: &'a str) -> &'a str {
+    pub(crate) fn object_name<'a>(&self, name: &'a str) -> &'a str {
         self.object_name.unwrap_or(name)
     }
 
     /// The weights the router object of the Deployment `name` routes by, read with Serin's
     /// own reader; `None` when it is missing or unreadable.
-    pub async fn weights(&self, client: &Client, ns: &str, name: &str) -> Option<Weights> {
+    pub(crate) async fn weights(&self, client: &Client, ns: &str, name: &str) -> Option<Weights> {
         routes::weights(client, ns, self.provider, self.object_name(name)).await
     }
 
     /// The canary's share in the router object of the Deployment `name`.
-    pub async fn canary_weight(&self, client: &Client, ns: &str, name: &str) -> Option<u32> {
+    pub(crate) async fn canary_weight(&self, client: &Client, ns: &str, name: &str) -> Option<u32> {
         self.weights(client, ns, name).await.map(Weights::canary)
     }
 }
 
 /// The user's Ingress `name`: `web.example.com/` to the apex Service `web`, and `/search` to
 /// a Service that is not the application's.
-pub fn user_ingress(ns: &str, name: &str) -> Ingress {
+pub(crate) fn user_ingress(ns: &str, name: &str) -> Ingress {
     serde_json::from_value(json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
@@ -138,7 +138,7 @@ pub fn user_ingress(ns: &str, name: &str) -> Ingress {
     .expect("Ingress")
 }
 
-pub async fn create_user_ingress(client: &Client, ns: &str, name: &str) -> Ingress {
+pub(crate) async fn create_user_ingress(client: &Client, ns: &str, name: &str) -> Ingress {
     kube::Api::<Ingress>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &user_ingress(ns, name))
         .await
@@ -148,7 +148,7 @@ pub async fn create_user_ingress(client: &Client, ns: &str, name: &str) -> Ingre
 /// Applies `v1` of `name` with `annotations` (which must select `route`'s provider) and waits
 /// until Serin has made the primary and routes everything to it; the idle canary runs no pod.
 /// Creates the user's Ingress first where the route goes through one.
-pub async fn opt_in(
+pub(crate) async fn opt_in(
     client: &Client,
     ns: &str,
     name: &str,
@@ -176,7 +176,7 @@ pub async fn opt_in(
 
 /// Asserts that the primary runs `tag`, that the router object of `web` sends it all the
 /// traffic and that the idle canary runs no pod.
-pub async fn assert_primary_serves(client: &Client, ns: &str, route: &Route, tag: &str) {
+pub(crate) async fn assert_primary_serves(client: &Client, ns: &str, route: &Route, tag: &str) {
     assert_eq!(
         image(client, ns, "web-primary").await,
         format!("example.invalid/web:{tag}")
@@ -191,14 +191,14 @@ pub async fn assert_primary_serves(client: &Client, ns: &str, route: &Route, tag
 }
 
 /// A version that fails 30 % of its requests.
-pub const FAILING: Version = Version {
+pub(crate) const FAILING: Version = Version {
     tag: "v2",
     error_rate: 0.3,
     latency_ms: 40,
 };
 
 /// A release of the Deployment `web` through `route` in a namespace of its own.
-pub struct Release {
+pub(crate) struct Release {
     pub client: Client,
     pub route: Route,
     /// The route's annotations and the scenario's.
@@ -209,7 +209,7 @@ pub struct Release {
 impl Release {
     /// Opts `web` in at `v1` with the route's annotations and `extra`, in a new namespace
     /// named after `prefix`, in the environment a release needs.
-    pub async fn opt_in(
+    pub(crate) async fn opt_in(
         route: Route,
         prefix: &str,
         extra: &[(&'static str, &'static str)],
@@ -226,7 +226,7 @@ impl Release {
     }
 
     /// Opts in for a good release of steps of 20 % up to 60 %.
-    pub async fn for_promotion(route: Route, prefix: &str) -> Self {
+    pub(crate) async fn for_promotion(route: Route, prefix: &str) -> Self {
         let steps = [
             ("serin.dev/step-weight", "20"),
             ("serin.dev/max-weight", "60"),
@@ -235,12 +235,12 @@ impl Release {
     }
 
     /// Opts in for a release rolled back after 2 failed checks.
-    pub async fn for_rollback(route: Route, prefix: &str) -> Self {
+    pub(crate) async fn for_rollback(route: Route, prefix: &str) -> Self {
         Self::opt_in(route, prefix, &[("serin.dev/threshold", "2")]).await
     }
 
     /// Opts in for an A/B release of 6 iterations on the route's match rules.
-    pub async fn for_ab(route: Route, prefix: &str) -> Self {
+    pub(crate) async fn for_ab(route: Route, prefix: &str) -> Self {
         let ab = [
             ("serin.dev/iterations", "6"),
             ("serin.dev/match", route.ab_match),
@@ -248,12 +248,12 @@ impl Release {
         Self::opt_in(route, prefix, &ab).await
     }
 
-    pub fn ns(&self) -> &str {
+    pub(crate) fn ns(&self) -> &str {
         &self.namespace.name
     }
 
     /// Applies `version` with the release's annotations.
-    pub fn apply(&self, version: &Version) {
+    pub(crate) fn apply(&self, version: &Version) {
         apply(&manifest(self.ns(), "web", version, &self.annotations));
     }
 
@@ -268,7 +268,7 @@ impl Release {
     }
 
     /// The router object of `web`, as stored.
-    pub async fn router_object(&self) -> DynamicObject {
+    pub(crate) async fn router_object(&self) -> DynamicObject {
         let name = self.route.object_name("web");
         routes::object(&self.client, self.ns(), self.route.provider, name)
             .await
@@ -276,7 +276,7 @@ impl Release {
     }
 
     /// Asserts that the Events about `web` contain each of `texts`.
-    pub async fn assert_events_contain(&self, texts: &[&str]) {
+    pub(crate) async fn assert_events_contain(&self, texts: &[&str]) {
         let events = events(&self.client, self.ns(), "web").await.join("\n");
         for text in texts {
             assert!(
@@ -295,7 +295,7 @@ impl Release {
 
     /// A good `v2` (after [`Release::for_promotion`]): the router object's canary weight goes
     /// 0, 20, 40, 60 and back to 0, and the primary runs v2.
-    pub async fn is_promoted_step_by_step(&self) {
+    pub(crate) async fn is_promoted_step_by_step(&self) {
         self.apply(&Version::good("v2"));
         let seen = self.weights_until(Phase::Succeeded).await;
         assert_eq!(
@@ -310,7 +310,7 @@ impl Release {
     /// A `v2` failing 30 % of its requests (after [`Release::for_rollback`]): one step of
     /// 25 %, then the router object back to the primary, which still runs v1, and Events
     /// that say why.
-    pub async fn is_rolled_back_after_one_step(&self) {
+    pub(crate) async fn is_rolled_back_after_one_step(&self) {
         self.is_rolled_back(&[0, 25, 0], "one step, then back to the primary")
             .await;
         assert_primary_serves(&self.client, self.ns(), &self.route, "v1").await;
@@ -331,7 +331,7 @@ impl Release {
     }
 
     /// The success rate Serin measured last is about the 70 % the failing version answers.
-    pub async fn assert_measured_success_rate_near_70_percent(&self) {
+    pub(crate) async fn assert_measured_success_rate_near_70_percent(&self) {
         let checks = last_checks(&self.client, self.ns(), "web").await;
         let rate = checks
             .iter()
@@ -346,7 +346,7 @@ impl Release {
     /// The last checks of a good release: all 2xx, and a p99 of the 40 ms requests
     /// interpolated in the 25-50 ms bucket of the histogram of an Envoy-like proxy (Linkerd's
     /// 30-40 ms bucket would give 39.9 ms); `whose` names the proxy in the message.
-    pub async fn assert_checks_read_a_25_50_ms_bucket(&self, whose: &str) {
+    pub(crate) async fn assert_checks_read_a_25_50_ms_bucket(&self, whose: &str) {
         let checks = last_checks(&self.client, self.ns(), "web").await;
         let value = |name: &str| checks.iter().find(|(n, _)| n == name).and_then(|(_, v)| *v);
         assert_eq!(value("request-success-rate"), Some(100.0), "{checks:?}");
@@ -359,7 +359,7 @@ impl Release {
 
     /// A good `v2` (after [`Release::for_ab`]): waits until the router object sends the
     /// matching requests to the canary; the router object then.
-    pub async fn starts_ab_analysis(&self) -> DynamicObject {
+    pub(crate) async fn starts_ab_analysis(&self) -> DynamicObject {
         self.apply(&Version::good("v2"));
         let (client, ns, route) = (&self.client, self.ns(), &self.route);
         wait_until(
@@ -379,7 +379,7 @@ impl Release {
     /// The canary's share of the requests over a window inside the A/B analysis is the share
     /// the simulator takes to match. `measure` reads the share from Prometheus, with whatever
     /// else the caller wants of the same window, which is returned.
-    pub async fn assert_canary_serves_the_matching_share<T, F, Fut>(&self, measure: F) -> T
+    pub(crate) async fn assert_canary_serves_the_matching_share<T, F, Fut>(&self, measure: F) -> T
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = (f64, T)>,
@@ -400,7 +400,7 @@ impl Release {
     }
 
     /// The A/B release ends promoted after its 6 iterations, everything to the primary.
-    pub async fn is_promoted_after_6_iterations(&self) {
+    pub(crate) async fn is_promoted_after_6_iterations(&self) {
         let done = wait_phase(&self.client, self.ns(), "web", Phase::Succeeded, RELEASE).await;
         assert_eq!(done.status.map(|s| s.release.iterations), Some(6));
         assert_primary_serves(&self.client, self.ns(), &self.route, "v2").await;
@@ -408,7 +408,7 @@ impl Release {
 
     /// A `v2` failing 30 % of its requests (after [`Release::for_ab`]): every matching
     /// request to the canary, then none; the primary still runs v1.
-    pub async fn ab_is_rolled_back(&self) {
+    pub(crate) async fn ab_is_rolled_back(&self) {
         self.is_rolled_back(
             &[0, 100, 0],
             "every matching request to the canary, then none",

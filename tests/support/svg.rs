@@ -7,25 +7,25 @@
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Element {
+pub(crate) struct Element {
     pub name: String,
     pub attributes: BTreeMap<String, String>,
     pub children: Vec<Node>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Node {
+pub(crate) enum Node {
     Element(Element),
     Text(String),
 }
 
 impl Element {
-    pub fn attr(&self, name: &str) -> Option<&str> {
+    pub(crate) fn attr(&self, name: &str) -> Option<&str> {
         self.attributes.get(name).map(String::as_str)
     }
 
     /// This element and every element below it, in document order.
-    pub fn descendants(&self) -> Vec<&Element> {
+    pub(crate) fn descendants(&self) -> Vec<&Element> {
         let mut out = vec![self];
         for child in &self.children {
             if let Node::Element(element) = child {
@@ -36,7 +36,7 @@ impl Element {
     }
 
     /// The text directly and indirectly inside this element.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         self.children
             .iter()
             .map(|child| match child {
@@ -48,7 +48,7 @@ impl Element {
 }
 
 /// Parses a whole document: an optional XML declaration and comments, then one root element.
-pub fn parse(text: &str) -> Result<Element, String> {
+pub(crate) fn parse(text: &str) -> Result<Element, String> {
     let mut reader = Reader { text, at: 0 };
     reader.skip_misc()?;
     let root = reader.element()?;

@@ -14,7 +14,7 @@ use super::Behaviour;
 /// The requests a steady rate sends to each version (`K` names a version's series), over
 /// time.
 #[derive(Debug, Clone)]
-pub struct Traffic<K> {
+pub(super) struct Traffic<K> {
     requests_per_second: f64,
     bounds: &'static [f64],
     /// The histograms' unit in milliseconds (1 for ms, 1000 for seconds).
@@ -23,7 +23,7 @@ pub struct Traffic<K> {
 }
 
 impl<K: Eq + Hash + Ord + Clone> Traffic<K> {
-    pub fn new(requests_per_second: f64, bounds: &'static [f64], unit_ms: f64) -> Self {
+    pub(super) fn new(requests_per_second: f64, bounds: &'static [f64], unit_ms: f64) -> Self {
         Self {
             requests_per_second,
             bounds,
@@ -34,7 +34,7 @@ impl<K: Eq + Hash + Ord + Clone> Traffic<K> {
 
     /// Accounts for `elapsed` time of `weight` percent of the requests going to the version
     /// `key`, which behaves as `behaviour` says.
-    pub fn add(&mut self, elapsed: Duration, key: &K, weight: u32, behaviour: Behaviour) {
+    pub(super) fn add(&mut self, elapsed: Duration, key: &K, weight: u32, behaviour: Behaviour) {
         let total = self.requests_per_second * elapsed.as_secs_f64();
         let requests = total * f64::from(weight.min(100)) / 100.0;
         let bounds = self.bounds;
@@ -49,12 +49,12 @@ impl<K: Eq + Hash + Ord + Clone> Traffic<K> {
     }
 
     /// Forgets the versions `keep` refuses.
-    pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
         self.series.retain(|key, _| keep(key));
     }
 
     /// Every version's requests, sorted by key for stable output.
-    pub fn sorted(&self) -> Vec<(&K, &Outcomes)> {
+    pub(super) fn sorted(&self) -> Vec<(&K, &Outcomes)> {
         let mut series: Vec<_> = self.series.iter().collect();
         series.sort_by(|a, b| a.0.cmp(b.0));
         series
@@ -63,7 +63,7 @@ impl<K: Eq + Hash + Ord + Clone> Traffic<K> {
 
 /// Requests counted into cumulative buckets of latency, with their count and sum.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Histogram {
+pub(super) struct Histogram {
     bounds: &'static [f64],
     /// Cumulative counts, one per bound.
     buckets: Vec<f64>,
@@ -72,7 +72,7 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    pub fn new(bounds: &'static [f64]) -> Self {
+    pub(super) fn new(bounds: &'static [f64]) -> Self {
         Self {
             bounds,
             buckets: vec![0.0; bounds.len()],
@@ -83,7 +83,7 @@ impl Histogram {
 
     /// `requests` requests (a rate times a duration: not a whole number) that each took
     /// `latency`, in the histogram's unit.
-    pub fn add(&mut self, requests: f64, latency: f64) {
+    pub(super) fn add(&mut self, requests: f64, latency: f64) {
         self.count += requests;
         self.sum += requests * latency;
         for (count, bound) in self.buckets.iter_mut().zip(self.bounds) {
@@ -93,12 +93,12 @@ impl Histogram {
         }
     }
 
-    pub fn count(&self) -> f64 {
+    pub(super) fn count(&self) -> f64 {
         self.count
     }
 
     /// Both histograms' requests in one (their bounds are the same: the simulator's).
-    pub fn merged(&self, other: &Histogram) -> Histogram {
+    pub(super) fn merged(&self, other: &Histogram) -> Histogram {
         let mut merged = self.clone();
         for (count, more) in merged.buckets.iter_mut().zip(&other.buckets) {
             *count += more;
@@ -110,7 +110,7 @@ impl Histogram {
 
     /// The `<metric>_bucket`, `_sum` and `_count` lines of the series with `labels`
     /// (`name="value",...`, no braces).
-    pub fn render(&self, out: &mut String, metric: &str, labels: &str) {
+    pub(super) fn render(&self, out: &mut String, metric: &str, labels: &str) {
         for (count, bound) in self.buckets.iter().zip(self.bounds) {
             let le = match bound.is_infinite() {
                 true => "+Inf".to_owned(),
@@ -125,13 +125,13 @@ impl Histogram {
 
 /// One version's requests: those answered well and those that failed.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Outcomes {
+pub(super) struct Outcomes {
     pub ok: Histogram,
     pub failed: Histogram,
 }
 
 impl Outcomes {
-    pub fn new(bounds: &'static [f64]) -> Self {
+    pub(super) fn new(bounds: &'static [f64]) -> Self {
         Self {
             ok: Histogram::new(bounds),
             failed: Histogram::new(bounds),
@@ -139,13 +139,13 @@ impl Outcomes {
     }
 
     /// `requests` requests of which the share `error_rate` fails, each taking `latency`.
-    pub fn record(&mut self, requests: f64, error_rate: f64, latency: f64) {
+    pub(super) fn record(&mut self, requests: f64, error_rate: f64, latency: f64) {
         self.ok.add(requests * (1.0 - error_rate), latency);
         self.failed.add(requests * error_rate, latency);
     }
 
     /// Every request's latency, answered or failed.
-    pub fn all(&self) -> Histogram {
+    pub(super) fn all(&self) -> Histogram {
         self.ok.merged(&self.failed)
     }
 }
