@@ -45,6 +45,8 @@ lint:
 	$(CARGO) clippy --all-targets --locked $(CARGO_FEATURES) -- -D warnings
 	$(CARGO) test --locked --lib -- cli::tests::the_product
 	hack/deny.sh
+	# The fuzz crate (its own workspace) must resolve from its lock file as the main one does.
+	cd fuzz && $(CARGO) metadata --locked --format-version 1 >/dev/null
 	hack/hadolint.sh
 
 # Test layers: unit (lib, bins and the tests/ files that need no cluster) and e2e (the
