@@ -39,7 +39,7 @@ use super::webhooks::{self as hooks, HookClient, HookPayload};
 use crate::crd::{AnalysisTemplateSpec, HookType};
 use crate::policy::egress::Egress;
 use crate::policy::{NotReady, PolicyIndex};
-use crate::release::{EventType, HookKind, MetricCheck, NoData, Phase, ReleaseStatus};
+use crate::release::{HookKind, MetricCheck, NoData, Phase, ReleaseStatus};
 use crate::spec::CanarySpec;
 
 /// How long an answer may wait for the reconcile that uses it. Answers are picked up within
@@ -55,7 +55,7 @@ pub const AWAITING_RECHECK: Duration = Duration::from_secs(15);
 /// and the CanaryPolicies that judge a template before anything of it is called.
 pub struct Measuring {
     prometheus: PrometheusClient,
-    hooks: HookClient,
+    pub(super) hooks: HookClient,
     calls: Calls,
     /// The CanaryPolicies, watch-fed, to judge a release's AnalysisTemplate before anything
     /// of it is called (`None` in the webhook, which calls nothing).
@@ -570,79 +570,12 @@ async fn rollback_requested(
     outcome.succeeded
 }
 
-/// Sends an Event Serin records to the `event` webhooks, without waiting for them, with
-/// Flagger's metadata: `eventMessage`, `eventType` (`Normal` or `Warning`) and `timestamp`
-/// (milliseconds since the epoch), plus `eventReason`.
-pub fn notify_event(
-    measuring: &Measuring,
-    template: Option<&AnalysisTemplateSpec>,
-    payload: Payload,
-    type_: EventType,
-    reason: &str,
-    message: &str,
-) {
-    let Some(hooks) = template
-        .map(|t| t.webhooks.as_slice())
-        .filter(|hooks| hooks.iter().any(|h| h.type_ == HookType::Event))
-    else {
-        return;
-    };
-    let hooks = hooks.to_vec();
-    let mut payload = HookPayload::from(payload);
-    let type_ = match type_ {
-        EventType::Normal => "Normal",
-        EventType::Warning => "Warning",
-    };
-    let timestamp = k8s_openapi::jiff::Timestamp::now().as_millisecond();
-    payload.metadata = BTreeMap::from([
-        ("eventMessage".to_owned(), message.to_owned()),
-        ("eventType".to_owned(), type_.to_owned()),
-        ("eventReason".to_owned(), reason.to_owned()),
-        ("timestamp".to_owned(), timestamp.to_string()),
-    ]);
-    let client = measuring.hooks.clone();
-    tokio::spawn(async move {
-        let outcome = hooks::run_hooks(&client, &hooks, HookType::Event, &payload).await;
-        if let Some(message) = outcome.failure_message() {
-            tracing::warn!(
-                canary = payload.name,
-                namespace = payload.namespace,
-                "{message}"
-            );
-        }
-    });
-}
-
 /// The webhook type as users write it (`confirm-promotion`).
 fn hook_name(kind: HookType) -> String {
     serde_json::to_value(kind)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
-}
-
-/// Sends a notification (`post-rollout`) without waiting for it: its answer changes nothing.
-pub fn notify(
-    measuring: &Measuring,
-    template: Option<AnalysisTemplateSpec>,
-    kind: HookKind,
-    payload: Payload,
-) {
-    let Some(template) = template.filter(|t| !t.webhooks.is_empty()) else {
-        return;
-    };
-    let client = measuring.hooks.clone();
-    let payload = HookPayload::from(payload);
-    tokio::spawn(async move {
-        let outcome = hooks::run_hooks(&client, &template.webhooks, kind.into(), &payload).await;
-        if let Some(message) = outcome.failure_message() {
-            tracing::warn!(
-                canary = payload.name,
-                namespace = payload.namespace,
-                "{message}"
-            );
-        }
-    });
 }
 
 #[cfg(test)]

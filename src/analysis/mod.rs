@@ -20,6 +20,7 @@
 
 pub mod http;
 pub mod measure;
+pub mod notify;
 pub mod observers;
 pub mod plan;
 pub mod prometheus;
@@ -28,7 +29,8 @@ pub mod queries;
 pub mod validate;
 pub mod webhooks;
 
-pub use measure::{AWAITING_RECHECK, Asker, Measuring, Payload, notify, notify_event};
+pub use measure::{AWAITING_RECHECK, Asker, Measuring, Payload};
+pub use notify::{notify, notify_event};
 pub use observers::Observer;
 pub use plan::{Measurement, PlannedCheck, plan_checks};
 pub use prometheus::{DEFAULT_QUERY_TIMEOUT, MetricsError, PrometheusClient};
