@@ -5,9 +5,9 @@
 //! [`CanaryPolicySpec`] that `crate::crd` defines (the `v1beta1` shape):
 //! - which policies apply to a Deployment ([`CanaryPolicySpec::applies_to`]);
 //! - the defaults they fill, as annotations, so a filled default reads exactly like one the
-//!   user wrote ([`fill_defaults`]);
+//!   user wrote ([`fill_defaults`], in `defaults.rs`);
 //! - what they find wrong with a Deployment's effective configuration ([`findings`]);
-//! - what is wrong with a policy itself ([`CanaryPolicySpec::problems`]);
+//! - what is wrong with a policy itself ([`CanaryPolicySpec::problems`], in `validate.rs`);
 //! - the watch-fed [`PolicyIndex`] of the cluster's policies and namespace labels that the
 //!   admission webhooks and the controller ask which policies cover a Deployment (the one
 //!   part that reads the cluster).
@@ -15,19 +15,20 @@
 //! Several matching policies combine to the strictest: each is checked on its own, so any
 //! `deny` policy that is broken refuses, and defaults take the strictest value on offer.
 
+mod defaults;
 pub mod egress;
 mod hosts;
 mod index;
 mod selector;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::crd::{
-    AnalysisTemplateSpec, CanaryPolicySpec, Enforcement, HookType, PolicyDefaults, PolicyLimits,
-};
-use crate::spec::{self, Builtin, CanarySpec, OptIn, Problem};
+use crate::crd::{AnalysisTemplateSpec, CanaryPolicySpec, Enforcement, HookType, PolicyLimits};
+use crate::spec::{Builtin, CanarySpec, OptIn};
 
+pub use defaults::{combined_defaults, fill_defaults};
 pub use hosts::host_allowed;
 pub use index::{Names, NotReady, Occupant, PolicyIndex};
 
@@ -57,39 +58,6 @@ impl CanaryPolicySpec {
         selector::matches(self.namespace_selector.as_ref(), subject.namespace_labels)
             && selector::matches(self.selector.as_ref(), subject.labels)
     }
-
-    /// Everything wrong with the policy itself, each naming its field.
-    pub fn problems(&self) -> Vec<Problem> {
-        let mut problems = Vec::new();
-        for (field, selector) in [
-            ("spec.namespaceSelector", &self.namespace_selector),
-            ("spec.selector", &self.selector),
-        ] {
-            if let Some(selector) = selector {
-                problems.extend(selector::problems(field, selector));
-            }
-        }
-        if let Some(defaults) = &self.defaults {
-            problems.extend(defaults_problems(defaults));
-        }
-        if let Some(limits) = &self.limits {
-            problems.extend(limits_problems(limits));
-            if let Some(defaults) = &self.defaults {
-                problems.extend(defaults_beyond_limits(defaults, limits));
-            }
-        }
-        for (field, list) in [
-            ("allowedWebhookHosts", &self.allowed_webhook_hosts),
-            ("allowedMetricsHosts", &self.allowed_metrics_hosts),
-        ] {
-            for (i, host) in list.iter().flatten().enumerate() {
-                if let Err(message) = hosts::check_pattern(host) {
-                    problems.push(Problem::new(format!("spec.{field}[{i}]"), message));
-                }
-            }
-        }
-        problems
-    }
 }
 
 /// The policies of `all` that cover `subject`, in name order.
@@ -97,88 +65,6 @@ pub fn applicable<'a>(all: &'a [NamedPolicy], subject: Subject<'_>) -> Vec<&'a N
     let mut found: Vec<_> = all.iter().filter(|p| p.spec.applies_to(subject)).collect();
     found.sort_by(|a, b| a.name.cmp(&b.name));
     found
-}
-
-/// The annotation each default fills, with its value in annotation syntax.
-fn default_annotations(defaults: &PolicyDefaults) -> Vec<(&'static str, String)> {
-    let mut out = Vec::new();
-    let mut put = |key: &'static str, value: Option<String>| {
-        if let Some(value) = value {
-            out.push((key, value));
-        }
-    };
-    put(
-        "serin.dev/provider",
-        defaults.provider.map(|p| p.to_string()),
-    );
-    put(
-        "serin.dev/interval",
-        defaults.interval.map(|d| d.to_string()),
-    );
-    put(
-        "serin.dev/threshold",
-        defaults.threshold.map(|n| n.to_string()),
-    );
-    put(
-        "serin.dev/step-weight",
-        defaults.step_weight.map(|n| n.to_string()),
-    );
-    put(
-        "serin.dev/max-weight",
-        defaults.max_weight.map(|n| n.to_string()),
-    );
-    put(
-        "serin.dev/success-rate",
-        defaults.success_rate.map(|r| r.to_string()),
-    );
-    put("serin.dev/latency", defaults.latency.map(|d| d.to_string()));
-    out
-}
-
-/// The strictest defaults on offer: the longest interval, the smallest threshold, step and
-/// maximum weight, the highest success rate, the lowest latency; for the provider, that of
-/// the first policy by name.
-pub fn combined_defaults<'a>(
-    policies: impl IntoIterator<Item = &'a NamedPolicy>,
-) -> PolicyDefaults {
-    fn pick<T: Copy>(current: Option<T>, offered: Option<T>, stricter: fn(T, T) -> T) -> Option<T> {
-        match (current, offered) {
-            (Some(a), Some(b)) => Some(stricter(a, b)),
-            (a, b) => a.or(b),
-        }
-    }
-    let mut out = PolicyDefaults::default();
-    for policy in policies {
-        let Some(d) = &policy.spec.defaults else {
-            continue;
-        };
-        out.provider = out.provider.or(d.provider);
-        out.interval = pick(out.interval, d.interval, Ord::max);
-        out.threshold = pick(out.threshold, d.threshold, Ord::min);
-        out.step_weight = pick(out.step_weight, d.step_weight, Ord::min);
-        out.max_weight = pick(out.max_weight, d.max_weight, Ord::min);
-        out.success_rate = pick(out.success_rate, d.success_rate, f64::max);
-        out.latency = pick(out.latency, d.latency, Ord::min);
-    }
-    out
-}
-
-/// The annotations of an opted-in Deployment with the policies' defaults added where the user
-/// wrote nothing. A default never overrides what was written, nor what follows from it: no
-/// `step-weight` or `max-weight` next to a written `step-weights` list.
-pub fn fill_defaults(
-    annotations: &BTreeMap<String, String>,
-    defaults: &PolicyDefaults,
-) -> BTreeMap<String, String> {
-    let mut out = annotations.clone();
-    let listed = annotations.contains_key("serin.dev/step-weights");
-    for (key, value) in default_annotations(defaults) {
-        let derived = listed && matches!(key, "serin.dev/step-weight" | "serin.dev/max-weight");
-        if !derived && !out.contains_key(key) {
-            out.insert(key.to_owned(), value);
-        }
-    }
-    out
 }
 
 /// One thing a policy found wrong with a Deployment.
@@ -498,126 +384,6 @@ fn hook_type(t: HookType) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
-}
-
-/// The policy field a default annotation comes from, for messages about the defaults.
-fn default_field(annotation: &str) -> String {
-    let field = match annotation {
-        "serin.dev/provider" => "provider",
-        "serin.dev/interval" => "interval",
-        "serin.dev/threshold" => "threshold",
-        "serin.dev/step-weight" => "stepWeight",
-        "serin.dev/max-weight" => "maxWeight",
-        "serin.dev/success-rate" => "successRate",
-        "serin.dev/latency" => "latency",
-        other => other,
-    };
-    format!("spec.defaults.{field}")
-}
-
-/// The defaults, read by the same parser as annotations: the values a policy may fill are
-/// exactly those a user may write.
-fn defaults_problems(defaults: &PolicyDefaults) -> Vec<Problem> {
-    let mut annotations: BTreeMap<String, String> = default_annotations(defaults)
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    annotations.insert(spec::ENABLED.to_owned(), "true".to_owned());
-    match spec::read_annotations("policy-defaults", &annotations, None) {
-        Ok(_) => Vec::new(),
-        Err(problems) => problems
-            .iter()
-            .map(|p| {
-                let message = p.message.clone();
-                Problem::new(default_field(&p.field), message)
-            })
-            .collect(),
-    }
-}
-
-fn limits_problems(limits: &PolicyLimits) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    let mut range = |field: &str, value: Option<f64>, min: f64, max: f64| {
-        if let Some(v) = value
-            && !(min..=max).contains(&v)
-        {
-            problems.push(Problem::new(
-                format!("spec.limits.{field}"),
-                format!("{v} must be from {min} to {max}"),
-            ));
-        }
-    };
-    range(
-        "maxStepWeight",
-        limits.max_step_weight.map(f64::from),
-        1.0,
-        100.0,
-    );
-    range("maxWeight", limits.max_weight.map(f64::from), 1.0, 100.0);
-    range(
-        "minThreshold",
-        limits.min_threshold.map(f64::from),
-        1.0,
-        1000.0,
-    );
-    range("minSuccessRate", limits.min_success_rate, 0.0, 100.0);
-    if let (Some(step), Some(max)) = (limits.max_step_weight, limits.max_weight)
-        && step > max
-    {
-        problems.push(Problem::new(
-            "spec.limits.maxStepWeight",
-            format!("{step} is larger than spec.limits.maxWeight {max}"),
-        ));
-    }
-    problems
-}
-
-/// A policy whose own defaults break its own limits would refuse every Deployment that relies
-/// on them.
-fn defaults_beyond_limits(defaults: &PolicyDefaults, limits: &PolicyLimits) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    let mut beyond = |field: &str, value: String, limit: &str, bound: String| {
-        problems.push(Problem::new(
-            format!("spec.defaults.{field}"),
-            format!("{value} is outside spec.limits.{limit} {bound}"),
-        ));
-    };
-    if let (Some(v), Some(l)) = (defaults.step_weight, limits.max_step_weight)
-        && v > l
-    {
-        beyond("stepWeight", v.to_string(), "maxStepWeight", l.to_string());
-    }
-    if let (Some(v), Some(l)) = (defaults.max_weight, limits.max_weight)
-        && v > l
-    {
-        beyond("maxWeight", v.to_string(), "maxWeight", l.to_string());
-    }
-    if let (Some(v), Some(l)) = (defaults.interval, limits.min_interval)
-        && v < l
-    {
-        beyond("interval", v.to_string(), "minInterval", l.to_string());
-    }
-    if let (Some(v), Some(l)) = (defaults.threshold, limits.min_threshold)
-        && v < l
-    {
-        beyond("threshold", v.to_string(), "minThreshold", l.to_string());
-    }
-    if let (Some(v), Some(l)) = (defaults.success_rate, limits.min_success_rate)
-        && v < l
-    {
-        beyond(
-            "successRate",
-            v.to_string(),
-            "minSuccessRate",
-            l.to_string(),
-        );
-    }
-    if let (Some(v), Some(l)) = (defaults.latency, limits.max_latency)
-        && v > l
-    {
-        beyond("latency", v.to_string(), "maxLatency", l.to_string());
-    }
-    problems
 }
 
 #[cfg(test)]
