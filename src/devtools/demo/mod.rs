@@ -8,6 +8,7 @@
 
 pub mod chart;
 pub mod command;
+mod scale;
 
 use serde::{Deserialize, Serialize};
 
