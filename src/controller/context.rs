@@ -112,6 +112,25 @@ impl Error {
 }
 
 impl Context {
+    /// The context of the Lease holder: reads Serin's own objects from the watch-fed
+    /// `stores`, and judges templates with `options.policies` (or an index of its own).
+    pub(super) fn for_controller(
+        client: Client,
+        options: &Options,
+        stores: &super::watches::Stores,
+    ) -> anyhow::Result<Self> {
+        let mut ctx = Context {
+            hpas: Some(stores.hpas.clone()),
+            primaries: Some(cache::Cache::new(stores.primaries.clone())),
+            canaries: Some(cache::Cache::new(stores.canaries.clone())),
+            ..Context::new(client.clone(), options)?
+        };
+        let policies = options.policies.clone();
+        ctx.analysis.policies =
+            Some(policies.unwrap_or_else(|| crate::policy::PolicyIndex::start(client)));
+        Ok(ctx)
+    }
+
     pub fn new(client: Client, options: &Options) -> anyhow::Result<Self> {
         Ok(Self {
             client,

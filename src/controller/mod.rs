@@ -33,7 +33,6 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::runtime::reflector;
 use kube::{Api, Client};
 
 /// Reconciles running at once.
@@ -52,40 +51,23 @@ pub async fn run(
         lease = lease::acquire(&leases, &options.lease) => lease,
         () = shutdown.clone() => return Ok(()),
     };
-    let (primary_cache, primary_writer) = reflector::store();
-    let (canary_cache, canary_writer) = reflector::store();
-    let (hpa_cache, hpa_writer) = reflector::store();
-    let mut ctx = Context {
-        hpas: Some(hpa_cache),
-        primaries: Some(cache::Cache::new(primary_cache)),
-        canaries: Some(cache::Cache::new(canary_cache.clone())),
-        ..Context::new(client.clone(), &options)?
-    };
-    ctx.analysis.policies = Some(
-        options
-            .policies
-            .clone()
-            .unwrap_or_else(|| crate::policy::PolicyIndex::start(client.clone())),
-    );
-    let ctx = Arc::new(ctx);
+    let stores = watches::Stores::new();
+    let ctx = Arc::new(Context::for_controller(client.clone(), &options, &stores)?);
     // Hooks and queries run outside the reconciles; an answer asks for its release's next one.
     let answered = ctx.analysis.answered();
-    // The caches hold every opted-in Deployment, its primary and its Canary: without the
-    // managed fields and kubectl's copy of the manifest they are a fraction of the size.
-    let (reader, writer) = reflector::store();
-    let writers = watches::Writers {
-        opted_in: writer,
-        primaries: primary_writer,
-        canaries: canary_writer,
-        hpas: hpa_writer,
-    };
     let sweeper = tokio::spawn(orphans::sweep_forever(
         client.clone(),
-        reader.clone(),
-        canary_cache,
+        stores.opted_in.clone(),
+        stores.canaries,
     ));
     let metrics = options.metrics.clone();
-    let controller = watches::controller(&client, writers, reader, options.tracking, answered);
+    let controller = watches::controller(
+        &client,
+        stores.writers,
+        stores.opted_in,
+        options.tracking,
+        answered,
+    );
     let controller = controller
         // Bounded: a thousand reconciles at once would each open a TLS connection to the
         // API server (memory) and only queue there.

@@ -190,6 +190,39 @@ pub(super) struct Writers {
     pub hpas: Writer<HorizontalPodAutoscaler>,
 }
 
+/// The Lease holder's watch-fed caches: what reconciles and the sweeper read, and the
+/// writers the watches fill them through. The caches hold every opted-in Deployment, its
+/// primary and its Canary: without the managed fields and kubectl's copy of the manifest they
+/// are a fraction of the size.
+pub(super) struct Stores {
+    pub opted_in: reflector::Store<Deployment>,
+    pub primaries: reflector::Store<Deployment>,
+    pub canaries: reflector::Store<Canary>,
+    pub hpas: reflector::Store<HorizontalPodAutoscaler>,
+    pub writers: Writers,
+}
+
+impl Stores {
+    pub(super) fn new() -> Self {
+        let (opted_in, opted_in_writer) = reflector::store();
+        let (primaries, primaries_writer) = reflector::store();
+        let (canaries, canaries_writer) = reflector::store();
+        let (hpas, hpas_writer) = reflector::store();
+        Self {
+            opted_in,
+            primaries,
+            canaries,
+            hpas,
+            writers: Writers {
+                opted_in: opted_in_writer,
+                primaries: primaries_writer,
+                canaries: canaries_writer,
+                hpas: hpas_writer,
+            },
+        }
+    }
+}
+
 /// The controller over the opted-in Deployments of `reader`, with every watch whose events
 /// need a reconcile: their Canaries and primaries, the HPAs that target them, the tracked
 /// ConfigMaps and Secrets they use, and the analysis answers (`answered`).
