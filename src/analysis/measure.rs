@@ -546,7 +546,7 @@ async fn run_hooks(
         passed: outcome.passed(),
         message: outcome
             .failure_message()
-            .map(|m| format!("{} webhook closed: {m}", hook_name(kind.into()))),
+            .map(|m| format!("{} webhook closed: {m}", HookType::from(kind).name())),
     }
 }
 
@@ -568,14 +568,6 @@ async fn rollback_requested(
         tracing::debug!("rollback webhook not asking for a rollback: {message}");
     }
     outcome.succeeded
-}
-
-/// The webhook type as users write it (`confirm-promotion`).
-fn hook_name(kind: HookType) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

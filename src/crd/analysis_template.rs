@@ -95,6 +95,16 @@ pub enum HookType {
     Event,
 }
 
+impl HookType {
+    /// The type as users write it (`confirm-promotion`).
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
 /// One webhook. The payload is Flagger's: `name`, `namespace`, `phase`, `checksum`, `metadata`;
 /// a reply status above 202 is a failure.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]

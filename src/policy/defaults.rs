@@ -8,38 +8,37 @@ use crate::crd::PolicyDefaults;
 
 /// The annotation each default fills, with its value in annotation syntax.
 pub(super) fn default_annotations(defaults: &PolicyDefaults) -> Vec<(&'static str, String)> {
-    let mut out = Vec::new();
-    let mut put = |key: &'static str, value: Option<String>| {
-        if let Some(value) = value {
-            out.push((key, value));
-        }
-    };
-    put(
-        "serin.dev/provider",
-        defaults.provider.map(|p| p.to_string()),
-    );
-    put(
-        "serin.dev/interval",
-        defaults.interval.map(|d| d.to_string()),
-    );
-    put(
-        "serin.dev/threshold",
-        defaults.threshold.map(|n| n.to_string()),
-    );
-    put(
-        "serin.dev/step-weight",
-        defaults.step_weight.map(|n| n.to_string()),
-    );
-    put(
-        "serin.dev/max-weight",
-        defaults.max_weight.map(|n| n.to_string()),
-    );
-    put(
-        "serin.dev/success-rate",
-        defaults.success_rate.map(|r| r.to_string()),
-    );
-    put("serin.dev/latency", defaults.latency.map(|d| d.to_string()));
-    out
+    let entries = [
+        (
+            "serin.dev/provider",
+            defaults.provider.map(|p| p.to_string()),
+        ),
+        (
+            "serin.dev/interval",
+            defaults.interval.map(|d| d.to_string()),
+        ),
+        (
+            "serin.dev/threshold",
+            defaults.threshold.map(|n| n.to_string()),
+        ),
+        (
+            "serin.dev/step-weight",
+            defaults.step_weight.map(|n| n.to_string()),
+        ),
+        (
+            "serin.dev/max-weight",
+            defaults.max_weight.map(|n| n.to_string()),
+        ),
+        (
+            "serin.dev/success-rate",
+            defaults.success_rate.map(|r| r.to_string()),
+        ),
+        ("serin.dev/latency", defaults.latency.map(|d| d.to_string())),
+    ];
+    entries
+        .into_iter()
+        .filter_map(|(key, value)| value.map(|value| (key, value)))
+        .collect()
 }
 
 /// The strictest defaults on offer: the longest interval, the smallest threshold, step and

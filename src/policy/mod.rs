@@ -25,7 +25,7 @@ mod validate;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::crd::{AnalysisTemplateSpec, CanaryPolicySpec, Enforcement, HookType, PolicyLimits};
+use crate::crd::{AnalysisTemplateSpec, CanaryPolicySpec, Enforcement, PolicyLimits};
 use crate::spec::{Builtin, CanarySpec, OptIn};
 
 pub use defaults::{combined_defaults, fill_defaults};
@@ -341,7 +341,7 @@ fn webhook_host_findings(
                 "AnalysisTemplate {name} webhook {:?} ({}) calls {host}, which is not in \
                  allowedWebhookHosts [{}]",
                 hook.name,
-                hook_type(hook.type_),
+                hook.type_.name(),
                 hosts.join(", ")
             )),
             None => Some(format!(
@@ -377,13 +377,6 @@ fn metrics_host_findings(
             }
         })
         .collect()
-}
-
-fn hook_type(t: HookType) -> String {
-    serde_json::to_value(t)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

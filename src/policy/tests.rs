@@ -4,7 +4,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 
 use super::*;
 use crate::crd::{
-    MetricTemplate, NoDataPolicy, PolicyDefaults, PolicyLimits, ThresholdRange, WebhookTemplate,
+    HookType, MetricTemplate, NoDataPolicy, PolicyDefaults, PolicyLimits, ThresholdRange,
+    WebhookTemplate,
 };
 use crate::spec::{Duration, Provider};
 
