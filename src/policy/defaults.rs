@@ -8,32 +8,18 @@ use crate::crd::PolicyDefaults;
 
 /// The annotation each default fills, with its value in annotation syntax.
 pub(super) fn default_annotations(defaults: &PolicyDefaults) -> Vec<(&'static str, String)> {
+    fn text<T: ToString>(value: Option<T>) -> Option<String> {
+        value.map(|v| v.to_string())
+    }
+    let d = defaults;
     let entries = [
-        (
-            "serin.dev/provider",
-            defaults.provider.map(|p| p.to_string()),
-        ),
-        (
-            "serin.dev/interval",
-            defaults.interval.map(|d| d.to_string()),
-        ),
-        (
-            "serin.dev/threshold",
-            defaults.threshold.map(|n| n.to_string()),
-        ),
-        (
-            "serin.dev/step-weight",
-            defaults.step_weight.map(|n| n.to_string()),
-        ),
-        (
-            "serin.dev/max-weight",
-            defaults.max_weight.map(|n| n.to_string()),
-        ),
-        (
-            "serin.dev/success-rate",
-            defaults.success_rate.map(|r| r.to_string()),
-        ),
-        ("serin.dev/latency", defaults.latency.map(|d| d.to_string())),
+        ("serin.dev/provider", text(d.provider)),
+        ("serin.dev/interval", text(d.interval)),
+        ("serin.dev/threshold", text(d.threshold)),
+        ("serin.dev/step-weight", text(d.step_weight)),
+        ("serin.dev/max-weight", text(d.max_weight)),
+        ("serin.dev/success-rate", text(d.success_rate)),
+        ("serin.dev/latency", text(d.latency)),
     ];
     entries
         .into_iter()
