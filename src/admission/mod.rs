@@ -315,7 +315,6 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
-    use http_body_util::BodyExt;
     use prometheus_client::registry::Registry;
     use serde_json::{Value, json};
     use tower::ServiceExt;
@@ -341,12 +340,9 @@ mod tests {
             .expect("request");
         let response = app.oneshot(request).await.expect("router answers");
         let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
-            .expect("body")
-            .to_bytes();
+            .expect("body");
         let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         (status, value)
     }

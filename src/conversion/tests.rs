@@ -512,7 +512,6 @@ fn the_carrier_annotation_is_removed_with_an_annotation_map_it_leaves_empty() {
 async fn the_route_answers_garbage_with_a_failed_review_not_an_error_status() {
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
-    use http_body_util::BodyExt;
     use tower::ServiceExt;
 
     let mut registry = prometheus_client::registry::Registry::default();
@@ -522,12 +521,9 @@ async fn the_route_answers_garbage_with_a_failed_review_not_an_error_status() {
         .expect("request");
     let response = app.oneshot(request).await.expect("answers");
     assert_eq!(response.status(), StatusCode::OK);
-    let bytes = response
-        .into_body()
-        .collect()
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
-        .expect("body")
-        .to_bytes();
+        .expect("body");
     let review: Value = serde_json::from_slice(&bytes).expect("json");
     assert_eq!(review["kind"], "ConversionReview");
     assert_eq!(review["response"]["result"]["status"], "Failure");
@@ -629,7 +625,6 @@ fn a_request_without_uid_or_desired_version_fails() {
 async fn post_review(body: Value) -> Value {
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
-    use http_body_util::BodyExt;
     use tower::ServiceExt;
 
     let mut registry = prometheus_client::registry::Registry::default();
@@ -639,12 +634,9 @@ async fn post_review(body: Value) -> Value {
         .expect("request");
     let response = app.oneshot(request).await.expect("answers");
     assert_eq!(response.status(), StatusCode::OK);
-    let bytes = response
-        .into_body()
-        .collect()
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
-        .expect("body")
-        .to_bytes();
+        .expect("body");
     serde_json::from_slice(&bytes).expect("json")
 }
 
