@@ -634,11 +634,7 @@ async fn open_gate() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>)
             async { "open" }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}/gate", listener.local_addr().expect("address"));
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    let url = format!("{}gate", support::serve_on_loopback(app).await);
     (url, calls)
 }
 

@@ -413,6 +413,16 @@ pub(crate) async fn serve_scraped(
     (name, target)
 }
 
+/// Serves `app` on a free loopback port; returns its base URL (`http://127.0.0.1:PORT/`).
+pub(crate) async fn serve_on_loopback(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    url
+}
+
 /// Waits until Prometheus holds 8 scrapes (1 s apart) of `series` within 10 s, so that a
 /// `rate()` over a 5 s window is not skewed by the series having just started.
 pub(crate) async fn wait_for_scrapes(series: &str) {
