@@ -200,6 +200,28 @@ derive() {
   mv "$DERIVED.tmp" "$DERIVED"
 }
 
+# crd_list SOURCE WANTED PART...: the CustomResourceDefinitions of the JSON files PART... as
+# one List, each labelled part of the local environment and annotated with SOURCE; fails
+# unless they are exactly WANTED (full names, or plurals alone) and all apiextensions/v1.
+crd_list() {
+  python3 -c '
+import json, sys
+source, wanted, parts = sys.argv[1], sorted(sys.argv[2].split()), sys.argv[3:]
+crds = [d for p in parts for d in json.load(open(p)) if d.get("kind") == "CustomResourceDefinition"]
+names = sorted(d["metadata"]["name"] for d in crds)
+if wanted not in (names, sorted(n.split(".")[0] for n in names)):
+    sys.exit(f"{source}: expected the CRDs {wanted}, found {names}")
+for crd in crds:
+    meta = crd["metadata"]
+    name = meta["name"]
+    if crd.get("apiVersion") != "apiextensions.k8s.io/v1":
+        sys.exit(f"{source}: {name} is not apiextensions.k8s.io/v1")
+    meta["labels"] = {**meta.get("labels", {}), "app.kubernetes.io/part-of": "serin-local"}
+    meta["annotations"] = {**meta.get("annotations", {}), "serin.dev/derived-from": source}
+print(json.dumps({"apiVersion": "v1", "kind": "List", "items": crds}, indent=2, sort_keys=True))
+' "$@"
+}
+
 # Writes $GATEWAY_DERIVED unless cached: the module's CRDs as published (already
 # apiextensions.k8s.io/v1), as one List, each labelled as part of the local environment and
 # annotated with its source. Their schemas, CEL rules and versions are not touched.
@@ -217,22 +239,7 @@ derive_gateway_api() {
     yaml_to_json "$file" >"$D/gateway-api.parts/$plural.json"
     parts+=("$D/gateway-api.parts/$plural.json")
   done
-  python3 -c '
-import json, sys
-source, wanted, parts = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
-crds = [d for p in parts for d in json.load(open(p)) if d.get("kind") == "CustomResourceDefinition"]
-names = sorted(d["metadata"]["name"].split(".")[0] for d in crds)
-if names != sorted(wanted):
-    sys.exit(f"{source}: expected the CRDs {sorted(wanted)}, found {names}")
-for crd in crds:
-    meta = crd["metadata"]
-    name = meta["name"]
-    if crd.get("apiVersion") != "apiextensions.k8s.io/v1":
-        sys.exit(f"{source}: {name} is not apiextensions.k8s.io/v1")
-    meta["labels"] = {**meta.get("labels", {}), "app.kubernetes.io/part-of": "serin-local"}
-    meta["annotations"] = {**meta.get("annotations", {}), "serin.dev/derived-from": source}
-print(json.dumps({"apiVersion": "v1", "kind": "List", "items": crds}, indent=2, sort_keys=True))
-' "$GATEWAY_SOURCE" "$GATEWAY_CRDS" "${parts[@]}" >"$GATEWAY_DERIVED.tmp"
+  crd_list "$GATEWAY_SOURCE" "$GATEWAY_CRDS" "${parts[@]}" >"$GATEWAY_DERIVED.tmp"
   rm -rf "$D/gateway-api.parts"
   mv "$GATEWAY_DERIVED.tmp" "$GATEWAY_DERIVED"
 }
@@ -267,19 +274,7 @@ derive_gloo() {
     yaml_to_json "$file" >"$file.json"
     parts+=("$file.json")
   done
-  python3 -c '
-import json, sys
-source, wanted, parts = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
-crds = [d for p in parts for d in json.load(open(p)) if d.get("kind") == "CustomResourceDefinition"]
-names = sorted(d["metadata"]["name"] for d in crds)
-if names != sorted(wanted):
-    sys.exit(f"{source}: expected the CRDs {sorted(wanted)}, found {names}")
-for crd in crds:
-    meta = crd["metadata"]
-    meta["labels"] = {**meta.get("labels", {}), "app.kubernetes.io/part-of": "serin-local"}
-    meta["annotations"] = {**meta.get("annotations", {}), "serin.dev/derived-from": source}
-print(json.dumps({"apiVersion": "v1", "kind": "List", "items": crds}, indent=2, sort_keys=True))
-' "$GLOO_SOURCE" "$GLOO_CRDS" "${parts[@]}" >"$GLOO_DERIVED.tmp"
+  crd_list "$GLOO_SOURCE" "$GLOO_CRDS" "${parts[@]}" >"$GLOO_DERIVED.tmp"
   rm -rf "$work"
   mv "$GLOO_DERIVED.tmp" "$GLOO_DERIVED"
 }
