@@ -200,10 +200,18 @@ derive() {
   mv "$DERIVED.tmp" "$DERIVED"
 }
 
-# crd_list SOURCE WANTED PART...: the CustomResourceDefinitions of the JSON files PART... as
-# one List, each labelled part of the local environment and annotated with SOURCE; fails
-# unless they are exactly WANTED (full names, or plurals alone) and all apiextensions/v1.
+# crd_list SOURCE WANTED WORK YAML...: the CustomResourceDefinitions of the files YAML... (as
+# JSON in the directory WORK) as one List, each labelled part of the local environment and
+# annotated with SOURCE; fails unless they are exactly WANTED (full names, or plurals alone)
+# and all apiextensions/v1.
 crd_list() {
+  local source=$1 wanted=$2 work=$3 file parts=()
+  shift 3
+  mkdir -p "$work"
+  for file in "$@"; do
+    yaml_to_json "$file" >"$work/${file##*/}.json"
+    parts+=("$work/${file##*/}.json")
+  done
   python3 -c '
 import json, sys
 source, wanted, parts = sys.argv[1], sorted(sys.argv[2].split()), sys.argv[3:]
@@ -219,7 +227,7 @@ for crd in crds:
     meta["labels"] = {**meta.get("labels", {}), "app.kubernetes.io/part-of": "serin-local"}
     meta["annotations"] = {**meta.get("annotations", {}), "serin.dev/derived-from": source}
 print(json.dumps({"apiVersion": "v1", "kind": "List", "items": crds}, indent=2, sort_keys=True))
-' "$@"
+' "$source" "$wanted" "${parts[@]}"
 }
 
 # Writes $GATEWAY_DERIVED unless cached: the module's CRDs as published (already
@@ -231,15 +239,15 @@ derive_gateway_api() {
   say "taking the Gateway API CRDs from $GATEWAY_SOURCE"
   local dir; dir=$(module_dir "$GATEWAY_MODULE" "$GATEWAY_API_VERSION") ||
     die "cannot download $GATEWAY_MODULE@$GATEWAY_API_VERSION (go mod download)"
-  local plural file parts=()
-  rm -rf "$D/gateway-api.parts"; mkdir -p "$D/gateway-api.parts"
+  local plural files=()
   for plural in $GATEWAY_CRDS; do
-    file="$dir/$GATEWAY_DIR/gateway.networking.k8s.io_$plural.yaml"
-    [ -f "$file" ] || die "$GATEWAY_MODULE@$GATEWAY_API_VERSION has no $GATEWAY_DIR/${file##*/}"
-    yaml_to_json "$file" >"$D/gateway-api.parts/$plural.json"
-    parts+=("$D/gateway-api.parts/$plural.json")
+    files+=("$dir/$GATEWAY_DIR/gateway.networking.k8s.io_$plural.yaml")
+    [ -f "${files[-1]}" ] ||
+      die "$GATEWAY_MODULE@$GATEWAY_API_VERSION has no $GATEWAY_DIR/${files[-1]##*/}"
   done
-  crd_list "$GATEWAY_SOURCE" "$GATEWAY_CRDS" "${parts[@]}" >"$GATEWAY_DERIVED.tmp"
+  rm -rf "$D/gateway-api.parts"; mkdir -p "$D/gateway-api.parts"
+  crd_list "$GATEWAY_SOURCE" "$GATEWAY_CRDS" "$D/gateway-api.parts" "${files[@]}" \
+    >"$GATEWAY_DERIVED.tmp"
   rm -rf "$D/gateway-api.parts"
   mv "$GATEWAY_DERIVED.tmp" "$GATEWAY_DERIVED"
 }
@@ -268,13 +276,8 @@ derive_gloo() {
   (cd "$work/src" && GOFLAGS=${GOFLAGS:-} GOTOOLCHAIN=${GOTOOLCHAIN:-local} \
     "$CONTROLLER_GEN" crd:allowDangerousTypes=true "paths=${paths#;}" "output:crd:dir=$work/out") ||
     die "controller-gen failed on $GLOO_SOURCE"
-  local file parts=()
-  for file in "$work"/out/*.yaml; do
-    [ -f "$file" ] || die "controller-gen wrote no CRD for $GLOO_SOURCE"
-    yaml_to_json "$file" >"$file.json"
-    parts+=("$file.json")
-  done
-  crd_list "$GLOO_SOURCE" "$GLOO_CRDS" "${parts[@]}" >"$GLOO_DERIVED.tmp"
+  compgen -G "$work/out/*.yaml" >/dev/null || die "controller-gen wrote no CRD for $GLOO_SOURCE"
+  crd_list "$GLOO_SOURCE" "$GLOO_CRDS" "$work/json" "$work"/out/*.yaml >"$GLOO_DERIVED.tmp"
   rm -rf "$work"
   mv "$GLOO_DERIVED.tmp" "$GLOO_DERIVED"
 }
