@@ -244,6 +244,13 @@ async fn a_failing_canary_is_rolled_back_and_the_route_table_returns_to_100_0() 
 
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
+async fn ab_testing_through_gloo_rolls_a_failing_canary_back_and_stops_matching() {
+    let release = Release::for_ab(Route::GLOO, "gloo-ab-fail").await;
+    release.ab_is_rolled_back().await;
+}
+
+#[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn ab_testing_through_gloo_sends_only_the_matching_requests_to_the_canary() {
     let release = Release::for_ab(Route::GLOO, "gloo-ab").await;
     let ns = release.ns();

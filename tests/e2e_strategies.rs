@@ -30,6 +30,13 @@ const RELEASE: Duration = Duration::from_secs(150);
 
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
+async fn ab_testing_through_the_gateway_api_rolls_a_failing_canary_back_and_stops_matching() {
+    let release = Release::for_ab(Route::GATEWAY_API, "ab-fail").await;
+    release.ab_is_rolled_back().await;
+}
+
+#[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn ab_testing_sends_only_the_matching_requests_to_the_canary_then_promotes_it() {
     let release = Release::for_ab(Route::GATEWAY_API, "ab").await;
     let ns = release.ns();
