@@ -23,13 +23,20 @@ cluster-up:
 cluster-down:
 	hack/cluster.sh down
 
+# The real node (kubelet + containerd + CNI, docs/real-node.md), its pods registered with
+# Prometheus, and Traefik as its Gateway API data plane come up beside kwok's fake node.
 up: cluster-up
 	hack/prometheus.sh up
 	hack/simulator.sh up
+	hack/node.sh up
+	hack/podtargets.sh up
+	hack/traefik.sh up
 	hack/serin.sh up
 
 # The real node first (if one is up): it holds mounts under .serin and needs the API server.
 down:
+	hack/traefik.sh down
+	hack/podtargets.sh down
 	hack/node.sh down
 	hack/serin.sh down
 	hack/simulator.sh down
@@ -65,7 +72,8 @@ test-e2e: up
 test-lifecycle:
 	$(CARGO) test --locked $(CARGO_FEATURES) --test e2e_lifecycle -- --ignored --test-threads=1
 
-test: lint test-unit test-e2e test-lifecycle
+# test-node stops the real node the e2e tests used and compares the host with its state before.
+test: lint test-unit test-e2e test-node test-lifecycle
 	@echo "make test: all checks passed"
 
 demo:
@@ -79,8 +87,8 @@ bench:
 clean: down
 	rm -rf .serin target
 
-## The real node (kubelet + containerd + CNI on a bridge of its own; see docs/real-node.md).
-## Not part of `up`/`test` yet; `make down` (and so `clean`) stops it.
+## The real node alone (kubelet + containerd + CNI on a bridge of its own; see
+## docs/real-node.md); `make up` starts it too, `make down` (and so `clean`) stops it.
 .PHONY: node-up node-down test-node
 node-up: cluster-up
 	hack/node.sh up

@@ -8,7 +8,8 @@
 #   converted mechanically to apiextensions.k8s.io/v1 (see `derive` below) and the result is
 #   cached in .serin/crds/trafficsplits.json. Nothing in it is written by hand.
 # - Gateway API (`gateway.networking.k8s.io`), the router of the `gatewayapi` provider: the
-#   HTTPRoute CRD and what an HTTPRoute refers to (Gateway, GatewayClass, ReferenceGrant),
+#   HTTPRoute CRD, what an HTTPRoute refers to (Gateway, GatewayClass, ReferenceGrant) and
+#   the two kinds Traefik also watches (GRPCRoute, BackendTLSPolicy),
 #   taken unchanged from config/crd/standard/ of the Go module sigs.k8s.io/gateway-api
 #   (GATEWAY_API_VERSION in hack/versions.env), only labelled and annotated with their
 #   source, and cached in .serin/crds/gateway-api.json.
@@ -36,8 +37,11 @@ GATEWAY_MODULE=sigs.k8s.io/gateway-api
 GATEWAY_DIR=config/crd/standard
 # The HTTPRoute Serin writes, and the kinds an HTTPRoute refers to: its parent Gateway (with
 # serin.dev/gateway), the Gateway's GatewayClass, and ReferenceGrants (backends in other
-# namespaces). The other route kinds and the upgrade ValidatingAdmissionPolicy are left out.
-GATEWAY_CRDS="httproutes gateways gatewayclasses referencegrants"
+# namespaces); and the two other kinds Traefik (hack/traefik.sh, the local Gateway API
+# implementation) watches and cannot start its Gateway provider without: GRPCRoutes and
+# BackendTLSPolicies. The other route kinds and the upgrade ValidatingAdmissionPolicy are
+# left out.
+GATEWAY_CRDS="httproutes gateways gatewayclasses referencegrants grpcroutes backendtlspolicies"
 GATEWAY_SOURCE="$GATEWAY_MODULE@$GATEWAY_API_VERSION $GATEWAY_DIR ($GATEWAY_CRDS)"
 GATEWAY_DERIVED=$D/gateway-api.json
 FLAGGER_MODULE=github.com/fluxcd/flagger

@@ -14,6 +14,11 @@
 #            the sandbox image of the node's containerd
 #   podinfo  github.com/stefanprodan/podinfo/cmd/podinfo from the Go module proxy, at
 #            PODINFO_MODULE_VERSION (versions.env); tagged with the version the binary reports
+#   loadtester  Flagger's load tester (cmd/loadtester of github.com/fluxcd/flagger at
+#            FLAGGER_VERSION) with `hey` (github.com/rakyll/hey at HEY_VERSION) beside it, and
+#            a POSIX `sh` (Debian's busybox-static, downloaded, not installed): the load
+#            tester runs each `cmd` task with `sh -c`. It runs as a pod because it listens on
+#            every interface, which in a pod are only the bridge's.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 IMAGES=$CACHE/images
@@ -148,11 +153,41 @@ build_podinfo() {
   say "podinfo $version: built in $(( $(date +%s) - t0 ))s"
 }
 
-dirs() { echo "pause=$IMAGES/pause-$PAUSE_VERSION podinfo=$IMAGES/podinfo-$PODINFO_MODULE_VERSION"; }
+LOADTESTER_VERSION=${FLAGGER_VERSION#v}-hey${HEY_VERSION#v}
+
+build_loadtester() {
+  local dir=$1 t0 deb
+  t0=$(date +%s)
+  say "loadtester $LOADTESTER_VERSION: building Flagger's load tester and hey from the Go module proxy (about 2 minutes cold)"
+  local module
+  for module in "github.com/fluxcd/flagger/cmd/loadtester@$FLAGGER_VERSION" \
+    "github.com/rakyll/hey@$HEY_VERSION"; do
+    CGO_ENABLED=0 GOBIN="$dir/bin" nice -n 10 go install -trimpath -ldflags "-s -w" "$module"
+  done
+  mkdir -p "$dir/deb"
+  (cd "$dir/deb" && apt-get -o APT::Sandbox::User=root download -q busybox-static >/dev/null) ||
+    die "apt-get download busybox-static failed (is the Debian package index reachable?)"
+  deb=$(ls "$dir"/deb/busybox-static_*.deb)
+  dpkg-deb -x "$deb" "$dir/deb/root"
+  cp "$dir/deb/root/bin/busybox" "$dir/bin/sh"
+  "$dir/bin/sh" -c 'exit 0' || die "busybox sh does not run"
+  oci_tar "$dir/image.tar" "$REPO/flagger-loadtester:$LOADTESTER_VERSION" 65534 8080 /loadtester \
+    "$dir/bin/loadtester" "$dir/bin/hey" "$dir/bin/sh"
+  echo "$REPO/flagger-loadtester:$LOADTESTER_VERSION" >"$dir/ref"
+  echo "$(basename "$deb")" >"$dir/busybox.deb"
+  rm -rf "$dir/deb"
+  say "loadtester $LOADTESTER_VERSION: built in $(( $(date +%s) - t0 ))s"
+}
+
+dirs() {
+  echo "pause=$IMAGES/pause-$PAUSE_VERSION podinfo=$IMAGES/podinfo-$PODINFO_MODULE_VERSION" \
+    "loadtester=$IMAGES/loadtester-$LOADTESTER_VERSION"
+}
 
 build() {
   locked_build "$IMAGES/pause-$PAUSE_VERSION" build_pause
   locked_build "$IMAGES/podinfo-$PODINFO_MODULE_VERSION" build_podinfo
+  locked_build "$IMAGES/loadtester-$LOADTESTER_VERSION" build_loadtester
 }
 
 refs() {

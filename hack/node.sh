@@ -265,6 +265,21 @@ release_host() {
   ( flock 7; [ "$(cat "$OWNER" 2>/dev/null)" = "$ROOT" ] && rm -f "$OWNER"; true ) 7>"$OWNER.lock"
 }
 
+# .serin/node/node.env: what tests and scripts need to place pods on the node and reach them
+# (rewritten only when it changes, so that its time stamp says when the node last changed).
+write_node_env() {
+  local refs; refs=$("$ROOT/hack/images.sh" refs)
+  {
+    printf 'NODE_NAME=%s\nNODE_IP=%s\nBRIDGE=%s\nSUBNET=%s\n' "$NODE" "$NODE_IP" "$BRIDGE" "$SUBNET"
+    printf 'PAUSE_IMAGE=%s\n' "$(sed -n 's/^pause=//p' <<<"$refs")"
+    printf 'PODINFO_IMAGE=%s\n' "$(sed -n 's/^podinfo=//p' <<<"$refs")"
+    printf 'LOADTESTER_IMAGE=%s\n' "$(sed -n 's/^loadtester=//p' <<<"$refs")"
+    printf 'CONTAINERD_SOCKET=%s\n' "$SOCK"
+    printf 'NODE_SELECTOR=serin.dev/node=real\nNODE_TAINT=serin.dev/node=real:NoSchedule\n'
+  } >"$N/node.env.tmp"
+  if cmp -s "$N/node.env.tmp" "$N/node.env"; then rm -f "$N/node.env.tmp"; else mv "$N/node.env.tmp" "$N/node.env"; fi
+}
+
 up() {
   [ "$(id -u)" = 0 ] || die "the real node needs root (containerd, bridge, mounts)"
   mkdir -p "$N"
@@ -273,6 +288,11 @@ up() {
   claim_host
   "$ROOT/hack/cluster.sh" status || die "the cluster is not running: run hack/cluster.sh up (make cluster-up) first"
   if all_running && node_ready >/dev/null 2>&1; then
+    # Images added to hack/images.sh since the node started are imported now.
+    "$ROOT/hack/images.sh" import "$SOCK"
+    # shellcheck source=/dev/null
+    source "$N/net.env"
+    write_node_env
     say "node $NODE already running (kubeconfig $C/kubeconfig)"
     return 0
   fi
@@ -280,10 +300,9 @@ up() {
   ensure_packages
   "$ROOT/hack/deps.sh" k8s
   "$ROOT/hack/images.sh" build >/dev/null
-  local t0 pause podinfo
+  local t0 pause
   t0=$(date +%s)
   pause=$("$ROOT/hack/images.sh" refs | sed -n 's/^pause=//p')
-  podinfo=$("$ROOT/hack/images.sh" refs | sed -n 's/^podinfo=//p')
   # What the host looks like before the node touches it; `down` compares with it.
   # Both are kept until a `down` finds the host as it was, so a failed `down` is not
   # followed by a snapshot of its leftovers.
@@ -321,11 +340,7 @@ RBAC
     --root-dir "$N/kubelet" --cert-dir "$N/pki" --hostname-override "$NODE" \
     --node-ip "$NODE_IP" --node-labels "serin.dev/node=real" --v=1
   wait_for "kubelet (node $NODE Ready)" "$N/kubelet.log" 120 node_ready
-  {
-    printf 'NODE_NAME=%s\nNODE_IP=%s\nBRIDGE=%s\nSUBNET=%s\n' "$NODE" "$NODE_IP" "$BRIDGE" "$SUBNET"
-    printf 'PAUSE_IMAGE=%s\nPODINFO_IMAGE=%s\nCONTAINERD_SOCKET=%s\n' "$pause" "$podinfo" "$SOCK"
-    printf 'NODE_SELECTOR=serin.dev/node=real\nNODE_TAINT=serin.dev/node=real:NoSchedule\n'
-  } >"$N/node.env"
+  write_node_env
   say "node $NODE Ready in $(( $(date +%s) - t0 ))s at $NODE_IP (bridge $BRIDGE): pods need nodeSelector serin.dev/node=real, a toleration of serin.dev/node=real:NoSchedule and imagePullPolicy: Never; images in $N/node.env"
 }
 

@@ -2,7 +2,10 @@
 # The local Prometheus (Debian's package, run as a plain process), scraping every second.
 # Scrape targets are file-based: any JSON file dropped into .serin/prometheus/targets/
 # ([{"targets": ["127.0.0.1:PORT"], "labels": {...}}]) is picked up within a second, which
-# is how the traffic simulator and the e2e tests register their exporters.
+# is how the traffic simulator, Traefik and the e2e tests register their exporters.
+# The pods of the real node that ask for it (`prometheus.io/scrape: "true"`) are registered
+# the same way by hack/podtargets.sh: Debian's Prometheus is built without Kubernetes
+# service discovery.
 #
 #   hack/prometheus.sh up | down | url
 set -euo pipefail

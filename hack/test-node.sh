@@ -23,7 +23,9 @@ secs() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]
 
 "$ROOT/hack/cluster.sh" up
 if "$ROOT/hack/node.sh" status; then
-  say "the node is running; stopping it first so that the snapshot is of the host without it"
+  say "the node is running; stopping it (and Traefik and the pod targets, which use it) first so that the snapshot is of the host without it"
+  "$ROOT/hack/traefik.sh" down
+  "$ROOT/hack/podtargets.sh" down
   "$ROOT/hack/node.sh" down
 fi
 # Build what the node needs before the snapshot (package installation is not host state
