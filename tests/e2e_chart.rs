@@ -17,8 +17,8 @@ use std::sync::OnceLock;
 
 use support::chart::{compare, keyed};
 use support::kustomize::{
-    NAMESPACE, manifests_dir, overlay_dirs, parse_documents, prepare_dry_run,
-    render_with_components, through_kustomize,
+    NAMESPACE, manifests_dir, overlay_dirs, prepare_dry_run, render_with_components,
+    through_kustomize,
 };
 
 /// One choice of a user: the chart's values and the Components of the base that make the
