@@ -1,11 +1,12 @@
 {{/*
 The namespace of every namespaced object: serin-system, and only there. The webhook
 configurations, the admission policies (CEL that names Serin's username) and Serin's own
-defaults name it, as in the kustomize base, so another release namespace is refused instead
-of installing a Serin whose webhooks point elsewhere.
+defaults name it, as in the kustomize base, so another release namespace is refused by
+install, upgrade and template instead of installing a Serin whose webhooks point elsewhere.
+`helm lint` (neither install nor upgrade) renders in any namespace, as chart tools run it.
 */}}
 {{- define "serin.namespace" -}}
-{{- if ne .Release.Namespace "serin-system" -}}
+{{- if and (or .Release.IsInstall .Release.IsUpgrade) (ne .Release.Namespace "serin-system") -}}
 {{- fail (printf "Serin's chart installs into the namespace serin-system only (the webhooks, the admission policies and Serin's defaults name it), not %q: use --namespace serin-system" .Release.Namespace) -}}
 {{- end -}}
 serin-system
