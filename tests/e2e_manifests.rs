@@ -11,14 +11,16 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use clap::CommandFactory;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-const NAMESPACE: &str = "serin-system";
+use support::kustomize::{
+    NAMESPACE, kustomize, manifests_dir, overlay_dirs, parse_documents, prepare_dry_run,
+    render_overlay,
+};
 const NAME: &str = "serin";
 
 // ---------------------------------------------------------------------------------------
@@ -61,95 +63,6 @@ impl Rendering {
             })
             .collect()
     }
-}
-
-fn manifests_dir() -> PathBuf {
-    support::repo_root().join("manifests")
-}
-
-/// Every directory under `manifests/overlays/`, sorted.
-fn overlay_dirs() -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(manifests_dir().join("overlays")) else {
-        return Vec::new();
-    };
-    let mut dirs: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    dirs
-}
-
-/// The kustomization file of `dir`, parsed.
-fn kustomization(dir: &Path) -> Value {
-    let file = ["kustomization.yaml", "kustomization.yml", "Kustomization"]
-        .iter()
-        .map(|f| dir.join(f))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{} has no kustomization.yaml", dir.display()));
-    let text = std::fs::read_to_string(&file).expect("read kustomization");
-    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-}
-
-/// `to` relative to the directory `from` (kustomize refuses absolute paths).
-fn relative(from: &Path, to: &Path) -> PathBuf {
-    let from: Vec<Component> = from.components().collect();
-    let to: Vec<Component> = to.components().collect();
-    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
-    let mut path = PathBuf::new();
-    for _ in common..from.len() {
-        path.push("..");
-    }
-    for part in &to[common..] {
-        path.push(part);
-    }
-    path
-}
-
-/// `kubectl kustomize DIR` with the built kubectl.
-fn kustomize(dir: &Path) -> Result<String, String> {
-    let dir = dir.display().to_string();
-    match support::kubectl(&["kustomize", &dir], None) {
-        (true, stdout, _) => Ok(stdout),
-        (false, _, stderr) => Err(format!("kubectl kustomize {dir}: {stderr}")),
-    }
-}
-
-fn parse_documents(yaml: &str) -> Vec<Value> {
-    serde_yaml_ng::Deserializer::from_str(yaml)
-        .map(|doc| Value::deserialize(doc).expect("kustomize output is YAML"))
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-/// Renders an overlay: a Component through a kustomization of our own outside manifests/
-/// (base + component), a Kustomization directly.
-fn render_overlay(dir: &Path) -> Result<String, String> {
-    let kind = kustomization(dir)["kind"]
-        .as_str()
-        .unwrap_or("Kustomization")
-        .to_owned();
-    if kind != "Component" {
-        return kustomize(dir).map_err(|e| {
-            format!(
-                "{e}\n(an overlay inside manifests/ cannot include manifests/ as a Kustomization: \
-                 kustomize reports a cycle; make it a `kind: Component`)"
-            )
-        });
-    }
-    let wrapper = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
-    let root = wrapper.path().canonicalize().expect("canonical tempdir");
-    let base = relative(&root, &manifests_dir().canonicalize().expect("manifests/"));
-    let component = relative(&root, &dir.canonicalize().expect("overlay dir"));
-    let text = json!({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": [base],
-        "components": [component],
-    });
-    std::fs::write(root.join("kustomization.yaml"), text.to_string()).expect("write wrapper");
-    kustomize(&root)
 }
 
 /// The base and every overlay, rendered once per test binary; a rendering that fails is an
@@ -249,74 +162,6 @@ fn base_and_every_overlay_render_with_kubectl_kustomize() {
             overlay.name
         );
     }
-}
-
-/// A CRD standing in for one of cert-manager's in the local environment, which has no
-/// cert-manager: the server then checks everything about these objects but their schema.
-fn stand_in_crd(kind: &str, plural: &str) -> Value {
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": format!("{plural}.cert-manager.io"),
-            "labels": {"serin.dev/e2e-stand-in": "true"},
-        },
-        "spec": {
-            "group": "cert-manager.io",
-            "scope": "Namespaced",
-            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase()},
-            "versions": [{
-                "name": "v1", "served": true, "storage": true,
-                "schema": {"openAPIV3Schema": {
-                    "type": "object", "x-kubernetes-preserve-unknown-fields": true,
-                }},
-            }],
-        },
-    })
-}
-
-fn served(crd: &str) -> bool {
-    support::kubectl(&["get", "crd", crd, "-o", "name"], None).0
-}
-
-/// What a server-side dry run of the renderings needs: the namespace (a dry run creates
-/// nothing, so its namespaced objects need it to exist) and, locally, stand-ins for
-/// cert-manager's CRDs. Returns the API groups whose objects cannot be checked.
-fn prepare_dry_run() -> &'static BTreeSet<String> {
-    static UNCHECKED: OnceLock<BTreeSet<String>> = OnceLock::new();
-    UNCHECKED.get_or_init(|| {
-        support::kubeconfig();
-        if !support::kubectl(&["get", "namespace", NAMESPACE, "-o", "name"], None).0 {
-            let (ok, _, stderr) = support::kubectl(&["create", "namespace", NAMESPACE], None);
-            assert!(ok || stderr.contains("AlreadyExists"), "{stderr}");
-        }
-        let local = std::env::var_os("KUBECONFIG").is_none();
-        let mut unchecked = BTreeSet::new();
-        for (kind, plural) in [("Issuer", "issuers"), ("Certificate", "certificates")] {
-            let crd = format!("{plural}.cert-manager.io");
-            if served(&crd) {
-                continue;
-            }
-            if !local {
-                unchecked.insert("cert-manager.io".to_owned());
-                continue;
-            }
-            let manifest = stand_in_crd(kind, plural).to_string();
-            let (ok, _, stderr) = support::kubectl(&["apply", "-f", "-"], Some(&manifest));
-            assert!(ok, "stand-in CRD {crd}: {stderr}");
-            let (ok, _, stderr) = support::kubectl(
-                &[
-                    "wait",
-                    "--for=condition=Established",
-                    "--timeout=60s",
-                    &format!("crd/{crd}"),
-                ],
-                None,
-            );
-            assert!(ok, "stand-in CRD {crd} not Established: {stderr}");
-        }
-        unchecked
-    })
 }
 
 /// A CRD whose conversion webhook is the `serin` Service, with the clientConfig the local

@@ -142,14 +142,18 @@ pub fn to_yaml() -> Result<String, serde_yaml_ng::Error> {
 mod tests {
     use super::*;
 
+    /// The kustomize base and the Helm chart (`charts/serin/files/crds.yaml`, which its
+    /// template labels and annotates) install the same CRDs, both what `serin crds` prints.
     #[test]
-    fn manifests_crds_yaml_is_what_serin_crds_prints() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/crds.yaml");
-        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(
-            on_disk == to_yaml().unwrap(),
-            "manifests/crds.yaml is stale: run `cargo run -- crds > manifests/crds.yaml`"
-        );
+    fn manifests_and_chart_crds_yaml_are_what_serin_crds_prints() {
+        for file in ["manifests/crds.yaml", "charts/serin/files/crds.yaml"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+            assert!(
+                on_disk == to_yaml().unwrap(),
+                "{file} is stale: run `cargo run -- crds > {file}`"
+            );
+        }
     }
 
     /// Short names of other tools' resources often installed beside Serin, and of built-in

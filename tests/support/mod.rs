@@ -18,6 +18,8 @@ use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
+pub(crate) mod chart;
+pub(crate) mod kustomize;
 pub(crate) mod plugin;
 pub(crate) mod release;
 pub(crate) mod routes;
