@@ -17,6 +17,8 @@ mod linkerd;
 mod nginx;
 mod traefik;
 
+pub use traefik::traefik_service;
+
 use crate::spec::{Builtin, CanarySpec, Duration, MetricsProvider};
 
 /// Who sees the canary's requests and exports them to Prometheus, which decides the series

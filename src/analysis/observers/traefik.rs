@@ -23,14 +23,15 @@ pub(super) fn query(
     port: Option<i32>,
     window: Duration,
 ) -> String {
-    let prefix = normalize(&format!("{namespace}-{service}{CANARY_SUFFIX}-http"));
+    let backend = format!("{service}{CANARY_SUFFIX}");
     let selector = match port {
         Some(port) => format!(
             "service=\"{}\"",
-            label_value(&format!("{prefix}-{port}@{PROVIDER}"))
+            label_value(&traefik_service(namespace, &backend, port))
         ),
         None => {
             // Any port: the names around it are matched literally, escaped.
+            let prefix = normalize(&format!("{namespace}-{backend}-http"));
             let regex = format!(
                 "{}-[0-9]+{}",
                 regex_literal(&prefix),
@@ -52,8 +53,16 @@ pub(super) fn query(
     }
 }
 
+/// The `service` label of Traefik's metrics for the requests its Gateway API provider sends to
+/// the `backendRef` `backend` (a core Service in `namespace`) on `port`.
+pub fn traefik_service(namespace: &str, backend: &str, port: i32) -> String {
+    let name = normalize(&format!("{namespace}-{backend}-http"));
+    format!("{name}-{port}@{PROVIDER}")
+}
+
 /// Traefik's name normalization: every run of characters that are neither letters nor digits
-/// becomes one `-`, and none is left at either end (`a--b.c-` is `a-b-c`).
+/// becomes one `-`, and none is left at either end (`a--b.c-` is `a-b-c`). Kubernetes names are
+/// ASCII, where Rust's and Go's ideas of a letter or digit agree.
 fn normalize(name: &str) -> String {
     name.split(|c: char| !c.is_alphanumeric())
         .filter(|part| !part.is_empty())
