@@ -892,7 +892,12 @@ mod tests {
             "serin.dev/provider": "gatewayapi",
             "serin.dev/metrics-provider": "nginx",
         });
-        let req = request("CREATE", "alice", deployment(nginx_metrics, 2, "app:1"), None);
+        let req = request(
+            "CREATE",
+            "alice",
+            deployment(nginx_metrics, 2, "app:1"),
+            None,
+        );
         let response = validate(&req, &PolicyView::default());
         assert!(!response.allowed);
         assert!(

@@ -816,7 +816,9 @@ mod tests {
             let spec = enabled(&pairs);
             let written = defaulted_annotations(&spec);
             assert_eq!(
-                written.get("serin.dev/metrics-provider").map(String::as_str),
+                written
+                    .get("serin.dev/metrics-provider")
+                    .map(String::as_str),
                 Some(metrics),
                 "{provider}"
             );

@@ -499,7 +499,10 @@ mod tests {
             assert_eq!(json, Some(serde_json::json!(metrics.as_str())));
             assert_eq!(metrics.as_str().parse(), Ok(metrics));
         }
-        let err = "istio".parse::<MetricsProvider>().err().map(|e| e.to_string());
+        let err = "istio"
+            .parse::<MetricsProvider>()
+            .err()
+            .map(|e| e.to_string());
         assert_eq!(
             err.as_deref(),
             Some(r#""istio" is not supported; allowed: linkerd, traefik, nginx, envoy"#)

@@ -378,7 +378,12 @@ mod tests {
             ("smi:v1alpha2", None, "nginx", "linkerd"),
             ("gatewayapi", None, "envoy", "linkerd, traefik"),
             ("gatewayapi", None, "nginx", "linkerd, traefik"),
-            ("nginx", Some(("serin.dev/ingress", "public")), "traefik", "linkerd, nginx"),
+            (
+                "nginx",
+                Some(("serin.dev/ingress", "public")),
+                "traefik",
+                "linkerd, nginx",
+            ),
             ("gloo", None, "traefik", "linkerd, envoy"),
             ("gloo", None, "nginx", "linkerd, envoy"),
         ] {

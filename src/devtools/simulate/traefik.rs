@@ -67,7 +67,10 @@ pub struct TraefikBackend {
 /// The Traefik service of the route's first rule's `backendRef` named `backend`.
 fn service_of(object: &DynamicObject, backend: &str) -> Option<String> {
     let namespace = object.metadata.namespace.clone().unwrap_or_default();
-    let refs = object.data.pointer("/spec/rules/0/backendRefs")?.as_array()?;
+    let refs = object
+        .data
+        .pointer("/spec/rules/0/backendRefs")?
+        .as_array()?;
     refs.iter().find_map(|r| {
         (r.get("name")?.as_str()? == backend).then_some(())?;
         let port = r.get("port").and_then(Value::as_i64)?;
@@ -75,7 +78,11 @@ fn service_of(object: &DynamicObject, backend: &str) -> Option<String> {
             .get("namespace")
             .and_then(Value::as_str)
             .unwrap_or(&namespace);
-        Some(traefik_service(namespace, backend, i32::try_from(port).ok()?))
+        Some(traefik_service(
+            namespace,
+            backend,
+            i32::try_from(port).ok()?,
+        ))
     })
 }
 
@@ -187,7 +194,7 @@ mod tests {
     use crate::devtools::simulate::ERROR_RATE;
     use crate::devtools::simulate::backends::MATCHING_PERCENT;
     use crate::devtools::simulate::testing::deployment;
-    use crate::router::{Router, Weights};
+    use crate::router::Weights;
     use crate::spec::{CanarySpec, MatchRule};
 
     /// The HTTPRoute Serin builds for Deployment `web` in `shop` (apex Service `web-svc`).
