@@ -145,3 +145,33 @@ fn an_opt_in_whose_derived_names_are_too_long_or_taken_exits_one_naming_them() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_metrics_provider_that_cannot_see_the_providers_requests_exits_one_naming_the_allowed() {
+    let with = |annotations: &str| {
+        GOOD.replace(
+            r#"{serin.dev/enabled: "true"}"#,
+            &format!(r#"{{serin.dev/enabled: "true", {annotations}}}"#),
+        )
+    };
+    let out = check(
+        &["-f", "-"],
+        &with("serin.dev/provider: gloo, serin.dev/metrics-provider: traefik"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim_end(),
+        "-: Deployment web: serin.dev/metrics-provider: \"traefik\" does not see the canary's \
+         requests with serin.dev/provider gloo; allowed with gloo: linkerd, envoy",
+    );
+    let out = check(
+        &["-f", "-"],
+        &with("serin.dev/provider: gatewayapi, serin.dev/metrics-provider: traefik"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -32,6 +32,7 @@ async fn a_bad_configuration_is_refused_at_apply_with_every_mistake_named() {
             ("serin.dev/provider", "istio"),
             ("serin.dev/intervall", "1m"),
             ("serin.dev/port", "9090"),
+            ("serin.dev/metrics-provider", "istio"),
         ],
     );
     for args in [
@@ -46,6 +47,7 @@ async fn a_bad_configuration_is_refused_at_apply_with_every_mistake_named() {
             "serin.dev/provider: \"istio\" is not supported; allowed: linkerd, smi:v1alpha2, gatewayapi, nginx, gloo",
             "serin.dev/intervall: unknown annotation; did you mean serin.dev/interval?",
             "serin.dev/port: \"9090\"",
+            "serin.dev/metrics-provider: \"istio\" is not supported; allowed: linkerd, traefik, nginx, envoy",
         ] {
             assert!(
                 stderr.contains(expected),
@@ -107,6 +109,7 @@ async fn an_opted_in_deployment_gets_explicit_defaults_and_the_watch_label_and_i
     assert_eq!(get("serin.dev/success-rate"), Some("99"));
     assert_eq!(get("serin.dev/latency"), Some("500ms"));
     assert_eq!(get("serin.dev/provider"), Some("linkerd"));
+    assert_eq!(get("serin.dev/metrics-provider"), Some("linkerd"));
     assert_eq!(get("serin.dev/port"), Some("8080"));
     assert_eq!(get("serin.dev/desired-replicas"), Some("2"));
     let label = stored

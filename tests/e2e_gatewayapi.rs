@@ -3,7 +3,8 @@
 //! accepted as they are (and a malformed one is refused, so the schema is really checked),
 //! and a release driven through an HTTPRoute moves its weights step by step, is promoted when
 //! good and rolled back to 100/0 when the canary fails. The traffic simulator reads the same
-//! HTTPRoutes, so the metrics Serin checks follow the route's weights.
+//! HTTPRoutes, so the metrics Serin checks follow the route's weights: Linkerd's series by
+//! default, Traefik's with `serin.dev/metrics-provider: traefik`.
 
 mod support;
 
@@ -15,8 +16,8 @@ use serde_json::{Value, json};
 use serin::router::gatewayapi::HttpRoute;
 use serin::router::{Router, Weights};
 use serin::spec::{CanarySpec, GatewayRef, Provider};
-use support::routes;
 use support::scenarios::{Release, Route};
+use support::{prometheus_value, routes};
 
 const CRD: &str = "httproutes.gateway.networking.k8s.io";
 
@@ -190,4 +191,62 @@ async fn a_good_release_moves_the_route_weights_step_by_step_and_is_promoted() {
 async fn a_failing_canary_is_rolled_back_and_the_route_returns_to_100_0() {
     let release = Release::for_rollback(Route::GATEWAY_API, "gw-rollback").await;
     release.is_rolled_back_after_one_step().await;
+}
+
+/// The `service` label Traefik's Gateway API provider gives the backend `<svc>-<side>` on port
+/// 8080, spelled out here as Traefik v3 builds it rather than taken from Serin.
+fn traefik_service(ns: &str, side: &str) -> String {
+    format!("{ns}-web-{side}-http-8080@kubernetesgateway")
+}
+
+#[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
+async fn a_good_release_checked_on_traefiks_series_is_promoted() {
+    let release = Release::for_promotion(Route::GATEWAY_API_TRAEFIK, "gw-traefik").await;
+    let ns = release.ns().to_owned();
+    release.is_promoted_step_by_step().await;
+
+    // The checks that promoted it read Traefik's series of the canary backend.
+    let to_canary = prometheus_value(&format!(
+        "sum(traefik_service_requests_total{{service=\"{}\"}})",
+        traefik_service(&ns, "canary")
+    ))
+    .await;
+    assert!(
+        to_canary > 0.0,
+        "no simulated request reached Traefik's canary backend"
+    );
+    let success_rate = assert_p99_read_traefiks_first_bucket(&release).await;
+    assert_eq!(success_rate, Some(100.0));
+}
+
+/// The last p99 Serin measured is Traefik's: its first bucket is 0-100 ms, so the 40 ms
+/// requests read as 99 ms (Linkerd's 30-40 ms bucket would give 39.9 ms). The last success
+/// rate, for more checks.
+async fn assert_p99_read_traefiks_first_bucket(release: &Release) -> Option<f64> {
+    let checks = support::release::last_checks(&release.client, release.ns(), "web").await;
+    let value = |name: &str| checks.iter().find(|(n, _)| n == name).and_then(|(_, v)| *v);
+    let p99 = value("request-duration");
+    assert!(
+        p99.is_some_and(|ms| ms > 95.0 && ms <= 100.0),
+        "p99 {p99:?} ms is not from Traefik's buckets: {checks:?}"
+    );
+    value("request-success-rate")
+}
+
+#[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
+async fn a_failing_canary_checked_on_traefiks_series_is_rolled_back() {
+    let release = Release::for_rollback(Route::GATEWAY_API_TRAEFIK, "gw-traefik-rb").await;
+    let ns = release.ns().to_owned();
+    release.is_rolled_back_after_one_step().await;
+    // The failures Serin measured are Traefik's 5xx answers of the canary backend.
+    release.assert_measured_success_rate_near_70_percent().await;
+    assert_p99_read_traefiks_first_bucket(&release).await;
+    let failed = prometheus_value(&format!(
+        "sum(traefik_service_requests_total{{service=\"{}\",code=~\"5..\"}})",
+        traefik_service(&ns, "canary")
+    ))
+    .await;
+    assert!(failed > 0.0, "no 5xx answer of Traefik's canary backend");
 }

@@ -12,7 +12,7 @@ use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use serin::spec::{self, OptIn};
 
-const KNOWN: [&str; 19] = [
+const KNOWN: [&str; 20] = [
     "enabled",
     "provider",
     "port",
@@ -28,6 +28,7 @@ const KNOWN: [&str; 19] = [
     "match",
     "success-rate",
     "latency",
+    "metrics-provider",
     "metrics-window",
     "analysis",
     "skip-analysis",

@@ -864,6 +864,52 @@ mod tests {
         assert!(validate(&filled, &policies(Enforcement::Deny)).allowed);
     }
 
+    #[test]
+    fn the_metrics_provider_written_back_follows_the_provider_a_policy_filled() {
+        let req = request("CREATE", "alice", deployment(enabled(), 2, "app:1"), None);
+        let defaults = PolicyDefaults {
+            provider: Some(spec::Provider::Gloo),
+            ..Default::default()
+        };
+        let object = patched(&req, &mutate(&req, SERIN, &defaults));
+        let annotations = &object["metadata"]["annotations"];
+        assert_eq!(annotations["serin.dev/provider"], "gloo");
+        assert_eq!(annotations["serin.dev/metrics-provider"], "envoy");
+        // A written one is kept and validated against the provider.
+        let traefik = json!({
+            "serin.dev/enabled": "true",
+            "serin.dev/provider": "gatewayapi",
+            "serin.dev/metrics-provider": "traefik",
+        });
+        let req = request("CREATE", "alice", deployment(traefik, 2, "app:1"), None);
+        let object = patched(&req, &mutate(&req, SERIN, &PolicyDefaults::default()));
+        assert_eq!(
+            object["metadata"]["annotations"]["serin.dev/metrics-provider"],
+            "traefik"
+        );
+        let nginx_metrics = json!({
+            "serin.dev/enabled": "true",
+            "serin.dev/provider": "gatewayapi",
+            "serin.dev/metrics-provider": "nginx",
+        });
+        let req = request(
+            "CREATE",
+            "alice",
+            deployment(nginx_metrics, 2, "app:1"),
+            None,
+        );
+        let response = validate(&req, &PolicyView::default());
+        assert!(!response.allowed);
+        assert!(
+            response.result.message.contains(
+                "serin.dev/metrics-provider: \"nginx\" does not see the canary's requests with \
+                 serin.dev/provider gatewayapi; allowed with gatewayapi: linkerd, traefik"
+            ),
+            "{}",
+            response.result.message
+        );
+    }
+
     fn occupant(kind: &str, name: &str, owner: Option<&str>) -> Occupant {
         Occupant {
             kind: kind.into(),

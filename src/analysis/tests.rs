@@ -14,7 +14,7 @@ use crate::crd::{
 use crate::release::{MetricCheck, NoData, builtin_checks};
 use crate::spec::{Builtin, CanarySpec, Duration};
 use http::serve_on_loopback;
-use observers::tests::{GLOO, LINKERD, NGINX};
+use observers::tests::{GLOO, LINKERD, NGINX, TRAEFIK};
 use plan::measure;
 
 fn spec() -> CanarySpec {
@@ -91,6 +91,38 @@ fn the_builtin_checks_of_a_gloo_release_ask_envoy() {
             "{}: {query}",
             p.check.name
         );
+    }
+}
+
+#[test]
+fn metrics_provider_chooses_the_observer_over_the_providers_default() {
+    use crate::spec::{MetricsProvider, Provider};
+    let traefik = CanarySpec {
+        provider: Provider::GatewayApi,
+        metrics_provider: Some(MetricsProvider::Traefik),
+        ..spec()
+    };
+    assert_eq!(Observer::of(&traefik, "shop", "web"), TRAEFIK);
+    let planned = plan_checks(&traefik, None, "shop", "web");
+    assert_eq!(planned.len(), 2);
+    for p in &planned {
+        let query = p.query.clone().unwrap_or_default();
+        assert!(
+            query.contains("traefik_service_request")
+                && query.contains("service=\"shop-web-svc-canary-http-8080@kubernetesgateway\""),
+            "{}: {query}",
+            p.check.name
+        );
+    }
+    // Linkerd's proxies in the canary pods see the requests whichever router sent them.
+    for (provider, ingress) in [(Provider::Gloo, None), (Provider::Nginx, Some("public"))] {
+        let spec = CanarySpec {
+            provider,
+            ingress: ingress.map(Into::into),
+            metrics_provider: Some(MetricsProvider::Linkerd),
+            ..spec()
+        };
+        assert_eq!(Observer::of(&spec, "shop", "web"), LINKERD, "{provider}");
     }
 }
 

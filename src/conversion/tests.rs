@@ -11,7 +11,7 @@ use crate::crd::{
     NoDataPolicy, ThresholdRange, WebhookTemplate,
 };
 use crate::crd::{CanaryPolicySpec, Enforcement, PolicyDefaults, PolicyLimits};
-use crate::spec::{CanarySpec, Duration, GatewayRef, MatchRule, Provider};
+use crate::spec::{CanarySpec, Duration, GatewayRef, MatchRule, MetricsProvider, Provider};
 
 fn duration() -> impl Strategy<Value = Duration> {
     (0u64..100_000_000).prop_map(Duration::from_millis)
@@ -216,6 +216,7 @@ fn canary() -> impl Strategy<Value = CanarySpec> {
         prop::option::of(
             (name(), name()).prop_map(|(namespace, name)| GatewayRef { namespace, name }),
         ),
+        prop::option::of(prop::sample::select(MetricsProvider::ALL.to_vec())),
     );
     let analysis = (
         duration(),
@@ -233,7 +234,7 @@ fn canary() -> impl Strategy<Value = CanarySpec> {
     );
     (routing, analysis).prop_map(
         |(
-            (provider, port, service, ingress, gateway),
+            (provider, port, service, ingress, gateway, metrics_provider),
             (
                 interval,
                 threshold,
@@ -263,6 +264,7 @@ fn canary() -> impl Strategy<Value = CanarySpec> {
             matches,
             success_rate,
             latency,
+            metrics_provider,
             metrics_window,
             analysis,
             skip_analysis,

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 use super::duration;
-use super::model::{CanarySpec, DEFAULT_STEP_WEIGHT, GatewayRef, MatchRule, Provider};
+use super::model::{
+    CanarySpec, DEFAULT_STEP_WEIGHT, GatewayRef, MatchRule, MetricsProvider, Provider,
+};
 use super::{DESIRED_REPLICAS, ENABLED, PREFIX, Problem, REVISION, schema};
 
 /// Every annotation Serin knows. Users write all of them except [`Key::DesiredReplicas`],
@@ -29,6 +31,7 @@ pub(super) enum Key {
     Match,
     SuccessRate,
     Latency,
+    MetricsProvider,
     MetricsWindow,
     Analysis,
     SkipAnalysis,
@@ -37,7 +40,7 @@ pub(super) enum Key {
 }
 
 impl Key {
-    pub(super) const ALL: [Key; 20] = [
+    pub(super) const ALL: [Key; 21] = [
         Key::Enabled,
         Key::Provider,
         Key::Port,
@@ -53,6 +56,7 @@ impl Key {
         Key::Match,
         Key::SuccessRate,
         Key::Latency,
+        Key::MetricsProvider,
         Key::MetricsWindow,
         Key::Analysis,
         Key::SkipAnalysis,
@@ -77,6 +81,7 @@ impl Key {
             Key::Match => "serin.dev/match",
             Key::SuccessRate => "serin.dev/success-rate",
             Key::Latency => "serin.dev/latency",
+            Key::MetricsProvider => "serin.dev/metrics-provider",
             Key::MetricsWindow => "serin.dev/metrics-window",
             Key::Analysis => "serin.dev/analysis",
             Key::SkipAnalysis => "serin.dev/skip-analysis",
@@ -103,6 +108,7 @@ impl Key {
             Key::Match => "matches",
             Key::SuccessRate => "successRate",
             Key::Latency => "latency",
+            Key::MetricsProvider => "metricsProvider",
             Key::MetricsWindow => "metricsWindow",
             Key::Analysis => "analysis",
             Key::SkipAnalysis => "skipAnalysis",
@@ -127,6 +133,7 @@ impl Key {
         match self {
             Key::Enabled | Key::SkipAnalysis => r#"must be "true" or "false""#.to_owned(),
             Key::Provider => Provider::expectation(),
+            Key::MetricsProvider => MetricsProvider::expectation(),
             Key::Port | Key::Threshold | Key::StepWeight | Key::MaxWeight | Key::Iterations => {
                 range("an integer")
             }
@@ -282,6 +289,7 @@ fn apply(key: Key, raw: &str, reading: &mut Reading<'_>) -> Result<(), Vec<Probl
         Key::Match => spec.matches = match_rules(raw)?,
         Key::SuccessRate => spec.success_rate = decimal(raw).ok_or_else(refused)?,
         Key::Latency => spec.latency = parsed(raw).ok_or_else(refused)?,
+        Key::MetricsProvider => spec.metrics_provider = Some(parsed(raw).ok_or_else(refused)?),
         Key::MetricsWindow => spec.metrics_window = parsed(raw).ok_or_else(refused)?,
         Key::Analysis => spec.analysis = Some(raw.to_owned()),
         Key::SkipAnalysis => spec.skip_analysis = boolean(raw).ok_or_else(refused)?,
@@ -451,6 +459,7 @@ pub(super) fn value_of(key: Key, spec: &CanarySpec) -> Option<String> {
             .then(|| join(spec.matches.iter().map(ToString::to_string).collect())),
         Key::SuccessRate => Some(spec.success_rate.to_string()),
         Key::Latency => Some(spec.latency.to_string()),
+        Key::MetricsProvider => Some(spec.effective_metrics_provider().to_string()),
         Key::MetricsWindow => Some(spec.metrics_window.to_string()),
         Key::Analysis => spec.analysis.clone(),
         Key::SkipAnalysis => Some(spec.skip_analysis.to_string()),
@@ -548,6 +557,7 @@ mod tests {
             ("serin.dev/match", "header:x-canary=insider"),
             ("serin.dev/success-rate", "99.5"),
             ("serin.dev/latency", "250ms"),
+            ("serin.dev/metrics-provider", "traefik"),
             ("serin.dev/metrics-window", "2m"),
             ("serin.dev/analysis", "podinfo-checks"),
             ("serin.dev/skip-analysis", "true"),
@@ -573,6 +583,7 @@ mod tests {
             }],
             success_rate: 99.5,
             latency: Duration::from_millis(250),
+            metrics_provider: Some(MetricsProvider::Traefik),
             metrics_window: Duration::from_secs(120),
             analysis: Some("podinfo-checks".into()),
             skip_analysis: true,
@@ -782,6 +793,45 @@ mod tests {
     }
 
     #[test]
+    fn unsupported_metrics_provider_is_refused_with_the_allowed_ones() {
+        assert_eq!(
+            refused(&[("serin.dev/metrics-provider", "istio")]),
+            [
+                r#"serin.dev/metrics-provider: "istio" is not supported; allowed: linkerd, traefik, nginx, envoy"#
+            ]
+        );
+    }
+
+    #[test]
+    fn metrics_provider_defaults_from_the_provider_and_is_written_back() {
+        for (provider, ingress, metrics) in [
+            ("linkerd", None, "linkerd"),
+            ("smi:v1alpha2", None, "linkerd"),
+            ("gatewayapi", None, "linkerd"),
+            ("nginx", Some("public"), "nginx"),
+            ("gloo", None, "envoy"),
+        ] {
+            let mut pairs = vec![("serin.dev/provider", provider)];
+            pairs.extend(ingress.map(|i| ("serin.dev/ingress", i)));
+            let spec = enabled(&pairs);
+            let written = defaulted_annotations(&spec);
+            assert_eq!(
+                written
+                    .get("serin.dev/metrics-provider")
+                    .map(String::as_str),
+                Some(metrics),
+                "{provider}"
+            );
+        }
+        // A written value is kept, not replaced by the provider's default.
+        let spec = enabled(&[
+            ("serin.dev/provider", "gatewayapi"),
+            ("serin.dev/metrics-provider", "traefik"),
+        ]);
+        assert_eq!(spec.metrics_provider, Some(MetricsProvider::Traefik));
+    }
+
+    #[test]
     fn enabled_must_be_true_or_false() {
         let problems = read(&[(ENABLED, "yes")]).err().map(|p| p.to_string());
         assert_eq!(
@@ -983,6 +1033,7 @@ mod tests {
             0.0f64..=100.0,
             proptest::option::of(name),
             any::<bool>(),
+            proptest::sample::select(MetricsProvider::ALL.to_vec()),
         )
             .prop_map(
                 |(
@@ -990,6 +1041,7 @@ mod tests {
                     success_rate,
                     analysis,
                     skip_analysis,
+                    metrics,
                 )| {
                     let (interval, latency, metrics_window) = durations;
                     let (threshold, (step_weight, step_weights, max_weight), iterations) = counts;
@@ -1027,6 +1079,10 @@ mod tests {
                         matches: if ab { rules } else { Vec::new() },
                         success_rate,
                         latency: Duration::from_millis(latency),
+                        metrics_provider: Some(match metrics.observes(provider) {
+                            true => metrics,
+                            false => provider.default_metrics_provider(),
+                        }),
                         metrics_window: Duration::from_millis(metrics_window),
                         analysis,
                         skip_analysis,
@@ -1058,6 +1114,7 @@ mod tests {
                 "serin.dev/interval",
                 "serin.dev/latency",
                 "serin.dev/max-weight",
+                "serin.dev/metrics-provider",
                 "serin.dev/metrics-window",
                 "serin.dev/port",
                 "serin.dev/provider",

@@ -25,7 +25,10 @@ pub use builtin::Builtin;
 pub(crate) use configs::visit_config_refs;
 pub use configs::{ConfigKind, ConfigRef, config_refs};
 pub use duration::{Duration, InvalidDuration, Limits};
-pub use model::{CanarySpec, GatewayRef, MatchRule, Provider, Strategy, UnknownProvider};
+pub use model::{
+    CanarySpec, GatewayRef, MatchRule, MetricsProvider, Provider, Strategy, UnknownMetricsProvider,
+    UnknownProvider,
+};
 pub use schema::annotation_schema;
 
 use annotations::Key;

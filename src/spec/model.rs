@@ -76,6 +76,11 @@ pub struct CanarySpec {
     pub success_rate: f64,
     /// Maximum p99 latency.
     pub latency: Duration,
+    /// Whose series the builtin checks read, as written; the provider's own data plane when
+    /// absent ([`CanarySpec::effective_metrics_provider`]). The mutating webhook writes the
+    /// effective value back, so an opted-in Deployment's annotations always name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_provider: Option<MetricsProvider>,
     /// PromQL rate window.
     pub metrics_window: Duration,
     /// Name of an `AnalysisTemplate` in the namespace.
@@ -116,10 +121,18 @@ impl CanarySpec {
             matches: Vec::new(),
             success_rate: DEFAULT_SUCCESS_RATE,
             latency: DEFAULT_LATENCY,
+            metrics_provider: None,
             metrics_window: DEFAULT_METRICS_WINDOW,
             analysis: None,
             skip_analysis: false,
         }
+    }
+
+    /// The data plane whose series the builtin checks read: `metrics_provider`, or the
+    /// provider's own when it is absent.
+    pub fn effective_metrics_provider(&self) -> MetricsProvider {
+        self.metrics_provider
+            .unwrap_or_else(|| self.provider.default_metrics_provider())
     }
 
     /// `match` + `iterations` is A/B, `iterations` alone is Blue/Green, otherwise Canary.
@@ -203,6 +216,19 @@ impl Provider {
         )
     }
 
+    /// The data plane the builtin checks read when `serin.dev/metrics-provider` is not
+    /// written: the one this provider drives (Linkerd's proxies for the SMI and Gateway API
+    /// providers, as Flagger does for Linkerd).
+    pub fn default_metrics_provider(self) -> MetricsProvider {
+        match self {
+            Provider::Linkerd | Provider::SmiV1alpha2 | Provider::GatewayApi => {
+                MetricsProvider::Linkerd
+            }
+            Provider::Nginx => MetricsProvider::Nginx,
+            Provider::Gloo => MetricsProvider::Envoy,
+        }
+    }
+
     /// Completes `"<value>" …` in messages: the spellings users may write.
     pub(super) fn expectation() -> String {
         format!(
@@ -224,6 +250,94 @@ impl FromStr for Provider {
 }
 
 impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whose Prometheus series the builtin checks read (`serin.dev/metrics-provider`): the data
+/// plane that sees the canary's requests. The annotation spellings are the serialized names.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsProvider {
+    /// The canary pods' own Linkerd proxies.
+    #[serde(rename = "linkerd")]
+    Linkerd,
+    /// Traefik as the Gateway API implementation: its service backends.
+    #[serde(rename = "traefik")]
+    Traefik,
+    /// ingress-nginx.
+    #[serde(rename = "nginx")]
+    Nginx,
+    /// Gloo's Envoy proxies: the Envoy clusters of Gloo's Upstreams.
+    #[serde(rename = "envoy")]
+    Envoy,
+}
+
+/// The value is not one of [`MetricsProvider::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} {expected}", expected = MetricsProvider::expectation())]
+pub struct UnknownMetricsProvider(pub String);
+
+impl MetricsProvider {
+    pub const ALL: [MetricsProvider; 4] = [
+        MetricsProvider::Linkerd,
+        MetricsProvider::Traefik,
+        MetricsProvider::Nginx,
+        MetricsProvider::Envoy,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricsProvider::Linkerd => "linkerd",
+            MetricsProvider::Traefik => "traefik",
+            MetricsProvider::Nginx => "nginx",
+            MetricsProvider::Envoy => "envoy",
+        }
+    }
+
+    /// Whether this data plane sees the canary's requests when `provider` routes them.
+    /// Linkerd's proxies sit in the canary pods, so they see every request whichever router
+    /// sent it (as long as the pods are meshed); the others are routers themselves and see
+    /// only what they route: Traefik as the Gateway API implementation (`gatewayapi`),
+    /// ingress-nginx (`nginx`), Gloo's Envoy (`gloo`).
+    pub fn observes(self, provider: Provider) -> bool {
+        match self {
+            MetricsProvider::Linkerd => true,
+            MetricsProvider::Traefik => provider == Provider::GatewayApi,
+            MetricsProvider::Nginx => provider == Provider::Nginx,
+            MetricsProvider::Envoy => provider == Provider::Gloo,
+        }
+    }
+
+    /// The metrics providers that can observe `provider`'s releases, in [`Self::ALL`] order.
+    pub fn observing(provider: Provider) -> Vec<MetricsProvider> {
+        Self::ALL
+            .into_iter()
+            .filter(|m| m.observes(provider))
+            .collect()
+    }
+
+    /// Completes `"<value>" …` in messages: the spellings users may write.
+    pub(super) fn expectation() -> String {
+        format!(
+            "is not supported; allowed: {}",
+            Self::ALL.map(Self::as_str).join(", ")
+        )
+    }
+}
+
+impl FromStr for MetricsProvider {
+    type Err = UnknownMetricsProvider;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str() == text)
+            .ok_or_else(|| UnknownMetricsProvider(text.to_owned()))
+    }
+}
+
+impl fmt::Display for MetricsProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -376,6 +490,72 @@ mod tests {
             assert_eq!(json, Some(serde_json::json!(provider.as_str())));
             assert_eq!(provider.as_str().parse(), Ok(provider));
         }
+    }
+
+    #[test]
+    fn metrics_provider_spellings_are_the_serialized_names() {
+        for metrics in MetricsProvider::ALL {
+            let json = serde_json::to_value(metrics).ok();
+            assert_eq!(json, Some(serde_json::json!(metrics.as_str())));
+            assert_eq!(metrics.as_str().parse(), Ok(metrics));
+        }
+        let err = "istio"
+            .parse::<MetricsProvider>()
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some(r#""istio" is not supported; allowed: linkerd, traefik, nginx, envoy"#)
+        );
+    }
+
+    #[test]
+    fn each_provider_defaults_to_its_own_data_plane_which_observes_it() {
+        let defaults = Provider::ALL.map(|p| (p, p.default_metrics_provider()));
+        assert_eq!(
+            defaults,
+            [
+                (Provider::Linkerd, MetricsProvider::Linkerd),
+                (Provider::SmiV1alpha2, MetricsProvider::Linkerd),
+                (Provider::GatewayApi, MetricsProvider::Linkerd),
+                (Provider::Nginx, MetricsProvider::Nginx),
+                (Provider::Gloo, MetricsProvider::Envoy),
+            ]
+        );
+        for (provider, metrics) in defaults {
+            assert!(metrics.observes(provider), "{provider} {metrics}");
+        }
+    }
+
+    #[test]
+    fn linkerd_observes_every_provider_and_each_router_only_its_own() {
+        let observing = Provider::ALL.map(|p| (p, MetricsProvider::observing(p)));
+        use MetricsProvider::{Envoy, Linkerd, Nginx, Traefik};
+        assert_eq!(
+            observing,
+            [
+                (Provider::Linkerd, vec![Linkerd]),
+                (Provider::SmiV1alpha2, vec![Linkerd]),
+                (Provider::GatewayApi, vec![Linkerd, Traefik]),
+                (Provider::Nginx, vec![Linkerd, Nginx]),
+                (Provider::Gloo, vec![Linkerd, Envoy]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_spec_without_metrics_provider_reads_its_providers_data_plane() {
+        let spec = CanarySpec {
+            provider: Provider::Gloo,
+            metrics_provider: None,
+            ..spec()
+        };
+        assert_eq!(spec.effective_metrics_provider(), MetricsProvider::Envoy);
+        let spec = CanarySpec {
+            metrics_provider: Some(MetricsProvider::Linkerd),
+            ..spec
+        };
+        assert_eq!(spec.effective_metrics_provider(), MetricsProvider::Linkerd);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Semantic rules that a JSON Schema cannot say: between annotations (steps and max weight,
-//! provider and `match`, `ingress`, `gateway`), against the pod template (the port exists), and
+//! provider and `match`, `ingress`, `gateway`, `metrics-provider`), against the pod template (the port exists), and
 //! minimums on durations. Each rule skips keys already refused, so one mistake is one line.
 
 use k8s_openapi::api::core::v1::PodSpec;
@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::PodSpec;
 use super::Problem;
 use super::annotations::{Key, Reading, quoted};
 use super::duration::Limits;
-use super::model::{MatchRule, Provider};
+use super::model::{MatchRule, MetricsProvider, Provider};
 
 /// Every containerPort of the pod template, in order; the first is the default port.
 pub(super) fn container_ports(pod: &PodSpec) -> Vec<i32> {
@@ -169,6 +169,27 @@ pub(super) fn check(reading: &mut Reading<'_>, ports: Option<&[i32]>) {
         && provider != Provider::GatewayApi
     {
         refuse(Key::Gateway, only_with(Provider::GatewayApi, provider));
+    }
+
+    if let Some(metrics) = spec.metrics_provider
+        && reading.is_written(Key::MetricsProvider)
+        && usable(&[Key::Provider, Key::MetricsProvider])
+        && !metrics.observes(provider)
+    {
+        let allowed: Vec<&str> = MetricsProvider::observing(provider)
+            .into_iter()
+            .map(MetricsProvider::as_str)
+            .collect();
+        refuse(
+            Key::MetricsProvider,
+            format!(
+                "{} does not see the canary's requests with {} {provider}; allowed with \
+                 {provider}: {}",
+                reading.shown(Key::MetricsProvider),
+                Key::Provider.annotation(),
+                allowed.join(", ")
+            ),
+        );
     }
 
     if let (Some(port), Some(ports)) = (spec.port, ports)
@@ -346,6 +367,76 @@ mod tests {
             ]),
             [
                 "serin.dev/gateway: only applies with serin.dev/provider gatewayapi, not smi:v1alpha2"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_metrics_provider_that_cannot_see_the_providers_requests_is_refused() {
+        for (provider, extra, metrics, allowed) in [
+            ("linkerd", None, "traefik", "linkerd"),
+            ("smi:v1alpha2", None, "nginx", "linkerd"),
+            ("gatewayapi", None, "envoy", "linkerd, traefik"),
+            ("gatewayapi", None, "nginx", "linkerd, traefik"),
+            (
+                "nginx",
+                Some(("serin.dev/ingress", "public")),
+                "traefik",
+                "linkerd, nginx",
+            ),
+            ("gloo", None, "traefik", "linkerd, envoy"),
+            ("gloo", None, "nginx", "linkerd, envoy"),
+        ] {
+            let mut pairs = vec![
+                ("serin.dev/provider", provider),
+                ("serin.dev/metrics-provider", metrics),
+            ];
+            pairs.extend(extra);
+            assert_eq!(
+                refused(&pairs),
+                [format!(
+                    "serin.dev/metrics-provider: {metrics:?} does not see the canary's requests \
+                     with serin.dev/provider {provider}; allowed with {provider}: {allowed}"
+                )],
+            );
+        }
+    }
+
+    #[test]
+    fn linkerd_metrics_work_behind_every_provider_and_each_router_with_its_own() {
+        for (provider, extra, metrics) in [
+            ("linkerd", None, "linkerd"),
+            ("smi:v1alpha2", None, "linkerd"),
+            ("gatewayapi", None, "linkerd"),
+            ("gatewayapi", None, "traefik"),
+            ("nginx", Some(("serin.dev/ingress", "public")), "linkerd"),
+            ("nginx", Some(("serin.dev/ingress", "public")), "nginx"),
+            ("gloo", None, "linkerd"),
+            ("gloo", None, "envoy"),
+        ] {
+            let mut pairs = vec![
+                ("serin.dev/provider", provider),
+                ("serin.dev/metrics-provider", metrics),
+            ];
+            pairs.extend(extra);
+            let spec = enabled(&pairs);
+            assert_eq!(
+                spec.metrics_provider.map(MetricsProvider::as_str),
+                Some(metrics),
+                "{provider}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_provider_does_not_also_refuse_the_metrics_provider() {
+        assert_eq!(
+            refused(&[
+                ("serin.dev/provider", "istio"),
+                ("serin.dev/metrics-provider", "traefik"),
+            ]),
+            [
+                r#"serin.dev/provider: "istio" is not supported; allowed: linkerd, smi:v1alpha2, gatewayapi, nginx, gloo"#
             ]
         );
     }

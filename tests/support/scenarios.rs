@@ -72,6 +72,15 @@ impl Route {
         &[("serin.dev/provider", "gatewayapi")],
         "the HTTPRoute",
     );
+    /// The HTTPRoute as Traefik serves it: the builtin checks read Traefik's series.
+    pub(crate) const GATEWAY_API_TRAEFIK: Route = Route::named_after_the_service(
+        Provider::GatewayApi,
+        &[
+            ("serin.dev/provider", "gatewayapi"),
+            ("serin.dev/metrics-provider", "traefik"),
+        ],
+        "the HTTPRoute",
+    );
     pub(crate) const GLOO: Route = Route::named_after_the_service(
         Provider::Gloo,
         &[("serin.dev/provider", "gloo")],

@@ -1,19 +1,25 @@
 //! Who sees the canary's requests and exports them to Prometheus ([`Observer`]), and so which
 //! series the builtin checks ([`Builtin`]) query: Flagger's metrics observers, one file per
-//! data plane beside its router.
+//! data plane. `serin.dev/metrics-provider` chooses it ([`MetricsProvider`]; by default the
+//! provider's own data plane):
 //!
-//! - `linkerd.rs`: Linkerd's proxies (`linkerd`, `smi:v1alpha2`, `gatewayapi`), SPEC "Metrics";
+//! - `linkerd.rs`: Linkerd's proxies (`linkerd`; the default of `linkerd`, `smi:v1alpha2`,
+//!   `gatewayapi`), SPEC "Metrics";
+//! - `traefik.rs`: Traefik as the Gateway API implementation (`traefik`, with `gatewayapi`);
 //! - `nginx.rs`: ingress-nginx (`nginx`);
-//! - `gloo.rs`: Gloo's Envoy proxies (`gloo`).
+//! - `gloo.rs`: Gloo's Envoy proxies (`envoy`, with `gloo`).
 //!
-//! A new data plane is a file here with its `query`, a variant of [`Observer`], and its line
-//! in [`Observer::of`] and [`Builtin::query_for`].
+//! A new data plane is a file here with its `query`, a [`MetricsProvider`] value, a variant of
+//! [`Observer`], and its line in [`Observer::of`] and [`Builtin::query_for`].
 
 mod gloo;
 mod linkerd;
 mod nginx;
+mod traefik;
 
-use crate::spec::{Builtin, CanarySpec, Duration, Provider};
+pub use traefik::traefik_service;
+
+use crate::spec::{Builtin, CanarySpec, Duration, MetricsProvider};
 
 /// Who sees the canary's requests and exports them to Prometheus, which decides the series
 /// the builtin checks query (Flagger's metrics observers).
@@ -45,23 +51,40 @@ pub enum Observer<'a> {
         /// The port the Upstreams route to; any port when unknown.
         port: Option<i32>,
     },
+    /// Traefik as the Gateway API implementation (`gatewayapi`):
+    /// `traefik_service_requests_total` and `traefik_service_request_duration_seconds` of
+    /// the Traefik service of the HTTPRoute's canary backend
+    /// (`<namespace>-<service>-canary-http-<port>@kubernetesgateway`).
+    Traefik {
+        namespace: &'a str,
+        /// The apex Service, which names the backends.
+        service: &'a str,
+        /// The Service port of the backendRefs; any port when unknown.
+        port: Option<i32>,
+    },
 }
 
 impl<'a> Observer<'a> {
-    /// The observer of a release of the canary Deployment `target` in `namespace`.
+    /// The observer of a release of the canary Deployment `target` in `namespace`: the
+    /// spec's metrics provider (validation has checked that it sees the provider's requests).
     pub fn of(spec: &'a CanarySpec, namespace: &'a str, target: &'a str) -> Self {
-        match spec.provider {
-            Provider::Nginx => Observer::Nginx {
+        match spec.effective_metrics_provider() {
+            MetricsProvider::Nginx => Observer::Nginx {
                 namespace,
                 // Validation requires the Ingress with `nginx`.
                 ingress: spec.ingress.as_deref().unwrap_or(&spec.service),
             },
-            Provider::Gloo => Observer::Gloo {
+            MetricsProvider::Envoy => Observer::Gloo {
                 namespace,
                 service: &spec.service,
                 port: spec.port,
             },
-            Provider::Linkerd | Provider::SmiV1alpha2 | Provider::GatewayApi => Observer::Linkerd {
+            MetricsProvider::Traefik => Observer::Traefik {
+                namespace,
+                service: &spec.service,
+                port: spec.port,
+            },
+            MetricsProvider::Linkerd => Observer::Linkerd {
                 namespace,
                 deployment: target,
             },
@@ -97,6 +120,11 @@ impl Builtin {
                 service,
                 port,
             } => gloo::query(self, namespace, service, port, window),
+            Observer::Traefik {
+                namespace,
+                service,
+                port,
+            } => traefik::query(self, namespace, service, port, window),
         }
     }
 }

@@ -117,6 +117,57 @@ fn gloo_latency_is_the_p99_of_the_canary_upstreams_envoy_request_time_in_millise
     );
 }
 
+/// Traefik's view of the requests sent to the HTTPRoute's canary backend of `web-svc` in
+/// `shop`, on port 8080.
+pub(crate) const TRAEFIK: Observer<'static> = Observer::Traefik {
+    namespace: "shop",
+    service: "web-svc",
+    port: Some(8080),
+};
+
+#[test]
+fn traefik_success_rate_counts_the_non_5xx_requests_of_the_canary_backends_service() {
+    assert_eq!(
+        Builtin::SuccessRate.query_for(&TRAEFIK, Duration::from_secs(60)),
+        "sum(rate(traefik_service_requests_total{service=\"shop-web-svc-canary-http-8080@kubernetesgateway\",code!~\"5.*\"}[1m])) \
+         / sum(rate(traefik_service_requests_total{service=\"shop-web-svc-canary-http-8080@kubernetesgateway\"}[1m])) * 100"
+    );
+}
+
+#[test]
+fn traefik_latency_is_the_p99_of_the_canary_backends_request_duration_in_milliseconds() {
+    assert_eq!(
+        Builtin::Duration.query_for(&TRAEFIK, Duration::from_secs(60)),
+        "histogram_quantile(0.99, sum(rate(traefik_service_request_duration_seconds_bucket{service=\"shop-web-svc-canary-http-8080@kubernetesgateway\"}[1m])) by (le)) * 1000"
+    );
+}
+
+#[test]
+fn traefik_names_the_backend_as_its_gateway_provider_normalizes_it() {
+    // Traefik turns every run of other characters into one `-`: a namespace with `--` in it
+    // is spelled with one in the service label.
+    let observer = Observer::Traefik {
+        namespace: "team--a",
+        service: "web",
+        port: Some(9898),
+    };
+    let query = Builtin::SuccessRate.query_for(&observer, Duration::from_secs(60));
+    assert!(
+        query.contains("service=\"team-a-web-canary-http-9898@kubernetesgateway\""),
+        "{query}"
+    );
+    // Without a known port, the canary backend on any port, the rest matched literally.
+    let any_port = Observer::Traefik {
+        namespace: "shop",
+        service: "web-svc",
+        port: None,
+    };
+    assert_eq!(
+        Builtin::Duration.query_for(&any_port, Duration::from_secs(60)),
+        "histogram_quantile(0.99, sum(rate(traefik_service_request_duration_seconds_bucket{service=~\"shop-web-svc-canary-http-[0-9]+@kubernetesgateway\"}[1m])) by (le)) * 1000"
+    );
+}
+
 #[test]
 fn builtin_queries_write_the_window_as_a_prometheus_duration() {
     for (window, text) in [
@@ -126,7 +177,7 @@ fn builtin_queries_write_the_window_as_a_prometheus_duration() {
         (Duration::from_secs(3_600), "[1h]"),
     ] {
         for builtin in Builtin::ALL {
-            for observer in [LINKERD, NGINX] {
+            for observer in [LINKERD, NGINX, GLOO, TRAEFIK] {
                 let query = builtin.query_for(&observer, window);
                 assert!(query.contains(text), "{query} should contain {text}");
             }

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::crd::CanaryStatus;
-use crate::spec::{Duration, GatewayRef, MatchRule, Provider};
+use crate::spec::{Duration, GatewayRef, MatchRule, MetricsProvider, Provider};
 
 #[derive(CustomResource, Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[kube(
@@ -53,6 +53,9 @@ pub struct Analysis {
     pub matches: Vec<MatchRule>,
     pub success_rate: f64,
     pub latency: Duration,
+    /// Whose series the builtin checks read; the provider's own data plane when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_provider: Option<MetricsProvider>,
     pub metrics_window: Duration,
     /// Name of an `AnalysisTemplate` in the namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -14,6 +14,7 @@
 //!   (pure: router objects and Deployments in, [`Backend`]s out);
 //! - [`nginx`]: canary Ingresses, and the series ingress-nginx exports for them;
 //! - [`gloo`]: Gloo route tables, and the series Gloo's Envoy proxies export for them;
+//! - [`traefik`]: HTTPRoutes as Traefik serves them, and the series Traefik exports for them;
 //! - [`serve`]: the I/O edge that `serin simulate` runs: watches the API server, advances the
 //!   simulator on a tick and serves `/metrics`;
 //! - [`command`]: the hidden `serin simulate` subcommand (its flags, and the runtime it
@@ -24,6 +25,7 @@ pub mod command;
 pub mod gloo;
 pub mod nginx;
 pub mod serve;
+pub mod traefik;
 mod traffic;
 
 use std::collections::BTreeMap;
@@ -133,6 +135,8 @@ pub struct Simulator {
     ingresses: nginx::IngressSimulator,
     /// Requests that enter through Gloo route tables, in Envoy's series.
     envoy: gloo::EnvoySimulator,
+    /// Requests that enter through HTTPRoutes, in Traefik's series.
+    traefik: traefik::TraefikSimulator,
 }
 
 impl Simulator {
@@ -142,6 +146,7 @@ impl Simulator {
             series: Traffic::new(requests_per_second, &BUCKETS_MS, 1.0),
             ingresses: nginx::IngressSimulator::new(requests_per_second),
             envoy: gloo::EnvoySimulator::new(requests_per_second),
+            traefik: traefik::TraefikSimulator::new(requests_per_second),
         }
     }
 
@@ -153,6 +158,11 @@ impl Simulator {
     /// The traffic through Gloo route tables, advanced on its own.
     pub fn envoy(&mut self) -> &mut gloo::EnvoySimulator {
         &mut self.envoy
+    }
+
+    /// The traffic through HTTPRoutes as Traefik counts it, advanced on its own.
+    pub fn traefik(&mut self) -> &mut traefik::TraefikSimulator {
+        &mut self.traefik
     }
 
     /// Accounts for `elapsed` time of traffic split as `backends` say. Weights are used as
@@ -215,6 +225,7 @@ impl Simulator {
         }
         out.push_str(&self.ingresses.render());
         out.push_str(&self.envoy.render());
+        out.push_str(&self.traefik.render());
         out
     }
 }

@@ -1,5 +1,6 @@
 //! The simulator's I/O edge: reflector stores of the router objects Serin owns (label
-//! `serin.dev/owner`; canary Ingresses and Gloo route tables among them) and of Deployments, in all namespaces; a ticker that advances the
+//! `serin.dev/owner`; canary Ingresses and Gloo route tables among them; HTTPRoutes read
+//! twice, for Linkerd's and Traefik's series) and of Deployments, in all namespaces; a ticker that advances the
 //! [`Simulator`] by the time elapsed, with the backends [`backends_of`] maps from the stores;
 //! and a plain-HTTP listener serving `GET /metrics` (Prometheus text) and `/healthz`.
 //!
@@ -31,6 +32,7 @@ use super::backends::{
 };
 use super::gloo::{EnvoyBackend, envoy_backends_of, route_table_kind};
 use super::nginx::{ingress_backends_of, ingress_kind};
+use super::traefik::{TraefikBackend, http_route_kind, traefik_backends_of};
 use super::{Backend, Simulator};
 use crate::release::OWNER_LABEL;
 
@@ -67,6 +69,7 @@ pub async fn serve(
     let mut routers = Vec::new();
     let mut ingresses = None;
     let mut route_tables = None;
+    let mut http_routes = None;
     for kind in router_kinds()
         .into_iter()
         .chain([ingress_kind(), route_table_kind()])
@@ -85,6 +88,11 @@ pub async fn serve(
         match kind.api_resource().kind.as_str() {
             "Ingress" => ingresses = Some((kind, store)),
             "RouteTable" => route_tables = Some((kind, store)),
+            // HTTPRoutes carry Linkerd's traffic and, read again, Traefik's.
+            "HTTPRoute" => {
+                http_routes = Some((http_route_kind(), store.clone()));
+                routers.push((kind, store));
+            }
             _ => routers.push((kind, store)),
         }
     }
@@ -105,6 +113,7 @@ pub async fn serve(
         Edges {
             ingresses,
             route_tables,
+            http_routes,
         },
         deployments,
         simulator.clone(),
@@ -211,6 +220,8 @@ type Lookup<'a> = dyn Fn(&str, &str) -> Option<Arc<Deployment>> + 'a;
 struct Edges {
     ingresses: Option<(RouterKind, Store<DynamicObject>)>,
     route_tables: Option<(RouterKind, Store<DynamicObject>)>,
+    /// The HTTPRoutes again, for Traefik's series of the same requests.
+    http_routes: Option<(RouterKind, Store<DynamicObject>)>,
 }
 
 /// Every `tick`, advances the simulator by the time elapsed with the backends the stores
@@ -241,6 +252,11 @@ async fn tick(
                 envoy_backends_of(k, o, l)
             });
         problems.extend(envoy_problems);
+        // An HTTPRoute that routes nothing is reported once, by the Linkerd reading above.
+        let (through_traefik, _) =
+            current_edge_backends(edges.http_routes.as_ref(), &deployments, |k, o, l| {
+                traefik_backends_of(k, o, l)
+            });
         let now = Instant::now();
         {
             let mut simulator = simulator.lock().unwrap_or_else(PoisonError::into_inner);
@@ -253,6 +269,9 @@ async fn tick(
             let envoy_traffic = simulator.envoy();
             envoy_traffic.advance(now - last, &through_envoy);
             envoy_traffic.retain(&through_envoy);
+            let traefik_traffic = simulator.traefik();
+            traefik_traffic.advance(now - last, &through_traefik);
+            traefik_traffic.retain(&through_traefik);
         }
         last = now;
 
@@ -276,6 +295,12 @@ async fn tick(
                         "{}/route table {} to {}",
                         b.namespace, b.route_table, b.cluster
                     ),
+                    b.weight,
+                )
+            }))
+            .chain(through_traefik.iter().map(|b: &TraefikBackend| {
+                (
+                    format!("{}/traefik route {} to {}", b.namespace, b.route, b.service),
                     b.weight,
                 )
             }))
