@@ -18,6 +18,11 @@
 //! so routed (user) traffic and the load test can be told apart, as Linkerd's `authority`
 //! label does.
 //!
+//! Real pods: a Deployment whose pods run on the local environment's real node (its pod
+//! template selects `serin.dev/node: real`, see `docs/real-node.md`) answers real requests
+//! through a real data plane, which exports its own series. The simulator leaves such
+//! releases alone ([`on_real_node`]): its made-up series would be summed with the real ones.
+//!
 //! The weights are read by the same [`Router`] code the controller writes them with, so the
 //! simulator and Serin cannot disagree about a spelling. Following another kind of router
 //! object is one entry in [`router_kinds`].
@@ -220,6 +225,9 @@ pub fn backends_of<D: Borrow<Deployment>>(
             name,
         });
     };
+    if deployment(&namespace, owner).is_some_and(|d| on_real_node(d.borrow())) {
+        return Ok(Vec::new());
+    }
     let Some(service) = (kind.apex_service)(object) else {
         let (kind, namespace, name) = described();
         return Err(MappingError::NoService {
@@ -265,6 +273,21 @@ pub fn backends_of<D: Borrow<Deployment>>(
             })
         })
         .collect())
+}
+
+/// The node selector of the real node's pods (`hack/node.sh` labels the node with it).
+const REAL_NODE_SELECTOR: (&str, &str) = ("serin.dev/node", "real");
+
+/// Whether the Deployment's pods run on the real node: then real traffic, not the
+/// simulator, makes their series.
+pub fn on_real_node(deployment: &Deployment) -> bool {
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.spec.as_ref())
+        .and_then(|pod| pod.node_selector.as_ref())
+        .and_then(|selector| selector.get(REAL_NODE_SELECTOR.0))
+        .is_some_and(|value| value == REAL_NODE_SELECTOR.1)
 }
 
 /// The load test a Blue/Green analysis gets: `Some` when the router object belongs to a
@@ -377,6 +400,25 @@ mod tests {
         let cluster = [deployment("web", 0, &[]), deployment("web-primary", 2, &[])];
         let backends = map(&split(50), &cluster).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(weights(&backends), [("web-primary", 50), ("web", 0)]);
+    }
+
+    #[test]
+    fn a_release_whose_pods_run_on_the_real_node_gets_no_simulated_traffic() {
+        let mut owner = deployment("web", 2, &[]);
+        let pod = serde_json::from_value(json!({"nodeSelector": {"serin.dev/node": "real"}}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        if let Some(spec) = owner.spec.as_mut() {
+            spec.template.spec = Some(pod);
+        }
+        assert!(on_real_node(&owner));
+        let cluster = [deployment("web-primary", 2, &[]), owner];
+        assert_eq!(map(&split(30), &cluster), Ok(Vec::new()));
+        // The same release on kwok's fake node is simulated.
+        let cluster = [deployment("web-primary", 2, &[]), deployment("web", 2, &[])];
+        assert_eq!(
+            weights(&map(&split(30), &cluster).unwrap_or_default()),
+            vec![("web-primary", 70), ("web", 30)]
+        );
     }
 
     #[test]
