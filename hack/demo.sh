@@ -4,6 +4,17 @@
 # canary weight, success rate, p99, failed checks, about once a second) is recorded as JSON
 # lines and drawn as an SVG chart (`serin demo-chart`), both under .serin/demo/.
 #
+# Two data planes:
+#   real       (default) podinfo's real pods on the real node, behind Traefik (Gateway API),
+#              loaded by Flagger's load tester running hey; the checks read Traefik's series,
+#              and each live line counts the requests the canary's pods answered. Releases
+#              are made as users make them, with `kubectl set env`; the bad one turns on
+#              podinfo's own random errors.
+#   simulated  kwok's fake pods, the SMI/Linkerd provider, and the traffic simulator's
+#              series: the providers with no data plane here (Linkerd, NGINX, Gloo) are only
+#              ever shown this way.
+#
+#   DEMO_DATA_PLANE=real|simulated
 #   DEMO_SHORT=1        fewer steps and shorter intervals (what tests/e2e_demo.rs runs)
 #   DEMO_NAMESPACE=NS   the namespace to use (recreated; default serin-demo)
 #   DEMO_OUT=DIR        where timelines and charts go (default .serin/demo)
@@ -11,11 +22,21 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 NS=${DEMO_NAMESPACE:-serin-demo}
+PLANE=${DEMO_DATA_PLANE:-real}
+case $PLANE in real|simulated) ;; *) die "DEMO_DATA_PLANE=$PLANE: allowed: real, simulated" ;; esac
 OUT=${DEMO_OUT:-$STATE/demo}
 SERIN=$ROOT/target/${SERIN_PROFILE:-debug}/serin # built by hack/serin.sh up
 # The release settings; the limits are also recorded with every sample, for the charts.
 MIN_SUCCESS_RATE=99 MAX_P99_MS=500
-if [ "${DEMO_SHORT:-0}" = 1 ]; then
+if [ "$PLANE" = real ]; then
+  # Real requests: each check needs a window with enough of them (the load tester sends
+  # 20 per second), and Traefik takes up a new weight within 2 s.
+  if [ "${DEMO_SHORT:-0}" = 1 ]; then
+    INTERVAL=8 STEP=30 MAX_WEIGHT=60 THRESHOLD=2 WINDOW=15s POLL=0.5 REPLICAS=1
+  else
+    INTERVAL=10 STEP=20 MAX_WEIGHT=60 THRESHOLD=2 WINDOW=20s POLL=1 REPLICAS=2
+  fi
+elif [ "${DEMO_SHORT:-0}" = 1 ]; then
   INTERVAL=2 STEP=30 MAX_WEIGHT=60 THRESHOLD=3 WINDOW=5s POLL=0.5 REPLICAS=1
 else
   INTERVAL=3 STEP=20 MAX_WEIGHT=60 THRESHOLD=3 WINDOW=10s POLL=1 REPLICAS=3
@@ -27,10 +48,23 @@ mkdir -p "$OUT"
 "$ROOT/hack/prometheus.sh" up
 "$ROOT/hack/serin.sh" up
 "$ROOT/hack/simulator.sh" up
+TRAEFIK_METRICS="" PODINFO_IMAGE="" LOADTESTER_IMAGE="" TRAEFIK_URL="" TRAEFIK_GATEWAY=""
+if [ "$PLANE" = real ]; then
+  "$ROOT/hack/node.sh" up
+  "$ROOT/hack/podtargets.sh" up
+  "$ROOT/hack/traefik.sh" up
+  # shellcheck source=/dev/null
+  source "$STATE/node/node.env"
+  # shellcheck source=/dev/null
+  source "$STATE/traefik/traefik.env"
+fi
 export KUBECONFIG=$STATE/cluster/kubeconfig
 k() { "$K8S_BIN/kubectl" "$@"; }
 
-# podinfo VERSION ERROR_RATE LATENCY_MS [ANNOTATIONS...]: the sample Deployment as YAML.
+# podinfo VERSION ERROR_RATE LATENCY_MS [ANNOTATIONS...]: the sample Deployment as YAML. With
+# the real data plane, VERSION is podinfo's UI message (the image is the one podinfo built
+# here) and the error rate and latency are podinfo's own: ERROR_RATE 0 or "random" (its
+# --random-error mode); without it they are the simulator's annotations and VERSION the tag.
 podinfo() {
   local version=$1 errors=$2 latency=$3; shift 3
   cat <<YAML
@@ -45,6 +79,26 @@ spec:
   replicas: $REPLICAS
   selector: {matchLabels: {app: podinfo}}
   template:
+YAML
+  if [ "$PLANE" = real ]; then
+    cat <<YAML
+    metadata:
+      labels: {app: podinfo}
+      annotations: {prometheus.io/scrape: "true", prometheus.io/port: "9898"}
+    spec:
+      nodeSelector: {serin.dev/node: real}
+      tolerations: [{key: serin.dev/node, operator: Equal, value: real, effect: NoSchedule}]
+      containers:
+      - name: podinfo
+        image: $PODINFO_IMAGE
+        imagePullPolicy: Never
+        command: [/podinfo, --port=9898, --level=warn]
+        env: [{name: PODINFO_UI_MESSAGE, value: "$version"}]
+        ports: [{containerPort: 9898, name: http}]
+        readinessProbe: {httpGet: {path: /readyz, port: 9898}, periodSeconds: 2, failureThreshold: 10}
+YAML
+  else
+    cat <<YAML
     metadata:
       labels: {app: podinfo}
       annotations: {simulate.serin.dev/error-rate: "$errors", simulate.serin.dev/latency-ms: "$latency"}
@@ -52,16 +106,43 @@ spec:
       containers:
       - {name: podinfo, image: "ghcr.io/stefanprodan/podinfo:$version", ports: [{containerPort: 9898, name: http}]}
 YAML
+  fi
 }
 SETTINGS=('serin.dev/enabled: "true"' "serin.dev/interval: ${INTERVAL}s"
   "serin.dev/step-weight: \"$STEP\"" "serin.dev/max-weight: \"$MAX_WEIGHT\""
   "serin.dev/threshold: \"$THRESHOLD\"" "serin.dev/metrics-window: $WINDOW"
   "serin.dev/success-rate: \"$MIN_SUCCESS_RATE\"" "serin.dev/latency: ${MAX_P99_MS}ms")
+if [ "$PLANE" = real ]; then
+  SETTINGS+=("serin.dev/provider: gatewayapi" "serin.dev/gateway: $TRAEFIK_GATEWAY"
+    "serin.dev/metrics-provider: traefik" "serin.dev/analysis: load")
+fi
 
-# sample TIMELINE START BEFORE: reads the Canary (JSON) on stdin and prints "SECONDS<TAB>LINE"
-# for the live view. Once Serin has taken up the new revision (status.revision is no longer
-# BEFORE, the one from before the apply), the line starts with the phase and the sample is
-# appended to TIMELINE as one JSON object; START is when the new version was applied.
+# canary_counts: "REQUESTS FAILED" the canary backend of Traefik answered so far (5xx count
+# as failed, as in the success-rate check); "- -" with simulated traffic.
+COUNTS='
+import sys, urllib.request
+url, service = sys.argv[1], sys.argv[2]
+total = failed = 0
+for line in urllib.request.urlopen(url, timeout=3).read().decode().splitlines():
+    if line.startswith("traefik_service_requests_total{") and ("service=\"%s\"" % service) in line:
+        value = int(float(line.rsplit(" ", 1)[1]))
+        total += value
+        failed += value if "code=\"5" in line else 0
+print(total, failed)
+'
+canary_counts() {
+  if [ "$PLANE" = real ]; then
+    python3 -c "$COUNTS" "$TRAEFIK_METRICS" "$NS-podinfo-canary-http-9898@kubernetesgateway" 2>/dev/null || echo "- -"
+  else
+    echo "- -"
+  fi
+}
+
+# sample TIMELINE START BEFORE MIN_SR MAX_P99 COUNTS BASE: reads the Canary (JSON) on stdin and
+# prints "SECONDS<TAB>LINE" for the live view. Once Serin has taken up the new revision
+# (status.revision is no longer BEFORE, the one from before the change), the line starts with
+# the phase and the sample is appended to TIMELINE as one JSON object; START is when the new
+# version was applied. COUNTS and BASE are canary_counts now and at the start.
 SAMPLE='
 import datetime, json, sys, time
 timeline, start, before = sys.argv[1], float(sys.argv[2]), sys.argv[3]
@@ -87,30 +168,39 @@ sample = {
     "minSuccessRate": float(sys.argv[4]),
     "maxP99Ms": float(sys.argv[5]),
 }
+counts, base = sys.argv[6].split(), sys.argv[7].split()
+served = ""
+if "-" not in counts + base:
+    sample["canaryRequests"] = int(counts[0]) - int(base[0])
+    sample["canaryFailures"] = int(counts[1]) - int(base[1])
+    served = "   canary answered %d (%d failed)" % (sample["canaryRequests"], sample["canaryFailures"])
 with open(timeline, "a") as out:
     out.write(json.dumps(sample) + "\n")
 def show(value, unit):
     return "-" if value is None else "%.1f%s" % (value, unit)
-print("%d\t%-17s weight %3d%%   success rate %7s   p99 %8s   failed checks %d" % (
+print("%d\t%-17s weight %3d%%   success rate %7s   p99 %8s   failed checks %d%s" % (
     elapsed, sample["phase"], sample["canaryWeight"], show(sample["successRate"], "%"),
-    show(sample["p99Ms"], "ms"), sample["failedChecks"]))
+    show(sample["p99Ms"], "ms"), sample["failedChecks"], served))
 '
 
-# release VERSION ERROR_RATE LATENCY_MS TITLE TIMEOUT: applies the version and shows one line
-# per change of phase, weight or measured values until the release ends (Succeeded or
-# Failed), recording every sample in .serin/demo/podinfo-VERSION.jsonl; then draws the chart.
+# release VERSION TITLE TIMEOUT CHANGE...: makes the change (a command) and shows one line per
+# change of phase, weight or measured values until the release ends (Succeeded or Failed),
+# recording every sample in .serin/demo/podinfo-VERSION.jsonl; then draws the chart.
 release() {
-  local version=$1 errors=$2 latency=$3 title=$4 timeout=$5
+  local version=$1 title=$2 timeout=$3; shift 3
   local timeline=$OUT/podinfo-$version.jsonl chart=$OUT/podinfo-$version.svg
-  local before start deadline last="" out seconds line outcome=""
+  local before start deadline last="" out seconds line outcome="" base
   before=$(k -n "$NS" get canary podinfo -o jsonpath='{.status.revision}')
+  base=$(canary_counts)
   : >"$timeline"
   start=$(date +%s.%N)
   deadline=$(( $(date +%s) + timeout ))
-  podinfo "$version" "$errors" "$latency" "${SETTINGS[@]}" | k apply -f - | sed 's/^/  /'
+  [ "$1" = "$K8S_BIN/kubectl" ] && echo "  \$ kubectl ${*:2}"
+  "$@" | sed 's/^/  /'
   while [ "$(date +%s)" -lt "$deadline" ]; do
     out=$(k -n "$NS" get canary podinfo -o json 2>/dev/null |
-      python3 -c "$SAMPLE" "$timeline" "$start" "$before" "$MIN_SUCCESS_RATE" "$MAX_P99_MS" || true)
+      python3 -c "$SAMPLE" "$timeline" "$start" "$before" "$MIN_SUCCESS_RATE" "$MAX_P99_MS" \
+        "$(canary_counts)" "$base" || true)
     IFS=$'\t' read -r seconds line <<<"$out"
     if [ "$line" != "$last" ]; then
       printf '  [%3ds] %s\n' "$seconds" "$line"
@@ -124,32 +214,87 @@ release() {
   [ -n "$outcome" ] || die "the release of $version did not finish within $timeout s (chart so far: $chart)"
 }
 CHARTS=()
+apply() { podinfo "$@" | k apply -f -; }
 
 step "A fresh namespace"
 k delete namespace "$NS" --ignore-not-found --wait=true >/dev/null
 k create namespace "$NS" >/dev/null
 
-step "A Deployment you already run: podinfo 6.7.0, $REPLICAS replicas (made Ready by kwok)"
-podinfo 6.7.0 0 30 'app.kubernetes.io/part-of: demo' | k apply -f - | sed 's/^/  /'
+if [ "$PLANE" = real ]; then
+  FIRST=v1 GOOD=v2 BAD=v3
+  step "Data plane: REAL. podinfo $(sed 's/.*://' <<<"$PODINFO_IMAGE") pods on the real node (kubelet + containerd), Traefik $TRAEFIK_VERSION as the Gateway API proxy ($TRAEFIK_GATEWAY at $TRAEFIK_URL), load from Flagger's load tester running hey; the checks read Traefik's series"
+  k -n "$NS" apply -f - <<YAML | sed 's/^/  /'
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: loadtester}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: loadtester}}
+  template:
+    metadata: {labels: {app: loadtester}}
+    spec:
+      nodeSelector: {serin.dev/node: real}
+      tolerations: [{key: serin.dev/node, operator: Equal, value: real, effect: NoSchedule}]
+      containers:
+      - name: loadtester
+        image: $LOADTESTER_IMAGE
+        imagePullPolicy: Never
+        args: [-port=8080, -timeout=1h, -log-level=info, -zap-encoding=console]
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 1}
+YAML
+  k -n "$NS" rollout status deployment/loadtester --timeout=90s | sed 's/^/  /'
+  LOADTESTER=http://$(k -n "$NS" get pods -l app=loadtester -o jsonpath='{.items[0].status.podIP}'):8080/
+  echo "  the AnalysisTemplate 'load' calls it at every check (Flagger's rollout webhook payload): hey -z 5m -q 10 -c 2 $TRAEFIK_URL/"
+  k -n "$NS" apply -f - <<YAML | sed 's/^/  /'
+apiVersion: serin.dev/v1beta1
+kind: AnalysisTemplate
+metadata: {name: load}
+spec:
+  webhooks:
+  - name: load-test
+    type: rollout
+    url: $LOADTESTER
+    timeout: 5s
+    metadata: {type: cmd, cmd: "hey -z 5m -q 10 -c 2 $TRAEFIK_URL/"}
+YAML
+else
+  FIRST=6.7.0 GOOD=6.7.1 BAD=6.8.0
+  step "Data plane: SIMULATED. kwok's fake pods, the SMI/Linkerd provider, success rate and latency written by the traffic simulator (no local Linkerd, NGINX or Gloo)"
+fi
+
+step "A Deployment you already run: podinfo $FIRST, $REPLICAS replicas"
+apply "$FIRST" 0 30 'app.kubernetes.io/part-of: demo' | sed 's/^/  /'
 k -n "$NS" rollout status deployment/podinfo --timeout=90s | sed 's/^/  /'
 
 step "Opting in with mistakes: Serin refuses the change at apply time, naming each"
-podinfo 6.7.0 0 30 'serin.dev/enabled: "true"' 'serin.dev/step-weight: "0"' \
-  'serin.dev/provider: istio' 'serin.dev/intervall: 30s' |
-  k apply -f - 2>&1 | sed -n 's/.*\(admission webhook\)/\1/; /admission webhook/,$p' | sed 's/^/  /' || true
+apply "$FIRST" 0 30 'serin.dev/enabled: "true"' 'serin.dev/step-weight: "0"' \
+  'serin.dev/provider: istio' 'serin.dev/intervall: 30s' 2>&1 |
+  sed -n 's/.*\(admission webhook\)/\1/; /admission webhook/,$p' | sed 's/^/  /' || true
 
 step "Opting in correctly: the webhook creates the primary at once (kubectl prints it), the controller the rest"
-podinfo 6.7.0 0 30 "${SETTINGS[@]}" | k apply -f - 2>&1 | sed 's/^/  /'
+apply "$FIRST" 0 30 "${SETTINGS[@]}" 2>&1 | sed 's/^/  /'
 k -n "$NS" wait canary/podinfo --for=jsonpath='{.status.phase}'=Initialized --timeout=90s >/dev/null
-k -n "$NS" get deployments,services,trafficsplits,canaries | sed 's/^/  /'
-
-step "Release 6.7.1 (healthy: no errors, 30 ms): shifted $STEP% at a time, checked every $INTERVAL s"
-release 6.7.1 0 30 "healthy (no errors, 30 ms)" 180
-echo "  primary now runs: $(k -n "$NS" get deployment podinfo-primary -o jsonpath='{.spec.template.spec.containers[0].image}')"
-
-step "Release 6.8.0 (broken: 25% of requests fail): rolled back after $THRESHOLD failed checks"
-release 6.8.0 0.25 30 "broken (25% of requests fail)" 180
-echo "  primary still runs: $(k -n "$NS" get deployment podinfo-primary -o jsonpath='{.spec.template.spec.containers[0].image}')"
+if [ "$PLANE" = real ]; then
+  k -n "$NS" get deployments,services,httproutes,canaries,pods -o wide | cut -c1-150 | sed 's/^/  /'
+  echo "  through Traefik: $(curl -s -m 3 "$TRAEFIK_URL/" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%s answered %r" % (d["hostname"], d["message"]))')"
+  step "Release $GOOD (healthy), as users release: kubectl set env; shifted $STEP% at a time, checked every $INTERVAL s"
+  release "$GOOD" "healthy (real pods, real requests)" 240 \
+    "$K8S_BIN/kubectl" -n "$NS" set env deployment/podinfo PODINFO_UI_MESSAGE="$GOOD"
+  echo "  primary now answers: $(k -n "$NS" get deployment podinfo-primary -o jsonpath='{.spec.template.spec.containers[0].env[0].value}')"
+  step "Release $BAD (broken: podinfo's own random errors, a third of its answers fail): rolled back after $THRESHOLD failed checks"
+  release "$BAD" "broken (podinfo --random-error)" 240 \
+    "$K8S_BIN/kubectl" -n "$NS" set env deployment/podinfo PODINFO_UI_MESSAGE="$BAD" PODINFO_RANDOM_ERROR=true
+  echo "  primary still answers: $(k -n "$NS" get deployment podinfo-primary -o jsonpath='{.spec.template.spec.containers[0].env[0].value}')"
+else
+  k -n "$NS" get deployments,services,trafficsplits,canaries | sed 's/^/  /'
+  step "Release $GOOD (healthy: no errors, 30 ms): shifted $STEP% at a time, checked every $INTERVAL s"
+  release "$GOOD" "healthy (no errors, 30 ms)" 180 apply "$GOOD" 0 30 "${SETTINGS[@]}"
+  echo "  primary now runs: $(k -n "$NS" get deployment podinfo-primary -o jsonpath='{.spec.template.spec.containers[0].image}')"
+  step "Release $BAD (broken: 25% of requests fail): rolled back after $THRESHOLD failed checks"
+  release "$BAD" "broken (25% of requests fail)" 180 apply "$BAD" 0.25 30 "${SETTINGS[@]}"
+  echo "  primary still runs: $(k -n "$NS" get deployment podinfo-primary -o jsonpath='{.spec.template.spec.containers[0].image}')"
+fi
 
 step "What Serin recorded (kubectl get events)"
 k -n "$NS" get events --field-selector involvedObject.kind=Deployment,involvedObject.name=podinfo \
@@ -159,4 +304,4 @@ k -n "$NS" get events --field-selector involvedObject.kind=Deployment,involvedOb
 step "Timeline charts, one per release (open them in a browser)"
 for chart in "${CHARTS[@]}"; do echo "  $chart"; done
 
-step "Done. KUBECONFIG=$KUBECONFIG; 'make down' stops everything."
+step "Done ($PLANE data plane). KUBECONFIG=$KUBECONFIG; 'make down' stops everything."

@@ -1,7 +1,9 @@
 //! `make demo`, short, on the real local environment: `hack/demo.sh` with `DEMO_SHORT=1`, in a
 //! namespace of its own and writing to a directory of its own under `.serin/demo/`, releases a
 //! good and a broken version; then the timelines and SVG charts it wrote are read back. The
-//! demo always runs on the local environment (it starts it), whatever `KUBECONFIG` says.
+//! demo always runs on the local environment (it starts it), whatever `KUBECONFIG` says. Both
+//! data planes: the real one (podinfo's pods on the real node behind Traefik, the load
+//! tester's requests) and the simulated one (kwok, the SMI/Linkerd provider, the simulator).
 
 mod support;
 
@@ -19,8 +21,26 @@ use support::svg::{self, Element};
 /// A cold first run builds the local control plane before the demo starts; `make test`
 /// starts the environment first, so this is a warm run's budget with room to spare.
 const DEMO_TIMEOUT: Duration = Duration::from_secs(600);
-const PROMOTED: &str = "6.7.1";
-const ROLLED_BACK: &str = "6.8.0";
+/// A data plane of the demo (`DEMO_DATA_PLANE`) and the names of its two releases.
+struct Plane {
+    name: &'static str,
+    promoted: &'static str,
+    rolled_back: &'static str,
+}
+
+const REAL: Plane = Plane {
+    name: "real",
+    promoted: "v2",
+    rolled_back: "v3",
+};
+const SIMULATED: Plane = Plane {
+    name: "simulated",
+    promoted: "6.7.1",
+    rolled_back: "6.8.0",
+};
+/// One demo at a time on the shared local environment: the real one holds Traefik's
+/// Gateway, whose routes must not overlap.
+static DEMO: Mutex<()> = Mutex::new(());
 const SERIES: [&str; 3] = ["canary-weight", "success-rate", "p99-latency"];
 
 /// The demo's namespace, deleted when the test ends (pass or fail) unless `SERIN_E2E_KEEP`
@@ -52,10 +72,11 @@ impl Drop for DemoNamespace {
 
 /// Runs the short demo; its output (stdout and stderr, each line also echoed to the test's
 /// stderr as it comes) and whether it succeeded. Killed after `DEMO_TIMEOUT`.
-fn run_demo(namespace: &str, out: &Path) -> (bool, String) {
+fn run_demo(plane: &Plane, namespace: &str, out: &Path) -> (bool, String) {
     let script = support::repo_root().join("hack/demo.sh");
     let mut child = Command::new(&script)
         .env("DEMO_SHORT", "1")
+        .env("DEMO_DATA_PLANE", plane.name)
         .env("DEMO_NAMESPACE", namespace)
         .env("DEMO_OUT", out)
         .stdin(Stdio::null())
@@ -213,18 +234,63 @@ fn assert_drawn(chart: &Element, version: &str) {
 
 #[test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
-fn the_short_demo_writes_one_chart_per_release_showing_how_each_ended() {
-    let namespace = DemoNamespace(format!("e2e-demo-{}", std::process::id()));
+fn the_short_demo_on_real_pods_counts_the_real_requests_the_canary_answered() {
+    let (promoted, rolled_back, output) = short_demo(&REAL);
+    assert!(
+        output.contains("Data plane: REAL"),
+        "the demo says its data plane is real"
+    );
+    let served = |samples: &[Sample]| {
+        let last = samples.last().expect("samples");
+        (last.canary_requests, last.canary_failures)
+    };
+    let (requests, failures) = served(&promoted);
+    assert!(
+        requests.is_some_and(|n| n > 0) && failures == Some(0),
+        "the promoted canary answered real requests, none failed: {requests:?}, {failures:?}"
+    );
+    let (requests, failures) = served(&rolled_back);
+    assert!(
+        requests.is_some_and(|n| n > 0) && failures.is_some_and(|n| n > 0),
+        "the rolled-back canary answered real requests, some failed: {requests:?}, {failures:?}"
+    );
+    assert!(
+        output.contains("canary answered"),
+        "the live lines count the canary's requests"
+    );
+}
+
+#[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
+fn the_short_simulated_demo_writes_one_chart_per_release_showing_how_each_ended() {
+    let (promoted, _, output) = short_demo(&SIMULATED);
+    assert!(
+        output.contains("Data plane: SIMULATED"),
+        "the demo says its data plane is simulated"
+    );
+    assert!(
+        promoted.iter().all(|s| s.canary_requests.is_none()),
+        "no request counts without real requests"
+    );
+}
+
+/// Runs the short demo on `plane` and checks what every demo must show; the timelines of the
+/// promoted and the rolled-back release, and the demo's output.
+fn short_demo(plane: &Plane) -> (Vec<Sample>, Vec<Sample>, String) {
+    let _one = DEMO.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (promoted_version, rolled_back_version) = (plane.promoted, plane.rolled_back);
+    let namespace = DemoNamespace(format!("e2e-demo-{}-{}", plane.name, std::process::id()));
     let out: PathBuf = support::repo_root().join(".serin/demo").join(&namespace.0);
     let _ = std::fs::remove_dir_all(&out);
 
-    let (ok, output) = run_demo(&namespace.0, &out);
+    let (ok, output) = run_demo(plane, &namespace.0, &out);
     assert!(
         ok,
-        "hack/demo.sh (DEMO_SHORT=1) failed; its last lines:\n{}",
+        "hack/demo.sh (DEMO_SHORT=1, DEMO_DATA_PLANE={}) failed; its last lines:\n{}",
+        plane.name,
         last_lines(&output, 60)
     );
-    for version in [PROMOTED, ROLLED_BACK] {
+    for version in [promoted_version, rolled_back_version] {
         let path = out.join(format!("podinfo-{version}.svg"));
         assert!(
             output.contains(&path.display().to_string()),
@@ -233,7 +299,7 @@ fn the_short_demo_writes_one_chart_per_release_showing_how_each_ended() {
         );
     }
     let expected = |extension: &str| -> BTreeSet<String> {
-        [PROMOTED, ROLLED_BACK]
+        [promoted_version, rolled_back_version]
             .iter()
             .map(|version| format!("podinfo-{version}.{extension}"))
             .collect()
@@ -250,8 +316,8 @@ fn the_short_demo_writes_one_chart_per_release_showing_how_each_ended() {
     );
 
     // The timelines: what the charts are drawn from.
-    let promoted = timeline(&out, PROMOTED);
-    let rolled_back = timeline(&out, ROLLED_BACK);
+    let promoted = timeline(&out, promoted_version);
+    let rolled_back = timeline(&out, rolled_back_version);
     assert!(
         promoted.len() > 1 && rolled_back.len() > 1,
         "more than one sample each"
@@ -270,8 +336,8 @@ fn the_short_demo_writes_one_chart_per_release_showing_how_each_ended() {
     );
 
     // The charts.
-    let promoted_chart = chart(&out, PROMOTED);
-    assert_drawn(&promoted_chart, PROMOTED);
+    let promoted_chart = chart(&out, promoted_version);
+    assert_drawn(&promoted_chart, promoted_version);
     let bands = phase_bands(&promoted_chart);
     assert_eq!(
         bands.last().map(String::as_str),
@@ -289,8 +355,8 @@ fn the_short_demo_writes_one_chart_per_release_showing_how_each_ended() {
         "the weight steps up through at least two levels above zero: {weight_levels:?}"
     );
 
-    let rolled_back_chart = chart(&out, ROLLED_BACK);
-    assert_drawn(&rolled_back_chart, ROLLED_BACK);
+    let rolled_back_chart = chart(&out, rolled_back_version);
+    assert_drawn(&rolled_back_chart, rolled_back_version);
     let bands = phase_bands(&rolled_back_chart);
     assert_eq!(
         bands.last().map(String::as_str),
@@ -304,6 +370,7 @@ fn the_short_demo_writes_one_chart_per_release_showing_how_each_ended() {
     );
 
     let _ = std::fs::remove_dir_all(&out);
+    (promoted, rolled_back, output)
 }
 
 #[test]

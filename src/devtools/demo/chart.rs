@@ -107,8 +107,15 @@ fn subtitle(samples: &[Sample]) -> String {
         Some(time) => format!(", from {time}"),
         None => String::new(),
     };
+    let served = match (last.canary_requests, last.canary_failures) {
+        (Some(requests), failures) => format!(
+            " The canary's pods answered {requests} real requests ({} failed).",
+            failures.unwrap_or(0)
+        ),
+        (None, _) => String::new(),
+    };
     format!(
-        "{} samples over {} s{started}. Success rate and p99 are the values of Serin's latest check.",
+        "{} samples over {} s{started}. Success rate and p99 are the values of Serin's latest check.{served}",
         samples.len(),
         trim_number(last.elapsed - first.elapsed.min(0.0), 1)
     )
@@ -593,6 +600,8 @@ mod tests {
             failed_checks: 0,
             min_success_rate: Some(99.0),
             max_p99_ms: Some(500.0),
+            canary_requests: None,
+            canary_failures: None,
         }
     }
 
@@ -639,6 +648,22 @@ mod tests {
             .skip(1)
             .map(|rest| rest[..rest.find('"').expect("phase ends")].to_owned())
             .collect()
+    }
+
+    #[test]
+    fn the_subtitle_counts_the_real_requests_the_canary_answered_only_when_known() {
+        let mut samples = promoted();
+        assert!(!subtitle(&samples).contains("real requests"));
+        if let Some(last) = samples.last_mut() {
+            last.canary_requests = Some(412);
+            last.canary_failures = Some(37);
+        }
+        assert!(
+            subtitle(&samples)
+                .ends_with("The canary's pods answered 412 real requests (37 failed)."),
+            "{}",
+            subtitle(&samples)
+        );
     }
 
     #[test]

@@ -41,6 +41,15 @@ pub struct Sample {
     /// The highest p99 latency the release accepts (`serin.dev/latency`), if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_p99_ms: Option<f64>,
+    /// Requests the canary's pods answered since the release began, as the real data plane
+    /// counted them (Traefik's `traefik_service_requests_total` of the canary backend);
+    /// absent with simulated traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_requests: Option<u64>,
+    /// Of those, the ones answered with a 5xx status (what the success-rate check counts as
+    /// failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_failures: Option<u64>,
 }
 
 /// A timeline file that cannot be read as samples.
@@ -101,6 +110,8 @@ mod tests {
                 failed_checks: 1,
                 min_success_rate: Some(99.0),
                 max_p99_ms: Some(500.0),
+                canary_requests: None,
+                canary_failures: None,
             }]
         );
     }
