@@ -282,7 +282,7 @@ if [ "$PLANE" = real ]; then
   release "$GOOD" "healthy (real pods, real requests)" 240 \
     "$K8S_BIN/kubectl" -n "$NS" set env deployment/podinfo PODINFO_UI_MESSAGE="$GOOD"
   echo "  primary now answers: $(k -n "$NS" get deployment podinfo-primary -o jsonpath='{.spec.template.spec.containers[0].env[0].value}')"
-  step "Release $BAD (broken: podinfo's own random errors, a third of its answers fail): rolled back after $THRESHOLD failed checks"
+  step "Release $BAD (broken: podinfo's own random errors, a third of its answers are 500, 400 or 409; the check counts the 5xx): rolled back after $THRESHOLD failed checks"
   release "$BAD" "broken (podinfo --random-error)" 240 \
     "$K8S_BIN/kubectl" -n "$NS" set env deployment/podinfo PODINFO_UI_MESSAGE="$BAD" PODINFO_RANDOM_ERROR=true
   echo "  primary still answers: $(k -n "$NS" get deployment podinfo-primary -o jsonpath='{.spec.template.spec.containers[0].env[0].value}')"

@@ -87,7 +87,9 @@ up() {
   local bin; bin=$CACHE/traefik-$TRAEFIK_VERSION/bin/traefik
   "$ROOT/hack/deps.sh" traefik >/dev/null
   "$ROOT/hack/crds.sh" up >/dev/null
+  # Restarted when the cluster, the node's address or this script (its flags) changed.
   if alive "$T/traefik.pid" && [ "$T/traefik.pid" -nt "$KUBECONFIG_FILE" ] &&
+    [ "$T/traefik.pid" -nt "$0" ] &&
     grep -qx "TRAEFIK_URL=http://$NODE_IP:[0-9]*" "$T/traefik.env" 2>/dev/null &&
     pinged >/dev/null 2>&1 && programmed; then
     register "$(cat "$T/metrics-port")"
@@ -100,8 +102,9 @@ up() {
   while [ "$metrics" = "$web" ]; do metrics=$(free_port); done
   echo "$metrics" >"$T/metrics-port"
   apply_gateway "$web"
-  # Offline: no version check, no usage reports. Only the Gateway API provider: nothing else
-  # of the cluster (Ingresses, Traefik's own CRDs) is read.
+  # Offline: no version check, no usage reports. Latency buckets finer than Traefik's
+  # default (0.1, 0.3, 1.2, 5 s), which reads a 1 ms p99 as about 99 ms. Only the Gateway
+  # API provider: nothing else of the cluster (Ingresses, Traefik's own CRDs) is read.
   KUBECONFIG=$KUBECONFIG_FILE start_bg traefik "$T/traefik.pid" "$T/traefik.log" "$bin" \
     --global.checkNewVersion=false --global.sendAnonymousUsage=false \
     --log.level=INFO \
@@ -110,6 +113,7 @@ up() {
     --ping=true --ping.entryPoint=metrics \
     --metrics.prometheus=true --metrics.prometheus.entryPoint=metrics \
     --metrics.prometheus.addServicesLabels=true --metrics.prometheus.addEntryPointsLabels=true \
+    --metrics.prometheus.buckets=0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5 \
     --providers.kubernetesgateway=true
   wait_for traefik "$T/traefik.log" 60 pinged
   wait_for "the Gateway $GATEWAY_NAMESPACE/$GATEWAY_NAME to be Programmed by traefik" \
