@@ -16,6 +16,10 @@ use support::release::{Version, weights_until};
 use support::scenarios::{FAILING, RELEASE, Release, Route, SETTLE};
 use support::wait_until;
 
+/// How soon a deleted canary's series must go: the Canary's deletion reaches Serin's watch
+/// in about a second; the sweep behind it runs once a minute.
+const GONE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// The `serin_canary_*` series of the canary `ns/web` on Serin's admin port, keyed by the
 /// series without its `namespace` and `name` labels: `serin_canary_weight`,
 /// `serin_canary_phase{phase="Succeeded"}`, ...
@@ -136,7 +140,10 @@ async fn the_weight_metric_rises_step_by_step_the_promotion_is_counted_and_delet
         .delete("web", &DeleteParams::background())
         .await
         .expect("delete web");
-    wait_until("the series of the deleted canary to go", SETTLE, || async {
+    // Well within the minute after which the sweep would remove them: the Canary watch's
+    // deletion did.
+    let deleted = std::time::Instant::now();
+    wait_until("the series of the deleted canary to go", GONE, || async {
         let left = scrape(ns).await;
         match left.is_empty() {
             true => Ok(()),
@@ -144,6 +151,10 @@ async fn the_weight_metric_rises_step_by_step_the_promotion_is_counted_and_delet
         }
     })
     .await;
+    eprintln!(
+        "weights scraped {seen:?}; release took {duration} s; series gone {:?} after the delete",
+        deleted.elapsed()
+    );
 }
 
 #[tokio::test]
