@@ -18,8 +18,8 @@
 //! once. Gauges come back from `Canary.status` on the first reconcile after a restart; the
 //! counters start at 0 as any Prometheus counter does; the duration comes back with the next
 //! finished release. A Canary's series go when its deletion is seen (its watch) and, as a
-//! safety net for a watch that missed it, once a minute for every Canary the watch cache no
-//! longer has ([`prune_forever`]).
+//! safety net for a watch that missed it, once a minute for every Canary the watch cache has
+//! not had for a minute ([`prune_forever`]).
 //!
 //! Label values stay bounded: `namespace` and `name` are those of existing Canaries, `phase`
 //! is the fixed set of [`Phase::ALL`], and `check` one of the release's own checks (the two
@@ -221,7 +221,7 @@ impl ReleaseMetrics {
     }
 
     /// Removes the series of every canary `keep` says no to.
-    pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
+    pub fn retain(&self, mut keep: impl FnMut(&str, &str) -> bool) {
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         known.retain(|canary, checks| {
             let kept = keep(&canary.namespace, &canary.name);
@@ -272,22 +272,46 @@ fn release_duration(stored: &[Condition], now: &Time) -> Option<f64> {
     Some(elapsed.as_secs_f64().max(0.0))
 }
 
-/// Once a minute, removes the series of every canary that is no longer in the controller's
-/// Canary cache: for deletions the watch did not report (a watch that restarted lists what
-/// exists, and a Canary deleted meanwhile is simply absent).
+/// Once a minute, removes the series of every canary the controller's Canary cache has not
+/// had for a minute ([`Sweep`]): for deletions the watch did not report (a watch that
+/// restarted lists what exists, and a Canary deleted meanwhile is simply absent).
 pub(super) async fn prune_forever(metrics: ReleaseMetrics, canaries: Store<Canary>) {
     let start = tokio::time::Instant::now() + PRUNE_PERIOD;
     let mut tick = tokio::time::interval_at(start, PRUNE_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sweep = Sweep::default();
     loop {
         tick.tick().await;
-        let existing: BTreeSet<(String, String)> = canaries
+        let existing = canaries
             .state()
             .iter()
             .filter_map(|c| Some((c.namespace()?, c.name_any())))
             .collect();
-        metrics
-            .retain(|namespace, name| existing.contains(&(namespace.to_owned(), name.to_owned())));
+        sweep.prune(&metrics, &existing);
+    }
+}
+
+/// The canaries with series that were not in the Canary cache at the last look. A canary is
+/// removed only when it is missing at two looks in a row: a reconcile may set the series of
+/// a Canary just created a moment before the watch brings it into the cache.
+#[derive(Default)]
+struct Sweep {
+    missing: BTreeSet<(String, String)>,
+}
+
+impl Sweep {
+    fn prune(&mut self, metrics: &ReleaseMetrics, existing: &BTreeSet<(String, String)>) {
+        let mut missing = BTreeSet::new();
+        metrics.retain(|namespace, name| {
+            let key = (namespace.to_owned(), name.to_owned());
+            if existing.contains(&key) {
+                return true;
+            }
+            let missed_before = self.missing.contains(&key);
+            missing.insert(key);
+            !missed_before
+        });
+        self.missing = missing;
     }
 }
 
@@ -473,6 +497,32 @@ mod tests {
                 r#"serin_canary_rollbacks_total{namespace="prod",name="web"} 0"#,
             ],
         );
+    }
+
+    #[test]
+    fn the_sweep_removes_a_canary_missing_from_the_cache_at_two_looks_in_a_row() {
+        let mut registry = Registry::default();
+        let metrics = ReleaseMetrics::register(&mut registry);
+        let progressing = status(Phase::Progressing, 10, 0, &[]);
+        for name in ["kept", "gone", "late"] {
+            metrics.observe("prod", name, &CanaryStatus::default(), &progressing, &at(0));
+        }
+        let key = |name: &str| ("prod".to_owned(), name.to_owned());
+        let weight =
+            |name: &str| format!(r#"serin_canary_weight{{namespace="prod",name="{name}"}} 10"#);
+        let mut sweep = Sweep::default();
+
+        // "late" is not in the cache yet, "gone" no longer is: both kept at the first look.
+        sweep.prune(&metrics, &BTreeSet::from([key("kept")]));
+        assert_has(
+            &text(&registry),
+            &[&weight("kept"), &weight("gone"), &weight("late")],
+        );
+
+        sweep.prune(&metrics, &BTreeSet::from([key("kept"), key("late")]));
+        let text = text(&registry);
+        assert_has(&text, &[&weight("kept"), &weight("late")]);
+        assert!(!text.contains(r#"name="gone""#), "{text}");
     }
 
     #[test]
