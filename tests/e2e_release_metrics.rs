@@ -14,45 +14,17 @@ use kube::api::DeleteParams;
 use serin::release::Phase;
 use support::release::{Version, weights_until};
 use support::scenarios::{FAILING, RELEASE, Release, Route, SETTLE};
-use support::wait_until;
+use support::{canary_series, wait_until};
 
 /// How soon a deleted canary's series must go: the Canary's deletion reaches Serin's watch
 /// in about a second; the sweep behind it runs once a minute.
 const GONE: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// The `serin_canary_*` series of the canary `ns/web` on Serin's admin port, keyed by the
-/// series without its `namespace` and `name` labels: `serin_canary_weight`,
-/// `serin_canary_phase{phase="Succeeded"}`, ...
-async fn scrape(ns: &str) -> BTreeMap<String, f64> {
-    serin::server::install_crypto_provider();
-    let text = reqwest::get(format!("{}/metrics", support::serin_admin_url()))
-        .await
-        .expect("serin /metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    let labels = format!(r#"namespace="{ns}",name="web""#);
-    text.lines()
-        .filter(|l| l.starts_with("serin_canary_"))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (family, rest) = series.split_once('{')?;
-            let rest = rest.strip_prefix(labels.as_str())?;
-            let rest = rest.trim_start_matches(',').trim_end_matches('}');
-            let key = match rest.is_empty() {
-                true => family.to_owned(),
-                false => format!("{family}{{{rest}}}"),
-            };
-            Some((key, value.parse().ok()?))
-        })
-        .collect()
-}
-
 /// Waits until every `(series, value)` of `expected` is scraped for `ns/web`; returns the
 /// scrape.
 async fn wait_for_series(ns: &str, what: &str, expected: &[(&str, f64)]) -> BTreeMap<String, f64> {
     wait_until(what, SETTLE, || async {
-        let scraped = scrape(ns).await;
+        let scraped = canary_series(ns, "web").await;
         match expected
             .iter()
             .all(|(series, value)| scraped.get(*series) == Some(value))
@@ -95,7 +67,7 @@ async fn the_weight_metric_rises_step_by_step_the_promotion_is_counted_and_delet
 
     release.apply(&Version::good("v2"));
     let seen = weights_until(client, ns, Phase::Succeeded, RELEASE, || async {
-        scrape(ns)
+        canary_series(ns, "web")
             .await
             .get("serin_canary_weight")
             .map(|w| *w as u32)
@@ -144,7 +116,7 @@ async fn the_weight_metric_rises_step_by_step_the_promotion_is_counted_and_delet
     // deletion did.
     let deleted = std::time::Instant::now();
     wait_until("the series of the deleted canary to go", GONE, || async {
-        let left = scrape(ns).await;
+        let left = canary_series(ns, "web").await;
         match left.is_empty() {
             true => Ok(()),
             false => Err(format!("{left:?}")),
@@ -167,7 +139,7 @@ async fn a_failing_release_shows_its_failed_checks_and_its_rollback_is_counted()
     let (client, ns) = (&release.client, release.ns());
     release.apply(&FAILING);
     let failures = weights_until(client, ns, Phase::Failed, RELEASE, || async {
-        scrape(ns)
+        canary_series(ns, "web")
             .await
             .get("serin_canary_failed_checks")
             .map(|n| *n as u32)
