@@ -25,10 +25,10 @@ pub(super) async fn reconcile(
     deploy: Arc<Deployment>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, Error> {
-    // A Deployment on its way out takes what Serin made with it (owner references): making
-    // any of it again would only hold up a foreground deletion.
     let namespace = deploy.namespace().ok_or(Error::NoNamespace)?;
     let name = deploy.name_any();
+    // A Deployment on its way out takes what Serin made with it (owner references): making
+    // any of it again would only hold up a foreground deletion.
     if deploy.metadata.deletion_timestamp.is_some() {
         ctx.forget_metrics(&namespace, &name);
         return Ok(Requeue::await_change());
