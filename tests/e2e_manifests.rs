@@ -1051,10 +1051,12 @@ fn variable_queries(dashboard: &Value) -> Vec<(String, String)> {
 /// family name → the series names it exposes.
 fn serin_metrics() -> BTreeMap<String, BTreeSet<String>> {
     use prometheus_client::registry::Registry;
-    use serin::server::{KubeApiRequests, Metrics, Outcome, ReloadResult};
+    use serin::server::{KubeApiRequests, Metrics, Outcome, Reconciles, ReloadResult};
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let requests = KubeApiRequests::register(&mut registry);
+    let reconciles = Reconciles::register(&mut registry);
+    let releases = serin::controller::ReleaseMetrics::register(&mut registry);
     metrics.observe(
         "validate-deployments",
         Outcome::Allowed,
@@ -1062,6 +1064,34 @@ fn serin_metrics() -> BTreeMap<String, BTreeSet<String>> {
     );
     metrics.tls_reload(ReloadResult::Success);
     requests.count("GET", "/apis/apps/v1/namespaces/a/deployments/b");
+    reconciles.observe(None, std::time::Duration::from_millis(1));
+    // A release that has just been promoted, with a check value: every release family.
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let finalising = serin::crd::CanaryStatus {
+        release: serin::release::ReleaseStatus {
+            phase: serin::release::Phase::Finalising,
+            ..Default::default()
+        },
+        conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "Promoted".into(),
+            status: "Unknown".into(),
+            reason: "Finalising".into(),
+            message: String::new(),
+            last_transition_time: now.clone(),
+            observed_generation: None,
+        }],
+        ..Default::default()
+    };
+    let succeeded = serin::release::ReleaseStatus {
+        phase: serin::release::Phase::Succeeded,
+        last_checks: vec![serin::release::CheckValue {
+            name: "request-success-rate".into(),
+            value: Some(100.0),
+        }],
+        ..Default::default()
+    };
+    releases.observe("a", "b", &finalising, &succeeded, &now);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
 

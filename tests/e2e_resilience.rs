@@ -16,6 +16,7 @@ use support::release::{
 use support::{TestNamespace, hack, wait_until};
 
 const RELEASE: Duration = Duration::from_secs(180);
+const SETTLE: Duration = Duration::from_secs(30);
 
 static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -38,7 +39,8 @@ async fn setup(prefix: &str) -> (Client, TestNamespace) {
 
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
-async fn killing_serin_mid_analysis_resumes_at_the_same_weight_and_check_count() {
+async fn killing_serin_mid_analysis_resumes_at_the_same_weight_and_check_count_and_the_metrics_time_the_whole_release()
+ {
     let _alone = ALONE.lock().await;
     let (client, ns) = setup("kill").await;
     let ns = &ns.name;
@@ -49,6 +51,7 @@ async fn killing_serin_mid_analysis_resumes_at_the_same_weight_and_check_count()
     apply(&manifest(ns, "web", &Version::good("v1"), &extra));
     wait_phase(&client, ns, "web", Phase::Initialized, RELEASE).await;
     apply(&manifest(ns, "web", &Version::good("v2"), &extra));
+    let applied = std::time::Instant::now();
     wait_until("the canary weight to reach 20%", RELEASE, || async {
         match release_status(&client, ns, "web").await {
             s if s.canary_weight >= 20 => Ok(()),
@@ -91,6 +94,7 @@ async fn killing_serin_mid_analysis_resumes_at_the_same_weight_and_check_count()
         },
     )
     .await;
+    let release_took = applied.elapsed().as_secs_f64();
     let lowest = lowest.into_inner();
     assert!(
         lowest == u32::MAX || lowest >= before.canary_weight,
@@ -111,6 +115,27 @@ async fn killing_serin_mid_analysis_resumes_at_the_same_weight_and_check_count()
         image(&client, ns, "web-primary").await,
         "example.invalid/web:v2"
     );
+
+    // The restarted Serin counted the promotion it made, and timed the release from its start
+    // before the kill (the stored Promoted condition), not from the restart.
+    if std::env::var_os("KUBECONFIG").is_none() {
+        let series = wait_until("the promotion in the metrics", SETTLE, || async {
+            let series = support::canary_series(ns, "web").await;
+            match series.get("serin_canary_promotions_total") {
+                Some(n) if *n == 1.0 => Ok(series),
+                _ => Err(format!("{series:?}")),
+            }
+        })
+        .await;
+        let duration = series
+            .get("serin_canary_last_release_duration_seconds")
+            .copied()
+            .unwrap_or_else(|| panic!("no release duration: {series:?}"));
+        assert!(
+            (release_took - 3.0..=release_took + 1.0).contains(&duration),
+            "the release took {release_took} s as the test saw it; the metric says {duration} s"
+        );
+    }
 }
 
 #[tokio::test]

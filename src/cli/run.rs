@@ -78,6 +78,7 @@ async fn serve(serving: &ServingArgs, parts: Parts) -> anyhow::Result<Ended> {
     let metrics = Metrics::register(&mut registry);
     let api_requests = KubeApiRequests::register(&mut registry);
     let reconciles = Reconciles::register(&mut registry);
+    let release_metrics = controller::ReleaseMetrics::register(&mut registry);
 
     let admin_listener = TcpListener::bind(serving.admin_listen)
         .await
@@ -115,6 +116,7 @@ async fn serve(serving: &ServingArgs, parts: Parts) -> anyhow::Result<Ended> {
         // One index for the webhooks and the controller: the same three watches either way.
         policies: client.clone().map(crate::policy::PolicyIndex::start),
         metrics: Some(reconciles),
+        release_metrics: Some(release_metrics),
     };
     let policies = options.policies.clone();
     match policies.clone() {

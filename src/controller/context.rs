@@ -49,6 +49,8 @@ pub struct Options {
     pub policies: Option<Arc<crate::policy::PolicyIndex>>,
     /// Where reconciles are counted (`serin_reconciles_total` on the admin port).
     pub metrics: Option<crate::server::Reconciles>,
+    /// The release metrics of every canary (`serin_canary_*` on the admin port).
+    pub release_metrics: Option<super::ReleaseMetrics>,
 }
 
 /// What every reconcile (and the webhook's injection) shares.
@@ -66,6 +68,8 @@ pub struct Context {
     pub hpas: Option<reflector::Store<HorizontalPodAutoscaler>>,
     pub tracking: Tracking,
     pub routers: RouterSettings,
+    /// Set from each status a reconcile writes or finds unchanged (`None` in the webhook).
+    pub release_metrics: Option<super::ReleaseMetrics>,
 }
 
 /// Why a reconcile failed; it is retried after [`RETRY_AFTER`].
@@ -123,6 +127,7 @@ impl Context {
             hpas: Some(stores.hpas.clone()),
             primaries: Some(cache::Cache::new(stores.primaries.clone())),
             canaries: Some(cache::Cache::new(stores.canaries.clone())),
+            release_metrics: options.release_metrics.clone(),
             ..Context::new(client.clone(), options)?
         };
         let policies = options.policies.clone();
@@ -147,6 +152,7 @@ impl Context {
             hpas: None,
             tracking: options.tracking,
             routers: options.routers.clone(),
+            release_metrics: None,
         })
     }
 }

@@ -9,6 +9,7 @@
 //! - measurements and webhooks for the release machine are [`crate::analysis`]'s
 //!   ([`crate::analysis::Measuring`], which the [`Context`] holds);
 //! - [`requests`]: runtime requests on the Canary (promote, abort, pause, resume) (pure);
+//! - [`metrics`]: the release metrics (`serin_canary_*`), set from each status written;
 //! - [`lease`]: leader election.
 
 mod answers;
@@ -18,6 +19,7 @@ mod events;
 mod failures;
 pub mod lease;
 pub mod machinery;
+mod metrics;
 mod orphans;
 mod reconcile;
 pub mod requests;
@@ -27,6 +29,7 @@ mod watches;
 
 pub use context::{Context, Error, FIELD_MANAGER, Options};
 pub use failures::RETRY_AFTER;
+pub use metrics::{MAX_CHECKS, ReleaseMetrics};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -58,8 +61,12 @@ pub async fn run(
     let sweeper = tokio::spawn(orphans::sweep_forever(
         client.clone(),
         stores.opted_in.clone(),
-        stores.canaries,
+        stores.canaries.clone(),
     ));
+    let pruner = options
+        .release_metrics
+        .clone()
+        .map(|metrics| tokio::spawn(metrics::prune_forever(metrics, stores.canaries)));
     let metrics = options.metrics.clone();
     let controller = watches::controller(
         &client,
@@ -67,6 +74,7 @@ pub async fn run(
         stores.opted_in,
         options.tracking,
         answered,
+        options.release_metrics.clone(),
     );
     let controller = controller
         // Bounded: a thousand reconciles at once would each open a TLS connection to the
@@ -88,6 +96,9 @@ pub async fn run(
         () = lease::keep(&leases, &options.lease, lease) => true,
     };
     sweeper.abort();
+    if let Some(pruner) = pruner {
+        pruner.abort();
+    }
     if lost {
         anyhow::bail!("lost the controller lease; stopping so that only one replica acts");
     }

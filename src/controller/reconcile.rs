@@ -25,13 +25,14 @@ pub(super) async fn reconcile(
     deploy: Arc<Deployment>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, Error> {
+    let namespace = deploy.namespace().ok_or(Error::NoNamespace)?;
+    let name = deploy.name_any();
     // A Deployment on its way out takes what Serin made with it (owner references): making
     // any of it again would only hold up a foreground deletion.
     if deploy.metadata.deletion_timestamp.is_some() {
+        ctx.forget_metrics(&namespace, &name);
         return Ok(Requeue::await_change());
     }
-    let namespace = deploy.namespace().ok_or(Error::NoNamespace)?;
-    let name = deploy.name_any();
     let canary = ctx.canary(&namespace, &name).await?;
     let opted_in = match spec::read_deployment(&deploy) {
         Ok(OptIn::Enabled(spec)) => Some(spec),
@@ -52,6 +53,7 @@ pub(super) async fn reconcile(
     let is_opted_in = opted_in.is_some();
     let Some(spec) = opted_in.or_else(|| canary.as_ref().map(|c| c.spec.config.clone())) else {
         // Not opted in and nothing of Serin's left: only the label may linger.
+        ctx.forget_metrics(&namespace, &name);
         remove_label(&ctx, &deploy).await?;
         return Ok(Requeue::await_change());
     };
@@ -108,6 +110,8 @@ impl Release<'_> {
             .perform(driven.actions, &read, &driven.status, requeue)
             .await?
         else {
+            // Opted out: the Canary is gone, and its series with it.
+            self.ctx.forget_metrics(&self.namespace, &self.name);
             return Ok(Requeue::await_change());
         };
         self.settle_status(&stored, driven.status, settled, &now)

@@ -1,4 +1,5 @@
-//! `Canary.status`, written by server-side apply with Serin's field manager.
+//! `Canary.status`, written by server-side apply with Serin's field manager, and the release
+//! metrics set from it ([`super::metrics`]).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::Patch;
@@ -14,7 +15,8 @@ use crate::release::{self, ReleaseStatus};
 
 impl Release<'_> {
     /// Writes the new status, with its conditions and what became of the runtime request,
-    /// when any of it differs from what is stored (or the Deployment's generation moved).
+    /// when any of it differs from what is stored (or the Deployment's generation moved);
+    /// then the release metrics say what the status says.
     pub(super) async fn settle_status(
         &self,
         stored: &CanaryStatus,
@@ -31,7 +33,11 @@ impl Release<'_> {
             || conditions != stored.conditions
             || self.observed_generation_changed()
         {
-            self.write_status(new_status, conditions, settled).await?;
+            self.write_status(new_status.clone(), conditions, settled)
+                .await?;
+        }
+        if let Some(metrics) = &self.ctx.release_metrics {
+            metrics.observe(&self.namespace, &self.name, stored, &new_status, now);
         }
         Ok(())
     }
@@ -71,5 +77,14 @@ impl Release<'_> {
             .and_then(|c| c.status.as_ref())
             .and_then(|s| s.observed_generation);
         stored != self.deploy.metadata.generation
+    }
+}
+
+impl super::Context {
+    /// Removes the release metrics of `namespace/name`, whose Canary is gone or going.
+    pub(super) fn forget_metrics(&self, namespace: &str, name: &str) {
+        if let Some(metrics) = &self.release_metrics {
+            metrics.forget(namespace, name);
+        }
     }
 }

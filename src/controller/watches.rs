@@ -13,6 +13,7 @@ use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client};
 
+use super::metrics::ReleaseMetrics;
 use super::requests;
 use crate::crd::Canary;
 use crate::release::observe;
@@ -225,13 +226,15 @@ impl Stores {
 
 /// The controller over the opted-in Deployments of `reader`, with every watch whose events
 /// need a reconcile: their Canaries and primaries, the HPAs that target them, the tracked
-/// ConfigMaps and Secrets they use, and the analysis answers (`answered`).
+/// ConfigMaps and Secrets they use, and the analysis answers (`answered`). A Canary's
+/// deletion takes its series out of `release_metrics`.
 pub(super) fn controller(
     client: &Client,
     writers: Writers,
     reader: reflector::Store<Deployment>,
     tracking: Tracking,
     answered: Option<UnboundedReceiver<reflector::ObjectRef<Deployment>>>,
+    release_metrics: Option<ReleaseMetrics>,
 ) -> Controller<Deployment> {
     let deployments: Api<Deployment> = Api::all(client.clone());
     let opted_in = watcher(
@@ -258,6 +261,12 @@ pub(super) fn controller(
         .default_backoff()
         .modify(slim::<Canary>)
         .reflect(writers.canaries)
+        .inspect_ok(move |event| {
+            if let (watcher::Event::Delete(canary), Some(metrics)) = (event, &release_metrics) {
+                use kube::ResourceExt;
+                metrics.forget(&canary.namespace().unwrap_or_default(), &canary.name_any());
+            }
+        })
         .map_ok(mark_deleted)
         .touched_objects()
         .predicate_filter(or_deleted(spec_or_request), Default::default());

@@ -40,10 +40,7 @@ pub fn conditions(
         .find(|c| c.type_ == PROMOTED && c.status == state)
         .map(|c| c.last_transition_time.clone())
         .unwrap_or_else(|| now.clone());
-    let reason = serde_json::to_value(status.phase)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let reason = status.phase.as_str().to_owned();
     vec![Condition {
         type_: PROMOTED.into(),
         status: state.into(),

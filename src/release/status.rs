@@ -32,6 +32,36 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, in the order of a release.
+    pub const ALL: [Phase; 10] = [
+        Phase::Initializing,
+        Phase::Initialized,
+        Phase::Waiting,
+        Phase::Progressing,
+        Phase::WaitingPromotion,
+        Phase::Promoting,
+        Phase::Finalising,
+        Phase::Succeeded,
+        Phase::Failed,
+        Phase::Terminating,
+    ];
+
+    /// The phase as `Canary.status.phase` spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Phase::Initializing => "Initializing",
+            Phase::Initialized => "Initialized",
+            Phase::Waiting => "Waiting",
+            Phase::Progressing => "Progressing",
+            Phase::WaitingPromotion => "WaitingPromotion",
+            Phase::Promoting => "Promoting",
+            Phase::Finalising => "Finalising",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+            Phase::Terminating => "Terminating",
+        }
+    }
+
     /// Phases of an ongoing analysis, which a new revision restarts, an abort ends and a
     /// pause holds.
     pub fn is_analysing(self) -> bool {
@@ -87,4 +117,22 @@ pub struct ReleaseStatus {
     pub last_check_time: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_checks: Vec<CheckValue>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_phase_is_spelled_as_the_status_spells_it_once() {
+        let spelled: std::collections::BTreeSet<&str> =
+            Phase::ALL.iter().map(|p| p.as_str()).collect();
+        assert_eq!(spelled.len(), Phase::ALL.len());
+        for phase in Phase::ALL {
+            assert_eq!(
+                serde_json::to_value(phase).expect("serialize"),
+                serde_json::json!(phase.as_str())
+            );
+        }
+    }
 }

@@ -7,6 +7,9 @@
 //!   controller's reconciles, failed ones by the kind of error ([`Reconciles`]);
 //! - `serin_kube_api_requests_total{method, resource}`: requests to the API server.
 //!
+//! The release metrics of each canary (`serin_canary_*`) are the controller's
+//! (`crate::controller::ReleaseMetrics`), registered in the same registry.
+//!
 //! [`Metrics`] is cheap to clone (every metric is an `Arc` inside), so handlers and the
 //! certificate watcher each keep a copy.
 

@@ -396,6 +396,34 @@ pub(crate) fn serin_admin_url() -> String {
     format!("http://127.0.0.1:{}", port.trim())
 }
 
+/// The `serin_canary_*` series of the canary `ns/name` on Serin's admin port (local
+/// environment only), keyed by the series without its `namespace` and `name` labels: `serin_canary_weight`,
+/// `serin_canary_phase{phase="Succeeded"}`, ...
+pub(crate) async fn canary_series(ns: &str, name: &str) -> std::collections::BTreeMap<String, f64> {
+    serin::server::install_crypto_provider();
+    let text = reqwest::get(format!("{}/metrics", serin_admin_url()))
+        .await
+        .expect("serin /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let labels = format!(r#"namespace="{ns}",name="{name}""#);
+    text.lines()
+        .filter(|l| l.starts_with("serin_canary_"))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (family, rest) = series.split_once('{')?;
+            let rest = rest.strip_prefix(labels.as_str())?;
+            let rest = rest.trim_start_matches(',').trim_end_matches('}');
+            let key = match rest.is_empty() {
+                true => family.to_owned(),
+                false => format!("{family}{{{rest}}}"),
+            };
+            Some((key, value.parse().ok()?))
+        })
+        .collect()
+}
+
 /// Serves the app `make_app` builds on a free loopback port and registers it with the local
 /// Prometheus under a name made of `prefix` and the port. The name, unique per run, is given
 /// to `make_app` (to use as a label value) and returned with the registration, which ends

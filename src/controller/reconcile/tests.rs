@@ -143,6 +143,14 @@ fn client(cluster: Arc<Mutex<Cluster>>) -> kube::Client {
 }
 
 fn context(client: kube::Client) -> Arc<Context> {
+    context_with(client, None)
+}
+
+/// [`context`], exporting the release metrics to `release_metrics`.
+fn context_with(
+    client: kube::Client,
+    release_metrics: Option<crate::controller::ReleaseMetrics>,
+) -> Arc<Context> {
     let options = Options {
         prometheus_url: "http://prometheus.invalid:9090".into(),
         lease: LeaseConfig::new("serin-system"),
@@ -151,9 +159,12 @@ fn context(client: kube::Client) -> Arc<Context> {
         routers: RouterSettings::default(),
         own_ports: Vec::new(),
         metrics: None,
+        release_metrics: release_metrics.clone(),
         policies: None,
     };
-    Arc::new(Context::new(client, &options).expect("context"))
+    let mut ctx = Context::new(client, &options).expect("context");
+    ctx.release_metrics = release_metrics;
+    Arc::new(ctx)
 }
 
 /// `prod/web`, opted in, at image `web:2` with `replicas` and `status`.
@@ -284,4 +295,60 @@ async fn a_canary_past_its_progress_deadline_is_rolled_back_traffic_first() {
     );
     let split = cluster.lock().expect("cluster").objects[SPLIT].clone();
     assert_eq!(split["spec"]["backends"][0]["weight"], json!(100));
+}
+
+#[tokio::test]
+async fn a_rollback_is_counted_timed_and_its_weight_exported_from_the_status_written() {
+    let stalled = json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
+        "conditions": [{"type": "Progressing", "status": "False",
+            "reason": "ProgressDeadlineExceeded"}]});
+    let deploy = web(2, stalled);
+    let progressing = ReleaseStatus {
+        phase: Phase::Progressing,
+        revision: Some(revision_of(&deploy)),
+        last_promoted_revision: Some("old".into()),
+        canary_weight: 10,
+        failed_checks: 1,
+        ..Default::default()
+    };
+    let cluster = cluster(&deploy, progressing, "old", Weights::to_canary(10));
+    // The release began a minute ago: the Promoted condition turned Unknown then.
+    let started = k8s_openapi::jiff::Timestamp::now() - std::time::Duration::from_secs(60);
+    cluster
+        .lock()
+        .expect("cluster")
+        .objects
+        .get_mut(CANARY)
+        .expect("canary")["status"]["conditions"] = json!([{"type": "Promoted", "status": "Unknown",
+            "reason": "Progressing", "message": "", "lastTransitionTime": started.to_string()}]);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = crate::controller::ReleaseMetrics::register(&mut registry);
+    let ctx = context_with(client(cluster.clone()), Some(metrics));
+    reconcile(Arc::new(deploy), ctx).await.expect("reconciled");
+    assert_eq!(
+        writes(&cluster).last().map(String::as_str),
+        Some("status Failed")
+    );
+
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+    for series in [
+        r#"serin_canary_rollbacks_total{namespace="prod",name="web"} 1"#,
+        r#"serin_canary_promotions_total{namespace="prod",name="web"} 0"#,
+        r#"serin_canary_weight{namespace="prod",name="web"} 0"#,
+        r#"serin_canary_phase{namespace="prod",name="web",phase="Failed"} 1"#,
+        r#"serin_canary_phase{namespace="prod",name="web",phase="Progressing"} 0"#,
+    ] {
+        assert!(text.lines().any(|l| l == series), "{series} not in\n{text}");
+    }
+    let duration: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                r#"serin_canary_last_release_duration_seconds{namespace="prod",name="web"} "#,
+            )
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no release duration in\n{text}"));
+    assert!((60.0..120.0).contains(&duration), "{duration}");
 }
