@@ -20,7 +20,7 @@ use crate::certs::self_signed::{self, SelfSigned};
 use crate::controller;
 use crate::conversion;
 use crate::server::{
-    self, KubeApiRequests, Metrics, ReadyFlag, Reconciles, ServeOptions, ServingCert,
+    self, AlertCounts, KubeApiRequests, Metrics, ReadyFlag, Reconciles, ServeOptions, ServingCert,
 };
 
 /// Which parts of Serin a process runs.
@@ -78,6 +78,7 @@ async fn serve(serving: &ServingArgs, parts: Parts) -> anyhow::Result<Ended> {
     let metrics = Metrics::register(&mut registry);
     let api_requests = KubeApiRequests::register(&mut registry);
     let reconciles = Reconciles::register(&mut registry);
+    let alert_counts = AlertCounts::register(&mut registry);
 
     let admin_listener = TcpListener::bind(serving.admin_listen)
         .await
@@ -115,6 +116,7 @@ async fn serve(serving: &ServingArgs, parts: Parts) -> anyhow::Result<Ended> {
         // One index for the webhooks and the controller: the same three watches either way.
         policies: client.clone().map(crate::policy::PolicyIndex::start),
         metrics: Some(reconciles),
+        alert_counts: Some(alert_counts),
     };
     let policies = options.policies.clone();
     match policies.clone() {

@@ -57,7 +57,10 @@ pub(super) async fn reconcile(
     };
     let router = configured_router(spec.provider, &ctx.routers);
     let mut release = Release::new(&ctx, &deploy, namespace, name, spec, router, canary);
-    release.run(is_opted_in).await
+    let result = release.run(is_opted_in).await;
+    // What the reconcile told before it ended, even when it failed part way.
+    release.send_alerts();
+    result
 }
 
 impl Release<'_> {

@@ -151,6 +151,7 @@ fn context(client: kube::Client) -> Arc<Context> {
         routers: RouterSettings::default(),
         own_ports: Vec::new(),
         metrics: None,
+        alert_counts: None,
         policies: None,
     };
     Arc::new(Context::new(client, &options).expect("context"))
