@@ -154,3 +154,113 @@ pub async fn post(
         body,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::http::StatusCode;
+    use serde_json::json;
+
+    use super::*;
+    use crate::analysis::http::{client, outbound_guarding, serve_on_loopback};
+
+    /// A receiver that records the bodies it gets and answers `status`.
+    async fn receiver(status: StatusCode) -> (String, Arc<Mutex<Vec<Value>>>) {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let seen = got.clone();
+        let app = axum::Router::new().route(
+            "/hook/{token}",
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push(body);
+                    (status, "channel_not_found")
+                }
+            }),
+        );
+        (serve_on_loopback(app).await, got)
+    }
+
+    fn allowing(hosts: &[&str]) -> Alerts {
+        Alerts {
+            targets: Vec::new(),
+            allowed_hosts: vec![(
+                "chat".to_owned(),
+                hosts.iter().map(|h| (*h).to_owned()).collect(),
+            )],
+        }
+    }
+
+    #[tokio::test]
+    async fn an_alert_is_posted_as_json() {
+        let (base, got) = receiver(StatusCode::OK).await;
+        let body = json!({"text": "web.shop: Succeeded"});
+        let address = format!("{base}/hook/s3cr3t");
+        post(&client().unwrap(), &Alerts::default(), &address, &body)
+            .await
+            .expect("delivered");
+        assert_eq!(*got.lock().unwrap(), [body]);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_names_the_host_and_status_but_never_the_address() {
+        let (base, _) = receiver(StatusCode::NOT_FOUND).await;
+        let address = format!("{base}/hook/s3cr3t");
+        let error = post(&client().unwrap(), &Alerts::default(), &address, &json!({}))
+            .await
+            .expect_err("404");
+        let text = error.to_string();
+        assert_eq!(
+            text,
+            "host 127.0.0.1 answered HTTP 404: channel_not_found"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_host_outside_allowed_webhook_hosts_is_never_called() {
+        let (base, got) = receiver(StatusCode::OK).await;
+        let address = format!("{base}/hook/s3cr3t");
+        let alerts = allowing(&["*.chat.example"]);
+        let error = post(&client().unwrap(), &alerts, &address, &json!({}))
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            error.to_string(),
+            "host 127.0.0.1 is not in allowedWebhookHosts [*.chat.example] of CanaryPolicy chat"
+        );
+        assert!(got.lock().unwrap().is_empty());
+        let allowed = allowing(&["127.0.0.1"]);
+        post(&client().unwrap(), &allowed, &address, &json!({}))
+            .await
+            .expect("an allowed host is called");
+    }
+
+    #[tokio::test]
+    async fn serins_own_ports_are_never_called_and_the_address_is_not_quoted() {
+        let (base, got) = receiver(StatusCode::OK).await;
+        let (guarded, _) = outbound_guarding(&base);
+        let address = format!("{base}/hook/s3cr3t");
+        let error = post(&guarded, &Alerts::default(), &address, &json!({}))
+            .await
+            .expect_err("own port");
+        assert!(matches!(error, SendError::Refused { .. }), "{error:?}");
+        assert!(!error.to_string().contains("s3cr3t"), "{error}");
+        assert!(got.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_transport_error_does_not_quote_the_address() {
+        // A port nothing listens on (bound, then dropped).
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let address = format!("http://127.0.0.1:{port}/hook/s3cr3t?token=t0k3n");
+        let error = post(&client().unwrap(), &Alerts::default(), &address, &json!({}))
+            .await
+            .expect_err("nothing listens");
+        let text = error.to_string();
+        assert!(text.starts_with("host 127.0.0.1 could not be called"), "{text}");
+        assert!(!text.contains("s3cr3t") && !text.contains("t0k3n"), "{text}");
+    }
+}
