@@ -91,7 +91,7 @@ impl Release<'_> {
         }
         let ctx = self.ctx;
         let (sender, counts) = (ctx.alerts.clone(), ctx.alert_counts.clone());
-        let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+        let (client, reporter) = (ctx.client.clone(), ctx.reporter.clone());
         let deployment = self.deploy.object_ref(&());
         let alerts = self.hooks.alerts.clone();
         let (namespace, name) = (self.namespace.clone(), self.name.clone());
@@ -114,24 +114,30 @@ impl Release<'_> {
                         }
                         failures.extend(result.err());
                     }
-                    failures
+                    (messages.len(), failures)
                 }
             });
-            let failures = futures::future::join_all(sends).await.concat();
-            for failure in failures {
-                tracing::warn!(
-                    namespace,
-                    deployment = name,
-                    reason = Reason::AlertFailed.as_str(),
-                    "{failure}"
-                );
+            // One Event per failing alert and reconcile: its last failure, and how many.
+            for (sent, failures) in futures::future::join_all(sends).await {
+                let Some(last) = failures.last() else {
+                    continue;
+                };
+                let note = match (failures.len(), sent) {
+                    (1, 1) => last.to_string(),
+                    (failed, sent) => format!("{last} ({failed} of {sent} alerts failed)"),
+                };
+                let reason = Reason::AlertFailed.as_str();
+                tracing::warn!(namespace, deployment = name, reason, "{note}");
                 let event = Event {
                     type_: KubeEventType::Warning,
-                    reason: Reason::AlertFailed.as_str().to_owned(),
-                    note: Some(truncate(&failure.to_string(), 1000)),
-                    action: Reason::AlertFailed.as_str().to_owned(),
+                    reason: reason.to_owned(),
+                    note: Some(truncate(&note, 1000)),
+                    action: reason.to_owned(),
                     secondary: None,
                 };
+                // A Recorder per Event, as in `publish`: one Recorder folds Events of the
+                // same reason into one series that keeps the first note.
+                let recorder = Recorder::new(client.clone(), reporter.clone());
                 if let Err(e) = recorder.publish(&event, &deployment).await {
                     tracing::warn!(error = %e, "could not record an event");
                 }
