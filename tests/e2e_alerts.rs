@@ -89,12 +89,25 @@ impl Alerting {
 impl Drop for Alerting {
     fn drop(&mut self) {
         let _ = kubectl(
-            &["delete", "canarypolicy", &self.policy, "--ignore-not-found", "--wait=false"],
+            &[
+                "delete",
+                "canarypolicy",
+                &self.policy,
+                "--ignore-not-found",
+                "--wait=false",
+            ],
             None,
         );
         for secret in &self.secrets {
             let _ = kubectl(
-                &["delete", "secret", "-n", "serin-system", secret, "--ignore-not-found"],
+                &[
+                    "delete",
+                    "secret",
+                    "-n",
+                    "serin-system",
+                    secret,
+                    "--ignore-not-found",
+                ],
                 None,
             );
         }
@@ -111,14 +124,18 @@ fn bodies(got: &Received, service: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The title line of a body of any format (`web.NS: Reason`).
-fn title(service: &str, body: &Value) -> String {
-    let text = match service {
-        "discord" => &body["content"],
-        "msteams" => &body["attachments"][0]["content"]["body"][0]["text"],
-        _ => &body["text"],
-    };
-    text.as_str().unwrap_or_default().to_owned()
+/// The title line of a body of any format (`web.NS: Reason`): Discord's `content`, the
+/// first TextBlock of a Teams card, the others' `text`.
+fn title(body: &Value) -> String {
+    [
+        &body["content"],
+        &body["attachments"][0]["content"]["body"][0]["text"],
+        &body["text"],
+    ]
+    .into_iter()
+    .find_map(Value::as_str)
+    .unwrap_or_default()
+    .to_owned()
 }
 
 fn string(value: &Value, what: &str) -> String {
@@ -146,7 +163,10 @@ fn check_slack(body: &Value) {
         string(&attachment["color"], "slack attachment color");
         for field in array(&attachment["fields"], "slack fields") {
             string(&field["title"], "slack field title");
-            assert!(field["value"].is_string() && field["short"].is_boolean(), "{field}");
+            assert!(
+                field["value"].is_string() && field["short"].is_boolean(),
+                "{field}"
+            );
         }
     }
     assert_eq!(body["channel"], "#deploys");
@@ -192,7 +212,12 @@ fn check_discord(body: &Value) {
     assert!(embeds.len() <= 10);
     for embed in embeds {
         assert!(string(&embed["title"], "embed title").chars().count() <= 256);
-        assert!(string(&embed["description"], "embed description").chars().count() <= 4096);
+        assert!(
+            string(&embed["description"], "embed description")
+                .chars()
+                .count()
+                <= 4096
+        );
         assert!(embed["color"].is_u64(), "{embed}");
         let fields = array(&embed["fields"], "embed fields");
         assert!(fields.len() <= 25);
@@ -249,20 +274,21 @@ async fn opt_in(client: &Client, ns: &str, extra: &[(&str, &str)]) {
 
 /// Waits until `service` got an alert titled `web.NS: Reason` for each of `reasons`.
 async fn wait_for(got: &Received, ns: &str, service: &str, reasons: &[&str]) {
-    wait_until(&format!("{service} to get {reasons:?}"), Duration::from_secs(30), || async {
-        let titles: Vec<String> = bodies(got, service)
-            .iter()
-            .map(|b| title(service, b))
-            .collect();
-        let missing: Vec<&&str> = reasons
-            .iter()
-            .filter(|r| !titles.contains(&format!("web.{ns}: {r}")))
-            .collect();
-        match missing.is_empty() {
-            true => Ok(()),
-            false => Err(format!("missing {missing:?}; got {titles:?}")),
-        }
-    })
+    wait_until(
+        &format!("{service} to get {reasons:?}"),
+        Duration::from_secs(30),
+        || async {
+            let titles: Vec<String> = bodies(got, service).iter().map(|b| title(b)).collect();
+            let missing: Vec<&&str> = reasons
+                .iter()
+                .filter(|r| !titles.contains(&format!("web.{ns}: {r}")))
+                .collect();
+            match missing.is_empty() {
+                true => Ok(()),
+                false => Err(format!("missing {missing:?}; got {titles:?}")),
+            }
+        },
+    )
     .await;
 }
 
@@ -293,45 +319,66 @@ async fn a_release_is_told_to_each_chat_in_its_documented_format() {
     wait_phase(&client, ns, "web", Phase::Succeeded, RELEASE).await;
 
     for (service, check) in CHECKS {
-        wait_for(&got, ns, service, &["NewRevision", "Progressing", "Succeeded"]).await;
+        wait_for(
+            &got,
+            ns,
+            service,
+            &["NewRevision", "Progressing", "Succeeded"],
+        )
+        .await;
         let bodies = bodies(&got, service);
         for body in &bodies {
             check(body);
         }
         // In the order the Events were recorded: NewRevision first, Succeeded last.
-        let titles: Vec<String> = bodies.iter().map(|b| title(service, b)).collect();
+        let titles: Vec<String> = bodies.iter().map(|b| title(b)).collect();
         let at = |reason: &str| titles.iter().position(|t| t.ends_with(reason));
         assert!(at("NewRevision") < at("Succeeded"), "{service}: {titles:?}");
     }
     let discord = bodies(&got, "discord");
-    assert!(discord.iter().all(|b| b["username"] == "serin"), "{discord:?}");
+    assert!(
+        discord.iter().all(|b| b["username"] == "serin"),
+        "{discord:?}"
+    );
     // `on-call` (severity error) shares the Slack address: a good release sends it nothing,
     // so every Slack body is the `slack` alert's (with its channel), checked above.
     let slack = bodies(&got, "slack");
-    assert!(slack.iter().all(|b| b["channel"] == "#deploys"), "{slack:?}");
+    assert!(
+        slack.iter().all(|b| b["channel"] == "#deploys"),
+        "{slack:?}"
+    );
 
     // The failing alerts: the release went on; each failure is an Event without the address.
-    wait_until("the AlertFailed Events", Duration::from_secs(30), || async {
-        let failed: Vec<String> = events(&client, ns, "web")
-            .await
-            .into_iter()
-            .filter(|e| e.starts_with("AlertFailed"))
-            .collect();
-        let broken = failed.iter().any(|e| {
-            e.contains("alert \"broken\" (slack)") && e.contains("answered HTTP 500")
-        });
-        let missing = failed.iter().any(|e| {
-            e.contains("alert \"missing\"")
-                && e.contains(&format!("Secret serin-system/{ns}-no-such-secret does not exist"))
-        });
-        match broken && missing {
-            true => Ok(failed),
-            false => Err(format!("{failed:#?}")),
-        }
-    })
+    wait_until(
+        "the AlertFailed Events",
+        Duration::from_secs(30),
+        || async {
+            let failed: Vec<String> = events(&client, ns, "web")
+                .await
+                .into_iter()
+                .filter(|e| e.starts_with("AlertFailed"))
+                .collect();
+            let broken = failed
+                .iter()
+                .any(|e| e.contains("alert \"broken\" (slack)") && e.contains("answered HTTP 500"));
+            let missing = failed.iter().any(|e| {
+                e.contains("alert \"missing\"")
+                    && e.contains(&format!(
+                        "Secret serin-system/{ns}-no-such-secret does not exist"
+                    ))
+            });
+            match broken && missing {
+                true => Ok(failed),
+                false => Err(format!("{failed:#?}")),
+            }
+        },
+    )
     .await;
     let all = events(&client, ns, "web").await.join("\n");
-    assert!(!all.contains("tok3n"), "an address leaked into an Event:\n{all}");
+    assert!(
+        !all.contains("tok3n"),
+        "an address leaked into an Event:\n{all}"
+    );
 }
 
 #[tokio::test]
@@ -356,23 +403,32 @@ async fn a_rollback_reaches_every_severity_and_only_rollbacks_reach_error() {
     wait_phase(&client, ns, "web", Phase::Failed, RELEASE).await;
     wait_for(&got, ns, "error", &["RolledBack"]).await;
     wait_for(&got, ns, "warn", &["CheckFailed", "RolledBack"]).await;
-    wait_for(&got, ns, "info", &["NewRevision", "CheckFailed", "RolledBack"]).await;
+    wait_for(
+        &got,
+        ns,
+        "info",
+        &["NewRevision", "CheckFailed", "RolledBack"],
+    )
+    .await;
     let reasons = |service: &str| -> Vec<String> {
         bodies(&got, service)
             .iter()
             .map(|b| {
                 check_discord(b);
-                b["embeds"][0]["title"].as_str().unwrap_or_default().to_owned()
+                b["embeds"][0]["title"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
             })
             .collect()
     };
     assert_eq!(reasons("error"), ["RolledBack"]);
     let warn = reasons("warn");
     assert!(
-        warn.iter().all(|r| r == "CheckFailed" || r == "RolledBack" || r == "MetricError"),
+        warn.iter()
+            .all(|r| r == "CheckFailed" || r == "RolledBack" || r == "MetricError"),
         "warn got a step that is no failure: {warn:?}"
     );
     let info = reasons("info");
     assert!(info.len() > warn.len(), "info: {info:?}, warn: {warn:?}");
 }
-

@@ -544,15 +544,19 @@ async fn alerts_component_adds_only_get_on_the_secrets_of_serin_system() {
     let files = ["manifests/rbac.yaml", "manifests/overlays/alerts/rbac.yaml"];
     let (_ns, serin) = bound_service_account(&client, "rbac-alerts", &files).await;
     let alerts: &[Access<'_>] = &[("get", "", "secrets", Some("serin-system"))];
-    support::wait_until("the Role of the alerts to take effect", Duration::from_secs(30), || {
-        let (client, serin) = (&client, &serin);
-        async move {
-            allowed(client, serin, alerts[0])
-                .await
-                .then_some(())
-                .ok_or_else(|| "not yet allowed".to_owned())
-        }
-    })
+    support::wait_until(
+        "the Role of the alerts to take effect",
+        Duration::from_secs(30),
+        || {
+            let (client, serin) = (&client, &serin);
+            async move {
+                allowed(client, serin, alerts[0])
+                    .await
+                    .then_some(())
+                    .ok_or_else(|| "not yet allowed".to_owned())
+            }
+        },
+    )
     .await;
     let denied = mismatches(&client, &serin, &[NEEDED, alerts].concat(), true).await;
     assert!(denied.is_empty(), "denied:\n  {}", denied.join("\n  "));

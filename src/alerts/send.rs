@@ -58,9 +58,7 @@ pub enum SendError {
 
 /// An alert that was not delivered, for the log and the `AlertFailed` Event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "alert {name:?} ({type_}) of CanaryPolicy {policy}, Secret {secret}: {error}"
-)]
+#[error("alert {name:?} ({type_}) of CanaryPolicy {policy}, Secret {secret}: {error}")]
 pub struct AlertFailure {
     pub name: String,
     pub type_: &'static str,
@@ -116,10 +114,12 @@ pub async fn post(
         }
     }
     // `client_for` may quote the URL when it refuses one: never the address in a message.
-    let client = http.client_for(address).map_err(|refused| SendError::Refused {
-        host: host.clone(),
-        reason: refused.0.replace(address, "(the address)"),
-    })?;
+    let client = http
+        .client_for(address)
+        .map_err(|refused| SendError::Refused {
+            host: host.clone(),
+            reason: refused.0.replace(address, "(the address)"),
+        })?;
     let response = client
         .post(address)
         .json(body)
@@ -211,10 +211,7 @@ mod tests {
             .await
             .expect_err("404");
         let text = error.to_string();
-        assert_eq!(
-            text,
-            "host 127.0.0.1 answered HTTP 404: channel_not_found"
-        );
+        assert_eq!(text, "host 127.0.0.1 answered HTTP 404: channel_not_found");
     }
 
     #[tokio::test]
@@ -260,7 +257,13 @@ mod tests {
             .await
             .expect_err("nothing listens");
         let text = error.to_string();
-        assert!(text.starts_with("host 127.0.0.1 could not be called"), "{text}");
-        assert!(!text.contains("s3cr3t") && !text.contains("t0k3n"), "{text}");
+        assert!(
+            text.starts_with("host 127.0.0.1 could not be called"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("s3cr3t") && !text.contains("t0k3n"),
+            "{text}"
+        );
     }
 }

@@ -41,10 +41,7 @@ fn every_reason_but_alert_failed_has_a_severity_and_rollbacks_alone_are_errors()
             ),
         }
     }
-    assert_eq!(
-        severity_of(Reason::CheckFailed),
-        Some(AlertSeverity::Warn)
-    );
+    assert_eq!(severity_of(Reason::CheckFailed), Some(AlertSeverity::Warn));
     assert_eq!(severity_of(Reason::Progressing), Some(AlertSeverity::Info));
     assert_eq!(severity_of(Reason::Succeeded), Some(AlertSeverity::Info));
 }
@@ -107,8 +104,15 @@ fn alerts_of_several_policies_keep_their_policy_and_every_host_list() {
 #[test]
 fn a_long_event_message_is_cut_at_a_character_boundary() {
     let text = "é".repeat(600); // 1200 bytes
-    let message = Message::new("web", "shop", Phase::Progressing, Reason::Analysis, &text, "r")
-        .expect("alerted");
+    let message = Message::new(
+        "web",
+        "shop",
+        Phase::Progressing,
+        Reason::Analysis,
+        &text,
+        "r",
+    )
+    .expect("alerted");
     assert_eq!(message.text, format!("{}…", "é".repeat(500)));
 }
 
@@ -143,7 +147,10 @@ fn slack_payload_is_text_and_one_colored_attachment_with_escaped_markup() {
 #[test]
 fn slack_payload_leaves_out_the_overrides_it_was_not_given() {
     let body = payload(&rolled_back(), &alert(AlertType::Slack));
-    assert!(body.get("username").is_none() && body.get("channel").is_none(), "{body}");
+    assert!(
+        body.get("username").is_none() && body.get("channel").is_none(),
+        "{body}"
+    );
 }
 
 #[test]
@@ -268,8 +275,14 @@ fn colors_follow_the_severity() {
         Message::new("web", "shop", Phase::Progressing, reason, "m", "r").expect("alerted")
     };
     let slack = |reason| payload(&message(reason), &alert(AlertType::Slack));
-    assert_eq!(slack(Reason::Progressing)["attachments"][0]["color"], "#2eb886");
-    assert_eq!(slack(Reason::CheckFailed)["attachments"][0]["color"], "#daa038");
+    assert_eq!(
+        slack(Reason::Progressing)["attachments"][0]["color"],
+        "#2eb886"
+    );
+    assert_eq!(
+        slack(Reason::CheckFailed)["attachments"][0]["color"],
+        "#daa038"
+    );
     let teams = payload(&message(Reason::CheckFailed), &alert(AlertType::Msteams));
     assert_eq!(
         teams["attachments"][0]["content"]["body"][0]["color"],

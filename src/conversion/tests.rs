@@ -7,12 +7,12 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::crd::{
-    AnalysisTemplateSpec, CanaryPolicyResourceSpec, CanaryResourceSpec, HookType, MetricTemplate,
-    NoDataPolicy, ThresholdRange, WebhookTemplate,
-};
-use crate::crd::{
     Alert, AlertSeverity, AlertType, CanaryPolicySpec, Enforcement, PolicyDefaults, PolicyLimits,
     SecretRef,
+};
+use crate::crd::{
+    AnalysisTemplateSpec, CanaryPolicyResourceSpec, CanaryResourceSpec, HookType, MetricTemplate,
+    NoDataPolicy, ThresholdRange, WebhookTemplate,
 };
 use crate::spec::{CanarySpec, Duration, GatewayRef, MatchRule, Provider};
 

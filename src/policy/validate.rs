@@ -59,10 +59,7 @@ fn alerts_problems(alerts: &[Alert]) -> Vec<Problem> {
     if alerts.len() > MAX_ALERTS {
         problems.push(Problem::new(
             "spec.alerts",
-            format!(
-                "{} alerts; at most {MAX_ALERTS} per policy",
-                alerts.len()
-            ),
+            format!("{} alerts; at most {MAX_ALERTS} per policy", alerts.len()),
         ));
     }
     let mut seen = std::collections::BTreeSet::new();
@@ -71,7 +68,10 @@ fn alerts_problems(alerts: &[Alert]) -> Vec<Problem> {
         if !seen.insert(alert.name.as_str()) {
             problems.push(Problem::new(
                 field("name"),
-                format!("{:?} is used by an earlier alert; names must be unique", alert.name),
+                format!(
+                    "{:?} is used by an earlier alert; names must be unique",
+                    alert.name
+                ),
             ));
         }
         if !is_dns_subdomain(&alert.secret_ref.name) {
@@ -87,7 +87,12 @@ fn alerts_problems(alerts: &[Alert]) -> Vec<Problem> {
         let takes_channel = matches!(alert.type_, AlertType::Slack | AlertType::Rocket);
         let takes_username = !matches!(alert.type_, AlertType::Msteams | AlertType::Gchat);
         for (name, set, takes, services) in [
-            ("channel", alert.channel.is_some(), takes_channel, "slack, rocket"),
+            (
+                "channel",
+                alert.channel.is_some(),
+                takes_channel,
+                "slack, rocket",
+            ),
             (
                 "username",
                 alert.username.is_some(),
