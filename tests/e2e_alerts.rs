@@ -44,7 +44,7 @@ async fn receiver() -> (String, Received) {
                         "msteams" => StatusCode::ACCEPTED,   // as a Workflows webhook answers
                         _ => StatusCode::OK,
                     };
-                    seen.lock().unwrap().push((service, token, body));
+                    seen.lock().expect("received").push((service, token, body));
                     status
                 }
             },
@@ -117,7 +117,7 @@ impl Drop for Alerting {
 /// The bodies `service` got, in order.
 fn bodies(got: &Received, service: &str) -> Vec<Value> {
     got.lock()
-        .unwrap()
+        .expect("received")
         .iter()
         .filter(|(s, _, _)| s == service)
         .map(|(_, _, body)| body.clone())
@@ -260,7 +260,10 @@ fn check_gchat(body: &Value) {
     }
 }
 
-const CHECKS: [(&str, fn(&Value)); 5] = [
+/// A check of one service's documented fields.
+type Check = fn(&Value);
+
+const CHECKS: [(&str, Check); 5] = [
     ("slack", check_slack),
     ("msteams", check_msteams),
     ("discord", check_discord),
@@ -278,7 +281,7 @@ async fn wait_for(got: &Received, ns: &str, service: &str, reasons: &[&str]) {
         &format!("{service} to get {reasons:?}"),
         Duration::from_secs(30),
         || async {
-            let titles: Vec<String> = bodies(got, service).iter().map(|b| title(b)).collect();
+            let titles: Vec<String> = bodies(got, service).iter().map(title).collect();
             let missing: Vec<&&str> = reasons
                 .iter()
                 .filter(|r| !titles.contains(&format!("web.{ns}: {r}")))
@@ -331,7 +334,7 @@ async fn a_release_is_told_to_each_chat_in_its_documented_format() {
             check(body);
         }
         // In the order the Events were recorded: NewRevision first, Succeeded last.
-        let titles: Vec<String> = bodies.iter().map(|b| title(b)).collect();
+        let titles: Vec<String> = bodies.iter().map(title).collect();
         let at = |reason: &str| titles.iter().position(|t| t.ends_with(reason));
         assert!(at("NewRevision") < at("Succeeded"), "{service}: {titles:?}");
     }

@@ -7,11 +7,10 @@ use kube::runtime::controller::Action as Requeue;
 use super::Error;
 use super::context::Release;
 use super::events::EventHooks;
-use crate::alerts;
 use crate::analysis;
 use crate::crd::AnalysisTemplate;
 use crate::release::{self, Driven, EventType, HookKind, Observations, Reason, ReleaseStatus};
-use kube::{Api, ResourceExt};
+use kube::Api;
 
 /// The controller's answers to the machine's questions: the analysis [`analysis::Asker`] of
 /// this reconcile, told the release's payload.
@@ -71,7 +70,8 @@ impl Release<'_> {
         .map_err(|e| Error::Policies(e.to_string()))?;
         let callable = asker.callable_template().cloned();
         let checksum = revision.to_owned();
-        let alerts = self.alerts().await?;
+        // Read at the start of the reconcile (`run`), for the Events before this one.
+        let alerts = std::mem::take(&mut self.hooks.alerts);
         let outbox = std::mem::take(&mut self.hooks.outbox);
         self.hooks = EventHooks {
             template: callable.clone(),
@@ -104,18 +104,6 @@ impl Release<'_> {
             false => Requeue::await_change(),
         };
         Ok((driven, requeue))
-    }
-
-    /// The chat alerts of the CanaryPolicies covering the Deployment now.
-    async fn alerts(&self) -> Result<alerts::Alerts, Error> {
-        let Some(index) = self.ctx.analysis.policies.as_deref() else {
-            return Ok(alerts::Alerts::default());
-        };
-        let covering = index
-            .covering(&self.namespace, self.deploy.labels())
-            .await
-            .map_err(|e| Error::Policies(e.to_string()))?;
-        Ok(alerts::Alerts::of(&covering))
     }
 
     pub(super) fn payload(&self, status: &ReleaseStatus, revision: &str) -> analysis::Payload {

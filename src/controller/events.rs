@@ -76,9 +76,7 @@ impl Release<'_> {
         outbox.extend(queued);
     }
 
-    /// Sends the alerts this reconcile queued, without waiting: each alert's messages in
-    /// order, the alerts at once. A failure is logged, counted and recorded as an
-    /// `AlertFailed` Event on the Deployment; it changes nothing else.
+    /// Sends the alerts this reconcile queued (see [`Context::send_alerts`]).
     pub(super) fn send_alerts(&mut self) {
         let outbox = std::mem::take(
             self.hooks
@@ -86,15 +84,29 @@ impl Release<'_> {
                 .get_mut()
                 .unwrap_or_else(|p| p.into_inner()),
         );
+        self.ctx
+            .send_alerts(self.deploy, self.hooks.alerts.clone(), outbox);
+    }
+}
+
+impl Context {
+    /// Sends `outbox`, alerts of `deploy`'s release among `alerts`, without waiting: each
+    /// alert's messages in order, the alerts at once. A failure is logged, counted and
+    /// recorded as an `AlertFailed` Event on the Deployment (one per failing alert and
+    /// call); it changes nothing else.
+    pub(super) fn send_alerts(
+        &self,
+        deploy: &Deployment,
+        alerts: alerts::Alerts,
+        outbox: Vec<(alerts::Target, alerts::Message)>,
+    ) {
         if outbox.is_empty() {
             return;
         }
-        let ctx = self.ctx;
-        let (sender, counts) = (ctx.alerts.clone(), ctx.alert_counts.clone());
-        let (client, reporter) = (ctx.client.clone(), ctx.reporter.clone());
-        let deployment = self.deploy.object_ref(&());
-        let alerts = self.hooks.alerts.clone();
-        let (namespace, name) = (self.namespace.clone(), self.name.clone());
+        let (sender, counts) = (self.alerts.clone(), self.alert_counts.clone());
+        let (client, reporter) = (self.client.clone(), self.reporter.clone());
+        let deployment = deploy.object_ref(&());
+        let (namespace, name) = (deploy.namespace().unwrap_or_default(), deploy.name_any());
         let mut by_alert: Vec<(alerts::Target, Vec<alerts::Message>)> = Vec::new();
         for (target, message) in outbox {
             match by_alert.iter_mut().find(|(t, _)| *t == target) {
@@ -117,7 +129,7 @@ impl Release<'_> {
                     (messages.len(), failures)
                 }
             });
-            // One Event per failing alert and reconcile: its last failure, and how many.
+            // One Event per failing alert: its last failure, and how many.
             for (sent, failures) in futures::future::join_all(sends).await {
                 let Some(last) = failures.last() else {
                     continue;
@@ -144,9 +156,29 @@ impl Release<'_> {
             }
         });
     }
-}
 
-impl Context {
+    /// The chat alerts of the CanaryPolicies covering `deploy` now (none in the webhook,
+    /// which has no policy index of the controller's). None, with a warning, while the
+    /// policies cannot be read: alerts never hold up a release.
+    pub(super) async fn alerts_of(&self, deploy: &Deployment) -> alerts::Alerts {
+        let Some(index) = self.analysis.policies.as_deref() else {
+            return alerts::Alerts::default();
+        };
+        let namespace = deploy.namespace().unwrap_or_default();
+        match index.covering(&namespace, deploy.labels()).await {
+            Ok(covering) => alerts::Alerts::of(&covering),
+            Err(e) => {
+                let deployment = deploy.name_any();
+                tracing::warn!(
+                    namespace,
+                    deployment,
+                    "no chat alerts in this reconcile: {e}"
+                );
+                alerts::Alerts::default()
+            }
+        }
+    }
+
     /// The Canary of a Deployment (see [`read_through`]).
     pub(super) async fn canary(
         &self,

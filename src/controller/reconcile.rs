@@ -76,6 +76,8 @@ impl Release<'_> {
             .canary
             .as_ref()
             .and_then(|c| requests::pending(c.annotations(), stored.last_request.as_ref()));
+        // The chat alerts of the covering policies, before any Event of this reconcile.
+        self.hooks.alerts = self.ctx.alerts_of(self.deploy).await;
         let mut read = self.read().await?;
         let reapply_router = match opted_in {
             true => self.ensure(&status, &mut read).await?,
