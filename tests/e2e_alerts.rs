@@ -435,3 +435,45 @@ async fn a_rollback_reaches_every_severity_and_only_rollbacks_reach_error() {
     let info = reasons("info");
     assert!(info.len() > warn.len(), "info: {info:?}, warn: {warn:?}");
 }
+
+#[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
+async fn a_policy_whose_alert_takes_a_field_its_service_does_not_is_refused_at_apply() {
+    let (_, ns) = support::serin_namespace("alerts-adm").await;
+    let name = format!("{}-bad-alerts", ns.name);
+    let yaml = format!(
+        "apiVersion: serin.dev/v1beta1\nkind: CanaryPolicy\nmetadata: {{name: {name}}}\nspec:\n\
+         \x20 namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {ns}}}}}\n\
+         \x20 alerts:\n\
+         \x20 - {{name: teams, type: msteams, secretRef: {{name: teams}}, channel: '#x'}}\n\
+         \x20 - {{name: teams, type: gchat, secretRef: {{name: Bad_Name}}}}\n",
+        ns = ns.name
+    );
+    let (ok, stdout, stderr) = kubectl(&["apply", "-f", "-"], Some(&yaml));
+    let _ = kubectl(
+        &["delete", "canarypolicy", &name, "--ignore-not-found"],
+        None,
+    );
+    assert!(!ok, "admitted:\n{stdout}");
+    for expected in [
+        "spec.alerts[0].channel: type msteams does not take a channel",
+        "spec.alerts[1].name: \"teams\" is used by an earlier alert",
+        "spec.alerts[1].secretRef.name: \"Bad_Name\" is not a Secret name",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} not in:\n{stderr}");
+    }
+    // An unknown type is the schema's to refuse, with the allowed values.
+    let unknown = yaml
+        .replace("type: msteams", "type: teams")
+        .replace(", channel: '#x'", "");
+    let (ok, _, stderr) = kubectl(&["apply", "-f", "-"], Some(&unknown));
+    let _ = kubectl(
+        &["delete", "canarypolicy", &name, "--ignore-not-found"],
+        None,
+    );
+    assert!(!ok, "an unknown alert type was admitted");
+    assert!(
+        stderr.contains("spec.alerts[0].type") && stderr.contains("\"slack\""),
+        "{stderr}"
+    );
+}

@@ -1,7 +1,7 @@
 //! Sending one alert: its address read from its Secret, its host checked against the
 //! covering policies' `allowedWebhookHosts`, then one POST through [`Outbound`] (never a
 //! redirect, never Serin's own ports or link-local addresses), at most [`TIMEOUT`], the
-//! answer read up to [`QUOTED_BYTES`]. No retry: the next Event brings the next alert.
+//! answer read up to 200 bytes. No retry: the next Event brings the next alert.
 //! Failures ([`AlertFailure`]) name the alert, its policy, its Secret and the host, never
 //! the address (its path or query is the credential).
 
