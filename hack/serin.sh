@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Serin on the local cluster: installs the CRDs (hack/crds.sh), Serin's RBAC
 # (manifests/rbac.yaml, plus the Secrets grant of manifests/overlays/secret-tracking, as the
-# local Serin tracks Secrets), the admission policy that keeps its writes to its own objects
+# local Serin tracks Secrets, and the grant of manifests/overlays/alerts), the admission policy that keeps its writes to its own objects
 # (manifests/boundary.yaml) and the roles for `view`/`edit` users (manifests/user-roles.yaml),
 # makes a kubeconfig for the `serin` ServiceAccount, builds the
 # binary and its certificates, runs `serin run` on 127.0.0.1 under that ServiceAccount's
@@ -107,6 +107,8 @@ up() {
   kubectl apply -f "$ROOT/manifests/rbac.yaml" >/dev/null
   # The local Serin tracks Secrets (the binary's default), so it gets the Component's grant.
   kubectl apply -f "$ROOT/manifests/overlays/secret-tracking/rbac.yaml" >/dev/null
+  # Chat alerts read their Secrets in serin-system.
+  kubectl apply -f "$ROOT/manifests/overlays/alerts/rbac.yaml" >/dev/null
   # What Serin's identity may write (the API server enforces it, also while Serin is down),
   # and what people bound to view/edit may do with Serin's objects.
   kubectl apply -f "$ROOT/manifests/boundary.yaml" -f "$ROOT/manifests/require-canary.yaml" \

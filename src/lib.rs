@@ -10,6 +10,8 @@
 //! - [`analysis`]: what a release measures and calls: the planned checks, the builtin queries
 //!   one file per data plane, Prometheus, the AnalysisTemplate's webhooks and their validation,
 //!   and the controller's door to them ([`analysis::Measuring`]);
+//! - [`alerts`]: chat alerts (Slack, Teams, Discord, Rocket.Chat, Google Chat) of a
+//!   release's Events, one file per format, configured in `CanaryPolicy`;
 //! - [`policy`]: `CanaryPolicy` rules (coverage, defaults, findings) and the watch-fed index
 //!   of the cluster's policies;
 //! - [`controller`]: the release controller (kube-rs), the executor of [`release`];
@@ -27,6 +29,7 @@
 //!   subcommands `serin simulate` and `serin demo-chart`.
 
 pub mod admission;
+pub mod alerts;
 pub mod analysis;
 pub mod certs;
 pub mod cli;

@@ -29,7 +29,7 @@ struct Choice {
 }
 
 /// Every Component alone and every combination docs/install.md allows (one certificate
-/// source, with or without Secret tracking).
+/// source, with or without Secret tracking; alerts with a certificate source).
 const CHOICES: &[Choice] = &[
     Choice {
         values: &[],
@@ -54,6 +54,14 @@ const CHOICES: &[Choice] = &[
     Choice {
         values: &["certificates=self-signed", "trackSecrets=true"],
         components: &["self-signed", "secret-tracking"],
+    },
+    Choice {
+        values: &["alerts=true"],
+        components: &["alerts"],
+    },
+    Choice {
+        values: &["certificates=cert-manager", "alerts=true"],
+        components: &["cert-manager", "alerts"],
     },
 ];
 

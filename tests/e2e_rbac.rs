@@ -6,7 +6,8 @@
 //! `manifests/overlays/secret-tracking`. What the base alone allows is asked of a fresh
 //! ServiceAccount in a test namespace, bound exactly as `manifests/rbac.yaml` binds Serin's
 //! (copies of its bindings, owned by that namespace and so deleted with it): it may do what
-//! Serin needs without Secret tracking, and reads no Secret anywhere.
+//! Serin needs without Secret tracking, and reads no Secret anywhere; with the Component
+//! `manifests/overlays/alerts` it reads (`get`) the Secrets of serin-system and no other.
 //!
 //! The tables ask the API server's authorizer directly (a SubjectAccessReview with the exact
 //! group, resource and subresource), which also answers for Serin's own CRDs before they are
@@ -396,8 +397,19 @@ async fn service_account_may_not_escalate_touch_pods_or_manage_namespaces() {
 /// base's grants and none of an overlay's. The copies are owned by the test namespace, so
 /// the garbage collector deletes them with it. Returns once the authorizer applies them.
 async fn base_only_service_account(client: &Client) -> (support::TestNamespace, Identity) {
-    support::serin(); // the base's roles, as manifests/rbac.yaml has them now
-    let ns = support::TestNamespace::create(client, "rbac-base").await;
+    bound_service_account(client, "rbac-base", &["manifests/rbac.yaml"]).await
+}
+
+/// A ServiceAccount `serin` in a fresh test namespace (named from `prefix`), bound by copies
+/// of every binding in `files` (paths from the repository's root), as
+/// [`base_only_service_account`] describes.
+async fn bound_service_account(
+    client: &Client,
+    prefix: &str,
+    files: &[&str],
+) -> (support::TestNamespace, Identity) {
+    support::serin(); // the roles, as the manifests have them now
+    let ns = support::TestNamespace::create(client, prefix).await;
     let who = Identity {
         namespace: ns.name.clone(),
         name: "serin".into(),
@@ -441,11 +453,17 @@ async fn base_only_service_account(client: &Client) -> (support::TestNamespace, 
         owner_references: Some(vec![owner.clone()]),
         ..ObjectMeta::default()
     };
-    let path = support::repo_root().join("manifests/rbac.yaml");
-    let text = std::fs::read_to_string(&path).expect("manifests/rbac.yaml");
+    let text: String = files
+        .iter()
+        .map(|file| {
+            let path = support::repo_root().join(file);
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+            format!("{text}\n---\n")
+        })
+        .collect();
     let mut copies = 0;
     for document in serde_yaml_ng::Deserializer::from_str(&text) {
-        let object = serde_json::Value::deserialize(document).expect("rbac.yaml is YAML");
+        let object = serde_json::Value::deserialize(document).expect("RBAC files are YAML");
         match object["kind"].as_str() {
             Some("ClusterRoleBinding") => {
                 let binding: ClusterRoleBinding =
@@ -517,6 +535,40 @@ async fn base_rbac_alone_grants_what_serin_needs_without_secret_tracking() {
         base.user(),
         denied.join("\n  ")
     );
+}
+
+#[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
+async fn alerts_component_adds_only_get_on_the_secrets_of_serin_system() {
+    let client = support::client().await;
+    let files = ["manifests/rbac.yaml", "manifests/overlays/alerts/rbac.yaml"];
+    let (_ns, serin) = bound_service_account(&client, "rbac-alerts", &files).await;
+    let alerts: &[Access<'_>] = &[("get", "", "secrets", Some("serin-system"))];
+    support::wait_until(
+        "the Role of the alerts to take effect",
+        Duration::from_secs(30),
+        || {
+            let (client, serin) = (&client, &serin);
+            async move {
+                allowed(client, serin, alerts[0])
+                    .await
+                    .then_some(())
+                    .ok_or_else(|| "not yet allowed".to_owned())
+            }
+        },
+    )
+    .await;
+    let denied = mismatches(&client, &serin, &[NEEDED, alerts].concat(), true).await;
+    assert!(denied.is_empty(), "denied:\n  {}", denied.join("\n  "));
+    // Nothing else of Secrets: not listed or watched, not read in any other namespace.
+    let others: Vec<Access<'_>> = SECRETS_READ
+        .iter()
+        .chain(SECRET_TRACKING)
+        .copied()
+        .filter(|access| !alerts.contains(access))
+        .collect();
+    let granted = mismatches(&client, &serin, &others, false).await;
+    assert!(granted.is_empty(), "granted:\n  {}", granted.join("\n  "));
 }
 
 #[tokio::test]

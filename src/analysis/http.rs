@@ -1,5 +1,6 @@
-//! Outbound HTTP for the edges that call out of the cluster's API: [`super::prometheus`]
-//! and [`super::webhooks`] (AnalysisTemplate webhooks). One [`Outbound`] for both,
+//! Outbound HTTP for the edges that call out of the cluster's API: [`super::prometheus`],
+//! [`super::webhooks`] (AnalysisTemplate webhooks) and [`crate::alerts`] (chat alerts). One
+//! [`Outbound`] for all,
 //! and answers read only up to a bound, so a misbehaving server cannot make Serin buffer
 //! gigabytes.
 //!

@@ -20,7 +20,7 @@ use crate::certs::self_signed::{self, SelfSigned};
 use crate::controller;
 use crate::conversion;
 use crate::server::{
-    self, KubeApiRequests, Metrics, ReadyFlag, Reconciles, ServeOptions, ServingCert,
+    self, AlertCounts, KubeApiRequests, Metrics, ReadyFlag, Reconciles, ServeOptions, ServingCert,
 };
 
 /// Which parts of Serin a process runs.
@@ -79,6 +79,7 @@ async fn serve(serving: &ServingArgs, parts: Parts) -> anyhow::Result<Ended> {
     let api_requests = KubeApiRequests::register(&mut registry);
     let reconciles = Reconciles::register(&mut registry);
     let release_metrics = controller::ReleaseMetrics::register(&mut registry);
+    let alert_counts = AlertCounts::register(&mut registry);
 
     let admin_listener = TcpListener::bind(serving.admin_listen)
         .await
@@ -117,6 +118,7 @@ async fn serve(serving: &ServingArgs, parts: Parts) -> anyhow::Result<Ended> {
         policies: client.clone().map(crate::policy::PolicyIndex::start),
         metrics: Some(reconciles),
         release_metrics: Some(release_metrics),
+        alert_counts: Some(alert_counts),
     };
     let policies = options.policies.clone();
     match policies.clone() {

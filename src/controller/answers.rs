@@ -70,10 +70,15 @@ impl Release<'_> {
         .map_err(|e| Error::Policies(e.to_string()))?;
         let callable = asker.callable_template().cloned();
         let checksum = revision.to_owned();
+        // Read at the start of the reconcile (`run`), for the Events before this one.
+        let alerts = std::mem::take(&mut self.hooks.alerts);
+        let outbox = std::mem::take(&mut self.hooks.outbox);
         self.hooks = EventHooks {
             template: callable.clone(),
             phase: status.phase,
             checksum,
+            alerts,
+            outbox,
         };
         // Hooks asked for by a step get the phase that step is in (a new revision's first
         // `confirm-rollout` and `rollback` calls say Waiting, not the phase before it).

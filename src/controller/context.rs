@@ -51,6 +51,8 @@ pub struct Options {
     pub metrics: Option<crate::server::Reconciles>,
     /// The release metrics of every canary (`serin_canary_*` on the admin port).
     pub release_metrics: Option<super::ReleaseMetrics>,
+    /// Where chat alerts are counted (`serin_alerts_total`).
+    pub alert_counts: Option<crate::server::AlertCounts>,
 }
 
 /// What every reconcile (and the webhook's injection) shares.
@@ -70,6 +72,10 @@ pub struct Context {
     pub routers: RouterSettings,
     /// Set from each status a reconcile writes or finds unchanged (`None` in the webhook).
     pub release_metrics: Option<super::ReleaseMetrics>,
+    /// Sends the chat alerts of CanaryPolicies (their Secrets are in Serin's namespace, the
+    /// Lease's).
+    pub alerts: crate::alerts::Sender,
+    pub alert_counts: Option<crate::server::AlertCounts>,
 }
 
 /// Why a reconcile failed; it is retried after [`RETRY_AFTER`].
@@ -137,22 +143,27 @@ impl Context {
     }
 
     pub fn new(client: Client, options: &Options) -> anyhow::Result<Self> {
+        let egress = crate::policy::egress::Egress::new(options.own_ports.iter().copied());
+        let alerts = crate::alerts::Sender {
+            client: client.clone(),
+            namespace: options.lease.namespace.clone(),
+            http: crate::analysis::http::Outbound::new(egress.clone())?,
+        };
         Ok(Self {
             client,
             reporter: Reporter {
                 controller: FIELD_MANAGER.into(),
                 instance: Some(options.lease.identity.clone()),
             },
-            analysis: crate::analysis::Measuring::new(
-                &options.prometheus_url,
-                crate::policy::egress::Egress::new(options.own_ports.iter().copied()),
-            )?,
+            analysis: crate::analysis::Measuring::new(&options.prometheus_url, egress)?,
             primaries: None,
             canaries: None,
             hpas: None,
             tracking: options.tracking,
             routers: options.routers.clone(),
             release_metrics: None,
+            alerts,
+            alert_counts: options.alert_counts.clone(),
         })
     }
 }

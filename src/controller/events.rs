@@ -1,5 +1,6 @@
-//! Events: recorded on the Deployment and its Canary, and sent to the release's `event`
-//! webhooks.
+//! Events: recorded on the Deployment and its Canary, sent to the release's `event`
+//! webhooks, and to the chat alerts of the CanaryPolicies covering the Deployment (those
+//! sent once the reconcile ends, in order, in a task of their own: see [`crate::alerts`]).
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder};
@@ -8,16 +9,22 @@ use kube::{Api, Resource, ResourceExt};
 use super::cache::read_through;
 use super::context::Release;
 use super::context::{Context, Error};
+use crate::alerts;
 use crate::analysis;
 use crate::crd::Canary;
 use crate::release::{EventType, Phase, Reason};
 
-/// The `event` webhooks of a release and the payload fields they get.
+/// The `event` webhooks and chat alerts of a release and the payload fields they get.
 #[derive(Default)]
 pub(super) struct EventHooks {
     pub template: Option<crate::crd::AnalysisTemplateSpec>,
     pub phase: Phase,
     pub checksum: String,
+    /// The alerts of the covering CanaryPolicies, once read in this reconcile.
+    pub alerts: alerts::Alerts,
+    /// The alerts of this reconcile's Events, sent when it ends ([`Release::send_alerts`]);
+    /// a lock only because Events are recorded through a shared reference.
+    pub outbox: std::sync::Mutex<Vec<(alerts::Target, alerts::Message)>>,
 }
 
 impl Release<'_> {
@@ -38,13 +45,140 @@ impl Release<'_> {
             reason.as_str(),
             &message,
         );
+        self.queue_alerts(reason, &message);
         self.ctx
             .publish(self.deploy, self.canary.as_ref(), type_, reason, message)
             .await;
     }
+
+    /// Queues the alerts an Event of `reason` goes to.
+    fn queue_alerts(&self, reason: Reason, text: &str) {
+        let targets = self.hooks.alerts.for_reason(reason);
+        if targets.is_empty() {
+            return;
+        }
+        let hooks = &self.hooks;
+        let Some(message) = alerts::Message::new(
+            &self.name,
+            &self.namespace,
+            hooks.phase,
+            reason,
+            text,
+            &hooks.checksum,
+        ) else {
+            return;
+        };
+        let queued: Vec<_> = targets
+            .into_iter()
+            .map(|t| (t.clone(), message.clone()))
+            .collect();
+        let mut outbox = self.hooks.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        outbox.extend(queued);
+    }
+
+    /// Sends the alerts this reconcile queued (see [`Context::send_alerts`]).
+    pub(super) fn send_alerts(&mut self) {
+        let outbox = std::mem::take(
+            self.hooks
+                .outbox
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        self.ctx
+            .send_alerts(self.deploy, self.hooks.alerts.clone(), outbox);
+    }
 }
 
 impl Context {
+    /// Sends `outbox`, alerts of `deploy`'s release among `alerts`, without waiting: each
+    /// alert's messages in order, the alerts at once. A failure is logged, counted and
+    /// recorded as an `AlertFailed` Event on the Deployment (one per failing alert and
+    /// call); it changes nothing else.
+    pub(super) fn send_alerts(
+        &self,
+        deploy: &Deployment,
+        alerts: alerts::Alerts,
+        outbox: Vec<(alerts::Target, alerts::Message)>,
+    ) {
+        if outbox.is_empty() {
+            return;
+        }
+        let (sender, counts) = (self.alerts.clone(), self.alert_counts.clone());
+        let (client, reporter) = (self.client.clone(), self.reporter.clone());
+        let deployment = deploy.object_ref(&());
+        let (namespace, name) = (deploy.namespace().unwrap_or_default(), deploy.name_any());
+        let mut by_alert: Vec<(alerts::Target, Vec<alerts::Message>)> = Vec::new();
+        for (target, message) in outbox {
+            match by_alert.iter_mut().find(|(t, _)| *t == target) {
+                Some((_, messages)) => messages.push(message),
+                None => by_alert.push((target, vec![message])),
+            }
+        }
+        tokio::spawn(async move {
+            let sends = by_alert.iter().map(|(target, messages)| {
+                let (sender, alerts, counts) = (&sender, &alerts, &counts);
+                async move {
+                    let mut failures = Vec::new();
+                    for message in messages {
+                        let result = sender.send(alerts, target, message).await;
+                        if let Some(counts) = counts {
+                            counts.observe(target.alert.type_.as_str(), result.is_ok());
+                        }
+                        failures.extend(result.err());
+                    }
+                    (messages.len(), failures)
+                }
+            });
+            // One Event per failing alert: its last failure, and how many.
+            for (sent, failures) in futures::future::join_all(sends).await {
+                let Some(last) = failures.last() else {
+                    continue;
+                };
+                let note = match (failures.len(), sent) {
+                    (1, 1) => last.to_string(),
+                    (failed, sent) => format!("{last} ({failed} of {sent} alerts failed)"),
+                };
+                let reason = Reason::AlertFailed.as_str();
+                tracing::warn!(namespace, deployment = name, reason, "{note}");
+                let event = Event {
+                    type_: KubeEventType::Warning,
+                    reason: reason.to_owned(),
+                    note: Some(truncate(&note, 1000)),
+                    action: reason.to_owned(),
+                    secondary: None,
+                };
+                // A Recorder per Event, as in `publish`: one Recorder folds Events of the
+                // same reason into one series that keeps the first note.
+                let recorder = Recorder::new(client.clone(), reporter.clone());
+                if let Err(e) = recorder.publish(&event, &deployment).await {
+                    tracing::warn!(error = %e, "could not record an event");
+                }
+            }
+        });
+    }
+
+    /// The chat alerts of the CanaryPolicies covering `deploy` now (none in the webhook,
+    /// which has no policy index of the controller's). None, with a warning, while the
+    /// policies cannot be read: alerts never hold up a release.
+    pub(super) async fn alerts_of(&self, deploy: &Deployment) -> alerts::Alerts {
+        let Some(index) = self.analysis.policies.as_deref() else {
+            return alerts::Alerts::default();
+        };
+        let namespace = deploy.namespace().unwrap_or_default();
+        match index.covering(&namespace, deploy.labels()).await {
+            Ok(covering) => alerts::Alerts::of(&covering),
+            Err(e) => {
+                let deployment = deploy.name_any();
+                tracing::warn!(
+                    namespace,
+                    deployment,
+                    "no chat alerts in this reconcile: {e}"
+                );
+                alerts::Alerts::default()
+            }
+        }
+    }
+
     /// The Canary of a Deployment (see [`read_through`]).
     pub(super) async fn canary(
         &self,

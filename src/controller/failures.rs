@@ -98,6 +98,28 @@ fn is_news(key: Key, message: &str, now: Instant) -> bool {
     true
 }
 
+/// Tells the chat alerts of the covering policies that reconciling `deploy` failed (as
+/// often as the Event: once per distinct error, again after [`REPEAT_AFTER`]).
+async fn alert(ctx: &Context, deploy: &Deployment, canary: Option<&Canary>, message: &str) {
+    let alerts = ctx.alerts_of(deploy).await;
+    let reason = Reason::ReconcileFailed;
+    let release = canary.and_then(|c| c.status.as_ref()).map(|s| &s.release);
+    let phase = release.map(|r| r.phase).unwrap_or_default();
+    let revision = release.and_then(|r| r.revision.clone()).unwrap_or_default();
+    let (namespace, name) = (deploy.namespace().unwrap_or_default(), deploy.name_any());
+    let Some(told) =
+        crate::alerts::Message::new(&name, &namespace, phase, reason, message, &revision)
+    else {
+        return;
+    };
+    let outbox = alerts
+        .for_reason(reason)
+        .into_iter()
+        .map(|t| (t.clone(), told.clone()))
+        .collect();
+    ctx.send_alerts(deploy, alerts, outbox);
+}
+
 /// Tells users that reconciling `deploy` failed with `error`; best effort (a failure to tell
 /// is logged, the controller retries the reconcile anyway).
 pub(super) async fn report(ctx: &Context, deploy: &Deployment, error: &str) {
@@ -114,6 +136,7 @@ pub(super) async fn report(ctx: &Context, deploy: &Deployment, error: &str) {
             message.clone(),
         )
         .await;
+        alert(ctx, deploy, canary.as_ref(), &message).await;
     }
     let Some(canary) = canary else {
         return;

@@ -59,7 +59,10 @@ pub(super) async fn reconcile(
     };
     let router = configured_router(spec.provider, &ctx.routers);
     let mut release = Release::new(&ctx, &deploy, namespace, name, spec, router, canary);
-    release.run(is_opted_in).await
+    let result = release.run(is_opted_in).await;
+    // What the reconcile told before it ended, even when it failed part way.
+    release.send_alerts();
+    result
 }
 
 impl Release<'_> {
@@ -75,6 +78,8 @@ impl Release<'_> {
             .canary
             .as_ref()
             .and_then(|c| requests::pending(c.annotations(), stored.last_request.as_ref()));
+        // The chat alerts of the covering policies, before any Event of this reconcile.
+        self.hooks.alerts = self.ctx.alerts_of(self.deploy).await;
         let mut read = self.read().await?;
         let reapply_router = match opted_in {
             true => self.ensure(&status, &mut read).await?,

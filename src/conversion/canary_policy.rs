@@ -1,12 +1,12 @@
 //! `CanaryPolicy`: `match {…}` and `auditOnly` (v1alpha1), top-level selectors and
-//! `enforcement` (v1beta1); `allowedWebhookHosts` and `allowedMetricsHosts` exist only in
-//! v1beta1.
+//! `enforcement` (v1beta1); `allowedWebhookHosts`, `allowedMetricsHosts` and `alerts` exist
+//! only in v1beta1.
 
 use serde::{Deserialize, Serialize};
 
 use super::Versions;
 use crate::crd::v1alpha1::{self, PolicyMatch};
-use crate::crd::{CanaryPolicyResourceSpec, CanaryPolicySpec, Enforcement};
+use crate::crd::{Alert, CanaryPolicyResourceSpec, CanaryPolicySpec, Enforcement};
 
 pub(crate) struct PolicyVersions;
 
@@ -17,6 +17,8 @@ pub(crate) struct Carried {
     allowed_webhook_hosts: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     allowed_metrics_hosts: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    alerts: Option<Vec<Alert>>,
 }
 
 impl Versions for PolicyVersions {
@@ -39,6 +41,7 @@ impl Versions for PolicyVersions {
                 allowed_webhook_hosts: carried.allowed_webhook_hosts,
                 allowed_metrics_hosts: carried.allowed_metrics_hosts,
                 enforcement,
+                alerts: carried.alerts,
             },
         }
     }
@@ -58,6 +61,7 @@ impl Versions for PolicyVersions {
         let carried = Carried {
             allowed_webhook_hosts: policy.allowed_webhook_hosts,
             allowed_metrics_hosts: policy.allowed_metrics_hosts,
+            alerts: policy.alerts,
         };
         (alpha, carried)
     }

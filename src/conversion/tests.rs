@@ -7,10 +7,13 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::crd::{
+    Alert, AlertSeverity, AlertType, CanaryPolicySpec, Enforcement, PolicyDefaults, PolicyLimits,
+    SecretRef,
+};
+use crate::crd::{
     AnalysisTemplateSpec, CanaryPolicyResourceSpec, CanaryResourceSpec, HookType, MetricTemplate,
     NoDataPolicy, ThresholdRange, WebhookTemplate,
 };
-use crate::crd::{CanaryPolicySpec, Enforcement, PolicyDefaults, PolicyLimits};
 use crate::spec::{CanarySpec, Duration, GatewayRef, MatchRule, MetricsProvider, Provider};
 
 fn duration() -> impl Strategy<Value = Duration> {
@@ -174,6 +177,7 @@ fn policy() -> impl Strategy<Value = CanaryPolicySpec> {
             Enforcement::Deny,
             Enforcement::Warn,
         ])),
+        prop::option::of(prop::collection::vec(alert(), 0..3)),
     )
         .prop_map(
             |(
@@ -185,6 +189,7 @@ fn policy() -> impl Strategy<Value = CanaryPolicySpec> {
                 hosts,
                 metrics_hosts,
                 enforcement,
+                alerts,
             )| {
                 CanaryPolicySpec {
                     namespace_selector,
@@ -195,9 +200,33 @@ fn policy() -> impl Strategy<Value = CanaryPolicySpec> {
                     allowed_webhook_hosts: hosts,
                     allowed_metrics_hosts: metrics_hosts,
                     enforcement,
+                    alerts,
                 }
             },
         )
+}
+
+fn alert() -> impl Strategy<Value = Alert> {
+    (
+        name(),
+        prop::sample::select(AlertType::ALL.to_vec()),
+        prop::option::of(prop::sample::select(vec![
+            AlertSeverity::Info,
+            AlertSeverity::Warn,
+            AlertSeverity::Error,
+        ])),
+        name(),
+        prop::option::of("#[a-z]{1,8}"),
+        prop::option::of(name()),
+    )
+        .prop_map(|(name, type_, severity, secret, channel, username)| Alert {
+            name,
+            type_,
+            severity,
+            secret_ref: SecretRef { name: secret },
+            channel,
+            username,
+        })
 }
 
 fn canary() -> impl Strategy<Value = CanarySpec> {

@@ -63,6 +63,112 @@ pub struct CanaryPolicySpec {
     /// `deny` (the default) refuses; `warn` admits and reports the same findings as warnings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enforcement: Option<Enforcement>,
+    /// Chat alerts about the releases of covered Deployments (Slack, Microsoft Teams,
+    /// Discord, Rocket.Chat, Google Chat). Each address is read from a Secret in Serin's own
+    /// namespace; the hosts are held to `allowedWebhookHosts` like webhooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 10))]
+    pub alerts: Option<Vec<Alert>>,
+}
+
+/// One chat alert: where (a Secret's `address`), in which format, and from which severity.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    /// Names the alert in Events and logs.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// The chat service, which decides the payload's format.
+    #[serde(rename = "type")]
+    pub type_: AlertType,
+    /// The least severity sent: `info` (every step, the default), `warn` (failures and
+    /// rollbacks) or `error` (rollbacks only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<AlertSeverity>,
+    /// The Secret, in Serin's own namespace, whose key `address` holds the incoming-webhook
+    /// URL (a URL is a credential: it is never written in a spec).
+    pub secret_ref: SecretRef,
+    /// Overrides the webhook's channel (Slack, Rocket.Chat), e.g. `#deploys`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 80))]
+    pub channel: Option<String>,
+    /// The name the message is posted as (Slack, Discord, Rocket.Chat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 80))]
+    pub username: Option<String>,
+}
+
+/// A Secret in Serin's own namespace.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct SecretRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// The chat services an alert can post to (Flagger's `AlertProvider` type names).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertType {
+    Slack,
+    /// Microsoft Teams, through a Workflows webhook (an Adaptive Card).
+    Msteams,
+    Discord,
+    /// Rocket.Chat.
+    Rocket,
+    /// Google Chat.
+    Gchat,
+}
+
+impl AlertType {
+    pub const ALL: [AlertType; 5] = [
+        AlertType::Slack,
+        AlertType::Msteams,
+        AlertType::Discord,
+        AlertType::Rocket,
+        AlertType::Gchat,
+    ];
+
+    /// The type as users write it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AlertType::Slack => "slack",
+            AlertType::Msteams => "msteams",
+            AlertType::Discord => "discord",
+            AlertType::Rocket => "rocket",
+            AlertType::Gchat => "gchat",
+        }
+    }
+}
+
+/// How serious an Event must be to be sent, least to most.
+#[derive(
+    Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertSeverity {
+    /// Every step of a release.
+    Info,
+    /// Failures and rollbacks.
+    Warn,
+    /// Rollbacks only.
+    Error,
+}
+
+impl AlertSeverity {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AlertSeverity::Info => "info",
+            AlertSeverity::Warn => "warn",
+            AlertSeverity::Error => "error",
+        }
+    }
+}
+
+impl Alert {
+    /// The least severity sent: `info` when absent.
+    pub fn severity(&self) -> AlertSeverity {
+        self.severity.unwrap_or(AlertSeverity::Info)
+    }
 }
 
 /// Defaults a policy fills, named like the `Canary` spec fields.

@@ -20,8 +20,8 @@ pub use analysis_template::{
 };
 pub use canary::{Canary, CanaryResourceSpec, CanaryStatus, RequestOutcome, RequestStatus};
 pub use canary_policy::{
-    CanaryPolicy, CanaryPolicyResourceSpec, CanaryPolicySpec, Enforcement, PolicyDefaults,
-    PolicyLimits,
+    Alert, AlertSeverity, AlertType, CanaryPolicy, CanaryPolicyResourceSpec, CanaryPolicySpec,
+    Enforcement, PolicyDefaults, PolicyLimits, SecretRef,
 };
 
 /// API group of every Serin resource.

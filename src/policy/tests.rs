@@ -663,3 +663,48 @@ fn the_shipped_require_canary_policies_say_what_serin_check_says() {
     enforcements.sort_unstable();
     assert_eq!(enforcements, ["deny", "warn"]);
 }
+
+#[test]
+fn alerts_name_a_secret_and_take_only_the_fields_their_service_does() {
+    use crate::crd::{Alert, AlertType, SecretRef};
+    let alert = |name: &str, type_, secret: &str| Alert {
+        name: name.into(),
+        type_,
+        severity: None,
+        secret_ref: SecretRef {
+            name: secret.into(),
+        },
+        channel: None,
+        username: None,
+    };
+    let spec = CanaryPolicySpec {
+        alerts: Some(vec![
+            Alert {
+                channel: Some("#deploys".into()),
+                username: Some("serin".into()),
+                ..alert("ok", AlertType::Slack, "slack-hook")
+            },
+            alert("ok", AlertType::Discord, "Not_A_Name"),
+            Alert {
+                channel: Some("#deploys".into()),
+                username: Some("serin".into()),
+                ..alert("teams", AlertType::Msteams, "teams")
+            },
+        ]),
+        ..Default::default()
+    };
+    let problems: Vec<String> = spec.problems().iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        problems,
+        [
+            "spec.alerts[1].name: \"ok\" is used by an earlier alert; names must be unique",
+            "spec.alerts[1].secretRef.name: \"Not_A_Name\" is not a Secret name: lower-case \
+             letters, digits, '-' and '.', at most 253 characters, starting and ending with a \
+             letter or digit",
+            "spec.alerts[2].channel: type msteams does not take a channel (its webhook posts \
+             where it was made); channel is for types: slack, rocket",
+            "spec.alerts[2].username: type msteams does not take a username (its webhook posts \
+             where it was made); username is for types: slack, discord, rocket",
+        ]
+    );
+}

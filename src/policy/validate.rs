@@ -1,12 +1,13 @@
 //! What is wrong with a CanaryPolicy itself, each problem naming its field: selectors that do
 //! not parse, defaults the annotation parser refuses, limits out of range, defaults beyond
-//! the limits, host patterns that are not patterns.
+//! the limits, host patterns that are not patterns, alerts that name a Secret badly or set a
+//! field their chat service does not take.
 
 use std::collections::BTreeMap;
 
 use super::defaults::default_annotations;
 use super::{hosts, selector};
-use crate::crd::{CanaryPolicySpec, PolicyDefaults, PolicyLimits};
+use crate::crd::{Alert, AlertType, CanaryPolicySpec, PolicyDefaults, PolicyLimits};
 use crate::spec::{self, Problem};
 
 impl CanaryPolicySpec {
@@ -40,8 +41,92 @@ impl CanaryPolicySpec {
                 }
             }
         }
+        if let Some(alerts) = &self.alerts {
+            problems.extend(alerts_problems(alerts));
+        }
         problems
     }
+}
+
+/// The most alerts one policy may list (the schema says so too): each Event of a covered
+/// release is one call per alert.
+const MAX_ALERTS: usize = 10;
+
+/// Alerts: unique names, a Secret name Kubernetes accepts, and `channel`/`username` only
+/// where the chat service takes them.
+fn alerts_problems(alerts: &[Alert]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if alerts.len() > MAX_ALERTS {
+        problems.push(Problem::new(
+            "spec.alerts",
+            format!("{} alerts; at most {MAX_ALERTS} per policy", alerts.len()),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, alert) in alerts.iter().enumerate() {
+        let field = |name: &str| format!("spec.alerts[{i}].{name}");
+        if !seen.insert(alert.name.as_str()) {
+            problems.push(Problem::new(
+                field("name"),
+                format!(
+                    "{:?} is used by an earlier alert; names must be unique",
+                    alert.name
+                ),
+            ));
+        }
+        if !is_dns_subdomain(&alert.secret_ref.name) {
+            problems.push(Problem::new(
+                field("secretRef.name"),
+                format!(
+                    "{:?} is not a Secret name: lower-case letters, digits, '-' and '.', at \
+                     most 253 characters, starting and ending with a letter or digit",
+                    alert.secret_ref.name
+                ),
+            ));
+        }
+        let takes_channel = matches!(alert.type_, AlertType::Slack | AlertType::Rocket);
+        let takes_username = !matches!(alert.type_, AlertType::Msteams | AlertType::Gchat);
+        for (name, set, takes, services) in [
+            (
+                "channel",
+                alert.channel.is_some(),
+                takes_channel,
+                "slack, rocket",
+            ),
+            (
+                "username",
+                alert.username.is_some(),
+                takes_username,
+                "slack, discord, rocket",
+            ),
+        ] {
+            if set && !takes {
+                problems.push(Problem::new(
+                    field(name),
+                    format!(
+                        "type {} does not take a {name} (its webhook posts where it was made); \
+                         {name} is for types: {services}",
+                        alert.type_.as_str()
+                    ),
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// A DNS-1123 subdomain, as Kubernetes names Secrets.
+fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
 }
 
 /// The policy field a default annotation comes from, for messages about the defaults.

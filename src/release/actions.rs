@@ -120,11 +120,13 @@ pub enum Reason {
     PolicyViolation,
     /// A reconcile failed; it is retried.
     ReconcileFailed,
+    /// A chat alert of a CanaryPolicy could not be delivered (never itself alerted).
+    AlertFailed,
 }
 
 impl Reason {
     /// Every reason, for tests and documentation.
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 25] = [
         Reason::Initialized,
         Reason::NewRevision,
         Reason::Scaled,
@@ -149,6 +151,7 @@ impl Reason {
         Reason::Webhook,
         Reason::PolicyViolation,
         Reason::ReconcileFailed,
+        Reason::AlertFailed,
     ];
 
     /// The reason as Kubernetes Events spell it.
@@ -178,6 +181,7 @@ impl Reason {
             Reason::Webhook => "Webhook",
             Reason::PolicyViolation => "PolicyViolation",
             Reason::ReconcileFailed => "ReconcileFailed",
+            Reason::AlertFailed => "AlertFailed",
         }
     }
 }

@@ -5,7 +5,9 @@
 //! - `serin_tls_reloads_total{result}`: attempts to load a rotated serving certificate;
 //! - `serin_reconciles_total{result, error}` and `serin_reconcile_duration_seconds`: the
 //!   controller's reconciles, failed ones by the kind of error ([`Reconciles`]);
-//! - `serin_kube_api_requests_total{method, resource}`: requests to the API server.
+//! - `serin_kube_api_requests_total{method, resource}`: requests to the API server;
+//! - `serin_alerts_total{type, result}`: chat alerts sent or failed, by chat service
+//!   ([`AlertCounts`]).
 //!
 //! The release metrics of each canary (`serin_canary_*`) are the controller's
 //! (`crate::controller::ReleaseMetrics`), registered in the same registry.
@@ -208,6 +210,46 @@ impl Reconciles {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AlertLabels {
+    /// The chat service (`slack`, `msteams`, `discord`, `rocket`, `gchat`): a fixed set.
+    r#type: &'static str,
+    /// `sent` or `failed`.
+    result: &'static str,
+}
+
+/// Chat alerts, by chat service and result. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct AlertCounts {
+    count: Family<AlertLabels, Counter>,
+}
+
+impl AlertCounts {
+    pub fn register(registry: &mut Registry) -> Self {
+        let counts = Self::default();
+        registry.register(
+            "serin_alerts",
+            "Chat alerts of CanaryPolicies, by type (chat service) and result (sent, failed)",
+            counts.count.clone(),
+        );
+        counts
+    }
+
+    /// Records one alert to a `type_` chat; `sent` when delivered.
+    pub fn observe(&self, type_: &'static str, sent: bool) {
+        let result = match sent {
+            true => "sent",
+            false => "failed",
+        };
+        self.count
+            .get_or_create(&AlertLabels {
+                r#type: type_,
+                result,
+            })
+            .inc();
+    }
+}
+
 /// Latency buckets: admission should answer in well under a millisecond for plain
 /// validation and tens of milliseconds when it reads from the API server; the API server's
 /// own timeout is 10 s at most, so anything past a second is already a problem.
@@ -334,6 +376,23 @@ mod tests {
             r#"serin_kube_api_requests_total{method="WATCH",resource="deployments"} 1"#,
             r#"serin_kube_api_requests_total{method="GET",resource="deployments"} 1"#,
             r#"serin_kube_api_requests_total{method="PATCH",resource="deployments/scale"} 1"#,
+        ] {
+            assert!(text.contains(series), "{series} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn alerts_are_counted_by_type_and_result() {
+        let mut registry = Registry::default();
+        let alerts = AlertCounts::register(&mut registry);
+        alerts.observe("slack", true);
+        alerts.observe("slack", true);
+        alerts.observe("gchat", false);
+        let mut text = String::new();
+        encode(&mut text, &registry).expect("encode");
+        for series in [
+            r#"serin_alerts_total{type="slack",result="sent"} 2"#,
+            r#"serin_alerts_total{type="gchat",result="failed"} 1"#,
         ] {
             assert!(text.contains(series), "{series} not in\n{text}");
         }

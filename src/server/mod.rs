@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use admin::{admin_router, serve_admin};
-pub use metrics::{KubeApiRequests, Metrics, Outcome, Reconciles, ReloadResult};
+pub use metrics::{AlertCounts, KubeApiRequests, Metrics, Outcome, Reconciles, ReloadResult};
 pub use serve::{
     DEFAULT_KEEP_ALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_REQUEST_DEADLINE,
     MAX_BODY_BYTES, ServeOptions, serve_https,

@@ -160,6 +160,7 @@ fn context_with(
         own_ports: Vec::new(),
         metrics: None,
         release_metrics: release_metrics.clone(),
+        alert_counts: None,
         policies: None,
     };
     let mut ctx = Context::new(client, &options).expect("context");
