@@ -45,6 +45,7 @@ fn metric(name: &str, query: Option<&str>) -> MetricTemplate {
         query: query.map(Into::into),
         threshold_range: ThresholdRange::default(),
         address: None,
+        secret_ref: None,
         no_data: NoDataPolicy::Fail,
     }
 }
@@ -643,6 +644,7 @@ fn planned(name: &str, address: &str, no_data: NoData) -> PlannedCheck {
             no_data,
         },
         address: Some(address.into()),
+        secret: None,
         query: Ok("up".into()),
     }
 }
@@ -655,7 +657,7 @@ async fn measuring_fills_each_check_with_its_answer() {
         planned("b", &format!("{base}/empty"), NoData::Skip),
         planned("c", &format!("{base}/nan"), NoData::Fail),
     ];
-    let measured = measure(&client(&base), &plan).await;
+    let measured = measure(&client(&base), &plan, &Default::default()).await;
     assert_eq!(measured.errors, Vec::<String>::new());
     assert_eq!(measured.error_message(), None);
     let values: Vec<_> = measured
@@ -682,7 +684,7 @@ async fn a_failed_query_is_a_failed_check_even_when_no_data_may_be_skipped() {
         planned("rate", &down, NoData::Skip),
         planned("p99", &format!("{base}/error500"), NoData::Skip),
     ];
-    let measured = measure(&client(&base), &plan).await;
+    let measured = measure(&client(&base), &plan, &Default::default()).await;
     for check in &measured.checks {
         assert_eq!((check.value, check.no_data), (None, NoData::Fail));
     }
@@ -704,7 +706,7 @@ async fn a_metric_that_cannot_be_rendered_is_a_failed_check_without_asking_prome
     let down = closed_address().await;
     let mut broken = planned("x", &down, NoData::Skip);
     broken.query = Err(QueryError::UnknownVariable { name: "pod".into() });
-    let measured = measure(&client(&down), &[broken]).await;
+    let measured = measure(&client(&down), &[broken], &Default::default()).await;
     assert_eq!(measured.checks[0].no_data, NoData::Fail);
     assert_eq!(
         measured.errors,
@@ -733,7 +735,7 @@ async fn checks_are_measured_concurrently() {
     let plan: Vec<_> = (0..3)
         .map(|i| planned(&format!("check-{i}"), &base, NoData::Fail))
         .collect();
-    let measured = measure(&client(&base), &plan).await;
+    let measured = measure(&client(&base), &plan, &Default::default()).await;
     assert_eq!(measured.errors, Vec::<String>::new());
     assert!(measured.checks.iter().all(|c| c.value == Some(1.0)));
 }

@@ -15,8 +15,8 @@ use kube::CustomResourceExt;
 use kube::core::crd::merge_crds;
 
 pub use analysis_template::{
-    AnalysisTemplate, AnalysisTemplateSpec, HookType, MetricTemplate, NoDataPolicy, ThresholdRange,
-    WebhookTemplate,
+    AnalysisTemplate, AnalysisTemplateSpec, HookType, MetricTemplate, NoDataPolicy, SecretRef,
+    ThresholdRange, WebhookTemplate,
 };
 pub use canary::{Canary, CanaryResourceSpec, CanaryStatus, RequestOutcome, RequestStatus};
 pub use canary_policy::{
