@@ -69,6 +69,19 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+impl std::fmt::Debug for Authorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Authorization::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+            Authorization::Basic { username, .. } => f
+                .debug_struct("Basic")
+                .field("username", username)
+                .field("password", &"<redacted>")
+                .finish(),
+        }
+    }
+}
+
 impl std::fmt::Debug for TlsMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsMaterial")
@@ -122,7 +135,9 @@ fn flag_of(key: &str) -> &'static str {
 /// holds a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialsError {
-    #[error("{first} and {second} cannot be used together: give a bearer token or basic auth, not both")]
+    #[error(
+        "{first} and {second} cannot be used together: give a bearer token or basic auth, not both"
+    )]
     Conflict { first: String, second: String },
     #[error("{given} needs {missing} too")]
     Incomplete { given: String, missing: String },
@@ -137,9 +152,7 @@ pub enum CredentialsError {
     NotFound { origin: String },
     #[error("{origin} could not be read: {reason}")]
     Unreadable { origin: String, reason: String },
-    #[error(
-        "{address} is not https://: Serin sends credentials only over TLS, never in clear"
-    )]
+    #[error("{address} is not https://: Serin sends credentials only over TLS, never in clear")]
     InClear { address: String },
 }
 
@@ -184,9 +197,9 @@ impl Credentials {
                     second: origin.part(PASSWORD),
                 });
             }
-            (Some(token), None, None) => Some(Authorization::Bearer(header_safe(
-                origin, TOKEN, token,
-            )?)),
+            (Some(token), None, None) => {
+                Some(Authorization::Bearer(header_safe(origin, TOKEN, token)?))
+            }
             (None, Some(_), None) => {
                 return Err(CredentialsError::Incomplete {
                     given: origin.part(USERNAME),
@@ -423,5 +436,281 @@ pub async fn read_secret(
             origin: origin.to_string(),
             reason,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET_VALUE: &str = "s3cr3t-value";
+
+    fn origin() -> Origin {
+        Origin::Secret {
+            namespace: "shop".into(),
+            name: "thanos-auth".into(),
+        }
+    }
+
+    fn keys(pairs: &[(&str, &[u8])]) -> BTreeMap<String, Vec<u8>> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+            .collect()
+    }
+
+    fn refusal(pairs: &[(&str, &[u8])]) -> String {
+        Credentials::from_keys(&origin(), &keys(pairs))
+            .expect_err("refused")
+            .to_string()
+    }
+
+    fn pem_pair() -> crate::certs::LocalCerts {
+        crate::certs::generate(&crate::certs::CertOptions::default()).expect("certificates")
+    }
+
+    #[test]
+    fn a_token_is_trimmed_and_becomes_a_bearer_token() {
+        let credentials =
+            Credentials::from_keys(&origin(), &keys(&[(TOKEN, b"  abc.def\n")])).expect("ok");
+        assert_eq!(
+            credentials.authorization,
+            Some(Authorization::Bearer("abc.def".into()))
+        );
+        assert!(credentials.tls.is_empty());
+    }
+
+    #[test]
+    fn username_and_password_become_basic_auth() {
+        let credentials = Credentials::from_keys(
+            &origin(),
+            &keys(&[(USERNAME, b"serin"), (PASSWORD, b"pw with spaces \n")]),
+        )
+        .expect("ok");
+        assert_eq!(
+            credentials.authorization,
+            Some(Authorization::Basic {
+                username: "serin".into(),
+                password: "pw with spaces ".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn a_token_and_basic_auth_together_are_refused_naming_both_keys() {
+        assert_eq!(
+            refusal(&[
+                (TOKEN, b"t"),
+                (USERNAME, b"u"),
+                (PASSWORD, SECRET_VALUE.as_bytes())
+            ]),
+            "key \"token\" of Secret shop/thanos-auth and key \"username\" of Secret \
+             shop/thanos-auth cannot be used together: give a bearer token or basic auth, not \
+             both"
+        );
+        assert!(refusal(&[(TOKEN, b"t"), (PASSWORD, b"p")]).contains("key \"password\""));
+    }
+
+    #[test]
+    fn half_of_a_pair_is_refused_naming_the_missing_half() {
+        assert_eq!(
+            refusal(&[(USERNAME, b"u")]),
+            "key \"username\" of Secret shop/thanos-auth needs key \"password\" of Secret \
+             shop/thanos-auth too"
+        );
+        let certs = pem_pair();
+        assert_eq!(
+            refusal(&[(CERT, certs.cert_pem.as_bytes())]),
+            "key \"tls.crt\" of Secret shop/thanos-auth needs key \"tls.key\" of Secret \
+             shop/thanos-auth too"
+        );
+        assert!(refusal(&[(KEY, certs.key_pem.as_bytes())]).starts_with("key \"tls.key\""));
+    }
+
+    #[test]
+    fn unusable_material_is_named_and_never_quoted() {
+        let certs = pem_pair();
+        let cases: [(&[(&str, &[u8])], &str); 5] = [
+            (
+                &[(CA, SECRET_VALUE.as_bytes())],
+                "key \"ca.crt\" of Secret shop/thanos-auth is not a PEM certificate",
+            ),
+            (
+                &[
+                    (CERT, certs.cert_pem.as_bytes()),
+                    (KEY, SECRET_VALUE.as_bytes()),
+                ],
+                "key \"tls.key\" of Secret shop/thanos-auth is not a PEM private key (PKCS#8, \
+                 PKCS#1 or SEC1)",
+            ),
+            (
+                &[(TOKEN, b"two\nlines")],
+                "key \"token\" of Secret shop/thanos-auth holds control characters (a line \
+                 break inside?), which an HTTP header cannot carry",
+            ),
+            (
+                &[(TOKEN, b" \n")],
+                "key \"token\" of Secret shop/thanos-auth is empty",
+            ),
+            (
+                &[(USERNAME, b"a:b"), (PASSWORD, SECRET_VALUE.as_bytes())],
+                "key \"username\" of Secret shop/thanos-auth holds a ':', which basic auth \
+                 cannot carry in a username",
+            ),
+        ];
+        for (pairs, expected) in cases {
+            let message = refusal(pairs);
+            assert_eq!(message, expected);
+            assert!(!message.contains(SECRET_VALUE));
+        }
+    }
+
+    #[test]
+    fn a_secret_with_none_of_the_keys_gives_no_credentials() {
+        assert_eq!(
+            refusal(&[("apikey", b"x")]),
+            "Secret shop/thanos-auth holds none of the keys token, username, password, ca.crt, \
+             tls.crt, tls.key, so it gives no credentials"
+        );
+    }
+
+    #[test]
+    fn a_ca_and_a_client_certificate_are_kept_as_tls_material() {
+        let certs = pem_pair();
+        let credentials = Credentials::from_keys(
+            &origin(),
+            &keys(&[
+                (CA, certs.ca_pem.as_bytes()),
+                (CERT, certs.cert_pem.as_bytes()),
+                (KEY, certs.key_pem.as_bytes()),
+            ]),
+        )
+        .expect("ok");
+        assert_eq!(credentials.authorization, None);
+        assert_eq!(credentials.tls.ca.as_deref(), Some(certs.ca_pem.as_bytes()));
+        assert!(credentials.tls.identity.is_some());
+    }
+
+    #[test]
+    fn debug_output_says_what_is_set_and_never_a_value() {
+        let credentials = Credentials::from_keys(
+            &origin(),
+            &keys(&[(USERNAME, b"serin"), (PASSWORD, SECRET_VALUE.as_bytes())]),
+        )
+        .expect("ok");
+        let shown = format!("{credentials:?}");
+        assert_eq!(
+            shown,
+            "Credentials { authorization: \"basic auth\", tls: TlsMaterial { ca: false, \
+             identity: false } }"
+        );
+    }
+
+    #[test]
+    fn credentials_go_only_over_https() {
+        let credentials = Credentials::default();
+        assert!(credentials.check_address("https://thanos:10902").is_ok());
+        assert!(credentials.check_address("HTTPS://thanos:10902").is_ok());
+        assert_eq!(
+            credentials
+                .check_address("http://thanos:10902")
+                .expect_err("refused")
+                .to_string(),
+            "http://thanos:10902 is not https://: Serin sends credentials only over TLS, never \
+             in clear"
+        );
+    }
+
+    #[test]
+    fn the_flags_are_named_as_flags_and_their_files_are_read_again_each_time() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "first\n").expect("write");
+        let files = CredentialFiles {
+            bearer_token_file: Some(token.clone()),
+            ..CredentialFiles::default()
+        };
+        let bearer = |files: &CredentialFiles| {
+            files
+                .read()
+                .expect("readable")
+                .and_then(|c| c.authorization)
+        };
+        assert_eq!(bearer(&files), Some(Authorization::Bearer("first".into())));
+        std::fs::write(&token, "rotated").expect("write");
+        assert_eq!(
+            bearer(&files),
+            Some(Authorization::Bearer("rotated".into()))
+        );
+
+        let with_cert = CredentialFiles {
+            client_cert: Some(token.clone()),
+            ..files.clone()
+        };
+        assert_eq!(
+            with_cert.read().expect_err("refused").to_string(),
+            "--prometheus-client-cert needs --prometheus-client-key too"
+        );
+        let missing = CredentialFiles {
+            ca_file: Some(dir.path().join("nope.crt")),
+            ..files
+        };
+        let message = missing.read().expect_err("refused").to_string();
+        assert!(
+            message.starts_with("--prometheus-ca-file ") && message.contains("nope.crt"),
+            "{message}"
+        );
+        assert_eq!(CredentialFiles::default().read(), Ok(None));
+    }
+
+    struct Secrets(BTreeMap<(String, String), Result<SecretData, String>>);
+
+    impl SecretSource for Secrets {
+        fn data(
+            &self,
+            namespace: &str,
+            name: &str,
+        ) -> BoxFuture<'static, Result<Option<SecretData>, String>> {
+            let found = self
+                .0
+                .get(&(namespace.to_owned(), name.to_owned()))
+                .cloned()
+                .transpose();
+            Box::pin(async move { found })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_secret_is_read_in_its_namespace_and_a_missing_one_is_named() {
+        let source = Secrets(BTreeMap::from([
+            (
+                ("shop".to_owned(), "thanos-auth".to_owned()),
+                Ok(keys(&[(TOKEN, b"abc")])),
+            ),
+            (
+                ("shop".to_owned(), "locked".to_owned()),
+                Err("Serin may not read it".to_owned()),
+            ),
+        ]));
+        assert_eq!(
+            read_secret(&source, "shop", "thanos-auth")
+                .await
+                .map(|c| c.authorization),
+            Ok(Some(Authorization::Bearer("abc".into())))
+        );
+        assert_eq!(
+            read_secret(&source, "other", "thanos-auth")
+                .await
+                .expect_err("not there")
+                .to_string(),
+            "Secret other/thanos-auth does not exist (it is named in the metric's secretRef)"
+        );
+        assert_eq!(
+            read_secret(&source, "shop", "locked")
+                .await
+                .expect_err("unreadable")
+                .to_string(),
+            "Secret shop/locked could not be read: Serin may not read it"
+        );
     }
 }

@@ -178,7 +178,11 @@ impl PrometheusClient {
             reason,
         };
         let mut request = match credentials {
-            None => self.http.client_for(&url).map_err(|r| forbidden(r.0))?.get(url),
+            None => self
+                .http
+                .client_for(&url)
+                .map_err(|r| forbidden(r.0))?
+                .get(url),
             Some(credentials) => {
                 credentials
                     .check_address(address)

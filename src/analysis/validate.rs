@@ -102,7 +102,12 @@ fn secret_ref_problems(at: &str, metric: &MetricTemplate, name: &str) -> Vec<Pro
              (--prometheus-url) is queried with the credentials of Serin's --prometheus-* flags"
                 .to_owned(),
         )),
-        Some(address) if !address.trim_start().to_ascii_lowercase().starts_with("https://") => {
+        Some(address)
+            if !address
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("https://") =>
+        {
             problems.push(Problem::new(
                 format!("{at}.address"),
                 format!(
@@ -181,9 +186,11 @@ mod tests {
     fn a_secret_ref_without_an_address_is_refused_naming_the_flags() {
         assert_eq!(
             lines(with_secret(None, "thanos-auth")),
-            ["spec.metrics[0].secretRef: needs the metric's own address (https://...): the \
+            [
+                "spec.metrics[0].secretRef: needs the metric's own address (https://...): the \
               default Prometheus (--prometheus-url) is queried with the credentials of Serin's \
-              --prometheus-* flags"]
+              --prometheus-* flags"
+            ]
         );
     }
 
@@ -191,7 +198,9 @@ mod tests {
     fn credentials_over_plain_http_are_refused() {
         assert_eq!(
             lines(with_secret(Some("http://thanos:10902"), "thanos-auth")),
-            [r#"spec.metrics[0].address: "http://thanos:10902" would carry the credentials of spec.metrics[0].secretRef in clear; credentials are sent only over https://"#]
+            [
+                r#"spec.metrics[0].address: "http://thanos:10902" would carry the credentials of spec.metrics[0].secretRef in clear; credentials are sent only over https://"#
+            ]
         );
         assert_eq!(
             lines(with_secret(Some("HTTP://thanos:10902"), "thanos-auth")).len(),
@@ -204,7 +213,9 @@ mod tests {
     fn a_secret_ref_must_name_a_secret() {
         assert_eq!(
             lines(with_secret(Some("https://thanos:10902"), "Thanos_Auth")),
-            [r#"spec.metrics[0].secretRef.name: "Thanos_Auth" is not a Secret name (lowercase letters, digits, '-' and '.', at most 253 characters)"#]
+            [
+                r#"spec.metrics[0].secretRef.name: "Thanos_Auth" is not a Secret name (lowercase letters, digits, '-' and '.', at most 253 characters)"#
+            ]
         );
     }
 

@@ -117,19 +117,35 @@ pub struct PrometheusAuthArgs {
     #[arg(long, env = "SERIN_PROMETHEUS_BEARER_TOKEN_FILE", conflicts_with_all = ["prometheus_username", "prometheus_password_file"])]
     pub prometheus_bearer_token_file: Option<PathBuf>,
     /// Basic-auth username for --prometheus-url (with --prometheus-password-file).
-    #[arg(long, env = "SERIN_PROMETHEUS_USERNAME", requires = "prometheus_password_file")]
+    #[arg(
+        long,
+        env = "SERIN_PROMETHEUS_USERNAME",
+        requires = "prometheus_password_file"
+    )]
     pub prometheus_username: Option<String>,
     /// File holding the basic-auth password for --prometheus-url.
-    #[arg(long, env = "SERIN_PROMETHEUS_PASSWORD_FILE", requires = "prometheus_username")]
+    #[arg(
+        long,
+        env = "SERIN_PROMETHEUS_PASSWORD_FILE",
+        requires = "prometheus_username"
+    )]
     pub prometheus_password_file: Option<PathBuf>,
     /// CA certificates (PEM) trusted for --prometheus-url instead of the system's.
     #[arg(long, env = "SERIN_PROMETHEUS_CA_FILE")]
     pub prometheus_ca_file: Option<PathBuf>,
     /// Client certificate (PEM) for --prometheus-url (with --prometheus-client-key).
-    #[arg(long, env = "SERIN_PROMETHEUS_CLIENT_CERT", requires = "prometheus_client_key")]
+    #[arg(
+        long,
+        env = "SERIN_PROMETHEUS_CLIENT_CERT",
+        requires = "prometheus_client_key"
+    )]
     pub prometheus_client_cert: Option<PathBuf>,
     /// Private key (PEM) of --prometheus-client-cert.
-    #[arg(long, env = "SERIN_PROMETHEUS_CLIENT_KEY", requires = "prometheus_client_cert")]
+    #[arg(
+        long,
+        env = "SERIN_PROMETHEUS_CLIENT_KEY",
+        requires = "prometheus_client_cert"
+    )]
     pub prometheus_client_key: Option<PathBuf>,
 }
 
@@ -156,7 +172,9 @@ impl ServingArgs {
         if let Some(credentials) = files.read()? {
             credentials
                 .check_address(&self.prometheus_url)
-                .map_err(|e| anyhow::anyhow!("--prometheus-url with --prometheus-* credentials: {e}"))?;
+                .map_err(|e| {
+                    anyhow::anyhow!("--prometheus-url with --prometheus-* credentials: {e}")
+                })?;
         }
         Ok(files)
     }
