@@ -530,7 +530,8 @@ mod tests {
     #[test]
     fn unusable_material_is_named_and_never_quoted() {
         let certs = pem_pair();
-        let cases: [(&[(&str, &[u8])], &str); 5] = [
+        type Keys<'a> = &'a [(&'a str, &'a [u8])];
+        let cases: [(Keys<'_>, &str); 5] = [
             (
                 &[(CA, SECRET_VALUE.as_bytes())],
                 "key \"ca.crt\" of Secret shop/thanos-auth is not a PEM certificate",

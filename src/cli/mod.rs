@@ -475,6 +475,54 @@ mod tests {
     }
 
     #[test]
+    fn prometheus_credentials_that_contradict_each_other_are_refused_by_flag_name() {
+        let refused = |args: &[&str]| serving(args).expect_err("refused");
+        let error = refused(&[
+            "--prometheus-bearer-token-file=/t",
+            "--prometheus-username=u",
+            "--prometheus-password-file=/p",
+        ]);
+        assert!(error.contains("--prometheus-bearer-token-file"), "{error}");
+        let error = refused(&["--prometheus-username=u"]);
+        assert!(error.contains("--prometheus-password-file"), "{error}");
+        let error = refused(&["--prometheus-client-cert=/c"]);
+        assert!(error.contains("--prometheus-client-key"), "{error}");
+    }
+
+    #[test]
+    fn prometheus_credentials_are_read_at_start_and_never_sent_over_http() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "abc\n").expect("write");
+        let token_flag = format!("--prometheus-bearer-token-file={}", token.display());
+        let over = |url: &str| {
+            serving(&[&token_flag, &format!("--prometheus-url={url}")])
+                .expect("parses")
+                .prometheus_credentials()
+                .map_err(|e| format!("{e:#}"))
+        };
+        let files = over("https://thanos.monitoring:10902").expect("usable");
+        assert_eq!(files.bearer_token_file.as_deref(), Some(token.as_path()));
+        assert_eq!(
+            over("http://prometheus.linkerd-viz:9090").expect_err("refused"),
+            "--prometheus-url with --prometheus-* credentials: \
+             http://prometheus.linkerd-viz:9090 is not https://: Serin sends credentials only \
+             over TLS, never in clear"
+        );
+        let missing = serving(&["--prometheus-ca-file=/nonexistent/ca.crt"])
+            .expect("parses")
+            .prometheus_credentials()
+            .map_err(|e| format!("{e:#}"))
+            .expect_err("refused");
+        assert!(
+            missing.starts_with("--prometheus-ca-file /nonexistent/ca.crt could not be read"),
+            "{missing}"
+        );
+        let none = serving(&[]).expect("parses").prometheus_credentials();
+        assert!(none.expect("no flags, no credentials").is_empty());
+    }
+
+    #[test]
     fn the_serving_flags_are_on_run_webhook_and_controller_each_with_its_variable() {
         let command = <Cli as clap::CommandFactory>::command();
         let serving_flags = |name: &str| {
@@ -490,7 +538,7 @@ mod tests {
             flags
         };
         let run = serving_flags("run");
-        assert_eq!(run.len(), 19, "{run:?}");
+        assert_eq!(run.len(), 25, "{run:?}");
         for (flag, var) in &run {
             let expected = format!("SERIN_{}", flag.to_uppercase().replace('-', "_"));
             assert_eq!(var, &expected, "--{flag}");
