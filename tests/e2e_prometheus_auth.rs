@@ -312,3 +312,65 @@ async fn a_missing_secret_fails_the_checks_with_an_event_that_names_it() {
         "{events}"
     );
 }
+
+/// The builtin checks' door: `serin controller`'s `--prometheus-*` flags, parsed as the
+/// binary parses them, give the client the controller builds its checks with. (A second
+/// running controller would race the local Serin for every release, so the flags are taken
+/// through the same functions, not through a second process.)
+#[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
+async fn the_flags_of_the_builtin_checks_reach_the_secure_prometheus_and_a_rotated_password_file_is_used_at_once()
+ {
+    use clap::Parser;
+    let prometheus = SecurePrometheus::start();
+    prometheus.wait_ready().await;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.display().to_string()
+    };
+    let password = file("password", "e2e-wrong-horse\n");
+    let args = [
+        "serin".to_owned(),
+        "controller".to_owned(),
+        format!("--prometheus-url={}", prometheus.base),
+        format!("--prometheus-username={USERNAME}"),
+        format!("--prometheus-password-file={password}"),
+        format!(
+            "--prometheus-ca-file={}",
+            file("ca.crt", &prometheus.ca_pem)
+        ),
+        format!(
+            "--prometheus-client-cert={}",
+            file("tls.crt", &prometheus.client_cert_pem)
+        ),
+        format!(
+            "--prometheus-client-key={}",
+            file("tls.key", &prometheus.client_key_pem)
+        ),
+    ];
+    let serving = match serin::cli::Cli::try_parse_from(&args)
+        .expect("flags")
+        .command
+    {
+        serin::cli::Command::Controller(serving) => serving,
+        other => panic!("parsed as {other:?}"),
+    };
+    let files = serving.prometheus_credentials().expect("usable at start");
+    let client = PrometheusClient::new(
+        serin::analysis::http::client().expect("client"),
+        &serving.prometheus_url,
+    )
+    .with_credentials(files);
+    let refused = client.query(None, "vector(1)").await.expect_err("refused");
+    let message = refused.to_string();
+    assert!(message.contains("HTTP 401"), "{message}");
+    assert!(!message.contains("e2e-wrong-horse"), "{message}");
+    // The Secret behind the file is corrected: the next query uses it, without a restart.
+    std::fs::write(&password, format!("{PASSWORD}\n")).expect("rotate");
+    assert_eq!(client.query(None, "vector(1)").await, Ok(Some(1.0)));
+    // A metric's own address never gets the flags' credentials.
+    let elsewhere = client.query(Some(&prometheus.base), "vector(1)").await;
+    assert!(elsewhere.is_err(), "{elsewhere:?}");
+}
