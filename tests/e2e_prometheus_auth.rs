@@ -4,7 +4,8 @@
 //! certificates signed by a CA made here), scraping the same simulator targets as the local
 //! one. The metric names a Secret (`secretRef`) with `username`, `password`, `ca.crt`,
 //! `tls.crt` and `tls.key`; the local Serin (which may read Secrets: the local environment
-//! tracks them) reads it when the checks run.
+//! tracks them) reads it when the checks run. The flags of the builtin checks are taken to
+//! the same Prometheus.
 
 mod support;
 
@@ -300,6 +301,18 @@ async fn a_wrong_password_fails_the_checks_naming_the_secret_and_never_its_value
 async fn a_missing_secret_fails_the_checks_with_an_event_that_names_it() {
     let (client, ns) = support::release_namespace("promauth-missing").await;
     let ns = &ns.name;
+    // Admission first: credentials are never for a plain http:// address.
+    let (ok, _, stderr) = support::kubectl(
+        &["apply", "-f", "-"],
+        Some(&template(ns, "http://127.0.0.1:9")),
+    );
+    assert!(
+        !ok && stderr.contains(
+            "spec.metrics[0].address: \"http://127.0.0.1:9\" would carry the credentials of \
+             spec.metrics[0].secretRef in clear; credentials are sent only over https://"
+        ),
+        "{stderr}"
+    );
     // Nothing listens there: the check fails before any query, on the Secret.
     apply(&template(ns, "https://127.0.0.1:9"));
     release_v2(&client, ns).await;

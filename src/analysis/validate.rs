@@ -46,7 +46,7 @@ impl AnalysisTemplateSpec {
                 ));
             }
             if let Some(address) = &metric.address
-                && let Err(message) = check_url(address)
+                && let Err(message) = check_url(address).and_then(|()| no_userinfo(address))
             {
                 problems.push(Problem::new(format!("{at}.address"), message));
             }
@@ -119,6 +119,19 @@ fn secret_ref_problems(at: &str, metric: &MetricTemplate, name: &str) -> Vec<Pro
         Some(_) => {}
     }
     problems
+}
+
+/// A metric address without a user or password in it: every message about the metric quotes
+/// its address, so credentials there would be in every Event. The value is not quoted back.
+fn no_userinfo(text: &str) -> Result<(), String> {
+    match reqwest::Url::parse(text) {
+        Ok(url) if !url.username().is_empty() || url.password().is_some() => Err(
+            "carries a user or password in the URL, which every Event about the metric would \
+             show; put the credentials in a Secret and name it in secretRef"
+                .to_owned(),
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// An absolute `http` or `https` URL with a host.
@@ -206,6 +219,20 @@ mod tests {
             lines(with_secret(Some("HTTP://thanos:10902"), "thanos-auth")).len(),
             1,
             "the scheme is case-insensitive"
+        );
+    }
+
+    #[test]
+    fn credentials_in_the_address_are_refused_without_quoting_them() {
+        let mut metric = metric("errors", Some("sum(x)"), None, Some(1.0));
+        metric.address = Some("https://serin:hunter2@thanos:10902".into());
+        assert_eq!(
+            lines(metric),
+            [
+                "spec.metrics[0].address: carries a user or password in the URL, which every \
+              Event about the metric would show; put the credentials in a Secret and name it in \
+              secretRef"
+            ]
         );
     }
 
