@@ -7,7 +7,10 @@
 # the same way by hack/podtargets.sh: Debian's Prometheus is built without Kubernetes
 # service discovery.
 #
-#   hack/prometheus.sh up | down | url
+#   hack/prometheus.sh up | down | url | bin
+#
+# `bin` prints the path of the Prometheus binary (fetched if needed), for tests that start an
+# instance of their own (tests/e2e_prometheus_auth.rs: one behind TLS and basic auth).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 P=$STATE/prometheus
@@ -58,5 +61,6 @@ case ${1:-} in
   up) up ;;
   down) down ;;
   url) cat "$P/url" ;;
-  *) echo "usage: $0 up|down|url" >&2; exit 2 ;;
+  bin) "$ROOT/hack/deps.sh" prometheus >/dev/null; echo "$PROM_BIN/prometheus" ;;
+  *) echo "usage: $0 up|down|url|bin" >&2; exit 2 ;;
 esac

@@ -175,3 +175,35 @@ fn a_metrics_provider_that_cannot_see_the_providers_requests_exits_one_naming_th
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn an_analysis_template_is_checked_as_admission_checks_it() {
+    let template = r#"apiVersion: serin.dev/v1beta1
+kind: AnalysisTemplate
+metadata: {name: checks, namespace: shop}
+spec:
+  metrics:
+  - name: request-success-rate
+    thresholdRange: {min: 99}
+    address: http://thanos.monitoring:10902
+    secretRef: {name: thanos-auth}
+"#;
+    let out = check(&["-f", "-"], template);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "-: AnalysisTemplate shop/checks: spec.metrics[0].address: \
+             \"http://thanos.monitoring:10902\" would carry the credentials of \
+             spec.metrics[0].secretRef in clear; credentials are sent only over https://"
+        ),
+        "{stdout}"
+    );
+    let fixed = template.replace("http://", "https://");
+    let out = check(&["-f", "-"], &fixed);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -137,7 +137,9 @@ async fn an_analysis_template_written_as_v1alpha1_reads_back_as_v1beta1_and_agai
             "--type",
             "json",
             "-p",
-            r#"[{"op":"replace","path":"/spec/metrics/0/noData","value":"skip"}]"#,
+            r#"[{"op":"replace","path":"/spec/metrics/0/noData","value":"skip"},
+                {"op":"add","path":"/spec/metrics/0/address","value":"https://thanos.test:10902"},
+                {"op":"add","path":"/spec/metrics/0/secretRef","value":{"name":"thanos-auth"}}]"#,
         ],
         None,
     );
@@ -162,6 +164,11 @@ async fn an_analysis_template_written_as_v1alpha1_reads_back_as_v1beta1_and_agai
         "checks",
     );
     assert_eq!(beta["spec"]["metrics"][0]["noData"], "skip", "{beta}");
+    assert_eq!(
+        beta["spec"]["metrics"][0]["secretRef"],
+        json!({"name": "thanos-auth"}),
+        "{beta}"
+    );
     assert_eq!(beta["spec"]["webhooks"][0]["retries"], 3);
     assert!(
         beta["metadata"]["annotations"]

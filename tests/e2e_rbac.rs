@@ -1677,3 +1677,110 @@ async fn edit_and_view_users_read_canaries_and_editors_steer_them() {
         "a viewer cannot steer: {stderr}"
     );
 }
+
+/// The Role and RoleBinding docs/security.md gives for Prometheus credentials
+/// ("Credentials for Prometheus"), as written there: the YAML block of that section.
+fn documented_credentials_grant() -> Vec<serde_json::Value> {
+    let page = std::fs::read_to_string(support::repo_root().join("docs/security.md"))
+        .expect("docs/security.md");
+    let section = page
+        .split("## Credentials for Prometheus")
+        .nth(1)
+        .expect("the section");
+    let block = section
+        .split("```yaml")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a YAML block");
+    // The block is indented as part of a list item.
+    let text: String = block
+        .lines()
+        .map(|line| line.strip_prefix("  ").unwrap_or(line))
+        .collect::<Vec<_>>()
+        .join("\n");
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| serde_json::Value::deserialize(doc).expect("YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// Whether `who` may `verb` the Secret `name` (all Secrets when `None`) in `namespace`.
+async fn may_secret(
+    client: &Client,
+    who: &Identity,
+    verb: &str,
+    namespace: &str,
+    name: Option<&str>,
+) -> bool {
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(who.user()),
+            groups: Some(who.groups()),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.into()),
+                group: Some(String::new()),
+                resource: Some("secrets".into()),
+                namespace: Some(namespace.into()),
+                name: name.map(Into::into),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    };
+    Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("create SubjectAccessReview")
+        .status
+        .is_some_and(|s| s.allowed)
+}
+
+#[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
+async fn the_documented_prometheus_credentials_grant_lets_serin_get_only_the_named_secret() {
+    let client = support::client().await;
+    let (ns, base) = base_only_service_account(&client).await;
+    assert!(!may_secret(&client, &base, "get", &ns.name, Some("thanos-auth")).await);
+    for mut object in documented_credentials_grant() {
+        object["metadata"]["namespace"] = ns.name.clone().into();
+        if let Some(subjects) = object["subjects"].as_array_mut() {
+            for subject in subjects {
+                subject["namespace"] = base.namespace.clone().into();
+                subject["name"] = base.name.clone().into();
+            }
+        }
+        let (ok, _, stderr) = support::kubectl(&["apply", "-f", "-"], Some(&object.to_string()));
+        assert!(ok, "applying {}: {stderr}", object["metadata"]["name"]);
+    }
+    let allowed = [
+        ("get", Some("thanos-auth"), true),
+        ("get", Some("another-secret"), false),
+        ("list", None, false),
+        ("watch", None, false),
+        ("update", Some("thanos-auth"), false),
+    ];
+    let mut wrong = Vec::new();
+    for (verb, name, expected) in allowed {
+        // RBAC takes a moment to see a new binding.
+        let answer = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let answer = may_secret(&client, &base, verb, &ns.name, name).await;
+                if answer == expected {
+                    return answer;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+        .await
+        .unwrap_or(!expected);
+        if answer != expected {
+            wrong.push(format!("{verb} {name:?}: {answer}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:?}");
+    assert!(
+        !may_secret(&client, &base, "get", "default", Some("thanos-auth")).await,
+        "only in the namespace that granted it"
+    );
+}

@@ -10,19 +10,31 @@
 //! when any address it resolves to is forbidden (the connection is made to the addresses the
 //! resolver returned, so a name cannot be checked as one address and reached as another).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
+use super::credentials::TlsMaterial;
 use crate::policy::egress::Egress;
+
+/// How many clients with TLS material of their own (a CA, a client certificate) are kept;
+/// past that they are all dropped and built again as needed. A handful of distinct
+/// Prometheus credentials is the rule; the bound keeps a template churning its Secret from
+/// growing the cache.
+const MAX_TLS_CLIENTS: usize = 32;
 
 /// Calls out of the cluster's API: two HTTP clients that differ only in how strict their
 /// resolver is. A URL on one of Serin's own ports goes through the strict one, whose resolver
 /// also refuses this machine's addresses; any other URL through the one that refuses the
-/// forbidden ranges only (the resolver sees a name, not the port it is for).
+/// forbidden ranges only (the resolver sees a name, not the port it is for). A Prometheus
+/// whose credentials bring a CA or a client certificate gets a client of its own, built the
+/// same way and kept ([`Outbound::client_with_tls`]).
 #[derive(Clone, Debug)]
 pub struct Outbound {
     egress: Egress,
     any_port: reqwest::Client,
     own_port: reqwest::Client,
+    with_tls: Arc<Mutex<HashMap<(bool, TlsMaterial), reqwest::Client>>>,
 }
 
 /// A URL Serin will not call, and why.
@@ -33,25 +45,55 @@ pub struct Refused(pub String);
 impl Outbound {
     pub fn new(egress: Egress) -> Result<Self, reqwest::Error> {
         crate::server::install_crypto_provider();
-        let build = |strict: bool| {
-            let resolver = CheckedResolver {
-                egress: egress.clone(),
-                as_own_port: strict
-                    .then(|| egress.own_ports().first().copied())
-                    .flatten(),
-            };
-            reqwest::Client::builder()
-                .user_agent(concat!("serin/", env!("CARGO_PKG_VERSION")))
-                .redirect(reqwest::redirect::Policy::none())
-                .no_proxy()
-                .dns_resolver(resolver)
-                .build()
-        };
         Ok(Self {
-            any_port: build(false)?,
-            own_port: build(true)?,
+            any_port: builder(&egress, false).build()?,
+            own_port: builder(&egress, true).build()?,
             egress,
+            with_tls: Arc::default(),
         })
+    }
+
+    /// [`Outbound::client_for`] with `tls` (a CA trusted instead of the system's, a client
+    /// certificate): a client of its own, kept for the next call with the same material.
+    /// The error says which part could not be used, never what it holds.
+    pub fn client_with_tls(
+        &self,
+        url: &str,
+        tls: &TlsMaterial,
+    ) -> Result<reqwest::Client, Refused> {
+        let shared = self.client_for(url)?;
+        if tls.is_empty() {
+            return Ok(shared.clone());
+        }
+        let strict = std::ptr::eq(shared, &self.own_port);
+        let key = (strict, tls.clone());
+        let mut kept = self
+            .with_tls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = kept.get(&key) {
+            return Ok(client.clone());
+        }
+        let mut builder = builder(&self.egress, strict);
+        if let Some(ca) = &tls.ca {
+            let roots = reqwest::Certificate::from_pem_bundle(ca)
+                .map_err(|_| Refused("the CA (ca.crt) is not a PEM certificate".into()))?;
+            builder = builder.tls_certs_only(roots);
+        }
+        if let Some(identity) = &tls.identity {
+            let identity = reqwest::Identity::from_pem(identity).map_err(|_| {
+                Refused("the client certificate and key (tls.crt, tls.key) are not usable".into())
+            })?;
+            builder = builder.identity(identity);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| Refused(format!("no TLS client: {}", error_chain(&e))))?;
+        if kept.len() >= MAX_TLS_CLIENTS {
+            kept.clear();
+        }
+        kept.insert(key, client.clone());
+        Ok(client)
     }
 
     /// The client to call `url` with, or why it may not be called: not an `http(s)` URL
@@ -81,6 +123,22 @@ impl Outbound {
             false => &self.any_port,
         })
     }
+}
+
+/// Every outbound client: no redirects followed, no proxy, names resolved through
+/// [`CheckedResolver`] (`strict`: as a call to one of Serin's own ports).
+fn builder(egress: &Egress, strict: bool) -> reqwest::ClientBuilder {
+    let resolver = CheckedResolver {
+        egress: egress.clone(),
+        as_own_port: strict
+            .then(|| egress.own_ports().first().copied())
+            .flatten(),
+    };
+    reqwest::Client::builder()
+        .user_agent(concat!("serin/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(resolver)
 }
 
 /// Resolves names with the system's resolver and lets through only what [`Egress`] allows.

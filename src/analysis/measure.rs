@@ -32,8 +32,9 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::runtime::reflector::ObjectRef;
 
+use super::credentials::{CredentialFiles, CredentialsError, SecretSource, read_secret};
 use super::http::Outbound;
-use super::plan::{self as metrics, PlannedCheck};
+use super::plan::{self as metrics, PlannedCheck, SecretCredentials};
 use super::prometheus::PrometheusClient;
 use super::webhooks::{self as hooks, HookClient, HookPayload};
 use crate::crd::{AnalysisTemplateSpec, HookType};
@@ -55,6 +56,9 @@ pub const AWAITING_RECHECK: Duration = Duration::from_secs(15);
 /// and the CanaryPolicies that judge a template before anything of it is called.
 pub struct Measuring {
     prometheus: PrometheusClient,
+    /// Where the Secrets of metrics' `secretRef`s are read (`None`: nothing reads them, and
+    /// such a check fails saying so).
+    secrets: Option<Arc<dyn SecretSource>>,
     pub(super) hooks: HookClient,
     calls: Calls,
     /// The CanaryPolicies, watch-fed, to judge a release's AnalysisTemplate before anything
@@ -69,10 +73,27 @@ impl Measuring {
         let http = Outbound::new(egress)?;
         Ok(Self {
             prometheus: PrometheusClient::new(http.clone(), prometheus_url),
+            secrets: None,
             hooks: HookClient::new(http),
             calls: Calls::default(),
             policies: None,
         })
+    }
+
+    /// Asks `--prometheus-url` with the credentials of the `--prometheus-*` flags.
+    pub fn with_prometheus_credentials(self, files: CredentialFiles) -> Self {
+        Self {
+            prometheus: self.prometheus.with_credentials(files),
+            ..self
+        }
+    }
+
+    /// Reads the Secrets metrics name in `secretRef` from `source`, when their checks run.
+    pub fn reading_secrets(self, source: Arc<dyn SecretSource>) -> Self {
+        Self {
+            secrets: Some(source),
+            ..self
+        }
     }
 
     /// The releases to reconcile because an answer came for them; taken once, by the
@@ -385,14 +406,24 @@ impl<'a> Asker<'a> {
             .template
             .map(|t| t.webhooks.clone())
             .unwrap_or_default();
-        let (prometheus, hooks) = (
+        let (prometheus, hooks, secrets) = (
             self.measuring.prometheus.clone(),
             self.measuring.hooks.clone(),
+            self.measuring.secrets.clone(),
         );
+        let namespace = self.namespace.to_owned();
         let call = move |payload: Payload| -> BoxFuture<'static, Answer> {
             Box::pin(async move {
-                let (checks, problems) =
-                    measure(&prometheus, &hooks, &planned, &rollout_hooks, payload).await;
+                let secrets = read_secrets(secrets.as_deref(), &namespace, &planned).await;
+                let (checks, problems) = measure(
+                    &prometheus,
+                    &hooks,
+                    &planned,
+                    &secrets,
+                    &rollout_hooks,
+                    payload,
+                )
+                .await;
                 Answer::Checks(checks, problems)
             })
         };
@@ -511,17 +542,38 @@ async fn policy_refusal(
     }))
 }
 
+/// The credentials of the Secrets `planned` names in `namespace`, each read once, now.
+async fn read_secrets(
+    source: Option<&dyn SecretSource>,
+    namespace: &str,
+    planned: &[PlannedCheck],
+) -> SecretCredentials {
+    let mut read = SecretCredentials::new();
+    for name in metrics::secrets_named(planned) {
+        let credentials = match source {
+            Some(source) => read_secret(source, namespace, &name).await,
+            None => Err(CredentialsError::Unreadable {
+                origin: format!("Secret {namespace}/{name}"),
+                reason: "this Serin process reads no Secrets".into(),
+            }),
+        };
+        read.insert(name, credentials);
+    }
+    read
+}
+
 /// One interval's checks, measured: the metrics and the `rollout` webhooks at once.
 async fn measure(
     prometheus: &PrometheusClient,
     client: &HookClient,
     planned: &[PlannedCheck],
+    secrets: &SecretCredentials,
     rollout_hooks: &[crate::crd::WebhookTemplate],
     payload: Payload,
 ) -> (Vec<MetricCheck>, Vec<String>) {
     let payload = HookPayload::from(payload);
     let (measurement, load) = tokio::join!(
-        metrics::measure(prometheus, planned),
+        metrics::measure(prometheus, planned, secrets),
         hooks::run_hooks(client, rollout_hooks, HookType::Rollout, &payload),
     );
     let mut problems: Vec<String> = measurement.error_message().into_iter().collect();

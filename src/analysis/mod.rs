@@ -13,11 +13,14 @@
 //! - [`validate`] (pure): what is wrong with an `AnalysisTemplate` beyond its schema, for
 //!   admission;
 //! - [`prometheus`]: the Prometheus HTTP API client;
+//! - [`credentials`]: what it sends to a Prometheus that asks for credentials, from a
+//!   metric's `secretRef` or Serin's `--prometheus-*` flags;
 //! - [`webhooks`]: an `AnalysisTemplate`'s Flagger-style webhooks;
 //! - [`http`]: outbound HTTP for both, held to [`crate::policy::egress`].
 //!
 //! An unobservable canary is never promoted: see [`plan`] for what counts as "no data".
 
+pub mod credentials;
 pub mod http;
 pub mod measure;
 pub mod notify;
@@ -29,6 +32,7 @@ pub mod queries;
 pub mod validate;
 pub mod webhooks;
 
+pub use credentials::{CredentialFiles, Credentials, CredentialsError};
 pub use measure::{AWAITING_RECHECK, Asker, Measuring, Payload};
 pub use notify::{notify, notify_event};
 pub use observers::Observer;

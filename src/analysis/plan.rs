@@ -8,12 +8,15 @@
 //! (Prometheus down, slow, refusing the query, a broken template) is a failed check, always:
 //! an unobservable canary is never promoted.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use futures::future::join_all;
 
 use crate::crd::{AnalysisTemplateSpec, MetricTemplate, NoDataPolicy};
 use crate::release::{MetricCheck, NoData, builtin_checks};
 use crate::spec::{Builtin, CanarySpec};
 
+use super::credentials::{Credentials, CredentialsError};
 use super::observers::Observer;
 use super::prometheus::PrometheusClient;
 use super::queries::{QueryError, QueryVars, metric_query};
@@ -25,6 +28,8 @@ pub struct PlannedCheck {
     pub check: MetricCheck,
     /// Prometheus address; the client's default when `None`.
     pub address: Option<String>,
+    /// The Secret (in the release's namespace) whose credentials go with `address`.
+    pub secret: Option<String>,
     /// The PromQL to run, or why there is none (a failed check when measured).
     pub query: Result<String, QueryError>,
 }
@@ -56,6 +61,7 @@ pub fn plan_checks(
                     }),
                 check,
                 address: None,
+                secret: None,
             })
             .collect(),
         metrics => metrics
@@ -83,6 +89,7 @@ fn template_check(metric: &MetricTemplate, vars: &QueryVars<'_>) -> PlannedCheck
             },
         },
         address: metric.address.clone(),
+        secret: metric.secret_ref.as_ref().map(|s| s.name.clone()),
         query: metric_query(metric, vars),
     }
 }
@@ -103,17 +110,49 @@ impl Measurement {
     }
 }
 
-/// Runs every planned query at once. A query that fails is a failed check whatever its
-/// no-data policy; an empty answer (or NaN, 0/0 without traffic) is "no data".
-pub async fn measure(prometheus: &PrometheusClient, planned: &[PlannedCheck]) -> Measurement {
+/// The credentials of the Secrets the planned checks name, by Secret name, as read for one
+/// measurement ([`super::credentials::read_secret`]).
+pub type SecretCredentials = BTreeMap<String, Result<Credentials, CredentialsError>>;
+
+/// The Secrets `planned` names, each once.
+pub fn secrets_named(planned: &[PlannedCheck]) -> BTreeSet<String> {
+    planned.iter().filter_map(|p| p.secret.clone()).collect()
+}
+
+/// Runs every planned query at once, a check with a Secret with the credentials read from it
+/// (`secrets`). A query that fails is a failed check whatever its no-data policy; an empty
+/// answer (or NaN, 0/0 without traffic) is "no data". A check whose Secret is missing or
+/// unusable fails without a query, saying why.
+pub async fn measure(
+    prometheus: &PrometheusClient,
+    planned: &[PlannedCheck],
+    secrets: &SecretCredentials,
+) -> Measurement {
     let answers = join_all(planned.iter().map(|p| async move {
-        match &p.query {
-            Ok(query) => prometheus
+        let query = p.query.as_ref().map_err(ToString::to_string)?;
+        let Some(secret) = &p.secret else {
+            return prometheus
                 .query(p.address.as_deref(), query)
                 .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
+                .map_err(|e| e.to_string());
+        };
+        // Admission refuses a secretRef without an address; one stored before that rule is
+        // never sent to the default Prometheus.
+        let address = p.address.as_deref().ok_or_else(|| {
+            format!(
+                "secretRef {secret:?} needs the metric's own address: the default Prometheus \
+                 is asked with Serin's own credentials"
+            )
+        })?;
+        let credentials = match secrets.get(secret) {
+            Some(Ok(credentials)) => credentials,
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err(format!("Secret {secret:?} was not read")),
+        };
+        prometheus
+            .query_with(address, credentials, query)
+            .await
+            .map_err(|e| format!("{e} (with the credentials of Secret {secret:?})"))
     }))
     .await;
     let mut measurement = Measurement::default();

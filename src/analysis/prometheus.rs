@@ -3,11 +3,16 @@
 //! Queries go through [`Outbound`]: never to Serin's own listeners or link-local addresses,
 //! and a redirect is an error, never followed (a metric's `address` must name Prometheus
 //! itself, so that a CanaryPolicy's `allowedMetricsHosts` judges the host really asked).
+//!
+//! Credentials ([`super::credentials`]) go only where they belong: Serin's own (the
+//! `--prometheus-*` flags, read again at every query) only to `--prometheus-url`, a metric's
+//! `secretRef` only to that metric's `address`, and either only over `https://`.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::credentials::{Authorization, CredentialFiles, Credentials};
 use super::http::{Outbound, error_chain, read_at_most, snippet};
 
 /// How long one query may take unless told otherwise: well under any check interval, so a
@@ -31,6 +36,12 @@ pub enum MetricsError {
     },
     #[error("Prometheus at {address} could not be asked {query:?}: {reason}")]
     Unreachable {
+        address: String,
+        query: String,
+        reason: String,
+    },
+    #[error("Prometheus at {address} was not asked {query:?}: {reason}")]
+    Credentials {
         address: String,
         query: String,
         reason: String,
@@ -75,12 +86,13 @@ pub enum MetricsError {
     },
 }
 
-/// A Prometheus HTTP API client with a default address (`--prometheus-url`) that a metric's
-/// own `address` overrides.
+/// A Prometheus HTTP API client with a default address (`--prometheus-url`, asked with the
+/// credentials of the `--prometheus-*` flags) that a metric's own `address` overrides.
 #[derive(Clone, Debug)]
 pub struct PrometheusClient {
     http: Outbound,
     default_address: String,
+    default_credentials: CredentialFiles,
     timeout: Duration,
 }
 
@@ -90,7 +102,16 @@ impl PrometheusClient {
         Self {
             http,
             default_address: default_address.into(),
+            default_credentials: CredentialFiles::default(),
             timeout: DEFAULT_QUERY_TIMEOUT,
+        }
+    }
+
+    /// The credentials of the default address, read from `files` at every query to it.
+    pub fn with_credentials(self, files: CredentialFiles) -> Self {
+        Self {
+            default_credentials: files,
+            ..self
         }
     }
 
@@ -106,29 +127,86 @@ impl PrometheusClient {
     /// Runs `promql` as an instant query at `address` (the default when `None`) and returns
     /// the first sample's value, or a scalar result's. `None` when there is no data: an empty
     /// vector, or NaN (what a ratio gives with no traffic, 0/0).
+    /// A metric's own `address` is asked without credentials ([`PrometheusClient::query_with`]
+    /// gives it those of its `secretRef`); the default with those of the flags.
     pub async fn query(
         &self,
         address: Option<&str>,
         promql: &str,
     ) -> Result<Option<f64>, MetricsError> {
-        let address = address.unwrap_or(&self.default_address);
+        match address {
+            Some(address) => self.ask(address, None, promql).await,
+            None => {
+                let address = &self.default_address;
+                let credentials =
+                    self.default_credentials
+                        .read()
+                        .map_err(|e| MetricsError::Credentials {
+                            address: address.clone(),
+                            query: promql.to_owned(),
+                            reason: e.to_string(),
+                        })?;
+                self.ask(address, credentials.as_ref(), promql).await
+            }
+        }
+    }
+
+    /// [`PrometheusClient::query`] at `address` with `credentials` (a metric's `secretRef`).
+    pub async fn query_with(
+        &self,
+        address: &str,
+        credentials: &Credentials,
+        promql: &str,
+    ) -> Result<Option<f64>, MetricsError> {
+        self.ask(address, Some(credentials), promql).await
+    }
+
+    async fn ask(
+        &self,
+        address: &str,
+        credentials: Option<&Credentials>,
+        promql: &str,
+    ) -> Result<Option<f64>, MetricsError> {
         let ask = Ask {
             address,
             query: promql,
         };
         let url = format!("{}/api/v1/query", address.trim_end_matches('/'));
-        let client = self
-            .http
-            .client_for(&url)
-            .map_err(|refused| MetricsError::Forbidden {
-                address: address.to_owned(),
-                query: promql.to_owned(),
-                reason: refused.0,
-            })?;
-        let response = client
-            .get(url)
-            .query(&[("query", promql)])
-            .timeout(self.timeout)
+        let forbidden = |reason: String| MetricsError::Forbidden {
+            address: address.to_owned(),
+            query: promql.to_owned(),
+            reason,
+        };
+        let mut request = match credentials {
+            None => self
+                .http
+                .client_for(&url)
+                .map_err(|r| forbidden(r.0))?
+                .get(url),
+            Some(credentials) => {
+                credentials
+                    .check_address(address)
+                    .map_err(|e| MetricsError::Credentials {
+                        address: address.to_owned(),
+                        query: promql.to_owned(),
+                        reason: e.to_string(),
+                    })?;
+                let client = self
+                    .http
+                    .client_with_tls(&url, &credentials.tls)
+                    .map_err(|r| forbidden(r.0))?;
+                let request = client.get(url);
+                match &credentials.authorization {
+                    None => request,
+                    Some(Authorization::Bearer(token)) => request.bearer_auth(token),
+                    Some(Authorization::Basic { username, password }) => {
+                        request.basic_auth(username, Some(password))
+                    }
+                }
+            }
+        };
+        request = request.query(&[("query", promql)]).timeout(self.timeout);
+        let response = request
             .send()
             .await
             .map_err(|e| ask.transport(e, self.timeout))?;

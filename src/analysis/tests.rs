@@ -45,6 +45,7 @@ fn metric(name: &str, query: Option<&str>) -> MetricTemplate {
         query: query.map(Into::into),
         threshold_range: ThresholdRange::default(),
         address: None,
+        secret_ref: None,
         no_data: NoDataPolicy::Fail,
     }
 }
@@ -643,6 +644,7 @@ fn planned(name: &str, address: &str, no_data: NoData) -> PlannedCheck {
             no_data,
         },
         address: Some(address.into()),
+        secret: None,
         query: Ok("up".into()),
     }
 }
@@ -655,7 +657,7 @@ async fn measuring_fills_each_check_with_its_answer() {
         planned("b", &format!("{base}/empty"), NoData::Skip),
         planned("c", &format!("{base}/nan"), NoData::Fail),
     ];
-    let measured = measure(&client(&base), &plan).await;
+    let measured = measure(&client(&base), &plan, &Default::default()).await;
     assert_eq!(measured.errors, Vec::<String>::new());
     assert_eq!(measured.error_message(), None);
     let values: Vec<_> = measured
@@ -682,7 +684,7 @@ async fn a_failed_query_is_a_failed_check_even_when_no_data_may_be_skipped() {
         planned("rate", &down, NoData::Skip),
         planned("p99", &format!("{base}/error500"), NoData::Skip),
     ];
-    let measured = measure(&client(&base), &plan).await;
+    let measured = measure(&client(&base), &plan, &Default::default()).await;
     for check in &measured.checks {
         assert_eq!((check.value, check.no_data), (None, NoData::Fail));
     }
@@ -704,7 +706,7 @@ async fn a_metric_that_cannot_be_rendered_is_a_failed_check_without_asking_prome
     let down = closed_address().await;
     let mut broken = planned("x", &down, NoData::Skip);
     broken.query = Err(QueryError::UnknownVariable { name: "pod".into() });
-    let measured = measure(&client(&down), &[broken]).await;
+    let measured = measure(&client(&down), &[broken], &Default::default()).await;
     assert_eq!(measured.checks[0].no_data, NoData::Fail);
     assert_eq!(
         measured.errors,
@@ -733,7 +735,224 @@ async fn checks_are_measured_concurrently() {
     let plan: Vec<_> = (0..3)
         .map(|i| planned(&format!("check-{i}"), &base, NoData::Fail))
         .collect();
-    let measured = measure(&client(&base), &plan).await;
+    let measured = measure(&client(&base), &plan, &Default::default()).await;
     assert_eq!(measured.errors, Vec::<String>::new());
     assert!(measured.checks.iter().all(|c| c.value == Some(1.0)));
+}
+
+// ---- credentials over TLS ------------------------------------------------------------------
+
+/// A Prometheus stand-in behind TLS that wants a client certificate (signed by its own
+/// client CA) and answers 42 only to requests carrying `authorization`, else 401.
+struct TlsPrometheus {
+    base: String,
+    /// The CA of its serving certificate.
+    ca_pem: String,
+    client_cert_pem: String,
+    client_key_pem: String,
+}
+
+const BASIC_SERIN: &str = "Basic c2VyaW46Y29ycmVjdC1ob3JzZQ=="; // serin:correct-horse
+
+async fn tls_prometheus(authorization: &'static str) -> TlsPrometheus {
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+        KeyPair,
+    };
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    crate::server::install_crypto_provider();
+    let serving = crate::certs::generate(&crate::certs::CertOptions::default()).expect("serving");
+    let mut ca_params = CertificateParams::default();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let client_ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key"))
+        .expect("client CA");
+    let mut client_params = CertificateParams::new(vec!["serin".to_owned()]).expect("params");
+    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client_key = KeyPair::generate().expect("key");
+    let client_cert = client_params
+        .signed_by(&client_key, &client_ca)
+        .expect("client certificate");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(client_ca.as_ref().der().to_vec()))
+        .expect("client CA root");
+    let verifier = rustls::server::WebPkiClientVerifier::builder(std::sync::Arc::new(roots))
+        .build()
+        .expect("client verifier");
+    let chain = CertificateDer::pem_slice_iter(serving.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("chain");
+    let key = PrivateKeyDer::from_pem_slice(serving.key_pem.as_bytes()).expect("key");
+    let config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+
+    let app = Router::new().route(
+        "/api/v1/query",
+        get(move |headers: axum::http::HeaderMap| async move {
+            match headers.get(header::AUTHORIZATION) {
+                Some(given) if given == authorization => (
+                    StatusCode::OK,
+                    r#"{"status":"success","data":{"resultType":"scalar","result":[1,"42"]}}"#,
+                ),
+                _ => (StatusCode::UNAUTHORIZED, "Unauthorized"),
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app))
+                    .await;
+            });
+        }
+    });
+    TlsPrometheus {
+        base: format!("https://{address}"),
+        ca_pem: serving.ca_pem,
+        client_cert_pem: client_cert.pem(),
+        client_key_pem: client_key.serialize_pem(),
+    }
+}
+
+fn secret_keys(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+fn from_secret(pairs: &[(&str, &str)]) -> Credentials {
+    let origin = credentials::Origin::Secret {
+        namespace: "shop".into(),
+        name: "prom-auth".into(),
+    };
+    Credentials::from_keys(&origin, &secret_keys(pairs)).expect("usable credentials")
+}
+
+#[tokio::test]
+async fn a_secret_with_basic_auth_a_ca_and_a_client_certificate_reaches_a_tls_prometheus() {
+    let prometheus = tls_prometheus(BASIC_SERIN).await;
+    let credentials = from_secret(&[
+        ("username", "serin"),
+        ("password", "correct-horse\n"),
+        ("ca.crt", &prometheus.ca_pem),
+        ("tls.crt", &prometheus.client_cert_pem),
+        ("tls.key", &prometheus.client_key_pem),
+    ]);
+    let answer = client("http://unused.test")
+        .query_with(&prometheus.base, &credentials, "up")
+        .await;
+    assert_eq!(answer, Ok(Some(42.0)));
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_refused_by_prometheus_and_the_message_never_shows_it() {
+    let prometheus = tls_prometheus(BASIC_SERIN).await;
+    let credentials = from_secret(&[
+        ("username", "serin"),
+        ("password", "wrong-horse"),
+        ("ca.crt", &prometheus.ca_pem),
+        ("tls.crt", &prometheus.client_cert_pem),
+        ("tls.key", &prometheus.client_key_pem),
+    ]);
+    let error = message(
+        client("http://unused.test")
+            .query_with(&prometheus.base, &credentials, "up")
+            .await,
+    );
+    assert!(error.contains("HTTP 401"), "{error}");
+    assert!(!error.contains("wrong-horse"), "{error}");
+}
+
+#[tokio::test]
+async fn without_the_ca_or_the_client_certificate_there_is_no_tls_session() {
+    let prometheus = tls_prometheus(BASIC_SERIN).await;
+    let no_ca = from_secret(&[
+        ("username", "serin"),
+        ("password", "correct-horse"),
+        ("tls.crt", &prometheus.client_cert_pem),
+        ("tls.key", &prometheus.client_key_pem),
+    ]);
+    let no_client_cert = from_secret(&[
+        ("username", "serin"),
+        ("password", "correct-horse"),
+        ("ca.crt", &prometheus.ca_pem),
+    ]);
+    for credentials in [no_ca, no_client_cert] {
+        let error = message(
+            client("http://unused.test")
+                .query_with(&prometheus.base, &credentials, "up")
+                .await,
+        );
+        assert!(error.contains("could not be asked"), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn the_flags_credentials_go_to_the_default_address_and_nowhere_else() {
+    let prometheus = tls_prometheus("Bearer flag-token").await;
+    let elsewhere = tls_prometheus("Bearer flag-token").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        Some(path)
+    };
+    let files = CredentialFiles {
+        bearer_token_file: write("token", "flag-token\n"),
+        ca_file: write("ca.crt", &prometheus.ca_pem),
+        client_cert: write("tls.crt", &prometheus.client_cert_pem),
+        client_key: write("tls.key", &prometheus.client_key_pem),
+        ..CredentialFiles::default()
+    };
+    let client = client(&prometheus.base).with_credentials(files);
+    assert_eq!(client.query(None, "up").await, Ok(Some(42.0)));
+    // A metric's own address gets none of them: no CA to trust it by, no client
+    // certificate, no token.
+    let error = message(client.query(Some(&elsewhere.base), "up").await);
+    assert!(error.contains("could not be asked"), "{error}");
+}
+
+#[tokio::test]
+async fn a_check_with_a_secret_fails_naming_it_when_it_cannot_be_used() {
+    let base = prometheus().await;
+    let mut named = planned("errors", &format!("{base}/vector"), NoData::Fail);
+    named.secret = Some("prom-auth".into());
+    let mut without_address = named.clone();
+    without_address.check.name = "latency".into();
+    without_address.address = None;
+    let secrets = BTreeMap::from([(
+        "prom-auth".to_owned(),
+        Err(CredentialsError::NotFound {
+            origin: "Secret shop/prom-auth".into(),
+        }),
+    )]);
+    let measured = measure(&client(&base), &[named, without_address], &secrets).await;
+    assert_eq!(
+        measured.errors,
+        [
+            "errors: Secret shop/prom-auth does not exist (it is named in the metric's \
+             secretRef)",
+            "latency: secretRef \"prom-auth\" needs the metric's own address: the default \
+             Prometheus is asked with Serin's own credentials",
+        ]
+    );
+    assert!(measured.checks.iter().all(|c| c.value.is_none()));
 }

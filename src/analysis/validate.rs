@@ -3,7 +3,7 @@
 //! checked by the code that renders it for a release ([`check_metric`]), so admission and
 //! the controller cannot disagree.
 
-use crate::crd::{AnalysisTemplateSpec, ThresholdRange};
+use crate::crd::{AnalysisTemplateSpec, MetricTemplate, ThresholdRange};
 use crate::spec::{Limits, Problem};
 
 use super::queries::check_metric;
@@ -11,7 +11,8 @@ use super::queries::check_metric;
 impl AnalysisTemplateSpec {
     /// Everything wrong with the template that its schema cannot say, each naming its field:
     /// unique names, queries that only use known `{{ variables }}` (or builtin names),
-    /// `min ≤ max`, `http(s)` URLs with a host, hook timeouts within
+    /// `min ≤ max`, `http(s)` URLs with a host, a `secretRef` only beside an `https://`
+    /// `address`, hook timeouts within
     /// [`Limits::HOOK_TIMEOUT`] (above zero, at most a minute).
     pub fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
@@ -45,9 +46,12 @@ impl AnalysisTemplateSpec {
                 ));
             }
             if let Some(address) = &metric.address
-                && let Err(message) = check_url(address)
+                && let Err(message) = check_url(address).and_then(|()| no_userinfo(address))
             {
                 problems.push(Problem::new(format!("{at}.address"), message));
+            }
+            if let Some(secret) = &metric.secret_ref {
+                problems.extend(secret_ref_problems(&at, metric, &secret.name));
             }
         }
         for (i, hook) in self.webhooks.iter().enumerate() {
@@ -77,6 +81,59 @@ impl AnalysisTemplateSpec {
     }
 }
 
+/// What is wrong with the `secretRef` (named `name`) of the metric at `at`: the credentials
+/// are for the metric's own `address`, never for `--prometheus-url` (which has Serin's own,
+/// from its flags), and never sent in clear.
+fn secret_ref_problems(at: &str, metric: &MetricTemplate, name: &str) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if !crate::policy::is_dns_subdomain(name) {
+        problems.push(Problem::new(
+            format!("{at}.secretRef.name"),
+            format!(
+                "{name:?} is not a Secret name (lowercase letters, digits, '-' and '.', at \
+                 most 253 characters)"
+            ),
+        ));
+    }
+    match metric.address.as_deref() {
+        None => problems.push(Problem::new(
+            format!("{at}.secretRef"),
+            "needs the metric's own address (https://...): the default Prometheus \
+             (--prometheus-url) is queried with the credentials of Serin's --prometheus-* flags"
+                .to_owned(),
+        )),
+        Some(address)
+            if !address
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("https://") =>
+        {
+            problems.push(Problem::new(
+                format!("{at}.address"),
+                format!(
+                    "{address:?} would carry the credentials of {at}.secretRef in clear; \
+                     credentials are sent only over https://"
+                ),
+            ));
+        }
+        Some(_) => {}
+    }
+    problems
+}
+
+/// A metric address without a user or password in it: every message about the metric quotes
+/// its address, so credentials there would be in every Event. The value is not quoted back.
+fn no_userinfo(text: &str) -> Result<(), String> {
+    match reqwest::Url::parse(text) {
+        Ok(url) if !url.username().is_empty() || url.password().is_some() => Err(
+            "carries a user or password in the URL, which every Event about the metric would \
+             show; put the credentials in a Secret and name it in secretRef"
+                .to_owned(),
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// An absolute `http` or `https` URL with a host.
 fn check_url(text: &str) -> Result<(), String> {
     match reqwest::Url::parse(text) {
@@ -96,7 +153,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::crd::{HookType, MetricTemplate, NoDataPolicy, WebhookTemplate};
+    use crate::crd::{HookType, NoDataPolicy, SecretRef, WebhookTemplate};
     use crate::spec::Duration;
 
     fn metric(
@@ -110,8 +167,83 @@ mod tests {
             query: query.map(Into::into),
             threshold_range: ThresholdRange { min, max },
             address: None,
+            secret_ref: None,
             no_data: NoDataPolicy::Fail,
         }
+    }
+
+    fn with_secret(address: Option<&str>, secret: &str) -> MetricTemplate {
+        let mut metric = metric("errors", Some("sum(x)"), None, Some(1.0));
+        metric.address = address.map(Into::into);
+        metric.secret_ref = Some(SecretRef {
+            name: secret.into(),
+        });
+        metric
+    }
+
+    fn lines(metric: MetricTemplate) -> Vec<String> {
+        let spec = AnalysisTemplateSpec {
+            metrics: vec![metric],
+            webhooks: Vec::new(),
+        };
+        spec.problems().iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_secret_ref_beside_an_https_address_is_sound() {
+        let metric = with_secret(Some("https://thanos.monitoring:10902"), "thanos-auth");
+        assert_eq!(lines(metric), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_secret_ref_without_an_address_is_refused_naming_the_flags() {
+        assert_eq!(
+            lines(with_secret(None, "thanos-auth")),
+            [
+                "spec.metrics[0].secretRef: needs the metric's own address (https://...): the \
+              default Prometheus (--prometheus-url) is queried with the credentials of Serin's \
+              --prometheus-* flags"
+            ]
+        );
+    }
+
+    #[test]
+    fn credentials_over_plain_http_are_refused() {
+        assert_eq!(
+            lines(with_secret(Some("http://thanos:10902"), "thanos-auth")),
+            [
+                r#"spec.metrics[0].address: "http://thanos:10902" would carry the credentials of spec.metrics[0].secretRef in clear; credentials are sent only over https://"#
+            ]
+        );
+        assert_eq!(
+            lines(with_secret(Some("HTTP://thanos:10902"), "thanos-auth")).len(),
+            1,
+            "the scheme is case-insensitive"
+        );
+    }
+
+    #[test]
+    fn credentials_in_the_address_are_refused_without_quoting_them() {
+        let mut metric = metric("errors", Some("sum(x)"), None, Some(1.0));
+        metric.address = Some("https://serin:hunter2@thanos:10902".into());
+        assert_eq!(
+            lines(metric),
+            [
+                "spec.metrics[0].address: carries a user or password in the URL, which every \
+              Event about the metric would show; put the credentials in a Secret and name it in \
+              secretRef"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_secret_ref_must_name_a_secret() {
+        assert_eq!(
+            lines(with_secret(Some("https://thanos:10902"), "Thanos_Auth")),
+            [
+                r#"spec.metrics[0].secretRef.name: "Thanos_Auth" is not a Secret name (lowercase letters, digits, '-' and '.', at most 253 characters)"#
+            ]
+        );
     }
 
     fn hook(name: &str, url: &str, timeout: Option<Duration>) -> WebhookTemplate {

@@ -7,7 +7,8 @@
 //! would in the cluster. Namespace labels come from Namespace objects in the checked files
 //! (otherwise only `kubernetes.io/metadata.name`), and a named AnalysisTemplate from the
 //! checked files when it is there (otherwise its checks are skipped: offline, Serin cannot
-//! know whether it exists).
+//! know whether it exists). An AnalysisTemplate in the files is itself checked as its
+//! admission webhook checks it ([`crate::crd::AnalysisTemplateSpec::problems`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -222,7 +223,7 @@ pub fn check_inputs(texts: &[&str], policies: &[NamedPolicy]) -> Vec<(usize, Fin
                 .push((name_of(value).1, canary.service));
         }
     }
-    for (_, _, value) in &all {
+    for (input, label, value) in &all {
         match kind_of(value) {
             ("v1", "Namespace") => {
                 let labels = value
@@ -232,8 +233,22 @@ pub fn check_inputs(texts: &[&str], policies: &[NamedPolicy]) -> Vec<(usize, Fin
                 namespaces.insert(name_of(value).1, labels);
             }
             (api_version, "AnalysisTemplate") if api_version.starts_with("serin.dev/") => {
-                if let Ok(template) = stored::<AnalysisTemplate>(value) {
-                    templates.insert(name_of(value), template.spec);
+                // The template itself, as its admission webhook judges it.
+                let (namespace, name) = name_of(value);
+                let object = format!("AnalysisTemplate {namespace}/{name}");
+                match stored::<AnalysisTemplate>(value) {
+                    Ok(template) => {
+                        let problems = template.spec.problems();
+                        if !problems.is_empty() {
+                            let lines = problems.iter().map(ToString::to_string).collect();
+                            let verdict = Verdict::Invalid(lines);
+                            findings.push((*input, Finding { object, verdict }));
+                        }
+                        templates.insert(name_of(value), template.spec);
+                    }
+                    Err(e) => {
+                        findings.push((*input, Finding::invalid(format!("{object} ({label})"), e)))
+                    }
                 }
             }
             _ => {}

@@ -61,6 +61,8 @@ pub struct ServingArgs {
         default_value = "http://prometheus.linkerd-viz:9090"
     )]
     pub prometheus_url: String,
+    #[command(flatten)]
+    pub prometheus_auth: PrometheusAuthArgs,
     /// Prefix of the ingress-nginx annotations Serin writes on canary Ingresses (provider
     /// `nginx`): the controller's `--annotations-prefix`.
     #[arg(
@@ -102,6 +104,80 @@ pub struct ServingArgs {
     pub webhook_config_name: String,
     #[command(flatten)]
     pub self_signed: SelfSignedArgs,
+}
+
+/// Credentials for `--prometheus-url` (Thanos, Mimir, managed services), sent only to it and
+/// only over https://. Files are read again at every query, so a rotated token or
+/// certificate is used from the next one; an AnalysisTemplate metric with its own `address`
+/// takes its credentials from a Secret (`secretRef`) instead.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PrometheusAuthArgs {
+    /// File holding a bearer token for --prometheus-url (e.g. a projected ServiceAccount
+    /// token).
+    #[arg(long, env = "SERIN_PROMETHEUS_BEARER_TOKEN_FILE", conflicts_with_all = ["prometheus_username", "prometheus_password_file"])]
+    pub prometheus_bearer_token_file: Option<PathBuf>,
+    /// Basic-auth username for --prometheus-url (with --prometheus-password-file).
+    #[arg(
+        long,
+        env = "SERIN_PROMETHEUS_USERNAME",
+        requires = "prometheus_password_file"
+    )]
+    pub prometheus_username: Option<String>,
+    /// File holding the basic-auth password for --prometheus-url.
+    #[arg(
+        long,
+        env = "SERIN_PROMETHEUS_PASSWORD_FILE",
+        requires = "prometheus_username"
+    )]
+    pub prometheus_password_file: Option<PathBuf>,
+    /// CA certificates (PEM) trusted for --prometheus-url instead of the system's.
+    #[arg(long, env = "SERIN_PROMETHEUS_CA_FILE")]
+    pub prometheus_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for --prometheus-url (with --prometheus-client-key).
+    #[arg(
+        long,
+        env = "SERIN_PROMETHEUS_CLIENT_CERT",
+        requires = "prometheus_client_key"
+    )]
+    pub prometheus_client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --prometheus-client-cert.
+    #[arg(
+        long,
+        env = "SERIN_PROMETHEUS_CLIENT_KEY",
+        requires = "prometheus_client_cert"
+    )]
+    pub prometheus_client_key: Option<PathBuf>,
+}
+
+impl PrometheusAuthArgs {
+    /// The files the flags name, as the Prometheus client reads them.
+    pub fn files(&self) -> crate::analysis::CredentialFiles {
+        crate::analysis::CredentialFiles {
+            bearer_token_file: self.prometheus_bearer_token_file.clone(),
+            username: self.prometheus_username.clone(),
+            password_file: self.prometheus_password_file.clone(),
+            ca_file: self.prometheus_ca_file.clone(),
+            client_cert: self.prometheus_client_cert.clone(),
+            client_key: self.prometheus_client_key.clone(),
+        }
+    }
+}
+
+impl ServingArgs {
+    /// The credentials for `--prometheus-url`, checked once at start: files that cannot be
+    /// read or do not fit together, or credentials for an `http://` URL, stop Serin before
+    /// it serves, naming the flag.
+    pub fn prometheus_credentials(&self) -> anyhow::Result<crate::analysis::CredentialFiles> {
+        let files = self.prometheus_auth.files();
+        if let Some(credentials) = files.read()? {
+            credentials
+                .check_address(&self.prometheus_url)
+                .map_err(|e| {
+                    anyhow::anyhow!("--prometheus-url with --prometheus-* credentials: {e}")
+                })?;
+        }
+        Ok(files)
+    }
 }
 
 /// Self-managed certificates (`--self-signed`).
@@ -399,6 +475,54 @@ mod tests {
     }
 
     #[test]
+    fn prometheus_credentials_that_contradict_each_other_are_refused_by_flag_name() {
+        let refused = |args: &[&str]| serving(args).expect_err("refused");
+        let error = refused(&[
+            "--prometheus-bearer-token-file=/t",
+            "--prometheus-username=u",
+            "--prometheus-password-file=/p",
+        ]);
+        assert!(error.contains("--prometheus-bearer-token-file"), "{error}");
+        let error = refused(&["--prometheus-username=u"]);
+        assert!(error.contains("--prometheus-password-file"), "{error}");
+        let error = refused(&["--prometheus-client-cert=/c"]);
+        assert!(error.contains("--prometheus-client-key"), "{error}");
+    }
+
+    #[test]
+    fn prometheus_credentials_are_read_at_start_and_never_sent_over_http() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "abc\n").expect("write");
+        let token_flag = format!("--prometheus-bearer-token-file={}", token.display());
+        let over = |url: &str| {
+            serving(&[&token_flag, &format!("--prometheus-url={url}")])
+                .expect("parses")
+                .prometheus_credentials()
+                .map_err(|e| format!("{e:#}"))
+        };
+        let files = over("https://thanos.monitoring:10902").expect("usable");
+        assert_eq!(files.bearer_token_file.as_deref(), Some(token.as_path()));
+        assert_eq!(
+            over("http://prometheus.linkerd-viz:9090").expect_err("refused"),
+            "--prometheus-url with --prometheus-* credentials: \
+             http://prometheus.linkerd-viz:9090 is not https://: Serin sends credentials only \
+             over TLS, never in clear"
+        );
+        let missing = serving(&["--prometheus-ca-file=/nonexistent/ca.crt"])
+            .expect("parses")
+            .prometheus_credentials()
+            .map_err(|e| format!("{e:#}"))
+            .expect_err("refused");
+        assert!(
+            missing.starts_with("--prometheus-ca-file /nonexistent/ca.crt could not be read"),
+            "{missing}"
+        );
+        let none = serving(&[]).expect("parses").prometheus_credentials();
+        assert!(none.expect("no flags, no credentials").is_empty());
+    }
+
+    #[test]
     fn the_serving_flags_are_on_run_webhook_and_controller_each_with_its_variable() {
         let command = <Cli as clap::CommandFactory>::command();
         let serving_flags = |name: &str| {
@@ -414,7 +538,7 @@ mod tests {
             flags
         };
         let run = serving_flags("run");
-        assert_eq!(run.len(), 19, "{run:?}");
+        assert_eq!(run.len(), 25, "{run:?}");
         for (flag, var) in &run {
             let expected = format!("SERIN_{}", flag.to_uppercase().replace('-', "_"));
             assert_eq!(var, &expected, "--{flag}");

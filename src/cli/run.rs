@@ -105,6 +105,7 @@ async fn serve(serving: &ServingArgs, parts: Parts) -> anyhow::Result<Ended> {
     };
     let options = controller::Options {
         prometheus_url: serving.prometheus_url.clone(),
+        prometheus_credentials: serving.prometheus_credentials()?,
         lease: controller::lease::LeaseConfig::new(serving.lease_namespace.clone()),
         serin_user: serving.service_account.clone(),
         tracking: crate::release::Tracking {

@@ -32,6 +32,8 @@ pub(super) fn apply_params() -> PatchParams {
 pub struct Options {
     /// Prometheus HTTP API for the builtin checks.
     pub prometheus_url: String,
+    /// The credentials for it (`--prometheus-*` files, read at every query).
+    pub prometheus_credentials: crate::analysis::CredentialFiles,
     pub lease: lease::LeaseConfig,
     /// Serin's own username: its writes are not subject to CanaryPolicies.
     pub serin_user: String,
@@ -149,13 +151,17 @@ impl Context {
             namespace: options.lease.namespace.clone(),
             http: crate::analysis::http::Outbound::new(egress.clone())?,
         };
+        let analysis = crate::analysis::Measuring::new(&options.prometheus_url, egress)?
+            .with_prometheus_credentials(options.prometheus_credentials.clone())
+            // Only the Secrets metrics name in `secretRef`, in their template's namespace.
+            .reading_secrets(Arc::new(client.clone()));
         Ok(Self {
             client,
             reporter: Reporter {
                 controller: FIELD_MANAGER.into(),
                 instance: Some(options.lease.identity.clone()),
             },
-            analysis: crate::analysis::Measuring::new(&options.prometheus_url, egress)?,
+            analysis,
             primaries: None,
             canaries: None,
             hpas: None,

@@ -1,5 +1,5 @@
 //! `AnalysisTemplate`: flat `min`/`max` (v1alpha1) and `thresholdRange` (v1beta1); `noData`
-//! exists only in v1beta1 and travels by metric name.
+//! and `secretRef` exist only in v1beta1 and travel by metric name.
 
 use std::collections::BTreeMap;
 
@@ -7,16 +7,19 @@ use serde::{Deserialize, Serialize};
 
 use super::Versions;
 use crate::crd::v1alpha1;
-use crate::crd::{AnalysisTemplateSpec, MetricTemplate, NoDataPolicy, ThresholdRange};
+use crate::crd::{AnalysisTemplateSpec, MetricTemplate, NoDataPolicy, SecretRef, ThresholdRange};
 
 pub(crate) struct TemplateVersions;
 
-/// `noData` of the metrics that do not use the default (`fail`), by metric name.
+/// `noData` of the metrics that do not use the default (`fail`), and the `secretRef` of those
+/// that have one, by metric name.
 #[derive(Serialize, Deserialize, Default, PartialEq, Debug)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Carried {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     no_data: BTreeMap<String, NoDataPolicy>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    secret_ref: BTreeMap<String, SecretRef>,
 }
 
 impl Versions for TemplateVersions {
@@ -30,6 +33,7 @@ impl Versions for TemplateVersions {
             .into_iter()
             .map(|m| MetricTemplate {
                 no_data: carried.no_data.get(&m.name).copied().unwrap_or_default(),
+                secret_ref: carried.secret_ref.get(&m.name).cloned(),
                 name: m.name,
                 query: m.query,
                 threshold_range: ThresholdRange {
@@ -53,6 +57,9 @@ impl Versions for TemplateVersions {
             .map(|m| {
                 if m.no_data != NoDataPolicy::default() {
                     carried.no_data.insert(m.name.clone(), m.no_data);
+                }
+                if let Some(secret_ref) = m.secret_ref {
+                    carried.secret_ref.insert(m.name.clone(), secret_ref);
                 }
                 v1alpha1::Metric {
                     name: m.name,

@@ -67,6 +67,7 @@ fn template() -> impl Strategy<Value = AnalysisTemplateSpec> {
         bound(),
         prop::option::of("http://[a-z]{1,8}:9090"),
         prop::sample::select(vec![NoDataPolicy::Fail, NoDataPolicy::Skip]),
+        prop::option::of("[a-z][a-z0-9-]{0,20}"),
     );
     (
         prop::collection::vec(metric, 0..5),
@@ -76,13 +77,16 @@ fn template() -> impl Strategy<Value = AnalysisTemplateSpec> {
             metrics: metrics
                 .into_iter()
                 .enumerate()
-                .map(|(i, (query, min, max, address, no_data))| MetricTemplate {
-                    name: format!("metric-{i}"),
-                    query,
-                    threshold_range: ThresholdRange { min, max },
-                    address,
-                    no_data,
-                })
+                .map(
+                    |(i, (query, min, max, address, no_data, secret))| MetricTemplate {
+                        name: format!("metric-{i}"),
+                        query,
+                        threshold_range: ThresholdRange { min, max },
+                        address,
+                        secret_ref: secret.map(|name| SecretRef { name }),
+                        no_data,
+                    },
+                )
                 .collect(),
             webhooks,
         })
@@ -409,6 +413,30 @@ fn a_v1alpha1_template_gets_a_threshold_range_in_v1beta1() {
     );
     assert_eq!(beta["spec"]["metrics"][0]["noData"], "fail");
     assert!(beta["spec"]["metrics"][0].get("min").is_none());
+}
+
+#[test]
+fn a_metric_secret_ref_travels_through_v1alpha1_by_metric_name() {
+    let beta = json!({
+        "apiVersion": "serin.dev/v1beta1", "kind": "AnalysisTemplate",
+        "metadata": {"name": "checks", "namespace": "shop"},
+        "spec": {"metrics": [
+            {"name": "errors", "query": "sum(x)", "thresholdRange": {"max": 1.0},
+             "address": "https://thanos.shop:10902", "secretRef": {"name": "thanos-auth"},
+             "noData": "fail"},
+            {"name": "latency", "query": "sum(y)", "thresholdRange": {}, "noData": "fail"}
+        ]}
+    });
+    let alpha = convert_object(beta.clone(), Version::V1alpha1).expect("converts");
+    assert!(alpha["spec"]["metrics"][0].get("secretRef").is_none());
+    assert_eq!(
+        alpha["metadata"]["annotations"][BETA_FIELDS],
+        r#"{"secretRef":{"errors":{"name":"thanos-auth"}}}"#
+    );
+    assert_eq!(
+        convert_object(alpha, Version::V1beta1).expect("converts"),
+        beta
+    );
 }
 
 #[test]

@@ -45,12 +45,27 @@ pub struct MetricTemplate {
     /// Accepted range of the value; either bound may be absent.
     #[serde(default)]
     pub threshold_range: ThresholdRange,
-    /// Prometheus HTTP API address; `--prometheus-url` when absent.
+    /// Prometheus HTTP API address; `--prometheus-url` (with the credentials of Serin's
+    /// `--prometheus-*` flags) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// A Secret in the template's namespace with the credentials for `address` (which must
+    /// then be `https://`): `token` (bearer) or `username` and `password` (basic auth), and
+    /// optionally `ca.crt` (the CA to trust instead of the system's) and `tls.crt` with
+    /// `tls.key` (a client certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
     /// What an empty result means.
     #[serde(default)]
     pub no_data: NoDataPolicy,
+}
+
+/// A Secret, by name. Which namespace it is read from is said where it is named: an
+/// AnalysisTemplate metric's in the template's, a CanaryPolicy alert's in Serin's own.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SecretRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Default)]

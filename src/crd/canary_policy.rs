@@ -10,6 +10,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::analysis_template::SecretRef;
 use crate::spec::{Duration, Provider};
 
 #[derive(CustomResource, Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
@@ -96,13 +97,6 @@ pub struct Alert {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 80))]
     pub username: Option<String>,
-}
-
-/// A Secret in Serin's own namespace.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
-pub struct SecretRef {
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
 }
 
 /// The chat services an alert can post to (Flagger's `AlertProvider` type names).

@@ -15,13 +15,13 @@ use kube::CustomResourceExt;
 use kube::core::crd::merge_crds;
 
 pub use analysis_template::{
-    AnalysisTemplate, AnalysisTemplateSpec, HookType, MetricTemplate, NoDataPolicy, ThresholdRange,
-    WebhookTemplate,
+    AnalysisTemplate, AnalysisTemplateSpec, HookType, MetricTemplate, NoDataPolicy, SecretRef,
+    ThresholdRange, WebhookTemplate,
 };
 pub use canary::{Canary, CanaryResourceSpec, CanaryStatus, RequestOutcome, RequestStatus};
 pub use canary_policy::{
     Alert, AlertSeverity, AlertType, CanaryPolicy, CanaryPolicyResourceSpec, CanaryPolicySpec,
-    Enforcement, PolicyDefaults, PolicyLimits, SecretRef,
+    Enforcement, PolicyDefaults, PolicyLimits,
 };
 
 /// API group of every Serin resource.

@@ -31,6 +31,7 @@ use crate::spec::{Builtin, CanarySpec, OptIn};
 pub use defaults::{combined_defaults, fill_defaults};
 pub use hosts::host_allowed;
 pub use index::{Names, NotReady, Occupant, PolicyIndex};
+pub(crate) use selector::is_dns_subdomain;
 
 /// What a CanaryPolicy that requires canaries says about a Deployment that did not opt in.
 pub const REQUIRE_CANARY_MESSAGE: &str =

@@ -78,7 +78,9 @@ fn is_name(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-fn is_dns_subdomain(text: &str) -> bool {
+/// A DNS subdomain (RFC 1123) as Kubernetes object names and label prefixes are: lowercase
+/// labels of at most 63 characters, at most 253 in all.
+pub(crate) fn is_dns_subdomain(text: &str) -> bool {
     text.len() <= 253
         && text.split('.').all(|label| {
             let bytes = label.as_bytes();

@@ -262,6 +262,7 @@ fn builtin(name: &str, min: Option<f64>, max: Option<f64>) -> MetricTemplate {
         query: None,
         threshold_range: ThresholdRange { min, max },
         address: None,
+        secret_ref: None,
         no_data: NoDataPolicy::Fail,
     }
 }

@@ -153,6 +153,7 @@ fn context_with(
 ) -> Arc<Context> {
     let options = Options {
         prometheus_url: "http://prometheus.invalid:9090".into(),
+        prometheus_credentials: Default::default(),
         lease: LeaseConfig::new("serin-system"),
         serin_user: "system:serviceaccount:serin-system:serin".into(),
         tracking: Tracking::CONFIG_MAPS,
