@@ -1033,7 +1033,7 @@ mod tests {
         let longest = format!("{}.com", "a".repeat(249));
         assert_eq!(
             enabled(&[gatewayapi, ("serin.dev/hosts", &longest)]).hosts,
-            [longest.clone()]
+            [longest]
         );
     }
 

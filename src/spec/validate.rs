@@ -189,10 +189,10 @@ pub(super) fn check(reading: &mut Reading<'_>, ports: Option<&[i32]>) {
             format!("{}{elsewhere}", only_with(Provider::GatewayApi, provider)),
         );
     }
-    if usable(&[Key::Hosts]) {
-        for problem in host_problems(&spec.hosts) {
-            refuse(Key::Hosts, problem);
-        }
+    // Also when the schema refused some hosts: a host of the wrong form is never an IP
+    // address, and every mistake is listed at once. (Too many hosts leaves `hosts` empty.)
+    for problem in host_problems(&spec.hosts) {
+        refuse(Key::Hosts, problem);
     }
 
     if let Some(metrics) = spec.metrics_provider
