@@ -187,7 +187,7 @@ fn hosts_are_checked_each_bad_one_named_and_refused_off_gatewayapi() {
     let out = check(
         &["-f", "-"],
         &with(
-            r#"serin.dev/provider: gatewayapi, serin.dev/hosts: "web.example.com,*.example.com""#,
+            r#"serin.dev/provider: gatewayapi, serin.dev/gateway: infra/public, serin.dev/hosts: "web.example.com,*.example.com""#,
         ),
     );
     assert!(
@@ -198,7 +198,7 @@ fn hosts_are_checked_each_bad_one_named_and_refused_off_gatewayapi() {
     let out = check(
         &["-f", "-"],
         &with(
-            r#"serin.dev/provider: gatewayapi, serin.dev/hosts: "Web.example.com,10.0.0.1,a.test:80,a.b,a.b""#,
+            r#"serin.dev/provider: gatewayapi, serin.dev/gateway: infra/public, serin.dev/hosts: "Web.example.com,10.0.0.1,a.test:80,a.b,a.b""#,
         ),
     );
     assert_eq!(out.status.code(), Some(1));

@@ -915,6 +915,7 @@ mod tests {
         let hosts = json!({
             "serin.dev/enabled": "true",
             "serin.dev/provider": "gatewayapi",
+            "serin.dev/gateway": "infra/public",
             "serin.dev/hosts": "web.example.com, *.web.example.com",
         });
         let req = request("CREATE", "alice", deployment(hosts, 2, "app:1"), None);

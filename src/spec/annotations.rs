@@ -995,8 +995,10 @@ mod tests {
     #[test]
     fn hosts_are_gateway_api_hostnames_each_bad_one_named() {
         let gatewayapi = ("serin.dev/provider", "gatewayapi");
+        let gateway = ("serin.dev/gateway", "infra/public");
         let spec = enabled(&[
             gatewayapi,
+            gateway,
             ("serin.dev/hosts", "a.example.com,*.b.example.com, c"),
         ]);
         assert_eq!(spec.hosts, ["a.example.com", "*.b.example.com", "c"]);
@@ -1024,7 +1026,7 @@ mod tests {
                 .map(|host| format!("serin.dev/hosts: {} {expectation}", quoted(host)))
                 .collect();
             assert_eq!(
-                refused(&[gatewayapi, ("serin.dev/hosts", value)]),
+                refused(&[gatewayapi, gateway, ("serin.dev/hosts", value)]),
                 expected,
                 "{value}"
             );
@@ -1032,7 +1034,7 @@ mod tests {
         // 253 characters is still a hostname.
         let longest = format!("{}.com", "a".repeat(249));
         assert_eq!(
-            enabled(&[gatewayapi, ("serin.dev/hosts", &longest)]).hosts,
+            enabled(&[gatewayapi, gateway, ("serin.dev/hosts", &longest)]).hosts,
             [longest]
         );
     }
@@ -1040,6 +1042,7 @@ mod tests {
     #[test]
     fn at_most_sixteen_hosts_and_the_count_is_said() {
         let gatewayapi = ("serin.dev/provider", "gatewayapi");
+        let gateway = ("serin.dev/gateway", "infra/public");
         let hosts = |n: usize| {
             (0..n)
                 .map(|i| format!("h{i}.example.com"))
@@ -1048,14 +1051,14 @@ mod tests {
         };
         let sixteen = hosts(16);
         assert_eq!(
-            enabled(&[gatewayapi, ("serin.dev/hosts", &sixteen)])
+            enabled(&[gatewayapi, gateway, ("serin.dev/hosts", &sixteen)])
                 .hosts
                 .len(),
             16
         );
         let seventeen = hosts(17);
         assert_eq!(
-            refused(&[gatewayapi, ("serin.dev/hosts", &seventeen)]),
+            refused(&[gatewayapi, gateway, ("serin.dev/hosts", &seventeen)]),
             [format!(
                 "serin.dev/hosts: {} names 17 hosts; at most 16 are allowed (Gateway API's limit \
                  on an HTTPRoute's hostnames)",
@@ -1064,7 +1067,7 @@ mod tests {
         );
         // A huge value is one short line: the count, and a cut quote.
         let many = hosts(10_000);
-        let lines = refused(&[gatewayapi, ("serin.dev/hosts", &many)]);
+        let lines = refused(&[gatewayapi, gateway, ("serin.dev/hosts", &many)]);
         assert_eq!(lines.len(), 1);
         assert!(lines[0].contains("names 10000 hosts"), "{}", lines[0]);
         assert!(lines[0].len() < 400, "{}", lines[0]);
@@ -1173,6 +1176,11 @@ mod tests {
                             !std::mem::replace(kind, true)
                         });
                     }
+                    // Hosts only go with a Gateway.
+                    let hosts: Vec<String> = match (provider, &gateway) {
+                        (Provider::GatewayApi, Some(_)) => hosts.into_iter().collect(),
+                        _ => Vec::new(),
+                    };
                     CanarySpec {
                         provider,
                         port,
@@ -1185,10 +1193,7 @@ mod tests {
                                 name: name.to_owned(),
                             },
                         ),
-                        hosts: match provider {
-                            Provider::GatewayApi => hosts.into_iter().collect(),
-                            _ => Vec::new(),
-                        },
+                        hosts,
                         interval: Duration::from_millis(interval),
                         threshold,
                         step_weight,

@@ -189,6 +189,22 @@ pub(super) fn check(reading: &mut Reading<'_>, ports: Option<&[i32]>) {
             format!("{}{elsewhere}", only_with(Provider::GatewayApi, provider)),
         );
     }
+    // Gateway API leaves hostnames on a mesh route (the apex Service as parent) undefined,
+    // and Linkerd does not filter by them: without a Gateway they would select nothing.
+    if reading.is_written(Key::Hosts)
+        && provider == Provider::GatewayApi
+        && spec.gateway.is_none()
+        && usable(&[Key::Provider, Key::Gateway])
+    {
+        refuse(
+            Key::Hosts,
+            format!(
+                "needs {}: hostnames select the requests that enter through a Gateway; a mesh \
+                 route (the apex Service as parent) does not filter by them",
+                Key::Gateway.annotation()
+            ),
+        );
+    }
     // Also when the schema refused some hosts: a host of the wrong form is never an IP
     // address, and every mistake is listed at once. (Too many hosts leaves `hosts` empty.)
     for problem in host_problems(&spec.hosts) {
@@ -450,11 +466,28 @@ mod tests {
     }
 
     #[test]
+    fn hosts_need_a_gateway() {
+        assert_eq!(
+            refused(&[
+                ("serin.dev/provider", "gatewayapi"),
+                ("serin.dev/hosts", "web.example.com")
+            ]),
+            [
+                "serin.dev/hosts: needs serin.dev/gateway: hostnames select the requests that \
+                 enter through a Gateway; a mesh route (the apex Service as parent) does not \
+                 filter by them"
+            ]
+        );
+    }
+
+    #[test]
     fn hosts_that_are_ip_addresses_or_repeated_are_refused_all_at_once() {
         let gatewayapi = ("serin.dev/provider", "gatewayapi");
+        let gateway = ("serin.dev/gateway", "infra/public");
         assert_eq!(
             refused(&[
                 gatewayapi,
+                gateway,
                 (
                     "serin.dev/hosts",
                     "10.0.0.1,a.example.com,b.example.com,192.168.1.2,a.example.com,b.example.com"
@@ -471,6 +504,7 @@ mod tests {
         // Digits alone are a hostname when they are not an address.
         let spec = enabled(&[
             gatewayapi,
+            gateway,
             ("serin.dev/hosts", "1.2.3,1.2.3.4.5,*.10.0.0.1"),
         ]);
         assert_eq!(spec.hosts, ["1.2.3", "1.2.3.4.5", "*.10.0.0.1"]);
