@@ -113,8 +113,10 @@ SETTINGS=('serin.dev/enabled: "true"' "serin.dev/interval: ${INTERVAL}s"
   "serin.dev/threshold: \"$THRESHOLD\"" "serin.dev/metrics-window: $WINDOW"
   "serin.dev/success-rate: \"$MIN_SUCCESS_RATE\"" "serin.dev/latency: ${MAX_P99_MS}ms")
 if [ "$PLANE" = real ]; then
+  # The demo's own host on Traefik's shared listener: other releases there keep theirs.
+  HOST=$NS.serin.test
   SETTINGS+=("serin.dev/provider: gatewayapi" "serin.dev/gateway: $TRAEFIK_GATEWAY"
-    "serin.dev/metrics-provider: traefik" "serin.dev/analysis: load")
+    "serin.dev/hosts: $HOST" "serin.dev/metrics-provider: traefik" "serin.dev/analysis: load")
 fi
 
 # canary_counts: "REQUESTS FAILED" the canary backend of Traefik answered so far (5xx count
@@ -245,7 +247,7 @@ spec:
 YAML
   k -n "$NS" rollout status deployment/loadtester --timeout=90s | sed 's/^/  /'
   LOADTESTER=http://$(k -n "$NS" get pods -l app=loadtester -o jsonpath='{.items[0].status.podIP}'):8080/
-  echo "  the AnalysisTemplate 'load' calls it at every check (Flagger's rollout webhook payload): hey -z 5m -q 10 -c 2 $TRAEFIK_URL/"
+  echo "  the AnalysisTemplate 'load' calls it at every check (Flagger's rollout webhook payload): hey -z 5m -q 10 -c 2 -host $HOST $TRAEFIK_URL/"
   k -n "$NS" apply -f - <<YAML | sed 's/^/  /'
 apiVersion: serin.dev/v1beta1
 kind: AnalysisTemplate
@@ -256,7 +258,7 @@ spec:
     type: rollout
     url: $LOADTESTER
     timeout: 5s
-    metadata: {type: cmd, cmd: "hey -z 5m -q 10 -c 2 $TRAEFIK_URL/"}
+    metadata: {type: cmd, cmd: "hey -z 5m -q 10 -c 2 -host $HOST $TRAEFIK_URL/"}
 YAML
 else
   FIRST=6.7.0 GOOD=6.7.1 BAD=6.8.0
@@ -277,7 +279,7 @@ apply "$FIRST" 0 30 "${SETTINGS[@]}" 2>&1 | sed 's/^/  /'
 k -n "$NS" wait canary/podinfo --for=jsonpath='{.status.phase}'=Initialized --timeout=90s >/dev/null
 if [ "$PLANE" = real ]; then
   k -n "$NS" get deployments,services,httproutes,canaries,pods -o wide | cut -c1-150 | sed 's/^/  /'
-  echo "  through Traefik: $(curl -s -m 3 "$TRAEFIK_URL/" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%s answered %r" % (d["hostname"], d["message"]))')"
+  echo "  through Traefik for $HOST: $(curl -s -m 3 -H "Host: $HOST" "$TRAEFIK_URL/" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%s answered %r" % (d["hostname"], d["message"]))')"
   step "Release $GOOD (healthy), as users release: kubectl set env; shifted $STEP% at a time, checked every $INTERVAL s"
   release "$GOOD" "healthy (real pods, real requests)" 240 \
     "$K8S_BIN/kubectl" -n "$NS" set env deployment/podinfo PODINFO_UI_MESSAGE="$GOOD"

@@ -207,3 +207,55 @@ spec:
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn hosts_are_checked_each_bad_one_named_and_refused_off_gatewayapi() {
+    let with = |annotations: &str| {
+        GOOD.replace(
+            r#"{serin.dev/enabled: "true"}"#,
+            &format!(r#"{{serin.dev/enabled: "true", {annotations}}}"#),
+        )
+    };
+    let out = check(
+        &["-f", "-"],
+        &with(
+            r#"serin.dev/provider: gatewayapi, serin.dev/gateway: infra/public, serin.dev/hosts: "web.example.com,*.example.com""#,
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = check(
+        &["-f", "-"],
+        &with(
+            r#"serin.dev/provider: gatewayapi, serin.dev/gateway: infra/public, serin.dev/hosts: "Web.example.com,10.0.0.1,a.test:80,a.b,a.b""#,
+        ),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let allowed = "must be a comma-separated list of at most 16 distinct hostnames, each a \
+                   lowercase DNS name such as app.example.com, or one with a wildcard first \
+                   label such as *.example.com, of at most 253 characters; no IP address, no port";
+    assert_eq!(
+        stdout.trim_end(),
+        [
+            format!(r#"-: Deployment web: serin.dev/hosts: "Web.example.com" {allowed}"#),
+            format!(r#"-: Deployment web: serin.dev/hosts: "a.test:80" {allowed}"#),
+            r#"-: Deployment web: serin.dev/hosts: "10.0.0.1" is an IP address; Gateway API routes by hostname only"#.to_owned(),
+            r#"-: Deployment web: serin.dev/hosts: "a.b" listed more than once; each host must appear once"#.to_owned(),
+        ]
+        .join("\n"),
+    );
+    let out = check(
+        &["-f", "-"],
+        &with(r#"serin.dev/provider: gloo, serin.dev/hosts: web.example.com"#),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        "-: Deployment web: serin.dev/hosts: only applies with serin.dev/provider gatewayapi, not \
+         gloo; gloo routes the domains of your VirtualService",
+    );
+}

@@ -38,9 +38,6 @@ const SIMULATED: Plane = Plane {
     promoted: "6.7.1",
     rolled_back: "6.8.0",
 };
-/// One demo at a time on the shared local environment: the real one holds Traefik's
-/// Gateway, whose routes must not overlap.
-static DEMO: Mutex<()> = Mutex::new(());
 const SERIES: [&str; 3] = ["canary-weight", "success-rate", "p99-latency"];
 
 /// The demo's namespace, deleted when the test ends (pass or fail) unless `SERIN_E2E_KEEP`
@@ -277,7 +274,6 @@ fn the_short_simulated_demo_writes_one_chart_per_release_showing_how_each_ended(
 /// Runs the short demo on `plane` and checks what every demo must show; the timelines of the
 /// promoted and the rolled-back release, and the demo's output.
 fn short_demo(plane: &Plane) -> (Vec<Sample>, Vec<Sample>, String) {
-    let _one = DEMO.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let (promoted_version, rolled_back_version) = (plane.promoted, plane.rolled_back);
     let namespace = DemoNamespace(format!("e2e-demo-{}-{}", plane.name, std::process::id()));
     let out: PathBuf = support::repo_root().join(".serin/demo").join(&namespace.0);

@@ -16,8 +16,9 @@ use serde_json::{Value, json};
 use serin::router::gatewayapi::HttpRoute;
 use serin::router::{Router, Weights};
 use serin::spec::{CanarySpec, GatewayRef, Provider};
+use support::release::{Version, apply, manifest};
 use support::scenarios::{Release, Route};
-use support::{prometheus_value, routes};
+use support::{prometheus_value, routes, wait_until};
 
 const CRD: &str = "httproutes.gateway.networking.k8s.io";
 
@@ -61,7 +62,11 @@ fn decided(route: &Value) -> Value {
             json!({"headers": headers, "backends": backends})
         })
         .collect();
-    json!({"parentRefs": route["spec"]["parentRefs"], "rules": rules})
+    json!({
+        "parentRefs": route["spec"]["parentRefs"],
+        "hostnames": route["spec"]["hostnames"],
+        "rules": rules,
+    })
 }
 
 #[tokio::test]
@@ -102,6 +107,10 @@ async fn the_http_routes_serin_builds_are_stored_as_built_by_the_real_crd() {
         }),
         ..base.clone()
     };
+    let for_hosts = CanarySpec {
+        hosts: vec!["web.example.com".into(), "*.web.example.com".into()],
+        ..through_gateway.clone()
+    };
     let cases = [
         ("canary 70/30", base.clone(), Weights::to_canary(30), None),
         (
@@ -112,8 +121,14 @@ async fn the_http_routes_serin_builds_are_stored_as_built_by_the_real_crd() {
         ),
         (
             "attached to a Gateway",
-            through_gateway,
+            through_gateway.clone(),
             Weights::to_canary(10),
+            None,
+        ),
+        (
+            "attached to a Gateway, for two hosts",
+            for_hosts,
+            Weights::to_canary(40),
             None,
         ),
     ];
@@ -137,6 +152,16 @@ async fn the_http_routes_serin_builds_are_stored_as_built_by_the_real_crd() {
         routes::assert_owned_by(&stored, &deploy);
     }
 
+    // Without hosts again (the annotation removed), Serin's apply takes the hostnames away:
+    // the route answers for every host of its Gateway once more.
+    let without = HttpRoute
+        .build(&deploy, &through_gateway, Weights::to_canary(40))
+        .expect("build the route");
+    let stored = apply_route(&client, ns, &without)
+        .await
+        .expect("the route without hosts");
+    assert_eq!(stored.data.pointer("/spec/hostnames"), None);
+
     // The schema is enforced: a Service backend without a port is refused.
     let mut portless = HttpRoute
         .build(&deploy, &base, Weights::ALL_PRIMARY)
@@ -152,6 +177,67 @@ async fn the_http_routes_serin_builds_are_stored_as_built_by_the_real_crd() {
         ),
         other => panic!("a backendRef without a port was accepted: {other:?}"),
     }
+}
+
+/// The hostnames of `web`'s HTTPRoute as stored (`null` when it has none), once they are
+/// `expected`.
+async fn wait_hostnames(release: &Release, expected: Value) {
+    wait_until(
+        "the HTTPRoute's hostnames",
+        std::time::Duration::from_secs(30),
+        || async {
+            let route = release.router_object().await;
+            let hostnames = route.data["spec"]["hostnames"].clone();
+            match hostnames == expected {
+                true => Ok(()),
+                false => Err(format!("hostnames {hostnames}, waiting for {expected}")),
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
+async fn the_route_answers_for_serin_dev_hosts_and_follows_a_change_of_them() {
+    // The Gateway need not exist for the route to be stored and read back.
+    let gateway = ("serin.dev/gateway", "infra/public");
+    let release = Release::opt_in(
+        Route::GATEWAY_API,
+        "gw-hosts",
+        &[gateway, ("serin.dev/hosts", "web.example.com")],
+    )
+    .await;
+    wait_hostnames(&release, json!(["web.example.com"])).await;
+
+    // Changed on the Deployment: the next reconcile applies the route again, at its weights.
+    let changed = Route::GATEWAY_API.annotations(&[
+        gateway,
+        ("serin.dev/hosts", "shop.example.com,*.shop.example.com"),
+    ]);
+    apply(&manifest(
+        release.ns(),
+        "web",
+        &Version::good("v1"),
+        &changed,
+    ));
+    wait_hostnames(&release, json!(["shop.example.com", "*.shop.example.com"])).await;
+    assert_eq!(
+        HttpRoute.weights(
+            &release.router_object().await,
+            &CanarySpec::defaults("web".into(), None)
+        ),
+        Ok(Weights::ALL_PRIMARY)
+    );
+
+    // Removed: the route answers for every host of its parent again.
+    apply(&manifest(
+        release.ns(),
+        "web",
+        &Version::good("v1"),
+        &Route::GATEWAY_API.annotations(&[gateway]),
+    ));
+    wait_hostnames(&release, Value::Null).await;
 }
 
 #[tokio::test]

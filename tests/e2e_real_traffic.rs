@@ -30,9 +30,12 @@ const TOLERANCE: f64 = 7.0;
 /// Requests a window must hold for its share to count.
 const MIN_WINDOW: u64 = 60;
 
-/// One test at a time on Traefik's Gateway: Serin's HTTPRoutes name no hostnames, so two of
-/// them on one listener would both claim every request (and each test's load).
-static GATEWAY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// The host each test's podinfo answers for on Traefik's shared listener
+/// (`serin.dev/hosts`), and every request of the test (its own, the load tester's) names:
+/// the tests share the Gateway and run in parallel, each on its own HTTPRoute hostname.
+fn host(ns: &str) -> String {
+    format!("{ns}.serin.test")
+}
 
 /// What `make up` wrote about the real node and Traefik (`.serin/node/node.env`,
 /// `.serin/traefik/traefik.env`).
@@ -150,20 +153,24 @@ spec:
     type: rollout
     url: {loadtester}
     timeout: 5s
-    metadata: {{type: cmd, cmd: \"hey -z 3m -q 10 -c 2 {url}/\"}}
+    metadata: {{type: cmd, cmd: \"hey -z 3m -q 10 -c 2 -host {host} {url}/\"}}
 ",
-            url = env.traefik_url
+            url = env.traefik_url,
+            host = host(ns),
         ),
     );
 }
 
-/// podinfo opted in with the Gateway API provider on Traefik's Gateway, its checks read from
-/// Traefik's series; `annotations` adds to (or overrides) the release settings.
+/// podinfo opted in with the Gateway API provider on Traefik's Gateway for the test's
+/// [`host`], its checks read from Traefik's series; `annotations` adds to (or overrides) the
+/// release settings.
 fn podinfo(ns: &str, env: &RealNode, annotations: &[(&str, &str)]) {
+    let host = host(ns);
     let mut notes: BTreeMap<&str, &str> = [
         ("serin.dev/enabled", "true"),
         ("serin.dev/provider", "gatewayapi"),
         ("serin.dev/gateway", env.gateway.as_str()),
+        ("serin.dev/hosts", host.as_str()),
         ("serin.dev/metrics-provider", "traefik"),
         ("serin.dev/analysis", "load"),
         ("serin.dev/interval", "12s"),
@@ -392,7 +399,6 @@ fn set_env(ns: &str, pairs: &[&str]) {
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_good_podinfo_release_through_traefik_is_promoted_and_each_step_moves_the_share_it_says()
 {
-    let _gateway = GATEWAY.lock().await;
     let env = real_node();
     let client = support::client().await;
     let ns = TestNamespace::create(&client, "real-good").await;
@@ -461,7 +467,6 @@ async fn a_good_podinfo_release_through_traefik_is_promoted_and_each_step_moves_
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_podinfo_release_that_really_fails_requests_is_rolled_back_and_then_gets_no_traffic() {
-    let _gateway = GATEWAY.lock().await;
     let env = real_node();
     let client = support::client().await;
     let ns = TestNamespace::create(&client, "real-bad").await;
@@ -526,7 +531,6 @@ async fn a_podinfo_release_that_really_fails_requests_is_rolled_back_and_then_ge
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn ab_requests_with_the_header_reach_the_canary_pods_through_traefik_and_the_others_the_primary()
  {
-    let _gateway = GATEWAY.lock().await;
     let env = real_node();
     let client = support::client().await;
     let ns = TestNamespace::create(&client, "real-ab").await;
@@ -585,8 +589,11 @@ async fn ab_requests_with_the_header_reach_the_canary_pods_through_traefik_and_t
         BTreeMap::<String, u32>::new(),
         BTreeMap::<String, u32>::new(),
     );
+    let host = host(ns);
     for i in 0..40 {
-        let mut request = http.get(format!("{}/", env.traefik_url));
+        let mut request = http
+            .get(format!("{}/", env.traefik_url))
+            .header("Host", &host);
         if i % 2 == 0 {
             request = request.header("x-canary", "insider");
         }
@@ -605,6 +612,16 @@ async fn ab_requests_with_the_header_reach_the_canary_pods_through_traefik_and_t
         };
         *side.entry(message).or_default() += 1;
     }
+    // The route answers for its own host only: another host on the same listener is not
+    // podinfo's (Traefik has no route for it).
+    let elsewhere = http
+        .get(format!("{}/", env.traefik_url))
+        .header("Host", "nobody.serin.test")
+        .header("x-canary", "insider")
+        .send()
+        .await
+        .expect("request through Traefik");
+    assert_eq!(elsewhere.status(), reqwest::StatusCode::NOT_FOUND);
     let phase = canary(&client, ns, "podinfo")
         .await
         .and_then(|c| c.status)

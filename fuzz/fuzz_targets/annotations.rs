@@ -12,13 +12,14 @@ use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use serin::spec::{self, OptIn};
 
-const KNOWN: [&str; 20] = [
+const KNOWN: [&str; 21] = [
     "enabled",
     "provider",
     "port",
     "service",
     "ingress",
     "gateway",
+    "hosts",
     "interval",
     "threshold",
     "step-weight",

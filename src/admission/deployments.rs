@@ -910,6 +910,41 @@ mod tests {
         );
     }
 
+    #[test]
+    fn hosts_as_written_are_admitted_with_gatewayapi_and_refused_with_another_provider() {
+        let hosts = json!({
+            "serin.dev/enabled": "true",
+            "serin.dev/provider": "gatewayapi",
+            "serin.dev/gateway": "infra/public",
+            "serin.dev/hosts": "web.example.com, *.web.example.com",
+        });
+        let req = request("CREATE", "alice", deployment(hosts, 2, "app:1"), None);
+        assert!(validate(&req, &PolicyView::default()).allowed);
+        // What the user wrote is kept as written, like every key they wrote.
+        let object = patched(&req, &mutate(&req, SERIN, &PolicyDefaults::default()));
+        assert_eq!(
+            object["metadata"]["annotations"]["serin.dev/hosts"],
+            "web.example.com, *.web.example.com"
+        );
+        let nginx = json!({
+            "serin.dev/enabled": "true",
+            "serin.dev/provider": "nginx",
+            "serin.dev/ingress": "web",
+            "serin.dev/hosts": "web.example.com",
+        });
+        let req = request("CREATE", "alice", deployment(nginx, 2, "app:1"), None);
+        let response = validate(&req, &PolicyView::default());
+        assert!(!response.allowed);
+        assert!(
+            response.result.message.contains(
+                "serin.dev/hosts: only applies with serin.dev/provider gatewayapi, not nginx; \
+                 nginx routes the hosts of the Ingress serin.dev/ingress names"
+            ),
+            "{}",
+            response.result.message
+        );
+    }
+
     fn occupant(kind: &str, name: &str, owner: Option<&str>) -> Occupant {
         Occupant {
             kind: kind.into(),

@@ -28,6 +28,7 @@ impl Versions for CanaryVersions {
                 service: alpha.service,
                 ingress: alpha.ingress,
                 gateway: alpha.gateway,
+                hosts: alpha.hosts,
                 interval: a.interval,
                 threshold: a.threshold,
                 step_weight: a.step_weight,
@@ -53,6 +54,7 @@ impl Versions for CanaryVersions {
             service: c.service,
             ingress: c.ingress,
             gateway: c.gateway,
+            hosts: c.hosts,
             analysis: Analysis {
                 interval: c.interval,
                 threshold: c.threshold,

@@ -250,6 +250,7 @@ fn canary() -> impl Strategy<Value = CanarySpec> {
             (name(), name()).prop_map(|(namespace, name)| GatewayRef { namespace, name }),
         ),
         prop::option::of(prop::sample::select(MetricsProvider::ALL.to_vec())),
+        prop::collection::vec("(\\*\\.)?[a-z]{1,6}\\.test", 0..3),
     );
     let analysis = (
         duration(),
@@ -267,7 +268,7 @@ fn canary() -> impl Strategy<Value = CanarySpec> {
     );
     (routing, analysis).prop_map(
         |(
-            (provider, port, service, ingress, gateway, metrics_provider),
+            (provider, port, service, ingress, gateway, metrics_provider, hosts),
             (
                 interval,
                 threshold,
@@ -288,6 +289,7 @@ fn canary() -> impl Strategy<Value = CanarySpec> {
             service,
             ingress,
             gateway,
+            hosts,
             interval,
             threshold,
             step_weight,
@@ -436,6 +438,29 @@ fn a_metric_secret_ref_travels_through_v1alpha1_by_metric_name() {
     assert_eq!(
         convert_object(alpha, Version::V1beta1).expect("converts"),
         beta
+    );
+}
+
+#[test]
+fn a_canarys_hosts_are_a_spec_field_of_both_versions() {
+    let alpha = json!({
+        "apiVersion": "serin.dev/v1alpha1", "kind": "Canary",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"provider": "gatewayapi", "port": 9898, "service": "web",
+            "hosts": ["web.example.com", "*.web.example.com"],
+            "analysis": {"interval": "1m", "threshold": 5, "stepWeight": 10, "maxWeight": 50,
+                "successRate": 99.0, "latency": "500ms", "metricsWindow": "1m", "skip": false}}
+    });
+    let beta = convert_object(alpha.clone(), Version::V1beta1).expect("converts");
+    assert_eq!(
+        beta["spec"]["hosts"],
+        json!(["web.example.com", "*.web.example.com"])
+    );
+    // Nothing to carry in an annotation: v1alpha1 holds the hosts itself.
+    assert_eq!(beta["metadata"].get("annotations"), None);
+    assert_eq!(
+        convert_object(beta, Version::V1alpha1).expect("converts back"),
+        alpha
     );
 }
 

@@ -19,7 +19,10 @@
 //! ```
 //!
 //! Without A/B rules there is one rule, carrying the weights. With `serin.dev/gateway:
-//! NS/NAME` the parent is that Gateway instead (traffic that enters through it).
+//! NS/NAME` the parent is that Gateway instead (traffic that enters through it). With
+//! `serin.dev/hosts` the route carries `hostnames: [...]`, so it only takes the requests for
+//! those hosts and leaves the rest of a shared Gateway listener to other routes; without, it
+//! has no `hostnames` and answers for every host its parent does.
 //!
 //! The first rule always carries the weights [`Router::build`] was given, so reading them back
 //! does not depend on the configuration: the simulator reads routes without knowing it.
@@ -88,7 +91,11 @@ impl Router for HttpRoute {
                 {"backendRefs": backends(Weights::ALL_PRIMARY)},
             ]),
         };
-        let data = json!({"spec": {"parentRefs": [parent], "rules": rules}});
+        let mut route = json!({"parentRefs": [parent], "rules": rules});
+        if !spec.hosts.is_empty() {
+            route["hostnames"] = json!(spec.hosts);
+        }
+        let data = json!({"spec": route});
         Ok(owned_object(deploy, svc, &self.api_resource(), data))
     }
 
@@ -262,6 +269,58 @@ mod tests {
         );
     }
 
+    fn hosts_spec() -> CanarySpec {
+        CanarySpec {
+            gateway: Some(GatewayRef {
+                namespace: "infra".into(),
+                name: "public".into(),
+            }),
+            hosts: vec!["web.example.com".into(), "*.web.example.com".into()],
+            ..spec()
+        }
+    }
+
+    #[test]
+    fn with_hosts_the_route_answers_only_for_those_hostnames() {
+        let object = build(&hosts_spec(), Weights::to_canary(30));
+        assert_eq!(
+            object.data,
+            json!({"spec": {
+                "parentRefs": [{
+                    "group": "gateway.networking.k8s.io",
+                    "kind": "Gateway",
+                    "namespace": "infra",
+                    "name": "public",
+                }],
+                "hostnames": ["web.example.com", "*.web.example.com"],
+                "rules": [{"backendRefs": backends(70, 30)}],
+            }})
+        );
+        let ab = CanarySpec {
+            iterations: Some(5),
+            matches: ab_rules(),
+            ..hosts_spec()
+        };
+        let object = build(&ab, Weights::ALL_CANARY);
+        assert_eq!(
+            object.data.pointer("/spec/hostnames"),
+            Some(&json!(["web.example.com", "*.web.example.com"]))
+        );
+        assert_eq!(HttpRoute.weights(&object, &ab), Ok(Weights::ALL_CANARY));
+        assert_eq!(
+            HttpRoute.unmatched_weights(&object, &ab),
+            Ok(Some(Weights::ALL_PRIMARY))
+        );
+    }
+
+    #[test]
+    fn without_hosts_the_route_has_no_hostnames() {
+        for spec in [spec(), ab_spec()] {
+            let object = build(&spec, Weights::to_canary(10));
+            assert_eq!(object.data.pointer("/spec/hostnames"), None);
+        }
+    }
+
     #[test]
     fn ab_rules_send_matching_requests_by_the_weights_and_the_rest_to_the_primary() {
         let object = build(&ab_spec(), Weights::ALL_CANARY);
@@ -303,11 +362,11 @@ mod tests {
 
     #[test]
     fn weights_read_back_equal_the_weights_written_without_knowing_the_rules() {
-        for spec in [spec(), ab_spec()] {
+        for spec in [spec(), ab_spec(), hosts_spec()] {
             for canary in [0, 1, 10, 50, 99, 100] {
                 let written = Weights::to_canary(canary);
                 let object = build(&spec, written);
-                // The simulator reads with the defaults: no match rules, no port.
+                // The simulator reads with the defaults: no match rules, no port, no hosts.
                 let reader = CanarySpec::defaults("web-svc".into(), None);
                 assert_eq!(HttpRoute.weights(&object, &reader), Ok(written));
             }

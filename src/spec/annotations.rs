@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use super::duration;
 use super::model::{
-    CanarySpec, DEFAULT_STEP_WEIGHT, GatewayRef, MatchRule, MetricsProvider, Provider,
+    CanarySpec, DEFAULT_STEP_WEIGHT, GatewayRef, MAX_HOSTS, MatchRule, MetricsProvider, Provider,
 };
 use super::{DESIRED_REPLICAS, ENABLED, PREFIX, Problem, REVISION, schema};
 
@@ -22,6 +22,7 @@ pub(super) enum Key {
     Service,
     Ingress,
     Gateway,
+    Hosts,
     Interval,
     Threshold,
     StepWeight,
@@ -40,13 +41,14 @@ pub(super) enum Key {
 }
 
 impl Key {
-    pub(super) const ALL: [Key; 21] = [
+    pub(super) const ALL: [Key; 22] = [
         Key::Enabled,
         Key::Provider,
         Key::Port,
         Key::Service,
         Key::Ingress,
         Key::Gateway,
+        Key::Hosts,
         Key::Interval,
         Key::Threshold,
         Key::StepWeight,
@@ -72,6 +74,7 @@ impl Key {
             Key::Service => "serin.dev/service",
             Key::Ingress => "serin.dev/ingress",
             Key::Gateway => "serin.dev/gateway",
+            Key::Hosts => "serin.dev/hosts",
             Key::Interval => "serin.dev/interval",
             Key::Threshold => "serin.dev/threshold",
             Key::StepWeight => "serin.dev/step-weight",
@@ -99,6 +102,7 @@ impl Key {
             Key::Service => "service",
             Key::Ingress => "ingress",
             Key::Gateway => "gateway",
+            Key::Hosts => "hosts",
             Key::Interval => "interval",
             Key::Threshold => "threshold",
             Key::StepWeight => "stepWeight",
@@ -150,6 +154,11 @@ impl Key {
                                              letters, digits, '-' or '.'"
                 .to_owned(),
             Key::Gateway => "must be NAMESPACE/NAME of a Gateway".to_owned(),
+            Key::Hosts => format!(
+                "must be a comma-separated list of at most {MAX_HOSTS} distinct hostnames, each \
+                 a lowercase DNS name such as app.example.com, or one with a wildcard first \
+                 label such as *.example.com, of at most 253 characters; no IP address, no port"
+            ),
             Key::Match => "must be header:NAME=VALUE, header:NAME~REGEX or cookie:NAME, where \
                            NAME is an HTTP token, VALUE is not empty and REGEX is a valid regular \
                            expression"
@@ -280,6 +289,7 @@ fn apply(key: Key, raw: &str, reading: &mut Reading<'_>) -> Result<(), Vec<Probl
         Key::Service => spec.service = raw.to_owned(),
         Key::Ingress => spec.ingress = Some(raw.to_owned()),
         Key::Gateway => spec.gateway = Some(gateway(raw).ok_or_else(refused)?),
+        Key::Hosts => spec.hosts = hosts(raw)?,
         Key::Interval => spec.interval = parsed(raw).ok_or_else(refused)?,
         Key::Threshold => spec.threshold = integer(raw).ok_or_else(refused)?,
         Key::StepWeight => spec.step_weight = Some(integer(raw).ok_or_else(refused)?),
@@ -344,6 +354,25 @@ fn gateway(raw: &str) -> Option<GatewayRef> {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
     })
+}
+
+/// `a.example.com,*.b.example.com`; spaces around items are allowed. Only the count is
+/// checked here, before anything else looks at the items, so the work per value is bounded:
+/// each host's form is the schema's, IP addresses and duplicates are `validate`'s.
+fn hosts(raw: &str) -> Result<Vec<String>, Vec<Problem>> {
+    let items: Vec<&str> = raw.split(',').map(str::trim).take(MAX_HOSTS + 1).collect();
+    if items.len() > MAX_HOSTS {
+        let count = raw.split(',').count();
+        return Err(vec![Problem::new(
+            Key::Hosts.annotation(),
+            format!(
+                "{} names {count} hosts; at most {MAX_HOSTS} are allowed (Gateway API's limit \
+                 on an HTTPRoute's hostnames)",
+                quoted(raw)
+            ),
+        )]);
+    }
+    Ok(items.into_iter().map(str::to_owned).collect())
 }
 
 /// Comma-separated rules; each malformed rule is its own problem. A comma only starts a new
@@ -446,6 +475,7 @@ pub(super) fn value_of(key: Key, spec: &CanarySpec) -> Option<String> {
         Key::Service => Some(spec.service.clone()),
         Key::Ingress => spec.ingress.clone(),
         Key::Gateway => spec.gateway.as_ref().map(ToString::to_string),
+        Key::Hosts => (!spec.hosts.is_empty()).then(|| spec.hosts.join(",")),
         Key::Interval => Some(spec.interval.to_string()),
         Key::Threshold => Some(spec.threshold.to_string()),
         Key::StepWeight => spec.step_weight.map(|w| w.to_string()),
@@ -549,6 +579,7 @@ mod tests {
             ("serin.dev/port", "8080"),
             ("serin.dev/service", "web"),
             ("serin.dev/gateway", "infra/public"),
+            ("serin.dev/hosts", "web.example.com, *.web.example.com"),
             ("serin.dev/interval", "30s"),
             ("serin.dev/threshold", "3"),
             ("serin.dev/step-weight", "20"),
@@ -571,6 +602,7 @@ mod tests {
                 namespace: "infra".into(),
                 name: "public".into(),
             }),
+            hosts: vec!["web.example.com".into(), "*.web.example.com".into()],
             interval: Duration::from_secs(30),
             threshold: 3,
             step_weight: Some(20),
@@ -961,6 +993,87 @@ mod tests {
     }
 
     #[test]
+    fn hosts_are_gateway_api_hostnames_each_bad_one_named() {
+        let gatewayapi = ("serin.dev/provider", "gatewayapi");
+        let gateway = ("serin.dev/gateway", "infra/public");
+        let spec = enabled(&[
+            gatewayapi,
+            gateway,
+            ("serin.dev/hosts", "a.example.com,*.b.example.com, c"),
+        ]);
+        assert_eq!(spec.hosts, ["a.example.com", "*.b.example.com", "c"]);
+        let expectation = Key::Hosts.expectation();
+        let long = format!("{}.com", "a".repeat(250));
+        for (value, bad) in [
+            ("A.example.com", vec!["A.example.com"]),
+            ("a.example.com:8080", vec!["a.example.com:8080"]),
+            ("a.example.com,", vec![""]),
+            ("", vec![""]),
+            (
+                "*.example.com,x.*.example.com,*",
+                vec!["x.*.example.com", "*"],
+            ),
+            (
+                "-a.example.com,a_b.example.com",
+                vec!["-a.example.com", "a_b.example.com"],
+            ),
+            ("[::1],fe80::1", vec!["[::1]", "fe80::1"]),
+            ("a.example.com.", vec!["a.example.com."]),
+            (long.as_str(), vec![long.as_str()]),
+        ] {
+            let expected: Vec<String> = bad
+                .iter()
+                .map(|host| format!("serin.dev/hosts: {} {expectation}", quoted(host)))
+                .collect();
+            assert_eq!(
+                refused(&[gatewayapi, gateway, ("serin.dev/hosts", value)]),
+                expected,
+                "{value}"
+            );
+        }
+        // 253 characters is still a hostname.
+        let longest = format!("{}.com", "a".repeat(249));
+        assert_eq!(
+            enabled(&[gatewayapi, gateway, ("serin.dev/hosts", &longest)]).hosts,
+            [longest]
+        );
+    }
+
+    #[test]
+    fn at_most_sixteen_hosts_and_the_count_is_said() {
+        let gatewayapi = ("serin.dev/provider", "gatewayapi");
+        let gateway = ("serin.dev/gateway", "infra/public");
+        let hosts = |n: usize| {
+            (0..n)
+                .map(|i| format!("h{i}.example.com"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let sixteen = hosts(16);
+        assert_eq!(
+            enabled(&[gatewayapi, gateway, ("serin.dev/hosts", &sixteen)])
+                .hosts
+                .len(),
+            16
+        );
+        let seventeen = hosts(17);
+        assert_eq!(
+            refused(&[gatewayapi, gateway, ("serin.dev/hosts", &seventeen)]),
+            [format!(
+                "serin.dev/hosts: {} names 17 hosts; at most 16 are allowed (Gateway API's limit \
+                 on an HTTPRoute's hostnames)",
+                quoted(&seventeen)
+            )]
+        );
+        // A huge value is one short line: the count, and a cut quote.
+        let many = hosts(10_000);
+        let lines = refused(&[gatewayapi, gateway, ("serin.dev/hosts", &many)]);
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].contains("names 10000 hosts"), "{}", lines[0]);
+        assert!(lines[0].len() < 400, "{}", lines[0]);
+    }
+
+    #[test]
     fn gateway_must_be_namespace_slash_name() {
         let gatewayapi = ("serin.dev/provider", "gatewayapi");
         for value in [
@@ -1034,6 +1147,10 @@ mod tests {
             proptest::option::of(name),
             any::<bool>(),
             proptest::sample::select(MetricsProvider::ALL.to_vec()),
+            proptest::collection::btree_set(
+                "(\\*\\.)?[a-z0-9]([a-z0-9-]{0,5}[a-z0-9])?\\.test",
+                0..4,
+            ),
         )
             .prop_map(
                 |(
@@ -1042,6 +1159,7 @@ mod tests {
                     analysis,
                     skip_analysis,
                     metrics,
+                    hosts,
                 )| {
                     let (interval, latency, metrics_window) = durations;
                     let (threshold, (step_weight, step_weights, max_weight), iterations) = counts;
@@ -1058,6 +1176,11 @@ mod tests {
                             !std::mem::replace(kind, true)
                         });
                     }
+                    // Hosts only go with a Gateway.
+                    let hosts: Vec<String> = match (provider, &gateway) {
+                        (Provider::GatewayApi, Some(_)) => hosts.into_iter().collect(),
+                        _ => Vec::new(),
+                    };
                     CanarySpec {
                         provider,
                         port,
@@ -1070,6 +1193,7 @@ mod tests {
                                 name: name.to_owned(),
                             },
                         ),
+                        hosts,
                         interval: Duration::from_millis(interval),
                         threshold,
                         step_weight,

@@ -25,6 +25,12 @@ const DNS_1123_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// Most object names (Ingress, Gateway, AnalysisTemplate) are DNS-1123 subdomains.
 const DNS_1123_SUBDOMAIN: &str =
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A Gateway API `Hostname`: a DNS-1123 subdomain, optionally behind one wildcard label `*.`
+/// (Gateway API's own pattern; IP addresses, which it also forbids, are refused in
+/// `validate`).
+const HOSTNAME: &str = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// Gateway API's `maxItems` for an HTTPRoute's `hostnames`.
+pub(super) const MAX_HOSTS: usize = 16;
 /// HTTP header and cookie names are RFC 9110 tokens.
 const HTTP_TOKEN: &str = "^[-!#$%&'*+.^_`|~0-9A-Za-z]+$";
 
@@ -48,6 +54,11 @@ pub struct CanarySpec {
     /// The Gateway to attach the HTTPRoute to (`gatewayapi`); the apex Service when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayRef>,
+    /// The hostnames the HTTPRoute answers for (`gatewayapi`); every hostname of its parent
+    /// when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(pattern(HOSTNAME), length(min = 1, max = 253)), length(max = MAX_HOSTS))]
+    pub hosts: Vec<String>,
     /// Time between checks.
     pub interval: Duration,
     /// Failed checks before rollback.
@@ -112,6 +123,7 @@ impl CanarySpec {
             service,
             ingress: None,
             gateway: None,
+            hosts: Vec::new(),
             interval: DEFAULT_INTERVAL,
             threshold: DEFAULT_THRESHOLD,
             step_weight: Some(DEFAULT_STEP_WEIGHT),

@@ -47,7 +47,8 @@ pub(super) fn range(field: &str) -> Option<(Value, Value)> {
     ))
 }
 
-/// Validates the parsed spec, one problem per offending annotation (per rule for `match`).
+/// Validates the parsed spec, one problem per offending annotation (per rule for `match`, per
+/// host for `hosts`).
 pub(super) fn check(reading: &mut Reading<'_>) {
     let validator = match &*VALIDATOR {
         Ok(validator) => validator,
@@ -59,11 +60,12 @@ pub(super) fn check(reading: &mut Reading<'_>) {
     };
     let mut offenders: BTreeSet<(Key, Option<usize>)> = BTreeSet::new();
     for error in validator.iter_errors(&instance) {
-        // `/stepWeights/1` → step-weights; `/matches/2/name` → the third match rule.
+        // `/stepWeights/1` → step-weights; `/matches/2/name` → the third match rule;
+        // `/hosts/0` → the first host.
         let mut segments = error.instance_path().as_str().split('/').skip(1);
         match segments.next().and_then(Key::for_field) {
-            Some(Key::Match) => {
-                offenders.insert((Key::Match, segments.next().and_then(|i| i.parse().ok())));
+            Some(key @ (Key::Match | Key::Hosts)) => {
+                offenders.insert((key, segments.next().and_then(|i| i.parse().ok())));
             }
             Some(key) => {
                 offenders.insert((key, None));
@@ -73,14 +75,13 @@ pub(super) fn check(reading: &mut Reading<'_>) {
     }
     for (key, rule) in offenders {
         let problem = match (rule, reading.written.get(&key)) {
-            (Some(i), _) => key.refuse(
-                &reading
-                    .spec
-                    .matches
-                    .get(i)
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
-            ),
+            (Some(i), _) => {
+                let item = match key {
+                    Key::Hosts => reading.spec.hosts.get(i).cloned(),
+                    _ => reading.spec.matches.get(i).map(ToString::to_string),
+                };
+                key.refuse(&item.unwrap_or_default())
+            }
             (None, Some(raw)) => key.refuse(raw),
             (None, None) => Problem::new(
                 key.annotation(),

@@ -1,6 +1,7 @@
 //! Semantic rules that a JSON Schema cannot say: between annotations (steps and max weight,
-//! provider and `match`, `ingress`, `gateway`, `metrics-provider`), against the pod template (the port exists), and
-//! minimums on durations. Each rule skips keys already refused, so one mistake is one line.
+//! provider and `match`, `ingress`, `gateway`, `hosts`, `metrics-provider`; hosts that are IP
+//! addresses or repeated), against the pod template (the port exists), and minimums on
+//! durations. Each rule skips keys already refused, so one mistake is one line.
 
 use k8s_openapi::api::core::v1::PodSpec;
 
@@ -170,6 +171,45 @@ pub(super) fn check(reading: &mut Reading<'_>, ports: Option<&[i32]>) {
     {
         refuse(Key::Gateway, only_with(Provider::GatewayApi, provider));
     }
+    if reading.is_written(Key::Hosts)
+        && usable(&[Key::Provider])
+        && provider != Provider::GatewayApi
+    {
+        // Where the hosts of the other providers' traffic come from instead.
+        let elsewhere = match provider {
+            Provider::Nginx => format!(
+                "; {provider} routes the hosts of the Ingress {} names",
+                Key::Ingress.annotation()
+            ),
+            Provider::Gloo => format!("; {provider} routes the domains of your VirtualService"),
+            _ => format!("; {provider} routes mesh traffic by Service, not by host"),
+        };
+        refuse(
+            Key::Hosts,
+            format!("{}{elsewhere}", only_with(Provider::GatewayApi, provider)),
+        );
+    }
+    // Gateway API leaves hostnames on a mesh route (the apex Service as parent) undefined,
+    // and Linkerd does not filter by them: without a Gateway they would select nothing.
+    if reading.is_written(Key::Hosts)
+        && provider == Provider::GatewayApi
+        && spec.gateway.is_none()
+        && usable(&[Key::Provider, Key::Gateway])
+    {
+        refuse(
+            Key::Hosts,
+            format!(
+                "needs {}: hostnames select the requests that enter through a Gateway; a mesh \
+                 route (the apex Service as parent) does not filter by them",
+                Key::Gateway.annotation()
+            ),
+        );
+    }
+    // Also when the schema refused some hosts: a host of the wrong form is never an IP
+    // address, and every mistake is listed at once. (Too many hosts leaves `hosts` empty.)
+    for problem in host_problems(&spec.hosts) {
+        refuse(Key::Hosts, problem);
+    }
 
     if let Some(metrics) = spec.metrics_provider
         && reading.is_written(Key::MetricsProvider)
@@ -249,6 +289,34 @@ fn re2(regex: &str) -> Result<(), String> {
         Err(regex_syntax::Error::Translate(e)) => Err(e.kind().to_string()),
         Err(e) => Err(e.to_string().lines().next().unwrap_or_default().to_owned()),
     }
+}
+
+/// What Gateway API forbids in `hostnames` that its pattern lets through: IP addresses (the
+/// pattern takes `10.0.0.1`), and the same host twice (Gateway API's CRD cannot say it).
+fn host_problems(hosts: &[String]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for host in hosts {
+        if host.parse::<std::net::Ipv4Addr>().is_ok() {
+            problems.push(format!(
+                "{} is an IP address; Gateway API routes by hostname only",
+                quoted(host)
+            ));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let repeated: std::collections::BTreeSet<&str> = hosts
+        .iter()
+        .filter(|host| !seen.insert(host.as_str()))
+        .map(String::as_str)
+        .collect();
+    if !repeated.is_empty() {
+        let listed: Vec<String> = repeated.into_iter().map(quoted).collect();
+        problems.push(format!(
+            "{} listed more than once; each host must appear once",
+            listed.join(", ")
+        ));
+    }
+    problems
 }
 
 fn only_with(needed: Provider, provider: Provider) -> String {
@@ -356,6 +424,90 @@ mod tests {
             refused(&[("serin.dev/ingress", "podinfo")]),
             ["serin.dev/ingress: only applies with serin.dev/provider nginx, not linkerd"]
         );
+    }
+
+    #[test]
+    fn hosts_without_gatewayapi_are_refused_saying_where_that_provider_takes_hosts_from() {
+        for (provider, extra, elsewhere) in [
+            (
+                "nginx",
+                Some(("serin.dev/ingress", "web")),
+                "nginx routes the hosts of the Ingress serin.dev/ingress names",
+            ),
+            (
+                "gloo",
+                None,
+                "gloo routes the domains of your VirtualService",
+            ),
+            (
+                "linkerd",
+                None,
+                "linkerd routes mesh traffic by Service, not by host",
+            ),
+            (
+                "smi:v1alpha2",
+                None,
+                "smi:v1alpha2 routes mesh traffic by Service, not by host",
+            ),
+        ] {
+            let mut pairs = vec![
+                ("serin.dev/provider", provider),
+                ("serin.dev/hosts", "web.example.com"),
+            ];
+            pairs.extend(extra);
+            assert_eq!(
+                refused(&pairs),
+                [format!(
+                    "serin.dev/hosts: only applies with serin.dev/provider gatewayapi, not \
+                     {provider}; {elsewhere}"
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn hosts_need_a_gateway() {
+        assert_eq!(
+            refused(&[
+                ("serin.dev/provider", "gatewayapi"),
+                ("serin.dev/hosts", "web.example.com")
+            ]),
+            [
+                "serin.dev/hosts: needs serin.dev/gateway: hostnames select the requests that \
+                 enter through a Gateway; a mesh route (the apex Service as parent) does not \
+                 filter by them"
+            ]
+        );
+    }
+
+    #[test]
+    fn hosts_that_are_ip_addresses_or_repeated_are_refused_all_at_once() {
+        let gatewayapi = ("serin.dev/provider", "gatewayapi");
+        let gateway = ("serin.dev/gateway", "infra/public");
+        assert_eq!(
+            refused(&[
+                gatewayapi,
+                gateway,
+                (
+                    "serin.dev/hosts",
+                    "10.0.0.1,a.example.com,b.example.com,192.168.1.2,a.example.com,b.example.com"
+                ),
+                ("serin.dev/step-weight", "0"),
+            ]),
+            [
+                r#"serin.dev/hosts: "10.0.0.1" is an IP address; Gateway API routes by hostname only"#,
+                r#"serin.dev/hosts: "192.168.1.2" is an IP address; Gateway API routes by hostname only"#,
+                r#"serin.dev/hosts: "a.example.com", "b.example.com" listed more than once; each host must appear once"#,
+                r#"serin.dev/step-weight: "0" must be an integer from 1 to 100"#,
+            ]
+        );
+        // Digits alone are a hostname when they are not an address.
+        let spec = enabled(&[
+            gatewayapi,
+            gateway,
+            ("serin.dev/hosts", "1.2.3,1.2.3.4.5,*.10.0.0.1"),
+        ]);
+        assert_eq!(spec.hosts, ["1.2.3", "1.2.3.4.5", "*.10.0.0.1"]);
     }
 
     #[test]

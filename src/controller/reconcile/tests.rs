@@ -31,6 +31,7 @@ struct Cluster {
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/prod/deployments";
 const CANARY: &str = "/apis/serin.dev/v1beta1/namespaces/prod/canaries/web";
 const SPLIT: &str = "/apis/split.smi-spec.io/v1alpha1/namespaces/prod/trafficsplits/web";
+const ROUTE: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/prod/httproutes/web";
 
 fn not_found() -> (StatusCode, Value) {
     let status = json!({"apiVersion": "v1", "kind": "Status", "metadata": {},
@@ -171,10 +172,15 @@ fn context_with(
 
 /// `prod/web`, opted in, at image `web:2` with `replicas` and `status`.
 fn web(replicas: i32, status: Value) -> Deployment {
+    web_annotated(replicas, status, json!({"serin.dev/enabled": "true"}))
+}
+
+/// [`web`] with these annotations.
+fn web_annotated(replicas: i32, status: Value, annotations: Value) -> Deployment {
     serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "web", "namespace": "prod", "uid": "uid-1", "generation": 1,
-            "resourceVersion": "1", "annotations": {"serin.dev/enabled": "true"}},
+            "resourceVersion": "1", "annotations": annotations},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
             "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
                 {"name": "app", "image": "web:2", "ports": [{"containerPort": 9898}]}]}}},
@@ -189,7 +195,7 @@ fn revision_of(deploy: &Deployment) -> String {
 }
 
 /// The cluster around `deploy`: its Canary with `status`, a Ready primary running
-/// `primary_revision`, and the TrafficSplit at `weights`.
+/// `primary_revision`, and the router object (the SMI TrafficSplit by default) at `weights`.
 fn cluster(
     deploy: &Deployment,
     status: ReleaseStatus,
@@ -220,7 +226,14 @@ fn cluster(
     let router = configured_router(spec.provider, &RouterSettings::default());
     let split = router
         .build(deploy, &spec, weights)
-        .expect("a TrafficSplit");
+        .expect("a router object");
+    let resource = router.api_resource();
+    let router_path = format!(
+        "/apis/{}/namespaces/prod/{}/{}",
+        resource.api_version,
+        resource.plural,
+        router.object_name(&spec)
+    );
     let mut cluster = Cluster::default();
     cluster.objects.extend([
         (
@@ -232,10 +245,7 @@ fn cluster(
             CANARY.to_owned(),
             serde_json::to_value(&canary).expect("json"),
         ),
-        (
-            SPLIT.to_owned(),
-            serde_json::to_value(&split).expect("json"),
-        ),
+        (router_path, serde_json::to_value(&split).expect("json")),
     ]);
     Arc::new(Mutex::new(cluster))
 }
@@ -353,4 +363,50 @@ async fn a_rollback_is_counted_timed_and_its_weight_exported_from_the_status_wri
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no release duration in\n{text}"));
     assert!((60.0..120.0).contains(&duration), "{duration}");
+}
+
+/// A change of `serin.dev/hosts` changes the Canary's spec, and a changed spec re-applies the
+/// router object at the weights it has (`release::repairs`): the HTTPRoute gets the new
+/// hostnames in the same reconcile, mid-release, without moving traffic.
+#[tokio::test]
+async fn a_change_of_hosts_is_applied_to_the_httproute_at_the_weights_it_has() {
+    let annotations = |hosts: &str| {
+        json!({"serin.dev/enabled": "true", "serin.dev/provider": "gatewayapi",
+            "serin.dev/gateway": "infra/public", "serin.dev/hosts": hosts})
+    };
+    let ready = json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
+        "readyReplicas": 2, "availableReplicas": 2});
+    let before = web_annotated(2, ready.clone(), annotations("old.example.com"));
+    let progressing = ReleaseStatus {
+        phase: Phase::Progressing,
+        revision: Some(revision_of(&before)),
+        last_promoted_revision: Some("old".into()),
+        canary_weight: 20,
+        ..Default::default()
+    };
+    let cluster = cluster(&before, progressing, "old", Weights::to_canary(20));
+    let stored =
+        |cluster: &Arc<Mutex<Cluster>>| cluster.lock().expect("cluster").objects[ROUTE].clone();
+    assert_eq!(
+        stored(&cluster)["spec"]["hostnames"],
+        json!(["old.example.com"])
+    );
+    let after = web_annotated(2, ready, annotations("new.example.com,*.new.example.com"));
+    let ctx = context(client(cluster.clone()));
+    reconcile(Arc::new(after), ctx).await.expect("reconciled");
+    let writes = writes(&cluster);
+    assert!(
+        writes.contains(&"PATCH canaries/web".to_owned())
+            && writes.contains(&"PATCH httproutes/web".to_owned()),
+        "{writes:?}"
+    );
+    let route = stored(&cluster);
+    assert_eq!(
+        route["spec"]["hostnames"],
+        json!(["new.example.com", "*.new.example.com"])
+    );
+    let weights: Vec<&Value> = (0..2)
+        .map(|i| &route["spec"]["rules"][0]["backendRefs"][i]["weight"])
+        .collect();
+    assert_eq!(weights, [&json!(80), &json!(20)]);
 }

@@ -33,6 +33,9 @@ pub struct CanaryResourceSpec {
     pub ingress: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayRef>,
+    /// The hostnames the HTTPRoute answers for (`gatewayapi`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
     pub analysis: Analysis,
 }
 
