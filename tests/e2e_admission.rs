@@ -109,7 +109,9 @@ async fn an_opted_in_deployment_gets_explicit_defaults_and_the_watch_label_and_i
     assert_eq!(get("serin.dev/success-rate"), Some("99"));
     assert_eq!(get("serin.dev/latency"), Some("500ms"));
     assert_eq!(get("serin.dev/provider"), Some("linkerd"));
-    assert_eq!(get("serin.dev/metrics-provider"), Some("linkerd"));
+    // Its default follows the provider, so it is not written (a written default would stay
+    // behind, and refuse the change, when the provider changes or the Deployment opts out).
+    assert_eq!(get("serin.dev/metrics-provider"), None);
     assert_eq!(get("serin.dev/port"), Some("8080"));
     assert_eq!(get("serin.dev/desired-replicas"), Some("2"));
     let label = stored

@@ -865,7 +865,7 @@ mod tests {
     }
 
     #[test]
-    fn the_metrics_provider_written_back_follows_the_provider_a_policy_filled() {
+    fn the_metrics_provider_follows_the_provider_and_a_written_one_is_kept() {
         let req = request("CREATE", "alice", deployment(enabled(), 2, "app:1"), None);
         let defaults = PolicyDefaults {
             provider: Some(spec::Provider::Gloo),
@@ -874,7 +874,21 @@ mod tests {
         let object = patched(&req, &mutate(&req, SERIN, &defaults));
         let annotations = &object["metadata"]["annotations"];
         assert_eq!(annotations["serin.dev/provider"], "gloo");
-        assert_eq!(annotations["serin.dev/metrics-provider"], "envoy");
+        // Not written: it follows the provider (envoy for gloo) when that changes.
+        assert_eq!(annotations.get("serin.dev/metrics-provider"), None);
+        // The users' road: opting out by applying the manifest without Serin's annotations
+        // (kubectl removes the ones it applied; what the webhook wrote stays) is admitted.
+        let mut left = annotations.clone();
+        for key in ["serin.dev/enabled", "serin.dev/provider"] {
+            left.as_object_mut().map(|a| a.remove(key));
+        }
+        let opted_out = request(
+            "UPDATE",
+            "alice",
+            deployment(left, 2, "app:1"),
+            Some(object),
+        );
+        assert!(validate(&opted_out, &PolicyView::default()).allowed);
         // A written one is kept and validated against the provider.
         let traefik = json!({
             "serin.dev/enabled": "true",

@@ -489,7 +489,10 @@ pub(super) fn value_of(key: Key, spec: &CanarySpec) -> Option<String> {
             .then(|| join(spec.matches.iter().map(ToString::to_string).collect())),
         Key::SuccessRate => Some(spec.success_rate.to_string()),
         Key::Latency => Some(spec.latency.to_string()),
-        Key::MetricsProvider => Some(spec.effective_metrics_provider().to_string()),
+        // Its default follows the provider, so it is not written back: a written default would
+        // stay behind when the provider changes or the Deployment opts out, and then refuse
+        // the change (envoy with linkerd). Only a value the user wrote is kept.
+        Key::MetricsProvider => spec.metrics_provider.map(|m| m.to_string()),
         Key::MetricsWindow => Some(spec.metrics_window.to_string()),
         Key::Analysis => spec.analysis.clone(),
         Key::SkipAnalysis => Some(spec.skip_analysis.to_string()),
@@ -835,7 +838,7 @@ mod tests {
     }
 
     #[test]
-    fn metrics_provider_defaults_from_the_provider_and_is_written_back() {
+    fn metrics_provider_defaults_from_the_provider_and_is_not_written_back() {
         for (provider, ingress, metrics) in [
             ("linkerd", None, "linkerd"),
             ("smi:v1alpha2", None, "linkerd"),
@@ -846,13 +849,16 @@ mod tests {
             let mut pairs = vec![("serin.dev/provider", provider)];
             pairs.extend(ingress.map(|i| ("serin.dev/ingress", i)));
             let spec = enabled(&pairs);
+            assert_eq!(
+                spec.effective_metrics_provider().to_string(),
+                metrics,
+                "{provider}"
+            );
             let written = defaulted_annotations(&spec);
             assert_eq!(
-                written
-                    .get("serin.dev/metrics-provider")
-                    .map(String::as_str),
-                Some(metrics),
-                "{provider}"
+                written.get("serin.dev/metrics-provider"),
+                None,
+                "{provider}: the default follows the provider, it is not written"
             );
         }
         // A written value is kept, not replaced by the provider's default.
@@ -1227,7 +1233,7 @@ mod tests {
     }
 
     #[test]
-    fn defaulted_annotations_make_every_default_explicit() {
+    fn defaulted_annotations_make_every_default_explicit_but_the_metrics_provider() {
         let spec = enabled(&[]);
         let annotations = defaulted_annotations(&spec);
         let keys: Vec<&str> = annotations.keys().map(String::as_str).collect();
@@ -1238,7 +1244,6 @@ mod tests {
                 "serin.dev/interval",
                 "serin.dev/latency",
                 "serin.dev/max-weight",
-                "serin.dev/metrics-provider",
                 "serin.dev/metrics-window",
                 "serin.dev/port",
                 "serin.dev/provider",
