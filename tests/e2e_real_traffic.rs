@@ -368,6 +368,23 @@ async fn measure_until_end(client: &Client, ns: &str, timeout: Duration) -> (Pha
     }
 }
 
+/// podinfo opted in with `annotations` (as [`podinfo`] takes them) and Initialized on the real
+/// node, in a namespace of its own (named after `prefix`) with the load tester and its
+/// template.
+async fn opted_in_podinfo(
+    prefix: &str,
+    annotations: &[(&str, &str)],
+) -> (RealNode, Client, TestNamespace) {
+    let env = real_node();
+    let client = support::client().await;
+    let ns = TestNamespace::create(&client, prefix).await;
+    let url = loadtester(&client, &ns.name, &env).await;
+    load_template(&ns.name, &url, &env);
+    podinfo(&ns.name, &env, annotations);
+    wait_initialized(&client, &ns.name).await;
+    (env, client, ns)
+}
+
 async fn wait_initialized(client: &Client, ns: &str) {
     wait_phase(
         client,
@@ -399,14 +416,9 @@ fn set_env(ns: &str, pairs: &[&str]) {
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_good_podinfo_release_through_traefik_is_promoted_and_each_step_moves_the_share_it_says()
 {
-    let env = real_node();
-    let client = support::client().await;
-    let ns = TestNamespace::create(&client, "real-good").await;
+    let (_env, client, ns) =
+        opted_in_podinfo("real-good", &[("serin.dev/step-weights", "20,40,60")]).await;
     let ns = ns.name.as_str();
-    let url = loadtester(&client, ns, &env).await;
-    load_template(ns, &url, &env);
-    podinfo(ns, &env, &[("serin.dev/step-weights", "20,40,60")]);
-    wait_initialized(&client, ns).await;
 
     // The users' road: a new revision by `kubectl set env`.
     set_env(ns, &["PODINFO_UI_MESSAGE=v2"]);
@@ -467,14 +479,9 @@ async fn a_good_podinfo_release_through_traefik_is_promoted_and_each_step_moves_
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_podinfo_release_that_really_fails_requests_is_rolled_back_and_then_gets_no_traffic() {
-    let env = real_node();
-    let client = support::client().await;
-    let ns = TestNamespace::create(&client, "real-bad").await;
+    let (env, client, ns) =
+        opted_in_podinfo("real-bad", &[("serin.dev/step-weights", "30,60")]).await;
     let ns = ns.name.as_str();
-    let url = loadtester(&client, ns, &env).await;
-    load_template(ns, &url, &env);
-    podinfo(ns, &env, &[("serin.dev/step-weights", "30,60")]);
-    wait_initialized(&client, ns).await;
 
     // podinfo's own fault injection: a third of its answers are errors (500, 400 or 409).
     set_env(ns, &["PODINFO_RANDOM_ERROR=true"]);
@@ -531,21 +538,15 @@ async fn a_podinfo_release_that_really_fails_requests_is_rolled_back_and_then_ge
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn ab_requests_with_the_header_reach_the_canary_pods_through_traefik_and_the_others_the_primary()
  {
-    let env = real_node();
-    let client = support::client().await;
-    let ns = TestNamespace::create(&client, "real-ab").await;
-    let ns = ns.name.as_str();
-    let url = loadtester(&client, ns, &env).await;
-    load_template(ns, &url, &env);
-    podinfo(
-        ns,
-        &env,
+    let (env, client, ns) = opted_in_podinfo(
+        "real-ab",
         &[
             ("serin.dev/match", "header:x-canary=insider"),
             ("serin.dev/iterations", "4"),
         ],
-    );
-    wait_initialized(&client, ns).await;
+    )
+    .await;
+    let ns = ns.name.as_str();
     set_env(ns, &["PODINFO_UI_MESSAGE=v2"]);
     wait_phase(
         &client,
