@@ -18,6 +18,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::PodSpec;
 use kube::core::DynamicObject;
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -201,7 +202,7 @@ fn is_not_found(error: &watcher::Error) -> bool {
 }
 
 /// Drops what the simulator never reads (managed fields, annotations of the Deployment
-/// itself, the pod spec), keeping the store small in a big cluster.
+/// itself, the pod spec but its node selector), keeping the store small in a big cluster.
 fn keep_what_the_simulator_reads(deployment: &mut Deployment) {
     deployment.meta_mut().managed_fields = None;
     if let Some(annotations) = deployment.meta_mut().annotations.as_mut() {
@@ -209,7 +210,11 @@ fn keep_what_the_simulator_reads(deployment: &mut Deployment) {
         annotations.retain(|key, _| key == ITERATIONS_ANNOTATION || key == MATCH_ANNOTATION);
     }
     if let Some(spec) = deployment.spec.as_mut() {
-        spec.template.spec = None;
+        // Where the pods run: a release on the real node is not simulated (`on_real_node`).
+        spec.template.spec = spec.template.spec.take().map(|pod| PodSpec {
+            node_selector: pod.node_selector,
+            ..PodSpec::default()
+        });
     }
 }
 
@@ -371,6 +376,35 @@ fn current_backends(
 mod tests {
     use super::*;
     use crate::devtools::simulate::Behaviour;
+    use crate::devtools::simulate::backends::on_real_node;
+
+    /// What the store keeps of a Deployment still says whether its pods run on the real node:
+    /// the simulator must leave those releases to the real data plane.
+    #[test]
+    fn the_trimmed_deployment_still_says_it_runs_on_the_real_node() {
+        let mut deployment: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "podinfo", "namespace": "demo",
+                "annotations": {"serin.dev/enabled": "true"}},
+            "spec": {"selector": {"matchLabels": {"app": "podinfo"}},
+                "template": {"metadata": {"labels": {"app": "podinfo"}}, "spec": {
+                    "nodeSelector": {"serin.dev/node": "real"},
+                    "containers": [{"name": "podinfo", "image": "podinfo:1",
+                        "env": [{"name": "BIG", "value": "x"}]}]}}}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        keep_what_the_simulator_reads(&mut deployment);
+        assert!(on_real_node(&deployment));
+        let pod = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .unwrap_or_else(|| panic!("the pod spec's node selector is kept"));
+        assert!(
+            pod.containers.is_empty(),
+            "the rest of the pod spec is dropped"
+        );
+        assert_eq!(deployment.metadata.annotations.map(|a| a.len()), Some(0));
+    }
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use http_body_util::BodyExt;
