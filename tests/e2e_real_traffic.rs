@@ -140,7 +140,24 @@ spec:
 
 /// The AnalysisTemplate `load`: a `rollout` webhook to the load tester that runs `hey`
 /// against the Gateway (`extra` adds metrics or webhooks).
-fn load_template(ns: &str, loadtester: &str, env: &RealNode) {
+fn load_template(ns: &str, loadtester: &str, env: &RealNode, header: Option<&str>) {
+    let hook = |name: &str, extra: &str| {
+        format!(
+            "  - name: {name}
+    type: rollout
+    url: {loadtester}
+    timeout: 5s
+    metadata: {{type: cmd, cmd: \"hey -z 3m -q 10 -c 2 -host {host}{extra} {url}/\"}}
+",
+            url = env.traefik_url,
+            host = host(ns),
+        )
+    };
+    // An A/B release is judged on the requests that match: Flagger's A/B load tests send the
+    // header too (a second load, so the primary keeps its own).
+    let matching = header
+        .map(|h| hook("load-test-matching", &format!(" -H '{h}'")))
+        .unwrap_or_default();
     apply(
         ns,
         &format!(
@@ -149,14 +166,8 @@ kind: AnalysisTemplate
 metadata: {{name: load}}
 spec:
   webhooks:
-  - name: load-test
-    type: rollout
-    url: {loadtester}
-    timeout: 5s
-    metadata: {{type: cmd, cmd: \"hey -z 3m -q 10 -c 2 -host {host} {url}/\"}}
-",
-            url = env.traefik_url,
-            host = host(ns),
+{}{matching}",
+            hook("load-test", "")
         ),
     );
 }
@@ -379,7 +390,14 @@ async fn opted_in_podinfo(
     let client = support::client().await;
     let ns = TestNamespace::create(&client, prefix).await;
     let url = loadtester(&client, &ns.name, &env).await;
-    load_template(&ns.name, &url, &env);
+    // `header:NAME=VALUE` of an A/B release, as a request header.
+    let header = annotations
+        .iter()
+        .find(|(key, _)| *key == "serin.dev/match")
+        .and_then(|(_, rule)| rule.strip_prefix("header:"))
+        .and_then(|rule| rule.split_once('='))
+        .map(|(name, value)| format!("{name}: {value}"));
+    load_template(&ns.name, &url, &env, header.as_deref());
     podinfo(&ns.name, &env, annotations);
     wait_initialized(&client, &ns.name).await;
     (env, client, ns)
