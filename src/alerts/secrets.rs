@@ -2,8 +2,7 @@
 //! Secret in Serin's own namespace (a Role there grants `get` on Secrets, nothing more).
 //! Messages name the Secret and the key, never the value.
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client};
+use crate::analysis::credentials::SecretSource;
 
 /// The key of an alert's Secret that holds its address (Flagger's too).
 pub const ADDRESS_KEY: &str = "address";
@@ -31,40 +30,37 @@ pub enum SecretError {
     },
 }
 
-/// The address in Secret `namespace/name`.
-pub async fn address(client: &Client, namespace: &str, name: &str) -> Result<String, SecretError> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+/// The address in Secret `namespace/name`, read through the same [`SecretSource`] as the
+/// credentials of metrics.
+pub async fn address(
+    source: &dyn SecretSource,
+    namespace: &str,
+    name: &str,
+) -> Result<String, SecretError> {
     let (ns, n) = (namespace.to_owned(), name.to_owned());
-    let secret = api.get_opt(name).await.map_err(|e| SecretError::Api {
-        namespace: ns.clone(),
-        name: n.clone(),
-        reason: e.to_string(),
-    })?;
-    let Some(secret) = secret else {
-        return Err(SecretError::Missing {
-            namespace: ns,
-            name: n,
-        });
+    let data = match source.data(namespace, name).await {
+        Ok(Some(data)) => data,
+        Ok(None) => {
+            return Err(SecretError::Missing {
+                namespace: ns,
+                name: n,
+            });
+        }
+        Err(reason) => {
+            return Err(SecretError::Api {
+                namespace: ns,
+                name: n,
+                reason,
+            });
+        }
     };
-    let bytes = secret
-        .data
-        .as_ref()
-        .and_then(|data| data.get(ADDRESS_KEY))
-        .map(|b| b.0.clone())
-        .or_else(|| {
-            secret
-                .string_data
-                .as_ref()
-                .and_then(|data| data.get(ADDRESS_KEY))
-                .map(|s| s.clone().into_bytes())
-        });
-    let Some(bytes) = bytes else {
+    let Some(bytes) = data.get(ADDRESS_KEY) else {
         return Err(SecretError::NoAddress {
             namespace: ns,
             name: n,
         });
     };
-    parse_address(&bytes).ok_or(SecretError::BadAddress {
+    parse_address(bytes).ok_or(SecretError::BadAddress {
         namespace: ns,
         name: n,
     })

@@ -374,8 +374,8 @@ fn read_bounded(path: &std::path::Path) -> Result<Vec<u8>, String> {
 /// A Secret's data by key, or why it could not be read.
 pub type SecretData = BTreeMap<String, Vec<u8>>;
 
-/// Reads the Secrets that templates name: the Kubernetes API in the controller, a map in
-/// tests. `Ok(None)` when the Secret does not exist; `Err` says why it could not be read
+/// Reads the Secrets that metrics and alerts name: the Kubernetes API in the controller, a
+/// map in tests. `Ok(None)` when the Secret does not exist; `Err` says why it could not be read
 /// (never with its contents).
 pub trait SecretSource: Send + Sync {
     fn data(
@@ -406,8 +406,7 @@ impl SecretSource for kube::Client {
                 )),
                 Ok(None) => Ok(None),
                 Err(kube::Error::Api(status)) if status.code == 403 => Err(format!(
-                    "Serin may not read it ({}); grant get on it (docs/security.md, \
-                     \"Credentials for Prometheus\")",
+                    "Serin may not read it ({}); grant get on it (docs/security.md)",
                     status.message
                 )),
                 Err(e) => Err(e.to_string()),
