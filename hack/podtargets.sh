@@ -56,7 +56,10 @@ while True:
                 continue
             if ipaddress.ip_address(ip) not in subnet:
                 continue
-            port = int(notes.get("prometheus.io/port", "80"))
+            port = notes.get("prometheus.io/port", "80")
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                continue  # a pod with a bad port is skipped, not every pod with it
+            port = int(port)
             groups.append({"targets": ["%s:%d" % (ip, port)],
                            "labels": {"job": "real-node-pods", "namespace": meta["namespace"],
                                       "pod": meta["name"],
