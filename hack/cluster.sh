@@ -98,6 +98,10 @@ up() {
 
   # --kubelet-*: logs, exec and port-forward reach the real node's kubelet (hack/node.sh) at
   # its InternalIP (the node's bridge address), as the admin client.
+  # --enable-aggregator-routing: the API server calls a webhook given as a Service at one of
+  # the Service's ready endpoints (a pod address) instead of its ClusterIP, which nothing
+  # routes here (no kube-proxy). Serin in-cluster (hack/in-cluster.sh) relies on it; webhooks
+  # given by `url:` (the host's Serin) are not affected.
   start_bg kube-apiserver "$C/kube-apiserver.pid" "$C/kube-apiserver.log" "$K8S_BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
     --bind-address 127.0.0.1 --secure-port "$api_port" --advertise-address 127.0.0.1 \
@@ -109,7 +113,8 @@ up() {
     --authorization-mode RBAC --enable-priority-and-fairness=false \
     --profiling=false --v=1 \
     --kubelet-client-certificate "$PKI/admin.crt" --kubelet-client-key "$PKI/admin.key" \
-    --kubelet-preferred-address-types InternalIP
+    --kubelet-preferred-address-types InternalIP \
+    --enable-aggregator-routing=true
   write_kubeconfig "$api_port"
   wait_for kube-apiserver "$C/kube-apiserver.log" 120 readyz
 

@@ -330,8 +330,22 @@ print(", ".join(v["name"] + ("*" if v["storage"] else "") for v in json.load(ope
   derive_gloo
   apply "$GLOO_DERIVED"
   say "Gloo CRDs established ($GLOO_SOURCE; Flagger's typed subset of Gloo's API)"
-  if [ -f "$OWN_CRDS" ]; then
+  # SERIN_OWN_CRDS=skip: hack/in-cluster.sh installs Serin's CRDs with its overlay.
+  if [ -f "$OWN_CRDS" ] && [ "${SERIN_OWN_CRDS:-}" != skip ]; then
     local_conversion >"$D/serin-crds.json"
+    # After Serin ran in the cluster (hack/in-cluster.sh) the conversion names the Service,
+    # set by another field manager; url and service together are invalid, so drop it first.
+    local crd
+    for crd in canaries analysistemplates canarypolicies; do
+      if [ -n "$(kubectl get crd "$crd.serin.dev" -o jsonpath='{.spec.conversion.webhook.clientConfig.service.name}' 2>/dev/null)" ]; then
+        kubectl patch crd "$crd.serin.dev" --type merge -p "$(python3 -c '
+import json, sys
+for crd in json.load(open(sys.argv[1]))["items"]:
+    if crd["metadata"]["name"] == sys.argv[2]:
+        config = dict(crd["spec"]["conversion"]["webhook"]["clientConfig"], service=None)
+        print(json.dumps({"spec": {"conversion": {"webhook": {"clientConfig": config}}}}))' "$D/serin-crds.json" "$crd.serin.dev")" >/dev/null
+      fi
+    done
     apply "$D/serin-crds.json"
     say "Serin's CRDs established (manifests/crds.yaml; conversion webhook on 127.0.0.1)"
   fi

@@ -103,6 +103,11 @@ up() {
   mkdir -p "$S"
   exec 9>"$S/.lock"; flock 9
   "$ROOT/hack/cluster.sh" up
+  # `make up` after `make in-cluster` returns to the host's Serin: one Serin at a time.
+  if [ -d "$STATE/in-cluster" ] && "$ROOT/hack/in-cluster.sh" status; then
+    say "Serin runs in the cluster (make in-cluster): removing it to run Serin on the host"
+    "$ROOT/hack/in-cluster.sh" down
+  fi
   "$ROOT/hack/crds.sh" up
   kubectl apply -f "$ROOT/manifests/rbac.yaml" >/dev/null
   # The local Serin tracks Secrets (the binary's default), so it gets the Component's grant.
@@ -127,6 +132,8 @@ up() {
   fi
   stop_pid serin "$S/serin.pid"
   [ -f "$S/certs/tls.key" ] || "$BIN" certs --out-dir "$S/certs" >/dev/null 2>&1
+  # Earlier processes' logs are kept for `audit` (a restart truncates serin.log).
+  if [ -s "$S/serin.log" ]; then cat "$S/serin.log" >>"$S/serin-history.log"; fi
   local port admin; port=$(free_port); admin=$(free_port)
   echo "$port" >"$S/port"; echo "$admin" >"$S/admin-port"; echo "$PROFILE" >"$S/profile"
   start_bg serin "$S/serin.pid" "$S/serin.log" "$BIN" run \
@@ -150,9 +157,33 @@ down() {
   stop_pid serin "$S/serin.pid"
 }
 
+# audit reset | check: what the API server refused the host's Serin since `reset`. It runs as
+# the `serin` ServiceAccount with the shipped RBAC (rbac.yaml and the secret-tracking and
+# alerts Components' grants); `make test-e2e` fails when any release path met a Forbidden.
+audit() {
+  case ${1:-} in
+    reset)
+      mkdir -p "$S"; : >"$S/serin-history.log"
+      [ -f "$S/serin.log" ] && wc -l <"$S/serin.log" >"$S/audit-from" || echo 0 >"$S/audit-from" ;;
+    check)
+      local from lines
+      from=$(cat "$S/audit-from" 2>/dev/null || echo 0)
+      lines=$( { cat "$S/serin-history.log" 2>/dev/null; tail -n "+$(( from + 1 ))" "$S/serin.log" 2>/dev/null; } |
+        grep -i 'forbidden' || true)
+      if [ -n "$lines" ]; then
+        say "the API server refused Serin's identity (shipped RBAC) during the tests:"
+        printf '%s\n' "$lines" | head -n 20 >&2
+        die "$(printf '%s\n' "$lines" | wc -l) Forbidden answer(s) in Serin's log ($S/serin.log, serin-history.log)"
+      fi
+      say "no Forbidden answer in Serin's log since the audit began" ;;
+    *) echo "usage: $0 audit reset|check" >&2; exit 2 ;;
+  esac
+}
+
 case ${1:-} in
+  audit) audit "${2:-}" ;;
   up) up ;;
   restart) FORCE_RESTART=1 up ;;
   down) down ;;
-  *) echo "usage: $0 up|restart|down" >&2; exit 2 ;;
+  *) echo "usage: $0 up|restart|down|audit reset|check" >&2; exit 2 ;;
 esac

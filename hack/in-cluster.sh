@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# Serin in the local cluster, installed as users install it: its image (hack/image.sh) in the
+# real node's containerd, and `kubectl apply -k` of a local overlay over manifests/ with two
+# replicas on the real node, Pod Security `restricted`, the webhooks and the CRD conversion
+# called through the `serin` Service, the Lease held by one of the pods.
+#
+#   hack/in-cluster.sh up       (make in-cluster) idempotent; stops the host's `serin run`
+#   hack/in-cluster.sh down     removes Serin's pods, Service and webhook registrations;
+#                               `make up` (hack/serin.sh up) then runs Serin on the host again
+#   hack/in-cluster.sh status   exit 0 when Serin runs in the cluster
+#
+# Certificates: CERTS=self-signed (default; manifests/overlays/self-signed) or
+# CERTS=cert-manager (manifests/overlays/cert-manager; needs hack/cert-manager.sh up).
+#
+# What differs from a user's cluster, all in the overlay at .serin/in-cluster/ and said here:
+# - the image is serin.local/serin:<tag> with imagePullPolicy Never (there is no registry);
+# - the pods select and tolerate the real node (kwok's fake node would not run them);
+# - there is no kube-proxy, so ClusterIPs do not route: the pods reach the API server and
+#   Prometheus, which listen on the host's loopback, through hack/forward.py on the host's
+#   bridge address. The API server is named kubernetes.default.svc (its certificate's name)
+#   through a hostAliases entry, with KUBERNETES_SERVICE_PORT the forwarded port; Serin's
+#   in-cluster configuration is otherwise the one users get.
+# - the API server calls the webhooks at the Service's endpoints (pod addresses), which
+#   hack/cluster.sh enables with --enable-aggregator-routing.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+I=$STATE/in-cluster
+CERTS=${CERTS:-self-signed}
+kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$STATE/cluster/kubeconfig" "$@"; }
+NS=serin-system
+
+node_env() {
+  [ -f "$STATE/node/node.env" ] || die "the real node is not up (hack/node.sh up, or make up)"
+  # shellcheck disable=SC1091
+  source "$STATE/node/node.env"
+}
+
+# The forwarders from the bridge address to the API server and Prometheus on loopback.
+forward() {
+  local api_port prom_port args
+  api_port=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}' | sed 's/.*://')
+  prom_port=$("$ROOT/hack/prometheus.sh" url | sed 's/.*://')
+  args="$NODE_IP:$api_port=127.0.0.1:$api_port $NODE_IP:$prom_port=127.0.0.1:$prom_port"
+  if alive "$I/forward.pid" && [ "$(cat "$I/forward.args" 2>/dev/null)" = "$args" ]; then
+    :
+  else
+    stop_pid forward "$I/forward.pid"
+    # shellcheck disable=SC2086
+    start_bg forward "$I/forward.pid" "$I/forward.log" python3 "$ROOT/hack/forward.py" $args
+    echo "$args" >"$I/forward.args"
+    wait_for forward "$I/forward.log" 10 grep -q "$NODE_IP:$prom_port" "$I/forward.log"
+  fi
+  API_PORT=$api_port PROM_PORT=$prom_port
+}
+
+# IN_CLUSTER_ENV="SERIN_X=v,SERIN_Y=w": more settings for the pods (the tests shorten the
+# self-signed certificates' lifetime with it); only SERIN_* names.
+extra_env() {
+  local kv
+  [ -n "${IN_CLUSTER_ENV:-}" ] || return 0
+  tr ',' '\n' <<<"$IN_CLUSTER_ENV" | while IFS= read -r kv; do
+    [[ $kv =~ ^SERIN_[A-Z_]+=[A-Za-z0-9._:/-]*$ ]] || die "IN_CLUSTER_ENV: $kv is not SERIN_NAME=value"
+    printf '            - {name: %s, value: "%s"}\n' "${kv%%=*}" "${kv#*=}"
+  done
+}
+
+overlay() {
+  local ref=$1 component
+  case $CERTS in
+    self-signed) component=../../manifests/overlays/self-signed ;;
+    cert-manager) component=../../manifests/overlays/cert-manager ;;
+    *) die "CERTS must be self-signed or cert-manager, not $CERTS" ;;
+  esac
+  cat >"$I/kustomization.yaml.tmp" <<EOF
+# Written by hack/in-cluster.sh: manifests/ as users install it, with what this machine
+# needs (see the script's header).
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+- ../../manifests
+components:
+- $component
+images:
+- name: serin
+  newName: ${ref%:*}
+  newTag: ${ref##*:}
+patches:
+- target: {group: apps, version: v1, kind: Deployment, name: serin, namespace: $NS}
+  patch: |-
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata: {name: serin, namespace: $NS}
+    spec:
+      template:
+        spec:
+          nodeSelector: {serin.dev/node: real}
+          tolerations:
+          - {key: serin.dev/node, operator: Equal, value: real, effect: NoSchedule}
+          hostAliases:
+          - {ip: "$NODE_IP", hostnames: [kubernetes.default.svc]}
+          containers:
+          - name: serin
+            imagePullPolicy: Never
+            env:
+            - {name: KUBERNETES_SERVICE_HOST, value: kubernetes.default.svc}
+            - {name: KUBERNETES_SERVICE_PORT, value: "$API_PORT"}
+            - {name: SERIN_PROMETHEUS_URL, value: "http://$NODE_IP:$PROM_PORT"}
+$(extra_env)
+EOF
+  mv "$I/kustomization.yaml.tmp" "$I/kustomization.yaml"
+}
+
+# The host's Serin registered its webhooks and the CRDs' conversion by url; the base names
+# the Service. Both at once is invalid, so the conversion goes to the Service first (the
+# webhook configurations were deleted with the host's Serin).
+to_service() {
+  local crd patch
+  patch='{"spec":{"conversion":{"webhook":{"clientConfig":{"url":null,"service":{"name":"serin","namespace":"serin-system","path":"/convert","port":443}}}}}}'
+  for crd in canaries analysistemplates canarypolicies; do
+    kubectl get crd "$crd.serin.dev" >/dev/null 2>&1 &&
+      kubectl patch crd "$crd.serin.dev" --type merge -p "$patch" >/dev/null
+  done
+}
+
+# The API server reached Serin through the Service: a refused dry run names Serin's check,
+# and a v1alpha1 object converts.
+served() {
+  kubectl create --dry-run=server -f - >/dev/null 2>"$I/served.err" <<'EOF' && return 1
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: in-cluster-probe
+  namespace: default
+  annotations: {serin.dev/enabled: "true", serin.dev/step-weight: "0"}
+spec:
+  selector: {matchLabels: {app: probe}}
+  template:
+    metadata: {labels: {app: probe}}
+    spec: {containers: [{name: app, image: probe}]}
+EOF
+  grep -q 'serin.dev/step-weight' "$I/served.err" || return 1
+  kubectl create --dry-run=server -f - >/dev/null 2>&1 <<'EOF'
+apiVersion: serin.dev/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: in-cluster-probe, namespace: default}
+spec: {}
+EOF
+}
+
+lease_holder_is_a_pod() {
+  local holder pods
+  holder=$(kubectl -n "$NS" get lease serin-controller -o jsonpath='{.spec.holderIdentity}' 2>/dev/null)
+  [ -n "$holder" ] || return 1
+  pods=$(kubectl -n "$NS" get pods -l app.kubernetes.io/name=serin -o jsonpath='{.items[*].metadata.name}')
+  # The identity is the holder's host name (the pod's name) and its process id.
+  for p in $pods; do [ "${holder%-*}" = "$p" ] && return 0; done
+  return 1
+}
+
+up() {
+  mkdir -p "$I"
+  exec 9>"$I/.lock"; flock 9
+  local t0; t0=$(date +%s)
+  "$ROOT/hack/cluster.sh" status || die "the cluster is not running (make up first)"
+  node_env
+  # The CRDs Serin's releases use (SMI, Gateway API, Gloo); Serin's own come with the
+  # overlay, their conversion through the Service.
+  SERIN_OWN_CRDS=skip "$ROOT/hack/crds.sh" up
+  "$ROOT/hack/image.sh" import "$CONTAINERD_SOCKET"
+  local ref; ref=$("$ROOT/hack/image.sh" ref)
+  forward
+  overlay "$ref"
+  # One Serin at a time: the host's process and its url registrations go first.
+  if alive "$STATE/serin/serin.pid"; then "$ROOT/hack/serin.sh" down; fi
+  to_service
+  say "kubectl apply -k $I ($CERTS certificates, image $ref)"
+  kubectl apply -k "$I" >"$I/apply.log" 2>&1 || { cat "$I/apply.log" >&2; die "kubectl apply -k failed"; }
+  echo "$CERTS" >"$I/certs"
+  kubectl -n "$NS" rollout status deployment/serin --timeout=180s >&2 ||
+    die "Serin's pods did not become Ready (kubectl -n $NS describe pods -l app.kubernetes.io/name=serin; kubectl -n $NS logs deploy/serin)"
+  wait_for "the Lease held by one of Serin's pods" "$I/apply.log" 60 lease_holder_is_a_pod
+  wait_for "the webhooks and the conversion served through the Service" "$I/served.err" 60 served
+  say "Serin runs in the cluster: 2 replicas on $NODE_NAME, Lease held by $(kubectl -n "$NS" get lease serin-controller -o jsonpath='{.spec.holderIdentity}') ($(( $(date +%s) - t0 ))s)"
+}
+
+down() {
+  [ -d "$I" ] || return 0
+  exec 9>"$I/.lock"; flock 9
+  if "$ROOT/hack/cluster.sh" status; then
+    # Registrations first: with failurePolicy Fail a registered webhook without pods would
+    # refuse every write of an annotated Deployment.
+    kubectl delete mutatingwebhookconfiguration/serin validatingwebhookconfiguration/serin \
+      --ignore-not-found >/dev/null
+    if kubectl -n "$NS" get deployment serin >/dev/null 2>&1; then
+      kubectl -n "$NS" delete deployment/serin service/serin poddisruptionbudget/serin \
+        --ignore-not-found --wait=true --timeout=60s >/dev/null
+      kubectl -n "$NS" delete secret serin-webhook-tls --ignore-not-found >/dev/null
+      say "removed Serin's pods, Service and webhook registrations"
+    fi
+  fi
+  stop_pid forward "$I/forward.pid"
+  rm -f "$I/certs"
+}
+
+status() {
+  "$ROOT/hack/cluster.sh" status && kubectl -n "$NS" get deployment serin >/dev/null 2>&1
+}
+
+case ${1:-} in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac
