@@ -9,6 +9,11 @@
 //! takes [`MATCHING_PERCENT`] of its traffic to be requests that carry the header or cookie
 //! of some rule, and the rest to carry none.
 //!
+//! Mirroring: while an `HTTPRoute` copies requests to the canary (a `RequestMirror` filter,
+//! `serin.dev/mirror-checks`), the primary still answers every request and the canary's pods
+//! also receive the mirrored share, so the canary's backend weighs that share on top of what
+//! is routed to it (the two backends then sum to more than 100).
+//!
 //! Blue/Green: the canary is checked while the router gives it no traffic. In a cluster the
 //! checks then measure what a load tester sends to `<svc>-canary` (Flagger's setups call
 //! flagger-loadtester from a `rollout` webhook). The simulator stands in for that load tester
@@ -241,7 +246,8 @@ pub fn backends_of<D: Borrow<Deployment>>(
         namespace: namespace.clone(),
         source,
     };
-    let weights = kind.router.weights(object, &spec).map_err(in_namespace)?;
+    let route = kind.router.route(object, &spec).map_err(in_namespace)?;
+    let weights = route.weights;
     let (primary, canary) = match kind
         .router
         .unmatched_weights(object, &spec)
@@ -257,6 +263,9 @@ pub fn backends_of<D: Borrow<Deployment>>(
             (100 - canary, canary)
         }
     };
+    // Mirrored copies reach the canary's pods besides what is routed to it: its proxies
+    // count them as inbound requests like any other.
+    let canary = (canary + route.mirror.unwrap_or(0)).min(100);
     let versions = [
         (format!("{owner}{PRIMARY_SUFFIX}"), primary),
         (owner.clone(), canary),
@@ -273,6 +282,20 @@ pub fn backends_of<D: Borrow<Deployment>>(
             })
         })
         .collect())
+}
+
+/// The percent of the requests a router object copies to the canary (0 when it mirrors
+/// none, or cannot be read).
+pub fn mirrored_percent(kind: &RouterKind, object: &DynamicObject) -> u32 {
+    let Some(service) = (kind.apex_service)(object) else {
+        return 0;
+    };
+    let spec = CanarySpec::defaults(service, None);
+    kind.router
+        .route(object, &spec)
+        .ok()
+        .and_then(|route| route.mirror)
+        .unwrap_or(0)
 }
 
 /// The node selector of the real node's pods (`hack/node.sh` labels the node with it).

@@ -27,7 +27,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::core::DynamicObject;
 use serde_json::Value;
 
-use super::backends::{MappingError, RouterKind, backends_of};
+use super::backends::{MappingError, RouterKind, backends_of, mirrored_percent};
 use super::traffic::Traffic;
 use super::{Backend, Behaviour};
 use crate::analysis::observers::traefik_service;
@@ -96,6 +96,9 @@ pub fn traefik_backends_of<D: Borrow<Deployment>>(
 ) -> Result<Vec<TraefikBackend>, MappingError> {
     let backends = backends_of(kind, object, deployment)?;
     let namespace = object.metadata.namespace.clone().unwrap_or_default();
+    // Traefik does not implement RequestMirror (admission refuses mirroring where Traefik
+    // reads the series): no copy shows in its series.
+    let mirrored = mirrored_percent(kind, object);
     let route = route_name(object).unwrap_or_default();
     let owner = object
         .metadata
@@ -117,6 +120,10 @@ pub fn traefik_backends_of<D: Borrow<Deployment>>(
                 let suffix = match deployment == primary {
                     true => PRIMARY_SUFFIX,
                     false => CANARY_SUFFIX,
+                };
+                let weight = match suffix {
+                    CANARY_SUFFIX => weight.saturating_sub(mirrored),
+                    _ => weight,
                 };
                 Some(TraefikBackend {
                     namespace: namespace.clone(),
