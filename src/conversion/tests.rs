@@ -149,6 +149,7 @@ fn policy() -> impl Strategy<Value = CanaryPolicySpec> {
         prop::option::of(1u32..1000),
         prop::option::of(0.0..=100.0f64),
         prop::option::of(duration()),
+        prop::option::of(0u32..=100),
     )
         .prop_map(
             |(
@@ -158,6 +159,7 @@ fn policy() -> impl Strategy<Value = CanaryPolicySpec> {
                 min_threshold,
                 min_success_rate,
                 max_latency,
+                max_mirror_percent,
             )| {
                 PolicyLimits {
                     max_step_weight,
@@ -166,6 +168,7 @@ fn policy() -> impl Strategy<Value = CanaryPolicySpec> {
                     min_threshold,
                     min_success_rate,
                     max_latency,
+                    max_mirror_percent,
                 }
             },
         );

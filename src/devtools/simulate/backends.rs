@@ -550,6 +550,35 @@ mod tests {
         assert_eq!(weights(&backends), [("web-primary", 70), ("web", 0)]);
     }
 
+    #[test]
+    fn a_mirroring_route_sends_every_request_to_the_primary_and_the_copies_to_the_canary() {
+        let cluster = [
+            deployment("web", 1, &[(ERROR_RATE, "0.5")]),
+            deployment("web-primary", 2, &[]),
+        ];
+        let owner = deployment("web", 1, &[]);
+        let spec = CanarySpec::defaults("web-svc".into(), Some(8080));
+        let mirroring = crate::router::Route {
+            mirror: Some(40),
+            ..Weights::ALL_PRIMARY.into()
+        };
+        let object = gateway_api()
+            .router
+            .build_route(&owner, &spec, &mirroring, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let backends = map_route(&object, &cluster);
+        assert_eq!(weights(&backends), [("web-primary", 100), ("web", 40)]);
+        assert_eq!(mirrored_percent(&gateway_api(), &object), 40);
+        // Once the mirror is gone, the canary gets only what is routed to it.
+        assert_eq!(mirrored_percent(&gateway_api(), &route(10, vec![])), 0);
+        // An unready canary gets no copies either.
+        let idle = [deployment("web", 0, &[]), deployment("web-primary", 2, &[])];
+        assert_eq!(
+            weights(&map_route(&object, &idle)),
+            [("web-primary", 100), ("web", 0)]
+        );
+    }
+
     fn blue_green(ready: i32) -> Deployment {
         let mut canary = deployment("web", ready, &[(ERROR_RATE, "0.1")]);
         canary.metadata.annotations = Some([(ITERATIONS_ANNOTATION.into(), "3".into())].into());

@@ -271,6 +271,22 @@ mod tests {
     }
 
     #[test]
+    fn traefik_counts_no_mirrored_copy_as_it_does_not_mirror() {
+        let cluster = [deployment("web", 1, &[]), deployment("web-primary", 2, &[])];
+        let owner = deployment("web", 1, &[]);
+        let spec = CanarySpec::defaults("web-svc".into(), Some(8080));
+        let mirroring = crate::router::Route {
+            mirror: Some(100),
+            ..Weights::ALL_PRIMARY.into()
+        };
+        let object = router_for(Provider::GatewayApi)
+            .build_route(&owner, &spec, &mirroring, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let weights: Vec<u32> = map(&object, &cluster).iter().map(|b| b.weight).collect();
+        assert_eq!(weights, [100, 0]);
+    }
+
+    #[test]
     fn the_series_are_traefiks_by_code_per_service_in_seconds() {
         let mut sim = TraefikSimulator::new(100.0);
         let canary = backend(
