@@ -444,3 +444,74 @@ async fn a_mirrored_release_is_judged_on_copies_before_any_weight_moves_and_prom
         ])
         .await;
 }
+
+/// Session affinity on the simulator (`serin.dev/affinity-cookie`): from the first weight
+/// until the promotion the stored HTTPRoute carries the cookie rule for this release's
+/// revision (and the canary's Set-Cookie); once promoted it is the weighted rule alone, so
+/// the cookie routes nothing. The simulator sends no real request with a cookie: what a
+/// proxy does with the rule is `tests/e2e_real_traffic.rs`'s to show.
+#[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
+async fn the_affinity_cookie_rule_is_on_the_route_while_the_canary_has_weight_and_gone_after() {
+    let extra = [
+        ("serin.dev/step-weight", "20"),
+        ("serin.dev/max-weight", "40"),
+        ("serin.dev/affinity-cookie", "serin-canary"),
+    ];
+    let release = Release::opt_in(Route::GATEWAY_API, "gw-sticky", &extra).await;
+    let ns = release.ns().to_owned();
+    release.apply(&Version::good("v2"));
+    let spec = CanarySpec {
+        affinity_cookie: Some("serin-canary".into()),
+        ..CanarySpec::defaults("web".into(), None)
+    };
+    let start = std::time::Instant::now();
+    let mut seen = Vec::<(u32, Option<String>)>::new();
+    let mut revision = None;
+    loop {
+        if let Some(route) = routes::object(&release.client, &ns, Provider::GatewayApi, "web").await
+            && let Ok(read) = HttpRoute.route(&route, &spec)
+        {
+            let state = (read.weights.canary(), read.sticky);
+            if seen.last() != Some(&state) {
+                seen.push(state);
+            }
+        }
+        let status = support::release::release_status(&release.client, &ns, "web").await;
+        if status.phase == serin::release::Phase::Progressing {
+            revision = status.revision.clone();
+        }
+        if status.phase == serin::release::Phase::Succeeded {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(240),
+            "not promoted in time; the route did {seen:?}, status {status:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let revision = revision.expect("the release's revision");
+    let route = release.router_object().await;
+    let read = HttpRoute.route(&route, &spec).expect("read the route");
+    if seen.last() != Some(&(read.weights.canary(), read.sticky.clone())) {
+        seen.push((read.weights.canary(), read.sticky));
+    }
+    assert_eq!(
+        seen,
+        [
+            (0, None),
+            (20, Some(revision.clone())),
+            (40, Some(revision)),
+            (0, None)
+        ]
+    );
+    assert_eq!(
+        route
+            .data
+            .pointer("/spec/rules")
+            .and_then(|r| r.as_array().map(Vec::len)),
+        Some(1),
+        "{:?}",
+        route.data
+    );
+}
