@@ -92,6 +92,17 @@ impl Router for HttpRoute {
         // Session affinity: the canary's responses set the cookie, the primary's expire one
         // left by an earlier release (its value names that release, so it routes nowhere).
         let cookie = spec.affinity_cookie.as_deref();
+        // The value goes into a header and a regular expression as it is: the revision is
+        // hex digits, and anything else is refused rather than escaped.
+        if let Some(value) = &route.sticky
+            && (value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric()))
+        {
+            return Err(RouterError::CannotExpress {
+                kind: KIND,
+                name: svc.clone(),
+                why: format!("affinity cookie value {value:?} is not letters and digits"),
+            });
+        }
         let set_cookies = match (cookie, &route.sticky) {
             (Some(name), Some(value)) => Some((
                 expire_cookie(name),
@@ -580,6 +591,20 @@ mod tests {
             HttpRoute.unmatched_weights(&object, &extras_spec()),
             Ok(None)
         );
+    }
+
+    #[test]
+    fn an_affinity_value_that_is_not_letters_and_digits_is_refused() {
+        for value in ["", "a;b", "x.*", "é"] {
+            let odd = route(Weights::to_canary(10), None, Some(value));
+            assert!(
+                matches!(
+                    HttpRoute.build_route(&web(), &extras_spec(), &odd, None),
+                    Err(RouterError::CannotExpress { .. })
+                ),
+                "{value:?}"
+            );
+        }
     }
 
     #[test]
