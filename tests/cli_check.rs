@@ -259,3 +259,40 @@ fn hosts_are_checked_each_bad_one_named_and_refused_off_gatewayapi() {
          gloo; gloo routes the domains of your VirtualService",
     );
 }
+
+#[test]
+fn mirroring_and_affinity_pass_on_gatewayapi_and_are_refused_elsewhere_naming_gatewayapi() {
+    let with = |annotations: &str| {
+        GOOD.replace(
+            r#"{serin.dev/enabled: "true"}"#,
+            &format!(r#"{{serin.dev/enabled: "true", {annotations}}}"#),
+        )
+    };
+    let extras = r#"serin.dev/mirror-checks: "2", serin.dev/mirror-percent: "50", serin.dev/affinity-cookie: serin-canary, serin.dev/affinity-max-age: 1h"#;
+    let out = check(
+        &["-f", "-"],
+        &with(&format!("serin.dev/provider: gatewayapi, {extras}")),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = check(
+        &["-f", "-"],
+        &with(&format!("serin.dev/provider: linkerd, {extras}")),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let needs = "needs serin.dev/provider gatewayapi (its router's RequestMirror and \
+                 ResponseHeaderModifier filters), not linkerd";
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        [
+            format!("-: Deployment web: serin.dev/affinity-cookie: {needs}"),
+            format!("-: Deployment web: serin.dev/affinity-max-age: {needs}"),
+            format!("-: Deployment web: serin.dev/mirror-checks: {needs}"),
+            format!("-: Deployment web: serin.dev/mirror-percent: {needs}"),
+        ]
+        .join("\n"),
+    );
+}

@@ -64,6 +64,45 @@ async fn a_bad_configuration_is_refused_at_apply_with_every_mistake_named() {
 
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
+async fn mirroring_and_affinity_off_gatewayapi_are_refused_at_apply_naming_gatewayapi() {
+    let _shared = COUNTER.read().await;
+    let (client, ns) = support::serin_namespace("mirror").await;
+    let with = |provider: &str| {
+        manifest(
+            &ns.name,
+            "web",
+            2,
+            &[
+                ("serin.dev/enabled", "true"),
+                ("serin.dev/provider", provider),
+                ("serin.dev/mirror-checks", "2"),
+                ("serin.dev/affinity-cookie", "serin-canary"),
+            ],
+        )
+    };
+    let (ok, _, stderr) = kubectl(&["apply", "-f", "-"], Some(&with("linkerd")));
+    assert!(!ok, "kubectl apply must fail");
+    for key in ["mirror-checks", "affinity-cookie"] {
+        let expected = format!(
+            "serin.dev/{key}: needs serin.dev/provider gatewayapi (its router's RequestMirror \
+             and ResponseHeaderModifier filters), not linkerd"
+        );
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client, &ns.name);
+    assert!(deployments.get_opt("web").await.expect("get").is_none());
+    let (ok, _, stderr) = kubectl(
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&with("gatewayapi")),
+    );
+    assert!(ok, "{stderr}");
+}
+
+#[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn an_opted_in_deployment_gets_explicit_defaults_and_the_watch_label_and_its_pods_run() {
     let _shared = COUNTER.read().await;
     let (client, ns) = support::serin_namespace("defaults").await;

@@ -152,6 +152,36 @@ async fn the_http_routes_serin_builds_are_stored_as_built_by_the_real_crd() {
         routes::assert_owned_by(&stored, &deploy);
     }
 
+    // Mirroring and session affinity: the filters and the cookie rule pass the CRD's schema
+    // and CEL rules, and read back as the route they were built from.
+    let extras = CanarySpec {
+        mirror_checks: Some(2),
+        mirror_percent: Some(50),
+        affinity_cookie: Some("serin-canary".into()),
+        ..base.clone()
+    };
+    let mirroring = serin::router::Route {
+        mirror: Some(50),
+        ..Weights::ALL_PRIMARY.into()
+    };
+    let sticky = serin::router::Route {
+        sticky: Some("0123456789abcdef".into()),
+        ..Weights::to_canary(20).into()
+    };
+    for (what, route) in [("mirroring", mirroring), ("session affinity", sticky)] {
+        let built = HttpRoute
+            .build_route(&deploy, &extras, &route, None)
+            .expect("build the route");
+        let stored = apply_route(&client, ns, &built)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: the API server refused the route: {e}"));
+        assert_eq!(
+            HttpRoute.route(&stored, &extras).ok(),
+            Some(route),
+            "{what}: read back differently"
+        );
+    }
+
     // Without hosts again (the annotation removed), Serin's apply takes the hostnames away:
     // the route answers for every host of its Gateway once more.
     let without = HttpRoute
@@ -335,4 +365,153 @@ async fn a_failing_canary_checked_on_traefiks_series_is_rolled_back() {
     ))
     .await;
     assert!(failed > 0.0, "no 5xx answer of Traefik's canary backend");
+}
+
+/// What the HTTPRoute of `web` does now: the canary weight, and `mirrored` while it copies
+/// requests to the canary.
+async fn route_state(release: &Release) -> Option<String> {
+    let route = routes::object(&release.client, release.ns(), Provider::GatewayApi, "web").await?;
+    let reader = CanarySpec::defaults("web".into(), None);
+    let read = HttpRoute.route(&route, &reader).ok()?;
+    Some(match read.mirror {
+        Some(percent) => format!("{} mirrored {percent}%", read.weights.canary()),
+        None => read.weights.canary().to_string(),
+    })
+}
+
+/// Mirroring on the simulator (`serin.dev/mirror-checks: 2`): the HTTPRoute copies requests
+/// to the canary at 100/0 for two checks, the simulator counts the copies in the canary's
+/// series (as the canary pods' Linkerd proxies would), the checks judge it on them, and only
+/// then does the weight move. Simulated traffic: no request is really mirrored here.
+#[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
+async fn a_mirrored_release_is_judged_on_copies_before_any_weight_moves_and_promoted() {
+    let extra = [
+        ("serin.dev/step-weight", "20"),
+        ("serin.dev/max-weight", "40"),
+        ("serin.dev/mirror-checks", "2"),
+    ];
+    let release = Release::opt_in(Route::GATEWAY_API, "gw-mirror", &extra).await;
+    let ns = release.ns().to_owned();
+    release.apply(&Version::good("v2"));
+    let canary_requests = format!("sum(response_total{{namespace=\"{ns}\",deployment=\"web\"}})");
+    let start = std::time::Instant::now();
+    let (mut seen, mut while_mirrored) = (Vec::<String>::new(), None);
+    loop {
+        let state = route_state(&release).await;
+        if let Some(state) = state.clone()
+            && seen.last() != Some(&state)
+        {
+            seen.push(state);
+        }
+        let status = support::release::release_status(&release.client, &ns, "web").await;
+        // Once a check has passed on copies alone, the canary's series hold them.
+        if status.mirrored_checks == Some(1) && while_mirrored.is_none() {
+            while_mirrored = support::prometheus_query(&canary_requests)
+                .await
+                .ok()
+                .flatten();
+        }
+        if status.phase == serin::release::Phase::Succeeded {
+            break;
+        }
+        assert!(
+            status.phase != serin::release::Phase::Failed,
+            "rolled back; the route did {seen:?}"
+        );
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(240),
+            "not promoted in time; the route did {seen:?}, status {status:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    if let Some(last) = route_state(&release).await
+        && seen.last() != Some(&last)
+    {
+        seen.push(last);
+    }
+    assert_eq!(seen, ["0", "0 mirrored 100%", "20", "40", "0"]);
+    assert!(
+        while_mirrored.is_some_and(|n| n > 0.0),
+        "no simulated copy reached the canary's series while mirroring: {canary_requests} = \
+         {while_mirrored:?}"
+    );
+    release
+        .assert_events_contain(&[
+            "Mirroring requests to the canary for 2 checks",
+            "Check 1/2 on mirrored requests passed",
+            "Advancing the canary weight to 20% (2 checks on mirrored requests passed",
+        ])
+        .await;
+}
+
+/// Session affinity on the simulator (`serin.dev/affinity-cookie`): from the first weight
+/// until the promotion the stored HTTPRoute carries the cookie rule for this release's
+/// revision (and the canary's Set-Cookie); once promoted it is the weighted rule alone, so
+/// the cookie routes nothing. The simulator sends no real request with a cookie: what a
+/// proxy does with the rule is `tests/e2e_real_traffic.rs`'s to show.
+#[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
+async fn the_affinity_cookie_rule_is_on_the_route_while_the_canary_has_weight_and_gone_after() {
+    let extra = [
+        ("serin.dev/step-weight", "20"),
+        ("serin.dev/max-weight", "40"),
+        ("serin.dev/affinity-cookie", "serin-canary"),
+    ];
+    let release = Release::opt_in(Route::GATEWAY_API, "gw-sticky", &extra).await;
+    let ns = release.ns().to_owned();
+    release.apply(&Version::good("v2"));
+    let spec = CanarySpec {
+        affinity_cookie: Some("serin-canary".into()),
+        ..CanarySpec::defaults("web".into(), None)
+    };
+    let start = std::time::Instant::now();
+    let mut seen = Vec::<(u32, Option<String>)>::new();
+    let mut revision = None;
+    loop {
+        if let Some(route) = routes::object(&release.client, &ns, Provider::GatewayApi, "web").await
+            && let Ok(read) = HttpRoute.route(&route, &spec)
+        {
+            let state = (read.weights.canary(), read.sticky);
+            if seen.last() != Some(&state) {
+                seen.push(state);
+            }
+        }
+        let status = support::release::release_status(&release.client, &ns, "web").await;
+        if status.phase == serin::release::Phase::Progressing {
+            revision = status.revision.clone();
+        }
+        if status.phase == serin::release::Phase::Succeeded {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(240),
+            "not promoted in time; the route did {seen:?}, status {status:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let revision = revision.expect("the release's revision");
+    let route = release.router_object().await;
+    let read = HttpRoute.route(&route, &spec).expect("read the route");
+    if seen.last() != Some(&(read.weights.canary(), read.sticky.clone())) {
+        seen.push((read.weights.canary(), read.sticky));
+    }
+    assert_eq!(
+        seen,
+        [
+            (0, None),
+            (20, Some(revision.clone())),
+            (40, Some(revision)),
+            (0, None)
+        ]
+    );
+    assert_eq!(
+        route
+            .data
+            .pointer("/spec/rules")
+            .and_then(|r| r.as_array().map(Vec::len)),
+        Some(1),
+        "{:?}",
+        route.data
+    );
 }

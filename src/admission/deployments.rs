@@ -521,6 +521,38 @@ mod tests {
     }
 
     #[test]
+    fn mirroring_or_affinity_off_gatewayapi_is_refused_naming_the_annotation_and_gatewayapi() {
+        let annotations = json!({"serin.dev/enabled": "true", "serin.dev/provider": "nginx",
+                                 "serin.dev/ingress": "web", "serin.dev/mirror-checks": "2",
+                                 "serin.dev/affinity-cookie": "serin-canary"});
+        let req = request("CREATE", "alice", deployment(annotations, 2, "app:1"), None);
+        let response = validate(&req, &PolicyView::default());
+        assert!(!response.allowed);
+        let lines: Vec<_> = response.result.message.lines().skip(1).collect();
+        assert_eq!(
+            lines,
+            [
+                "serin.dev/affinity-cookie: needs serin.dev/provider gatewayapi (its router's \
+                 RequestMirror and ResponseHeaderModifier filters), not nginx",
+                "serin.dev/mirror-checks: needs serin.dev/provider gatewayapi (its router's \
+                 RequestMirror and ResponseHeaderModifier filters), not nginx",
+            ]
+        );
+        let annotations = json!({"serin.dev/enabled": "true", "serin.dev/provider": "gatewayapi",
+                                 "serin.dev/mirror-checks": "2",
+                                 "serin.dev/affinity-cookie": "serin-canary"});
+        let req = request("CREATE", "alice", deployment(annotations, 2, "app:1"), None);
+        assert!(validate(&req, &PolicyView::default()).allowed);
+        // Mutation writes back what was written, and no default for what was not.
+        let object = patched(&req, &mutate(&req, SERIN, &PolicyDefaults::default()));
+        let annotations = &object["metadata"]["annotations"];
+        assert_eq!(annotations["serin.dev/mirror-checks"], "2");
+        assert_eq!(annotations["serin.dev/affinity-cookie"], "serin-canary");
+        assert_eq!(annotations.get("serin.dev/mirror-percent"), None);
+        assert_eq!(annotations.get("serin.dev/affinity-max-age"), None);
+    }
+
+    #[test]
     fn a_valid_or_unannotated_deployment_is_allowed() {
         let req = request("CREATE", "alice", deployment(enabled(), 2, "app:1"), None);
         assert!(validate(&req, &PolicyView::default()).allowed);

@@ -135,7 +135,7 @@ impl Release<'_> {
         let mut removed = false;
         for action in actions {
             match action {
-                Action::SetWeights(weights) => self.set_weights(weights).await?,
+                Action::SetRoute(route) => self.set_route(&route).await?,
                 Action::ScaleCanary(n) => self.scale_canary(n).await?,
                 Action::ScaleCanaryToZero => self.scale_canary(0).await?,
                 Action::RecordDesiredReplicas(n) => self.record_desired_replicas(n).await?,

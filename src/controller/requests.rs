@@ -496,7 +496,7 @@ mod tests {
                     ready: true,
                     revision: Some("rev1".into()),
                 },
-                router: Some(Weights::to_canary(self.status.canary_weight)),
+                router: Some(Weights::to_canary(self.status.canary_weight).into()),
                 gates: Gates {
                     confirm_rollout: Some(true),
                     pre_rollout: Some(true),
@@ -621,7 +621,7 @@ mod tests {
         assert_eq!(w.status.phase, Phase::Failed);
         assert_eq!(
             actions.first(),
-            Some(&Action::SetWeights(Weights::ALL_PRIMARY))
+            Some(&Action::SetRoute(Weights::ALL_PRIMARY.into()))
         );
         assert!(actions.contains(&Action::ScaleCanaryToZero));
         assert_eq!(w.outcome(), Some(RequestOutcome::Applied));

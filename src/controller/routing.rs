@@ -1,4 +1,4 @@
-//! The router object of a release and its companions: applied with the weights the machine
+//! The router object of a release and its companions: applied with the route the machine
 //! asks for, and deleted on opt-out or when a configuration change leaves them behind.
 
 use kube::api::{DeleteParams, ListParams, Patch};
@@ -9,28 +9,28 @@ use serde_json::json;
 use super::context::Release;
 use super::context::{Error, apply_params};
 use super::machinery::ignore_missing;
-use crate::release::{OWNER_LABEL, Phase, ReleaseStatus, Weights};
+use crate::release::{OWNER_LABEL, Phase, ReleaseStatus, Route};
 
 impl Release<'_> {
-    /// The weights the router object has (`None` while initializing: the machine leaves the
+    /// The route the router object has (`None` while initializing: the machine leaves the
     /// router alone until the primary is Ready and then sets 100/0 whatever it reads, so a GET
     /// is saved on each reconcile the primary's rollout causes). With `reapply`, the object is
-    /// applied again at those weights, and companions of the earlier configuration deleted.
+    /// applied again at that route, and companions of the earlier configuration deleted.
     pub(super) async fn observe_router(
         &self,
         status: &ReleaseStatus,
         reapply: bool,
-    ) -> Result<Option<Weights>, Error> {
-        let weights = match status.phase {
+    ) -> Result<Option<Route>, Error> {
+        let route = match status.phase {
             Phase::Initializing => None,
             _ => match self.router_api().get_opt(&self.router_name()).await {
-                Ok(object) => object.and_then(|o| self.router.weights(&o, &self.spec).ok()),
-                // The router's CRD is missing: SetWeights will say so.
+                Ok(object) => object.and_then(|o| self.router.route(&o, &self.spec).ok()),
+                // The router's CRD is missing: SetRoute will say so.
                 Err(_) => None,
             },
         };
-        if reapply && let Some(weights) = weights {
-            self.set_weights(weights).await?;
+        if reapply && let Some(route) = &route {
+            self.set_route(route).await?;
             // Companions of the earlier configuration (Gloo Upstreams of another port) are
             // no longer named by the router object: only a configuration change leaves any.
             let current: Vec<String> = self
@@ -42,7 +42,7 @@ impl Release<'_> {
             self.delete_companions(|name| !current.iter().any(|c| c == name))
                 .await?;
         }
-        Ok(weights)
+        Ok(route)
     }
 
     pub(super) fn router_api(&self) -> Api<DynamicObject> {
@@ -57,7 +57,7 @@ impl Release<'_> {
         self.router.object_name(&self.spec)
     }
 
-    pub(super) async fn set_weights(&self, weights: Weights) -> Result<(), Error> {
+    pub(super) async fn set_route(&self, route: &Route) -> Result<(), Error> {
         // A router made from a user's object (NGINX's Ingress) is built from it as stored.
         let source = match self.router.source(&self.spec) {
             Some(source) => {
@@ -72,7 +72,7 @@ impl Release<'_> {
         };
         let object = self
             .router
-            .build_from(self.deploy, &self.spec, weights, source.as_ref())?;
+            .build_route(self.deploy, &self.spec, route, source.as_ref())?;
         // What the router object refers to (Gloo's Upstreams) exists before it does.
         for companion in self.router.companions(self.deploy, &self.spec)? {
             self.apply_routing(&companion.resource, &companion.object)

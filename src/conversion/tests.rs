@@ -149,6 +149,7 @@ fn policy() -> impl Strategy<Value = CanaryPolicySpec> {
         prop::option::of(1u32..1000),
         prop::option::of(0.0..=100.0f64),
         prop::option::of(duration()),
+        prop::option::of(0u32..=100),
     )
         .prop_map(
             |(
@@ -158,6 +159,7 @@ fn policy() -> impl Strategy<Value = CanaryPolicySpec> {
                 min_threshold,
                 min_success_rate,
                 max_latency,
+                max_mirror_percent,
             )| {
                 PolicyLimits {
                     max_step_weight,
@@ -166,6 +168,7 @@ fn policy() -> impl Strategy<Value = CanaryPolicySpec> {
                     min_threshold,
                     min_success_rate,
                     max_latency,
+                    max_mirror_percent,
                 }
             },
         );
@@ -266,7 +269,13 @@ fn canary() -> impl Strategy<Value = CanarySpec> {
         prop::option::of(name()),
         any::<bool>(),
     );
-    (routing, analysis).prop_map(
+    let extras = (
+        prop::option::of(1u32..=100),
+        prop::option::of(1u32..=100),
+        prop::option::of("[a-z_-]{1,12}"),
+        prop::option::of(duration()),
+    );
+    (routing, analysis, extras).prop_map(
         |(
             (provider, port, service, ingress, gateway, metrics_provider, hosts),
             (
@@ -283,6 +292,7 @@ fn canary() -> impl Strategy<Value = CanarySpec> {
                 analysis,
                 skip_analysis,
             ),
+            (mirror_checks, mirror_percent, affinity_cookie, affinity_max_age),
         )| CanarySpec {
             provider,
             port,
@@ -299,6 +309,10 @@ fn canary() -> impl Strategy<Value = CanarySpec> {
             matches,
             success_rate,
             latency,
+            mirror_checks,
+            mirror_percent,
+            affinity_cookie,
+            affinity_max_age,
             metrics_provider,
             metrics_window,
             analysis,
@@ -457,6 +471,29 @@ fn a_canarys_hosts_are_a_spec_field_of_both_versions() {
         json!(["web.example.com", "*.web.example.com"])
     );
     // Nothing to carry in an annotation: v1alpha1 holds the hosts itself.
+    assert_eq!(beta["metadata"].get("annotations"), None);
+    assert_eq!(
+        convert_object(beta, Version::V1alpha1).expect("converts back"),
+        alpha
+    );
+}
+
+#[test]
+fn a_canarys_mirroring_and_session_affinity_sit_in_v1alpha1s_analysis() {
+    let alpha = json!({
+        "apiVersion": "serin.dev/v1alpha1", "kind": "Canary",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"provider": "gatewayapi", "port": 9898, "service": "web",
+            "analysis": {"interval": "1m", "threshold": 5, "stepWeight": 10, "maxWeight": 50,
+                "successRate": 99.0, "latency": "500ms", "metricsWindow": "1m", "skip": false,
+                "mirrorChecks": 2, "mirrorPercent": 50, "affinityCookie": "serin-canary",
+                "affinityMaxAge": "1h"}}
+    });
+    let beta = convert_object(alpha.clone(), Version::V1beta1).expect("converts");
+    assert_eq!(beta["spec"]["mirrorChecks"], json!(2));
+    assert_eq!(beta["spec"]["mirrorPercent"], json!(50));
+    assert_eq!(beta["spec"]["affinityCookie"], json!("serin-canary"));
+    assert_eq!(beta["spec"]["affinityMaxAge"], json!("1h"));
     assert_eq!(beta["metadata"].get("annotations"), None);
     assert_eq!(
         convert_object(beta, Version::V1alpha1).expect("converts back"),

@@ -217,6 +217,12 @@ pub struct PolicyLimits {
     /// Highest p99 latency a release may accept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_latency: Option<Duration>,
+    /// Largest share of requests a release may mirror to its canary, percent
+    /// (`serin.dev/mirror-percent`, 100 when mirroring without it); 0 allows no mirroring.
+    /// Mirrored requests run twice against what the application calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_mirror_percent: Option<u32>,
 }
 
 /// What a policy does with what it finds.

@@ -225,6 +225,25 @@ fn limit_findings(
             canary.threshold
         ));
     }
+    if let Some(max) = limits.max_mirror_percent
+        && canary.mirror_checks.is_some()
+    {
+        let percent = canary.mirror_percent.unwrap_or(100);
+        match (max, canary.mirror_percent) {
+            (0, _) => found.push(
+                "serin.dev/mirror-checks: mirroring is not allowed (limit maxMirrorPercent 0)"
+                    .to_owned(),
+            ),
+            (max, Some(_)) if percent > max => found.push(format!(
+                "serin.dev/mirror-percent: {percent} exceeds the limit maxMirrorPercent {max}"
+            )),
+            (max, None) if percent > max => found.push(format!(
+                "serin.dev/mirror-checks: mirrors every request (no serin.dev/mirror-percent), \
+                 more than the limit maxMirrorPercent {max}"
+            )),
+            _ => {}
+        }
+    }
     let checks_quality = limits.min_success_rate.is_some() || limits.max_latency.is_some();
     if checks_quality && canary.skip_analysis {
         found.push(

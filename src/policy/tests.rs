@@ -135,6 +135,7 @@ fn each_limit_names_the_annotation_the_value_and_the_limit() {
             min_threshold: Some(10),
             min_success_rate: Some(99.5),
             max_latency: Some(Duration::from_millis(300)),
+            max_mirror_percent: None,
         }),
     );
     let spec = canary();
@@ -159,6 +160,53 @@ fn each_limit_names_the_annotation_the_value_and_the_limit() {
 }
 
 #[test]
+fn mirroring_is_held_to_max_mirror_percent_and_forbidden_at_zero() {
+    let found = |max: u32, checks: Option<u32>, percent: Option<u32>| {
+        let p = policy(
+            "mirror",
+            limits(PolicyLimits {
+                max_mirror_percent: Some(max),
+                ..PolicyLimits::default()
+            }),
+        );
+        let spec = CanarySpec {
+            provider: Provider::GatewayApi,
+            mirror_checks: checks,
+            mirror_percent: percent,
+            ..canary()
+        };
+        messages(&findings(
+            &[&p],
+            Release {
+                canary: Some(&spec),
+                template: None,
+            },
+        ))
+    };
+    assert_eq!(
+        found(20, Some(2), Some(50)),
+        [
+            "serin.dev/mirror-percent: 50 exceeds the limit maxMirrorPercent 20 (CanaryPolicy mirror)"
+        ]
+    );
+    assert_eq!(
+        found(20, Some(2), None),
+        [
+            "serin.dev/mirror-checks: mirrors every request (no serin.dev/mirror-percent), more \
+             than the limit maxMirrorPercent 20 (CanaryPolicy mirror)"
+        ]
+    );
+    assert_eq!(
+        found(0, Some(2), Some(1)),
+        [
+            "serin.dev/mirror-checks: mirroring is not allowed (limit maxMirrorPercent 0) (CanaryPolicy mirror)"
+        ]
+    );
+    assert!(found(20, Some(2), Some(20)).is_empty());
+    assert!(found(0, None, None).is_empty());
+}
+
+#[test]
 fn a_configuration_within_the_limits_has_no_findings() {
     let p = policy(
         "loose",
@@ -169,6 +217,7 @@ fn a_configuration_within_the_limits_has_no_findings() {
             min_threshold: Some(5),
             min_success_rate: Some(99.0),
             max_latency: Some(Duration::from_millis(500)),
+            max_mirror_percent: Some(100),
         }),
     );
     let spec = canary();

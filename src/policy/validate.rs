@@ -190,6 +190,12 @@ fn limits_problems(limits: &PolicyLimits) -> Vec<Problem> {
         1000.0,
     );
     range("minSuccessRate", limits.min_success_rate, 0.0, 100.0);
+    range(
+        "maxMirrorPercent",
+        limits.max_mirror_percent.map(f64::from),
+        0.0,
+        100.0,
+    );
     if let (Some(step), Some(max)) = (limits.max_step_weight, limits.max_weight)
         && step > max
     {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::weights::Weights;
+use super::weights::Route;
 
 /// Webhook kinds the machine calls (SPEC, `AnalysisTemplate.webhooks[]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -39,7 +39,7 @@ pub enum EventType {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Route traffic; always first in the list when present.
-    SetWeights(Weights),
+    SetRoute(Route),
     /// Scale the canary (the user's Deployment) to this many replicas.
     ScaleCanary(i32),
     ScaleCanaryToZero,

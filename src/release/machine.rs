@@ -17,8 +17,9 @@
 //! that answers with success asks for a rollback. `event` webhooks are the executor's alone:
 //! it sends every Event it records to them.
 //!
-//! **Traffic** is declared, not commanded: every step compares the weights the router should
-//! have for the new status with the ones observed and emits one [`Action::SetWeights`] first
+//! **Traffic** is declared, not commanded: every step compares the route (weights, and the
+//! mirror and affinity cookie of a Gateway API release) the router should have for the new
+//! status with the one observed and emits one [`Action::SetRoute`] first
 //! when they differ. So weights always sum to 100 (by [`Weights`]' construction), the canary
 //! gets traffic only while it is Ready, and a crash between applying weights and writing
 //! the status is repaired by the next step.
@@ -39,7 +40,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use super::actions::{Action, EventType, HookKind, Reason};
 use super::observations::{MetricCheck, Observations};
 use super::status::{CheckValue, Phase, ReleaseStatus};
-use super::weights::Weights;
+use super::weights::{Route, Weights};
 use crate::spec::{CanarySpec, Strategy};
 
 /// One step of the release: what to do and the status to write.
@@ -267,15 +268,51 @@ impl Step<'_> {
     }
 
     /// Canary strategy: `pre-rollout` at weight 0, then checks and a weight step per interval.
+    ///
+    /// With `mirror-checks`, the first weight waits for that many checks judged on requests
+    /// mirrored to the canary, the primary still answering every user.
     fn analyse_canary(&mut self) {
         let weights = self.spec.weights();
+        let first = weights.first().copied().unwrap_or(self.spec.max_weight);
+        if let Some(passed) = self.status.mirrored_checks {
+            let Some(summary) = self.run_checks() else {
+                return;
+            };
+            let wanted = self.spec.mirror_checks.unwrap_or(0);
+            let passed = passed + 1;
+            if passed < wanted {
+                self.status.mirrored_checks = Some(passed);
+                self.hold();
+                return self.event(
+                    EventType::Normal,
+                    Reason::Analysis,
+                    format!("Check {passed}/{wanted} on mirrored requests passed: {summary}"),
+                );
+            }
+            self.status.mirrored_checks = None;
+            return self.set_canary_weight(
+                first,
+                format!("{passed} checks on mirrored requests passed: {summary}"),
+            );
+        }
         if self.status.canary_weight == 0 {
             match self.obs.gates.pre_rollout {
                 None => return self.call_gate(HookKind::PreRollout),
                 Some(false) => return self.fail_check("The pre-rollout webhook failed".into()),
                 Some(true) => {}
             }
-            let first = weights.first().copied().unwrap_or(self.spec.max_weight);
+            if let Some(checks) = self.spec.mirror_checks.filter(|n| *n > 0) {
+                self.status.mirrored_checks = Some(0);
+                self.hold();
+                return self.event(
+                    EventType::Normal,
+                    Reason::Progressing,
+                    format!(
+                        "Mirroring requests to the canary for {checks} checks before any \
+                         weight moves (pre-rollout webhooks passed); its answers are discarded"
+                    ),
+                );
+            }
             return self.set_canary_weight(first, "pre-rollout webhooks passed".into());
         }
         let Some(summary) = self.run_checks() else {
@@ -389,6 +426,7 @@ impl Step<'_> {
     }
 
     fn start_promotion(&mut self, why: &str) {
+        self.status.mirrored_checks = None;
         let revision = self.status.revision.clone().unwrap_or_default();
         self.transition(Phase::Promoting);
         self.actions.push(Action::CopyToPrimary {
@@ -522,6 +560,7 @@ impl Step<'_> {
             false => format!(" (last values: {})", values.join(", ")),
         };
         self.status.canary_weight = 0;
+        self.status.mirrored_checks = None;
         self.transition(Phase::Failed);
         self.actions.push(Action::ScaleCanaryToZero);
         self.actions.push(Action::CallHook(HookKind::PostRollout));
@@ -575,25 +614,45 @@ impl Step<'_> {
         });
     }
 
-    /// The weights the router should have in the new status, or `None` to leave it alone
+    /// The route the router should have in the new status, or `None` to leave it alone
     /// (before the primary is Ready, and while opting out).
-    fn desired_weights(&self) -> Option<Weights> {
-        match self.status.phase {
-            Phase::Initializing | Phase::Terminating => None,
-            Phase::Progressing | Phase::WaitingPromotion | Phase::Promoting
-                if self.obs.canary.ready =>
-            {
-                Some(Weights::to_canary(self.status.canary_weight))
+    ///
+    /// Mirroring and session affinity only while the canary is Ready and analysed: the
+    /// mirror while `mirrored_checks` counts (weights 100/0), the affinity cookie once the
+    /// canary has a weight, until traffic returns to the primary (Finalising) or a rollback
+    /// (Failed), when the route has neither and a cookie no longer routes.
+    fn desired_route(&self) -> Option<Route> {
+        let ready = self.obs.canary.ready;
+        let weights = match self.status.phase {
+            Phase::Initializing | Phase::Terminating => return None,
+            Phase::Progressing | Phase::WaitingPromotion | Phase::Promoting if ready => {
+                Weights::to_canary(self.status.canary_weight)
             }
-            _ => Some(Weights::ALL_PRIMARY),
-        }
+            _ => return Some(Route::from(Weights::ALL_PRIMARY)),
+        };
+        let mirror = self
+            .status
+            .mirrored_checks
+            .filter(|_| self.status.phase == Phase::Progressing && weights.canary() == 0)
+            .map(|_| self.spec.mirror_percent.unwrap_or(100));
+        let sticky = self
+            .spec
+            .affinity_cookie
+            .as_ref()
+            .filter(|_| weights.canary() > 0 && self.spec.strategy() == Strategy::Canary)
+            .and(self.status.revision.clone());
+        Some(Route {
+            weights,
+            mirror,
+            sticky,
+        })
     }
 
     fn finish(mut self) -> (Vec<Action>, ReleaseStatus) {
-        let desired = self.desired_weights();
-        if let Some(weights) = desired.filter(|w| self.obs.router != Some(*w)) {
+        let desired = self.desired_route();
+        if let Some(route) = desired.filter(|r| self.obs.router.as_ref() != Some(r)) {
             // First, so traffic leaves the canary before it is scaled down.
-            self.actions.insert(0, Action::SetWeights(weights));
+            self.actions.insert(0, Action::SetRoute(route));
         }
         let phase = self.status.phase;
         if !self.waiting_on_executor && !phase.is_idle() {

@@ -11,7 +11,8 @@
 //! - [`drive`]: the ask/answer loop around `step` (measurements, gates, the `rollback`
 //!   poll), which the controller and the machine's tests both use;
 //! - [`repairs`]: what a reconcile reapplies besides what the machine asks for;
-//! - [`weights`]: how traffic is split;
+//! - [`weights`]: how traffic is split ([`Weights`]) and routed ([`Route`]: mirroring and
+//!   session affinity besides);
 //! - [`conditions`]: `Canary.status.conditions` (`Promoted`) derived from that status.
 //!
 //! The router objects (TrafficSplit, HTTPRoute, ...) live in `router/`, one file per
@@ -44,7 +45,7 @@ pub use observations::{
 pub use repairs::{Changes, Repairs, repairs};
 pub use revision::{TrackedConfig, revision};
 pub use status::{CheckValue, Phase, ReleaseStatus};
-pub use weights::Weights;
+pub use weights::{Route, Weights};
 // The names and configs of the model, which the release builds from.
 pub use crate::spec::{CANARY_SUFFIX, ConfigKind, ConfigRef, PRIMARY_SUFFIX, config_refs};
 

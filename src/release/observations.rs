@@ -3,7 +3,7 @@
 //! [`MetricCheck`]s — where a check is judged against its accepted range.
 
 use super::actions::HookKind;
-use super::weights::Weights;
+use super::weights::Route;
 use crate::spec::CanarySpec;
 
 /// What "no data" from a metric means.
@@ -174,8 +174,8 @@ pub struct Observations {
     pub opted_in: bool,
     pub canary: CanaryObservation,
     pub primary: PrimaryObservation,
-    /// The weights the router object has now; `None` when it is missing or unreadable.
-    pub router: Option<Weights>,
+    /// The route the router object has now; `None` when it is missing or unreadable.
+    pub router: Option<Route>,
     /// Measured this step, in answer to [`Action::RunChecks`].
     pub checks: Option<Vec<MetricCheck>>,
     pub gates: Gates,

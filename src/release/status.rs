@@ -117,6 +117,11 @@ pub struct ReleaseStatus {
     pub last_check_time: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_checks: Vec<CheckValue>,
+    /// While requests are mirrored to the canary before the first weight step
+    /// (`serin.dev/mirror-checks`): the checks passed on mirrored requests so far. Absent
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirrored_checks: Option<u32>,
 }
 
 #[cfg(test)]

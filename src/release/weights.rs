@@ -1,5 +1,7 @@
-//! How traffic is split between the primary and the canary: what the machine asks the router
+//! How traffic is routed between the primary and the canary: what the machine asks the router
 //! for and reads back from it (each provider in `router/` turns it into each provider's object).
+//! [`Weights`] split the requests; a [`Route`] adds what some routers can also do during an
+//! analysis: copy requests to the canary, and keep a user on it by a cookie.
 
 /// How traffic is split: percentages that always sum to 100 (the constructors guarantee it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,6 +38,38 @@ impl Weights {
 
     pub fn canary(self) -> u32 {
         self.canary
+    }
+}
+
+/// Everything the router object says: the split, and during an analysis the copies sent to
+/// the canary and the cookie that keeps a user on it. Built from [`Weights`] alone, it does
+/// neither, which is all a router without those filters can express.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Route {
+    pub weights: Weights,
+    /// Mirroring: this percent of the requests is also sent to the canary, whose answers are
+    /// discarded (`serin.dev/mirror-checks`).
+    pub mirror: Option<u32>,
+    /// Session affinity: the value of the affinity cookie, the release's revision. Responses
+    /// from the canary set the cookie, and requests carrying it go to the canary
+    /// (`serin.dev/affinity-cookie`); a cookie of another release matches nothing.
+    pub sticky: Option<String>,
+}
+
+impl Route {
+    /// Whether the route carries more than weights.
+    pub fn has_extras(&self) -> bool {
+        self.mirror.is_some() || self.sticky.is_some()
+    }
+}
+
+impl From<Weights> for Route {
+    fn from(weights: Weights) -> Self {
+        Self {
+            weights,
+            mirror: None,
+            sticky: None,
+        }
     }
 }
 

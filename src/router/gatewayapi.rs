@@ -32,11 +32,11 @@ use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
 use super::{
-    Router, RouterError, Side, Weights, array_at, backend_named, backend_weights,
+    Route, Router, RouterError, Side, Weights, array_at, backend_named, backend_weights,
     matches_only_headers, owned_object,
 };
 use crate::release::{CANARY_SUFFIX, PRIMARY_SUFFIX};
-use crate::spec::{CanarySpec, MatchRule};
+use crate::spec::{CanarySpec, DEFAULT_AFFINITY_MAX_AGE, Duration, MatchRule};
 
 const GROUP: &str = "gateway.networking.k8s.io";
 const VERSION: &str = "v1";
@@ -59,6 +59,16 @@ impl Router for HttpRoute {
         spec: &CanarySpec,
         weights: Weights,
     ) -> Result<DynamicObject, RouterError> {
+        self.build_route(deploy, spec, &Route::from(weights), None)
+    }
+
+    fn build_route(
+        &self,
+        deploy: &Deployment,
+        spec: &CanarySpec,
+        route: &Route,
+        _source: Option<&DynamicObject>,
+    ) -> Result<DynamicObject, RouterError> {
         let svc = &spec.service;
         let Some(port) = spec.port else {
             return Err(RouterError::NoPort {
@@ -75,28 +85,118 @@ impl Router for HttpRoute {
             }),
             None => json!({"group": "core", "kind": "Service", "name": svc, "port": port}),
         };
-        let backends = |weights: Weights| {
-            json!([
-                {"name": format!("{svc}{PRIMARY_SUFFIX}"), "port": port, "weight": weights.primary()},
-                {"name": format!("{svc}{CANARY_SUFFIX}"), "port": port, "weight": weights.canary()},
-            ])
+        let (primary, canary) = (
+            format!("{svc}{PRIMARY_SUFFIX}"),
+            format!("{svc}{CANARY_SUFFIX}"),
+        );
+        // Session affinity: the canary's responses set the cookie, the primary's expire one
+        // left by an earlier release (its value names that release, so it routes nowhere).
+        let cookie = spec.affinity_cookie.as_deref();
+        // The value goes into a header and a regular expression as it is: the revision is
+        // hex digits, and anything else is refused rather than escaped.
+        if let Some(value) = &route.sticky
+            && (value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric()))
+        {
+            return Err(RouterError::CannotExpress {
+                kind: KIND,
+                name: svc.clone(),
+                why: format!("affinity cookie value {value:?} is not letters and digits"),
+            });
+        }
+        let set_cookies = match (cookie, &route.sticky) {
+            (Some(name), Some(value)) => Some((
+                expire_cookie(name),
+                set_cookie(name, value, spec.affinity_max_age),
+            )),
+            _ => None,
         };
-        let rules = match spec.matches.as_slice() {
-            [] => json!([{"backendRefs": backends(weights)}]),
-            rules => json!([
-                {
-                    "matches": rules.iter().map(route_match).collect::<Vec<_>>(),
-                    "backendRefs": backends(weights),
-                },
-                {"backendRefs": backends(Weights::ALL_PRIMARY)},
-            ]),
+        let backends = |weights: Weights, cookies: Option<&(String, String)>| {
+            let mut refs = json!([
+                {"name": primary, "port": port, "weight": weights.primary()},
+                {"name": canary, "port": port, "weight": weights.canary()},
+            ]);
+            if let Some((on_primary, on_canary)) = cookies {
+                refs[0]["filters"] = add_set_cookie(on_primary);
+                refs[1]["filters"] = add_set_cookie(on_canary);
+            }
+            refs
         };
+        let mut first = json!({"backendRefs": backends(route.weights, set_cookies.as_ref())});
+        if let Some(percent) = route.mirror {
+            first["filters"] = json!([mirror_filter(&canary, port, percent)]);
+        }
+        let mut rules = match spec.matches.as_slice() {
+            [] => vec![first],
+            rules => {
+                first["matches"] = json!(rules.iter().map(route_match).collect::<Vec<_>>());
+                vec![
+                    first,
+                    json!({"backendRefs": backends(Weights::ALL_PRIMARY, None)}),
+                ]
+            }
+        };
+        if let (Some(name), Some(value)) = (cookie, &route.sticky) {
+            // More header matches than the weighted rule: Gateway API gives it precedence
+            // whatever its place, so the weights stay on the first rule.
+            rules.push(json!({
+                "matches": [{"headers": [{
+                    "type": "RegularExpression",
+                    "name": COOKIE_HEADER,
+                    "value": sticky_regex(name, value),
+                }]}],
+                "backendRefs": [{"name": canary, "port": port, "weight": 100}],
+            }));
+        }
         let mut route = json!({"parentRefs": [parent], "rules": rules});
         if !spec.hosts.is_empty() {
             route["hostnames"] = json!(spec.hosts);
         }
         let data = json!({"spec": route});
         Ok(owned_object(deploy, svc, &self.api_resource(), data))
+    }
+
+    /// The weights of the first rule, the mirror of that rule, and the affinity cookie's value
+    /// when the canary's backend sets the cookie of `spec` and a rule routes it.
+    fn route(&self, object: &DynamicObject, spec: &CanarySpec) -> Result<Route, RouterError> {
+        let weights = self.weights(object, spec)?;
+        let rules = rules(object);
+        let first = rules.first().unwrap_or(&Value::Null);
+        let mirror = filters(first)
+            .iter()
+            .find(|f| f.get("type").and_then(Value::as_str) == Some("RequestMirror"))
+            .map(|f| {
+                let percent = f.pointer("/requestMirror/percent").and_then(Value::as_u64);
+                percent.map_or(100, |p| u32::try_from(p.min(100)).unwrap_or(100))
+            });
+        let canary = Side::Canary.service(&spec.service);
+        let sticky = spec.affinity_cookie.as_deref().and_then(|name| {
+            let backends = first.get("backendRefs").and_then(Value::as_array)?;
+            let backend = backends
+                .iter()
+                .find(|b| b.get("name").and_then(Value::as_str) == Some(canary.as_str()))?;
+            let value = filters(backend).iter().find_map(|f| {
+                let added = f.pointer("/responseHeaderModifier/add")?.as_array()?;
+                added.iter().find_map(|h| {
+                    let is_cookie = h.get("name")?.as_str()?.eq_ignore_ascii_case("set-cookie");
+                    let text = h.get("value")?.as_str()?;
+                    let value = text.strip_prefix(name)?.strip_prefix('=')?;
+                    let value = value.split(';').next().unwrap_or_default();
+                    (is_cookie && !value.is_empty()).then(|| value.to_owned())
+                })
+            })?;
+            let routed = rules.iter().any(|rule| {
+                let regex = sticky_regex(name, &value);
+                rule.pointer("/matches/0/headers/0/value")
+                    .and_then(Value::as_str)
+                    == Some(regex.as_str())
+            });
+            routed.then_some(value)
+        });
+        Ok(Route {
+            weights,
+            mirror,
+            sticky,
+        })
     }
 
     fn weights(&self, object: &DynamicObject, spec: &CanarySpec) -> Result<Weights, RouterError> {
@@ -161,6 +261,53 @@ pub(super) fn cookie_regex(name: &str) -> String {
     format!(r"^(.*;\s*)?{escaped}=.*$")
 }
 
+/// A `RequestMirror` filter copying `percent` of a rule's requests to the canary's Service
+/// (Gateway API's `percent`, standard since v1.2; left out at 100, the default, for
+/// implementations that predate it).
+fn mirror_filter(canary: &str, port: i32, percent: u32) -> Value {
+    let mut mirror = json!({"backendRef": {"name": canary, "port": port}});
+    if percent < 100 {
+        mirror["percent"] = json!(percent);
+    }
+    json!({"type": "RequestMirror", "requestMirror": mirror})
+}
+
+/// A backendRef's filters adding one `Set-Cookie` header to its responses (added, not set:
+/// the application's own cookies stay).
+fn add_set_cookie(value: &str) -> Value {
+    json!([{
+        "type": "ResponseHeaderModifier",
+        "responseHeaderModifier": {"add": [{"name": "Set-Cookie", "value": value}]},
+    }])
+}
+
+/// The affinity cookie as the canary sets it: the release's value, for `max_age` (whole
+/// seconds, at least one), on every path.
+fn set_cookie(name: &str, value: &str, max_age: Option<Duration>) -> String {
+    let max_age = max_age.unwrap_or(DEFAULT_AFFINITY_MAX_AGE).as_millis() / 1000;
+    format!("{name}={value}; Max-Age={}; Path=/", max_age.max(1))
+}
+
+/// The header that makes a browser drop the affinity cookie.
+fn expire_cookie(name: &str) -> String {
+    format!("{name}=; Max-Age=0; Path=/")
+}
+
+/// A `Cookie` header carrying the affinity cookie with this release's `value` (the revision,
+/// hex digits): the pair is first or follows a `;`, and ends the header or a `;` follows.
+fn sticky_regex(name: &str, value: &str) -> String {
+    let any_value = cookie_regex(name);
+    let prefix = any_value.strip_suffix(".*$").unwrap_or(&any_value);
+    format!(r"{prefix}{value}(;.*)?$")
+}
+
+fn filters(at: &Value) -> &[Value] {
+    at.get("filters")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
 /// Whether a rule routes only requests with some header: an A/B rule. The API server gives a
 /// rule without matches a path match on `/` (every request), so having matches is not enough.
 fn is_ab_rule(rule: &Value) -> bool {
@@ -190,7 +337,7 @@ fn rule_weights(rule: &Value, spec: &CanarySpec, name: &str) -> Result<Weights, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::GatewayRef;
+    use crate::spec::{GatewayRef, Provider};
 
     use crate::router::testing::{ab_rules, web};
 
@@ -351,6 +498,187 @@ mod tests {
             HttpRoute.unmatched_weights(&object, &ab_spec()),
             Ok(Some(Weights::ALL_PRIMARY))
         );
+    }
+
+    fn extras_spec() -> CanarySpec {
+        CanarySpec {
+            mirror_checks: Some(2),
+            mirror_percent: Some(40),
+            affinity_cookie: Some("serin-canary".into()),
+            affinity_max_age: Some(Duration::from_secs(3_600)),
+            ..spec()
+        }
+    }
+
+    fn route(weights: Weights, mirror: Option<u32>, sticky: Option<&str>) -> Route {
+        Route {
+            weights,
+            mirror,
+            sticky: sticky.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn while_mirroring_every_request_goes_to_the_primary_and_a_copy_to_the_canary() {
+        let mirroring = route(Weights::ALL_PRIMARY, Some(40), None);
+        let object = HttpRoute
+            .build_route(&web(), &extras_spec(), &mirroring, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            object.data.pointer("/spec/rules"),
+            Some(&json!([{
+                "filters": [{
+                    "type": "RequestMirror",
+                    "requestMirror": {
+                        "backendRef": {"name": "web-svc-canary", "port": 9898},
+                        "percent": 40,
+                    },
+                }],
+                "backendRefs": backends(100, 0),
+            }]))
+        );
+        assert_eq!(HttpRoute.route(&object, &extras_spec()), Ok(mirroring));
+        // All of them: no percent, Gateway API's default, for implementations before v1.2.
+        let all = route(Weights::ALL_PRIMARY, Some(100), None);
+        let object = HttpRoute
+            .build_route(&web(), &extras_spec(), &all, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            object.data.pointer("/spec/rules/0/filters/0/requestMirror"),
+            Some(&json!({"backendRef": {"name": "web-svc-canary", "port": 9898}}))
+        );
+        assert_eq!(HttpRoute.route(&object, &extras_spec()), Ok(all));
+    }
+
+    #[test]
+    fn with_a_weight_the_canary_sets_the_affinity_cookie_and_a_rule_routes_it_to_the_canary() {
+        let sticky = route(Weights::to_canary(20), None, Some("5f1c0ffee"));
+        let object = HttpRoute
+            .build_route(&web(), &extras_spec(), &sticky, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let set_cookie = |value: &str| {
+            json!([{
+                "type": "ResponseHeaderModifier",
+                "responseHeaderModifier": {"add": [{"name": "Set-Cookie", "value": value}]},
+            }])
+        };
+        assert_eq!(
+            object.data.pointer("/spec/rules"),
+            Some(&json!([
+                {"backendRefs": [
+                    {"name": "web-svc-primary", "port": 9898, "weight": 80,
+                     "filters": set_cookie("serin-canary=; Max-Age=0; Path=/")},
+                    {"name": "web-svc-canary", "port": 9898, "weight": 20,
+                     "filters": set_cookie("serin-canary=5f1c0ffee; Max-Age=3600; Path=/")},
+                ]},
+                {
+                    "matches": [{"headers": [{
+                        "type": "RegularExpression", "name": "Cookie",
+                        "value": r"^(.*;\s*)?serin-canary=5f1c0ffee(;.*)?$",
+                    }]}],
+                    "backendRefs": [{"name": "web-svc-canary", "port": 9898, "weight": 100}],
+                },
+            ]))
+        );
+        assert_eq!(HttpRoute.route(&object, &extras_spec()), Ok(sticky));
+        // The weights are still the first rule's, for readers that know nothing of cookies.
+        let reader = CanarySpec::defaults("web-svc".into(), None);
+        assert_eq!(
+            HttpRoute.route(&object, &reader),
+            Ok(route(Weights::to_canary(20), None, None))
+        );
+        assert_eq!(
+            HttpRoute.unmatched_weights(&object, &extras_spec()),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn an_affinity_value_that_is_not_letters_and_digits_is_refused() {
+        for value in ["", "a;b", "x.*", "é"] {
+            let odd = route(Weights::to_canary(10), None, Some(value));
+            assert!(
+                matches!(
+                    HttpRoute.build_route(&web(), &extras_spec(), &odd, None),
+                    Err(RouterError::CannotExpress { .. })
+                ),
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_affinity_regex_matches_this_releases_cookie_only() {
+        let regex = regex::Regex::new(&sticky_regex("serin-canary", "abc123"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        for header in [
+            "serin-canary=abc123",
+            "a=1; serin-canary=abc123",
+            "serin-canary=abc123; b=2",
+            "a=1;serin-canary=abc123;b=2",
+        ] {
+            assert!(regex.is_match(header), "{header}");
+        }
+        for header in [
+            "serin-canary=abc1234",
+            "serin-canary=old999",
+            "xserin-canary=abc123",
+            "serin-canary=",
+            "other=abc123",
+        ] {
+            assert!(!regex.is_match(header), "{header}");
+        }
+    }
+
+    #[test]
+    fn after_promotion_or_rollback_the_route_has_no_cookie_rule_nor_filter() {
+        // What the machine asks for once traffic is back on the primary: weights only.
+        let object = build(&extras_spec(), Weights::ALL_PRIMARY);
+        assert_eq!(
+            object.data.pointer("/spec/rules"),
+            Some(&json!([{"backendRefs": backends(100, 0)}]))
+        );
+        assert_eq!(
+            HttpRoute.route(&object, &extras_spec()),
+            Ok(Route::from(Weights::ALL_PRIMARY))
+        );
+        // A route whose cookie rule was removed by hand does not count as sticky.
+        let sticky = route(Weights::to_canary(30), None, Some("abc"));
+        let mut object = HttpRoute
+            .build_route(&web(), &extras_spec(), &sticky, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        if let Some(rules) = object.data["spec"]["rules"].as_array_mut() {
+            rules.truncate(1);
+        }
+        assert_eq!(
+            HttpRoute.route(&object, &extras_spec()),
+            Ok(route(Weights::to_canary(30), None, None))
+        );
+    }
+
+    #[test]
+    fn the_other_routers_refuse_a_route_with_a_mirror_or_a_cookie() {
+        for provider in [Provider::Linkerd, Provider::SmiV1alpha2, Provider::Gloo] {
+            let router = crate::router::router_for(provider);
+            for extra in [
+                route(Weights::ALL_PRIMARY, Some(100), None),
+                route(Weights::to_canary(10), None, Some("abc")),
+            ] {
+                assert_eq!(
+                    router.build_route(&web(), &spec(), &extra, None).err(),
+                    Some(RouterError::CannotMirrorOrStick {
+                        name: "web-svc".into()
+                    }),
+                    "{provider}"
+                );
+            }
+            assert!(
+                router
+                    .build_route(&web(), &spec(), &Weights::to_canary(10).into(), None)
+                    .is_ok(),
+                "{provider}"
+            );
+        }
     }
 
     #[test]

@@ -18,8 +18,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::core::{ApiResource, DynamicObject};
 use serde_json::Value;
 
-pub use crate::release::Weights;
 use crate::release::{CANARY_SUFFIX, OWNER_LABEL, PRIMARY_SUFFIX, owner_references};
+pub use crate::release::{Route, Weights};
 use crate::spec::{CanarySpec, Provider};
 
 /// Why a router object could not be built or read.
@@ -57,6 +57,12 @@ pub enum RouterError {
         source_kind: &'static str,
         source_name: String,
     },
+    #[error(
+        "{name}: this provider's router cannot mirror requests or keep users on the canary by \
+         a cookie; serin.dev/mirror-checks and serin.dev/affinity-cookie need \
+         serin.dev/provider gatewayapi"
+    )]
+    CannotMirrorOrStick { name: String },
     #[error("{kind} {name}: {why}")]
     CannotExpress {
         kind: &'static str,
@@ -137,6 +143,31 @@ pub trait Router: Send + Sync {
         _source: Option<&DynamicObject>,
     ) -> Result<DynamicObject, RouterError> {
         self.build(deploy, spec, weights)
+    }
+
+    /// [`Router::build_from`] for a whole [`Route`]. A router that can mirror and keep users
+    /// on the canary by a cookie (Gateway API) overrides it; the others build the weights,
+    /// and refuse a route with either ([`RouterError::CannotExpress`]), which admission
+    /// never lets through.
+    fn build_route(
+        &self,
+        deploy: &Deployment,
+        spec: &CanarySpec,
+        route: &Route,
+        source: Option<&DynamicObject>,
+    ) -> Result<DynamicObject, RouterError> {
+        if route.has_extras() {
+            return Err(RouterError::CannotMirrorOrStick {
+                name: self.object_name(spec),
+            });
+        }
+        self.build_from(deploy, spec, route.weights, source)
+    }
+
+    /// The [`Route`] a router object (as stored) routes by: [`Router::weights`], and nothing
+    /// more unless the router can express more.
+    fn route(&self, object: &DynamicObject, spec: &CanarySpec) -> Result<Route, RouterError> {
+        self.weights(object, spec).map(Route::from)
     }
 
     /// The objects the router object refers to, which do not change with the weights (Gloo's

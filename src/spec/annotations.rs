@@ -7,7 +7,8 @@ use std::str::FromStr;
 
 use super::duration;
 use super::model::{
-    CanarySpec, DEFAULT_STEP_WEIGHT, GatewayRef, MAX_HOSTS, MatchRule, MetricsProvider, Provider,
+    CanarySpec, DEFAULT_STEP_WEIGHT, GatewayRef, MAX_COOKIE_NAME, MAX_HOSTS, MatchRule,
+    MetricsProvider, Provider,
 };
 use super::{DESIRED_REPLICAS, ENABLED, PREFIX, Problem, REVISION, schema};
 
@@ -32,6 +33,10 @@ pub(super) enum Key {
     Match,
     SuccessRate,
     Latency,
+    MirrorChecks,
+    MirrorPercent,
+    AffinityCookie,
+    AffinityMaxAge,
     MetricsProvider,
     MetricsWindow,
     Analysis,
@@ -41,7 +46,7 @@ pub(super) enum Key {
 }
 
 impl Key {
-    pub(super) const ALL: [Key; 22] = [
+    pub(super) const ALL: [Key; 26] = [
         Key::Enabled,
         Key::Provider,
         Key::Port,
@@ -58,6 +63,10 @@ impl Key {
         Key::Match,
         Key::SuccessRate,
         Key::Latency,
+        Key::MirrorChecks,
+        Key::MirrorPercent,
+        Key::AffinityCookie,
+        Key::AffinityMaxAge,
         Key::MetricsProvider,
         Key::MetricsWindow,
         Key::Analysis,
@@ -84,6 +93,10 @@ impl Key {
             Key::Match => "serin.dev/match",
             Key::SuccessRate => "serin.dev/success-rate",
             Key::Latency => "serin.dev/latency",
+            Key::MirrorChecks => "serin.dev/mirror-checks",
+            Key::MirrorPercent => "serin.dev/mirror-percent",
+            Key::AffinityCookie => "serin.dev/affinity-cookie",
+            Key::AffinityMaxAge => "serin.dev/affinity-max-age",
             Key::MetricsProvider => "serin.dev/metrics-provider",
             Key::MetricsWindow => "serin.dev/metrics-window",
             Key::Analysis => "serin.dev/analysis",
@@ -112,6 +125,10 @@ impl Key {
             Key::Match => "matches",
             Key::SuccessRate => "successRate",
             Key::Latency => "latency",
+            Key::MirrorChecks => "mirrorChecks",
+            Key::MirrorPercent => "mirrorPercent",
+            Key::AffinityCookie => "affinityCookie",
+            Key::AffinityMaxAge => "affinityMaxAge",
             Key::MetricsProvider => "metricsProvider",
             Key::MetricsWindow => "metricsWindow",
             Key::Analysis => "analysis",
@@ -138,15 +155,25 @@ impl Key {
             Key::Enabled | Key::SkipAnalysis => r#"must be "true" or "false""#.to_owned(),
             Key::Provider => Provider::expectation(),
             Key::MetricsProvider => MetricsProvider::expectation(),
-            Key::Port | Key::Threshold | Key::StepWeight | Key::MaxWeight | Key::Iterations => {
-                range("an integer")
-            }
+            Key::Port
+            | Key::Threshold
+            | Key::StepWeight
+            | Key::MaxWeight
+            | Key::Iterations
+            | Key::MirrorChecks
+            | Key::MirrorPercent => range("an integer"),
             Key::SuccessRate => range("a number"),
             Key::StepWeights => format!(
                 "{}, strictly increasing, such as 5,10,25,50",
                 range("a comma-separated list of integers")
             ),
-            Key::Interval | Key::Latency | Key::MetricsWindow => duration::EXPECTATION.to_owned(),
+            Key::Interval | Key::Latency | Key::MetricsWindow | Key::AffinityMaxAge => {
+                duration::EXPECTATION.to_owned()
+            }
+            Key::AffinityCookie => format!(
+                "must be a cookie name: 1 to {MAX_COOKIE_NAME} letters, digits or \
+                 !#$%&'*+-.^_`|~"
+            ),
             Key::Service => "must be a Service name: at most 63 lowercase letters, digits or '-', \
                              starting with a letter"
                 .to_owned(),
@@ -299,6 +326,10 @@ fn apply(key: Key, raw: &str, reading: &mut Reading<'_>) -> Result<(), Vec<Probl
         Key::Match => spec.matches = match_rules(raw)?,
         Key::SuccessRate => spec.success_rate = decimal(raw).ok_or_else(refused)?,
         Key::Latency => spec.latency = parsed(raw).ok_or_else(refused)?,
+        Key::MirrorChecks => spec.mirror_checks = Some(integer(raw).ok_or_else(refused)?),
+        Key::MirrorPercent => spec.mirror_percent = Some(integer(raw).ok_or_else(refused)?),
+        Key::AffinityCookie => spec.affinity_cookie = Some(raw.to_owned()),
+        Key::AffinityMaxAge => spec.affinity_max_age = Some(parsed(raw).ok_or_else(refused)?),
         Key::MetricsProvider => spec.metrics_provider = Some(parsed(raw).ok_or_else(refused)?),
         Key::MetricsWindow => spec.metrics_window = parsed(raw).ok_or_else(refused)?,
         Key::Analysis => spec.analysis = Some(raw.to_owned()),
@@ -489,6 +520,10 @@ pub(super) fn value_of(key: Key, spec: &CanarySpec) -> Option<String> {
             .then(|| join(spec.matches.iter().map(ToString::to_string).collect())),
         Key::SuccessRate => Some(spec.success_rate.to_string()),
         Key::Latency => Some(spec.latency.to_string()),
+        Key::MirrorChecks => spec.mirror_checks.map(|n| n.to_string()),
+        Key::MirrorPercent => spec.mirror_percent.map(|p| p.to_string()),
+        Key::AffinityCookie => spec.affinity_cookie.clone(),
+        Key::AffinityMaxAge => spec.affinity_max_age.map(|d| d.to_string()),
         // Its default follows the provider, so it is not written back: a written default would
         // stay behind when the provider changes or the Deployment opts out, and then refuse
         // the change (envoy with linkerd). Only a value the user wrote is kept.
@@ -618,6 +653,10 @@ mod tests {
             }],
             success_rate: 99.5,
             latency: Duration::from_millis(250),
+            mirror_checks: None,
+            mirror_percent: None,
+            affinity_cookie: None,
+            affinity_max_age: None,
             metrics_provider: Some(MetricsProvider::Traefik),
             metrics_window: Duration::from_secs(120),
             analysis: Some("podinfo-checks".into()),
@@ -1187,7 +1226,19 @@ mod tests {
                         (Provider::GatewayApi, Some(_)) => hosts.into_iter().collect(),
                         _ => Vec::new(),
                     };
+                    let metrics = match metrics.observes(provider) {
+                        true => metrics,
+                        false => provider.default_metrics_provider(),
+                    };
+                    // Mirroring and affinity: Gateway API releases that move weights; no
+                    // mirroring where Traefik reads the series (it cannot mirror).
+                    let weighted = provider == Provider::GatewayApi && iterations.is_none();
+                    let mirrors = weighted && metrics != MetricsProvider::Traefik;
                     CanarySpec {
+                        mirror_checks: mirrors.then(|| threshold.clamp(1, 100)),
+                        mirror_percent: mirrors.then(|| max_weight.clamp(1, 100)),
+                        affinity_cookie: weighted.then(|| "serin-canary".to_owned()),
+                        affinity_max_age: weighted.then(|| Duration::from_secs(3_600)),
                         provider,
                         port,
                         service: service.clone(),
@@ -1209,10 +1260,7 @@ mod tests {
                         matches: if ab { rules } else { Vec::new() },
                         success_rate,
                         latency: Duration::from_millis(latency),
-                        metrics_provider: Some(match metrics.observes(provider) {
-                            true => metrics,
-                            false => provider.default_metrics_provider(),
-                        }),
+                        metrics_provider: Some(metrics),
                         metrics_window: Duration::from_millis(metrics_window),
                         analysis,
                         skip_analysis,

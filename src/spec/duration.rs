@@ -69,6 +69,10 @@ impl Limits {
         Limits::new(Duration::from_secs(1), Duration::from_secs(3_600));
     /// `serin.dev/latency`: the p99 objective.
     pub const LATENCY: Limits = Limits::new(Duration::from_millis(1), Duration::from_secs(60));
+    /// `serin.dev/affinity-max-age`: the affinity cookie's `Max-Age`, in whole seconds (a
+    /// browser keeps it at most a year and a month, RFC 6265bis's cap of 400 days).
+    pub const AFFINITY_MAX_AGE: Limits =
+        Limits::new(Duration::from_secs(1), Duration::from_secs(400 * 86_400));
     /// `AnalysisTemplate` `spec.webhooks[].timeout`: one attempt of a hook.
     pub const HOOK_TIMEOUT: Limits = Limits::new(Duration::from_millis(1), Duration::from_secs(60));
 

@@ -17,6 +17,8 @@ pub(super) const DEFAULT_MAX_WEIGHT: u32 = 50;
 pub(super) const DEFAULT_SUCCESS_RATE: f64 = 99.0;
 pub(super) const DEFAULT_LATENCY: Duration = Duration::from_millis(500);
 pub(super) const DEFAULT_METRICS_WINDOW: Duration = Duration::from_secs(60);
+/// The affinity cookie's `Max-Age` when `affinity-max-age` is not written: a day, as Flagger.
+pub const DEFAULT_AFFINITY_MAX_AGE: Duration = Duration::from_secs(86_400);
 
 /// Service names are DNS-1035 labels.
 const DNS_1035_LABEL: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
@@ -33,6 +35,9 @@ const HOSTNAME: &str = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0
 pub(super) const MAX_HOSTS: usize = 16;
 /// HTTP header and cookie names are RFC 9110 tokens.
 const HTTP_TOKEN: &str = "^[-!#$%&'*+.^_`|~0-9A-Za-z]+$";
+/// The longest session affinity cookie name: a bound on what every response of the canary
+/// carries, far above any name in use.
+pub(super) const MAX_COOKIE_NAME: usize = 64;
 
 /// The effective canary configuration: what the user wrote, with every default filled.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
@@ -87,6 +92,25 @@ pub struct CanarySpec {
     pub success_rate: f64,
     /// Maximum p99 latency.
     pub latency: Duration,
+    /// Checks the canary is judged on mirrored requests before the first weight step
+    /// (`gatewayapi`): the route sends every request to the primary and a copy to the canary,
+    /// whose answers are discarded. No mirroring when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub mirror_checks: Option<u32>,
+    /// Percent of the requests copied to the canary while mirroring; all of them when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub mirror_percent: Option<u32>,
+    /// Session affinity (`gatewayapi`): the cookie set on the canary's responses, which keeps
+    /// that user on the canary for the rest of the analysis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(HTTP_TOKEN), length(min = 1, max = MAX_COOKIE_NAME))]
+    pub affinity_cookie: Option<String>,
+    /// How long the browser keeps the affinity cookie; [`DEFAULT_AFFINITY_MAX_AGE`] when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity_max_age: Option<Duration>,
     /// Whose series the builtin checks read, as written; the provider's own data plane when
     /// absent ([`CanarySpec::effective_metrics_provider`]). The mutating webhook writes the
     /// effective value back, so an opted-in Deployment's annotations always name it.
@@ -133,6 +157,10 @@ impl CanarySpec {
             matches: Vec::new(),
             success_rate: DEFAULT_SUCCESS_RATE,
             latency: DEFAULT_LATENCY,
+            mirror_checks: None,
+            mirror_percent: None,
+            affinity_cookie: None,
+            affinity_max_age: None,
             metrics_provider: None,
             metrics_window: DEFAULT_METRICS_WINDOW,
             analysis: None,
@@ -218,6 +246,13 @@ impl Provider {
             Provider::Nginx => "nginx",
             Provider::Gloo => "gloo",
         }
+    }
+
+    /// Whether the router can copy requests to the canary (`serin.dev/mirror-checks`) and
+    /// keep a user on it by a cookie it sets (`serin.dev/affinity-cookie`): Gateway API's
+    /// `RequestMirror` and `ResponseHeaderModifier` filters.
+    pub fn can_mirror_and_stick(self) -> bool {
+        self == Provider::GatewayApi
     }
 
     /// Whether the router can send requests to the canary by header or cookie (A/B testing).

@@ -1,5 +1,6 @@
 //! Semantic rules that a JSON Schema cannot say: between annotations (steps and max weight,
-//! provider and `match`, `ingress`, `gateway`, `hosts`, `metrics-provider`; hosts that are IP
+//! provider and `match`, `ingress`, `gateway`, `hosts`, `metrics-provider`, mirroring and
+//! session affinity; hosts that are IP
 //! addresses or repeated), against the pod template (the port exists), and minimums on
 //! durations. Each rule skips keys already refused, so one mistake is one line.
 
@@ -211,6 +212,76 @@ pub(super) fn check(reading: &mut Reading<'_>, ports: Option<&[i32]>) {
         refuse(Key::Hosts, problem);
     }
 
+    // Mirroring and session affinity: Gateway API filters, during a release that moves
+    // weights (Blue/Green and A/B route no share of the users to the canary to copy from or
+    // to keep there).
+    let extras = [
+        Key::MirrorChecks,
+        Key::MirrorPercent,
+        Key::AffinityCookie,
+        Key::AffinityMaxAge,
+    ];
+    for key in extras.into_iter().filter(|k| reading.is_written(*k)) {
+        if usable(&[Key::Provider]) && !provider.can_mirror_and_stick() {
+            let able: Vec<&str> = Provider::ALL
+                .into_iter()
+                .filter(|p| p.can_mirror_and_stick())
+                .map(Provider::as_str)
+                .collect();
+            refuse(
+                key,
+                format!(
+                    "needs {} {} (its router's RequestMirror and ResponseHeaderModifier \
+                     filters), not {provider}",
+                    Key::Provider.annotation(),
+                    able.join(", ")
+                ),
+            );
+        } else if spec.iterations.is_some() && usable(&[Key::Iterations]) {
+            refuse(
+                key,
+                format!(
+                    "applies to canary releases that move weights, not with {} (Blue/Green \
+                     and A/B testing)",
+                    Key::Iterations.annotation()
+                ),
+            );
+        }
+    }
+    for (key, needed, alone) in [
+        (
+            Key::MirrorPercent,
+            Key::MirrorChecks,
+            "alone it mirrors nothing",
+        ),
+        (
+            Key::AffinityMaxAge,
+            Key::AffinityCookie,
+            "alone it sets no cookie",
+        ),
+    ] {
+        if reading.is_written(key) && !reading.is_written(needed) {
+            refuse(key, format!("needs {}: {alone}", needed.annotation()));
+        }
+    }
+    // Traefik answers every request of a rule with a filter it does not implement with a
+    // 500, and it does not implement RequestMirror.
+    if reading.is_written(Key::MirrorChecks)
+        && usable(&[Key::Provider, Key::MetricsProvider, Key::MirrorChecks])
+        && provider.can_mirror_and_stick()
+        && spec.metrics_provider == Some(MetricsProvider::Traefik)
+    {
+        refuse(
+            Key::MirrorChecks,
+            format!(
+                "cannot be used with {} traefik: Traefik's Gateway API provider does not \
+                 implement the RequestMirror filter and answers every request of the route \
+                 with 500 while it is there",
+                Key::MetricsProvider.annotation()
+            ),
+        );
+    }
+
     if let Some(metrics) = spec.metrics_provider
         && reading.is_written(Key::MetricsProvider)
         && usable(&[Key::Provider, Key::MetricsProvider])
@@ -265,6 +336,12 @@ pub(super) fn check(reading: &mut Reading<'_>, ports: Option<&[i32]>) {
             Limits::METRICS_WINDOW,
         ),
         (Key::Latency, spec.latency, Limits::LATENCY),
+        (
+            Key::AffinityMaxAge,
+            spec.affinity_max_age
+                .unwrap_or(Limits::AFFINITY_MAX_AGE.min),
+            Limits::AFFINITY_MAX_AGE,
+        ),
     ] {
         if let Err(bound) = limits.check(value)
             && usable(&[key])
@@ -463,6 +540,129 @@ mod tests {
                 )]
             );
         }
+    }
+
+    #[test]
+    fn mirroring_and_affinity_are_read_on_a_gatewayapi_canary_release() {
+        let spec = enabled(&[
+            ("serin.dev/provider", "gatewayapi"),
+            ("serin.dev/mirror-checks", "3"),
+            ("serin.dev/mirror-percent", "25"),
+            ("serin.dev/affinity-cookie", "serin-canary"),
+            ("serin.dev/affinity-max-age", "2h"),
+        ]);
+        assert_eq!(spec.mirror_checks, Some(3));
+        assert_eq!(spec.mirror_percent, Some(25));
+        assert_eq!(spec.affinity_cookie.as_deref(), Some("serin-canary"));
+        assert_eq!(spec.affinity_max_age, Some(Duration::from_secs(7_200)));
+    }
+
+    #[test]
+    fn mirroring_and_affinity_off_gatewayapi_name_the_provider_that_has_them() {
+        for provider in ["linkerd", "smi:v1alpha2", "gloo"] {
+            for (key, value) in [
+                ("serin.dev/mirror-checks", "2"),
+                ("serin.dev/affinity-cookie", "serin-canary"),
+            ] {
+                assert_eq!(
+                    refused(&[("serin.dev/provider", provider), (key, value)]),
+                    [format!(
+                        "{key}: needs serin.dev/provider gatewayapi (its router's RequestMirror \
+                         and ResponseHeaderModifier filters), not {provider}"
+                    )]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn mirroring_and_affinity_need_a_release_that_moves_weights() {
+        let refusal = |key: &str| {
+            format!(
+                "{key}: applies to canary releases that move weights, not with \
+                 serin.dev/iterations (Blue/Green and A/B testing)"
+            )
+        };
+        assert_eq!(
+            refused(&[
+                ("serin.dev/provider", "gatewayapi"),
+                ("serin.dev/iterations", "5"),
+                ("serin.dev/mirror-checks", "2"),
+                ("serin.dev/affinity-cookie", "serin-canary"),
+            ]),
+            [
+                refusal("serin.dev/affinity-cookie"),
+                refusal("serin.dev/mirror-checks")
+            ]
+        );
+    }
+
+    #[test]
+    fn mirror_percent_and_affinity_max_age_alone_name_the_key_they_need() {
+        assert_eq!(
+            refused(&[
+                ("serin.dev/provider", "gatewayapi"),
+                ("serin.dev/mirror-percent", "50"),
+                ("serin.dev/affinity-max-age", "1h"),
+            ]),
+            [
+                "serin.dev/affinity-max-age: needs serin.dev/affinity-cookie: alone it sets no \
+                 cookie",
+                "serin.dev/mirror-percent: needs serin.dev/mirror-checks: alone it mirrors \
+                 nothing",
+            ]
+        );
+    }
+
+    #[test]
+    fn mirror_and_affinity_values_out_of_range_are_refused_with_the_allowed_range() {
+        assert_eq!(
+            refused(&[
+                ("serin.dev/provider", "gatewayapi"),
+                ("serin.dev/mirror-checks", "0"),
+                ("serin.dev/mirror-percent", "101"),
+                ("serin.dev/affinity-cookie", "a;b"),
+                ("serin.dev/affinity-max-age", "500d"),
+            ]),
+            [
+                r#"serin.dev/affinity-cookie: "a;b" must be a cookie name: 1 to 64 letters, digits or !#$%&'*+-.^_`|~"#,
+                r#"serin.dev/affinity-max-age: "500d" must be a duration such as 30s, 1m or 1m30s"#,
+                r#"serin.dev/mirror-checks: "0" must be an integer from 1 to 100"#,
+                r#"serin.dev/mirror-percent: "101" must be an integer from 1 to 100"#,
+            ]
+        );
+        assert_eq!(
+            refused(&[
+                ("serin.dev/provider", "gatewayapi"),
+                ("serin.dev/affinity-cookie", "c"),
+                ("serin.dev/affinity-max-age", "10000h"),
+            ]),
+            [r#"serin.dev/affinity-max-age: "10000h" must be at most 9600h"#]
+        );
+    }
+
+    #[test]
+    fn mirroring_where_traefik_reads_the_series_is_refused_as_traefik_cannot_mirror() {
+        let message = refused(&[
+            ("serin.dev/provider", "gatewayapi"),
+            ("serin.dev/metrics-provider", "traefik"),
+            ("serin.dev/mirror-checks", "2"),
+        ]);
+        assert_eq!(
+            message,
+            [
+                "serin.dev/mirror-checks: cannot be used with serin.dev/metrics-provider \
+                 traefik: Traefik's Gateway API provider does not implement the RequestMirror \
+                 filter and answers every request of the route with 500 while it is there"
+            ]
+        );
+        // Session affinity uses what Traefik implements.
+        let spec = enabled(&[
+            ("serin.dev/provider", "gatewayapi"),
+            ("serin.dev/metrics-provider", "traefik"),
+            ("serin.dev/affinity-cookie", "serin-canary"),
+        ]);
+        assert_eq!(spec.affinity_cookie.as_deref(), Some("serin-canary"));
     }
 
     #[test]

@@ -410,3 +410,65 @@ async fn a_change_of_hosts_is_applied_to_the_httproute_at_the_weights_it_has() {
         .collect();
     assert_eq!(weights, [&json!(80), &json!(20)]);
 }
+
+/// Session affinity through the controller: a release at a weight gets the cookie rule (the
+/// value the release's revision) on its HTTPRoute, and the rollback's one write to the route
+/// takes the rule and the canary's Set-Cookie away, so the cookie no longer routes.
+#[tokio::test]
+async fn the_affinity_cookie_rule_is_applied_while_the_canary_has_weight_and_removed_on_rollback() {
+    let annotations = json!({"serin.dev/enabled": "true", "serin.dev/provider": "gatewayapi",
+        "serin.dev/affinity-cookie": "serin-canary"});
+    let ready = json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
+        "readyReplicas": 2, "availableReplicas": 2});
+    let deploy = web_annotated(2, ready, annotations.clone());
+    let revision = revision_of(&deploy);
+    let progressing = ReleaseStatus {
+        phase: Phase::Progressing,
+        revision: Some(revision.clone()),
+        last_promoted_revision: Some("old".into()),
+        canary_weight: 10,
+        // Checked a moment ago: nothing is due but the route.
+        last_check_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            k8s_openapi::jiff::Timestamp::now(),
+        )),
+        ..Default::default()
+    };
+    let cluster = cluster(&deploy, progressing, "old", Weights::to_canary(10));
+    let stored =
+        |cluster: &Arc<Mutex<Cluster>>| cluster.lock().expect("cluster").objects[ROUTE].clone();
+    assert_eq!(
+        stored(&cluster)["spec"]["rules"].as_array().map(Vec::len),
+        Some(1)
+    );
+    let ctx = context(client(cluster.clone()));
+    reconcile(Arc::new(deploy), ctx).await.expect("reconciled");
+    assert_eq!(
+        writes(&cluster),
+        ["PATCH httproutes/web", "status Progressing"]
+    );
+    let route = stored(&cluster);
+    assert_eq!(
+        route["spec"]["rules"][1]["matches"][0]["headers"][0]["value"],
+        json!(format!(r"^(.*;\s*)?serin-canary={revision}(;.*)?$"))
+    );
+    assert_eq!(
+        route["spec"]["rules"][0]["backendRefs"][1]["filters"][0]["responseHeaderModifier"]["add"]
+            [0]["value"],
+        json!(format!("serin-canary={revision}; Max-Age=86400; Path=/"))
+    );
+
+    let stalled = json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
+        "conditions": [{"type": "Progressing", "status": "False",
+            "reason": "ProgressDeadlineExceeded"}]});
+    let deploy = web_annotated(2, stalled, annotations);
+    let ctx = context(client(cluster.clone()));
+    reconcile(Arc::new(deploy), ctx).await.expect("reconciled");
+    let route = stored(&cluster);
+    assert_eq!(
+        route["spec"]["rules"],
+        json!([{"backendRefs": [
+            {"name": "web-primary", "port": 9898, "weight": 100},
+            {"name": "web-canary", "port": 9898, "weight": 0},
+        ]}])
+    );
+}

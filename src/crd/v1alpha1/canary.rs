@@ -56,6 +56,18 @@ pub struct Analysis {
     pub matches: Vec<MatchRule>,
     pub success_rate: f64,
     pub latency: Duration,
+    /// Checks on mirrored requests before the first weight step (`gatewayapi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_checks: Option<u32>,
+    /// Percent of the requests mirrored; all when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_percent: Option<u32>,
+    /// The session affinity cookie set on the canary's responses (`gatewayapi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity_cookie: Option<String>,
+    /// The affinity cookie's `Max-Age`; a day when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity_max_age: Option<Duration>,
     /// Whose series the builtin checks read; the provider's own data plane when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_provider: Option<MetricsProvider>,

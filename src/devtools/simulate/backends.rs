@@ -9,6 +9,11 @@
 //! takes [`MATCHING_PERCENT`] of its traffic to be requests that carry the header or cookie
 //! of some rule, and the rest to carry none.
 //!
+//! Mirroring: while an `HTTPRoute` copies requests to the canary (a `RequestMirror` filter,
+//! `serin.dev/mirror-checks`), the primary still answers every request and the canary's pods
+//! also receive the mirrored share, so the canary's backend weighs that share on top of what
+//! is routed to it (the two backends then sum to more than 100).
+//!
 //! Blue/Green: the canary is checked while the router gives it no traffic. In a cluster the
 //! checks then measure what a load tester sends to `<svc>-canary` (Flagger's setups call
 //! flagger-loadtester from a `rollout` webhook). The simulator stands in for that load tester
@@ -241,7 +246,8 @@ pub fn backends_of<D: Borrow<Deployment>>(
         namespace: namespace.clone(),
         source,
     };
-    let weights = kind.router.weights(object, &spec).map_err(in_namespace)?;
+    let route = kind.router.route(object, &spec).map_err(in_namespace)?;
+    let weights = route.weights;
     let (primary, canary) = match kind
         .router
         .unmatched_weights(object, &spec)
@@ -257,6 +263,9 @@ pub fn backends_of<D: Borrow<Deployment>>(
             (100 - canary, canary)
         }
     };
+    // Mirrored copies reach the canary's pods besides what is routed to it: its proxies
+    // count them as inbound requests like any other.
+    let canary = (canary + route.mirror.unwrap_or(0)).min(100);
     let versions = [
         (format!("{owner}{PRIMARY_SUFFIX}"), primary),
         (owner.clone(), canary),
@@ -273,6 +282,20 @@ pub fn backends_of<D: Borrow<Deployment>>(
             })
         })
         .collect())
+}
+
+/// The percent of the requests a router object copies to the canary (0 when it mirrors
+/// none, or cannot be read).
+pub fn mirrored_percent(kind: &RouterKind, object: &DynamicObject) -> u32 {
+    let Some(service) = (kind.apex_service)(object) else {
+        return 0;
+    };
+    let spec = CanarySpec::defaults(service, None);
+    kind.router
+        .route(object, &spec)
+        .ok()
+        .and_then(|route| route.mirror)
+        .unwrap_or(0)
 }
 
 /// The node selector of the real node's pods (`hack/node.sh` labels the node with it).
@@ -525,6 +548,35 @@ mod tests {
         let idle = [deployment("web", 0, &[]), deployment("web-primary", 2, &[])];
         let backends = map_route(&route(30, vec![]), &idle);
         assert_eq!(weights(&backends), [("web-primary", 70), ("web", 0)]);
+    }
+
+    #[test]
+    fn a_mirroring_route_sends_every_request_to_the_primary_and_the_copies_to_the_canary() {
+        let cluster = [
+            deployment("web", 1, &[(ERROR_RATE, "0.5")]),
+            deployment("web-primary", 2, &[]),
+        ];
+        let owner = deployment("web", 1, &[]);
+        let spec = CanarySpec::defaults("web-svc".into(), Some(8080));
+        let mirroring = crate::router::Route {
+            mirror: Some(40),
+            ..Weights::ALL_PRIMARY.into()
+        };
+        let object = gateway_api()
+            .router
+            .build_route(&owner, &spec, &mirroring, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let backends = map_route(&object, &cluster);
+        assert_eq!(weights(&backends), [("web-primary", 100), ("web", 40)]);
+        assert_eq!(mirrored_percent(&gateway_api(), &object), 40);
+        // Once the mirror is gone, the canary gets only what is routed to it.
+        assert_eq!(mirrored_percent(&gateway_api(), &route(10, vec![])), 0);
+        // An unready canary gets no copies either.
+        let idle = [deployment("web", 0, &[]), deployment("web-primary", 2, &[])];
+        assert_eq!(
+            weights(&map_route(&object, &idle)),
+            [("web-primary", 100), ("web", 0)]
+        );
     }
 
     fn blue_green(ready: i32) -> Deployment {

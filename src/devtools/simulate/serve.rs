@@ -312,11 +312,14 @@ async fn tick(
             .collect();
         for (version, weight) in &routing {
             if routed.get(version) != Some(weight) {
-                tracing::info!("{version} now gets {weight}% of its router's requests");
+                tracing::info!(
+                    "simulated traffic: {version} now gets {weight}% of its router's requests \
+                     (mirrored copies included)"
+                );
             }
         }
         for version in routed.keys().filter(|v| !routing.contains_key(*v)) {
-            tracing::info!("{version} is no longer routed to");
+            tracing::info!("simulated traffic: {version} is no longer routed to");
         }
         routed = routing;
         let problems: BTreeSet<_> = problems.iter().map(ToString::to_string).collect();

@@ -27,7 +27,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::core::DynamicObject;
 use serde_json::Value;
 
-use super::backends::{MappingError, RouterKind, backends_of};
+use super::backends::{MappingError, RouterKind, backends_of, mirrored_percent};
 use super::traffic::Traffic;
 use super::{Backend, Behaviour};
 use crate::analysis::observers::traefik_service;
@@ -96,6 +96,9 @@ pub fn traefik_backends_of<D: Borrow<Deployment>>(
 ) -> Result<Vec<TraefikBackend>, MappingError> {
     let backends = backends_of(kind, object, deployment)?;
     let namespace = object.metadata.namespace.clone().unwrap_or_default();
+    // Traefik does not implement RequestMirror (admission refuses mirroring where Traefik
+    // reads the series): no copy shows in its series.
+    let mirrored = mirrored_percent(kind, object);
     let route = route_name(object).unwrap_or_default();
     let owner = object
         .metadata
@@ -117,6 +120,10 @@ pub fn traefik_backends_of<D: Borrow<Deployment>>(
                 let suffix = match deployment == primary {
                     true => PRIMARY_SUFFIX,
                     false => CANARY_SUFFIX,
+                };
+                let weight = match suffix {
+                    CANARY_SUFFIX => weight.saturating_sub(mirrored),
+                    _ => weight,
                 };
                 Some(TraefikBackend {
                     namespace: namespace.clone(),
@@ -261,6 +268,22 @@ mod tests {
         let ab = map(&route(Weights::ALL_CANARY, vec![header]), &cluster);
         let weights: Vec<u32> = ab.iter().map(|b| b.weight).collect();
         assert_eq!(weights, [100 - MATCHING_PERCENT, MATCHING_PERCENT]);
+    }
+
+    #[test]
+    fn traefik_counts_no_mirrored_copy_as_it_does_not_mirror() {
+        let cluster = [deployment("web", 1, &[]), deployment("web-primary", 2, &[])];
+        let owner = deployment("web", 1, &[]);
+        let spec = CanarySpec::defaults("web-svc".into(), Some(8080));
+        let mirroring = crate::router::Route {
+            mirror: Some(100),
+            ..Weights::ALL_PRIMARY.into()
+        };
+        let object = router_for(Provider::GatewayApi)
+            .build_route(&owner, &spec, &mirroring, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let weights: Vec<u32> = map(&object, &cluster).iter().map(|b| b.weight).collect();
+        assert_eq!(weights, [100, 0]);
     }
 
     #[test]

@@ -46,7 +46,7 @@ fn observed(revision: &str) -> Observations {
             ready: true,
             revision: Some("rev1".into()),
         },
-        router: Some(Weights::ALL_PRIMARY),
+        router: Some(Weights::ALL_PRIMARY.into()),
         ..Default::default()
     }
 }

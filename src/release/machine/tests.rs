@@ -20,7 +20,7 @@ struct World {
     canary_stalled: bool,
     primary_revision: Option<String>,
     primary_ready: bool,
-    router: Option<Weights>,
+    router: Option<Route>,
     success_rate: Option<f64>,
     latency_ms: Option<f64>,
     /// The checks' no-data policy (the builtin checks' is `Fail`).
@@ -76,7 +76,7 @@ impl World {
                 ready: self.primary_ready,
                 revision: self.primary_revision.clone(),
             },
-            router: self.router,
+            router: self.router.clone(),
             checks,
             gates,
             requests: self.requests,
@@ -100,7 +100,7 @@ impl World {
         self.status = driven.status;
         for action in &driven.actions {
             match action {
-                Action::SetWeights(w) => self.router = Some(*w),
+                Action::SetRoute(r) => self.router = Some(r.clone()),
                 Action::ScaleCanary(n) => self.canary_replicas = *n,
                 Action::ScaleCanaryToZero => self.canary_replicas = 0,
                 Action::CopyToPrimary { revision } => {
@@ -137,7 +137,7 @@ impl World {
         self.log
             .iter()
             .filter_map(|a| match a {
-                Action::SetWeights(w) => Some(w.canary()),
+                Action::SetRoute(r) => Some(r.weights.canary()),
                 _ => None,
             })
             .collect()
@@ -250,11 +250,11 @@ fn initialization_waits_for_a_ready_primary_before_scaling_the_original_down() {
     (world.primary_ready, world.canary_replicas, world.router) = (false, 3, None);
     world.tick();
     assert_eq!(world.status.phase, Phase::Initializing);
-    assert_eq!((world.canary_replicas, world.router), (3, None));
+    assert_eq!((world.canary_replicas, world.router.clone()), (3, None));
     world.primary_ready = true;
     world.tick();
     assert_eq!(world.status.phase, Phase::Initialized);
-    assert_eq!(world.router, Some(Weights::ALL_PRIMARY));
+    assert_eq!(world.router, Some(Weights::ALL_PRIMARY.into()));
     assert_eq!(world.canary_replicas, 0);
     assert_eq!(world.status.last_promoted_revision.as_deref(), Some("rev1"));
 }
@@ -276,7 +276,7 @@ fn a_good_release_walks_every_weight_step_and_succeeds() {
     assert_eq!(world.weights_set(), vec![10, 20, 30, 40, 50, 0]);
     assert_eq!(world.primary_revision.as_deref(), Some("rev2"));
     assert_eq!(world.status.last_promoted_revision.as_deref(), Some("rev2"));
-    assert_eq!(world.router, Some(Weights::ALL_PRIMARY));
+    assert_eq!(world.router, Some(Weights::ALL_PRIMARY.into()));
     assert_eq!(world.canary_replicas, 0);
     assert_eq!(world.status.failed_checks, 0);
 }
@@ -303,7 +303,7 @@ fn a_failing_success_rate_rolls_back_after_threshold_checks() {
     world.run_until(Phase::Failed, 30);
     assert_eq!(world.status.phase, Phase::Failed);
     assert_eq!(world.status.failed_checks, 5);
-    assert_eq!(world.router, Some(Weights::ALL_PRIMARY));
+    assert_eq!(world.router, Some(Weights::ALL_PRIMARY.into()));
     assert_eq!(world.canary_replicas, 0);
     assert_eq!(
         world.primary_revision.as_deref(),
@@ -424,7 +424,7 @@ fn a_closed_confirm_promotion_gate_holds_at_max_weight_until_it_opens() {
         world.tick();
     }
     assert_eq!(world.status.phase, Phase::WaitingPromotion);
-    assert_eq!(world.router, Some(Weights::to_canary(50)));
+    assert_eq!(world.router, Some(Weights::to_canary(50).into()));
     assert_eq!(world.primary_revision.as_deref(), Some("rev1"));
     world.gates.confirm_promotion = Some(true);
     world.run_until(Phase::Succeeded, 10);
@@ -460,7 +460,7 @@ fn a_new_revision_mid_analysis_restarts_from_weight_zero() {
         (world.status.canary_weight, world.status.failed_checks),
         (0, 0)
     );
-    assert_eq!(world.router, Some(Weights::ALL_PRIMARY));
+    assert_eq!(world.router, Some(Weights::ALL_PRIMARY.into()));
     assert!(
         world
             .events("NewRevision")
@@ -492,11 +492,16 @@ fn a_canary_that_stops_being_ready_loses_its_traffic_and_gets_it_back() {
     assert!(weight > 0);
     world.canary_healthy = false;
     world.tick();
-    assert_eq!(world.router, Some(Weights::ALL_PRIMARY));
+    assert_eq!(world.router, Some(Weights::ALL_PRIMARY.into()));
     assert_eq!(world.status.canary_weight, weight, "position kept");
     world.canary_healthy = true;
     world.tick();
-    assert!(world.router.is_some_and(|w| w.canary() >= weight));
+    assert!(
+        world
+            .router
+            .as_ref()
+            .is_some_and(|r| r.weights.canary() >= weight)
+    );
 }
 
 #[test]
@@ -664,6 +669,184 @@ fn status_phases_are_spelled_as_in_the_spec() {
     );
 }
 
+fn mirroring(checks: u32) -> CanarySpec {
+    CanarySpec {
+        provider: crate::spec::Provider::GatewayApi,
+        mirror_checks: Some(checks),
+        mirror_percent: Some(50),
+        ..spec()
+    }
+}
+
+/// Every route the machine asked for, in order.
+fn routes_set(world: &World) -> Vec<Route> {
+    world
+        .log
+        .iter()
+        .filter_map(|a| match a {
+            Action::SetRoute(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn plain(canary: u32) -> Route {
+    Weights::to_canary(canary).into()
+}
+
+#[test]
+fn mirroring_judges_the_canary_on_copies_for_n_checks_before_the_first_weight() {
+    let mut world = releasing(mirroring(2));
+    let phases = world.run_until(Phase::Succeeded, 40);
+    assert_eq!(
+        phases,
+        [
+            Phase::Initialized,
+            Phase::Progressing,
+            Phase::Promoting,
+            Phase::Finalising,
+            Phase::Succeeded
+        ]
+    );
+    let mirror = Route {
+        mirror: Some(50),
+        ..plain(0)
+    };
+    assert_eq!(
+        routes_set(&world),
+        [
+            mirror,
+            plain(10),
+            plain(20),
+            plain(30),
+            plain(40),
+            plain(50),
+            plain(0)
+        ]
+    );
+    let judged = world.events("Analysis");
+    assert!(
+        judged[0].starts_with("Check 1/2 on mirrored requests passed: request-success-rate"),
+        "{judged:?}"
+    );
+    let advances = world.events("Progressing");
+    assert!(
+        advances
+            .iter()
+            .any(|m| m.starts_with("Mirroring requests to the canary for 2 checks")),
+        "{advances:?}"
+    );
+    assert!(
+        advances.iter().any(|m| m.starts_with(
+            "Advancing the canary weight to 10% (2 checks on mirrored requests passed"
+        )),
+        "{advances:?}"
+    );
+    assert_eq!(world.status.mirrored_checks, None);
+}
+
+#[test]
+fn mirroring_waits_for_pre_rollout_and_a_failing_canary_is_rolled_back_without_a_weight() {
+    let mut world = releasing(CanarySpec {
+        threshold: 3,
+        ..mirroring(3)
+    });
+    world.gates.pre_rollout = Some(false);
+    world.run_until(Phase::Progressing, 5);
+    world.tick();
+    assert_eq!(world.status.failed_checks, 1);
+    assert!(routes_set(&world).iter().all(|r| r.mirror.is_none()));
+    world.gates.pre_rollout = Some(true);
+    world.tick();
+    assert_eq!(world.status.mirrored_checks, Some(0));
+    world.success_rate = Some(50.0);
+    world.run_until(Phase::Failed, 20);
+    assert_eq!(world.status.phase, Phase::Failed);
+    let routes = routes_set(&world);
+    assert!(routes.iter().any(|r| r.mirror == Some(50)), "{routes:?}");
+    assert!(routes.iter().all(|r| r.weights.canary() == 0), "{routes:?}");
+    assert_eq!(world.router, Some(plain(0)));
+    assert_eq!(world.status.mirrored_checks, None);
+}
+
+#[test]
+fn a_canary_that_is_not_ready_gets_no_mirrored_copies() {
+    let mut world = releasing(mirroring(3));
+    world.run_until(Phase::Progressing, 5);
+    world.tick();
+    assert_eq!(world.status.mirrored_checks, Some(0));
+    assert_eq!(world.router.as_ref().and_then(|r| r.mirror), Some(50));
+    world.canary_healthy = false;
+    world.tick();
+    assert_eq!(world.router, Some(plain(0)));
+}
+
+fn sticky() -> CanarySpec {
+    CanarySpec {
+        provider: crate::spec::Provider::GatewayApi,
+        affinity_cookie: Some("serin-canary".into()),
+        ..spec()
+    }
+}
+
+#[test]
+fn the_affinity_cookie_routes_from_the_first_weight_until_traffic_returns_to_the_primary() {
+    let mut world = releasing(sticky());
+    world.run_until(Phase::Succeeded, 30);
+    let stuck = |canary: u32| Route {
+        sticky: Some("rev2".into()),
+        ..plain(canary)
+    };
+    assert_eq!(
+        routes_set(&world),
+        [
+            stuck(10),
+            stuck(20),
+            stuck(30),
+            stuck(40),
+            stuck(50),
+            plain(0)
+        ]
+    );
+    assert_eq!(world.router, Some(plain(0)));
+}
+
+#[test]
+fn a_rollback_takes_the_affinity_cookie_rule_away() {
+    let mut world = releasing(sticky());
+    world.run_until(Phase::Progressing, 5);
+    world.tick();
+    world.tick();
+    assert_eq!(
+        world
+            .router
+            .as_ref()
+            .and_then(|r| r.sticky.clone())
+            .as_deref(),
+        Some("rev2")
+    );
+    world.success_rate = Some(10.0);
+    world.run_until(Phase::Failed, 20);
+    assert_eq!(world.router, Some(plain(0)));
+}
+
+#[test]
+fn a_new_revision_gets_a_cookie_value_of_its_own() {
+    let mut world = releasing(sticky());
+    world.run_until(Phase::Progressing, 5);
+    world.tick();
+    world.tick();
+    world.revision = "rev3".into();
+    world.run_until(Phase::Succeeded, 40);
+    let values: Vec<String> = routes_set(&world)
+        .into_iter()
+        .filter_map(|r| r.sticky)
+        .collect();
+    assert_eq!(values.first().map(String::as_str), Some("rev2"));
+    assert_eq!(values.last().map(String::as_str), Some("rev3"));
+    assert_eq!(world.router, Some(plain(0)));
+}
+
 #[test]
 fn blue_green_runs_iterations_then_switches_all_traffic_and_promotes() {
     let mut world = releasing(CanarySpec {
@@ -686,17 +869,21 @@ fn blue_green_checks_the_canary_without_traffic_until_the_switch() {
         if world.status.phase == Phase::Progressing {
             assert_eq!(
                 world.router,
-                Some(Weights::ALL_PRIMARY),
+                Some(Weights::ALL_PRIMARY.into()),
                 "traffic before the switch"
             );
         }
         assert!(world.log.len() < 500, "no promotion: {:?}", world.status);
     }
     assert_eq!(checks, 3, "one check per iteration");
-    assert_eq!(world.router, Some(Weights::ALL_CANARY), "switched at once");
+    assert_eq!(
+        world.router,
+        Some(Weights::ALL_CANARY.into()),
+        "switched at once"
+    );
     assert_eq!(world.status.iterations, 3);
     world.run_until(Phase::Succeeded, 10);
-    assert_eq!(world.router, Some(Weights::ALL_PRIMARY));
+    assert_eq!(world.router, Some(Weights::ALL_PRIMARY.into()));
     assert_eq!(world.primary_revision.as_deref(), Some("rev2"));
 }
 
@@ -721,7 +908,7 @@ fn ab_routes_matching_requests_to_the_canary_then_checks_iterations_and_promotes
         assert!(world.log.len() < 200, "never routed: {:?}", world.status);
     }
     assert!(
-        routing_tick.contains(&Action::SetWeights(Weights::ALL_CANARY)),
+        routing_tick.contains(&Action::SetRoute(Weights::ALL_CANARY.into())),
         "{routing_tick:?}"
     );
     assert!(
@@ -785,7 +972,7 @@ fn ab_failing_checks_take_matching_requests_off_the_canary_and_roll_back() {
     assert_eq!(world.status.phase, Phase::Failed);
     assert_eq!(world.status.failed_checks, 5);
     assert_eq!(world.weights_set(), [100, 0]);
-    assert_eq!(world.router, Some(Weights::ALL_PRIMARY));
+    assert_eq!(world.router, Some(Weights::ALL_PRIMARY.into()));
     assert_eq!(world.primary_revision.as_deref(), Some("rev1"));
 }
 
@@ -809,7 +996,7 @@ fn a_rollback_webhook_that_answers_success_rolls_back_in_every_strategy() {
         world.gates.rollback = Some(true);
         world.tick();
         assert_eq!(world.status.phase, Phase::Failed, "{spec:?}");
-        assert_eq!(world.router, Some(Weights::ALL_PRIMARY));
+        assert_eq!(world.router, Some(Weights::ALL_PRIMARY.into()));
         assert_eq!(world.canary_replicas, 0);
         assert_eq!(world.primary_revision.as_deref(), Some("rev1"));
         assert!(
@@ -857,7 +1044,7 @@ fn a_rollback_webhook_rolls_back_a_release_waiting_at_a_closed_confirm_rollout_g
         world.gates.rollback = Some(true);
         world.tick();
         assert_eq!(world.status.phase, Phase::Failed, "{spec:?}");
-        assert_eq!(world.router, Some(Weights::ALL_PRIMARY));
+        assert_eq!(world.router, Some(Weights::ALL_PRIMARY.into()));
         assert_eq!(world.canary_replicas, 0, "never scaled up");
         assert_eq!(world.weights_set(), Vec::<u32>::new(), "never got traffic");
         assert_eq!(world.primary_revision.as_deref(), Some("rev1"));
@@ -920,7 +1107,7 @@ fn a_rollback_webhook_ends_a_release_held_at_a_closed_traffic_increase_gate() {
         world.gates.rollback = Some(true);
         world.tick();
         assert_eq!(world.status.phase, Phase::Failed, "{spec:?}");
-        assert_eq!(world.router, Some(Weights::ALL_PRIMARY));
+        assert_eq!(world.router, Some(Weights::ALL_PRIMARY.into()));
     }
 }
 
@@ -966,7 +1153,7 @@ fn opting_out_restores_the_original_before_removing_the_machinery() {
     assert!(world.log.contains(&Action::RemoveMachinery));
     assert_eq!(
         world.router,
-        Some(Weights::ALL_PRIMARY),
+        Some(Weights::ALL_PRIMARY.into()),
         "traffic untouched"
     );
 }
@@ -1009,7 +1196,7 @@ fn any_observations() -> impl proptest::strategy::Strategy<Value = Observations>
                 ready: p.0,
                 revision: p.1.map(Into::into),
             },
-            router: router.map(Weights::to_canary),
+            router: router.map(|w| Weights::to_canary(w).into()),
             checks: checks.map(|(sr, lat)| builtin_checks(&spec(), sr, lat)),
             gates: Gates {
                 confirm_rollout: g.0,
@@ -1078,7 +1265,7 @@ proptest! {
             let now = Time(Timestamp::from_second(seconds).unwrap_or_default());
             let (actions, next) = step(&status, &obs, now, &spec);
             for (i, action) in actions.iter().enumerate() {
-                if let Action::SetWeights(w) = action {
+                if let Action::SetRoute(Route { weights: w, .. }) = action {
                     prop_assert_eq!(w.primary() + w.canary(), 100);
                     prop_assert!(w.canary() <= 100);
                     prop_assert!(w.canary() == 0 || obs.canary.ready, "traffic to an unready canary");
@@ -1088,9 +1275,9 @@ proptest! {
                 // down once the primary is known Ready or traffic is off the canary.
                 if matches!(action, Action::ScaleCanaryToZero) {
                     let weights_after = actions.iter().find_map(|a| match a {
-                        Action::SetWeights(w) => Some(*w),
+                        Action::SetRoute(r) => Some(r.weights),
                         _ => None,
-                    }).or(obs.router);
+                    }).or(obs.router.as_ref().map(|r| r.weights));
                     prop_assert!(weights_after.is_none_or(|w| w.canary() == 0) || !obs.canary.ready);
                 }
             }
