@@ -326,7 +326,9 @@ async fn cert_manager_issues_the_overlays_certificates_injects_the_ca_and_renews
             if ca_ready && ready {
                 Ok(revision)
             } else {
-                Err(format!("Ready: {CA_CERTIFICATE} {ca_ready}, {SERVING_CERTIFICATE} {ready}"))
+                Err(format!(
+                    "Ready: {CA_CERTIFICATE} {ca_ready}, {SERVING_CERTIFICATE} {ready}"
+                ))
             }
         },
     )
@@ -341,7 +343,10 @@ async fn cert_manager_issues_the_overlays_certificates_injects_the_ca_and_renews
     let ca_cert = base64::engine::general_purpose::STANDARD
         .decode(ca_secret["data"]["tls.crt"].as_str().expect("CA tls.crt"))
         .expect("base64");
-    assert_eq!(ca, ca_cert, "ca.crt of {SERVING_SECRET} is the CA {CA_CERTIFICATE}");
+    assert_eq!(
+        ca, ca_cert,
+        "ca.crt of {SERVING_SECRET} is the CA {CA_CERTIFICATE}"
+    );
     assert_ne!(pair[0], ca, "the serving certificate is not the CA");
 
     wait_until(
@@ -358,7 +363,9 @@ async fn cert_manager_issues_the_overlays_certificates_injects_the_ca_and_renews
     );
 
     // What the API server would do: trust the caBundle it was given, check the name.
-    let bundle = published_bundles(&copies.names).expect("bundles")[0].1.clone();
+    let bundle = published_bundles(&copies.names).expect("bundles")[0]
+        .1
+        .clone();
     for name in DNS_NAMES {
         handshake(&pair, &bundle, name)
             .await
@@ -412,7 +419,10 @@ async fn cert_manager_issues_the_overlays_certificates_injects_the_ca_and_renews
         "measured: renewal served {:.2}s after the Issuing condition",
         renew_asked.elapsed().as_secs_f64()
     );
-    assert_ne!(renewed[1], pair[1], "rotationPolicy Always: a new private key");
+    assert_ne!(
+        renewed[1], pair[1],
+        "rotationPolicy Always: a new private key"
+    );
     assert_eq!(renewed[2], ca, "the renewed pair is issued by the same CA");
     for name in DNS_NAMES {
         handshake(&renewed, &bundle, name)
