@@ -74,7 +74,8 @@ ENV
 up() {
   mkdir -p "$C"
   exec 9>"$C/.lock"; flock 9
-  [ -f "$KUBECONFIG_FILE" ] || "$ROOT/hack/cluster.sh" up
+  # Idempotent: returns at once when the cluster runs (a kubeconfig left by `down` is no sign).
+  "$ROOT/hack/cluster.sh" up
   local bindir
   bindir=$("$ROOT/hack/deps.sh" cert-manager)
   BIN=$bindir/cert-manager
