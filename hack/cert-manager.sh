@@ -29,7 +29,7 @@ CLUSTER_RESOURCE_NAMESPACE=cert-manager
 PROCESSES="controller cainjector"
 kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 metrics_up() { curl -fsS -o /dev/null "http://127.0.0.1:$(cat "$C/$1.metrics-port")/metrics"; }
-started() { grep -q '"controllers started"\|controllers started' "$C/controller.log"; }
+started() { grep -q 'controllers started' "$C/controller.log"; }
 
 # running NAME: the process is alive, started after the cluster, this script and the binary it
 # runs were last changed, and answers on its metrics port.

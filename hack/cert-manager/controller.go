@@ -6,6 +6,7 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"time"
 
 	controllerpkg "github.com/cert-manager/cert-manager/pkg/controller"
 	logf "github.com/cert-manager/cert-manager/pkg/logs"
@@ -59,8 +60,8 @@ func runController(ctx context.Context, o options) error {
 		},
 		CertificateOptions: controllerpkg.CertificateOptions{
 			// cert-manager's own defaults (its controller flags).
-			CertificateRequestMinimumBackoffDuration: 3600e9,
-			CertificateRequestMaximumBackoffDuration: 32 * 3600e9,
+			CertificateRequestMinimumBackoffDuration: time.Hour,
+			CertificateRequestMaximumBackoffDuration: 32 * time.Hour,
 		},
 	})
 	if err != nil {
