@@ -6,7 +6,7 @@ CARGO ?= cargo
 # rebuilds target/*/serin differently under a running Serin. The image builds without them.
 CARGO_FEATURES ?= --features dev-tools
 
-.PHONY: all build deps cluster-up cluster-down up down lint test test-unit test-e2e test-lifecycle demo bench clean in-cluster test-in-cluster data-plane
+.PHONY: all build deps cluster-up cluster-down cert-manager up down lint test test-unit test-e2e test-lifecycle demo bench clean in-cluster test-in-cluster data-plane
 
 all: build
 
@@ -22,6 +22,10 @@ cluster-up:
 
 cluster-down:
 	hack/cluster.sh down
+
+# cert-manager (its CRDs, controller and cainjector on the host; docs/development.md).
+cert-manager:
+	hack/cert-manager.sh up
 
 # The real node (kubelet + containerd + CNI, docs/real-node.md), its pods registered with
 # Prometheus, and Traefik as its Gateway API data plane come up beside kwok's fake node.
@@ -41,6 +45,7 @@ data-plane: cluster-up
 down:
 	hack/in-cluster.sh down
 	hack/traefik.sh down
+	hack/cert-manager.sh down
 	hack/podtargets.sh down
 	hack/node.sh down
 	hack/serin.sh down
