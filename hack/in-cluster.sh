@@ -163,6 +163,8 @@ up() {
   local t0; t0=$(date +%s)
   "$ROOT/hack/cluster.sh" status || die "the cluster is not running (make up first)"
   node_env
+  # cert-manager's CRDs, controller and cainjector (on the host) before its Component.
+  if [ "$CERTS" = cert-manager ]; then "$ROOT/hack/cert-manager.sh" up; fi
   # The CRDs Serin's releases use (SMI, Gateway API, Gloo); Serin's own come with the
   # overlay, their conversion through the Service.
   SERIN_OWN_CRDS=skip "$ROOT/hack/crds.sh" up

@@ -35,10 +35,17 @@ const RELEASE: Duration = Duration::from_secs(120);
 
 /// `make in-cluster` (idempotent), with extra `SERIN_*` settings for the pods when given.
 fn in_cluster(extra_env: &str) {
+    install("self-signed", extra_env);
+}
+
+/// `hack/in-cluster.sh up` with the certificates from `certs` (`self-signed` or
+/// `cert-manager`).
+fn install(certs: &str, extra_env: &str) {
     support::kubeconfig();
     support::simulator();
     let status = Command::new(repo_root().join("hack/in-cluster.sh"))
         .arg("up")
+        .env("CERTS", certs)
         .env("IN_CLUSTER_ENV", extra_env)
         .status()
         .expect("run hack/in-cluster.sh");
@@ -663,36 +670,10 @@ async fn self_signed_certificates_rotate_in_the_cluster_without_a_failed_review(
             }
         })
     };
-    let mut reviews = tokio::task::JoinSet::new();
-    for worker in 0..4 {
-        let (stop, deployments) = (stop.clone(), deployments.clone());
-        reviews.spawn(async move {
-            let (mut ok, mut failed) = (0u64, Vec::new());
-            let mut i = 0;
-            while !stop.load(Ordering::SeqCst) {
-                i += 1;
-                let d: Deployment = serde_json::from_value(opted_in(&format!("w{worker}-{i}")))
-                    .expect("deployment");
-                let dry = PostParams {
-                    dry_run: true,
-                    ..PostParams::default()
-                };
-                match deployments.create(&dry, &d).await {
-                    Ok(_) => ok += 1,
-                    Err(e) => failed.push(e.to_string()),
-                }
-            }
-            (ok, failed)
-        });
-    }
+    let reviews = Reviews::start(&deployments);
     tokio::time::sleep(REVIEWS_FOR).await;
     stop.store(true, Ordering::SeqCst);
-    let (mut ok, mut failed) = (0, Vec::new());
-    while let Some(r) = reviews.join_next().await {
-        let (o, f) = r.expect("review worker");
-        ok += o;
-        failed.extend(f);
-    }
+    let (ok, failed) = reviews.finish().await;
     watcher.await.expect("watcher");
     let rotations = seen.lock().expect("lock").len().saturating_sub(1);
     println!(
@@ -714,6 +695,54 @@ async fn self_signed_certificates_rotate_in_the_cluster_without_a_failed_review(
     in_cluster("");
 }
 
+/// Dry-run creates of opted-in Deployments through the API server, four at a time, which it
+/// sends to Serin's webhooks through the Service until `finish`.
+struct Reviews {
+    stop: Arc<AtomicBool>,
+    workers: tokio::task::JoinSet<(u64, Vec<String>)>,
+}
+
+impl Reviews {
+    fn start(deployments: &Api<Deployment>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut workers = tokio::task::JoinSet::new();
+        for worker in 0..4 {
+            let (stop, deployments) = (stop.clone(), deployments.clone());
+            workers.spawn(async move {
+                let (mut ok, mut failed) = (0u64, Vec::new());
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    i += 1;
+                    let d: Deployment = serde_json::from_value(opted_in(&format!("w{worker}-{i}")))
+                        .expect("deployment");
+                    let dry = PostParams {
+                        dry_run: true,
+                        ..PostParams::default()
+                    };
+                    match deployments.create(&dry, &d).await {
+                        Ok(_) => ok += 1,
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (ok, failed)
+            });
+        }
+        Self { stop, workers }
+    }
+
+    /// Stops the reviews; how many passed, and the errors of those that failed.
+    async fn finish(mut self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let (mut ok, mut failed) = (0, Vec::new());
+        while let Some(r) = self.workers.join_next().await {
+            let (o, f) = r.expect("review worker");
+            ok += o;
+            failed.extend(f);
+        }
+        (ok, failed)
+    }
+}
+
 /// A valid opted-in Deployment: the mutating and validating webhooks both review it.
 fn opted_in(name: &str) -> Value {
     json!({
@@ -729,4 +758,160 @@ fn opted_in(name: &str) -> Value {
             }
         }
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// cert-manager
+
+/// The serial of the certificate a replica serves, read by a TLS handshake from the host
+/// (which reaches the pods' addresses on the node's bridge).
+fn served_serial(pod_ip: &str) -> Result<String, String> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect {pod_ip}:8443 -servername serin.serin-system.svc </dev/null 2>/dev/null | openssl x509 -noout -serial"
+        ))
+        .output()
+        .map_err(|e| e.to_string())?;
+    let serial = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    match serial.strip_prefix("serial=") {
+        Some(s) if !s.is_empty() => Ok(s.to_owned()),
+        _ => Err(format!(
+            "no certificate from {pod_ip}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )),
+    }
+}
+
+/// The serial of the certificate in the Secret serin-system/serin-tls.
+fn secret_serial() -> Result<String, String> {
+    let (ok, out, err) = kubectl(
+        &[
+            "-n",
+            NS,
+            "get",
+            "secret",
+            "serin-tls",
+            "-o",
+            "jsonpath={.data.tls\\.crt}",
+        ],
+        None,
+    );
+    if !ok {
+        return Err(err);
+    }
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf %s '{out}' | base64 -d | openssl x509 -noout -serial"
+        ))
+        .output()
+        .map_err(|e| e.to_string())?;
+    let serial = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    serial
+        .strip_prefix("serial=")
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no certificate in serin-tls: {serial}"))
+}
+
+async fn pod_ips(client: &Client) -> Vec<String> {
+    serin_pods(client)
+        .await
+        .iter()
+        .filter(|p| ready(p))
+        .filter_map(|p| p.status.as_ref().and_then(|s| s.pod_ip.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "e2e: needs the local environment (make test-in-cluster)"]
+async fn cert_manager_certificates_are_served_and_a_renewal_fails_no_review() {
+    install("cert-manager", "");
+    let client = support::client().await;
+    let ns = TestNamespace::create(&client, "cm-renewal").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+
+    // Both replicas serve the pair cert-manager issued, and the API server trusts it with the
+    // caBundle the cainjector wrote.
+    let issued = secret_serial().expect("the Secret serin-tls");
+    for ip in pod_ips(&client).await {
+        assert_eq!(
+            served_serial(&ip).as_deref(),
+            Ok(issued.as_str()),
+            "served by {ip}"
+        );
+    }
+    refused_through_the_service(&ns.name).expect("the webhook with cert-manager's CA");
+
+    // A renewal the way `cmctl renew` asks for one, while reviews stream.
+    let reviews = Reviews::start(&deployments);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let condition = json!({"status": {"conditions": [{
+        "type": "Issuing", "status": "True", "reason": "ManuallyTriggered",
+        "message": "renewal asked by tests/e2e_in_cluster.rs",
+        "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    }]}});
+    let (ok, _, err) = kubectl(
+        &[
+            "-n",
+            NS,
+            "patch",
+            "certificate",
+            "serin-serving",
+            "--subresource",
+            "status",
+            "--type",
+            "merge",
+            "-p",
+            &condition.to_string(),
+        ],
+        None,
+    );
+    assert!(ok, "asking for a renewal: {err}");
+    let asked = Instant::now();
+    let renewed = wait_until(
+        "a new pair in serin-tls",
+        Duration::from_secs(60),
+        || async {
+            match secret_serial() {
+                Ok(s) if s != issued => Ok(s),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let in_secret = asked.elapsed();
+    // The kubelet updates the mounted Secret on its own schedule (up to about a minute), then
+    // each replica reloads the pair.
+    wait_until(
+        "both replicas to serve the renewed pair",
+        Duration::from_secs(150),
+        || async {
+            let ips = pod_ips(&client).await;
+            let serials: Vec<_> = ips.iter().map(|ip| served_serial(ip)).collect();
+            match ips.len() == 2 && serials.iter().all(|s| s.as_deref() == Ok(renewed.as_str())) {
+                true => Ok(()),
+                false => Err(format!("{serials:?}")),
+            }
+        },
+    )
+    .await;
+    let served = asked.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (ok, failed) = reviews.finish().await;
+    println!(
+        "cert-manager renewal: new pair in the Secret {:.1}s after the request, served by both \
+         replicas after {:.1}s; {ok} reviews meanwhile, {} failed",
+        in_secret.as_secs_f64(),
+        served.as_secs_f64(),
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "reviews failed during the renewal: {failed:#?}"
+    );
+    assert!(ok > 50, "too few reviews to prove anything: {ok}");
+    no_forbidden_answer(&logs());
+    // Back to the self-signed installation the other tests use.
+    in_cluster("");
 }
