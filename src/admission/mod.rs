@@ -11,6 +11,7 @@
 //! `POST /validate/managed` protects the objects Serin manages from everyone else's updates
 //! and deletes ([`protect`]).
 
+pub mod daemonsets;
 pub mod deployments;
 pub mod protect;
 pub mod resources;

@@ -68,11 +68,7 @@ pub async fn inject(injector: &Injector, deploy: &Deployment) -> Result<Vec<Stri
         .await?
         .is_none()
     {
-        let template = deploy
-            .spec
-            .as_ref()
-            .map(|s| s.template.clone())
-            .unwrap_or_default();
+        let template = release::release_template(deploy);
         let configs = release.tracked_configs(&template).await?;
         let tracked: Vec<TrackedConfig> = configs.iter().map(Config::tracked).collect();
         release.copy_configs(&configs).await?;
@@ -100,12 +96,7 @@ impl Release<'_> {
     /// and the replicas the user wants.
     pub(super) async fn read(&self) -> Result<Read, Error> {
         let primary = self.primary(&release::primary_name(&self.name)).await?;
-        let template = self
-            .deploy
-            .spec
-            .as_ref()
-            .map(|s| s.template.clone())
-            .unwrap_or_default();
+        let template = release::release_template(self.deploy);
         let configs = self.tracked_configs(&template).await?;
         let tracked: Vec<TrackedConfig> = configs.iter().map(Config::tracked).collect();
         let revision = release::revision(&template, &tracked);
