@@ -45,7 +45,7 @@ pub(super) async fn reconcile(
             );
             let reason = Reason::InvalidConfiguration;
             let warning = EventType::Warning;
-            ctx.publish(&deploy, canary.as_ref(), warning, reason, message)
+            ctx.publish(deploy.as_ref(), canary.as_ref(), warning, reason, message)
                 .await;
             return Ok(Requeue::await_change());
         }

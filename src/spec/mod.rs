@@ -31,7 +31,7 @@ pub use model::{
     UnknownProvider,
 };
 pub use schema::annotation_schema;
-pub use workload::{IDLE_NODE_LABEL, Workload, WorkloadKind};
+pub use workload::{IDLE_NODE_LABEL, Workload, WorkloadKind, object_reference};
 
 use annotations::Key;
 

@@ -5,7 +5,7 @@
 //! `release::daemonset` and `release::observe`.
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::core::v1::{ObjectReference, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 /// The node-selector label that keeps an idle canary DaemonSet off every node (no node
@@ -48,7 +48,7 @@ impl std::fmt::Display for WorkloadKind {
 }
 
 /// What the release reads of a workload, whatever its kind.
-pub trait Workload {
+pub trait Workload: Send + Sync {
     fn kind(&self) -> WorkloadKind;
     fn meta(&self) -> &ObjectMeta;
     fn selector(&self) -> Option<&LabelSelector>;
@@ -82,5 +82,47 @@ impl Workload for DaemonSet {
     }
     fn template(&self) -> Option<&PodTemplateSpec> {
         self.spec.as_ref().map(|s| &s.template)
+    }
+}
+
+/// The reference Events use for `workload` (kind, apiVersion, namespace, name, uid), as
+/// kube's `Resource::object_ref` makes it for a typed object.
+pub fn object_reference(workload: &dyn Workload) -> ObjectReference {
+    let meta = workload.meta();
+    let kind = workload.kind();
+    ObjectReference {
+        api_version: Some(kind.api_version().to_owned()),
+        kind: Some(kind.as_str().to_owned()),
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::Resource;
+
+    #[test]
+    fn a_workloads_reference_is_the_one_kube_makes_for_it() {
+        let meta = ObjectMeta {
+            name: Some("agent".into()),
+            namespace: Some("prod".into()),
+            uid: Some("u-1".into()),
+            resource_version: Some("7".into()),
+            ..Default::default()
+        };
+        let daemonset = DaemonSet {
+            metadata: meta.clone(),
+            ..Default::default()
+        };
+        assert_eq!(object_reference(&daemonset), daemonset.object_ref(&()));
+        let deployment = Deployment {
+            metadata: meta,
+            ..Default::default()
+        };
+        assert_eq!(object_reference(&deployment), deployment.object_ref(&()));
     }
 }
