@@ -47,7 +47,7 @@ impl Release<'_> {
         );
         self.queue_alerts(reason, &message);
         self.ctx
-            .publish(self.deploy, self.canary.as_ref(), type_, reason, message)
+            .publish(&self.deploy, self.canary.as_ref(), type_, reason, message)
             .await;
     }
 
@@ -85,7 +85,7 @@ impl Release<'_> {
                 .unwrap_or_else(|p| p.into_inner()),
         );
         self.ctx
-            .send_alerts(self.deploy, self.hooks.alerts.clone(), outbox);
+            .send_alerts(&self.deploy, self.hooks.alerts.clone(), outbox);
     }
 }
 

@@ -26,6 +26,7 @@ pub mod requests;
 mod routing;
 mod status;
 mod watches;
+mod workload;
 
 pub use context::{Context, Error, FIELD_MANAGER, Options};
 pub use failures::RETRY_AFTER;
