@@ -13,8 +13,9 @@
 //!   never carries it) must not start the canary on every node. A new pod template is a new
 //!   revision, and the controller wakes the canary for its analysis.
 //!
-//! Not yet served: the controller does not release DaemonSets yet, so neither the webhook
-//! routes nor `manifests/webhook.yaml` send DaemonSets here (docs/status.md).
+//! Served at `POST /mutate/daemonsets` (and `/validate/daemonsets` with the Deployments'
+//! validation). Nothing is injected at admission: the controller creates a DaemonSet's
+//! primary, Services and Canary on its first reconcile.
 
 use std::collections::BTreeMap;
 
