@@ -116,7 +116,7 @@ pub enum Template {
 /// Reads a Deployment's configuration with the policies' defaults filled in where the user
 /// wrote nothing: the same reading the mutating webhook writes back.
 /// A DaemonSet is read the same way ([`spec::Workload`]).
-pub fn read<W: Workload>(workload: &W, defaults: &PolicyDefaults) -> Result<OptIn, spec::Problems> {
+pub fn read(workload: &dyn Workload, defaults: &PolicyDefaults) -> Result<OptIn, spec::Problems> {
     match workload.meta().annotations.as_ref() {
         Some(annotations) if opted_in(workload) && *defaults != PolicyDefaults::default() => {
             spec::read_workload_with(workload, &policy::fill_defaults(annotations, defaults))
@@ -153,7 +153,7 @@ impl Judgement {
 
 /// Judges a Deployment in `namespace`: its configuration (policy defaults filled), the
 /// `AnalysisTemplate` it names, and the findings of the policies covering it.
-pub fn judge<W: Workload>(workload: &W, namespace: &str, view: &PolicyView) -> Judgement {
+pub fn judge(workload: &dyn Workload, namespace: &str, view: &PolicyView) -> Judgement {
     let name = workload.meta().name.as_deref().unwrap_or_default();
     let kind = workload.kind();
     let count_of = |count: usize, one: &str, many: &str| match count {

@@ -217,7 +217,10 @@ fn claims_names<W: Workload + kube::Resource>(
     req: &AdmissionRequest<W>,
     canary: &crate::spec::CanarySpec,
 ) -> bool {
-    let before = req.old_object.as_ref().map(crate::spec::read_workload);
+    let before = req
+        .old_object
+        .as_ref()
+        .map(|old| crate::spec::read_workload(old));
     !matches!(
         before,
         Some(Ok(crate::spec::OptIn::Enabled(old))) if old.service == canary.service

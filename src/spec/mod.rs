@@ -153,7 +153,7 @@ pub fn read_deployment_with(
 }
 
 /// [`read_deployment`] for any [`Workload`] (a Deployment or a DaemonSet).
-pub fn read_workload<W: Workload>(workload: &W) -> Result<OptIn, Problems> {
+pub fn read_workload(workload: &dyn Workload) -> Result<OptIn, Problems> {
     match &workload.meta().annotations {
         Some(annotations) => read_workload_with(workload, annotations),
         None => Ok(OptIn::Absent),
@@ -162,13 +162,13 @@ pub fn read_workload<W: Workload>(workload: &W) -> Result<OptIn, Problems> {
 
 /// [`read_deployment_with`] for any [`Workload`]. A DaemonSet runs one pod per node and has
 /// no replica count: what sizes one (`serin.dev/desired-replicas`) is refused on it.
-pub fn read_workload_with<W: Workload>(
-    workload: &W,
+pub fn read_workload_with(
+    workload: &dyn Workload,
     annotations: &BTreeMap<String, String>,
 ) -> Result<OptIn, Problems> {
     let name = workload.meta().name.as_deref().unwrap_or_default();
     let pod = workload.template().and_then(|t| t.spec.as_ref());
-    let read = read(name, annotations, pod, Some(workload as &dyn Workload));
+    let read = read(name, annotations, pod, Some(workload));
     if workload.kind().has_replicas() || !annotations.contains_key(DESIRED_REPLICAS) {
         return read;
     }
