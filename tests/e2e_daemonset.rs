@@ -46,7 +46,9 @@ fn node_selector(ns: &str, name: &str) -> serde_json::Value {
 }
 
 fn ready_on_nodes(ns: &str, name: &str) -> i64 {
-    field(ns, name, "{.status.numberReady}").parse().unwrap_or(0)
+    field(ns, name, "{.status.numberReady}")
+        .parse()
+        .unwrap_or(0)
 }
 
 /// Opts `agent` in at version 1 and waits until its primary serves on the node.
@@ -111,7 +113,10 @@ async fn a_bad_daemonset_release_is_rolled_back_and_its_primary_left_alone() {
     };
     apply(&daemonset(ns, &broken));
     wait_phase(&client, ns, "agent", Phase::Failed, RELEASE).await;
-    assert!(image(ns, "agent-primary").ends_with(":1"), "primary untouched");
+    assert!(
+        image(ns, "agent-primary").ends_with(":1"),
+        "primary untouched"
+    );
     assert!(ready_on_nodes(ns, "agent-primary") >= 1);
     wait_until("the canary idle after the rollback", SETTLE, || async {
         match ready_on_nodes(ns, "agent") {
@@ -133,7 +138,14 @@ async fn kubectl_set_image_starts_a_release_and_never_takes_the_primary_off_its_
     opt_in(&client, ns).await;
 
     let (ok, _, stderr) = kubectl(
-        &["-n", ns, "set", "image", "daemonset/agent", "app=example.invalid/agent:3"],
+        &[
+            "-n",
+            ns,
+            "set",
+            "image",
+            "daemonset/agent",
+            "app=example.invalid/agent:3",
+        ],
         None,
     );
     assert!(ok, "kubectl set image: {stderr}");
@@ -150,7 +162,10 @@ async fn kubectl_set_image_starts_a_release_and_never_takes_the_primary_off_its_
         if status.phase == Phase::Succeeded && seen_progressing {
             break;
         }
-        assert!(status.phase != Phase::Failed, "the release failed: {status:?}");
+        assert!(
+            status.phase != Phase::Failed,
+            "the release failed: {status:?}"
+        );
         assert!(
             tokio::time::Instant::now() < deadline,
             "no promotion in {RELEASE:?}: {status:?}"

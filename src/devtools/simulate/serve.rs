@@ -262,10 +262,15 @@ struct Workloads {
 
 impl Workloads {
     fn get(&self, namespace: &str, name: &str) -> Option<Arc<Deployment>> {
-        if let Some(found) = self.deployments.get(&ObjectRef::new(name).within(namespace)) {
+        if let Some(found) = self
+            .deployments
+            .get(&ObjectRef::new(name).within(namespace))
+        {
             return Some(found);
         }
-        let daemonset = self.daemonsets.get(&ObjectRef::new(name).within(namespace))?;
+        let daemonset = self
+            .daemonsets
+            .get(&ObjectRef::new(name).within(namespace))?;
         Some(Arc::new(as_version(&daemonset)))
     }
 }
