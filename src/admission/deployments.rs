@@ -16,14 +16,14 @@ use std::collections::BTreeMap;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::core::admission::{AdmissionResponse, Operation};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use serde_json::Value;
 
 use super::review::DeploymentRequest;
 use crate::crd::{AnalysisTemplateSpec, Enforcement, PolicyDefaults};
 use crate::policy::{self, Finding, NamedPolicy, Names, Release};
 use crate::release::{CANARY_SUFFIX, PRIMARY_SUFFIX, primary_name, requested_replicas};
-use crate::spec::{self, OptIn};
+use crate::spec::{self, OptIn, Workload, WorkloadKind};
 
 /// What the cluster says about a Deployment write beyond the object itself, gathered by the
 /// webhook (from its caches and the API server) before the pure decisions run.
@@ -44,7 +44,12 @@ pub struct PolicyView {
 /// itself may be the user's own, as before opting in (Serin points it at the primary and
 /// gives it back on opt-out, as Flagger does), unless another controller owns it or Serin
 /// manages it for another Deployment.
-pub fn name_conflicts(name: &str, canary: &spec::CanarySpec, names: &Names) -> Vec<String> {
+pub fn name_conflicts(
+    workload: WorkloadKind,
+    name: &str,
+    canary: &spec::CanarySpec,
+    names: &Names,
+) -> Vec<String> {
     let service = &canary.service;
     let mut lines = Vec::new();
     let mut rivals: Vec<&str> = names
@@ -62,7 +67,7 @@ pub fn name_conflicts(name: &str, canary: &spec::CanarySpec, names: &Names) -> V
         ));
     }
     let derived = [
-        ("Deployment", primary_name(name), false),
+        (workload.as_str(), primary_name(name), false),
         ("Service", service.clone(), true),
         ("Service", format!("{service}{PRIMARY_SUFFIX}"), false),
         ("Service", format!("{service}{CANARY_SUFFIX}"), false),
@@ -87,12 +92,12 @@ pub fn name_conflicts(name: &str, canary: &spec::CanarySpec, names: &Names) -> V
             (None, None) if may_be_the_users => continue,
             (None, None) => format!("{kind} {derived:?} exists and is not managed by Serin"),
         };
+        let instead = match kind == workload.as_str() {
+            true => format!("name for this {workload}"),
+            false => "serin.dev/service".to_owned(),
+        };
         lines.push(format!(
-            "{line}; Serin would write over it: rename or delete it, or choose another {}",
-            match kind {
-                "Deployment" => "name for this Deployment",
-                _ => "serin.dev/service",
-            }
+            "{line}; Serin would write over it: rename or delete it, or choose another {instead}"
         ));
     }
     lines
@@ -110,12 +115,13 @@ pub enum Template {
 
 /// Reads a Deployment's configuration with the policies' defaults filled in where the user
 /// wrote nothing: the same reading the mutating webhook writes back.
-pub fn read(deploy: &Deployment, defaults: &PolicyDefaults) -> Result<OptIn, spec::Problems> {
-    match deploy.metadata.annotations.as_ref() {
-        Some(annotations) if opted_in(deploy) && *defaults != PolicyDefaults::default() => {
-            spec::read_deployment_with(deploy, &policy::fill_defaults(annotations, defaults))
+/// A DaemonSet is read the same way ([`spec::Workload`]).
+pub fn read(workload: &dyn Workload, defaults: &PolicyDefaults) -> Result<OptIn, spec::Problems> {
+    match workload.meta().annotations.as_ref() {
+        Some(annotations) if opted_in(workload) && *defaults != PolicyDefaults::default() => {
+            spec::read_workload_with(workload, &policy::fill_defaults(annotations, defaults))
         }
-        _ => spec::read_deployment(deploy),
+        _ => spec::read_workload(workload),
     }
 }
 
@@ -147,19 +153,20 @@ impl Judgement {
 
 /// Judges a Deployment in `namespace`: its configuration (policy defaults filled), the
 /// `AnalysisTemplate` it names, and the findings of the policies covering it.
-pub fn judge(deploy: &Deployment, namespace: &str, view: &PolicyView) -> Judgement {
-    let name = deploy.metadata.name.as_deref().unwrap_or_default();
+pub fn judge(workload: &dyn Workload, namespace: &str, view: &PolicyView) -> Judgement {
+    let name = workload.meta().name.as_deref().unwrap_or_default();
+    let kind = workload.kind();
     let count_of = |count: usize, one: &str, many: &str| match count {
         1 => format!("1 {one}"),
         n => format!("{n} {many}"),
     };
     let defaults = policy::combined_defaults(&view.policies);
-    let opt_in = match read(deploy, &defaults) {
+    let opt_in = match read(workload, &defaults) {
         Ok(opt_in) => opt_in,
         Err(problems) => {
             let count = count_of(problems.len(), "mistake", "mistakes");
             return Judgement::refused(
-                format!("Deployment {name:?}: {count} in its serin.dev annotations:"),
+                format!("{kind} {name:?}: {count} in its serin.dev annotations:"),
                 problems.iter().map(ToString::to_string).collect(),
             );
         }
@@ -167,7 +174,7 @@ pub fn judge(deploy: &Deployment, namespace: &str, view: &PolicyView) -> Judgeme
     if let (OptIn::Enabled(canary), Template::Missing) = (&opt_in, &view.template) {
         let template = canary.analysis.as_deref().unwrap_or_default();
         return Judgement::refused(
-            format!("Deployment {name:?}: 1 mistake in its serin.dev annotations:"),
+            format!("{kind} {name:?}: 1 mistake in its serin.dev annotations:"),
             vec![format!(
                 "serin.dev/analysis: AnalysisTemplate {template:?} does not exist in namespace \
                  {namespace:?}; create it first"
@@ -175,11 +182,11 @@ pub fn judge(deploy: &Deployment, namespace: &str, view: &PolicyView) -> Judgeme
         );
     }
     if let (OptIn::Enabled(canary), Some(names)) = (&opt_in, &view.names) {
-        let conflicts = name_conflicts(name, canary, names);
+        let conflicts = name_conflicts(kind, name, canary, names);
         if !conflicts.is_empty() {
             let count = conflicts.len();
             return Judgement::refused(
-                format!("Deployment {name:?}: names its release needs are taken ({count}):"),
+                format!("{kind} {name:?}: names its release needs are taken ({count}):"),
                 conflicts,
             );
         }
@@ -196,20 +203,23 @@ pub fn judge(deploy: &Deployment, namespace: &str, view: &PolicyView) -> Judgeme
     if !denied.is_empty() {
         let count = count_of(denied.len(), "finding", "findings");
         return Judgement::refused(
-            format!("Deployment {name:?}: refused by CanaryPolicy ({count}):"),
+            format!("{kind} {name:?}: refused by CanaryPolicy ({count}):"),
             denied.iter().map(ToString::to_string).collect(),
         );
     }
     let warnings = warned
         .iter()
-        .map(|f| format!("Deployment {name:?}: {f} [enforcement: warn]"))
+        .map(|f| format!("{kind} {name:?}: {f} [enforcement: warn]"))
         .collect();
     Judgement::Admitted { opt_in, warnings }
 }
 
 /// Refuses a Deployment whose configuration is wrong, names a missing `AnalysisTemplate`, or
 /// breaks a `deny` CanaryPolicy; a `warn` policy's findings become warnings.
-pub fn validate(req: &DeploymentRequest, view: &PolicyView) -> AdmissionResponse {
+pub fn validate<W: Workload + kube::Resource>(
+    req: &AdmissionRequest<W>,
+    view: &PolicyView,
+) -> AdmissionResponse {
     let mut response = AdmissionResponse::from(req);
     let Some(deploy) = req.object.as_ref() else {
         return response; // DELETE: nothing to validate
@@ -293,14 +303,14 @@ pub fn mutate(
 /// An opted-out Deployment stays in the controller's watch until the controller has restored
 /// it and removed the machinery (then Serin removes the label itself): a user's write that
 /// drops the label with the annotations gets it back.
-fn keep_managed_label(
+pub(super) fn keep_managed_label<W: Workload>(
     response: AdmissionResponse,
-    deploy: &Deployment,
-    old: Option<&Deployment>,
+    deploy: &W,
+    old: Option<&W>,
     from_serin: bool,
 ) -> AdmissionResponse {
-    let has_label = |d: &Deployment| {
-        d.metadata
+    let has_label = |d: &W| {
+        d.meta()
             .labels
             .as_ref()
             .is_some_and(|l| l.contains_key(spec::MANAGED_LABEL))
@@ -311,7 +321,7 @@ fn keep_managed_label(
     let label = BTreeMap::from([(spec::MANAGED_LABEL.to_string(), "true".to_string())]);
     let ops = set_entries(
         &["metadata", "labels"],
-        deploy.metadata.labels.as_ref(),
+        deploy.meta().labels.as_ref(),
         label,
     );
     response.clone().with_patch(Patch(ops)).unwrap_or(response)
@@ -358,9 +368,9 @@ fn replica_decision(deploy: &Deployment, old: Option<&Deployment>) -> ReplicaDec
 }
 
 /// `serin.dev/enabled: "true"`, whatever else the annotations say.
-fn opted_in(deploy: &Deployment) -> bool {
-    deploy
-        .metadata
+fn opted_in(workload: &dyn Workload) -> bool {
+    workload
+        .meta()
         .annotations
         .as_ref()
         .and_then(|a| a.get(spec::ENABLED))
@@ -381,7 +391,7 @@ fn template(deploy: &Deployment) -> Option<Value> {
 
 /// JSON Patch operations that make the map at `path` hold `entries` (other keys untouched),
 /// creating the map when the object has none: a patch cannot add a key to a missing map.
-fn set_entries(
+pub(super) fn set_entries(
     path: &[&str],
     existing: Option<&BTreeMap<String, String>>,
     entries: BTreeMap<String, String>,
@@ -1022,7 +1032,7 @@ mod tests {
             services: Vec::new(),
         };
         assert_eq!(
-            name_conflicts("web", &web_spec(), &names),
+            name_conflicts(WorkloadKind::Deployment, "web", &web_spec(), &names),
             [
                 "Deployment \"web-primary\" exists and is not managed by Serin; Serin would \
                  write over it: rename or delete it, or choose another name for this Deployment",
@@ -1059,7 +1069,7 @@ mod tests {
             ],
             services: vec![("web".into(), "web".into()), ("shop".into(), "shop".into())],
         };
-        assert!(name_conflicts("web", &web_spec(), &names).is_empty());
+        assert!(name_conflicts(WorkloadKind::Deployment, "web", &web_spec(), &names).is_empty());
         let req = request("CREATE", "alice", deployment(enabled(), 2, "app:1"), None);
         assert!(validate(&req, &with_names(names)).allowed);
     }
@@ -1073,7 +1083,7 @@ mod tests {
             services: Vec::new(),
         };
         assert_eq!(
-            name_conflicts("web", &web_spec(), &names),
+            name_conflicts(WorkloadKind::Deployment, "web", &web_spec(), &names),
             [
                 "Service \"web\" exists, controlled by Gateway \"edge\", not by Serin; Serin would \
               write over it: rename or delete it, or choose another serin.dev/service"
@@ -1083,7 +1093,10 @@ mod tests {
             objects: vec![occupant("Service", "web", Some("shop"))],
             services: Vec::new(),
         };
-        assert_eq!(name_conflicts("web", &web_spec(), &names).len(), 1);
+        assert_eq!(
+            name_conflicts(WorkloadKind::Deployment, "web", &web_spec(), &names).len(),
+            1
+        );
     }
 
     #[test]
@@ -1099,7 +1112,7 @@ mod tests {
             ],
         };
         assert_eq!(
-            name_conflicts("web", &web_spec(), &names),
+            name_conflicts(WorkloadKind::Deployment, "web", &web_spec(), &names),
             [
                 "serin.dev/service: Service \"web\" is already the apex Service of opted-in \
               Deployment \"web-v1\"; choose another serin.dev/service"

@@ -11,6 +11,7 @@
 //! `POST /validate/managed` protects the objects Serin manages from everyone else's updates
 //! and deletes ([`protect`]).
 
+pub mod daemonsets;
 pub mod deployments;
 pub mod protect;
 pub mod resources;
@@ -30,6 +31,7 @@ use crate::crd::AnalysisTemplateSpec;
 use crate::crd::CanaryPolicySpec;
 use crate::policy::PolicyIndex;
 use crate::server::{Metrics, Outcome};
+use crate::spec::Workload;
 use resources::Checked as _;
 
 /// The username Serin's own writes carry; they pass the mutating webhook untouched.
@@ -56,6 +58,8 @@ pub fn router(state: AdmissionState) -> Router {
     Router::new()
         .route("/validate/deployments", post(validate_deployments))
         .route("/mutate/deployments", post(mutate_deployments))
+        .route("/validate/daemonsets", post(validate_daemonsets))
+        .route("/mutate/daemonsets", post(mutate_daemonsets))
         .route(
             "/validate/analysistemplates",
             post(validate_analysis_templates),
@@ -85,6 +89,42 @@ async fn validate_deployments(
             Err(refusal) => AdmissionResponse::from(req).deny(refusal),
         },
     )
+    .await
+}
+
+/// DaemonSets: the same validation as Deployments ([`deployments::validate`] over
+/// [`crate::spec::Workload`]).
+async fn validate_daemonsets(
+    State(state): State<AdmissionState>,
+    body: Bytes,
+) -> Json<AdmissionReview<DynamicObject>> {
+    let decode = review::decode_daemonset;
+    review(
+        "validate-daemonsets",
+        &state,
+        &body,
+        decode,
+        async |req| match policy_view(&state, req).await {
+            Ok(view) => deployments::validate(req, &view),
+            Err(refusal) => AdmissionResponse::from(req).deny(refusal),
+        },
+    )
+    .await
+}
+
+/// DaemonSets: [`daemonsets::mutate`]. Nothing is injected at admission: the controller
+/// creates a DaemonSet's primary, Services and Canary on its first reconcile.
+async fn mutate_daemonsets(
+    State(state): State<AdmissionState>,
+    body: Bytes,
+) -> Json<AdmissionReview<DynamicObject>> {
+    let serin_user = state.serin_user.clone();
+    let decode = review::decode_daemonset;
+    review("mutate-daemonsets", &state, &body, decode, async |req| {
+        let policies = covering_policies(&state, req).await.unwrap_or_default();
+        let defaults = crate::policy::combined_defaults(&policies);
+        daemonsets::mutate(req, &serin_user, &defaults)
+    })
     .await
 }
 
@@ -125,9 +165,9 @@ async fn mutate_deployments(
 /// The policies covering the Deployment and, for an opted-in one naming a template, that
 /// template. Serin's own writes are not subject to policies. `Err` is a refusal: a policy
 /// that could not be read must not be bypassed.
-async fn policy_view(
+async fn policy_view<W: Workload + kube::Resource>(
     state: &AdmissionState,
-    req: &review::DeploymentRequest,
+    req: &AdmissionRequest<W>,
 ) -> Result<deployments::PolicyView, String> {
     let (Some(index), Some(deploy)) = (&state.policies, &req.object) else {
         return Ok(Default::default());
@@ -144,7 +184,7 @@ async fn policy_view(
     };
     let names = match canary.as_ref().filter(|c| claims_names(req, c)) {
         Some(canary) => {
-            let name = deploy.metadata.name.as_deref().unwrap_or(&req.name);
+            let name = Workload::meta(deploy).name.as_deref().unwrap_or(&req.name);
             Some(index.names(namespace, name, &canary.service).await?)
         }
         None => None,
@@ -173,8 +213,14 @@ async fn policy_view(
 /// its apex Service. An update that keeps them (a new image, a scale) is not looked up again:
 /// the names are Serin's own by then, and a Deployment already released is not refused for a
 /// rival that came later.
-fn claims_names(req: &review::DeploymentRequest, canary: &crate::spec::CanarySpec) -> bool {
-    let before = req.old_object.as_ref().map(crate::spec::read_deployment);
+fn claims_names<W: Workload + kube::Resource>(
+    req: &AdmissionRequest<W>,
+    canary: &crate::spec::CanarySpec,
+) -> bool {
+    let before = req
+        .old_object
+        .as_ref()
+        .map(|old| crate::spec::read_workload(old));
     !matches!(
         before,
         Some(Ok(crate::spec::OptIn::Enabled(old))) if old.service == canary.service
@@ -183,9 +229,9 @@ fn claims_names(req: &review::DeploymentRequest, canary: &crate::spec::CanarySpe
 
 /// The policies covering the Deployment (none for Serin's own writes, or without cluster
 /// access). The mutating webhook needs only these, not the template [`policy_view`] reads.
-async fn covering_policies(
+async fn covering_policies<W: Workload + kube::Resource>(
     state: &AdmissionState,
-    req: &review::DeploymentRequest,
+    req: &AdmissionRequest<W>,
 ) -> Result<Vec<crate::policy::NamedPolicy>, String> {
     let (Some(index), Some(deploy)) = (&state.policies, &req.object) else {
         return Ok(Vec::new());
@@ -195,7 +241,7 @@ async fn covering_policies(
     }
     let namespace = req.namespace.as_deref().unwrap_or_default();
     let no_labels = Default::default();
-    let labels = deploy.metadata.labels.as_ref().unwrap_or(&no_labels);
+    let labels = Workload::meta(deploy).labels.as_ref().unwrap_or(&no_labels);
     index
         .covering(namespace, labels)
         .await
@@ -411,6 +457,58 @@ mod tests {
             serde_json::from_value(body["response"]["patch"].clone()).expect("patch bytes");
         let patch: json_patch::Patch = serde_json::from_slice(&bytes).expect("a JSON Patch");
         assert!(!patch.0.is_empty());
+    }
+
+    /// A review of a DaemonSet `web` (the Deployment fixture's pod template) by `alice`.
+    fn daemonset_review(annotations: Value) -> String {
+        let mut object = fixtures::deployment(annotations);
+        object["kind"] = json!("DaemonSet");
+        if let Some(spec) = object["spec"].as_object_mut() {
+            spec.remove("replicas");
+        }
+        let mut review = fixtures::review("CREATE", "alice", object, None);
+        review["request"]["kind"]["kind"] = json!("DaemonSet");
+        review["request"]["resource"]["resource"] = json!("daemonsets");
+        review.to_string()
+    }
+
+    #[tokio::test]
+    async fn daemonsets_are_validated_and_mutated_on_their_own_routes() {
+        let (app, _) = app();
+        let enabled = json!({"serin.dev/enabled": "true"});
+        let (status, body) =
+            post(app.clone(), "/mutate/daemonsets", daemonset_review(enabled)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["response"]["allowed"], true, "{body}");
+        let bytes: Vec<u8> =
+            serde_json::from_value(body["response"]["patch"].clone()).expect("patch bytes");
+        let patch = String::from_utf8(bytes).expect("utf-8");
+        assert!(
+            patch.contains("/spec/template/spec/nodeSelector"),
+            "{patch}"
+        );
+        assert!(!patch.contains("desired-replicas"), "{patch}");
+
+        let replicas = json!({"serin.dev/enabled": "true", "serin.dev/desired-replicas": "2"});
+        let (_, body) = post(
+            app.clone(),
+            "/validate/daemonsets",
+            daemonset_review(replicas),
+        )
+        .await;
+        assert_eq!(body["response"]["allowed"], false, "{body}");
+        let message = body["response"]["status"]["message"].as_str().unwrap_or("");
+        assert!(message.contains("serin.dev/desired-replicas"), "{message}");
+
+        // A Deployment's review sent to the DaemonSet route is refused naming both kinds.
+        let deployment = review(json!({"serin.dev/enabled": "true"}));
+        let (status, body) = post(app, "/validate/daemonsets", deployment).await;
+        assert_eq!(status, StatusCode::OK);
+        let message = body["response"]["status"]["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains("apps/v1 DaemonSets, not apps/v1 Deployment"),
+            "{message}"
+        );
     }
 
     #[tokio::test]

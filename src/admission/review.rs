@@ -3,7 +3,7 @@
 //! read), never a panic or a 5xx. Malformed includes a review missing what the API server
 //! always sends: a uid, `object` on CREATE and UPDATE, `oldObject` on UPDATE.
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::core::{DynamicObject, TypeMeta};
 use serde_json::Value;
@@ -55,6 +55,38 @@ pub fn decode_deployment(body: &[u8]) -> Result<DeploymentRequest, Invalid> {
         }
     }
     explain(body)
+}
+
+/// Decodes a review of an `apps/v1` DaemonSet, or says why it cannot be read: the envelope
+/// as for any object, then the kind, then the object itself.
+pub fn decode_daemonset(body: &[u8]) -> Result<AdmissionRequest<DaemonSet>, Invalid> {
+    if let Ok(review) = serde_json::from_slice::<AdmissionReview<DaemonSet>>(body) {
+        let api_version_ok = review.types.kind == "AdmissionReview"
+            && review.types.api_version == REVIEW_API_VERSION;
+        let request: Result<AdmissionRequest<DaemonSet>, _> = review.try_into();
+        if let Ok(request) = request {
+            let gvk = &request.kind;
+            let is_daemonset =
+                gvk.group == "apps" && gvk.version == "v1" && gvk.kind == "DaemonSet";
+            if api_version_ok && is_daemonset && missing_part(&request).is_none() {
+                return Ok(request);
+            }
+        }
+    }
+    let request = decode_object(body)?;
+    let refuse = |reason: String| invalid(Some(request.uid.clone()), reason);
+    let gvk = &request.kind;
+    if gvk.group != "apps" || gvk.version != "v1" || gvk.kind != "DaemonSet" {
+        return Err(refuse(format!(
+            "this webhook reviews apps/v1 DaemonSets, not {}/{} {}",
+            gvk.group, gvk.version, gvk.kind
+        )));
+    }
+    Err(refuse(
+        "malformed AdmissionReview: request.object or request.oldObject is not an apps/v1 \
+         DaemonSet"
+            .into(),
+    ))
 }
 
 /// Decodes a review of an object of any kind, or says why it cannot be read. Only the

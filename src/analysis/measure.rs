@@ -41,7 +41,7 @@ use crate::crd::{AnalysisTemplateSpec, HookType};
 use crate::policy::egress::Egress;
 use crate::policy::{NotReady, PolicyIndex};
 use crate::release::{HookKind, MetricCheck, NoData, Phase, ReleaseStatus};
-use crate::spec::CanarySpec;
+use crate::spec::{CanarySpec, Workload};
 
 /// How long an answer may wait for the reconcile that uses it. Answers are picked up within
 /// moments (their task asks for the reconcile); one left longer belongs to a moment that has
@@ -293,7 +293,7 @@ impl<'a> Asker<'a> {
     /// the policies cannot be read (the reconcile is retried).
     pub async fn new(
         measuring: &'a Measuring,
-        deploy: &Deployment,
+        deploy: &dyn Workload,
         namespace: &'a str,
         target: &'a str,
         spec: &'a CanarySpec,
@@ -515,7 +515,7 @@ fn failed_check(name: &str) -> MetricCheck {
 /// not be bypassed because Serin had not read it).
 async fn policy_refusal(
     index: Option<&PolicyIndex>,
-    deploy: &Deployment,
+    deploy: &dyn Workload,
     namespace: &str,
     spec: &CanarySpec,
     template: &AnalysisTemplateSpec,
@@ -524,7 +524,7 @@ async fn policy_refusal(
         return Ok(None);
     };
     let no_labels = BTreeMap::new();
-    let labels = deploy.metadata.labels.as_ref().unwrap_or(&no_labels);
+    let labels = deploy.meta().labels.as_ref().unwrap_or(&no_labels);
     let covering = index.covering(namespace, labels).await?;
     let policies: Vec<&crate::policy::NamedPolicy> = covering.iter().collect();
     let name = spec.analysis.as_deref().unwrap_or("?");

@@ -15,8 +15,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::spec::{Workload, WorkloadKind};
 use clap::Args;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde_json::Value;
@@ -255,26 +256,36 @@ pub fn check_inputs(texts: &[&str], policies: &[NamedPolicy]) -> Vec<(usize, Fin
         }
     }
     for (input, label, value) in all {
-        if kind_of(&value) != ("apps/v1", "Deployment") {
-            continue;
-        }
+        let kind = match kind_of(&value) {
+            ("apps/v1", "Deployment") => WorkloadKind::Deployment,
+            ("apps/v1", "DaemonSet") => WorkloadKind::DaemonSet,
+            _ => continue,
+        };
         let (namespace, name) = name_of(&value);
         let object = match value.pointer("/metadata/namespace") {
-            Some(_) => format!("Deployment {namespace}/{name}"),
-            None => format!("Deployment {name}"),
+            Some(_) => format!("{kind} {namespace}/{name}"),
+            None => format!("{kind} {name}"),
         };
-        let deploy: Deployment = match serde_json::from_value(value) {
+        let decoded: Result<Box<dyn Workload>, _> = match kind {
+            WorkloadKind::Deployment => serde_json::from_value::<Deployment>(value)
+                .map(|d| Box::new(d) as Box<dyn Workload>),
+            WorkloadKind::DaemonSet => {
+                serde_json::from_value::<DaemonSet>(value).map(|d| Box::new(d) as Box<dyn Workload>)
+            }
+        };
+        let deploy = match decoded {
             Ok(deploy) => deploy,
             Err(e) => {
-                let line = format!("not a valid apps/v1 Deployment: {e}");
+                let line = format!("not a valid apps/v1 {kind}: {e}");
                 findings.push((input, Finding::invalid(format!("{object} ({label})"), line)));
                 continue;
             }
         };
+        let deploy = deploy.as_ref();
         let namespace_labels = namespaces.get(&namespace).cloned().unwrap_or_else(|| {
             BTreeMap::from([("kubernetes.io/metadata.name".to_owned(), namespace.clone())])
         });
-        let labels = deploy.metadata.labels.clone().unwrap_or_default();
+        let labels = deploy.meta().labels.clone().unwrap_or_default();
         let subject = Subject {
             namespace_labels: &namespace_labels,
             labels: &labels,
@@ -284,7 +295,7 @@ pub fn check_inputs(texts: &[&str], policies: &[NamedPolicy]) -> Vec<(usize, Fin
             .cloned()
             .collect();
         let named = deploy
-            .metadata
+            .meta()
             .annotations
             .as_ref()
             .and_then(|a| a.get("serin.dev/analysis"))
@@ -297,7 +308,7 @@ pub fn check_inputs(texts: &[&str], policies: &[NamedPolicy]) -> Vec<(usize, Fin
             template,
             names: Some(names.get(&namespace).cloned().unwrap_or_default()),
         };
-        let verdict = match judge(&deploy, &namespace, &view) {
+        let verdict = match judge(deploy, &namespace, &view) {
             Judgement::Admitted {
                 opt_in: OptIn::Enabled(_),
                 warnings,
@@ -411,6 +422,30 @@ spec:
         assert_eq!(findings.len(), 1);
         assert_eq!(findings[0].verdict, Verdict::OptedIn { warnings: vec![] });
         assert_eq!(findings[0].object, "Deployment shop/web");
+    }
+
+    #[test]
+    fn daemonsets_are_checked_like_deployments_and_refused_a_replica_count() {
+        let daemonset = GOOD.replace("kind: Deployment", "kind: DaemonSet");
+        let findings = check_yaml(&daemonset);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].object, "DaemonSet shop/web");
+        assert!(
+            matches!(findings[0].verdict, Verdict::OptedIn { .. }),
+            "{findings:?}"
+        );
+        let sized = daemonset.replace(
+            "    serin.dev/step-weight: \"20\"",
+            "    serin.dev/step-weight: \"20\"\n    serin.dev/desired-replicas: \"3\"",
+        );
+        let findings = check_yaml(&sized);
+        let Verdict::Invalid(lines) = &findings[0].verdict else {
+            panic!("a DaemonSet with a replica count passed: {findings:?}");
+        };
+        assert!(
+            lines[0].starts_with("serin.dev/desired-replicas"),
+            "{lines:?}"
+        );
     }
 
     #[test]

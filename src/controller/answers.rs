@@ -57,7 +57,7 @@ impl Release<'_> {
     ) -> Result<(Driven, Requeue), Error> {
         let template = self.analysis_template().await?;
         // Judged by the CanaryPolicies now, before anything of it is called.
-        let (ctx, deploy, spec) = (self.ctx, self.deploy, &self.spec);
+        let (ctx, deploy, spec) = (self.ctx, &self.deploy, &self.spec);
         let mut asker = analysis::Asker::new(
             &ctx.analysis,
             deploy,

@@ -13,6 +13,7 @@ use kube::runtime::reflector;
 
 use super::events::EventHooks;
 use super::machinery::Config;
+use super::workload::{Primary, Target};
 use super::{cache, lease};
 use crate::crd::Canary;
 use crate::release::{ObjectsError, Tracking};
@@ -177,7 +178,8 @@ impl Context {
 /// The objects of one Deployment, read once per reconcile.
 pub(super) struct Release<'a> {
     pub ctx: &'a Context,
-    pub deploy: &'a Deployment,
+    /// The user's Deployment or DaemonSet.
+    pub deploy: Target<'a>,
     pub namespace: String,
     pub name: String,
     pub spec: CanarySpec,
@@ -194,7 +196,7 @@ pub(super) struct Release<'a> {
 impl<'a> Release<'a> {
     pub(super) fn new(
         ctx: &'a Context,
-        deploy: &'a Deployment,
+        deploy: Target<'a>,
         namespace: String,
         name: String,
         spec: CanarySpec,
@@ -220,7 +222,7 @@ impl<'a> Release<'a> {
 /// What a reconcile reads of the release before deciding: the primary, the tracked configs
 /// as stored, the revision they make with the pod template, and the replicas the user wants.
 pub(super) struct Read {
-    pub primary: Option<Deployment>,
+    pub primary: Option<Primary>,
     pub configs: Vec<Config>,
     pub revision: String,
     pub desired: i32,

@@ -2,9 +2,8 @@
 //! webhooks, and to the chat alerts of the CanaryPolicies covering the Deployment (those
 //! sent once the reconcile ends, in order, in a task of their own: see [`crate::alerts`]).
 
-use k8s_openapi::api::apps::v1::Deployment;
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, Resource};
 
 use super::cache::read_through;
 use super::context::Release;
@@ -13,6 +12,7 @@ use crate::alerts;
 use crate::analysis;
 use crate::crd::Canary;
 use crate::release::{EventType, Phase, Reason};
+use crate::spec::{Workload, object_reference};
 
 /// The `event` webhooks and chat alerts of a release and the payload fields they get.
 #[derive(Default)]
@@ -47,7 +47,7 @@ impl Release<'_> {
         );
         self.queue_alerts(reason, &message);
         self.ctx
-            .publish(self.deploy, self.canary.as_ref(), type_, reason, message)
+            .publish(&self.deploy, self.canary.as_ref(), type_, reason, message)
             .await;
     }
 
@@ -85,7 +85,7 @@ impl Release<'_> {
                 .unwrap_or_else(|p| p.into_inner()),
         );
         self.ctx
-            .send_alerts(self.deploy, self.hooks.alerts.clone(), outbox);
+            .send_alerts(&self.deploy, self.hooks.alerts.clone(), outbox);
     }
 }
 
@@ -96,7 +96,7 @@ impl Context {
     /// call); it changes nothing else.
     pub(super) fn send_alerts(
         &self,
-        deploy: &Deployment,
+        deploy: &dyn Workload,
         alerts: alerts::Alerts,
         outbox: Vec<(alerts::Target, alerts::Message)>,
     ) {
@@ -105,8 +105,8 @@ impl Context {
         }
         let (sender, counts) = (self.alerts.clone(), self.alert_counts.clone());
         let (client, reporter) = (self.client.clone(), self.reporter.clone());
-        let deployment = deploy.object_ref(&());
-        let (namespace, name) = (deploy.namespace().unwrap_or_default(), deploy.name_any());
+        let deployment = object_reference(deploy);
+        let (namespace, name) = (namespace_of(deploy), name_of(deploy));
         let mut by_alert: Vec<(alerts::Target, Vec<alerts::Message>)> = Vec::new();
         for (target, message) in outbox {
             match by_alert.iter_mut().find(|(t, _)| *t == target) {
@@ -160,15 +160,17 @@ impl Context {
     /// The chat alerts of the CanaryPolicies covering `deploy` now (none in the webhook,
     /// which has no policy index of the controller's). None, with a warning, while the
     /// policies cannot be read: alerts never hold up a release.
-    pub(super) async fn alerts_of(&self, deploy: &Deployment) -> alerts::Alerts {
+    pub(super) async fn alerts_of(&self, deploy: &dyn Workload) -> alerts::Alerts {
         let Some(index) = self.analysis.policies.as_deref() else {
             return alerts::Alerts::default();
         };
-        let namespace = deploy.namespace().unwrap_or_default();
-        match index.covering(&namespace, deploy.labels()).await {
+        let namespace = namespace_of(deploy);
+        let no_labels = Default::default();
+        let labels = deploy.meta().labels.as_ref().unwrap_or(&no_labels);
+        match index.covering(&namespace, labels).await {
             Ok(covering) => alerts::Alerts::of(&covering),
             Err(e) => {
-                let deployment = deploy.name_any();
+                let deployment = name_of(deploy);
                 tracing::warn!(
                     namespace,
                     deployment,
@@ -192,14 +194,14 @@ impl Context {
     /// Records an Event on the Deployment and, when it exists, on its Canary.
     pub async fn publish(
         &self,
-        deploy: &Deployment,
+        deploy: &dyn Workload,
         canary: Option<&Canary>,
         type_: EventType,
         reason: Reason,
         message: String,
     ) {
         let reason = reason.as_str();
-        let (namespace, deployment) = (deploy.namespace().unwrap_or_default(), deploy.name_any());
+        let (namespace, deployment) = (namespace_of(deploy), name_of(deploy));
         match type_ {
             EventType::Normal => tracing::info!(namespace, deployment, reason, "{message}"),
             EventType::Warning => tracing::warn!(namespace, deployment, reason, "{message}"),
@@ -215,7 +217,7 @@ impl Context {
             action: reason.to_owned(),
             secondary: None,
         };
-        let mut references = vec![deploy.object_ref(&())];
+        let mut references = vec![object_reference(deploy)];
         references.extend(canary.map(|c| c.object_ref(&())));
         // Both at once: a reconcile waits for its Events, and they are independent.
         let sent = references.iter().map(|reference| {
@@ -242,4 +244,12 @@ fn truncate(text: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &text[..end])
+}
+
+fn namespace_of(workload: &dyn Workload) -> String {
+    workload.meta().namespace.clone().unwrap_or_default()
+}
+
+fn name_of(workload: &dyn Workload) -> String {
+    workload.meta().name.clone().unwrap_or_default()
 }

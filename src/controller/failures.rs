@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::Patch;
 use kube::runtime::controller::Action as Requeue;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, Resource};
 use serde_json::json;
 
 use super::cache::saw;
@@ -22,6 +22,7 @@ use super::context::apply_params;
 use super::{Context, Error};
 use crate::crd::Canary;
 use crate::release::{EventType, Reason};
+use crate::spec::Workload;
 
 /// The type of the condition a failed reconcile sets.
 pub(super) const RECONCILED: &str = "Reconciled";
@@ -100,13 +101,13 @@ fn is_news(key: Key, message: &str, now: Instant) -> bool {
 
 /// Tells the chat alerts of the covering policies that reconciling `deploy` failed (as
 /// often as the Event: once per distinct error, again after [`REPEAT_AFTER`]).
-async fn alert(ctx: &Context, deploy: &Deployment, canary: Option<&Canary>, message: &str) {
+async fn alert(ctx: &Context, deploy: &dyn Workload, canary: Option<&Canary>, message: &str) {
     let alerts = ctx.alerts_of(deploy).await;
     let reason = Reason::ReconcileFailed;
     let release = canary.and_then(|c| c.status.as_ref()).map(|s| &s.release);
     let phase = release.map(|r| r.phase).unwrap_or_default();
     let revision = release.and_then(|r| r.revision.clone()).unwrap_or_default();
-    let (namespace, name) = (deploy.namespace().unwrap_or_default(), deploy.name_any());
+    let (namespace, name) = names_of(deploy);
     let Some(told) =
         crate::alerts::Message::new(&name, &namespace, phase, reason, message, &revision)
     else {
@@ -122,9 +123,10 @@ async fn alert(ctx: &Context, deploy: &Deployment, canary: Option<&Canary>, mess
 
 /// Tells users that reconciling `deploy` failed with `error`; best effort (a failure to tell
 /// is logged, the controller retries the reconcile anyway).
-pub(super) async fn report(ctx: &Context, deploy: &Deployment, error: &str) {
-    let (namespace, name) = (deploy.namespace().unwrap_or_default(), deploy.name_any());
-    let message = format!("Serin cannot reconcile Deployment {name:?}, retrying: {error}");
+pub(super) async fn report(ctx: &Context, deploy: &dyn Workload, error: &str) {
+    let (namespace, name) = names_of(deploy);
+    let kind = deploy.kind();
+    let message = format!("Serin cannot reconcile {kind} {name:?}, retrying: {error}");
     // From the controller's cache when it is current: this runs at every retry.
     let canary = ctx.canary(&namespace, &name).await.ok().flatten();
     if is_news((namespace.clone(), name.clone()), &message, Instant::now()) {
@@ -171,16 +173,20 @@ pub(super) async fn report(ctx: &Context, deploy: &Deployment, error: &str) {
 /// Pause before retrying a failed reconcile.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 
-pub(super) fn error_policy(deploy: Arc<Deployment>, error: &Error, ctx: Arc<Context>) -> Requeue {
+pub(super) fn error_policy<W: Workload + Clone + 'static>(
+    deploy: Arc<W>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Requeue {
     tracing::warn!(
-        namespace = deploy.metadata.namespace.as_deref().unwrap_or(""),
-        deployment = deploy.metadata.name.as_deref().unwrap_or(""),
+        namespace = deploy.meta().namespace.as_deref().unwrap_or(""),
+        deployment = deploy.meta().name.as_deref().unwrap_or(""),
         %error,
         "reconcile failed; retrying"
     );
     // Told where users look (an Event, a Canary condition); off the controller's path.
     let message = describe(error);
-    tokio::spawn(async move { report(&ctx, &deploy, &message).await });
+    tokio::spawn(async move { report(&ctx, deploy.as_ref(), &message).await });
     Requeue::requeue(RETRY_AFTER)
 }
 
@@ -197,6 +203,26 @@ pub(super) async fn counted(
         metrics.observe(result.as_ref().err().map(Error::kind), started.elapsed());
     }
     result
+}
+
+/// [`counted`], for a DaemonSet.
+pub(super) async fn counted_daemonset(
+    metrics: Option<crate::server::Reconciles>,
+    daemonset: Arc<DaemonSet>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, Error> {
+    let started = std::time::Instant::now();
+    let result = super::reconcile::reconcile_daemonset(daemonset, ctx).await;
+    if let Some(metrics) = metrics {
+        metrics.observe(result.as_ref().err().map(Error::kind), started.elapsed());
+    }
+    result
+}
+
+fn names_of(workload: &dyn Workload) -> (String, String) {
+    let meta = workload.meta();
+    let namespace = meta.namespace.clone().unwrap_or_default();
+    (namespace, meta.name.clone().unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -15,13 +15,14 @@ use serde_json::json;
 use super::cache::{read_through, saw};
 use super::context::{Context, Error, apply_params};
 use super::context::{Read, Release};
+use super::workload::{Primary, Target};
 use crate::crd::{Canary, CanaryResourceSpec};
-use crate::release::observe::{self, spec_replicas};
+use crate::release::observe::spec_replicas;
 use crate::release::{
     self, ConfigKind, EventType, OWNER_LABEL, Phase, Reason, ReleaseStatus, TrackedConfig,
 };
 use crate::router::configured_router;
-use crate::spec::{self, MANAGED_LABEL, OptIn};
+use crate::spec::{self, MANAGED_LABEL, OptIn, Workload};
 
 /// What [`inject`] writes with: the webhook's cluster access and the operator's choices of
 /// configs and routers (no caches: the webhook reads from the API server).
@@ -55,24 +56,16 @@ pub async fn inject(injector: &Injector, deploy: &Deployment) -> Result<Vec<Stri
     let name = deploy.name_any();
     let canaries: Api<Canary> = Api::namespaced(ctx.client.clone(), &namespace);
     let canary = canaries.get_opt(&name).await?;
-    let mut release = Release::new(ctx, deploy, namespace, name, spec, router, canary);
+    let target = Target::Deployment(deploy);
+    let mut release = Release::new(ctx, target, namespace, name, spec, router, canary);
     let mut created = Vec::new();
     if release.canary.is_none() {
         release.ensure_canary_object().await?;
         created.push(format!("Canary {}", release.name));
     }
     let primary_name = release::primary_name(&release.name);
-    if release
-        .deployments()
-        .get_opt(&primary_name)
-        .await?
-        .is_none()
-    {
-        let template = deploy
-            .spec
-            .as_ref()
-            .map(|s| s.template.clone())
-            .unwrap_or_default();
+    if release.primary(&primary_name).await?.is_none() {
+        let template = release::release_template(deploy);
         let configs = release.tracked_configs(&template).await?;
         let tracked: Vec<TrackedConfig> = configs.iter().map(Config::tracked).collect();
         release.copy_configs(&configs).await?;
@@ -100,17 +93,11 @@ impl Release<'_> {
     /// and the replicas the user wants.
     pub(super) async fn read(&self) -> Result<Read, Error> {
         let primary = self.primary(&release::primary_name(&self.name)).await?;
-        let template = self
-            .deploy
-            .spec
-            .as_ref()
-            .map(|s| s.template.clone())
-            .unwrap_or_default();
+        let template = release::release_template(&self.deploy);
         let configs = self.tracked_configs(&template).await?;
         let tracked: Vec<TrackedConfig> = configs.iter().map(Config::tracked).collect();
         let revision = release::revision(&template, &tracked);
-        let desired =
-            observe::desired_replicas(self.deploy, primary.as_ref().and_then(spec_replicas));
+        let desired = self.deploy.desired_replicas(primary.as_ref());
         Ok(Read {
             primary,
             configs,
@@ -153,9 +140,17 @@ impl Release<'_> {
             spec: spec_changed,
             generation: self.observed_generation_changed(),
             primary_created: created,
-            primary_ready: observe::primary(read.primary.as_ref()).ready,
+            primary_ready: Primary::observe(read.primary.as_ref()).ready,
         };
         let due = release::repairs(status, &read.revision, changes);
+        if due.services {
+            self.apply_services().await?;
+        }
+        let Target::Deployment(_) = self.deploy else {
+            // No HPA can scale a DaemonSet, nor is a primary DaemonSet sized.
+            self.autoscaled = Some(false);
+            return Ok(due.router);
+        };
         let hpa = self.primary_hpa().await?;
         self.autoscaled = Some(hpa.is_some());
         if let Some(hpa) = &hpa
@@ -163,10 +158,7 @@ impl Release<'_> {
         {
             self.apply_primary_hpa(hpa).await?;
         }
-        if due.services {
-            self.apply_services().await?;
-        }
-        if let Some(p) = read.primary.as_ref() {
+        if let Some(Primary::Deployment(p)) = read.primary.as_ref() {
             self.scale_primary(p, read.desired).await?;
         }
         Ok(due.router)
@@ -178,15 +170,26 @@ impl Release<'_> {
         Api::namespaced(self.ctx.client.clone(), &self.namespace)
     }
 
-    /// The primary, from the controller's cache when it is current (see [`cache`]).
-    pub(super) async fn primary(&self, name: &str) -> Result<Option<Deployment>, Error> {
-        read_through(
-            self.ctx.primaries.as_ref(),
-            &self.deployments(),
-            &self.namespace,
-            name,
-        )
-        .await
+    pub(super) fn daemonsets(&self) -> Api<DaemonSet> {
+        Api::namespaced(self.ctx.client.clone(), &self.namespace)
+    }
+
+    /// The primary, from the controller's cache when it is current (see [`cache`]); a
+    /// primary DaemonSet is read from the API server (the cache holds Deployments).
+    pub(super) async fn primary(&self, name: &str) -> Result<Option<Primary>, Error> {
+        Ok(match self.deploy {
+            Target::Deployment(_) => read_through(
+                self.ctx.primaries.as_ref(),
+                &self.deployments(),
+                &self.namespace,
+                name,
+            )
+            .await?
+            .map(Primary::Deployment),
+            Target::DaemonSet(_) => read_through(None, &self.daemonsets(), &self.namespace, name)
+                .await?
+                .map(Primary::DaemonSet),
+        })
     }
 
     /// The `Canary` object: created when missing, its spec kept equal to the effective
@@ -200,7 +203,7 @@ impl Release<'_> {
         }
         let mut object = Canary::new(&self.name, wanted);
         object.metadata.namespace = Some(self.namespace.clone());
-        object.metadata.owner_references = release::owner_references(self.deploy);
+        object.metadata.owner_references = release::owner_references(&self.deploy);
         object.metadata.labels = Some([(OWNER_LABEL.to_owned(), self.name.clone())].into());
         let api: Api<Canary> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         let applied = api
@@ -215,21 +218,32 @@ impl Release<'_> {
         &mut self,
         revision: &str,
         creating: Creating,
-    ) -> Result<Deployment, Error> {
-        let mut primary = release::primary_deployment(self.deploy, revision, self.ctx.tracking)?;
+    ) -> Result<Primary, Error> {
+        let name = release::primary_name(&self.name);
+        let deploy = match self.deploy {
+            Target::Deployment(deploy) => deploy,
+            Target::DaemonSet(daemonset) => {
+                let primary = release::primary_daemonset(daemonset, revision, self.ctx.tracking)?;
+                let applied = self
+                    .daemonsets()
+                    .patch(&name, &apply_params(), &Patch::Apply(&primary))
+                    .await?;
+                return Ok(Primary::DaemonSet(applied));
+            }
+        };
+        let mut primary = release::primary_deployment(deploy, revision, self.ctx.tracking)?;
         if creating == Creating::No && self.is_autoscaled().await? {
             // The HPA's: a replica count in Serin's apply would take it back at every copy.
             if let Some(spec) = primary.spec.as_mut() {
                 spec.replicas = None;
             }
         }
-        let name = release::primary_name(&self.name);
         let applied = self
             .deployments()
             .patch(&name, &apply_params(), &Patch::Apply(&primary))
             .await?;
         saw(&self.ctx.primaries, &applied.metadata);
-        Ok(applied)
+        Ok(Primary::Deployment(applied))
     }
 
     /// Keeps the primary at the user's replica count (an HPA on the primary owns it instead).
@@ -268,6 +282,9 @@ impl Release<'_> {
     /// primary; `None` when no HPA targets it. From the controller's cache of HPAs (a
     /// request saved on each reconcile), or a LIST in the webhook.
     pub(super) async fn primary_hpa(&self) -> Result<Option<HorizontalPodAutoscaler>, Error> {
+        let Target::Deployment(deploy) = self.deploy else {
+            return Ok(None); // no HPA can scale a DaemonSet
+        };
         let hpas: Vec<Arc<HorizontalPodAutoscaler>> = match &self.ctx.hpas {
             Some(store) => store.state(),
             None => {
@@ -283,7 +300,7 @@ impl Release<'_> {
             {
                 continue; // another namespace's, or a copy of Serin's own
             }
-            if let Some(copy) = release::primary_hpa(&hpa, self.deploy)? {
+            if let Some(copy) = release::primary_hpa(&hpa, deploy)? {
                 return Ok(Some(copy));
             }
         }
@@ -313,8 +330,23 @@ impl Release<'_> {
         Ok(())
     }
 
+    /// A DaemonSet is idled or woken instead ([`release::idle`]).
     pub(super) async fn scale_canary(&self, replicas: i32) -> Result<(), Error> {
-        if spec_replicas(self.deploy) == Some(replicas) {
+        let deploy = match self.deploy {
+            Target::Deployment(deploy) => deploy,
+            Target::DaemonSet(daemonset) => {
+                let idle = release::idle::idle_for(replicas);
+                if release::idle::is_idle(daemonset) == idle {
+                    return Ok(());
+                }
+                let patch = release::idle::idle_patch(idle);
+                self.daemonsets()
+                    .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                return Ok(());
+            }
+        };
+        if spec_replicas(deploy) == Some(replicas) {
             return Ok(());
         }
         self.deployments()
@@ -330,6 +362,9 @@ impl Release<'_> {
     /// Records a count the user gave the Deployment between releases as their request for
     /// the primary; the change of Serin's annotation brings the reconcile that sizes it.
     pub(super) async fn record_desired_replicas(&self, replicas: i32) -> Result<(), Error> {
+        if let Target::DaemonSet(_) = self.deploy {
+            return Ok(()); // nothing sizes a DaemonSet; its canary's size is its idle switch
+        }
         let annotations = json!({ crate::spec::DESIRED_REPLICAS: replicas.to_string() });
         self.deployments()
             .patch(
@@ -343,7 +378,7 @@ impl Release<'_> {
 
     pub(super) async fn apply_services(&self) -> Result<(), Error> {
         let api: Api<Service> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        for service in release::services(self.deploy, &self.spec)? {
+        for service in release::services(&self.deploy, &self.spec)? {
             let name = service.name_any();
             api.patch(&name, &apply_params(), &Patch::Apply(&service))
                 .await?;
@@ -384,14 +419,14 @@ impl Release<'_> {
         for config in configs {
             match config {
                 Config::Map(cm) => {
-                    let copy = release::primary_config_map(cm, self.deploy)?;
+                    let copy = release::primary_config_map(cm, &self.deploy)?;
                     let api: Api<ConfigMap> =
                         Api::namespaced(self.ctx.client.clone(), &self.namespace);
                     api.patch(&copy.name_any(), &apply_params(), &Patch::Apply(&copy))
                         .await?;
                 }
                 Config::Secret(secret) => {
-                    let copy = release::primary_secret(secret, self.deploy)?;
+                    let copy = release::primary_secret(secret, &self.deploy)?;
                     let api: Api<Secret> =
                         Api::namespaced(self.ctx.client.clone(), &self.namespace);
                     api.patch(&copy.name_any(), &apply_params(), &Patch::Apply(&copy))
@@ -407,7 +442,7 @@ impl Release<'_> {
     /// and last the label that put the Deployment in Serin's watch.
     pub(super) async fn remove_machinery(&self) -> Result<(), Error> {
         let services: Api<Service> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        let [apex, primary_svc, canary_svc] = release::services(self.deploy, &self.spec)?;
+        let [apex, primary_svc, canary_svc] = release::services(&self.deploy, &self.spec)?;
         let canary_spec = canary_svc.spec.clone().unwrap_or_default();
         let (original_selector, ports) = (
             canary_spec.selector.unwrap_or_default(),
@@ -433,9 +468,16 @@ impl Release<'_> {
             ignore_missing(services.delete(&svc.name_any(), &delete).await)?;
         }
         let primary = release::primary_name(&self.name);
-        ignore_missing(self.deployments().delete(&primary, &delete).await)?;
-        if let Some(cache) = &self.ctx.primaries {
-            cache.gone(&self.namespace, &primary);
+        match self.deploy {
+            Target::Deployment(_) => {
+                ignore_missing(self.deployments().delete(&primary, &delete).await)?;
+                if let Some(cache) = &self.ctx.primaries {
+                    cache.gone(&self.namespace, &primary);
+                }
+            }
+            Target::DaemonSet(_) => {
+                ignore_missing(self.daemonsets().delete(&primary, &delete).await)?;
+            }
         }
         let maps: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         for cm in maps.list_metadata(&owned).await? {
@@ -500,26 +542,30 @@ pub(super) fn ignore_missing<T>(result: kube::Result<T>) -> Result<(), Error> {
     }
 }
 
-/// Takes the Deployment out of Serin's watch once nothing of Serin's is left.
-pub(super) async fn remove_label(ctx: &Context, deploy: &Deployment) -> Result<(), Error> {
+/// Takes the workload out of Serin's watch once nothing of Serin's is left.
+pub(super) async fn remove_label(ctx: &Context, deploy: Target<'_>) -> Result<(), Error> {
     let has_label = deploy
-        .metadata
+        .meta()
         .labels
         .as_ref()
         .is_some_and(|l| l.contains_key(MANAGED_LABEL));
     if !has_label {
         return Ok(());
     }
-    let Some(namespace) = deploy.namespace() else {
+    let (Some(namespace), Some(name)) = (&deploy.meta().namespace, &deploy.meta().name) else {
         return Ok(());
     };
-    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = json!({"metadata": {"labels": {MANAGED_LABEL: null}}});
-    api.patch(
-        &deploy.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
+    let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+    match deploy {
+        Target::Deployment(_) => {
+            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+            api.patch(name, &params, &patch).await?;
+        }
+        Target::DaemonSet(_) => {
+            let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), namespace);
+            api.patch(name, &params, &patch).await?;
+        }
+    }
     Ok(())
 }

@@ -26,6 +26,7 @@ pub mod requests;
 mod routing;
 mod status;
 mod watches;
+mod workload;
 
 pub use context::{Context, Error, FIELD_MANAGER, Options};
 pub use failures::RETRY_AFTER;
@@ -68,6 +69,7 @@ pub async fn run(
         .clone()
         .map(|metrics| tokio::spawn(metrics::prune_forever(metrics, stores.canaries)));
     let metrics = options.metrics.clone();
+    let (answered, answered_daemonsets) = watches::fan_out(answered);
     let controller = watches::controller(
         &client,
         stores.writers,
@@ -76,6 +78,22 @@ pub async fn run(
         answered,
         options.release_metrics.clone(),
     );
+    let daemonsets = {
+        let metrics = metrics.clone();
+        watches::daemonset_controller(&client, answered_daemonsets)
+            .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                move |daemonset, ctx| failures::counted_daemonset(metrics.clone(), daemonset, ctx),
+                failures::error_policy,
+                ctx.clone(),
+            )
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "daemonset controller");
+                }
+            })
+    };
     let controller = controller
         // Bounded: a thousand reconciles at once would each open a TLS connection to the
         // API server (memory) and only queue there.
@@ -91,8 +109,9 @@ pub async fn run(
                 tracing::debug!(error = %e, "controller");
             }
         });
+    let controllers = futures::future::join(controller, daemonsets);
     let lost = tokio::select! {
-        () = controller => false,
+        _ = controllers => false,
         () = lease::keep(&leases, &options.lease, lease) => true,
     };
     sweeper.abort();

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -14,27 +14,39 @@ use kube::runtime::controller::Action as Requeue;
 use super::context::{Read, Release};
 use super::machinery::{Creating, remove_label};
 use super::requests::{self, StepContext};
+use super::workload::{Primary, Target};
 use super::{Context, Error};
 use crate::analysis;
-use crate::release::observe;
 use crate::release::{self, Action, EventType, Observations, Reason};
 use crate::router::configured_router;
-use crate::spec::{self, OptIn};
+use crate::spec::{self, OptIn, Workload};
 
 pub(super) async fn reconcile(
     deploy: Arc<Deployment>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, Error> {
-    let namespace = deploy.namespace().ok_or(Error::NoNamespace)?;
-    let name = deploy.name_any();
-    // A Deployment on its way out takes what Serin made with it (owner references): making
+    reconcile_workload(Target::Deployment(&deploy), ctx).await
+}
+
+/// The same pipeline for an opted-in DaemonSet.
+pub(super) async fn reconcile_daemonset(
+    daemonset: Arc<DaemonSet>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, Error> {
+    reconcile_workload(Target::DaemonSet(&daemonset), ctx).await
+}
+
+async fn reconcile_workload(deploy: Target<'_>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let namespace = deploy.meta().namespace.clone().ok_or(Error::NoNamespace)?;
+    let name = deploy.meta().name.clone().unwrap_or_default();
+    // A workload on its way out takes what Serin made with it (owner references): making
     // any of it again would only hold up a foreground deletion.
-    if deploy.metadata.deletion_timestamp.is_some() {
+    if deploy.meta().deletion_timestamp.is_some() {
         ctx.forget_metrics(&namespace, &name);
         return Ok(Requeue::await_change());
     }
     let canary = ctx.canary(&namespace, &name).await?;
-    let opted_in = match spec::read_deployment(&deploy) {
+    let opted_in = match spec::read_workload(&deploy) {
         Ok(OptIn::Enabled(spec)) => Some(spec),
         Ok(OptIn::Absent | OptIn::Disabled) => None,
         Err(problems) => {
@@ -54,11 +66,11 @@ pub(super) async fn reconcile(
     let Some(spec) = opted_in.or_else(|| canary.as_ref().map(|c| c.spec.config.clone())) else {
         // Not opted in and nothing of Serin's left: only the label may linger.
         ctx.forget_metrics(&namespace, &name);
-        remove_label(&ctx, &deploy).await?;
+        remove_label(&ctx, deploy).await?;
         return Ok(Requeue::await_change());
     };
     let router = configured_router(spec.provider, &ctx.routers);
-    let mut release = Release::new(&ctx, &deploy, namespace, name, spec, router, canary);
+    let mut release = Release::new(&ctx, deploy, namespace, name, spec, router, canary);
     let result = release.run(is_opted_in).await;
     // What the reconcile told before it ended, even when it failed part way.
     release.send_alerts();
@@ -79,7 +91,7 @@ impl Release<'_> {
             .as_ref()
             .and_then(|c| requests::pending(c.annotations(), stored.last_request.as_ref()));
         // The chat alerts of the covering policies, before any Event of this reconcile.
-        self.hooks.alerts = self.ctx.alerts_of(self.deploy).await;
+        self.hooks.alerts = self.ctx.alerts_of(&self.deploy).await;
         let mut read = self.read().await?;
         let reapply_router = match opted_in {
             true => self.ensure(&status, &mut read).await?,
@@ -88,8 +100,8 @@ impl Release<'_> {
         let obs = Observations {
             revision: read.revision.clone(),
             opted_in,
-            canary: observe::canary(self.deploy, read.desired),
-            primary: observe::primary(read.primary.as_ref()),
+            canary: self.deploy.observe_canary(read.desired),
+            primary: Primary::observe(read.primary.as_ref()),
             router: self.observe_router(&status, reapply_router).await?,
             requests: requests::machine_requests(request.as_ref(), stored.paused),
             ..Default::default()

@@ -35,7 +35,7 @@ impl Release<'_> {
             // no longer named by the router object: only a configuration change leaves any.
             let current: Vec<String> = self
                 .router
-                .companions(self.deploy, &self.spec)?
+                .companions(&self.deploy, &self.spec)?
                 .iter()
                 .map(|c| c.object.name_any())
                 .collect();
@@ -72,9 +72,9 @@ impl Release<'_> {
         };
         let object = self
             .router
-            .build_route(self.deploy, &self.spec, route, source.as_ref())?;
+            .build_route(&self.deploy, &self.spec, route, source.as_ref())?;
         // What the router object refers to (Gloo's Upstreams) exists before it does.
-        for companion in self.router.companions(self.deploy, &self.spec)? {
+        for companion in self.router.companions(&self.deploy, &self.spec)? {
             self.apply_routing(&companion.resource, &companion.object)
                 .await?;
         }

@@ -53,7 +53,7 @@ impl Release<'_> {
         let status = CanaryStatus {
             release,
             conditions,
-            observed_generation: self.deploy.metadata.generation,
+            observed_generation: crate::spec::Workload::meta(&self.deploy).generation,
             paused: requests.paused,
             last_request: requests.last_request,
         };
@@ -76,7 +76,7 @@ impl Release<'_> {
             .as_ref()
             .and_then(|c| c.status.as_ref())
             .and_then(|s| s.observed_generation);
-        stored != self.deploy.metadata.generation
+        stored != crate::spec::Workload::meta(&self.deploy).generation
     }
 }
 

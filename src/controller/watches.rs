@@ -4,7 +4,7 @@
 
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::core::PartialObjectMeta;
@@ -233,7 +233,7 @@ pub(super) fn controller(
     writers: Writers,
     reader: reflector::Store<Deployment>,
     tracking: Tracking,
-    answered: Option<UnboundedReceiver<reflector::ObjectRef<Deployment>>>,
+    answered: UnboundedReceiver<reflector::ObjectRef<Deployment>>,
     release_metrics: Option<ReleaseMetrics>,
 ) -> Controller<Deployment> {
     let deployments: Api<Deployment> = Api::all(client.clone());
@@ -282,11 +282,104 @@ pub(super) fn controller(
     .applied_objects()
     .predicate_filter(hpa_spec, Default::default());
     let controller = Controller::for_stream(opted_in, reader.clone())
-        .reconcile_on(futures::stream::iter(answered).flatten())
+        .reconcile_on(answered)
         .owns_stream(canaries)
         .owns_stream(primaries)
         .watches_stream(hpas, |hpa| hpa_target(&hpa));
     watch_configs(controller, client, reader, tracking)
+}
+
+/// The controller of opted-in DaemonSets (label `serin.dev/canary`): the same reconcile
+/// pipeline, queued by the DaemonSet's own changes (spec, Serin's annotations and label, how
+/// far its rollout has come), by its `-primary` DaemonSet and its Canary (both owned by it),
+/// and by the analysis answers (`answered`). Its caches are its own: primaries are read from
+/// the API server at each reconcile. A change of a tracked ConfigMap is noticed at the next
+/// reconcile of the DaemonSet (at the latest its next interval), not by a watch of its own.
+pub(super) fn daemonset_controller(
+    client: &Client,
+    answered: UnboundedReceiver<reflector::ObjectRef<DaemonSet>>,
+) -> Controller<DaemonSet> {
+    let daemonsets: Api<DaemonSet> = Api::all(client.clone());
+    let (reader, writer) = reflector::store();
+    let opted_in = watcher(
+        daemonsets.clone(),
+        watcher::Config::default().labels(MANAGED_LABEL),
+    )
+    .default_backoff()
+    .modify(slim::<DaemonSet>)
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(daemonset_state, Default::default());
+    let primaries = watcher(daemonsets, watcher::Config::default().labels(OWNER_LABEL))
+        .default_backoff()
+        .modify(slim::<DaemonSet>)
+        .map_ok(mark_deleted)
+        .touched_objects()
+        .predicate_filter(or_deleted(daemonset_state), Default::default());
+    let canaries = crate::tolerant::watch::<Canary>(client.clone(), watcher::Config::default())
+        .default_backoff()
+        .modify(slim::<Canary>)
+        .map_ok(mark_deleted)
+        .touched_objects()
+        .predicate_filter(or_deleted(spec_or_request), Default::default());
+    Controller::for_stream(opted_in, reader)
+        .reconcile_on(answered)
+        .owns_stream(canaries)
+        .owns_stream(primaries)
+}
+
+/// What a DaemonSet event (the user's or a `-primary`) must change to need a reconcile: the
+/// spec, Serin's annotations and label, or the rollout counts the release reads.
+pub(super) fn daemonset_state(daemonset: &DaemonSet) -> Option<u64> {
+    use kube::ResourceExt;
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hash = DefaultHasher::new();
+    daemonset.metadata.generation.hash(&mut hash);
+    daemonset
+        .annotations()
+        .iter()
+        .filter(|(key, _)| key.starts_with(crate::spec::PREFIX))
+        .for_each(|entry| entry.hash(&mut hash));
+    daemonset
+        .labels()
+        .contains_key(MANAGED_LABEL)
+        .hash(&mut hash);
+    if let Some(status) = &daemonset.status {
+        (
+            status.observed_generation,
+            status.desired_number_scheduled,
+            status.updated_number_scheduled,
+            status.number_ready,
+            status.number_available,
+        )
+            .hash(&mut hash);
+    }
+    Some(hash.finish())
+}
+
+/// Sends each analysis answer to both controllers: a release's key is its namespace and
+/// name, and the controller that holds no workload of that name skips it.
+pub(super) fn fan_out(
+    answered: Option<UnboundedReceiver<reflector::ObjectRef<Deployment>>>,
+) -> (
+    UnboundedReceiver<reflector::ObjectRef<Deployment>>,
+    UnboundedReceiver<reflector::ObjectRef<DaemonSet>>,
+) {
+    let (to_deployments, deployments) = futures::channel::mpsc::unbounded();
+    let (to_daemonsets, daemonsets) = futures::channel::mpsc::unbounded();
+    if let Some(mut answered) = answered {
+        tokio::spawn(async move {
+            while let Some(release) = answered.next().await {
+                let mut daemonset = reflector::ObjectRef::<DaemonSet>::new(&release.name);
+                daemonset.namespace = release.namespace.clone();
+                let sent = to_deployments.unbounded_send(release).is_ok();
+                if !(to_daemonsets.unbounded_send(daemonset).is_ok() || sent) {
+                    return; // both controllers have stopped
+                }
+            }
+        });
+    }
+    (deployments, daemonsets)
 }
 
 /// A tracked ConfigMap or Secret that changes is a new revision of every opted-in Deployment

@@ -2,7 +2,10 @@
 //! - [`objects`]: the desired objects Serin adds beside an opted-in Deployment (the
 //!   `<name>-primary` Deployment, the three Services, `-primary` copies of tracked ConfigMaps
 //!   and Secrets, and of the HPA);
-//! - [`observe`]: what the canary and primary Deployments say, for [`Observations`];
+//!   The same builders serve a DaemonSet (`primary_daemonset`), through [`crate::spec::Workload`];
+//! - [`idle`]: the node-selector switch that keeps an idle canary DaemonSet off every node;
+//! - [`observe`]: what the canary and primary Deployments and DaemonSets say, for
+//!   [`Observations`];
 //! - [`revision`]: the stable hash that says "this is a new revision";
 //! - [`machine`]: the release state machine of SPEC "The release cycle",
 //!   `(status, observations, now) -> (actions, new status)`, over [`status`] (what
@@ -21,6 +24,7 @@
 pub mod actions;
 pub mod conditions;
 pub mod drive;
+pub mod idle;
 pub mod machine;
 pub mod objects;
 pub mod observations;
@@ -34,9 +38,9 @@ pub use actions::{Action, EventType, HookKind, Reason};
 pub use drive::{Answers, Driven, GateAnswer, MAX_CALLBACKS, Told, drive};
 pub use machine::step;
 pub use objects::{
-    ObjectsError, Tracking, owner_references, primary_config_map, primary_deployment, primary_hpa,
-    primary_name, primary_secret, primary_selector, requested_replicas, rewrite_config_refs,
-    services,
+    ObjectsError, Tracking, owner_references, primary_config_map, primary_daemonset,
+    primary_deployment, primary_hpa, primary_name, primary_secret, primary_selector,
+    release_template, requested_replicas, rewrite_config_refs, services,
 };
 pub use observations::{
     CanaryObservation, Gates, MetricCheck, NoData, Observations, PrimaryObservation, Requests,

@@ -27,7 +27,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, PodSpec, PodTemplateSpec, Secret, Service, ServicePort, ServiceSpec,
@@ -37,8 +37,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{OWNER_LABEL, PRIMARY_REVISION_ANNOTATION};
 use crate::spec::{
-    CANARY_SUFFIX, CanarySpec, ConfigKind, ConfigRef, DESIRED_REPLICAS, PREFIX, PRIMARY_SUFFIX,
-    config_refs, visit_config_refs,
+    CANARY_SUFFIX, CanarySpec, ConfigKind, ConfigRef, DESIRED_REPLICAS, IDLE_NODE_LABEL, PREFIX,
+    PRIMARY_SUFFIX, Workload, config_refs, visit_config_refs,
 };
 
 /// Kubernetes' limit for label values and Service names (DNS-1035 labels).
@@ -86,11 +86,12 @@ pub fn primary_name(name: &str) -> String {
 
 /// The owner reference that makes `deploy` the controller of an object, or `None` when the
 /// Deployment has no `uid` yet (CREATE admission; see the module documentation).
-pub fn owner_references(deploy: &Deployment) -> Option<Vec<OwnerReference>> {
-    let meta = &deploy.metadata;
+pub fn owner_references(workload: &dyn Workload) -> Option<Vec<OwnerReference>> {
+    let meta = workload.meta();
+    let kind = workload.kind();
     Some(vec![OwnerReference {
-        api_version: "apps/v1".into(),
-        kind: "Deployment".into(),
+        api_version: kind.api_version().into(),
+        kind: kind.as_str().into(),
         name: meta.name.clone()?,
         uid: meta.uid.clone()?,
         controller: Some(true),
@@ -99,8 +100,8 @@ pub fn owner_references(deploy: &Deployment) -> Option<Vec<OwnerReference>> {
 }
 
 /// The primary pods' selector labels: each `matchLabels` value with `-primary` appended.
-pub fn primary_selector(deploy: &Deployment) -> Result<BTreeMap<String, String>, ObjectsError> {
-    canary_selector(deploy)?
+pub fn primary_selector(workload: &dyn Workload) -> Result<BTreeMap<String, String>, ObjectsError> {
+    canary_selector(workload)?
         .into_iter()
         .map(|(key, value)| {
             let primary = format!("{value}{PRIMARY_SUFFIX}");
@@ -113,8 +114,8 @@ pub fn primary_selector(deploy: &Deployment) -> Result<BTreeMap<String, String>,
 }
 
 /// The canary pods' selector labels: the Deployment's own `matchLabels`.
-fn canary_selector(deploy: &Deployment) -> Result<BTreeMap<String, String>, ObjectsError> {
-    let selector = deploy.spec.as_ref().map(|s| &s.selector);
+fn canary_selector(workload: &dyn Workload) -> Result<BTreeMap<String, String>, ObjectsError> {
+    let selector = workload.selector();
     let labels = selector
         .and_then(|s| s.match_labels.clone())
         .filter(|labels| !labels.is_empty())
@@ -134,17 +135,17 @@ fn canary_selector(deploy: &Deployment) -> Result<BTreeMap<String, String>, Obje
 
 /// Metadata of an object Serin builds for `deploy`: name, namespace, [`OWNER_LABEL`] and the
 /// owner reference.
-fn managed_meta(deploy: &Deployment, name: String) -> Result<ObjectMeta, ObjectsError> {
-    let owner = deploy
-        .metadata
+fn managed_meta(workload: &dyn Workload, name: String) -> Result<ObjectMeta, ObjectsError> {
+    let owner = workload
+        .meta()
         .name
         .clone()
         .ok_or(ObjectsError::MissingName)?;
     Ok(ObjectMeta {
         name: Some(name),
-        namespace: deploy.metadata.namespace.clone(),
+        namespace: workload.meta().namespace.clone(),
         labels: Some(BTreeMap::from([(OWNER_LABEL.to_owned(), owner)])),
-        owner_references: owner_references(deploy),
+        owner_references: owner_references(workload),
         ..Default::default()
     })
 }
@@ -168,27 +169,32 @@ fn primary_replicas(deploy: &Deployment) -> Option<i32> {
     requested_replicas(deploy).or_else(|| super::observe::spec_replicas(deploy))
 }
 
-/// The `<name>-primary` Deployment: the Deployment's spec with the selector labels rewritten,
-/// references to tracked configs pointing at their `-primary` copies, replicas from
-/// `serin.dev/desired-replicas`, no `serin.dev/` labels or annotations (the primary is not
-/// opted in itself), [`OWNER_LABEL`], and `revision` (of the template it was copied from) in
-/// [`PRIMARY_REVISION_ANNOTATION`].
-pub fn primary_deployment(
-    deploy: &Deployment,
+/// What every `<name>-primary` is made of, whatever the kind: its metadata (the workload's
+/// labels and annotations without `serin.dev/` ones and kubectl's and the controllers'
+/// bookkeeping, [`OWNER_LABEL`], `revision` in [`PRIMARY_REVISION_ANNOTATION`]), its
+/// selector (labels rewritten) and its pod template (selector labels rewritten, tracked
+/// configs pointing at their `-primary` copies, [`IDLE_NODE_LABEL`] left out).
+struct PrimaryParts {
+    meta: ObjectMeta,
+    selector: LabelSelector,
+    template: PodTemplateSpec,
+}
+
+fn primary_parts(
+    workload: &dyn Workload,
     revision: &str,
     tracking: Tracking,
-) -> Result<Deployment, ObjectsError> {
-    let name = deploy
-        .metadata
+) -> Result<PrimaryParts, ObjectsError> {
+    let name = workload
+        .meta()
         .name
         .as_deref()
         .ok_or(ObjectsError::MissingName)?;
-    let selector = primary_selector(deploy)?;
-    let original = deploy.spec.clone().unwrap_or_default();
+    let selector = primary_selector(workload)?;
 
-    let mut meta = managed_meta(deploy, primary_name(name))?;
-    let mut labels: BTreeMap<String, String> = deploy
-        .metadata
+    let mut meta = managed_meta(workload, primary_name(name))?;
+    let mut labels: BTreeMap<String, String> = workload
+        .meta()
         .labels
         .iter()
         .flatten()
@@ -197,8 +203,8 @@ pub fn primary_deployment(
         .collect();
     labels.extend(meta.labels.take().unwrap_or_default());
     meta.labels = Some(labels);
-    let mut annotations: BTreeMap<String, String> = deploy
-        .metadata
+    let mut annotations: BTreeMap<String, String> = workload
+        .meta()
         .annotations
         .iter()
         .flatten()
@@ -210,7 +216,7 @@ pub fn primary_deployment(
     annotations.insert(PRIMARY_REVISION_ANNOTATION.to_owned(), revision.to_owned());
     meta.annotations = Some(annotations);
 
-    let mut template = original.template.clone();
+    let mut template = release_template(workload);
     let pod_labels = template
         .metadata
         .get_or_insert_default()
@@ -220,18 +226,75 @@ pub fn primary_deployment(
     if let Some(spec) = template.spec.as_mut() {
         rewrite_config_refs(spec, tracking);
     }
+    let match_expressions = workload
+        .selector()
+        .and_then(|s| s.match_expressions.clone());
+    Ok(PrimaryParts {
+        meta,
+        selector: LabelSelector {
+            match_labels: Some(selector),
+            match_expressions,
+        },
+        template,
+    })
+}
 
+/// The pod template a release is about: the workload's, without [`IDLE_NODE_LABEL`] in its
+/// node selector (Serin's own switch for an idle canary DaemonSet, not the user's change).
+/// The revision is hashed from it and the primary copies it, so idling or waking the canary
+/// is never a new revision and the primary never inherits the switch; the user's own node
+/// selector entries are kept.
+pub fn release_template(workload: &dyn Workload) -> PodTemplateSpec {
+    let mut template = workload.template().cloned().unwrap_or_default();
+    if let Some(pod) = template.spec.as_mut()
+        && let Some(selector) = pod.node_selector.as_mut()
+    {
+        selector.remove(IDLE_NODE_LABEL);
+        if selector.is_empty() {
+            pod.node_selector = None;
+        }
+    }
+    template
+}
+
+/// The `<name>-primary` Deployment: [`PrimaryParts`] with the rest of the Deployment's spec,
+/// replicas from `serin.dev/desired-replicas`; the primary is not opted in itself.
+pub fn primary_deployment(
+    deploy: &Deployment,
+    revision: &str,
+    tracking: Tracking,
+) -> Result<Deployment, ObjectsError> {
+    let parts = primary_parts(deploy, revision, tracking)?;
+    let original = deploy.spec.clone().unwrap_or_default();
     Ok(Deployment {
-        metadata: meta,
+        metadata: parts.meta,
         spec: Some(DeploymentSpec {
             replicas: primary_replicas(deploy),
-            selector: LabelSelector {
-                match_labels: Some(selector),
-                match_expressions: original.selector.match_expressions.clone(),
-            },
-            template,
+            selector: parts.selector,
+            template: parts.template,
             // A paused original must not freeze the primary's promotions.
             paused: None,
+            ..original
+        }),
+        status: None,
+    })
+}
+
+/// The `<name>-primary` DaemonSet: [`PrimaryParts`] with the rest of the DaemonSet's spec
+/// (update strategy, `minReadySeconds`, history limit). It runs on every node the user's own
+/// node selector and tolerations allow; the canary's idle switch is never copied.
+pub fn primary_daemonset(
+    daemonset: &DaemonSet,
+    revision: &str,
+    tracking: Tracking,
+) -> Result<DaemonSet, ObjectsError> {
+    let parts = primary_parts(daemonset, revision, tracking)?;
+    let original = daemonset.spec.clone().unwrap_or_default();
+    Ok(DaemonSet {
+        metadata: parts.meta,
+        spec: Some(DaemonSetSpec {
+            selector: parts.selector,
+            template: parts.template,
             ..original
         }),
         status: None,
@@ -241,14 +304,13 @@ pub fn primary_deployment(
 /// The three Services of a release: `<svc>` (the apex, what clients call; selects the primary
 /// pods as in Flagger, the router shifts traffic from there), `<svc>-primary` and
 /// `<svc>-canary`. Port `spec.port`, targeting the container port of that number.
-pub fn services(deploy: &Deployment, spec: &CanarySpec) -> Result<[Service; 3], ObjectsError> {
+pub fn services(workload: &dyn Workload, spec: &CanarySpec) -> Result<[Service; 3], ObjectsError> {
     let port = spec.port.ok_or(ObjectsError::NoPort)?;
-    let primary = primary_selector(deploy)?;
-    let canary = canary_selector(deploy)?;
-    let container_port = deploy
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
+    let primary = primary_selector(workload)?;
+    let canary = canary_selector(workload)?;
+    let container_port = workload
+        .template()
+        .and_then(|t| t.spec.as_ref())
         .into_iter()
         .flat_map(|pod| &pod.containers)
         .flat_map(|c: &Container| c.ports.iter().flatten())
@@ -275,7 +337,7 @@ pub fn services(deploy: &Deployment, spec: &CanarySpec) -> Result<[Service; 3], 
             return Err(ObjectsError::ServiceNameTooLong { name });
         }
         Ok(Service {
-            metadata: managed_meta(deploy, name)?,
+            metadata: managed_meta(workload, name)?,
             spec: Some(ServiceSpec {
                 type_: Some("ClusterIP".into()),
                 selector: Some(selector),
@@ -338,13 +400,13 @@ pub fn rewrite_config_refs(pod: &mut PodSpec, tracking: Tracking) {
 fn copy_meta(
     kind: ConfigKind,
     original: &ObjectMeta,
-    deploy: &Deployment,
+    workload: &dyn Workload,
 ) -> Result<ObjectMeta, ObjectsError> {
     let name = original
         .name
         .as_deref()
         .ok_or(ObjectsError::UnnamedConfig { kind })?;
-    let mut meta = managed_meta(deploy, primary_name(name))?;
+    let mut meta = managed_meta(workload, primary_name(name))?;
     let mut labels = original.labels.clone().unwrap_or_default();
     labels.extend(meta.labels.take().unwrap_or_default());
     meta.labels = Some(labels);
@@ -353,9 +415,12 @@ fn copy_meta(
 }
 
 /// The `<config>-primary` copy of a ConfigMap the pod template uses.
-pub fn primary_config_map(cm: &ConfigMap, deploy: &Deployment) -> Result<ConfigMap, ObjectsError> {
+pub fn primary_config_map(
+    cm: &ConfigMap,
+    workload: &dyn Workload,
+) -> Result<ConfigMap, ObjectsError> {
     Ok(ConfigMap {
-        metadata: copy_meta(ConfigKind::ConfigMap, &cm.metadata, deploy)?,
+        metadata: copy_meta(ConfigKind::ConfigMap, &cm.metadata, workload)?,
         data: cm.data.clone(),
         binary_data: cm.binary_data.clone(),
         immutable: cm.immutable,
@@ -363,9 +428,9 @@ pub fn primary_config_map(cm: &ConfigMap, deploy: &Deployment) -> Result<ConfigM
 }
 
 /// The `<secret>-primary` copy of a Secret the pod template uses.
-pub fn primary_secret(secret: &Secret, deploy: &Deployment) -> Result<Secret, ObjectsError> {
+pub fn primary_secret(secret: &Secret, workload: &dyn Workload) -> Result<Secret, ObjectsError> {
     Ok(Secret {
-        metadata: copy_meta(ConfigKind::Secret, &secret.metadata, deploy)?,
+        metadata: copy_meta(ConfigKind::Secret, &secret.metadata, workload)?,
         data: secret.data.clone(),
         // Written by the API server into `data`; copying both would be redundant.
         string_data: None,
@@ -870,5 +935,114 @@ mod tests {
     #[test]
     fn an_hpa_of_another_deployment_gets_no_primary_copy() {
         assert_eq!(primary_hpa(&hpa("api"), &web()), Ok(None));
+    }
+
+    /// `web` as a DaemonSet: the same metadata and pod template, idle (the switch beside the
+    /// user's own node selector), with a rolling update strategy of its own.
+    fn web_daemonset() -> DaemonSet {
+        let deploy = web();
+        let mut spec = deploy.spec.unwrap_or_default();
+        spec.template.spec.get_or_insert_default().node_selector = Some(labels(&[
+            ("kubernetes.io/os", "linux"),
+            (IDLE_NODE_LABEL, "true"),
+        ]));
+        let mut metadata = deploy.metadata;
+        metadata
+            .annotations
+            .get_or_insert_default()
+            .remove(DESIRED_REPLICAS);
+        DaemonSet {
+            metadata,
+            spec: Some(DaemonSetSpec {
+                selector: spec.selector,
+                template: spec.template,
+                min_ready_seconds: Some(5),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn a_daemonset_primary_is_a_daemonset_copy_without_the_idle_switch() {
+        let daemonset = web_daemonset();
+        let primary = match primary_daemonset(&daemonset, "rev1", Tracking::ALL) {
+            Ok(primary) => primary,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(primary.metadata.name.as_deref(), Some("web-primary"));
+        let owner = primary
+            .metadata
+            .owner_references
+            .clone()
+            .unwrap_or_default();
+        assert_eq!(owner.len(), 1);
+        assert_eq!(
+            (owner[0].kind.as_str(), owner[0].name.as_str()),
+            ("DaemonSet", "web")
+        );
+        let annotations = primary.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            annotations
+                .get(PRIMARY_REVISION_ANNOTATION)
+                .map(String::as_str),
+            Some("rev1")
+        );
+        assert!(
+            !annotations
+                .keys()
+                .any(|k| k.starts_with(PREFIX) && k != PRIMARY_REVISION_ANNOTATION)
+        );
+        let spec = primary.spec.unwrap_or_default();
+        assert_eq!(spec.min_ready_seconds, Some(5));
+        assert_eq!(
+            spec.selector.match_labels,
+            Some(labels(&[("app", "web-primary")]))
+        );
+        let pod = spec.template.spec.unwrap_or_default();
+        // The user's own node selector is kept; Serin's idle switch is not copied.
+        assert_eq!(
+            pod.node_selector,
+            Some(labels(&[("kubernetes.io/os", "linux")]))
+        );
+        let volume = pod.volumes.unwrap_or_default();
+        assert_eq!(
+            volume[0].config_map.as_ref().map(|c| c.name.as_str()),
+            Some("web-config-primary")
+        );
+    }
+
+    #[test]
+    fn the_idle_switch_is_not_part_of_the_release_template() {
+        let idle = web_daemonset();
+        let mut awake = idle.clone();
+        if let Some(pod) = awake.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+            pod.node_selector = Some(labels(&[("kubernetes.io/os", "linux")]));
+        }
+        assert_eq!(release_template(&idle), release_template(&awake));
+        assert_eq!(
+            crate::release::revision(&release_template(&idle), &[]),
+            crate::release::revision(&release_template(&awake), &[])
+        );
+        // A node selector of Serin's switch alone disappears with it.
+        let mut only = idle.clone();
+        if let Some(pod) = only.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+            pod.node_selector = Some(labels(&[(IDLE_NODE_LABEL, "true")]));
+        }
+        let template = release_template(&only);
+        assert_eq!(template.spec.and_then(|p| p.node_selector), None);
+    }
+
+    #[test]
+    fn a_daemonsets_services_select_the_same_two_sides_as_a_deployments() {
+        let from_daemonset = services(&web_daemonset(), &spec()).map_err(|e| e.to_string());
+        let from_deployment = services(&web(), &spec()).map_err(|e| e.to_string());
+        let selectors = |svcs: Result<[Service; 3], String>| -> Vec<_> {
+            svcs.unwrap_or_else(|e| panic!("{e}"))
+                .into_iter()
+                .map(|s| s.spec.and_then(|s| s.selector))
+                .collect()
+        };
+        assert_eq!(selectors(from_daemonset), selectors(from_deployment));
     }
 }

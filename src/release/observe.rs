@@ -1,7 +1,13 @@
-//! What the controller reads off Deployments, as pure functions of their stored state: is a
-//! rollout finished and Ready, has it stalled, how many replicas the user asked for.
+//! What the controller reads off Deployments and DaemonSets, as pure functions of their
+//! stored state: is a rollout finished and Ready, has it stalled, how many replicas the user
+//! asked for.
+//!
+//! A DaemonSet is rolled out as `kubectl rollout status` says: its controller has seen the
+//! current spec (`status.observedGeneration`), and every node that should run a pod
+//! (`desiredNumberScheduled`) runs one of the current template (`updatedNumberScheduled`)
+//! that is available (`numberAvailable`). It has no progress deadline, so it never stalls.
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 
 use super::{
     CanaryObservation, PRIMARY_REVISION_ANNOTATION, PrimaryObservation, requested_replicas,
@@ -89,11 +95,59 @@ pub fn primary(primary: Option<&Deployment>) -> PrimaryObservation {
     }
 }
 
+/// The DaemonSet controller has seen the current spec, and every node that should run a pod
+/// runs an available one of the current template.
+fn daemonset_rolled_out(daemonset: &DaemonSet) -> bool {
+    let Some(status) = daemonset.status.as_ref() else {
+        return false;
+    };
+    let generation = daemonset.metadata.generation.unwrap_or(0);
+    let want = status.desired_number_scheduled;
+    status.observed_generation.unwrap_or(0) >= generation
+        && status.updated_number_scheduled.unwrap_or(0) >= want
+        && status.number_available.unwrap_or(0) >= want
+}
+
+/// The canary DaemonSet (the user's) for the release machine: Ready once rolled out with at
+/// least one node scheduled and one Ready pod; its size is 0 while idle and 1 otherwise
+/// ([`super::idle::replicas`]), and the size wanted is always 1.
+pub fn daemonset_canary(daemonset: &DaemonSet) -> CanaryObservation {
+    let replicas = super::idle::replicas(daemonset);
+    let status = daemonset.status.as_ref();
+    let scheduled = status.map(|s| s.desired_number_scheduled).unwrap_or(0);
+    let ready = status.map(|s| s.number_ready).unwrap_or(0);
+    CanaryObservation {
+        ready: replicas > 0 && daemonset_rolled_out(daemonset) && scheduled > 0 && ready > 0,
+        stalled: false,
+        replicas,
+        desired_replicas: 1,
+    }
+}
+
+/// The `<name>-primary` DaemonSet for the release machine: Ready once rolled out on every
+/// node it should run on; a missing one is not Ready.
+pub fn daemonset_primary(primary: Option<&DaemonSet>) -> PrimaryObservation {
+    let Some(daemonset) = primary else {
+        return PrimaryObservation::default();
+    };
+    PrimaryObservation {
+        ready: daemonset_rolled_out(daemonset),
+        revision: daemonset
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(PRIMARY_REVISION_ANNOTATION))
+            .cloned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::spec::DESIRED_REPLICAS;
-    use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentSpec, DeploymentStatus};
+    use k8s_openapi::api::apps::v1::{
+        DaemonSetStatus, DeploymentCondition, DeploymentSpec, DeploymentStatus,
+    };
     use kube::api::ObjectMeta;
 
     fn deployment(replicas: i32, generation: i64, status: DeploymentStatus) -> Deployment {
@@ -179,6 +233,69 @@ mod tests {
         assert_eq!(desired_replicas(&deploy, Some(4)), 3);
         deploy.metadata.annotations = Some([(DESIRED_REPLICAS.to_owned(), "-1".into())].into());
         assert_eq!(desired_replicas(&deploy, Some(4)), 4);
+    }
+
+    fn daemonset(generation: i64, idle: bool, status: DaemonSetStatus) -> DaemonSet {
+        let mut daemonset = DaemonSet {
+            metadata: ObjectMeta {
+                generation: Some(generation),
+                ..Default::default()
+            },
+            status: Some(status),
+            ..Default::default()
+        };
+        if idle {
+            let selector = [(crate::spec::IDLE_NODE_LABEL.to_owned(), "true".to_owned())];
+            let spec = daemonset.spec.get_or_insert_default();
+            spec.template.spec.get_or_insert_default().node_selector = Some(selector.into());
+        }
+        daemonset
+    }
+
+    fn on_nodes(desired: i32, updated: i32, ready: i32) -> DaemonSetStatus {
+        DaemonSetStatus {
+            observed_generation: Some(2),
+            desired_number_scheduled: desired,
+            current_number_scheduled: desired,
+            updated_number_scheduled: Some(updated),
+            number_ready: ready,
+            number_available: Some(ready),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_daemonset_canary_is_ready_once_every_node_runs_an_available_current_pod() {
+        assert!(daemonset_canary(&daemonset(2, false, on_nodes(2, 2, 2))).ready);
+        // One node still runs the old template, or a new pod is not available yet.
+        assert!(!daemonset_canary(&daemonset(2, false, on_nodes(2, 1, 2))).ready);
+        assert!(!daemonset_canary(&daemonset(2, false, on_nodes(2, 2, 1))).ready);
+        // The controller has not seen generation 3 yet.
+        assert!(!daemonset_canary(&daemonset(3, false, on_nodes(2, 2, 2))).ready);
+        // Scheduled on no node: nothing to analyse.
+        assert!(!daemonset_canary(&daemonset(2, false, on_nodes(0, 0, 0))).ready);
+        assert!(!daemonset_canary(&DaemonSet::default()).ready);
+    }
+
+    #[test]
+    fn an_idle_daemonset_canary_counts_as_zero_replicas_and_never_stalls() {
+        let idle = daemonset_canary(&daemonset(2, true, on_nodes(0, 0, 0)));
+        assert_eq!((idle.ready, idle.stalled), (false, false));
+        assert_eq!((idle.replicas, idle.desired_replicas), (0, 1));
+        let awake = daemonset_canary(&daemonset(2, false, on_nodes(1, 1, 1)));
+        assert_eq!((awake.replicas, awake.desired_replicas), (1, 1));
+    }
+
+    #[test]
+    fn a_daemonset_primary_is_ready_on_every_node_and_reports_its_revision() {
+        let mut primary = daemonset(2, false, on_nodes(3, 3, 3));
+        primary.metadata.annotations =
+            Some([(PRIMARY_REVISION_ANNOTATION.to_owned(), "abc".into())].into());
+        let observed = daemonset_primary(Some(&primary));
+        assert!(observed.ready);
+        assert_eq!(observed.revision.as_deref(), Some("abc"));
+        assert!(!daemonset_primary(Some(&daemonset(2, false, on_nodes(3, 3, 2)))).ready);
+        assert!(!daemonset_primary(None).ready);
     }
 
     #[test]

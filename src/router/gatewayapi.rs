@@ -27,7 +27,7 @@
 //! The first rule always carries the weights [`Router::build`] was given, so reading them back
 //! does not depend on the configuration: the simulator reads routes without knowing it.
 
-use k8s_openapi::api::apps::v1::Deployment;
+use crate::spec::Workload;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
@@ -55,7 +55,7 @@ impl Router for HttpRoute {
 
     fn build(
         &self,
-        deploy: &Deployment,
+        deploy: &dyn Workload,
         spec: &CanarySpec,
         weights: Weights,
     ) -> Result<DynamicObject, RouterError> {
@@ -64,7 +64,7 @@ impl Router for HttpRoute {
 
     fn build_route(
         &self,
-        deploy: &Deployment,
+        deploy: &dyn Workload,
         spec: &CanarySpec,
         route: &Route,
         _source: Option<&DynamicObject>,
@@ -338,6 +338,7 @@ fn rule_weights(rule: &Value, spec: &CanarySpec, name: &str) -> Result<Weights, 
 mod tests {
     use super::*;
     use crate::spec::{GatewayRef, Provider};
+    use k8s_openapi::api::apps::v1::Deployment;
 
     use crate::router::testing::{ab_rules, web};
 

@@ -39,7 +39,7 @@
 //! the whole value); a cookie rule is a regular expression on the `Cookie` header, as with
 //! the Gateway API router. The matchers of a route are alternatives, like `serin.dev/match`.
 
-use k8s_openapi::api::apps::v1::Deployment;
+use crate::spec::Workload;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
@@ -125,12 +125,12 @@ impl Router for RouteTable {
 
     fn build(
         &self,
-        deploy: &Deployment,
+        deploy: &dyn Workload,
         spec: &CanarySpec,
         weights: Weights,
     ) -> Result<DynamicObject, RouterError> {
         let port = Self::port(spec)?;
-        let namespace = deploy.metadata.namespace.clone().unwrap_or_default();
+        let namespace = deploy.meta().namespace.clone().unwrap_or_default();
         let destination = |side: Side, weight: u32| {
             json!({
                 "destination": {"upstream": {
@@ -194,11 +194,11 @@ impl Router for RouteTable {
 
     fn companions(
         &self,
-        deploy: &Deployment,
+        deploy: &dyn Workload,
         spec: &CanarySpec,
     ) -> Result<Vec<Companion>, RouterError> {
         let port = Self::port(spec)?;
-        let namespace = deploy.metadata.namespace.clone().unwrap_or_default();
+        let namespace = deploy.meta().namespace.clone().unwrap_or_default();
         let resource = upstream_resource();
         Ok([Side::Primary, Side::Canary]
             .into_iter()
@@ -281,6 +281,7 @@ fn route_weights(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::apps::v1::Deployment;
 
     use crate::router::testing::{ab_rules, web};
 

@@ -14,7 +14,7 @@ pub mod gloo;
 pub mod nginx;
 pub mod smi;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use crate::spec::Workload;
 use kube::core::{ApiResource, DynamicObject};
 use serde_json::Value;
 
@@ -102,7 +102,7 @@ pub trait Router: Send + Sync {
     /// the weights to every request.
     fn build(
         &self,
-        deploy: &Deployment,
+        deploy: &dyn Workload,
         spec: &CanarySpec,
         weights: Weights,
     ) -> Result<DynamicObject, RouterError>;
@@ -137,7 +137,7 @@ pub trait Router: Send + Sync {
     /// missing). Routers without a source ignore it.
     fn build_from(
         &self,
-        deploy: &Deployment,
+        deploy: &dyn Workload,
         spec: &CanarySpec,
         weights: Weights,
         _source: Option<&DynamicObject>,
@@ -151,7 +151,7 @@ pub trait Router: Send + Sync {
     /// never lets through.
     fn build_route(
         &self,
-        deploy: &Deployment,
+        deploy: &dyn Workload,
         spec: &CanarySpec,
         route: &Route,
         source: Option<&DynamicObject>,
@@ -175,7 +175,7 @@ pub trait Router: Send + Sync {
     /// the router object, and removes them with it on opt-out. None by default.
     fn companions(
         &self,
-        _deploy: &Deployment,
+        _deploy: &dyn Workload,
         _spec: &CanarySpec,
     ) -> Result<Vec<Companion>, RouterError> {
         Ok(Vec::new())
@@ -223,16 +223,16 @@ pub fn configured_router(provider: Provider, settings: &RouterSettings) -> Box<d
 /// `serin.dev/owner` label and the Deployment as controlling owner, like every object Serin
 /// makes for a Deployment.
 fn owned_object(
-    deploy: &Deployment,
+    deploy: &dyn Workload,
     name: &str,
     resource: &ApiResource,
     data: Value,
 ) -> DynamicObject {
     let mut object = DynamicObject::new(name, resource).data(data);
     let meta = &mut object.metadata;
-    meta.namespace = deploy.metadata.namespace.clone();
+    meta.namespace = deploy.meta().namespace.clone();
     meta.labels = deploy
-        .metadata
+        .meta()
         .name
         .clone()
         .map(|owner| [(OWNER_LABEL.to_owned(), owner)].into());

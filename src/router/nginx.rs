@@ -38,7 +38,7 @@
 //! The annotation prefix is the operator's (`--nginx-annotation-prefix`), as ingress-nginx's
 //! own `--annotations-prefix`.
 
-use k8s_openapi::api::apps::v1::Deployment;
+use crate::spec::Workload;
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, IngressBackend, IngressRule, IngressSpec,
 };
@@ -199,7 +199,7 @@ impl Router for CanaryIngress {
     /// Without the user's Ingress there is nothing to copy.
     fn build(
         &self,
-        deploy: &Deployment,
+        deploy: &dyn Workload,
         spec: &CanarySpec,
         weights: Weights,
     ) -> Result<DynamicObject, RouterError> {
@@ -208,7 +208,7 @@ impl Router for CanaryIngress {
 
     fn build_from(
         &self,
-        deploy: &Deployment,
+        deploy: &dyn Workload,
         spec: &CanarySpec,
         weights: Weights,
         source: Option<&DynamicObject>,
@@ -318,6 +318,7 @@ fn canary_copy(user: &IngressSpec, service: &str) -> Option<IngressSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::apps::v1::Deployment;
     use std::collections::BTreeMap;
 
     use crate::router::testing::web;

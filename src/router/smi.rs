@@ -13,7 +13,7 @@
 //! `"90"` or `"900m"`, and only their ratio matters. Serin writes integer percentages in both
 //! versions, and reads back any of these spellings, normalised to percentages.
 
-use k8s_openapi::api::apps::v1::Deployment;
+use crate::spec::Workload;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
@@ -49,7 +49,7 @@ impl Router for TrafficSplit {
 
     fn build(
         &self,
-        deploy: &Deployment,
+        deploy: &dyn Workload,
         spec: &CanarySpec,
         weights: Weights,
     ) -> Result<DynamicObject, RouterError> {

@@ -14,6 +14,7 @@ mod model;
 mod names;
 mod schema;
 mod validate;
+mod workload;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -30,6 +31,7 @@ pub use model::{
     Strategy, UnknownMetricsProvider, UnknownProvider,
 };
 pub use schema::annotation_schema;
+pub use workload::{IDLE_NODE_LABEL, Workload, WorkloadKind, object_reference};
 
 use annotations::Key;
 
@@ -147,9 +149,45 @@ pub fn read_deployment_with(
     deploy: &Deployment,
     annotations: &BTreeMap<String, String>,
 ) -> Result<OptIn, Problems> {
-    let name = deploy.metadata.name.as_deref().unwrap_or_default();
-    let pod = deploy.spec.as_ref().and_then(|s| s.template.spec.as_ref());
-    read(name, annotations, pod, Some(deploy))
+    read_workload_with(deploy, annotations)
+}
+
+/// [`read_deployment`] for any [`Workload`] (a Deployment or a DaemonSet).
+pub fn read_workload(workload: &dyn Workload) -> Result<OptIn, Problems> {
+    match &workload.meta().annotations {
+        Some(annotations) => read_workload_with(workload, annotations),
+        None => Ok(OptIn::Absent),
+    }
+}
+
+/// [`read_deployment_with`] for any [`Workload`]. A DaemonSet runs one pod per node and has
+/// no replica count: what sizes one (`serin.dev/desired-replicas`) is refused on it.
+pub fn read_workload_with(
+    workload: &dyn Workload,
+    annotations: &BTreeMap<String, String>,
+) -> Result<OptIn, Problems> {
+    let name = workload.meta().name.as_deref().unwrap_or_default();
+    let pod = workload.template().and_then(|t| t.spec.as_ref());
+    let read = read(name, annotations, pod, Some(workload));
+    if workload.kind().has_replicas() || !annotations.contains_key(DESIRED_REPLICAS) {
+        return read;
+    }
+    let problem = Problem {
+        field: DESIRED_REPLICAS.to_owned(),
+        message: format!(
+            "a {} runs one pod per eligible node and has no replicas to request; remove \
+             {DESIRED_REPLICAS}",
+            workload.kind()
+        ),
+    };
+    match read {
+        Ok(_) => Err(Problems(vec![problem])),
+        Err(Problems(mut problems)) => {
+            problems.push(problem);
+            problems.sort_by(|a, b| a.field.cmp(&b.field));
+            Err(Problems(problems))
+        }
+    }
 }
 
 /// Same from parts (for `serin check`, policies, tests): the Deployment name (the default
@@ -168,7 +206,7 @@ fn read(
     name: &str,
     annotations: &BTreeMap<String, String>,
     pod: Option<&PodSpec>,
-    deploy: Option<&Deployment>,
+    workload: Option<&dyn Workload>,
 ) -> Result<OptIn, Problems> {
     let mut ours = annotations
         .iter()
@@ -185,7 +223,7 @@ fn read(
     annotations::fill_derived_defaults(&mut reading);
     validate::check(&mut reading, ports.as_deref());
     if reading.enabled {
-        names::check(&mut reading, deploy);
+        names::check(&mut reading, workload);
     }
 
     if !reading.problems.is_empty() || reading.unlisted_unknown > 0 {

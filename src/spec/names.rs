@@ -18,7 +18,7 @@
 //! HPA, which is not part of the Deployment: an HPA name of more than 245 characters is
 //! reported by the controller.
 
-use k8s_openapi::api::apps::v1::Deployment;
+use super::Workload;
 
 use super::Problem;
 use super::annotations::{Key, Reading, quoted};
@@ -32,7 +32,7 @@ const MAX_NAME: usize = 253;
 
 /// Refuses what would make a derived name too long; `deploy` is `None` when only the
 /// annotations are known (then only the names derived from them are checked).
-pub(super) fn check(reading: &mut Reading<'_>, deploy: Option<&Deployment>) {
+pub(super) fn check(reading: &mut Reading<'_>, workload: Option<&dyn Workload>) {
     let spec = &reading.spec;
     let mut found: Vec<(Option<Key>, Problem)> = Vec::new();
     if reading.usable(Key::Service) {
@@ -60,8 +60,8 @@ pub(super) fn check(reading: &mut Reading<'_>, deploy: Option<&Deployment>) {
             ));
         }
     }
-    if let Some(deploy) = deploy {
-        found.extend(of_deployment(deploy).into_iter().map(|p| (None, p)));
+    if let Some(workload) = workload {
+        found.extend(of_workload(workload).into_iter().map(|p| (None, p)));
     }
     for (key, problem) in found {
         match key {
@@ -71,22 +71,21 @@ pub(super) fn check(reading: &mut Reading<'_>, deploy: Option<&Deployment>) {
     }
 }
 
-/// The names derived from the Deployment itself: its primary, its primary pods' selector
+/// The names derived from the workload itself: its primary, its primary pods' selector
 /// labels and the primary copies of its configs.
-fn of_deployment(deploy: &Deployment) -> Vec<Problem> {
+fn of_workload(workload: &dyn Workload) -> Vec<Problem> {
     let mut problems = Vec::new();
-    let name = deploy.metadata.name.as_deref().unwrap_or_default();
+    let name = workload.meta().name.as_deref().unwrap_or_default();
     let primary = format!("{name}{PRIMARY_SUFFIX}");
     let limit = "for label values, and the primary's pods carry its name in one (such as \
                  Linkerd's linkerd.io/proxy-deployment)";
-    if let Some(why) = too_long("Deployment", &primary, MAX_LABEL, limit) {
+    if let Some(why) = too_long(workload.kind().as_str(), &primary, MAX_LABEL, limit) {
         problems.push(Problem::new(
             "metadata.name",
             format!("{} makes the primary {why}", quoted(name)),
         ));
     }
-    let spec = deploy.spec.as_ref();
-    let labels = spec.and_then(|s| s.selector.match_labels.as_ref());
+    let labels = workload.selector().and_then(|s| s.match_labels.as_ref());
     for (key, value) in labels.into_iter().flatten() {
         let derived = format!("{value}{PRIMARY_SUFFIX}");
         let field = format!("spec.selector.matchLabels.{key}");
@@ -111,7 +110,7 @@ fn of_deployment(deploy: &Deployment) -> Vec<Problem> {
             ));
         }
     }
-    let refs = spec.map(|s| config_refs(&s.template)).unwrap_or_default();
+    let refs = workload.template().map(config_refs).unwrap_or_default();
     for config in refs {
         let derived = format!("{}{PRIMARY_SUFFIX}", config.name);
         let kind = config.kind.to_string();

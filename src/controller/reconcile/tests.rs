@@ -17,6 +17,7 @@ use crate::controller::lease::LeaseConfig;
 use crate::crd::{Canary, CanaryResourceSpec, CanaryStatus};
 use crate::release::{Phase, ReleaseStatus, Tracking, Weights};
 use crate::router::RouterSettings;
+use k8s_openapi::api::apps::v1::DaemonSet;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -71,12 +72,10 @@ impl Cluster {
                 (StatusCode::OK, object.clone())
             }
             Method::PATCH => {
-                let mut object = self.objects.get(path).cloned().unwrap_or(body.clone());
-                if let (Some(stored), Some(patch)) = (object.as_object_mut(), body.as_object()) {
-                    for (key, value) in patch {
-                        stored.insert(key.clone(), value.clone());
-                    }
-                }
+                // A JSON merge (RFC 7386), as the API server applies a merge patch; an apply
+                // body merges the same way for what these tests look at.
+                let mut object = self.objects.get(path).cloned().unwrap_or(Value::Null);
+                merge(&mut object, &body);
                 object["metadata"]["resourceVersion"] = json!("2");
                 self.objects.insert(path.to_owned(), object.clone());
                 (StatusCode::OK, object)
@@ -116,6 +115,23 @@ impl Cluster {
             }
         }
         writes
+    }
+}
+
+/// `patch` merged into `target` (RFC 7386): objects key by key, `null` removes a key.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                match value {
+                    Value::Null => {
+                        target.remove(key);
+                    }
+                    value => merge(target.entry(key.clone()).or_insert(Value::Null), value),
+                }
+            }
+        }
+        (target, patch) => *target = patch.clone(),
     }
 }
 
@@ -470,5 +486,216 @@ async fn the_affinity_cookie_rule_is_applied_while_the_canary_has_weight_and_rem
             {"name": "web-primary", "port": 9898, "weight": 100},
             {"name": "web-canary", "port": 9898, "weight": 0},
         ]}])
+    );
+}
+
+const DAEMONSETS: &str = "/apis/apps/v1/namespaces/prod/daemonsets";
+
+/// `prod/web` as an opted-in DaemonSet at image `web:2` on a node selector of the user's,
+/// idle (Serin's switch beside it) or running, with `status`.
+fn web_daemonset(idle: bool, status: Value) -> DaemonSet {
+    let mut node_selector = json!({"kubernetes.io/os": "linux"});
+    if idle {
+        node_selector[crate::spec::IDLE_NODE_LABEL] = json!("true");
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "web", "namespace": "prod", "uid": "uid-1", "generation": 1,
+            "resourceVersion": "1", "annotations": {"serin.dev/enabled": "true"}},
+        "spec": {"selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                "nodeSelector": node_selector,
+                "containers": [{"name": "app", "image": "web:2",
+                    "ports": [{"containerPort": 9898}]}]}}},
+        "status": status,
+    }))
+    .expect("a DaemonSet")
+}
+
+/// The DaemonSet on every one of its 2 nodes, rolled out and available.
+fn on_two_nodes() -> Value {
+    json!({"observedGeneration": 1, "desiredNumberScheduled": 2, "currentNumberScheduled": 2,
+        "numberMisscheduled": 0, "updatedNumberScheduled": 2, "numberReady": 2,
+        "numberAvailable": 2})
+}
+
+/// The cluster around a DaemonSet release: its Canary with `status`, a primary DaemonSet on
+/// two nodes running `primary_revision`, and the TrafficSplit at `weights`.
+fn daemonset_cluster(
+    daemonset: &DaemonSet,
+    status: ReleaseStatus,
+    primary_revision: &str,
+    weights: Weights,
+) -> Arc<Mutex<Cluster>> {
+    let Ok(OptIn::Enabled(spec)) = spec::read_workload(daemonset) else {
+        panic!("web is opted in");
+    };
+    let mut canary = Canary::new(
+        "web",
+        CanaryResourceSpec {
+            config: spec.clone(),
+        },
+    );
+    canary.metadata.namespace = Some("prod".into());
+    canary.metadata.resource_version = Some("1".into());
+    canary.status = Some(CanaryStatus {
+        release: status,
+        observed_generation: Some(1),
+        ..Default::default()
+    });
+    let mut primary = serde_json::to_value(
+        release::primary_daemonset(daemonset, primary_revision, Tracking::CONFIG_MAPS)
+            .expect("a primary"),
+    )
+    .expect("json");
+    primary["metadata"]["resourceVersion"] = json!("1");
+    primary["metadata"]["generation"] = json!(1);
+    primary["status"] = on_two_nodes();
+    let router = configured_router(spec.provider, &RouterSettings::default());
+    let split = router.build(daemonset, &spec, weights).expect("a router");
+    let mut cluster = Cluster::default();
+    cluster.objects.extend([
+        (
+            format!("{DAEMONSETS}/web"),
+            serde_json::to_value(daemonset).expect("json"),
+        ),
+        (format!("{DAEMONSETS}/web-primary"), primary),
+        (
+            CANARY.to_owned(),
+            serde_json::to_value(&canary).expect("json"),
+        ),
+        (
+            SPLIT.to_owned(),
+            serde_json::to_value(&split).expect("json"),
+        ),
+    ]);
+    Arc::new(Mutex::new(cluster))
+}
+
+/// The bodies of the PATCHes to `path`, in order.
+fn patches_of(cluster: &Arc<Mutex<Cluster>>, path: &str) -> Vec<Value> {
+    let cluster = cluster.lock().expect("cluster");
+    let calls = cluster.calls.iter();
+    calls
+        .filter(|(method, p, _)| *method == Method::PATCH && p == path)
+        .map(|(_, _, body)| body.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_revision_of_an_idle_daemonset_wakes_its_canary_by_the_node_selector_switch() {
+    let daemonset = web_daemonset(
+        true,
+        json!({"observedGeneration": 1,
+        "desiredNumberScheduled": 0, "currentNumberScheduled": 0, "numberMisscheduled": 0,
+        "numberReady": 0}),
+    );
+    let succeeded = ReleaseStatus {
+        phase: Phase::Succeeded,
+        revision: Some("old".into()),
+        last_promoted_revision: Some("old".into()),
+        ..Default::default()
+    };
+    let cluster = daemonset_cluster(&daemonset, succeeded, "old", Weights::ALL_PRIMARY);
+    let ctx = context(client(cluster.clone()));
+    reconcile_daemonset(Arc::new(daemonset), ctx)
+        .await
+        .expect("reconciled");
+    assert_eq!(
+        writes(&cluster),
+        [
+            "PATCH services/web",
+            "PATCH services/web-primary",
+            "PATCH services/web-canary",
+            "event NewRevision",
+            "PATCH daemonsets/web",
+            "event Progressing",
+            "status Progressing",
+        ]
+    );
+    // Only Serin's switch goes: a merge patch's null, the user's node selector untouched.
+    let wake = patches_of(&cluster, &format!("{DAEMONSETS}/web"));
+    assert_eq!(wake, [release::idle::idle_patch(false)]);
+    // Nothing is scaled, and the primary is left alone.
+    assert!(patches_of(&cluster, &format!("{DAEMONSETS}/web-primary")).is_empty());
+}
+
+#[tokio::test]
+async fn promoting_a_daemonset_copies_its_template_to_the_primary_without_the_switch() {
+    let daemonset = web_daemonset(false, on_two_nodes());
+    let revision = release::revision(&release::release_template(&daemonset), &[]);
+    let promoting = ReleaseStatus {
+        phase: Phase::Promoting,
+        revision: Some(revision.clone()),
+        last_promoted_revision: Some("old".into()),
+        canary_weight: 50,
+        ..Default::default()
+    };
+    let cluster = daemonset_cluster(&daemonset, promoting, "old", Weights::to_canary(50));
+    let ctx = context(client(cluster.clone()));
+    reconcile_daemonset(Arc::new(daemonset), ctx)
+        .await
+        .expect("reconciled");
+    let copies = patches_of(&cluster, &format!("{DAEMONSETS}/web-primary"));
+    assert_eq!(copies.len(), 1, "{:?}", writes(&cluster));
+    let copy = &copies[0];
+    assert_eq!(copy["kind"], "DaemonSet");
+    assert_eq!(
+        copy["metadata"]["annotations"]["serin.dev/revision"],
+        json!(revision)
+    );
+    let pod = &copy["spec"]["template"]["spec"];
+    assert_eq!(pod["containers"][0]["image"], "web:2");
+    assert_eq!(pod["nodeSelector"], json!({"kubernetes.io/os": "linux"}));
+    assert_eq!(
+        copy["spec"]["selector"]["matchLabels"],
+        json!({"app": "web-primary"})
+    );
+    assert!(
+        !writes(&cluster).iter().any(|w| w.starts_with("scale")),
+        "a DaemonSet has no scale: {:?}",
+        writes(&cluster)
+    );
+}
+
+#[tokio::test]
+async fn a_promoted_daemonset_canary_is_idled_again_then_the_release_succeeds() {
+    let daemonset = web_daemonset(false, on_two_nodes());
+    let revision = release::revision(&release::release_template(&daemonset), &[]);
+    let promoting = ReleaseStatus {
+        phase: Phase::Promoting,
+        revision: Some(revision.clone()),
+        last_promoted_revision: Some("old".into()),
+        canary_weight: 50,
+        ..Default::default()
+    };
+    // The primary already runs the revision and is Ready on its nodes.
+    let cluster = daemonset_cluster(&daemonset, promoting, &revision, Weights::to_canary(50));
+    let ctx = context(client(cluster.clone()));
+    reconcile_daemonset(Arc::new(daemonset), ctx.clone())
+        .await
+        .expect("reconciled");
+    let writes_now = writes(&cluster);
+    assert!(
+        writes_now.contains(&"PATCH daemonsets/web".to_owned())
+            && writes_now.last().map(String::as_str) == Some("status Finalising"),
+        "{writes_now:?}"
+    );
+    let idle = patches_of(&cluster, &format!("{DAEMONSETS}/web"));
+    assert_eq!(idle, [release::idle::idle_patch(true)]);
+
+    // The next reconcile sees the canary idle (off every node): the release succeeds.
+    let idled = web_daemonset(
+        true,
+        json!({"observedGeneration": 1,
+        "desiredNumberScheduled": 0, "currentNumberScheduled": 0, "numberMisscheduled": 0,
+        "numberReady": 0}),
+    );
+    reconcile_daemonset(Arc::new(idled), ctx)
+        .await
+        .expect("reconciled");
+    assert_eq!(
+        writes(&cluster).last().map(String::as_str),
+        Some("status Succeeded")
     );
 }

@@ -17,12 +17,12 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, DeploymentSpec, DeploymentStatus};
 use k8s_openapi::api::core::v1::PodSpec;
 use kube::core::DynamicObject;
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
@@ -99,7 +99,7 @@ pub async fn serve(
     }
 
     let (deployments, writer) = reflector::store();
-    let api: Api<Deployment> = Api::all(client);
+    let api: Api<Deployment> = Api::all(client.clone());
     tasks.spawn(keep_watching(
         "Deployments".to_owned(),
         reflector::reflector(
@@ -107,6 +107,21 @@ pub async fn serve(
             watcher(api, watcher::Config::default()).modify(keep_what_the_simulator_reads),
         ),
     ));
+    // DaemonSet releases get the same traffic: their versions are looked up beside the
+    // Deployments' (`Workloads`).
+    let (daemonsets, writer) = reflector::store();
+    let api: Api<DaemonSet> = Api::all(client);
+    tasks.spawn(keep_watching(
+        "DaemonSets".to_owned(),
+        reflector::reflector(
+            writer,
+            watcher(api, watcher::Config::default()).modify(keep_what_the_simulator_reads),
+        ),
+    ));
+    let deployments = Workloads {
+        deployments,
+        daemonsets,
+    };
 
     let simulator = Arc::new(Mutex::new(Simulator::new(options.requests_per_second)));
     tasks.spawn(tick(
@@ -203,23 +218,80 @@ fn is_not_found(error: &watcher::Error) -> bool {
 
 /// Drops what the simulator never reads (managed fields, annotations of the Deployment
 /// itself, the pod spec but its node selector), keeping the store small in a big cluster.
-fn keep_what_the_simulator_reads(deployment: &mut Deployment) {
-    deployment.meta_mut().managed_fields = None;
-    if let Some(annotations) = deployment.meta_mut().annotations.as_mut() {
+fn keep_what_the_simulator_reads<W: Trimmed>(workload: &mut W) {
+    workload.meta_mut().managed_fields = None;
+    if let Some(annotations) = workload.meta_mut().annotations.as_mut() {
         // Whether the release is Blue/Green, for the load test.
         annotations.retain(|key, _| key == ITERATIONS_ANNOTATION || key == MATCH_ANNOTATION);
     }
-    if let Some(spec) = deployment.spec.as_mut() {
+    if let Some(template) = workload.template_mut() {
         // Where the pods run: a release on the real node is not simulated (`on_real_node`).
-        spec.template.spec = spec.template.spec.take().map(|pod| PodSpec {
+        template.spec = template.spec.take().map(|pod| PodSpec {
             node_selector: pod.node_selector,
             ..PodSpec::default()
         });
     }
 }
 
+/// The workloads [`keep_what_the_simulator_reads`] trims.
+trait Trimmed: kube::Resource {
+    fn template_mut(&mut self) -> Option<&mut k8s_openapi::api::core::v1::PodTemplateSpec>;
+}
+
+impl Trimmed for Deployment {
+    fn template_mut(&mut self) -> Option<&mut k8s_openapi::api::core::v1::PodTemplateSpec> {
+        self.spec.as_mut().map(|s| &mut s.template)
+    }
+}
+
+impl Trimmed for DaemonSet {
+    fn template_mut(&mut self) -> Option<&mut k8s_openapi::api::core::v1::PodTemplateSpec> {
+        self.spec.as_mut().map(|s| &mut s.template)
+    }
+}
+
 /// Looks a Deployment up in the store by namespace and name.
 type Lookup<'a> = dyn Fn(&str, &str) -> Option<Arc<Deployment>> + 'a;
+
+/// The workloads whose versions the simulator serves: Deployments, and DaemonSets seen as
+/// what the mapping reads of a Deployment (pod template and Ready pods).
+struct Workloads {
+    deployments: Store<Deployment>,
+    daemonsets: Store<DaemonSet>,
+}
+
+impl Workloads {
+    fn get(&self, namespace: &str, name: &str) -> Option<Arc<Deployment>> {
+        if let Some(found) = self
+            .deployments
+            .get(&ObjectRef::new(name).within(namespace))
+        {
+            return Some(found);
+        }
+        let daemonset = self
+            .daemonsets
+            .get(&ObjectRef::new(name).within(namespace))?;
+        Some(Arc::new(as_version(&daemonset)))
+    }
+}
+
+/// A DaemonSet as the simulator reads a version: its pod template (behaviour annotations,
+/// node selector) and its Ready pods as `readyReplicas`.
+fn as_version(daemonset: &DaemonSet) -> Deployment {
+    let spec = daemonset.spec.clone().unwrap_or_default();
+    Deployment {
+        metadata: daemonset.metadata.clone(),
+        spec: Some(DeploymentSpec {
+            selector: spec.selector,
+            template: spec.template,
+            ..Default::default()
+        }),
+        status: daemonset.status.as_ref().map(|status| DeploymentStatus {
+            ready_replicas: Some(status.number_ready),
+            ..Default::default()
+        }),
+    }
+}
 
 /// The router kinds whose traffic enters from outside the mesh, each with its store.
 struct Edges {
@@ -235,7 +307,7 @@ struct Edges {
 async fn tick(
     routers: Vec<(RouterKind, Store<DynamicObject>)>,
     edges: Edges,
-    deployments: Store<Deployment>,
+    deployments: Workloads,
     simulator: SharedSimulator,
     period: Duration,
 ) {
@@ -334,13 +406,12 @@ async fn tick(
 /// route tables), as `backends_of` maps them, and why some route nothing.
 fn current_edge_backends<B>(
     edge: Option<&(RouterKind, Store<DynamicObject>)>,
-    deployments: &Store<Deployment>,
+    deployments: &Workloads,
     backends_of: impl Fn(&RouterKind, &DynamicObject, &Lookup<'_>) -> Result<Vec<B>, MappingError>,
 ) -> (Vec<B>, Vec<MappingError>) {
     let mut backends = Vec::new();
     let mut problems = Vec::new();
-    let lookup =
-        |namespace: &str, name: &str| deployments.get(&ObjectRef::new(name).within(namespace));
+    let lookup = |namespace: &str, name: &str| deployments.get(namespace, name);
     if let Some((kind, store)) = edge {
         for object in store.state() {
             match backends_of(kind, &object, &lookup) {
@@ -356,13 +427,12 @@ fn current_edge_backends<B>(
 /// and why some route nothing.
 fn current_backends(
     routers: &[(RouterKind, Store<DynamicObject>)],
-    deployments: &Store<Deployment>,
+    deployments: &Workloads,
 ) -> (Vec<Backend>, Vec<LoadTest>, Vec<MappingError>) {
     let mut backends = Vec::new();
     let mut load_tests = Vec::new();
     let mut problems = Vec::new();
-    let lookup =
-        |namespace: &str, name: &str| deployments.get(&ObjectRef::new(name).within(namespace));
+    let lookup = |namespace: &str, name: &str| deployments.get(namespace, name);
     for (kind, store) in routers {
         for object in store.state() {
             match backends_of(kind, &object, lookup) {
