@@ -251,6 +251,7 @@ fn template(metrics: Vec<MetricTemplate>, urls: &[&str]) -> AnalysisTemplateSpec
                 timeout: None,
                 retries: None,
                 metadata: BTreeMap::new(),
+                mute_alert: None,
             })
             .collect(),
     }
@@ -264,6 +265,10 @@ fn builtin(name: &str, min: Option<f64>, max: Option<f64>) -> MetricTemplate {
         address: None,
         secret_ref: None,
         no_data: NoDataPolicy::Fail,
+        interval: None,
+        template_ref: None,
+        template_variables: Default::default(),
+        threshold: None,
     }
 }
 
