@@ -209,12 +209,12 @@ async fn event_ms(client: &Client, ns: &str, reason: &str) -> Option<i64> {
         .min()
 }
 
+/// Canary weights seen, each with the time (ms since the epoch) the watch delivered it.
+type WeightsSeen = Arc<Mutex<Vec<(i64, u32)>>>;
+
 /// Watches the TrafficSplit `web`; every canary weight it is seen at, with the time (ms since
 /// the epoch) the watch delivered it.
-fn watch_canary_weight(
-    client: &Client,
-    ns: &str,
-) -> (Arc<Mutex<Vec<(i64, u32)>>>, tokio::task::JoinHandle<()>) {
+fn watch_canary_weight(client: &Client, ns: &str) -> (WeightsSeen, tokio::task::JoinHandle<()>) {
     let router = router_for(Provider::Linkerd);
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &router.api_resource());
     let seen = Arc::new(Mutex::new(Vec::new()));
