@@ -107,6 +107,7 @@ demo:
 bench:
 	$(CARGO) bench --locked $(CARGO_FEATURES) --bench admission
 	$(MAKE) up
+	$(CARGO) bench --locked $(CARGO_FEATURES) --bench blast
 	$(CARGO) bench --locked $(CARGO_FEATURES) --bench scale
 
 clean: down

@@ -119,24 +119,32 @@ if [ "$PLANE" = real ]; then
     "serin.dev/hosts: $HOST" "serin.dev/metrics-provider: traefik" "serin.dev/analysis: load")
 fi
 
-# canary_counts: "REQUESTS FAILED" the canary backend of Traefik answered so far (5xx count
-# as failed, as in the success-rate check); "- -" with simulated traffic.
+# canary_counts: "REQUESTS FAILED" the canary served so far. Real data plane: the canary
+# backend's answers as Traefik counted them (5xx count as failed, as in the success-rate
+# check). Simulated: the simulator's ground truth, serin_simulator_canary_requests_total of
+# the canary (rounded to whole requests). "- -" when they cannot be read.
 COUNTS='
 import sys, urllib.request
-url, service = sys.argv[1], sys.argv[2]
-total = failed = 0
+url, plane, who = sys.argv[1], sys.argv[2], sys.argv[3]
+total = failed = 0.0
+truth = "serin_simulator_canary_requests_total{%s,outcome=\"" % who
 for line in urllib.request.urlopen(url, timeout=3).read().decode().splitlines():
-    if line.startswith("traefik_service_requests_total{") and ("service=\"%s\"" % service) in line:
-        value = int(float(line.rsplit(" ", 1)[1]))
+    if plane == "real" and line.startswith("traefik_service_requests_total{") and ("service=\"%s\"" % who) in line:
+        value = float(line.rsplit(" ", 1)[1])
         total += value
         failed += value if "code=\"5" in line else 0
-print(total, failed)
+    elif plane != "real" and line.startswith(truth):
+        value = float(line.rsplit(" ", 1)[1])
+        total += value
+        failed += value if line[len(truth):].startswith("failure") else 0
+print(round(total), round(failed))
 '
 canary_counts() {
   if [ "$PLANE" = real ]; then
-    python3 -c "$COUNTS" "$TRAEFIK_METRICS" "$NS-podinfo-canary-http-9898@kubernetesgateway" 2>/dev/null || echo "- -"
+    python3 -c "$COUNTS" "$TRAEFIK_METRICS" real "$NS-podinfo-canary-http-9898@kubernetesgateway" 2>/dev/null || echo "- -"
   else
-    echo "- -"
+    python3 -c "$COUNTS" "http://127.0.0.1:$(cat "$STATE/simulator/port" 2>/dev/null)/metrics" simulated \
+      "namespace=\"$NS\",name=\"podinfo\"" 2>/dev/null || echo "- -"
   fi
 }
 
@@ -175,7 +183,7 @@ served = ""
 if "-" not in counts + base:
     sample["canaryRequests"] = int(counts[0]) - int(base[0])
     sample["canaryFailures"] = int(counts[1]) - int(base[1])
-    served = "   canary answered %d (%d failed)" % (sample["canaryRequests"], sample["canaryFailures"])
+    served = "   canary served %d (%d failed)" % (sample["canaryRequests"], sample["canaryFailures"])
 with open(timeline, "a") as out:
     out.write(json.dumps(sample) + "\n")
 def show(value, unit):

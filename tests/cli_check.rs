@@ -296,3 +296,59 @@ fn mirroring_and_affinity_pass_on_gatewayapi_and_are_refused_elsewhere_naming_ga
         .join("\n"),
     );
 }
+
+/// Flagger's `analysis.metrics` and `webhooks`, pasted into an AnalysisTemplate (written after
+/// Flagger's documented examples): `serin check` accepts what maps and names what does not.
+#[test]
+fn a_pasted_flagger_analysis_is_accepted_and_what_does_not_map_is_named() {
+    let template = r#"apiVersion: serin.dev/v1beta1
+kind: AnalysisTemplate
+metadata: {name: from-flagger, namespace: shop}
+spec:
+  metrics:
+  - name: request-success-rate
+    interval: 1m
+    thresholdRange: {min: 99}
+  - name: request-duration
+    interval: 30s
+    thresholdRange: {max: 500}
+  - name: failure-share
+    templateRef: {name: failure-share, namespace: monitoring}
+    thresholdRange: {max: 2}
+    interval: 2m
+    query: 100 * sum(rate(errors{app="{{ target }}"}[{{ interval }}])) / sum(rate(requests{app="{{ target }}"}[{{ interval }}]))
+  webhooks:
+  - name: smoke
+    type: pre-rollout
+    url: http://loadtester.test/
+    timeout: 15s
+    metadata: {type: bash, cmd: "curl -s http://web-canary.shop/healthz"}
+  - name: load
+    type: rollout
+    url: http://loadtester.test/
+    metadata: {cmd: "hey -z 1m -q 10 -c 2 http://web-canary.shop/"}
+  - name: on-call
+    type: confirm-promotion
+    url: http://gate.test/approve
+    muteAlert: false
+"#;
+    let out = check(&["-f", "-"], template);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // As pasted from Flagger: the query lives in a MetricTemplate Serin does not read.
+    let bare = template.replace(
+        "    query: 100 * sum(rate(errors{app=\"{{ target }}\"}[{{ interval }}])) / sum(rate(requests{app=\"{{ target }}\"}[{{ interval }}]))\n",
+        "",
+    );
+    assert_ne!(bare, template);
+    let out = check(&["-f", "-"], &bare);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("spec.metrics[2].templateRef: Serin reads no Flagger MetricTemplate"),
+        "{stdout}"
+    );
+}

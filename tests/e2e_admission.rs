@@ -284,3 +284,67 @@ async fn deployments_without_serin_annotations_never_reach_the_webhook() {
         "mutate and validate both reviewed it"
     );
 }
+
+/// A Flagger Canary's `analysis.metrics` and `webhooks`, pasted into an AnalysisTemplate
+/// (written after Flagger's documented examples), pass kubectl's strict field validation and
+/// the template webhook; a metric's `interval` survives reading through `v1alpha1`; a
+/// `muteAlert: true` is refused naming the field.
+#[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
+async fn a_pasted_flagger_analysis_is_admitted_and_what_does_not_map_is_refused() {
+    let _shared = COUNTER.read().await;
+    let (_client, ns) = support::serin_namespace("flagger-paste").await;
+    let template = format!(
+        r#"apiVersion: serin.dev/v1beta1
+kind: AnalysisTemplate
+metadata: {{name: from-flagger, namespace: {ns}}}
+spec:
+  metrics:
+  - name: request-success-rate
+    interval: 1m
+    thresholdRange: {{min: 99}}
+  - name: request-duration
+    interval: 30s
+    thresholdRange: {{max: 500}}
+  - name: failure-share
+    templateRef: {{name: failure-share, namespace: monitoring}}
+    thresholdRange: {{max: 2}}
+    interval: 2m
+    query: 100 * sum(rate(errors{{app="{{{{ target }}}}"}}[{{{{ interval }}}}])) / sum(rate(requests{{app="{{{{ target }}}}"}}[{{{{ interval }}}}]))
+  webhooks:
+  - name: smoke
+    type: pre-rollout
+    url: http://loadtester.test/
+    timeout: 15s
+    metadata: {{type: bash, cmd: "curl -s http://web-canary.test/healthz"}}
+  - name: on-call
+    type: confirm-promotion
+    url: http://gate.test/approve
+    muteAlert: false
+"#,
+        ns = ns.name
+    );
+    let (ok, stdout, stderr) = kubectl(&["apply", "-f", "-"], Some(&template));
+    assert!(ok, "{stdout}\n{stderr}");
+    let (ok, alpha, stderr) = kubectl(
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "analysistemplates.v1alpha1.serin.dev",
+            "from-flagger",
+            "-o",
+            "jsonpath={.spec.metrics[2].interval} {.spec.metrics[2].templateRef.name}",
+        ],
+        None,
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(alpha, "2m failure-share");
+    let muted = template.replace("muteAlert: false", "muteAlert: true");
+    let (ok, _, stderr) = kubectl(&["apply", "-f", "-"], Some(&muted));
+    assert!(!ok, "muteAlert: true must be refused");
+    assert!(
+        stderr.contains("spec.webhooks[1].muteAlert: true is not supported"),
+        "{stderr}"
+    );
+}

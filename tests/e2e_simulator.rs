@@ -58,6 +58,7 @@ fn backends(ns: &str) -> Vec<Backend> {
             behaviour: Behaviour {
                 error_rate: 0.0,
                 latency_ms: 40.0,
+                noise_seed: None,
             },
         },
         Backend {
@@ -67,6 +68,7 @@ fn backends(ns: &str) -> Vec<Backend> {
             behaviour: Behaviour {
                 error_rate: 0.2,
                 latency_ms: 700.0,
+                noise_seed: None,
             },
         },
     ]

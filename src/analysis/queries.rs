@@ -17,7 +17,8 @@ pub struct QueryVars<'a> {
     pub target: &'a str,
     /// The apex Service.
     pub service: &'a str,
-    /// The rate window, `serin.dev/metrics-window` (Flagger's metric `interval`).
+    /// The rate window: `serin.dev/metrics-window`, unless the metric has its own `interval`
+    /// (Flagger's metric `interval`).
     pub interval: Duration,
     /// Who sees the canary's requests, for builtin metrics without a query; Linkerd when
     /// `None`.
@@ -100,11 +101,16 @@ pub fn check_metric(metric: &MetricTemplate) -> Result<(), QueryError> {
     metric_query(metric, &vars).map(|_| ())
 }
 
-/// The query of a template metric: its own, rendered, or the builtin one of that name.
+/// The query of a template metric: its own, rendered, or the builtin one of that name; over
+/// the metric's own `interval` when it has one.
 pub(super) fn metric_query(
     metric: &MetricTemplate,
     vars: &QueryVars<'_>,
 ) -> Result<String, QueryError> {
+    let vars = &QueryVars {
+        interval: metric.interval.unwrap_or(vars.interval),
+        ..*vars
+    };
     match (&metric.query, Builtin::named(&metric.name)) {
         (Some(query), _) => render_query(query, vars),
         (None, Some(builtin)) => Ok(builtin.query_for(&vars.observer(), vars.interval)),

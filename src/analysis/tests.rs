@@ -47,6 +47,10 @@ fn metric(name: &str, query: Option<&str>) -> MetricTemplate {
         address: None,
         secret_ref: None,
         no_data: NoDataPolicy::Fail,
+        interval: None,
+        template_ref: None,
+        template_variables: Default::default(),
+        threshold: None,
     }
 }
 
@@ -278,6 +282,7 @@ fn a_template_with_only_webhooks_keeps_the_builtin_checks() {
             timeout: None,
             retries: None,
             metadata: BTreeMap::new(),
+            mute_alert: None,
         }],
     };
     assert_eq!(
@@ -955,4 +960,34 @@ async fn a_check_with_a_secret_fails_naming_it_when_it_cannot_be_used() {
         ]
     );
     assert!(measured.checks.iter().all(|c| c.value.is_none()));
+}
+
+/// Flagger's metric `interval` is that metric's query window: it fills `{{ interval }}` of
+/// its query and the rate window of a builtin, while metrics without one keep
+/// `serin.dev/metrics-window`.
+#[test]
+fn a_metrics_own_interval_overrides_the_metrics_window_for_that_metric_only() {
+    let mut custom = metric(
+        "errors",
+        Some("sum(rate(errors{app=\"{{ target }}\"}[{{ interval }}]))"),
+    );
+    custom.interval = Some(Duration::from_secs(120));
+    let mut latency = metric("request-duration", None);
+    latency.interval = Some(Duration::from_secs(30));
+    let plain = metric("other", Some("sum(rate(x[{{ interval }}]))"));
+    let spec = CanarySpec {
+        metrics_window: Duration::from_secs(60),
+        ..spec()
+    };
+    let planned = plan_checks(
+        &spec,
+        Some(&template(vec![custom, latency, plain])),
+        "shop",
+        "web",
+    );
+    let query = |i: usize| planned[i].query.clone().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(query(0), "sum(rate(errors{app=\"web\"}[2m]))");
+    assert!(query(1).contains("[30s]"), "{}", query(1));
+    assert!(!query(1).contains("[1m]"), "{}", query(1));
+    assert_eq!(query(2), "sum(rate(x[1m]))");
 }

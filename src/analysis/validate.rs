@@ -27,7 +27,11 @@ impl AnalysisTemplateSpec {
                     ),
                 ));
             }
-            if let Err(e) = check_metric(metric) {
+            problems.extend(flagger_metric_problems(&at, metric));
+            let refers_only = metric.template_ref.is_some() && metric.query.is_none();
+            if let Err(e) = check_metric(metric)
+                && !refers_only
+            {
                 let field = match metric.query {
                     Some(_) => "query",
                     None => "name",
@@ -76,9 +80,66 @@ impl AnalysisTemplateSpec {
                     format!("{:?} {bound}", timeout.to_string()),
                 ));
             }
+            if hook.mute_alert == Some(true) {
+                problems.push(Problem::new(
+                    format!("{at}.muteAlert"),
+                    "true is not supported: Serin's alerts are not muted per webhook; choose \
+                     which alerts are sent by their severity in the CanaryPolicy's alerts, and \
+                     remove muteAlert (or set it to false)"
+                        .to_owned(),
+                ));
+            }
         }
         problems
     }
+}
+
+/// What is wrong with the fields a metric pasted from a Flagger Canary's `analysis.metrics[]`
+/// has beyond Serin's own: `interval` is the metric's query window (bounded as
+/// `serin.dev/metrics-window`); `templateRef` is accepted beside a `query` that carries the
+/// MetricTemplate's query; `templateVariables` and the deprecated `threshold` are refused,
+/// each saying what to write instead.
+fn flagger_metric_problems(at: &str, metric: &MetricTemplate) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if let Some(interval) = metric.interval
+        && let Err(bound) = Limits::METRICS_WINDOW.check(interval)
+    {
+        problems.push(Problem::new(
+            format!("{at}.interval"),
+            format!("{:?} {bound}", interval.to_string()),
+        ));
+    }
+    if let Some(reference) = &metric.template_ref
+        && metric.query.is_none()
+    {
+        problems.push(Problem::new(
+            format!("{at}.templateRef"),
+            format!(
+                "Serin reads no Flagger MetricTemplate (here {:?}): copy its spec.query into \
+                 query (and its provider.address and provider.secretRef into address and \
+                 secretRef); templateRef may stay beside them",
+                reference.name
+            ),
+        ));
+    }
+    if !metric.template_variables.is_empty() {
+        problems.push(Problem::new(
+            format!("{at}.templateVariables"),
+            "not supported: Serin's queries have no {{ variables.* }}; write the values into \
+             query (its variables are namespace, target, service and interval)"
+                .to_owned(),
+        ));
+    }
+    if metric.threshold.is_some() {
+        problems.push(Problem::new(
+            format!("{at}.threshold"),
+            "Flagger's deprecated threshold is not read: write thresholdRange.min (a floor, as \
+             for request-success-rate) or thresholdRange.max (a ceiling, as for \
+             request-duration)"
+                .to_owned(),
+        ));
+    }
+    problems
 }
 
 /// What is wrong with the `secretRef` (named `name`) of the metric at `at`: the credentials
@@ -169,6 +230,10 @@ mod tests {
             address: None,
             secret_ref: None,
             no_data: NoDataPolicy::Fail,
+            interval: None,
+            template_ref: None,
+            template_variables: BTreeMap::new(),
+            threshold: None,
         }
     }
 
@@ -254,6 +319,7 @@ mod tests {
             timeout,
             retries: None,
             metadata: BTreeMap::new(),
+            mute_alert: None,
         }
     }
 
@@ -349,5 +415,124 @@ mod tests {
         );
         assert!(problems[1].contains("min 5 is larger than max 1"));
         assert!(problems[3].contains("not a builtin metric"));
+    }
+
+    /// A team migrating from Flagger pastes its Canary's `analysis.metrics` and `webhooks`
+    /// (written here after Flagger's documented examples, not copied): what maps is accepted,
+    /// a `templateRef` needs the MetricTemplate's query beside it, and what Serin does not
+    /// do is refused naming the field and why.
+    const FLAGGER_PASTE: &str = r#"
+apiVersion: serin.dev/v1beta1
+kind: AnalysisTemplate
+metadata: {name: from-flagger, namespace: shop}
+spec:
+  metrics:
+  - name: request-success-rate
+    interval: 1m
+    thresholdRange:
+      min: 99
+  - name: request-duration
+    interval: 30s
+    thresholdRange:
+      max: 500
+  - name: failure-share
+    templateRef:
+      name: failure-share
+      namespace: monitoring
+    thresholdRange:
+      max: 2
+    interval: 2m
+    query: |
+      100 * sum(rate(response_total{namespace="{{ namespace }}",deployment="{{ target }}",classification="failure"}[{{ interval }}]))
+      / sum(rate(response_total{namespace="{{ namespace }}",deployment="{{ target }}"}[{{ interval }}]))
+  webhooks:
+  - name: smoke
+    type: pre-rollout
+    url: http://loadtester.test/
+    timeout: 15s
+    metadata:
+      type: bash
+      cmd: "curl -s http://web-canary.shop/healthz | grep ok"
+  - name: load
+    type: rollout
+    url: http://loadtester.test/
+    timeout: 5s
+    metadata:
+      cmd: "hey -z 1m -q 10 -c 2 http://web-canary.shop/"
+  - name: on-call
+    type: confirm-promotion
+    url: http://gate.test/approve
+    muteAlert: false
+"#;
+
+    fn pasted(yaml: &str) -> AnalysisTemplateSpec {
+        let value: serde_json::Value =
+            serde_yaml_ng::from_str(yaml).unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_value(value["spec"].clone()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_pasted_flagger_analysis_is_accepted_with_its_intervals() {
+        let spec = pasted(FLAGGER_PASTE);
+        assert_eq!(spec.problems(), Vec::<Problem>::new());
+        assert_eq!(spec.metrics[1].interval, Some(Duration::from_secs(30)));
+        assert_eq!(
+            spec.metrics[2]
+                .template_ref
+                .as_ref()
+                .map(|r| r.name.as_str()),
+            Some("failure-share")
+        );
+        assert_eq!(spec.webhooks[2].mute_alert, Some(false));
+    }
+
+    #[test]
+    fn flagger_fields_serin_does_not_follow_are_refused_naming_the_field_and_why() {
+        let without_query = FLAGGER_PASTE
+            .split_once("    query: |")
+            .map(|(head, tail)| {
+                // Drop the query's two lines, as a MetricTemplate reference comes pasted.
+                let rest = tail.splitn(4, '\n').nth(3).unwrap_or_default();
+                format!("{head}{rest}")
+            })
+            .unwrap_or_default();
+        let broken = without_query
+            .replace("    muteAlert: false", "    muteAlert: true")
+            .replace(
+                "    interval: 30s\n",
+                "    interval: 2h\n    threshold: 500\n    templateVariables: {app: web}\n",
+            );
+        let problems: Vec<String> = pasted(&broken)
+            .problems()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let has = |field: &str, words: &str| {
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.starts_with(field) && p.contains(words)),
+                "{field} ({words}) in {problems:#?}"
+            )
+        };
+        has("spec.metrics[1].interval", "\"2h\"");
+        has("spec.metrics[1].threshold", "thresholdRange.max");
+        has(
+            "spec.metrics[1].templateVariables",
+            "write the values into query",
+        );
+        has(
+            "spec.metrics[2].templateRef",
+            "copy its spec.query into query",
+        );
+        has("spec.webhooks[2].muteAlert", "severity");
+        // The reference alone is not also reported as an unknown builtin.
+        assert!(
+            !problems
+                .iter()
+                .any(|p| p.starts_with("spec.metrics[2].name")),
+            "{problems:#?}"
+        );
+        assert_eq!(problems.len(), 5, "{problems:#?}");
     }
 }

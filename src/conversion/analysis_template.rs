@@ -1,5 +1,6 @@
 //! `AnalysisTemplate`: flat `min`/`max` (v1alpha1) and `thresholdRange` (v1beta1); `noData`
-//! and `secretRef` exist only in v1beta1 and travel by metric name.
+//! and `secretRef` exist only in v1beta1 and travel by metric name. Flagger's metric fields
+//! (`interval`, `templateRef`, `templateVariables`, `threshold`) are in both.
 
 use std::collections::BTreeMap;
 
@@ -41,6 +42,10 @@ impl Versions for TemplateVersions {
                     max: m.max,
                 },
                 address: m.address,
+                interval: m.interval,
+                template_ref: m.template_ref,
+                template_variables: m.template_variables,
+                threshold: m.threshold,
             })
             .collect();
         AnalysisTemplateSpec {
@@ -67,6 +72,10 @@ impl Versions for TemplateVersions {
                     min: m.threshold_range.min,
                     max: m.threshold_range.max,
                     address: m.address,
+                    interval: m.interval,
+                    template_ref: m.template_ref,
+                    template_variables: m.template_variables,
+                    threshold: m.threshold,
                 }
             })
             .collect();

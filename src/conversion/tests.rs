@@ -12,7 +12,7 @@ use crate::crd::{
 };
 use crate::crd::{
     AnalysisTemplateSpec, CanaryPolicyResourceSpec, CanaryResourceSpec, HookType, MetricTemplate,
-    NoDataPolicy, ThresholdRange, WebhookTemplate,
+    NoDataPolicy, TemplateRef, ThresholdRange, WebhookTemplate,
 };
 use crate::spec::{CanarySpec, Duration, GatewayRef, MatchRule, MetricsProvider, Provider};
 
@@ -46,14 +46,16 @@ fn webhook() -> impl Strategy<Value = WebhookTemplate> {
         prop::option::of(duration()),
         prop::option::of(0u32..=10),
         prop::collection::btree_map("[a-z]{1,5}", ".{0,8}", 0..3),
+        prop::option::of(any::<bool>()),
     )
         .prop_map(
-            |(name, type_, url, timeout, retries, metadata)| WebhookTemplate {
+            |(name, type_, url, timeout, retries, metadata, mute_alert)| WebhookTemplate {
                 name,
                 type_,
                 url,
                 timeout,
                 retries,
+                mute_alert,
                 metadata,
             },
         )
@@ -68,6 +70,12 @@ fn template() -> impl Strategy<Value = AnalysisTemplateSpec> {
         prop::option::of("http://[a-z]{1,8}:9090"),
         prop::sample::select(vec![NoDataPolicy::Fail, NoDataPolicy::Skip]),
         prop::option::of("[a-z][a-z0-9-]{0,20}"),
+        // Flagger's fields: interval, templateRef (name, namespace), templateVariables,
+        // threshold.
+        prop::option::of(duration()),
+        prop::option::of(("[a-z][a-z0-9-]{0,20}", prop::option::of("[a-z]{1,8}"))),
+        prop::collection::btree_map("[a-z]{1,5}", "[a-z0-9]{0,8}", 0..2),
+        prop::option::of(0.0f64..100.0),
     );
     (
         prop::collection::vec(metric, 0..5),
@@ -78,13 +86,32 @@ fn template() -> impl Strategy<Value = AnalysisTemplateSpec> {
                 .into_iter()
                 .enumerate()
                 .map(
-                    |(i, (query, min, max, address, no_data, secret))| MetricTemplate {
+                    |(
+                        i,
+                        (
+                            query,
+                            min,
+                            max,
+                            address,
+                            no_data,
+                            secret,
+                            interval,
+                            template_ref,
+                            template_variables,
+                            threshold,
+                        ),
+                    )| MetricTemplate {
                         name: format!("metric-{i}"),
                         query,
                         threshold_range: ThresholdRange { min, max },
                         address,
                         secret_ref: secret.map(|name| SecretRef { name }),
                         no_data,
+                        interval,
+                        template_ref: template_ref
+                            .map(|(name, namespace)| TemplateRef { name, namespace }),
+                        template_variables,
+                        threshold,
                     },
                 )
                 .collect(),

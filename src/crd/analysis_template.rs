@@ -58,6 +58,31 @@ pub struct MetricTemplate {
     /// What an empty result means.
     #[serde(default)]
     pub no_data: NoDataPolicy,
+    /// This metric's query window (Flagger's metric `interval`): `{{ interval }}` in `query`
+    /// and the rate window of a builtin; `serin.dev/metrics-window` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    /// Flagger's reference to its `MetricTemplate`, accepted as pasted beside `query`, which
+    /// must carry that MetricTemplate's query: Serin reads no MetricTemplate objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_ref: Option<TemplateRef>,
+    /// Flagger's `templateVariables`: in the schema only to be refused by name (Serin's
+    /// queries have no `{{ variables.* }}`; write the values into `query`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub template_variables: BTreeMap<String, String>,
+    /// Flagger's deprecated `threshold`: in the schema only to be refused by name (write
+    /// `thresholdRange`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+}
+
+/// Flagger's `templateRef` of a metric: the `MetricTemplate` its query came from.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct TemplateRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// A Secret, by name. Which namespace it is read from is said where it is named: an
@@ -140,4 +165,8 @@ pub struct WebhookTemplate {
     pub retries: Option<u32>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// Flagger's `muteAlert`: `false` (what Serin does) is accepted; `true` is refused, as
+    /// Serin's alerts are filtered by severity, not per webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mute_alert: Option<bool>,
 }

@@ -16,7 +16,7 @@ use kube::core::crd::merge_crds;
 
 pub use analysis_template::{
     AnalysisTemplate, AnalysisTemplateSpec, HookType, MetricTemplate, NoDataPolicy, SecretRef,
-    ThresholdRange, WebhookTemplate,
+    TemplateRef, ThresholdRange, WebhookTemplate,
 };
 pub use canary::{Canary, CanaryResourceSpec, CanaryStatus, RequestOutcome, RequestStatus};
 pub use canary_policy::{

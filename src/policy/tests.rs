@@ -300,6 +300,7 @@ fn template(metrics: Vec<MetricTemplate>, urls: &[&str]) -> AnalysisTemplateSpec
                 timeout: None,
                 retries: None,
                 metadata: BTreeMap::new(),
+                mute_alert: None,
             })
             .collect(),
     }
@@ -313,6 +314,10 @@ fn builtin(name: &str, min: Option<f64>, max: Option<f64>) -> MetricTemplate {
         address: None,
         secret_ref: None,
         no_data: NoDataPolicy::Fail,
+        interval: None,
+        template_ref: None,
+        template_variables: Default::default(),
+        threshold: None,
     }
 }
 

@@ -56,6 +56,7 @@ fn template(url: &str) -> AnalysisTemplateSpec {
             timeout: Some(SpecDuration::from_secs(60)),
             retries: None,
             metadata: BTreeMap::new(),
+            mute_alert: None,
         }],
     }
 }

@@ -97,6 +97,7 @@ fn hook(name: &str, kind: HookType, url: String) -> WebhookTemplate {
         timeout: None,
         retries: None,
         metadata: BTreeMap::new(),
+        mute_alert: None,
     }
 }
 

@@ -1,7 +1,9 @@
 //! A release timeline drawn as one standalone SVG (pure: samples in, text out).
 //!
 //! Three panels share the time axis: canary weight, success rate and p99 latency, each a step
-//! line (a value holds until the next sample). Behind them, one band per run of the same
+//! line (a value holds until the next sample); a fourth, the failed requests the canary served
+//! since the release began, when the timeline counts them (the real data plane's counters, or
+//! the simulator's ground truth). Behind them, one band per run of the same
 //! phase, named in a strip above the panels; below them, a lane marks each failed check.
 //! Every element a reader or a test looks for carries a `class` (`series`, `phase-band`,
 //! `failed-check`) and a `data-*` attribute naming what it shows.
@@ -41,9 +43,12 @@ const TEXT_COLOUR: &str = "#222222";
 /// gives a chart that says so.
 pub fn render(title: &str, samples: &[Sample]) -> String {
     let mut svg = String::new();
+    let panels = panel_count(samples);
+    // Each panel beyond the usual three makes the chart taller by its height and title.
+    let height = HEIGHT + (panels - 3) as f64 * (PANEL_HEIGHT + PANEL_GAP);
     let _ = writeln!(
         svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="Helvetica, Arial, sans-serif" font-size="12" fill="{TEXT_COLOUR}">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="Helvetica, Arial, sans-serif" font-size="12" fill="{TEXT_COLOUR}">"#
     );
     let _ = writeln!(svg, "<title>{}</title>", escape(title));
     let _ = writeln!(
@@ -52,7 +57,7 @@ pub fn render(title: &str, samples: &[Sample]) -> String {
     );
     let _ = writeln!(
         svg,
-        r##"<rect width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>"##
+        r##"<rect width="{WIDTH}" height="{height}" fill="#ffffff"/>"##
     );
     let _ = writeln!(
         svg,
@@ -69,7 +74,7 @@ pub fn render(title: &str, samples: &[Sample]) -> String {
             svg,
             r##"<text class="empty" x="{x}" y="{y}" text-anchor="middle" font-size="16" fill="#555555">No samples were recorded for this release.</text>"##,
             x = (PLOT_LEFT + PLOT_RIGHT) / 2.0,
-            y = HEIGHT / 2.0,
+            y = height / 2.0,
         );
         svg.push_str("</svg>\n");
         return svg;
@@ -77,12 +82,15 @@ pub fn render(title: &str, samples: &[Sample]) -> String {
     let timeline = Timeline::new(samples);
     legend(&mut svg, &timeline);
     phase_bands(&mut svg, &timeline);
-    let panels = [
+    let mut drawn = vec![
         Panel::weight(&timeline),
         Panel::success_rate(&timeline),
         Panel::latency(&timeline),
     ];
-    for (index, panel) in panels.iter().enumerate() {
+    if panels > 3 {
+        drawn.push(Panel::failed_served(&timeline));
+    }
+    for (index, panel) in drawn.iter().enumerate() {
         panel.draw(&mut svg, &timeline, panel_top(index));
     }
     failed_checks(&mut svg, &timeline);
@@ -95,8 +103,16 @@ fn panel_top(index: usize) -> f64 {
     FIRST_PANEL_TOP + index as f64 * (PANEL_HEIGHT + PANEL_GAP)
 }
 
-fn lane_top() -> f64 {
-    panel_top(3)
+/// The panels a timeline gets: a fourth when it counts the canary's failed requests.
+fn panel_count(samples: &[Sample]) -> usize {
+    match samples.iter().any(|s| s.canary_failures.is_some()) {
+        true => 4,
+        false => 3,
+    }
+}
+
+fn lane_top(timeline: &Timeline) -> f64 {
+    panel_top(panel_count(timeline.samples))
 }
 
 fn subtitle(samples: &[Sample]) -> String {
@@ -109,7 +125,7 @@ fn subtitle(samples: &[Sample]) -> String {
     };
     let served = match (last.canary_requests, last.canary_failures) {
         (Some(requests), failures) => format!(
-            " The canary's pods answered {requests} real requests ({} failed).",
+            " The canary served {requests} requests ({} failed).",
             failures.unwrap_or(0)
         ),
         (None, _) => String::new(),
@@ -248,6 +264,29 @@ impl Panel {
             values,
             threshold: maximum.map(|m| (m, format!("maximum {} ms", trim_number(m, 1)))),
             no_data: "no data: no request reached the canary",
+        }
+    }
+
+    /// The failed requests the canary served since the release began: what users saw go
+    /// wrong. A sample without the count leaves a gap.
+    fn failed_served(timeline: &Timeline) -> Self {
+        let values: Vec<Option<f64>> = timeline
+            .samples
+            .iter()
+            .map(|s| s.canary_failures.map(|n| n as f64))
+            .collect();
+        let highest = values.iter().flatten().fold(0.0f64, |high, v| high.max(*v));
+        let top = if highest > 0.0 { highest * 1.15 } else { 1.0 };
+        let step = nice_step(top, 4);
+        Panel {
+            series: "canary-failed-requests",
+            title: "Failed requests served by the canary (since the release began)",
+            unit: "",
+            colour: FAILED_COLOUR,
+            domain: (0.0, (top / step).ceil() * step),
+            values,
+            threshold: None,
+            no_data: "not counted",
         }
     }
 
@@ -453,7 +492,7 @@ fn legend(svg: &mut String, timeline: &Timeline) {
 /// A band per run of one phase behind the panels, its name in the strip above them, and a
 /// dashed line where the phase changes.
 fn phase_bands(svg: &mut String, timeline: &Timeline) {
-    let bottom = lane_top() + LANE_HEIGHT;
+    let bottom = lane_top(timeline) + LANE_HEIGHT;
     let mut row_ends = [f64::NEG_INFINITY; STRIP_ROWS];
     svg.push_str("<g class=\"phases\">\n");
     for (index, (phase, start, end)) in timeline.phase_runs().into_iter().enumerate() {
@@ -489,7 +528,7 @@ fn phase_bands(svg: &mut String, timeline: &Timeline) {
 
 /// A cross in the lane under the panels wherever the count of failed checks went up.
 fn failed_checks(svg: &mut String, timeline: &Timeline) {
-    let top = lane_top();
+    let top = lane_top(timeline);
     let middle = top + LANE_HEIGHT / 2.0;
     let _ = writeln!(
         svg,
@@ -537,7 +576,7 @@ fn cross(svg: &mut String, x: f64, y: f64, size: f64) {
 
 fn time_axis(svg: &mut String, timeline: &Timeline) {
     let top = STRIP_TOP + STRIP_ROW * STRIP_ROWS as f64;
-    let bottom = lane_top() + LANE_HEIGHT;
+    let bottom = lane_top(timeline) + LANE_HEIGHT;
     let (ticks, step) = timeline.x.ticks(10);
     svg.push_str("<g class=\"time-axis\">\n");
     for tick in ticks {
@@ -651,16 +690,15 @@ mod tests {
     }
 
     #[test]
-    fn the_subtitle_counts_the_real_requests_the_canary_answered_only_when_known() {
+    fn the_subtitle_counts_the_requests_the_canary_served_only_when_known() {
         let mut samples = promoted();
-        assert!(!subtitle(&samples).contains("real requests"));
+        assert!(!subtitle(&samples).contains("served"));
         if let Some(last) = samples.last_mut() {
             last.canary_requests = Some(412);
             last.canary_failures = Some(37);
         }
         assert!(
-            subtitle(&samples)
-                .ends_with("The canary's pods answered 412 real requests (37 failed)."),
+            subtitle(&samples).ends_with("The canary served 412 requests (37 failed)."),
             "{}",
             subtitle(&samples)
         );
@@ -783,6 +821,30 @@ mod tests {
         assert!(svg.contains("No samples were recorded"));
         assert!(!svg.contains("<polyline"));
         assert!(bands(&svg).is_empty());
+    }
+
+    #[test]
+    fn the_failed_requests_the_canary_served_get_a_panel_of_their_own_only_when_counted() {
+        let plain = render("podinfo 6.7.1", &promoted());
+        assert!(!plain.contains("canary-failed-requests"));
+        assert!(plain.contains("height=\"700\""), "the usual three panels");
+        let mut counted = promoted();
+        for (i, sample) in counted.iter_mut().enumerate() {
+            sample.canary_failures = Some(3 * i as u64);
+        }
+        let svg = render("podinfo 6.8.0", &counted);
+        let lines = series(&svg, "canary-failed-requests");
+        assert_eq!(lines.len(), 1, "one line, no gap");
+        // Higher counts are drawn higher (smaller y), step by step.
+        let ys: Vec<f64> = lines[0].iter().map(|(_, y)| *y).collect();
+        assert!(ys.windows(2).all(|w| w[1] <= w[0]), "{ys:?}");
+        assert!(ys.first() > ys.last(), "{ys:?}");
+        assert!(svg.contains("Failed requests served by the canary"));
+        let taller = format!("height=\"{}\"", 700.0 + PANEL_HEIGHT + PANEL_GAP);
+        assert!(
+            svg.contains(&taller),
+            "a fourth panel makes room for itself"
+        );
     }
 
     #[test]

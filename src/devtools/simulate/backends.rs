@@ -411,7 +411,8 @@ mod tests {
                     weight: 20,
                     behaviour: Behaviour {
                         error_rate: 0.3,
-                        latency_ms: 250.0
+                        latency_ms: 250.0,
+                        noise_seed: None,
                     },
                 },
             ]
@@ -607,7 +608,8 @@ mod tests {
                     weight: LOAD_TEST_PERCENT,
                     behaviour: Behaviour {
                         error_rate: 0.1,
-                        latency_ms: 10.0
+                        latency_ms: 10.0,
+                        noise_seed: None,
                     },
                 },
                 authority: "web-svc-canary.shop.svc.cluster.local".into(),

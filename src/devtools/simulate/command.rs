@@ -28,6 +28,11 @@ pub struct SimulateArgs {
     /// Requests per second each router object receives, split by its weights.
     #[arg(long, default_value_t = 50.0, value_parser = positive_rate)]
     pub requests_per_second: f64,
+    /// Draw every version's requests and failures at random from this seed (binomial draws
+    /// per tick), as `simulate.serin.dev/noise-seed` does for one version. Off by default:
+    /// the counters are then exact shares of the rate.
+    #[arg(long, env = "SERIN_SIMULATE_NOISE_SEED")]
+    pub noise_seed: Option<u64>,
 }
 
 fn positive_rate(text: &str) -> Result<f64, String> {
@@ -51,6 +56,7 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
             let options = Options {
                 requests_per_second: args.requests_per_second,
                 tick: serve::DEFAULT_TICK,
+                noise_seed: args.noise_seed,
             };
             serve::serve(client, listener, options, shutdown_signal())
                 .await

@@ -157,6 +157,11 @@ impl EnvoySimulator {
     }
 
     /// Accounts for `elapsed` time of traffic split as `backends` say.
+    /// Draws with noise from `seed` the versions that name no seed of their own.
+    pub(super) fn set_noise_seed(&mut self, seed: Option<u64>) {
+        self.traffic.set_noise_seed(seed);
+    }
+
     pub fn advance(&mut self, elapsed: Duration, backends: &[EnvoyBackend]) {
         for b in backends {
             self.traffic.add(elapsed, &b.cluster, b.weight, b.behaviour);
@@ -291,6 +296,7 @@ mod tests {
             Behaviour {
                 error_rate: 0.25,
                 latency_ms: 30.0,
+                noise_seed: None,
             },
         );
         let primary = backend(PRIMARY_CLUSTER, 80, Behaviour::default());

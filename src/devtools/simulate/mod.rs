@@ -8,7 +8,16 @@
 //! A version's behaviour comes from its pod template's annotations
 //! `simulate.serin.dev/error-rate` (0–1) and `simulate.serin.dev/latency-ms`. Counters are
 //! fractional and derived from elapsed time only, so ratios are exact and every run is the
-//! same.
+//! same, unless the version asks for noise (`simulate.serin.dev/noise-seed`, or the
+//! simulator's `--noise-seed` for every version): then each tick draws whole requests and
+//! failures from binomials, seeded (see `traffic`).
+//!
+//! Ground truth: besides the proxies' series, the simulator counts the requests each canary
+//! actually served through its router (TrafficSplit or HTTPRoute), and how many failed,
+//! since it first saw that canary: `serin_simulator_canary_requests_total{namespace,name,outcome}`.
+//! A release's blast radius is the growth of the `failure` series between its start and its
+//! end. The stand-in load tester's requests are not counted (no user sent them), nor the
+//! requests through canary Ingresses and Gloo route tables.
 //!
 //! - [`backends`]: which versions a router object sends traffic to, and how each behaves
 //!   (pure: router objects and Deployments in, [`Backend`]s out);
@@ -34,10 +43,19 @@ use std::time::Duration;
 
 use traffic::Traffic;
 
+use crate::release::PRIMARY_SUFFIX;
+
 /// Annotation on a pod template: the share of requests that fail, from 0 to 1.
 pub const ERROR_RATE: &str = "simulate.serin.dev/error-rate";
 /// Annotation on a pod template: the latency of every request, in milliseconds.
 pub const LATENCY_MS: &str = "simulate.serin.dev/latency-ms";
+/// Annotation on a pod template: draw this version's requests and failures at random, from
+/// this seed (an unsigned 64-bit integer). Without it (and without `--noise-seed`) the
+/// counters are exact shares of the rate.
+pub const NOISE_SEED: &str = "simulate.serin.dev/noise-seed";
+
+/// The ground-truth counter: requests each canary served, by outcome.
+pub const CANARY_REQUESTS: &str = "serin_simulator_canary_requests_total";
 
 /// Latency a version has when its template does not say.
 const DEFAULT_LATENCY_MS: f64 = 10.0;
@@ -79,6 +97,8 @@ pub struct Behaviour {
     pub error_rate: f64,
     /// Latency of every request, in milliseconds.
     pub latency_ms: f64,
+    /// `Some`: requests and failures are drawn at random from this seed.
+    pub noise_seed: Option<u64>,
 }
 
 impl Default for Behaviour {
@@ -86,6 +106,7 @@ impl Default for Behaviour {
         Behaviour {
             error_rate: 0.0,
             latency_ms: DEFAULT_LATENCY_MS,
+            noise_seed: None,
         }
     }
 }
@@ -108,6 +129,9 @@ impl Behaviour {
             latency_ms: number(LATENCY_MS)
                 .filter(|l| l.is_finite() && *l >= 0.0)
                 .unwrap_or(default.latency_ms),
+            noise_seed: annotations
+                .get(NOISE_SEED)
+                .and_then(|v| v.trim().parse::<u64>().ok()),
         }
     }
 }
@@ -127,10 +151,19 @@ pub struct Backend {
 /// no `authority` label; the load test's carry the Service it calls.
 type SeriesKey = (String, String, Option<String>);
 
+/// What a canary served: its requests and the failed ones among them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Served {
+    pub requests: f64,
+    pub failed: f64,
+}
+
 /// Accumulated inbound traffic per (namespace, deployment), routed or from the load test.
 #[derive(Debug, Clone)]
 pub struct Simulator {
     series: Traffic<SeriesKey>,
+    /// The ground truth: what each canary (namespace, name) served through its router.
+    canaries: BTreeMap<(String, String), Served>,
     /// Requests that enter through Ingresses, in ingress-nginx's series.
     ingresses: nginx::IngressSimulator,
     /// Requests that enter through Gloo route tables, in Envoy's series.
@@ -144,10 +177,21 @@ impl Simulator {
     pub fn new(requests_per_second: f64) -> Self {
         Simulator {
             series: Traffic::new(requests_per_second, &BUCKETS_MS, 1.0),
+            canaries: BTreeMap::new(),
             ingresses: nginx::IngressSimulator::new(requests_per_second),
             envoy: gloo::EnvoySimulator::new(requests_per_second),
             traefik: traefik::TraefikSimulator::new(requests_per_second),
         }
+    }
+
+    /// Draws every version's traffic with noise from `seed` (each series seeded apart),
+    /// unless its template names a seed of its own.
+    pub fn with_noise_seed(mut self, seed: Option<u64>) -> Self {
+        self.series.set_noise_seed(seed);
+        self.ingresses.set_noise_seed(seed);
+        self.envoy.set_noise_seed(seed);
+        self.traefik.set_noise_seed(seed);
+        self
     }
 
     /// The traffic through canary Ingresses, advanced on its own.
@@ -169,36 +213,63 @@ impl Simulator {
     /// given; a router's backends are expected to sum to 100.
     pub fn advance(&mut self, elapsed: Duration, backends: &[Backend]) {
         for backend in backends {
-            self.count(elapsed, backend, None);
+            let served = self.count(elapsed, backend, None);
+            // `backends_of` names the primary `<owner>-primary` and the canary `<owner>`.
+            if !backend.deployment.ends_with(PRIMARY_SUFFIX) {
+                let truth = self
+                    .canaries
+                    .entry((backend.namespace.clone(), backend.deployment.clone()))
+                    .or_default();
+                truth.requests += served.requests;
+                truth.failed += served.failed;
+            }
         }
+    }
+
+    /// What the canary `namespace/name` has served through its router since the simulator
+    /// first saw it (while it stays routed: see [`Simulator::retain`]).
+    pub fn canary_served(&self, namespace: &str, name: &str) -> Option<Served> {
+        self.canaries
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .copied()
     }
 
     /// Accounts for `elapsed` time of the stand-in load tester's requests (see
     /// [`backends::load_test_of`]), in series labelled with the Service it calls.
     pub fn advance_load_tests(&mut self, elapsed: Duration, load_tests: &[backends::LoadTest]) {
         for test in load_tests {
+            // Not users' requests: left out of the ground truth.
             self.count(elapsed, &test.backend, Some(test.authority.clone()));
         }
     }
 
-    fn count(&mut self, elapsed: Duration, backend: &Backend, authority: Option<String>) {
+    fn count(
+        &mut self,
+        elapsed: Duration,
+        backend: &Backend,
+        authority: Option<String>,
+    ) -> traffic::Served {
         let key = (
             backend.namespace.clone(),
             backend.deployment.clone(),
             authority,
         );
         self.series
-            .add(elapsed, &key, backend.weight, backend.behaviour);
+            .add(elapsed, &key, backend.weight, backend.behaviour)
     }
 
     /// Forgets the series of every version not among `backends`: its router object or its
     /// Deployment is gone, and so would its proxies be. Versions at weight 0 are kept.
     pub fn retain(&mut self, backends: &[Backend]) {
-        self.series.retain(|(namespace, deployment, _)| {
+        let routed = |namespace: &String, deployment: &String| {
             backends
                 .iter()
                 .any(|b| &b.namespace == namespace && &b.deployment == deployment)
-        });
+        };
+        self.series
+            .retain(|(namespace, deployment, _)| routed(namespace, deployment));
+        self.canaries
+            .retain(|(namespace, name), _| routed(namespace, name));
     }
 
     /// The series in the Prometheus text exposition format, sorted for stable output.
@@ -222,6 +293,22 @@ impl Simulator {
             series
                 .all()
                 .render(&mut out, "response_latency_ms", &labels(key));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP {CANARY_REQUESTS} Requests each canary served through its router (ground truth).\n\
+             # TYPE {CANARY_REQUESTS} counter"
+        );
+        for ((namespace, name), served) in &self.canaries {
+            for (outcome, count) in [
+                ("success", served.requests - served.failed),
+                ("failure", served.failed),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "{CANARY_REQUESTS}{{namespace=\"{namespace}\",name=\"{name}\",outcome=\"{outcome}\"}} {count}"
+                );
+            }
         }
         out.push_str(&self.ingresses.render());
         out.push_str(&self.envoy.render());
@@ -251,6 +338,7 @@ mod tests {
             behaviour: Behaviour {
                 error_rate,
                 latency_ms,
+                noise_seed: None,
             },
         }
     }
@@ -275,14 +363,92 @@ mod tests {
             read,
             Behaviour {
                 error_rate: 0.25,
-                latency_ms: 700.0
+                latency_ms: 700.0,
+                noise_seed: None,
             }
         );
         let nonsense = BTreeMap::from([
             (ERROR_RATE.to_string(), "1.5".to_string()),
             (LATENCY_MS.to_string(), "fast".to_string()),
+            (NOISE_SEED.to_string(), "-1".to_string()),
         ]);
         assert_eq!(Behaviour::from_annotations(&nonsense), Behaviour::default());
+        let noisy = BTreeMap::from([(NOISE_SEED.to_string(), " 42 ".to_string())]);
+        assert_eq!(
+            Behaviour::from_annotations(&noisy).noise_seed,
+            Some(42),
+            "a seed turns noise on for this version"
+        );
+    }
+
+    #[test]
+    fn the_ground_truth_counts_what_each_canary_served_through_its_router_only() {
+        let mut sim = Simulator::new(50.0);
+        // 10 s at 10 %, then 10 s at 20 %, 30 % failing: 150 requests, 45 failed.
+        for weight in [10, 20] {
+            sim.advance(
+                Duration::from_secs(10),
+                &[
+                    backend("web-primary", 100 - weight, 0.0, 5.0),
+                    backend("web", weight, 0.3, 5.0),
+                ],
+            );
+        }
+        // The load tester's requests are not users' requests.
+        sim.advance_load_tests(
+            Duration::from_secs(10),
+            &[backends::LoadTest {
+                backend: backend("web", 10, 1.0, 5.0),
+                authority: "web-canary.shop.svc.cluster.local".into(),
+            }],
+        );
+        let served = sim.canary_served("shop", "web").expect("counted");
+        assert!((served.requests - 150.0).abs() < 1e-9, "{served:?}");
+        assert!((served.failed - 45.0).abs() < 1e-9, "{served:?}");
+        assert_eq!(sim.canary_served("shop", "web-primary"), None);
+        let text = sim.render();
+        let series = |outcome: &str| {
+            sample(
+                &text,
+                &format!(
+                    "{CANARY_REQUESTS}{{namespace=\"shop\",name=\"web\",outcome=\"{outcome}\"}}"
+                ),
+            )
+        };
+        assert!((series("failure") - 45.0).abs() < 1e-9, "{text}");
+        assert!((series("success") - 105.0).abs() < 1e-9, "{text}");
+        // Kept at weight 0 (after the release), forgotten with the router or Deployment.
+        sim.retain(&[backend("web", 0, 0.0, 5.0)]);
+        assert!(sim.canary_served("shop", "web").is_some());
+        sim.retain(&[]);
+        assert_eq!(sim.canary_served("shop", "web"), None);
+    }
+
+    #[test]
+    fn with_noise_the_ground_truth_is_what_was_drawn_and_the_series_say_the_same() {
+        let mut noisy = backend("web", 50, 0.3, 5.0);
+        noisy.behaviour.noise_seed = Some(9);
+        let mut sim = Simulator::new(50.0);
+        for _ in 0..40 {
+            sim.advance(Duration::from_millis(250), &[noisy.clone()]);
+        }
+        let served = sim.canary_served("shop", "web").expect("counted");
+        assert_eq!(served.requests.fract(), 0.0);
+        assert_eq!(served.failed.fract(), 0.0);
+        // 250 requests expected, 75 failing: drawn, so near and (almost surely) not equal.
+        assert!((served.requests - 250.0).abs() < 60.0, "{served:?}");
+        assert!(served.failed > 30.0 && served.failed < 120.0, "{served:?}");
+        let text = sim.render();
+        let canary = "response_total{direction=\"inbound\",namespace=\"shop\",deployment=\"web\"";
+        assert_eq!(
+            sample(&text, &format!("{canary},classification=\"failure\"}}")),
+            served.failed
+        );
+        // The simulator-wide seed draws versions that name none.
+        let mut everyone = Simulator::new(50.0).with_noise_seed(Some(5));
+        everyone.advance(Duration::from_millis(250), &[backend("web", 30, 0.0, 5.0)]);
+        let first = everyone.canary_served("shop", "web").expect("counted");
+        assert_eq!(first.requests.fract(), 0.0, "{first:?}");
     }
 
     #[test]

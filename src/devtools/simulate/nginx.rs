@@ -176,6 +176,11 @@ impl IngressSimulator {
     }
 
     /// Accounts for `elapsed` time of traffic split as `backends` say.
+    /// Draws with noise from `seed` the versions that name no seed of their own.
+    pub(super) fn set_noise_seed(&mut self, seed: Option<u64>) {
+        self.traffic.set_noise_seed(seed);
+    }
+
     pub fn advance(&mut self, elapsed: Duration, backends: &[IngressBackend]) {
         for b in backends {
             self.traffic.add(elapsed, &b.labels, b.weight, b.behaviour);
@@ -336,6 +341,7 @@ mod tests {
             behaviour: Behaviour {
                 error_rate: 0.25,
                 latency_ms: 30.0,
+                noise_seed: None,
             },
         };
         let primary = IngressBackend {

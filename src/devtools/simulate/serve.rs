@@ -53,6 +53,8 @@ pub struct Options {
     pub requests_per_second: f64,
     /// How often traffic is accounted for; weight changes take effect within one tick.
     pub tick: Duration,
+    /// Draw every version's traffic at random from this seed (see [`Simulator::with_noise_seed`]).
+    pub noise_seed: Option<u64>,
 }
 
 type SharedSimulator = Arc<Mutex<Simulator>>;
@@ -123,7 +125,9 @@ pub async fn serve(
         daemonsets,
     };
 
-    let simulator = Arc::new(Mutex::new(Simulator::new(options.requests_per_second)));
+    let simulator = Arc::new(Mutex::new(
+        Simulator::new(options.requests_per_second).with_noise_seed(options.noise_seed),
+    ));
     tasks.spawn(tick(
         routers,
         Edges {
@@ -139,6 +143,7 @@ pub async fn serve(
     tracing::info!(
         listen = %listener.local_addr()?,
         requests_per_second = options.requests_per_second,
+        noise_seed = ?options.noise_seed,
         "simulating traffic"
     );
     let served = axum::serve(listener, router(simulator))

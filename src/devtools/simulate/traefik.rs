@@ -153,6 +153,11 @@ impl TraefikSimulator {
     }
 
     /// Accounts for `elapsed` time of traffic split as `backends` say.
+    /// Draws with noise from `seed` the versions that name no seed of their own.
+    pub(super) fn set_noise_seed(&mut self, seed: Option<u64>) {
+        self.traffic.set_noise_seed(seed);
+    }
+
     pub fn advance(&mut self, elapsed: Duration, backends: &[TraefikBackend]) {
         for b in backends {
             self.traffic.add(elapsed, &b.service, b.weight, b.behaviour);
@@ -295,6 +300,7 @@ mod tests {
             Behaviour {
                 error_rate: 0.25,
                 latency_ms: 200.0,
+                noise_seed: None,
             },
         );
         let primary = backend(PRIMARY, 80, Behaviour::default());
