@@ -10,6 +10,8 @@
 //!   is judged) and [`actions`] (what it asks for, and every Event [`Reason`]);
 //! - [`drive`]: the ask/answer loop around `step` (measurements, gates, the `rollback`
 //!   poll), which the controller and the machine's tests both use;
+//! - [`sequential`]: the sequential test that judges a canary on its request counts (the
+//!   builtin success-rate check with `serin.dev/sequential-checks`);
 //! - [`repairs`]: what a reconcile reapplies besides what the machine asks for;
 //! - [`weights`]: how traffic is split;
 //! - [`conditions`]: `Canary.status.conditions` (`Promoted`) derived from that status.
@@ -26,6 +28,7 @@ pub mod observations;
 pub mod observe;
 pub mod repairs;
 pub mod revision;
+pub mod sequential;
 pub mod status;
 pub mod weights;
 

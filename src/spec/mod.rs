@@ -26,8 +26,8 @@ pub(crate) use configs::visit_config_refs;
 pub use configs::{ConfigKind, ConfigRef, config_refs};
 pub use duration::{Duration, InvalidDuration, Limits};
 pub use model::{
-    CanarySpec, GatewayRef, MatchRule, MetricsProvider, Provider, Strategy, UnknownMetricsProvider,
-    UnknownProvider,
+    CanarySpec, Compare, GatewayRef, MatchRule, MetricsProvider, Provider, Strategy,
+    UnknownMetricsProvider, UnknownProvider, default_compare_margin, sequential_by_default,
 };
 pub use schema::annotation_schema;
 
