@@ -41,11 +41,12 @@ pub use objects::{
     services,
 };
 pub use observations::{
-    CanaryObservation, Gates, MetricCheck, NoData, Observations, PrimaryObservation, Requests,
-    builtin_checks,
+    CanaryObservation, Evidence, Gates, MetricCheck, NoData, Observations, PrimaryObservation,
+    Requests, builtin_checks,
 };
 pub use repairs::{Changes, Repairs, repairs};
 pub use revision::{TrackedConfig, revision};
+pub use sequential::Counts;
 pub use status::{CheckValue, Phase, ReleaseStatus};
 pub use weights::Weights;
 // The names and configs of the model, which the release builds from.
