@@ -1237,7 +1237,7 @@ fn a_canary_failing_with_its_primary_holds_under_compare_primary_and_says_why() 
         compare: crate::spec::Compare::Primary,
         ..spec()
     });
-    let failing_together = Some(Evidence {
+    let failing_together = Evidence {
         canary: Counts {
             requests: 50.0,
             failed: 15.0,
@@ -1246,8 +1246,8 @@ fn a_canary_failing_with_its_primary_holds_under_compare_primary_and_says_why() 
             requests: 450.0,
             failed: 135.0,
         }),
-    });
-    world.counts = failing_together;
+    };
+    world.counts = Some(failing_together);
     for _ in 0..6 {
         world.tick_in(5);
     }
@@ -1264,7 +1264,7 @@ fn a_canary_failing_with_its_primary_holds_under_compare_primary_and_says_why() 
             requests: 450.0,
             failed: 0.0,
         }),
-        ..failing_together.unwrap_or_default()
+        ..failing_together
     });
     world.tick_in(5);
     assert_eq!(world.status.phase, Phase::Failed);
