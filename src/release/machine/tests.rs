@@ -1255,7 +1255,9 @@ fn a_canary_failing_with_its_primary_holds_under_compare_primary_and_says_why() 
     assert_eq!(world.status.canary_weight, 10);
     let holds = world.events("Analysis");
     assert!(
-        holds.iter().any(|m| m.contains("no rollback") && m.contains("primary fails")),
+        holds
+            .iter()
+            .any(|m| m.contains("no rollback") && m.contains("primary fails")),
         "{holds:?}"
     );
     // The same canary next to a healthy primary is rolled back at the next look.
