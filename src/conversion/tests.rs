@@ -141,6 +141,7 @@ fn policy() -> impl Strategy<Value = CanaryPolicySpec> {
                     max_weight,
                     success_rate,
                     latency,
+                    ..Default::default()
                 }
             },
         );
@@ -168,6 +169,7 @@ fn policy() -> impl Strategy<Value = CanaryPolicySpec> {
                     min_threshold,
                     min_success_rate,
                     max_latency,
+                    ..Default::default()
                 }
             },
         );
