@@ -17,8 +17,11 @@ use serin::router::Weights;
 use support::release::{Version, apply, events, manifest, release_status, wait_phase, weights};
 use support::scenarios::{self, Route};
 
-/// The settings, which users already write; nothing about the new behaviour.
-const SETTINGS: [(&str, &str); 6] = [
+/// The settings, which users already write, and the default of
+/// `serin.dev/sequential-checks` written out (the shared manifest turns it off for the
+/// tests written for Flagger's semantics).
+const SETTINGS: [(&str, &str); 7] = [
+    ("serin.dev/sequential-checks", "true"),
     ("serin.dev/interval", "10s"),
     ("serin.dev/threshold", "2"),
     ("serin.dev/step-weight", "10"),

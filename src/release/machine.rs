@@ -540,6 +540,23 @@ impl Step<'_> {
             return;
         };
         self.status.last_look_time = Some(MicroTime(self.now.0));
+        // The values seen at the look replace those of the same checks, so that a rollback
+        // decided here states them.
+        for check in checks {
+            let value = check.value.filter(|v| !v.is_nan());
+            match self
+                .status
+                .last_checks
+                .iter_mut()
+                .find(|c| c.name == check.name)
+            {
+                Some(last) => last.value = value,
+                None => self.status.last_checks.push(CheckValue {
+                    name: check.name.clone(),
+                    value,
+                }),
+            }
+        }
         if let Some((Decision::RollBack | Decision::WorseThanPrimary, why)) =
             self.judge_counts(checks)
         {

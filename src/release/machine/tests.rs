@@ -1166,6 +1166,7 @@ fn a_look_between_intervals_rolls_back_with_traffic_back_on_the_primary_first() 
     let mut world = at_first_weight(spec());
     // The look five seconds after the move, half-way to the interval.
     world.counts = counted(25.0, 8.0);
+    world.success_rate = Some(68.0);
     world.tick_in(5);
     assert_eq!(world.status.phase, Phase::Failed);
     // Traffic leaves the canary in the very step that decided, before anything else.
@@ -1176,6 +1177,19 @@ fn a_look_between_intervals_rolls_back_with_traffic_back_on_the_primary_first() 
     assert!(
         rolled_back[0].contains("8 of 25 requests failed") && rolled_back[0].contains("99%"),
         "{rolled_back:?}"
+    );
+    // The value seen at the look is stated and kept, as an interval's would be.
+    assert!(
+        rolled_back[0].contains("last values: request-success-rate 68.00"),
+        "{rolled_back:?}"
+    );
+    assert_eq!(
+        world
+            .status
+            .last_checks
+            .first()
+            .map(|c| (c.name.as_str(), c.value)),
+        Some(("request-success-rate", Some(68.0)))
     );
     // No failed check was needed: the evidence decided, not `threshold`.
     assert!(world.events("CheckFailed").is_empty());
