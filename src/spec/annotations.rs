@@ -912,6 +912,25 @@ mod tests {
     }
 
     #[test]
+    fn the_sequential_settings_name_their_allowed_values() {
+        assert_eq!(
+            refused(&[
+                ("serin.dev/sequential-checks", "yes"),
+                ("serin.dev/compare", "baseline"),
+                ("serin.dev/compare-margin", "150"),
+            ]),
+            [
+                r#"serin.dev/compare: "baseline" is not supported; allowed: none, primary"#,
+                r#"serin.dev/compare-margin: "150" must be a number of percentage points from 0 to 100"#,
+                r#"serin.dev/sequential-checks: "yes" must be "true" or "false""#,
+            ]
+        );
+        let spec = enabled(&[]);
+        assert!(spec.sequential_checks, "sequential by default");
+        assert_eq!((spec.compare, spec.compare_margin), (Compare::None, 1.0));
+    }
+
+    #[test]
     fn misspelled_annotation_gets_did_you_mean() {
         assert_eq!(
             refused(&[("serin.dev/stepweight", "10")]),
