@@ -137,6 +137,8 @@ pub struct Outcome {
 enum Question {
     /// One interval's checks: the metrics, and the `rollout` webhooks.
     Checks,
+    /// A look between intervals: the request counts of the counted checks only.
+    Look,
     /// A gate's webhooks (`rollback` among them: it is polled like one).
     Gate(HookKind),
 }
@@ -357,11 +359,13 @@ impl<'a> Asker<'a> {
         status.phase.hash(&mut hash);
         status.canary_weight.hash(&mut hash);
         status.iterations.hash(&mut hash);
-        status
-            .last_check_time
-            .as_ref()
-            .map(|t| t.0.as_microsecond())
-            .hash(&mut hash);
+        for time in [
+            &status.last_check_time,
+            &status.last_look_time,
+            &status.weight_change_time,
+        ] {
+            time.as_ref().map(|t| t.0.as_microsecond()).hash(&mut hash);
+        }
         serde_json::to_string(&self.template)
             .unwrap_or_default()
             .hash(&mut hash);
@@ -401,7 +405,7 @@ impl<'a> Asker<'a> {
             let check = failed_check("AnalysisTemplate allowed by CanaryPolicy");
             return Some((vec![check], Vec::new()));
         }
-        let planned = metrics::plan_checks(self.spec, self.template, self.namespace, self.target);
+        let planned = self.planned(status);
         let rollout_hooks = self
             .template
             .map(|t| t.webhooks.clone())
@@ -431,6 +435,56 @@ impl<'a> Asker<'a> {
             Answer::Checks(checks, problems) => Some((checks, problems)),
             _ => None,
         }
+    }
+
+    /// A look between intervals (`serin.dev/sequential-checks`): the counted checks only,
+    /// no webhook. `None` until measured.
+    pub fn look(
+        &mut self,
+        status: &ReleaseStatus,
+        payload: Payload,
+    ) -> Option<(Vec<MetricCheck>, Vec<String>)> {
+        if self.refused.is_some() {
+            // The interval's checks say why; a look has nothing to add.
+            return Some((Vec::new(), Vec::new()));
+        }
+        let planned: Vec<PlannedCheck> = self
+            .planned(status)
+            .into_iter()
+            .filter(|p| p.counts.is_some())
+            .collect();
+        if planned.is_empty() {
+            return Some((Vec::new(), Vec::new()));
+        }
+        let (prometheus, secrets) = (
+            self.measuring.prometheus.clone(),
+            self.measuring.secrets.clone(),
+        );
+        let namespace = self.namespace.to_owned();
+        let call = move |_: Payload| -> BoxFuture<'static, Answer> {
+            Box::pin(async move {
+                let secrets = read_secrets(secrets.as_deref(), &namespace, &planned).await;
+                let measurement = metrics::measure(&prometheus, &planned, &secrets).await;
+                let problems = measurement.error_message().into_iter().collect();
+                Answer::Checks(measurement.checks, problems)
+            })
+        };
+        match self.ask(Question::Look, status, payload, call)? {
+            Answer::Checks(checks, problems) => Some((checks, problems)),
+            _ => None,
+        }
+    }
+
+    /// The checks of this moment, the counted ones with the requests since the weight moved
+    /// (by this process' clock, bounded by [`metrics::count_window`]).
+    fn planned(&self, status: &ReleaseStatus) -> Vec<PlannedCheck> {
+        let planned = metrics::plan_checks(self.spec, self.template, self.namespace, self.target);
+        let since = status.weight_change_time.as_ref().map_or(0, |t| {
+            let now = k8s_openapi::jiff::Timestamp::now().as_second();
+            u64::try_from(now.saturating_sub(t.0.as_second())).unwrap_or(0)
+        });
+        let seconds = metrics::count_window(self.spec, since);
+        metrics::with_counts(planned, self.spec, self.namespace, self.target, seconds)
     }
 
     /// The gate webhooks of `kind`; none configured is open (answered at once). `None`
@@ -507,6 +561,7 @@ fn failed_check(name: &str) -> MetricCheck {
         min: Some(1.0),
         max: None,
         no_data: NoData::Fail,
+        evidence: None,
     }
 }
 

@@ -13,11 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures::future::join_all;
 
 use crate::crd::{AnalysisTemplateSpec, MetricTemplate, NoDataPolicy};
-use crate::release::{MetricCheck, NoData, builtin_checks};
-use crate::spec::{Builtin, CanarySpec};
+use crate::release::{Counts, Evidence, MetricCheck, NoData, builtin_checks};
+use crate::spec::{Builtin, CanarySpec, Compare, Strategy};
 
 use super::credentials::{Credentials, CredentialsError};
-use super::observers::Observer;
+use super::observers::{Observer, Side};
 use super::prometheus::PrometheusClient;
 use super::queries::{QueryError, QueryVars, metric_query};
 
@@ -32,6 +32,58 @@ pub struct PlannedCheck {
     pub secret: Option<String>,
     /// The PromQL to run, or why there is none (a failed check when measured).
     pub query: Result<String, QueryError>,
+    /// The request counts to measure besides the value, when the check is judged on them
+    /// ([`with_counts`]).
+    pub counts: Option<CountQueries>,
+}
+
+/// The queries of a counted check: requests and failed requests since the weight moved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CountQueries {
+    /// The canary's `[requests, failed]`.
+    pub canary: [String; 2],
+    /// The primary's, with `serin.dev/compare: primary`.
+    pub primary: Option<[String; 2]>,
+}
+
+/// The longest window the counts are read over: a step held longer is judged on the
+/// requests of its last [`CanarySpec::metrics_window`] (the window users already size for
+/// their scrape interval and traffic), never on an unbounded range.
+pub fn count_window(spec: &CanarySpec, seconds_since_weight_moved: u64) -> u64 {
+    seconds_since_weight_moved.clamp(1, (spec.metrics_window.as_millis() / 1000).max(1))
+}
+
+/// `planned` with the request counts of the builtin success-rate check (the builtin query,
+/// whether planned from the annotations or named in a template without a query) over the
+/// last `seconds` (see [`count_window`]), when `serin.dev/sequential-checks` is on and the
+/// strategy shifts traffic step by step: the sequential test judges it then.
+pub fn with_counts(
+    mut planned: Vec<PlannedCheck>,
+    spec: &CanarySpec,
+    namespace: &str,
+    target: &str,
+    seconds: u64,
+) -> Vec<PlannedCheck> {
+    if !spec.sequential_checks || spec.strategy() != Strategy::Canary {
+        return planned;
+    }
+    let observer = Observer::of(spec, namespace, target);
+    let builtin = Builtin::SuccessRate.query_for(&observer, spec.metrics_window);
+    let side = |side| {
+        [
+            observer.request_count(side, false, seconds),
+            observer.request_count(side, true, seconds),
+        ]
+    };
+    for p in &mut planned {
+        if p.check.name == Builtin::SuccessRate.name() && p.query.as_ref() == Ok(&builtin) {
+            p.counts = Some(CountQueries {
+                canary: side(Side::Canary),
+                primary: (spec.compare == Compare::Primary).then(|| side(Side::Primary)),
+            });
+        }
+    }
+    planned
 }
 
 /// The checks of one interval for the canary Deployment `target` in `namespace`: the
@@ -62,6 +114,7 @@ pub fn plan_checks(
                 check,
                 address: None,
                 secret: None,
+                counts: None,
             })
             .collect(),
         metrics => metrics
@@ -87,10 +140,12 @@ fn template_check(metric: &MetricTemplate, vars: &QueryVars<'_>) -> PlannedCheck
                 NoDataPolicy::Fail => NoData::Fail,
                 NoDataPolicy::Skip => NoData::Skip,
             },
+            evidence: None,
         },
         address: metric.address.clone(),
         secret: metric.secret_ref.as_ref().map(|s| s.name.clone()),
         query: metric_query(metric, vars),
+        counts: None,
     }
 }
 
@@ -130,36 +185,26 @@ pub async fn measure(
 ) -> Measurement {
     let answers = join_all(planned.iter().map(|p| async move {
         let query = p.query.as_ref().map_err(ToString::to_string)?;
-        let Some(secret) = &p.secret else {
-            return prometheus
-                .query(p.address.as_deref(), query)
-                .await
-                .map_err(|e| e.to_string());
+        let value = ask(prometheus, p, secrets, query).await?;
+        let Some(counts) = &p.counts else {
+            return Ok::<_, String>((value, None));
         };
-        // Admission refuses a secretRef without an address; one stored before that rule is
-        // never sent to the default Prometheus.
-        let address = p.address.as_deref().ok_or_else(|| {
-            format!(
-                "secretRef {secret:?} needs the metric's own address: the default Prometheus \
-                 is asked with Serin's own credentials"
-            )
-        })?;
-        let credentials = match secrets.get(secret) {
-            Some(Ok(credentials)) => credentials,
-            Some(Err(e)) => return Err(e.to_string()),
-            None => return Err(format!("Secret {secret:?} was not read")),
+        let canary = count(prometheus, p, secrets, &counts.canary).await?;
+        let primary = match &counts.primary {
+            Some(queries) => Some(count(prometheus, p, secrets, queries).await?),
+            None => None,
         };
-        prometheus
-            .query_with(address, credentials, query)
-            .await
-            .map_err(|e| format!("{e} (with the credentials of Secret {secret:?})"))
+        Ok((value, Some(Evidence { canary, primary })))
     }))
     .await;
     let mut measurement = Measurement::default();
     for (planned, answer) in planned.iter().zip(answers) {
         let mut check = planned.check.clone();
         match answer {
-            Ok(value) => check.value = value,
+            Ok((value, evidence)) => {
+                check.value = value;
+                check.evidence = evidence;
+            }
             Err(why) => {
                 check.value = None;
                 check.no_data = NoData::Fail;
@@ -169,4 +214,54 @@ pub async fn measure(
         measurement.checks.push(check);
     }
     measurement
+}
+
+/// The `[requests, failed]` counts of `planned`, asked at once.
+async fn count(
+    prometheus: &PrometheusClient,
+    planned: &PlannedCheck,
+    secrets: &SecretCredentials,
+    [requests, failed]: &[String; 2],
+) -> Result<Counts, String> {
+    let (requests, failed) = tokio::join!(
+        ask(prometheus, planned, secrets, requests),
+        ask(prometheus, planned, secrets, failed)
+    );
+    // No series yet: no request (or no failure) yet.
+    Ok(Counts {
+        requests: requests?.unwrap_or(0.0),
+        failed: failed?.unwrap_or(0.0),
+    })
+}
+
+/// One query of `planned`, at its Prometheus, with the credentials of its Secret.
+async fn ask(
+    prometheus: &PrometheusClient,
+    planned: &PlannedCheck,
+    secrets: &SecretCredentials,
+    query: &str,
+) -> Result<Option<f64>, String> {
+    let Some(secret) = &planned.secret else {
+        return prometheus
+            .query(planned.address.as_deref(), query)
+            .await
+            .map_err(|e| e.to_string());
+    };
+    // Admission refuses a secretRef without an address; one stored before that rule is
+    // never sent to the default Prometheus.
+    let address = planned.address.as_deref().ok_or_else(|| {
+        format!(
+            "secretRef {secret:?} needs the metric's own address: the default Prometheus \
+             is asked with Serin's own credentials"
+        )
+    })?;
+    let credentials = match secrets.get(secret) {
+        Some(Ok(credentials)) => credentials,
+        Some(Err(e)) => return Err(e.to_string()),
+        None => return Err(format!("Secret {secret:?} was not read")),
+    };
+    prometheus
+        .query_with(address, credentials, query)
+        .await
+        .map_err(|e| format!("{e} (with the credentials of Secret {secret:?})"))
 }

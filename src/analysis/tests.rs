@@ -647,10 +647,12 @@ fn planned(name: &str, address: &str, no_data: NoData) -> PlannedCheck {
             min: Some(1.0),
             max: None,
             no_data,
+            evidence: None,
         },
         address: Some(address.into()),
         secret: None,
         query: Ok("up".into()),
+        counts: None,
     }
 }
 

@@ -469,6 +469,23 @@ pub fn render_details(canary: &Canary, mut history: Vec<HistoryEntry>, now: Time
         ),
     };
     fields.push(("Steps", format!("{plan}; every {}", config.interval)));
+    // The blast radius as Serin measured it (the counted success-rate check).
+    if release.canary_requests > 0 || config.sequential_checks {
+        let share = match release.canary_requests {
+            0 => String::new(),
+            n => format!(
+                " ({:.2}%)",
+                release.canary_failed_requests as f64 * 100.0 / n as f64
+            ),
+        };
+        fields.push((
+            "Canary requests",
+            format!(
+                "{} served, {} failed{share} in this release",
+                release.canary_requests, release.canary_failed_requests
+            ),
+        ));
+    }
     let revision = match (&release.revision, &release.last_promoted_revision) {
         (Some(now), Some(promoted)) if now != promoted => {
             format!("{now} (last promoted: {promoted})")
@@ -590,6 +607,8 @@ mod tests {
                 phase: Phase::Progressing,
                 canary_weight: 25,
                 failed_checks: 1,
+                canary_requests: 400,
+                canary_failed_requests: 2,
                 revision: Some("9f86d081884c7d65".into()),
                 last_promoted_revision: Some("2c26b46b68ffc68f".into()),
                 last_transition_time: Some(Time(at(0))),
@@ -736,6 +755,7 @@ Phase:            Progressing (paused)
 Canary weight:    25%
 Failed checks:    1 of 3
 Steps:            canary, weights 25%, 50%; every 2s
+Canary requests:  400 served, 2 failed (0.50%) in this release
 Revision:         9f86d081884c7d65 (last promoted: 2c26b46b68ffc68f)
 Last transition:  2023-11-14T22:13:20Z (40s ago)
 Last request:     pause (id r1) Applied at 2023-11-14T22:13:50Z: paused at weight 25%

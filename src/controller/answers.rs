@@ -29,6 +29,11 @@ impl release::Answers for Asking<'_, '_> {
         self.asker.checks(status, payload)
     }
 
+    fn look(&mut self, status: &ReleaseStatus) -> Option<(Vec<release::MetricCheck>, Vec<String>)> {
+        let payload = self.release.payload(status, self.revision);
+        self.asker.look(status, payload)
+    }
+
     fn rollback(&mut self, status: &ReleaseStatus) -> Option<Vec<String>> {
         let payload = self.release.payload(status, self.revision);
         self.asker.rollback(status, payload)

@@ -151,7 +151,7 @@ impl Release<'_> {
                 Action::ScaleCanary(n) => self.scale_canary(n).await?,
                 Action::ScaleCanaryToZero => self.scale_canary(0).await?,
                 Action::RecordDesiredReplicas(n) => self.record_desired_replicas(n).await?,
-                Action::RunChecks => {}
+                Action::RunChecks | Action::Look => {}
                 Action::CallHook(kind) if kind.is_gate() => {}
                 Action::CallHook(kind) => {
                     let payload = self.payload(status, &read.revision);

@@ -46,6 +46,9 @@ impl Versions for CanaryVersions {
                 metrics_window: a.metrics_window,
                 analysis: a.template_ref,
                 skip_analysis: a.skip,
+                sequential_checks: a.sequential_checks,
+                compare: a.compare,
+                compare_margin: a.compare_margin,
             },
         }
     }
@@ -77,6 +80,9 @@ impl Versions for CanaryVersions {
                 metrics_window: c.metrics_window,
                 template_ref: c.analysis,
                 skip: c.skip_analysis,
+                sequential_checks: c.sequential_checks,
+                compare: c.compare,
+                compare_margin: c.compare_margin,
             },
         };
         (alpha, Carried {})

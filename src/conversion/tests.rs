@@ -14,7 +14,9 @@ use crate::crd::{
     AnalysisTemplateSpec, CanaryPolicyResourceSpec, CanaryResourceSpec, HookType, MetricTemplate,
     NoDataPolicy, TemplateRef, ThresholdRange, WebhookTemplate,
 };
-use crate::spec::{CanarySpec, Duration, GatewayRef, MatchRule, MetricsProvider, Provider};
+use crate::spec::{
+    CanarySpec, Compare, Duration, GatewayRef, MatchRule, MetricsProvider, Provider,
+};
 
 fn duration() -> impl Strategy<Value = Duration> {
     (0u64..100_000_000).prop_map(Duration::from_millis)
@@ -166,6 +168,7 @@ fn policy() -> impl Strategy<Value = CanaryPolicySpec> {
                     max_weight,
                     success_rate,
                     latency,
+                    ..Default::default()
                 }
             },
         );
@@ -196,6 +199,7 @@ fn policy() -> impl Strategy<Value = CanaryPolicySpec> {
                     min_success_rate,
                     max_latency,
                     max_mirror_percent,
+                    ..Default::default()
                 }
             },
         );
@@ -302,7 +306,12 @@ fn canary() -> impl Strategy<Value = CanarySpec> {
         prop::option::of("[a-z_-]{1,12}"),
         prop::option::of(duration()),
     );
-    (routing, analysis, extras).prop_map(
+    let sequential = (
+        any::<bool>(),
+        prop::sample::select(Compare::ALL.to_vec()),
+        0.0..=100.0f64,
+    );
+    (routing, analysis, (extras, sequential)).prop_map(
         |(
             (provider, port, service, ingress, gateway, metrics_provider, hosts),
             (
@@ -319,7 +328,10 @@ fn canary() -> impl Strategy<Value = CanarySpec> {
                 analysis,
                 skip_analysis,
             ),
-            (mirror_checks, mirror_percent, affinity_cookie, affinity_max_age),
+            (
+                (mirror_checks, mirror_percent, affinity_cookie, affinity_max_age),
+                (sequential_checks, compare, compare_margin),
+            ),
         )| CanarySpec {
             provider,
             port,
@@ -344,6 +356,9 @@ fn canary() -> impl Strategy<Value = CanarySpec> {
             metrics_window,
             analysis,
             skip_analysis,
+            sequential_checks,
+            compare,
+            compare_margin,
         },
     )
 }
@@ -483,6 +498,26 @@ fn a_metric_secret_ref_travels_through_v1alpha1_by_metric_name() {
 }
 
 #[test]
+fn the_sequential_settings_are_spec_fields_of_both_versions() {
+    let alpha = json!({
+        "apiVersion": "serin.dev/v1alpha1", "kind": "Canary",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"provider": "linkerd", "port": 9898, "service": "web",
+            "analysis": {"interval": "1m", "threshold": 5, "stepWeight": 10, "maxWeight": 50,
+                "successRate": 99.0, "latency": "500ms", "metricsWindow": "1m", "skip": false,
+                "sequentialChecks": false, "compare": "primary", "compareMargin": 0.5}}
+    });
+    let beta = convert_object(alpha.clone(), Version::V1beta1).expect("converts");
+    assert_eq!(beta["spec"]["sequentialChecks"], json!(false));
+    assert_eq!(beta["spec"]["compare"], json!("primary"));
+    assert_eq!(beta["spec"]["compareMargin"], json!(0.5));
+    assert_eq!(
+        convert_object(beta, Version::V1alpha1).expect("converts back"),
+        alpha
+    );
+}
+
+#[test]
 fn a_canarys_hosts_are_a_spec_field_of_both_versions() {
     let alpha = json!({
         "apiVersion": "serin.dev/v1alpha1", "kind": "Canary",
@@ -499,9 +534,14 @@ fn a_canarys_hosts_are_a_spec_field_of_both_versions() {
     );
     // Nothing to carry in an annotation: v1alpha1 holds the hosts itself.
     assert_eq!(beta["metadata"].get("annotations"), None);
+    // A Canary stored before the sequential settings comes back with their defaults.
+    let mut defaulted = alpha;
+    defaulted["spec"]["analysis"]["sequentialChecks"] = json!(true);
+    defaulted["spec"]["analysis"]["compare"] = json!("none");
+    defaulted["spec"]["analysis"]["compareMargin"] = json!(1.0);
     assert_eq!(
         convert_object(beta, Version::V1alpha1).expect("converts back"),
-        alpha
+        defaulted
     );
 }
 

@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::analysis_template::SecretRef;
-use crate::spec::{Duration, Provider};
+use crate::spec::{Compare, Duration, Provider};
 
 #[derive(CustomResource, Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[kube(
@@ -189,6 +189,16 @@ pub struct PolicyDefaults {
     /// p99 latency bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<Duration>,
+    /// `serin.dev/sequential-checks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequential_checks: Option<bool>,
+    /// `serin.dev/compare`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<Compare>,
+    /// `serin.dev/compare-margin`, percentage points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub compare_margin: Option<f64>,
 }
 
 /// Bounds on the effective configuration.
@@ -223,6 +233,15 @@ pub struct PolicyLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub max_mirror_percent: Option<u32>,
+    /// `true`: a release may not turn the sequential checks off
+    /// (`serin.dev/sequential-checks: "false"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_sequential_checks: Option<bool>,
+    /// Largest `serin.dev/compare-margin` a release comparing with its primary may use,
+    /// percentage points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_compare_margin: Option<f64>,
 }
 
 /// What a policy does with what it finds.

@@ -20,6 +20,9 @@ pub(super) fn default_annotations(defaults: &PolicyDefaults) -> Vec<(&'static st
         ("serin.dev/max-weight", text(d.max_weight)),
         ("serin.dev/success-rate", text(d.success_rate)),
         ("serin.dev/latency", text(d.latency)),
+        ("serin.dev/sequential-checks", text(d.sequential_checks)),
+        ("serin.dev/compare", text(d.compare)),
+        ("serin.dev/compare-margin", text(d.compare_margin)),
     ];
     entries
         .into_iter()
@@ -28,8 +31,9 @@ pub(super) fn default_annotations(defaults: &PolicyDefaults) -> Vec<(&'static st
 }
 
 /// The strictest defaults on offer: the longest interval, the smallest threshold, step and
-/// maximum weight, the highest success rate, the lowest latency; for the provider, that of
-/// the first policy by name.
+/// maximum weight, the highest success rate, the lowest latency, sequential checks if any
+/// policy offers them, the smallest compare margin; for the provider and the comparison,
+/// those of the first policy by name.
 pub fn combined_defaults<'a>(
     policies: impl IntoIterator<Item = &'a NamedPolicy>,
 ) -> PolicyDefaults {
@@ -51,6 +55,9 @@ pub fn combined_defaults<'a>(
         out.max_weight = pick(out.max_weight, d.max_weight, Ord::min);
         out.success_rate = pick(out.success_rate, d.success_rate, f64::max);
         out.latency = pick(out.latency, d.latency, Ord::min);
+        out.sequential_checks = pick(out.sequential_checks, d.sequential_checks, |a, b| a || b);
+        out.compare = out.compare.or(d.compare);
+        out.compare_margin = pick(out.compare_margin, d.compare_margin, f64::min);
     }
     out
 }

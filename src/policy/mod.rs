@@ -244,6 +244,23 @@ fn limit_findings(
             _ => {}
         }
     }
+    if limits.require_sequential_checks == Some(true) && !canary.sequential_checks {
+        found.push(
+            "serin.dev/sequential-checks: \"false\" is refused by the limit \
+             requireSequentialChecks: releases here are judged on their request counts \
+             (allowed: \"true\")"
+                .to_owned(),
+        );
+    }
+    if let Some(max) = limits.max_compare_margin
+        && canary.compare == crate::spec::Compare::Primary
+        && canary.compare_margin > max
+    {
+        found.push(format!(
+            "serin.dev/compare-margin: {} exceeds the limit maxCompareMargin {max}",
+            canary.compare_margin
+        ));
+    }
     let checks_quality = limits.min_success_rate.is_some() || limits.max_latency.is_some();
     if checks_quality && canary.skip_analysis {
         found.push(

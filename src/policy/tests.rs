@@ -136,6 +136,7 @@ fn each_limit_names_the_annotation_the_value_and_the_limit() {
             min_success_rate: Some(99.5),
             max_latency: Some(Duration::from_millis(300)),
             max_mirror_percent: None,
+            ..Default::default()
         }),
     );
     let spec = canary();
@@ -218,6 +219,7 @@ fn a_configuration_within_the_limits_has_no_findings() {
             min_success_rate: Some(99.0),
             max_latency: Some(Duration::from_millis(500)),
             max_mirror_percent: Some(100),
+            ..Default::default()
         }),
     );
     let spec = canary();
@@ -539,6 +541,9 @@ fn several_policies_offer_their_strictest_defaults() {
                 interval: Some(Duration::from_secs(30)),
                 step_weight: Some(20),
                 success_rate: Some(98.0),
+                sequential_checks: Some(false),
+                compare: Some(crate::spec::Compare::Primary),
+                compare_margin: Some(2.0),
                 ..Default::default()
             }),
             ..Default::default()
@@ -553,6 +558,8 @@ fn several_policies_offer_their_strictest_defaults() {
                 step_weight: Some(5),
                 success_rate: Some(99.9),
                 latency: Some(Duration::from_millis(200)),
+                sequential_checks: Some(true),
+                compare_margin: Some(0.5),
                 ..Default::default()
             }),
             ..Default::default()
@@ -569,7 +576,54 @@ fn several_policies_offer_their_strictest_defaults() {
             max_weight: None,
             success_rate: Some(99.9),
             latency: Some(Duration::from_millis(200)),
+            sequential_checks: Some(true),
+            compare: Some(crate::spec::Compare::Primary),
+            compare_margin: Some(0.5),
         }
+    );
+}
+
+#[test]
+fn a_policy_may_require_the_sequential_checks_and_bound_the_compare_margin() {
+    let p = policy(
+        "evidence",
+        limits(PolicyLimits {
+            require_sequential_checks: Some(true),
+            max_compare_margin: Some(0.5),
+            ..Default::default()
+        }),
+    );
+    let spec = CanarySpec {
+        sequential_checks: false,
+        compare: crate::spec::Compare::Primary,
+        compare_margin: 2.0,
+        ..canary()
+    };
+    let found = messages(&findings(
+        &[&p],
+        Release {
+            canary: Some(&spec),
+            template: None,
+        },
+    ));
+    assert_eq!(
+        found,
+        [
+            "serin.dev/sequential-checks: \"false\" is refused by the limit requireSequentialChecks: releases here are judged on their request counts (allowed: \"true\") (CanaryPolicy evidence)",
+            "serin.dev/compare-margin: 2 exceeds the limit maxCompareMargin 0.5 (CanaryPolicy evidence)",
+        ]
+    );
+    // The defaults (sequential, no comparison) are within both limits.
+    let defaults = canary();
+    assert!(
+        findings(
+            &[&p],
+            Release {
+                canary: Some(&defaults),
+                template: None,
+            },
+        )
+        .is_empty()
     );
 }
 

@@ -139,6 +139,9 @@ fn default_field(annotation: &str) -> String {
         "serin.dev/max-weight" => "maxWeight",
         "serin.dev/success-rate" => "successRate",
         "serin.dev/latency" => "latency",
+        "serin.dev/sequential-checks" => "sequentialChecks",
+        "serin.dev/compare" => "compare",
+        "serin.dev/compare-margin" => "compareMargin",
         other => other,
     };
     format!("spec.defaults.{field}")
@@ -196,6 +199,7 @@ fn limits_problems(limits: &PolicyLimits) -> Vec<Problem> {
         0.0,
         100.0,
     );
+    range("maxCompareMargin", limits.max_compare_margin, 0.0, 100.0);
     if let (Some(step), Some(max)) = (limits.max_step_weight, limits.max_weight)
         && step > max
     {
@@ -251,6 +255,26 @@ fn defaults_beyond_limits(defaults: &PolicyDefaults, limits: &PolicyLimits) -> V
         && v > l
     {
         beyond("latency", v.to_string(), "maxLatency", l.to_string());
+    }
+    if let (Some(false), Some(true)) =
+        (defaults.sequential_checks, limits.require_sequential_checks)
+    {
+        beyond(
+            "sequentialChecks",
+            "false".into(),
+            "requireSequentialChecks",
+            "true".into(),
+        );
+    }
+    if let (Some(v), Some(l)) = (defaults.compare_margin, limits.max_compare_margin)
+        && v > l
+    {
+        beyond(
+            "compareMargin",
+            v.to_string(),
+            "maxCompareMargin",
+            l.to_string(),
+        );
     }
     problems
 }

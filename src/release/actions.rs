@@ -48,6 +48,10 @@ pub enum Action {
     RecordDesiredReplicas(i32),
     /// Measure the checks and call `step` again with `Observations::checks`.
     RunChecks,
+    /// Measure the request counts of the counted checks only (a look between intervals,
+    /// `serin.dev/sequential-checks`), no webhook, and call `step` again with them in
+    /// `Observations::checks`.
+    Look,
     /// Run the webhooks of this kind; for gates, call `step` again with the result.
     CallHook(HookKind),
     /// Copy the canary's template (and tracked configs) to the primary, if the canary still

@@ -33,6 +33,8 @@ pub trait Answers {
     /// One interval's checks, with the problems of failed queries and webhooks (told as
     /// `MetricError` Events).
     fn checks(&mut self, status: &ReleaseStatus) -> Option<(Vec<MetricCheck>, Vec<String>)>;
+    /// A look between intervals: the counted checks only (with their problems, as above).
+    fn look(&mut self, status: &ReleaseStatus) -> Option<(Vec<MetricCheck>, Vec<String>)>;
     /// The `rollback` webhooks that answered with success, each asking for a rollback.
     fn rollback(&mut self, status: &ReleaseStatus) -> Option<Vec<String>>;
     /// The gate webhooks of `kind`.
@@ -70,8 +72,12 @@ pub fn drive(
         let mut called_back = false;
         for action in &actions {
             match action {
-                Action::RunChecks if obs.checks.is_none() => {
-                    let Some((checks, problems)) = answers.checks(&new_status) else {
+                Action::RunChecks | Action::Look if obs.checks.is_none() => {
+                    let answer = match action {
+                        Action::Look => answers.look(&new_status),
+                        _ => answers.checks(&new_status),
+                    };
+                    let Some((checks, problems)) = answer else {
                         continue;
                     };
                     told.extend(problems.into_iter().map(|message| Told {

@@ -39,9 +39,17 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 
 use super::actions::{Action, EventType, HookKind, Reason};
 use super::observations::{MetricCheck, Observations};
+use super::sequential::{Counts, Decision, Test, decide};
 use super::status::{CheckValue, Phase, ReleaseStatus};
 use super::weights::{Route, Weights};
 use crate::spec::{CanarySpec, Strategy};
+
+/// How often the counted checks are looked at between intervals
+/// (`serin.dev/sequential-checks`). Each look costs two instant queries per release (four
+/// with `compare: primary`), so five seconds bounds that load; a Prometheus that scrapes
+/// less often answers some looks with the counts of the last, which the test reads again
+/// without harm (they are totals since the weight moved, not new evidence).
+pub const LOOK_EVERY: Duration = Duration::from_secs(5);
 
 /// One step of the release: what to do and the status to write.
 pub fn step(
@@ -259,6 +267,9 @@ impl Step<'_> {
             return self.start_promotion("Promotion requested: skipping the rest of the analysis");
         }
         if !self.due() {
+            if self.looks() && self.until_look().is_zero() {
+                self.look();
+            }
             return;
         }
         match self.spec.strategy() {
@@ -477,8 +488,9 @@ impl Step<'_> {
         );
     }
 
-    /// Evaluates the checks of this interval; `None` when they are still to be measured or
-    /// failed (already counted), else a summary of the measured values.
+    /// Evaluates the checks of this interval; `None` when they are still to be measured,
+    /// failed (already counted), rolled back or hold on the counted checks' evidence, else
+    /// a summary of the measured values.
     fn run_checks(&mut self) -> Option<String> {
         let Some(checks) = self.obs.checks.as_ref() else {
             self.actions.push(Action::RunChecks);
@@ -497,26 +509,203 @@ impl Step<'_> {
             .map(MetricCheck::describe)
             .collect::<Vec<_>>()
             .join(", ");
-        let failures: Vec<String> = checks.iter().filter_map(MetricCheck::failure).collect();
+        let counted = self.judge_counts(checks);
+        if let Some((Decision::RollBack | Decision::WorseThanPrimary, why)) = &counted {
+            self.roll_back(why);
+            return None;
+        }
+        // The counted checks are judged by the sequential test above, the others by their
+        // range, each failure counting toward `threshold`.
+        let plain: Vec<&MetricCheck> = checks.iter().filter(|c| c.evidence.is_none()).collect();
+        let failures: Vec<String> = plain.iter().filter_map(|c| c.failure()).collect();
         if !failures.is_empty() {
             self.fail_check(format!("Check failed: {}", failures.join(", ")));
             return None;
         }
         // Every check skipped for want of data (`noData: skip` everywhere): nothing shows
         // the canary is healthy, and an unobserved canary is never advanced or promoted.
-        if !checks.iter().any(MetricCheck::measured) {
+        // (Counted checks are never "no data": few requests are thin evidence, and hold.)
+        if counted.is_none() && !plain.iter().any(|c| c.measured()) {
             self.fail_check(format!(
                 "No check measured a value ({summary}; noData: skip leaves each out, but an \
                  interval needs at least one measured value to pass)"
             ));
             return None;
         }
-        Some(summary)
+        match counted {
+            Some((Decision::Hold, why)) => {
+                self.hold();
+                self.event(
+                    EventType::Normal,
+                    Reason::Analysis,
+                    format!(
+                        "Holding the canary weight at {}%: {why}",
+                        self.status.canary_weight
+                    ),
+                );
+                None
+            }
+            Some((Decision::SharedFailure, why)) => {
+                self.hold();
+                self.event(
+                    EventType::Warning,
+                    Reason::Analysis,
+                    format!(
+                        "Holding the canary weight at {}%, no rollback: {why}",
+                        self.status.canary_weight
+                    ),
+                );
+                None
+            }
+            _ => Some(summary),
+        }
+    }
+
+    /// Counted checks are looked at between intervals (`serin.dev/sequential-checks`, for
+    /// the Canary strategy once the canary has traffic).
+    fn looks(&self) -> bool {
+        self.spec.sequential_checks
+            && self.spec.strategy() == Strategy::Canary
+            && self.status.canary_weight > 0
+    }
+
+    /// A look between intervals: only a rollback is decided here (the weight moves at the
+    /// interval), and the counts are recorded.
+    fn look(&mut self) {
+        let Some(checks) = self.obs.checks.as_ref() else {
+            self.actions.push(Action::Look);
+            self.waiting_on_executor = true;
+            return;
+        };
+        self.status.last_look_time = Some(MicroTime(self.now.0));
+        // The values seen at the look replace those of the same checks, so that a rollback
+        // decided here states them.
+        for check in checks {
+            let value = check.value.filter(|v| !v.is_nan());
+            match self
+                .status
+                .last_checks
+                .iter_mut()
+                .find(|c| c.name == check.name)
+            {
+                Some(last) => last.value = value,
+                None => self.status.last_checks.push(CheckValue {
+                    name: check.name.clone(),
+                    value,
+                }),
+            }
+        }
+        if let Some((Decision::RollBack | Decision::WorseThanPrimary, why)) =
+            self.judge_counts(checks)
+        {
+            self.roll_back(&why);
+        }
+    }
+
+    /// The sequential test on every counted check (the worst decision, with why), and the
+    /// canary's counts recorded in the status; `None` when no check was counted.
+    fn judge_counts(&mut self, checks: &[MetricCheck]) -> Option<(Decision, String)> {
+        let mut worst: Option<(Decision, String)> = None;
+        for check in checks {
+            let Some(evidence) = check.evidence else {
+                continue;
+            };
+            self.record_counts(evidence.canary);
+            let percent = check.min.unwrap_or(self.spec.success_rate);
+            let test = Test::for_success_rate(percent);
+            let decision = decide(
+                test,
+                evidence.canary,
+                evidence.primary,
+                self.spec.compare_margin,
+            );
+            let why = self.explain(check, percent, decision, evidence.canary, evidence.primary);
+            let rank = |d: Decision| match d {
+                Decision::Advance => 0,
+                Decision::Hold => 1,
+                Decision::SharedFailure => 2,
+                Decision::RollBack | Decision::WorseThanPrimary => 3,
+            };
+            if worst
+                .as_ref()
+                .is_none_or(|(w, _)| rank(decision) > rank(*w))
+            {
+                worst = Some((decision, why));
+            }
+        }
+        worst
+    }
+
+    fn explain(
+        &self,
+        check: &MetricCheck,
+        percent: f64,
+        decision: Decision,
+        canary: Counts,
+        primary: Option<Counts>,
+    ) -> String {
+        let share = |c: Counts| c.failure_rate().unwrap_or(0.0) * 100.0;
+        let seen = format!(
+            "{}: {:.0} of {:.0} requests failed ({:.2}%) since the weight moved to {}%",
+            check.name,
+            canary.failed,
+            canary.requests,
+            share(canary),
+            self.status.canary_weight
+        );
+        let limit = 100.0 - percent;
+        let confidence = (1.0 - super::sequential::ALPHA) * 100.0;
+        match (decision, primary) {
+            (Decision::WorseThanPrimary, Some(p)) => format!(
+                "{seen}, more than {} points above the primary's {:.2}% ({:.0} of {:.0}) \
+                 with {confidence:.0}% confidence (serin.dev/compare: primary)",
+                self.spec.compare_margin,
+                share(p),
+                p.failed,
+                p.requests
+            ),
+            (Decision::SharedFailure, Some(p)) => format!(
+                "{seen}, and the primary fails as much ({:.2}%, {:.0} of {:.0}): a cause both \
+                 share, not the canary (serin.dev/compare: primary)",
+                share(p),
+                p.failed,
+                p.requests
+            ),
+            (Decision::RollBack | Decision::WorseThanPrimary | Decision::SharedFailure, _) => {
+                format!(
+                    "{seen}: above the limit of {limit:.2}% with {confidence:.0}% confidence \
+                     (sequential test)"
+                )
+            }
+            (Decision::Hold, _) => format!(
+                "{seen}: too few requests yet to tell the failure rate from the limit of \
+                 {limit:.2}%"
+            ),
+            (Decision::Advance, _) => seen,
+        }
+    }
+
+    /// Adds what is new in `counts` (since the weight moved) to the release's totals.
+    fn record_counts(&mut self, counts: Counts) {
+        // Whole requests; `as` saturates (and reads NaN as 0) on counts from outside.
+        let requests = counts.requests.max(0.0).round() as u64;
+        let failed = counts.failed.max(0.0).round() as u64;
+        let status = &mut self.status;
+        // A step held longer than the metrics window is counted over a sliding window, which
+        // may shrink: only growth is new (the totals are then a lower bound).
+        status.canary_requests += requests.saturating_sub(status.step_requests);
+        status.canary_failed_requests += failed.saturating_sub(status.step_failed_requests);
+        status.step_requests = status.step_requests.max(requests);
+        status.step_failed_requests = status.step_failed_requests.max(failed);
     }
 
     fn set_canary_weight(&mut self, weight: u32, why: String) {
         self.status.canary_weight = weight.min(100);
         self.hold();
+        // The counted checks judge the requests from here on.
+        self.status.weight_change_time = Some(MicroTime(self.now.0));
+        self.status.step_requests = 0;
+        self.status.step_failed_requests = 0;
         self.event(
             EventType::Normal,
             Reason::Progressing,
@@ -599,6 +788,21 @@ impl Step<'_> {
         Duration::from_millis(interval.saturating_sub(elapsed))
     }
 
+    /// Time left before the next look between intervals; zero when due.
+    fn until_look(&self) -> Duration {
+        let last = [&self.status.last_look_time, &self.status.last_check_time]
+            .into_iter()
+            .flatten()
+            .map(|t| t.0.as_millisecond())
+            .max();
+        let Some(last) = last else {
+            return Duration::ZERO;
+        };
+        let elapsed = self.now.0.as_millisecond().saturating_sub(last);
+        let elapsed = u64::try_from(elapsed).unwrap_or(0);
+        LOOK_EVERY.saturating_sub(Duration::from_millis(elapsed))
+    }
+
     fn transition(&mut self, phase: Phase) {
         if self.status.phase != phase {
             self.status.phase = phase;
@@ -658,6 +862,9 @@ impl Step<'_> {
         if !self.waiting_on_executor && !phase.is_idle() {
             let analysing = phase.is_analysing() && self.status.last_check_time.is_some();
             let after = match analysing {
+                true if self.looks() && !self.until_look().is_zero() => {
+                    self.until_due().min(self.until_look())
+                }
                 true => self.until_due(),
                 false => Duration::ZERO,
             };

@@ -13,6 +13,8 @@
 //!   is judged) and [`actions`] (what it asks for, and every Event [`Reason`]);
 //! - [`drive`]: the ask/answer loop around `step` (measurements, gates, the `rollback`
 //!   poll), which the controller and the machine's tests both use;
+//! - [`sequential`]: the sequential test that judges a canary on its request counts (the
+//!   builtin success-rate check with `serin.dev/sequential-checks`);
 //! - [`repairs`]: what a reconcile reapplies besides what the machine asks for;
 //! - [`weights`]: how traffic is split ([`Weights`]) and routed ([`Route`]: mirroring and
 //!   session affinity besides);
@@ -31,6 +33,7 @@ pub mod observations;
 pub mod observe;
 pub mod repairs;
 pub mod revision;
+pub mod sequential;
 pub mod status;
 pub mod weights;
 
@@ -43,11 +46,12 @@ pub use objects::{
     release_template, requested_replicas, rewrite_config_refs, services,
 };
 pub use observations::{
-    CanaryObservation, Gates, MetricCheck, NoData, Observations, PrimaryObservation, Requests,
-    builtin_checks,
+    CanaryObservation, Evidence, Gates, MetricCheck, NoData, Observations, PrimaryObservation,
+    Requests, builtin_checks,
 };
 pub use repairs::{Changes, Repairs, repairs};
 pub use revision::{TrackedConfig, revision};
+pub use sequential::Counts;
 pub use status::{CheckValue, Phase, ReleaseStatus};
 pub use weights::{Route, Weights};
 // The names and configs of the model, which the release builds from.

@@ -3,6 +3,7 @@
 //! [`MetricCheck`]s — where a check is judged against its accepted range.
 
 use super::actions::HookKind;
+use super::sequential::Counts;
 use super::weights::Route;
 use crate::spec::CanarySpec;
 
@@ -27,6 +28,18 @@ pub struct MetricCheck {
     pub min: Option<f64>,
     pub max: Option<f64>,
     pub no_data: NoData,
+    /// The request counts behind the value since the weight last moved, when the check has
+    /// them (the builtin success rate with `serin.dev/sequential-checks`): then the
+    /// sequential test judges it, not `min`/`max` on the value.
+    pub evidence: Option<Evidence>,
+}
+
+/// The requests a counted check saw since the canary's weight last moved.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Evidence {
+    pub canary: Counts,
+    /// The primary's over the same window (`serin.dev/compare: primary`).
+    pub primary: Option<Counts>,
 }
 
 impl MetricCheck {
@@ -53,9 +66,16 @@ impl MetricCheck {
     }
 
     pub(super) fn describe(&self) -> String {
-        match self.value.filter(|v| !v.is_nan()) {
+        let value = match self.value.filter(|v| !v.is_nan()) {
             Some(v) => format!("{} {v:.2}{}", self.name, self.unit),
             None => format!("{} no data", self.name),
+        };
+        match self.evidence {
+            Some(e) => format!(
+                "{value} ({:.0} of {:.0} requests failed since the weight moved)",
+                e.canary.failed, e.canary.requests
+            ),
+            None => value,
         }
     }
 }
@@ -77,6 +97,7 @@ pub fn builtin_checks(
             min: Some(spec.success_rate),
             max: None,
             no_data: NoData::Fail,
+            evidence: None,
         },
         MetricCheck {
             name: "request-duration".into(),
@@ -85,6 +106,7 @@ pub fn builtin_checks(
             min: None,
             max: Some(max_latency),
             no_data: NoData::Fail,
+            evidence: None,
         },
     ]
 }

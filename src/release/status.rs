@@ -122,6 +122,33 @@ pub struct ReleaseStatus {
     /// otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirrored_checks: Option<u32>,
+    /// When the canary's weight last moved: the counted checks judge the requests since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_change_time: Option<MicroTime>,
+    /// When the counted checks were last looked at between intervals
+    /// (`serin.dev/sequential-checks`); the next look is due [`LOOK_EVERY`] later.
+    ///
+    /// [`LOOK_EVERY`]: super::machine::LOOK_EVERY
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_look_time: Option<MicroTime>,
+    /// Requests the canary served during the current (or last) release, as the counted
+    /// success-rate check measured them: the release's blast radius as Serin saw it.
+    #[serde(default)]
+    pub canary_requests: u64,
+    /// Of those, requests that failed.
+    #[serde(default)]
+    pub canary_failed_requests: u64,
+    /// The requests counted since the weight last moved, already included in
+    /// `canaryRequests` (so that the next count adds only what is new).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub step_requests: u64,
+    /// Of those, requests that failed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub step_failed_requests: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

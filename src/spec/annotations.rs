@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use super::duration;
 use super::model::{
-    CanarySpec, DEFAULT_STEP_WEIGHT, GatewayRef, MAX_COOKIE_NAME, MAX_HOSTS, MatchRule,
+    CanarySpec, Compare, DEFAULT_STEP_WEIGHT, GatewayRef, MAX_COOKIE_NAME, MAX_HOSTS, MatchRule,
     MetricsProvider, Provider,
 };
 use super::{DESIRED_REPLICAS, ENABLED, PREFIX, Problem, REVISION, schema};
@@ -41,12 +41,15 @@ pub(super) enum Key {
     MetricsWindow,
     Analysis,
     SkipAnalysis,
+    SequentialChecks,
+    Compare,
+    CompareMargin,
     DesiredReplicas,
     Revision,
 }
 
 impl Key {
-    pub(super) const ALL: [Key; 26] = [
+    pub(super) const ALL: [Key; 29] = [
         Key::Enabled,
         Key::Provider,
         Key::Port,
@@ -71,6 +74,9 @@ impl Key {
         Key::MetricsWindow,
         Key::Analysis,
         Key::SkipAnalysis,
+        Key::SequentialChecks,
+        Key::Compare,
+        Key::CompareMargin,
         Key::DesiredReplicas,
         Key::Revision,
     ];
@@ -101,6 +107,9 @@ impl Key {
             Key::MetricsWindow => "serin.dev/metrics-window",
             Key::Analysis => "serin.dev/analysis",
             Key::SkipAnalysis => "serin.dev/skip-analysis",
+            Key::SequentialChecks => "serin.dev/sequential-checks",
+            Key::Compare => "serin.dev/compare",
+            Key::CompareMargin => "serin.dev/compare-margin",
             Key::DesiredReplicas => DESIRED_REPLICAS,
             Key::Revision => REVISION,
         }
@@ -133,6 +142,9 @@ impl Key {
             Key::MetricsWindow => "metricsWindow",
             Key::Analysis => "analysis",
             Key::SkipAnalysis => "skipAnalysis",
+            Key::SequentialChecks => "sequentialChecks",
+            Key::Compare => "compare",
+            Key::CompareMargin => "compareMargin",
         })
     }
 
@@ -152,7 +164,11 @@ impl Key {
             None => format!("must be {kind}"),
         };
         match self {
-            Key::Enabled | Key::SkipAnalysis => r#"must be "true" or "false""#.to_owned(),
+            Key::Enabled | Key::SkipAnalysis | Key::SequentialChecks => {
+                r#"must be "true" or "false""#.to_owned()
+            }
+            Key::Compare => Compare::expectation(),
+            Key::CompareMargin => range("a number of percentage points"),
             Key::Provider => Provider::expectation(),
             Key::MetricsProvider => MetricsProvider::expectation(),
             Key::Port
@@ -334,6 +350,9 @@ fn apply(key: Key, raw: &str, reading: &mut Reading<'_>) -> Result<(), Vec<Probl
         Key::MetricsWindow => spec.metrics_window = parsed(raw).ok_or_else(refused)?,
         Key::Analysis => spec.analysis = Some(raw.to_owned()),
         Key::SkipAnalysis => spec.skip_analysis = boolean(raw).ok_or_else(refused)?,
+        Key::SequentialChecks => spec.sequential_checks = boolean(raw).ok_or_else(refused)?,
+        Key::Compare => spec.compare = parsed(raw).ok_or_else(refused)?,
+        Key::CompareMargin => spec.compare_margin = decimal(raw).ok_or_else(refused)?,
     }
     Ok(())
 }
@@ -531,6 +550,9 @@ pub(super) fn value_of(key: Key, spec: &CanarySpec) -> Option<String> {
         Key::MetricsWindow => Some(spec.metrics_window.to_string()),
         Key::Analysis => spec.analysis.clone(),
         Key::SkipAnalysis => Some(spec.skip_analysis.to_string()),
+        Key::SequentialChecks => Some(spec.sequential_checks.to_string()),
+        Key::Compare => Some(spec.compare.to_string()),
+        Key::CompareMargin => Some(spec.compare_margin.to_string()),
     }
 }
 
@@ -630,6 +652,9 @@ mod tests {
             ("serin.dev/metrics-window", "2m"),
             ("serin.dev/analysis", "podinfo-checks"),
             ("serin.dev/skip-analysis", "true"),
+            ("serin.dev/sequential-checks", "false"),
+            ("serin.dev/compare", "primary"),
+            ("serin.dev/compare-margin", "0.5"),
         ]);
         let expected = CanarySpec {
             provider: Provider::GatewayApi,
@@ -661,6 +686,9 @@ mod tests {
             metrics_window: Duration::from_secs(120),
             analysis: Some("podinfo-checks".into()),
             skip_analysis: true,
+            sequential_checks: false,
+            compare: Compare::Primary,
+            compare_margin: 0.5,
         };
         assert_eq!(spec, expected);
     }
@@ -919,6 +947,25 @@ mod tests {
             refused(&[("serin.dev/skip-analysis", "True")]),
             [r#"serin.dev/skip-analysis: "True" must be "true" or "false""#]
         );
+    }
+
+    #[test]
+    fn the_sequential_settings_name_their_allowed_values() {
+        assert_eq!(
+            refused(&[
+                ("serin.dev/sequential-checks", "yes"),
+                ("serin.dev/compare", "baseline"),
+                ("serin.dev/compare-margin", "150"),
+            ]),
+            [
+                r#"serin.dev/compare: "baseline" is not supported; allowed: none, primary"#,
+                r#"serin.dev/compare-margin: "150" must be a number of percentage points from 0 to 100"#,
+                r#"serin.dev/sequential-checks: "yes" must be "true" or "false""#,
+            ]
+        );
+        let spec = enabled(&[]);
+        assert!(spec.sequential_checks, "sequential by default");
+        assert_eq!((spec.compare, spec.compare_margin), (Compare::None, 1.0));
     }
 
     #[test]
@@ -1190,7 +1237,12 @@ mod tests {
             config,
             0.0f64..=100.0,
             proptest::option::of(name),
-            any::<bool>(),
+            (
+                any::<bool>(),
+                any::<bool>(),
+                proptest::sample::select(Compare::ALL.to_vec()),
+                prop_oneof![Just(0.0), Just(1.0), Just(2.5), Just(100.0)],
+            ),
             proptest::sample::select(MetricsProvider::ALL.to_vec()),
             proptest::collection::btree_set(
                 "(\\*\\.)?[a-z0-9]([a-z0-9-]{0,5}[a-z0-9])?\\.test",
@@ -1202,7 +1254,7 @@ mod tests {
                     (provider, port, service, gateway, durations, counts, rules),
                     success_rate,
                     analysis,
-                    skip_analysis,
+                    (skip_analysis, sequential_checks, compare, compare_margin),
                     metrics,
                     hosts,
                 )| {
@@ -1264,6 +1316,9 @@ mod tests {
                         metrics_window: Duration::from_millis(metrics_window),
                         analysis,
                         skip_analysis,
+                        sequential_checks,
+                        compare,
+                        compare_margin,
                     }
                 },
             )
@@ -1288,6 +1343,8 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "serin.dev/compare",
+                "serin.dev/compare-margin",
                 "serin.dev/enabled",
                 "serin.dev/interval",
                 "serin.dev/latency",
@@ -1295,6 +1352,7 @@ mod tests {
                 "serin.dev/metrics-window",
                 "serin.dev/port",
                 "serin.dev/provider",
+                "serin.dev/sequential-checks",
                 "serin.dev/service",
                 "serin.dev/skip-analysis",
                 "serin.dev/step-weight",

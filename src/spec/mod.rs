@@ -27,8 +27,9 @@ pub(crate) use configs::visit_config_refs;
 pub use configs::{ConfigKind, ConfigRef, config_refs};
 pub use duration::{Duration, InvalidDuration, Limits};
 pub use model::{
-    CanarySpec, DEFAULT_AFFINITY_MAX_AGE, GatewayRef, MatchRule, MetricsProvider, Provider,
-    Strategy, UnknownMetricsProvider, UnknownProvider,
+    CanarySpec, Compare, DEFAULT_AFFINITY_MAX_AGE, GatewayRef, MatchRule, MetricsProvider,
+    Provider, Strategy, UnknownMetricsProvider, UnknownProvider, default_compare_margin,
+    sequential_by_default,
 };
 pub use schema::annotation_schema;
 pub use workload::{IDLE_NODE_LABEL, Workload, WorkloadKind, object_reference};

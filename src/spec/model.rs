@@ -19,6 +19,11 @@ pub(super) const DEFAULT_LATENCY: Duration = Duration::from_millis(500);
 pub(super) const DEFAULT_METRICS_WINDOW: Duration = Duration::from_secs(60);
 /// The affinity cookie's `Max-Age` when `affinity-max-age` is not written: a day, as Flagger.
 pub const DEFAULT_AFFINITY_MAX_AGE: Duration = Duration::from_secs(86_400);
+/// How far (percentage points of failed requests) a canary may fail more than the primary
+/// under `serin.dev/compare: primary`: one point, the same size as the default limit
+/// (`success-rate` 99 allows 1 % of failures), so the comparison is no stricter than the
+/// absolute limit users already chose, and a primary at 0.2 % still lets a canary reach 1.2 %.
+pub(super) const DEFAULT_COMPARE_MARGIN: f64 = 1.0;
 
 /// Service names are DNS-1035 labels.
 const DNS_1035_LABEL: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
@@ -125,6 +130,83 @@ pub struct CanarySpec {
     /// Promote without running checks.
     #[serde(default)]
     pub skip_analysis: bool,
+    /// Judge the builtin success-rate check on request counts with a sequential test every
+    /// few seconds (`docs/analysis.md`); `false` keeps Flagger's semantics: one check per
+    /// `interval`, `threshold` failures to roll back.
+    #[serde(default = "sequential_by_default")]
+    pub sequential_checks: bool,
+    /// What the canary's failures are judged against besides the absolute limit.
+    #[serde(default)]
+    pub compare: Compare,
+    /// With `compare: primary`: how many percentage points of failed requests the canary may
+    /// have above the primary's.
+    #[serde(default = "default_compare_margin")]
+    #[schemars(range(min = 0, max = 100))]
+    pub compare_margin: f64,
+}
+
+/// `sequentialChecks` when a stored Canary does not say (one written before the field).
+pub fn sequential_by_default() -> bool {
+    true
+}
+
+/// `compareMargin` when a stored Canary does not say.
+pub fn default_compare_margin() -> f64 {
+    DEFAULT_COMPARE_MARGIN
+}
+
+/// What the canary is compared with (`serin.dev/compare`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compare {
+    /// The absolute limits only.
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// Also the primary, measured over the same window: failing together holds the release,
+    /// a canary worse by more than `compareMargin` is rolled back.
+    #[serde(rename = "primary")]
+    Primary,
+}
+
+/// The value is not one of [`Compare::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} {expected}", expected = Compare::expectation())]
+pub struct UnknownCompare(pub String);
+
+impl Compare {
+    pub const ALL: [Compare; 2] = [Compare::None, Compare::Primary];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compare::None => "none",
+            Compare::Primary => "primary",
+        }
+    }
+
+    /// Completes `"<value>" …` in messages: the spellings users may write.
+    pub(super) fn expectation() -> String {
+        format!(
+            "is not supported; allowed: {}",
+            Self::ALL.map(Self::as_str).join(", ")
+        )
+    }
+}
+
+impl FromStr for Compare {
+    type Err = UnknownCompare;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str() == text)
+            .ok_or_else(|| UnknownCompare(text.to_owned()))
+    }
+}
+
+impl fmt::Display for Compare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// How a release is rolled out; follows from the configuration as in Flagger.
@@ -165,6 +247,9 @@ impl CanarySpec {
             metrics_window: DEFAULT_METRICS_WINDOW,
             analysis: None,
             skip_analysis: false,
+            sequential_checks: true,
+            compare: Compare::None,
+            compare_margin: DEFAULT_COMPARE_MARGIN,
         }
     }
 

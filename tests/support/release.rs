@@ -49,6 +49,9 @@ pub(crate) fn manifest(
         ("serin.dev/step-weight", "25"),
         ("serin.dev/max-weight", "50"),
         ("serin.dev/metrics-window", "5s"),
+        // These tests state Flagger's semantics (one check per interval, `threshold`
+        // failures, CheckFailed Events); `tests/e2e_sequential.rs` sets "true".
+        ("serin.dev/sequential-checks", "false"),
     ]
     .into();
     annotations.extend(extra.iter().copied());

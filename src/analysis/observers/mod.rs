@@ -92,6 +92,41 @@ impl<'a> Observer<'a> {
     }
 }
 
+/// Whose requests a count is of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Canary,
+    Primary,
+}
+
+impl Observer<'_> {
+    /// The requests `side` served in the last `seconds` (only the failed ones when `failed`),
+    /// as one number: `sum(increase(…[<seconds>s]))`. No series (no request yet) answers
+    /// nothing, which counts as zero.
+    pub fn request_count(&self, side: Side, failed: bool, seconds: u64) -> String {
+        let range = format!("{}s", seconds.max(1));
+        match *self {
+            Observer::Linkerd {
+                namespace,
+                deployment,
+            } => linkerd::count(namespace, deployment, side, failed, &range),
+            Observer::Nginx { namespace, ingress } => {
+                nginx::count(namespace, ingress, side, failed, &range)
+            }
+            Observer::Gloo {
+                namespace,
+                service,
+                port,
+            } => gloo::count(namespace, service, port, side, failed, &range),
+            Observer::Traefik {
+                namespace,
+                service,
+                port,
+            } => traefik::count(namespace, service, port, side, failed, &range),
+        }
+    }
+}
+
 /// The builtin queries, as the observers write them. (`Builtin` itself, its names and units,
 /// is spec vocabulary: `crate::spec::Builtin`.)
 impl Builtin {

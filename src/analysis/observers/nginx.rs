@@ -2,6 +2,7 @@
 //! `nginx_ingress_controller_request_duration_seconds` of the user's Ingress, for the requests
 //! it sent to the canary (a non-empty `canary` label: the canary upstream).
 
+use super::Side;
 use crate::analysis::promql::label_value;
 use crate::spec::{Builtin, Duration};
 
@@ -24,4 +25,25 @@ pub(super) fn query(builtin: Builtin, namespace: &str, ingress: &str, window: Du
             "histogram_quantile(0.99, sum(rate(nginx_ingress_controller_request_duration_seconds_bucket{{{selector}}}[{window}])) by (le)) * 1000"
         ),
     }
+}
+
+/// The requests ingress-nginx sent to the canary upstream (a non-empty `canary` label) or to
+/// the primary (an empty one) over `range`; only the 5xx answers when `failed`.
+pub(super) fn count(
+    namespace: &str,
+    ingress: &str,
+    side: Side,
+    failed: bool,
+    range: &str,
+) -> String {
+    let canary = match side {
+        Side::Canary => "canary!=\"\"",
+        Side::Primary => "canary=\"\"",
+    };
+    let failure = if failed { ",status=~\"5.*\"" } else { "" };
+    format!(
+        "sum(increase(nginx_ingress_controller_requests{{namespace=\"{}\",ingress=\"{}\",{canary}{failure}}}[{range}]))",
+        label_value(namespace),
+        label_value(ingress)
+    )
 }

@@ -184,3 +184,66 @@ fn builtin_queries_write_the_window_as_a_prometheus_duration() {
         }
     }
 }
+
+#[test]
+fn request_counts_select_the_ratios_series_since_the_move_and_the_primarys_apart() {
+    let observers = [
+        Observer::Linkerd {
+            namespace: "shop",
+            deployment: "web",
+        },
+        Observer::Nginx {
+            namespace: "shop",
+            ingress: "web",
+        },
+        Observer::Gloo {
+            namespace: "shop",
+            service: "web",
+            port: Some(9898),
+        },
+        Observer::Traefik {
+            namespace: "shop",
+            service: "web",
+            port: Some(9898),
+        },
+    ];
+    for observer in observers {
+        let ratio = Builtin::SuccessRate.query_for(&observer, Duration::from_secs(60));
+        let all = observer.request_count(Side::Canary, false, 30);
+        let failed = observer.request_count(Side::Canary, true, 30);
+        let primary = observer.request_count(Side::Primary, false, 30);
+        for query in [&all, &failed, &primary] {
+            assert!(
+                query.starts_with("sum(increase(") && query.ends_with("[30s]))"),
+                "{query}"
+            );
+        }
+        // The canary's counts read the denominator's series of the ratio, over the seconds
+        // since the move instead of the window.
+        let denominator = ratio.split(" / ").nth(1).unwrap_or_default();
+        let series = denominator
+            .trim_start_matches("sum(rate(")
+            .split('[')
+            .next()
+            .unwrap_or_default();
+        assert!(all.contains(series), "{all} does not read {series}");
+        // Failed requests add a matcher; the primary's are other series.
+        assert!(failed.len() > all.len(), "{failed}");
+        assert!(
+            failed.contains("classification=\"failure\"") || failed.contains("=~\"5.*\""),
+            "{failed}"
+        );
+        assert_ne!(primary, all);
+        assert!(
+            !primary.contains(series),
+            "{primary} reads the canary's {series}"
+        );
+    }
+    // A zero-second range is never asked.
+    let linkerd = observers[0];
+    assert!(
+        linkerd
+            .request_count(Side::Canary, false, 0)
+            .contains("[1s]")
+    );
+}

@@ -8,8 +8,9 @@
 //! [`crate::router::gatewayapi`] writes (`<service>-canary` on the Service port, in the
 //! Deployment's namespace) is `service="<namespace>-<service>-canary-http-<port>@kubernetesgateway"`.
 
+use super::Side;
 use crate::analysis::promql::{label_value, regex_literal};
-use crate::spec::{Builtin, CANARY_SUFFIX, Duration};
+use crate::spec::{Builtin, CANARY_SUFFIX, Duration, PRIMARY_SUFFIX};
 
 /// The provider Traefik's Gateway API support registers as; it qualifies every name it makes.
 const PROVIDER: &str = "kubernetesgateway";
@@ -23,23 +24,7 @@ pub(super) fn query(
     port: Option<i32>,
     window: Duration,
 ) -> String {
-    let backend = format!("{service}{CANARY_SUFFIX}");
-    let selector = match port {
-        Some(port) => format!(
-            "service=\"{}\"",
-            label_value(&traefik_service(namespace, &backend, port))
-        ),
-        None => {
-            // Any port: the names around it are matched literally, escaped.
-            let prefix = normalize(&format!("{namespace}-{backend}-http"));
-            let regex = format!(
-                "{}-[0-9]+{}",
-                regex_literal(&prefix),
-                regex_literal(&format!("@{PROVIDER}"))
-            );
-            format!("service=~\"{}\"", label_value(&regex))
-        }
-    };
+    let selector = selector(namespace, service, port, Side::Canary);
     match builtin {
         // 5xx answers are the failures, as Flagger counts them.
         Builtin::SuccessRate => format!(
@@ -51,6 +36,46 @@ pub(super) fn query(
             "histogram_quantile(0.99, sum(rate(traefik_service_request_duration_seconds_bucket{{{selector}}}[{window}])) by (le)) * 1000"
         ),
     }
+}
+
+/// The Traefik service of the canary's (or the primary's) backend, on `port` (any port when
+/// unknown).
+fn selector(namespace: &str, service: &str, port: Option<i32>, side: Side) -> String {
+    let suffix = match side {
+        Side::Canary => CANARY_SUFFIX,
+        Side::Primary => PRIMARY_SUFFIX,
+    };
+    let backend = format!("{service}{suffix}");
+    match port {
+        Some(port) => format!(
+            "service=\"{}\"",
+            label_value(&traefik_service(namespace, &backend, port))
+        ),
+        None => {
+            let prefix = normalize(&format!("{namespace}-{backend}-http"));
+            let regex = format!(
+                "{}-[0-9]+{}",
+                regex_literal(&prefix),
+                regex_literal(&format!("@{PROVIDER}"))
+            );
+            format!("service=~\"{}\"", label_value(&regex))
+        }
+    }
+}
+
+/// The requests Traefik sent to the canary's (or the primary's) backend over `range`; only
+/// the 5xx answers when `failed`.
+pub(super) fn count(
+    namespace: &str,
+    service: &str,
+    port: Option<i32>,
+    side: Side,
+    failed: bool,
+    range: &str,
+) -> String {
+    let selector = selector(namespace, service, port, side);
+    let failure = if failed { ",code=~\"5.*\"" } else { "" };
+    format!("sum(increase(traefik_service_requests_total{{{selector}{failure}}}[{range}]))")
 }
 
 /// The `service` label of Traefik's metrics for the requests its Gateway API provider sends to

@@ -163,6 +163,24 @@ fn context(client: kube::Client) -> Arc<Context> {
     context_with(client, None)
 }
 
+/// [`context`] asking the Prometheus at `prometheus_url`.
+fn context_asking(client: kube::Client, prometheus_url: &str) -> Arc<Context> {
+    let options = Options {
+        prometheus_url: prometheus_url.into(),
+        prometheus_credentials: Default::default(),
+        lease: LeaseConfig::new("serin-system"),
+        serin_user: "system:serviceaccount:serin-system:serin".into(),
+        tracking: Tracking::CONFIG_MAPS,
+        routers: RouterSettings::default(),
+        own_ports: Vec::new(),
+        metrics: None,
+        release_metrics: None,
+        alert_counts: None,
+        policies: None,
+    };
+    Arc::new(Context::new(client, &options).expect("context"))
+}
+
 /// [`context`], exporting the release metrics to `release_metrics`.
 fn context_with(
     client: kube::Client,
@@ -697,5 +715,82 @@ async fn a_promoted_daemonset_canary_is_idled_again_then_the_release_succeeds() 
     assert_eq!(
         writes(&cluster).last().map(String::as_str),
         Some("status Succeeded")
+    );
+}
+
+/// A Prometheus on loopback that counts 25 requests of the canary since the weight moved,
+/// 8 of them failed (and a success rate of 68 % over the window).
+async fn prometheus_of_a_failing_canary() -> String {
+    use axum::extract::Query;
+    let answer = |Query(params): Query<BTreeMap<String, String>>| async move {
+        let query = params.get("query").cloned().unwrap_or_default();
+        let value = match (query.contains("increase("), query.contains("failure")) {
+            (true, true) => "8",
+            (true, false) => "25",
+            (false, _) if query.contains("histogram_quantile") => "5",
+            (false, _) => "68",
+        };
+        axum::Json(json!({"status": "success", "data": {"resultType": "vector",
+            "result": [{"metric": {}, "value": [1700000000.0, value]}]}}))
+    };
+    crate::analysis::http::serve_on_loopback(
+        axum::Router::new().route("/api/v1/query", axum::routing::get(answer)),
+    )
+    .await
+}
+
+/// Between two intervals, a look at the counts decides the rollback, and the reconcile that
+/// picks up the answer moves the traffic first: the router object is at 100/0 before the
+/// Event says so, in the same reconcile, without waiting for the interval or `threshold`.
+#[tokio::test]
+async fn a_look_that_decides_a_rollback_sets_the_router_to_the_primary_first_in_the_same_reconcile()
+{
+    let ready = json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
+        "readyReplicas": 2, "availableReplicas": 2});
+    let deploy = web(2, ready);
+    let six_seconds_ago = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        k8s_openapi::jiff::Timestamp::now() - std::time::Duration::from_secs(6),
+    );
+    let progressing = ReleaseStatus {
+        phase: Phase::Progressing,
+        revision: Some(revision_of(&deploy)),
+        last_promoted_revision: Some("old".into()),
+        canary_weight: 10,
+        // The weight moved six seconds ago; the interval (1m) is far, a look is due.
+        last_check_time: Some(six_seconds_ago.clone()),
+        weight_change_time: Some(six_seconds_ago),
+        ..Default::default()
+    };
+    let cluster = cluster(&deploy, progressing, "old", Weights::to_canary(10));
+    let prometheus = prometheus_of_a_failing_canary().await;
+    let ctx = context_asking(client(cluster.clone()), &prometheus);
+    let deploy = Arc::new(deploy);
+    // The first reconcile asks and ends; the answer comes in a task of its own, and the
+    // writes stated are those of the reconcile that picked it up.
+    for _ in 0..50 {
+        cluster.lock().expect("cluster").calls.clear();
+        reconcile(deploy.clone(), ctx.clone())
+            .await
+            .expect("reconciled");
+        if writes(&cluster).contains(&"status Failed".to_owned()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        writes(&cluster),
+        [
+            "PATCH trafficsplits/web",
+            "scale web 0",
+            "event RolledBack",
+            "status Failed",
+        ]
+    );
+    let stored = cluster.lock().expect("cluster").objects.clone();
+    assert_eq!(stored[SPLIT]["spec"]["backends"][0]["weight"], json!(100));
+    let status = &stored[CANARY]["status"];
+    assert_eq!(
+        (&status["canaryRequests"], &status["canaryFailedRequests"]),
+        (&json!(25), &json!(8))
     );
 }

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::crd::CanaryStatus;
-use crate::spec::{Duration, GatewayRef, MatchRule, MetricsProvider, Provider};
+use crate::spec::{Compare, Duration, GatewayRef, MatchRule, MetricsProvider, Provider};
 
 #[derive(CustomResource, Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[kube(
@@ -77,4 +77,10 @@ pub struct Analysis {
     pub template_ref: Option<String>,
     #[serde(default)]
     pub skip: bool,
+    #[serde(default = "crate::spec::sequential_by_default")]
+    pub sequential_checks: bool,
+    #[serde(default)]
+    pub compare: Compare,
+    #[serde(default = "crate::spec::default_compare_margin")]
+    pub compare_margin: f64,
 }

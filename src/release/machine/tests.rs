@@ -1,7 +1,8 @@
 use super::*;
 use crate::release::drive::{Answers, GateAnswer, drive};
 use crate::release::{
-    CanaryObservation, Gates, NoData, PrimaryObservation, Requests, builtin_checks,
+    CanaryObservation, Counts, Evidence, Gates, NoData, PrimaryObservation, Requests,
+    builtin_checks,
 };
 use k8s_openapi::jiff::Timestamp;
 use proptest::prelude::{any, prop, prop_assert, prop_assert_eq, proptest};
@@ -25,6 +26,9 @@ struct World {
     latency_ms: Option<f64>,
     /// The checks' no-data policy (the builtin checks' is `Fail`).
     no_data: NoData,
+    /// The request counts behind the success rate since the weight moved, when the world
+    /// counts them (as the builtin check does with `serin.dev/sequential-checks`).
+    counts: Option<Evidence>,
     gates: Gates,
     requests: Requests,
     status: ReleaseStatus,
@@ -50,6 +54,7 @@ impl World {
             success_rate: Some(100.0),
             latency_ms: Some(100.0),
             no_data: NoData::Fail,
+            counts: None,
             gates: open_gates(),
             requests: Requests::default(),
             status: ReleaseStatus::default(),
@@ -86,6 +91,18 @@ impl World {
     /// One reconcile, as the executor runs it: [`drive`] answers what the steps ask from
     /// this world, and the last step's actions are carried out; then one interval passes.
     fn tick(&mut self) {
+        let seconds = i64::try_from(self.spec.interval.as_millis() / 1000).unwrap_or(60);
+        self.tick_after(seconds);
+    }
+
+    /// `seconds` pass, then one reconcile (which lets no more time pass).
+    fn tick_in(&mut self, seconds: i64) {
+        self.seconds += seconds;
+        self.tick_after(0);
+    }
+
+    /// One reconcile as [`World::tick`], then `seconds` pass.
+    fn tick_after(&mut self, seconds: i64) {
         let obs = self.observe(None, Gates::default());
         let now = Time(Timestamp::from_second(self.seconds).unwrap_or_default());
         let spec = self.spec.clone();
@@ -108,6 +125,7 @@ impl World {
                 }
                 Action::RecordDesiredReplicas(n) => self.desired_replicas = *n,
                 Action::RunChecks
+                | Action::Look
                 | Action::CallHook(_)
                 | Action::RemoveMachinery
                 | Action::RequeueAfter(_)
@@ -115,7 +133,7 @@ impl World {
             }
         }
         self.log.extend(driven.actions);
-        self.seconds += i64::try_from(self.spec.interval.as_millis() / 1000).unwrap_or(60);
+        self.seconds += seconds;
     }
 
     /// Ticks until `phase` (at most `limit` ticks); the phases passed through.
@@ -170,8 +188,19 @@ impl Answers for Answering<'_> {
         let mut measured = builtin_checks(&world.spec, world.success_rate, world.latency_ms);
         for check in &mut measured {
             check.no_data = world.no_data;
+            if check.name == "request-success-rate" {
+                check.evidence = world.counts;
+            }
         }
         Some((measured, Vec::new()))
+    }
+
+    fn look(&mut self, status: &ReleaseStatus) -> Option<(Vec<MetricCheck>, Vec<String>)> {
+        let (mut checks, problems) = self.checks(status)?;
+        self.asked.pop();
+        self.asked.push(Action::Look);
+        checks.retain(|c| c.evidence.is_some());
+        Some((checks, problems))
     }
 
     fn rollback(&mut self, _: &ReleaseStatus) -> Option<Vec<String>> {
@@ -389,6 +418,7 @@ fn a_skipped_metric_without_data_does_not_fail() {
         min: None,
         max: Some(1.0),
         no_data: NoData::Skip,
+        evidence: None,
     };
     assert_eq!(check.failure(), None);
 }
@@ -1289,4 +1319,202 @@ proptest! {
             status = next;
         }
     }
+}
+
+// ---- counted checks (serin.dev/sequential-checks) ------------------------------------------
+
+fn counted(requests: f64, failed: f64) -> Option<Evidence> {
+    Some(Evidence {
+        canary: Counts { requests, failed },
+        primary: None,
+    })
+}
+
+/// A release at its first weight (10 %) with the world counting requests, the weight
+/// having moved at the last tick.
+fn at_first_weight(spec: CanarySpec) -> World {
+    let mut world = releasing(spec);
+    world.counts = counted(0.0, 0.0);
+    for _ in 0..10 {
+        if world.status.canary_weight == 10 {
+            break;
+        }
+        world.tick();
+    }
+    assert_eq!(world.status.canary_weight, 10, "{:?}", world.log);
+    world.log.clear();
+    // The tick that moved the weight let a whole interval pass: back to just after the move.
+    world.seconds -= 10;
+    world
+}
+
+#[test]
+fn a_look_between_intervals_rolls_back_with_traffic_back_on_the_primary_first() {
+    let mut world = at_first_weight(spec());
+    // The look five seconds after the move, half-way to the interval.
+    world.counts = counted(25.0, 8.0);
+    world.success_rate = Some(68.0);
+    world.tick_in(5);
+    assert_eq!(world.status.phase, Phase::Failed);
+    // Traffic leaves the canary in the very step that decided, before anything else.
+    assert_eq!(world.log[0], Action::Look);
+    assert_eq!(
+        world.log[1],
+        Action::SetRoute(Route::from(Weights::ALL_PRIMARY))
+    );
+    let rolled_back = world.events("RolledBack");
+    assert_eq!(rolled_back.len(), 1);
+    assert!(
+        rolled_back[0].contains("8 of 25 requests failed") && rolled_back[0].contains("99%"),
+        "{rolled_back:?}"
+    );
+    // The value seen at the look is stated and kept, as an interval's would be.
+    assert!(
+        rolled_back[0].contains("last values: request-success-rate 68.00"),
+        "{rolled_back:?}"
+    );
+    assert_eq!(
+        world
+            .status
+            .last_checks
+            .first()
+            .map(|c| (c.name.as_str(), c.value)),
+        Some(("request-success-rate", Some(68.0)))
+    );
+    // No failed check was needed: the evidence decided, not `threshold`.
+    assert!(world.events("CheckFailed").is_empty());
+    assert_eq!(world.status.failed_checks, 0);
+    assert_eq!(
+        (
+            world.status.canary_requests,
+            world.status.canary_failed_requests
+        ),
+        (25, 8)
+    );
+}
+
+#[test]
+fn good_evidence_moves_the_weight_at_the_interval_and_never_at_a_look() {
+    let mut world = at_first_weight(spec());
+    world.counts = counted(30.0, 0.0);
+    world.tick_in(5);
+    assert_eq!(world.status.canary_weight, 10);
+    world.counts = counted(50.0, 0.0);
+    world.tick_in(5);
+    assert_eq!(world.status.canary_weight, 20, "{:?}", world.log);
+    // The counts start again from the move; the totals keep what was seen.
+    assert_eq!(
+        (world.status.step_requests, world.status.canary_requests),
+        (0, 50)
+    );
+    world.counts = counted(40.0, 0.0);
+    world.tick_in(5);
+    assert_eq!(world.status.canary_requests, 90);
+}
+
+#[test]
+fn thin_evidence_holds_the_weight_without_counting_a_failed_check() {
+    let mut world = at_first_weight(spec());
+    // One request every few seconds: neither a pass nor a failure, for many intervals.
+    for requests in [1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0] {
+        world.counts = counted(requests, 0.0);
+        world.tick_in(5);
+    }
+    assert_eq!(world.status.phase, Phase::Progressing);
+    assert_eq!(world.status.canary_weight, 10);
+    assert_eq!(world.status.failed_checks, 0);
+    let holds = world.events("Analysis");
+    assert!(
+        !holds.is_empty() && holds.iter().all(|m| m.contains("too few requests")),
+        "{holds:?}"
+    );
+    // Enough requests without a failure: the weight moves at the next interval.
+    world.counts = counted(40.0, 0.0);
+    world.tick_in(5);
+    world.tick_in(5);
+    assert_eq!(world.status.canary_weight, 20);
+}
+
+#[test]
+fn a_canary_failing_with_its_primary_holds_under_compare_primary_and_says_why() {
+    let mut world = at_first_weight(CanarySpec {
+        compare: crate::spec::Compare::Primary,
+        ..spec()
+    });
+    let failing_together = Evidence {
+        canary: Counts {
+            requests: 50.0,
+            failed: 15.0,
+        },
+        primary: Some(Counts {
+            requests: 450.0,
+            failed: 135.0,
+        }),
+    };
+    world.counts = Some(failing_together);
+    for _ in 0..6 {
+        world.tick_in(5);
+    }
+    assert_eq!(world.status.phase, Phase::Progressing);
+    assert_eq!(world.status.canary_weight, 10);
+    let holds = world.events("Analysis");
+    assert!(
+        holds
+            .iter()
+            .any(|m| m.contains("no rollback") && m.contains("primary fails")),
+        "{holds:?}"
+    );
+    // The same canary next to a healthy primary is rolled back at the next look.
+    world.counts = Some(Evidence {
+        primary: Some(Counts {
+            requests: 450.0,
+            failed: 0.0,
+        }),
+        ..failing_together
+    });
+    world.tick_in(5);
+    assert_eq!(world.status.phase, Phase::Failed);
+}
+
+#[test]
+fn with_sequential_checks_off_nothing_is_looked_at_between_intervals() {
+    let mut world = at_first_weight(CanarySpec {
+        sequential_checks: false,
+        ..spec()
+    });
+    world.tick_in(5);
+    assert!(!world.log.contains(&Action::Look), "{:?}", world.log);
+    assert!(
+        world
+            .log
+            .contains(&Action::RequeueAfter(Duration::from_secs(5))),
+        "{:?}",
+        world.log
+    );
+}
+
+#[test]
+fn a_look_is_asked_again_five_seconds_later_and_a_restart_resumes_from_the_status() {
+    let mut world = at_first_weight(spec());
+    world.counts = counted(20.0, 0.0);
+    world.tick_in(5);
+    assert!(world.log.contains(&Action::Look));
+    assert!(
+        world
+            .log
+            .contains(&Action::RequeueAfter(Duration::from_secs(5))),
+        "{:?}",
+        world.log
+    );
+    // A new process reads the same status: two seconds after the look, none is due.
+    world.log.clear();
+    world.tick_in(2);
+    assert!(!world.log.contains(&Action::Look), "{:?}", world.log);
+    assert!(
+        world
+            .log
+            .contains(&Action::RequeueAfter(Duration::from_secs(3))),
+        "{:?}",
+        world.log
+    );
 }
