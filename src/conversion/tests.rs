@@ -554,7 +554,8 @@ fn a_canarys_mirroring_and_session_affinity_sit_in_v1alpha1s_analysis() {
             "analysis": {"interval": "1m", "threshold": 5, "stepWeight": 10, "maxWeight": 50,
                 "successRate": 99.0, "latency": "500ms", "metricsWindow": "1m", "skip": false,
                 "mirrorChecks": 2, "mirrorPercent": 50, "affinityCookie": "serin-canary",
-                "affinityMaxAge": "1h"}}
+                "affinityMaxAge": "1h",
+                "sequentialChecks": true, "compare": "none", "compareMargin": 1.0}}
     });
     let beta = convert_object(alpha.clone(), Version::V1beta1).expect("converts");
     assert_eq!(beta["spec"]["mirrorChecks"], json!(2));
