@@ -292,7 +292,7 @@ if [ "$PLANE" = real ]; then
   release "$GOOD" "healthy (real pods, real requests)" 240 \
     "$K8S_BIN/kubectl" -n "$NS" set env deployment/podinfo PODINFO_UI_MESSAGE="$GOOD"
   echo "  primary now answers: $(k -n "$NS" get deployment podinfo-primary -o jsonpath='{.spec.template.spec.containers[0].env[0].value}')"
-  step "Release $BAD (broken: podinfo's own random errors, a third of its answers are 500, 400 or 409; the check counts the 5xx): rolled back after $THRESHOLD failed checks"
+  step "Release $BAD (broken: podinfo's own random errors, a third of its answers are 500, 400 or 409; the check counts the 5xx): rolled back as soon as the request counts show it fails (sequential checks, the default; Flagger's semantics, serin.dev/sequential-checks: \"false\", wait for $THRESHOLD failed checks)"
   release "$BAD" "broken (podinfo --random-error)" 240 \
     "$K8S_BIN/kubectl" -n "$NS" set env deployment/podinfo PODINFO_UI_MESSAGE="$BAD" PODINFO_RANDOM_ERROR=true
   echo "  primary still answers: $(k -n "$NS" get deployment podinfo-primary -o jsonpath='{.spec.template.spec.containers[0].env[0].value}')"
@@ -301,7 +301,7 @@ else
   step "Release $GOOD (healthy: no errors, 30 ms): shifted $STEP% at a time, checked every $INTERVAL s"
   release "$GOOD" "healthy (no errors, 30 ms)" 180 apply "$GOOD" 0 30 "${SETTINGS[@]}"
   echo "  primary now runs: $(k -n "$NS" get deployment podinfo-primary -o jsonpath='{.spec.template.spec.containers[0].image}')"
-  step "Release $BAD (broken: 25% of requests fail): rolled back after $THRESHOLD failed checks"
+  step "Release $BAD (broken: 25% of requests fail): rolled back as soon as the request counts show it fails (sequential checks, the default; Flagger's semantics, serin.dev/sequential-checks: \"false\", wait for $THRESHOLD failed checks)"
   release "$BAD" "broken (25% of requests fail)" 180 apply "$BAD" 0.25 30 "${SETTINGS[@]}"
   echo "  primary still runs: $(k -n "$NS" get deployment podinfo-primary -o jsonpath='{.spec.template.spec.containers[0].image}')"
 fi

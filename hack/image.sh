@@ -68,67 +68,17 @@ build() {
   sum=$(sha256sum "$BIN" | cut -c1-12)
   ref=serin.local/serin:$version-$sum
   if [ "$(cat "$OUT/ref" 2>/dev/null)" != "$ref" ] || [ ! -f "$OUT/image.tar" ]; then
-    python3 - "$OUT/image.tar.tmp" "$ref" "$BIN" "$CA_BUNDLE" <<'PY'
-import hashlib, io, json, sys, tarfile
-out, ref, binary, bundle = sys.argv[1:]
-
-def info(name, kind, mode, size=0):
-    ti = tarfile.TarInfo(name)
-    ti.type, ti.mode, ti.size, ti.mtime, ti.uid, ti.gid = kind, mode, size, 0, 0, 0
-    return ti
-
-# The layer: what the Dockerfile's three COPY lines put in the scratch image, with the
-# directories they create (owned by root, 0755, as COPY makes them).
-layer = io.BytesIO()
-with tarfile.open(fileobj=layer, mode="w", format=tarfile.PAX_FORMAT) as t:
-    for d in ("etc", "etc/ssl", "etc/ssl/certs", "usr", "usr/local", "usr/local/bin"):
-        t.addfile(info(d, tarfile.DIRTYPE, 0o755))
-    ca = open(bundle, "rb").read()
-    t.addfile(info("etc/ssl/certs/ca-certificates.crt", tarfile.REGTYPE, 0o644, len(ca)), io.BytesIO(ca))
-    exe = open(binary, "rb").read()
-    for name in ("usr/local/bin/serin", "usr/local/bin/kubectl-serin"):
-        t.addfile(info(name, tarfile.REGTYPE, 0o755, len(exe)), io.BytesIO(exe))
-layer = layer.getvalue()
-
-blobs = {}
-def blob(data, media):
-    d = hashlib.sha256(data).hexdigest()
-    blobs[d] = data
-    return {"mediaType": media, "digest": "sha256:" + d, "size": len(data)}
-
-layer_desc = blob(layer, "application/vnd.oci.image.layer.v1.tar")
-config = {
-    "architecture": "amd64", "os": "linux",
-    "config": {
-        "User": "65532:65532",
-        "ExposedPorts": {"8443/tcp": {}, "8080/tcp": {}},
-        # What a scratch image built by Docker carries; the binary needs no PATH itself.
-        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-        "Entrypoint": ["/usr/local/bin/serin"],
-        "Cmd": ["run"],
-        "WorkingDir": "/",
-    },
-    "rootfs": {"type": "layers", "diff_ids": [layer_desc["digest"]]},
-    "history": [{"created_by": "hack/image.sh (the Dockerfile's final stage)"}],
-}
-config_desc = blob(json.dumps(config, sort_keys=True).encode(), "application/vnd.oci.image.config.v1+json")
-manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": config_desc, "layers": [layer_desc]}
-manifest_desc = blob(json.dumps(manifest, sort_keys=True).encode(), "application/vnd.oci.image.manifest.v1+json")
-manifest_desc["annotations"] = {"io.containerd.image.name": ref,
-                                "org.opencontainers.image.ref.name": ref.rsplit(":", 1)[1]}
-index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-         "manifests": [manifest_desc]}
-with tarfile.open(out, "w") as t:
-    def add(name, data, kind=tarfile.REGTYPE, mode=0o644):
-        t.addfile(info(name, kind, mode, len(data)), io.BytesIO(data) if data else None)
-    add("blobs", b"", tarfile.DIRTYPE, 0o755)
-    add("blobs/sha256", b"", tarfile.DIRTYPE, 0o755)
-    for d, data in blobs.items():
-        add("blobs/sha256/" + d, data)
-    add("oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
-    add("index.json", json.dumps(index, sort_keys=True).encode())
-PY
+    # The Dockerfile's three COPY lines and the directories they create (root, 0755); the
+    # PATH is the one Docker gives an image built FROM scratch (the binary needs none).
+    python3 "$ROOT/hack/oci.py" --out "$OUT/image.tar.tmp" --ref "$ref" \
+      --user 65532:65532 --port 8443/tcp --port 8080/tcp \
+      --entrypoint '["/usr/local/bin/serin"]' --cmd '["run"]' \
+      --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+      --history "hack/image.sh (the Dockerfile's final stage)" \
+      --dir etc:755 --dir etc/ssl:755 --dir etc/ssl/certs:755 \
+      --dir usr:755 --dir usr/local:755 --dir usr/local/bin:755 \
+      --file "$CA_BUNDLE:etc/ssl/certs/ca-certificates.crt:644" \
+      --file "$BIN:usr/local/bin/serin:755" --file "$BIN:usr/local/bin/kubectl-serin:755"
     mv "$OUT/image.tar.tmp" "$OUT/image.tar"
     echo "$ref" >"$OUT/ref"
   fi

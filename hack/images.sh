@@ -56,63 +56,19 @@ func main() {
 PAUSE_VERSION=1-$(printf %s "$PAUSE_SRC" | sha256sum | cut -c1-8)
 
 # oci_tar OUT REF USER PORT ENTRYPOINT FILE...: writes an OCI image layout tar to OUT whose one
-# layer holds FILE... at /, /etc/passwd and /tmp.
+# layer holds FILE... at /, /etc/passwd and /tmp (hack/oci.py).
 oci_tar() {
-  python3 - "$@" <<'PY'
-import hashlib, io, json, os, sys, tarfile
-out, ref, user, port, entry, *files = sys.argv[1:]
-
-def blob(data, blobs):
-    d = hashlib.sha256(data).hexdigest()
-    blobs[d] = data
-    return {"digest": "sha256:" + d, "size": len(data)}
-
-def entry_info(name, kind, mode, size=0):
-    ti = tarfile.TarInfo(name)
-    ti.type, ti.mode, ti.size, ti.mtime, ti.uid, ti.gid = kind, mode, size, 0, 0, 0
-    return ti
-
-layer = io.BytesIO()
-with tarfile.open(fileobj=layer, mode="w", format=tarfile.PAX_FORMAT) as t:
-    for d, mode in (("etc", 0o755), ("tmp", 0o1777)):
-        t.addfile(entry_info(d, tarfile.DIRTYPE, mode))
-    passwd = b"root:x:0:0:root:/:/nonexistent\nnobody:x:65534:65534:nobody:/:/nonexistent\n"
-    t.addfile(entry_info("etc/passwd", tarfile.REGTYPE, 0o644, len(passwd)), io.BytesIO(passwd))
-    group = b"root:x:0:\nnogroup:x:65534:\n"
-    t.addfile(entry_info("etc/group", tarfile.REGTYPE, 0o644, len(group)), io.BytesIO(group))
-    for f in files:
-        data = open(f, "rb").read()
-        t.addfile(entry_info(os.path.basename(f), tarfile.REGTYPE, 0o755, len(data)), io.BytesIO(data))
-layer = layer.getvalue()
-blobs = {}
-layer_desc = dict(blob(layer, blobs), mediaType="application/vnd.oci.image.layer.v1.tar")
-config = {
-    "architecture": "amd64", "os": "linux",
-    "config": {"User": user, "Entrypoint": [entry], "WorkingDir": "/",
-               "Env": ["PATH=/"], **({"ExposedPorts": {port + "/tcp": {}}} if port else {})},
-    "rootfs": {"type": "layers", "diff_ids": [layer_desc["digest"]]},
-    "history": [{"created_by": "hack/images.sh"}],
-}
-config_desc = dict(blob(json.dumps(config, sort_keys=True).encode(), blobs),
-                   mediaType="application/vnd.oci.image.config.v1+json")
-manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": config_desc, "layers": [layer_desc]}
-manifest_desc = dict(blob(json.dumps(manifest, sort_keys=True).encode(), blobs),
-                     mediaType="application/vnd.oci.image.manifest.v1+json")
-manifest_desc["annotations"] = {"io.containerd.image.name": ref,
-                                "org.opencontainers.image.ref.name": ref.rsplit(":", 1)[1]}
-index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-         "manifests": [manifest_desc]}
-with tarfile.open(out, "w") as t:
-    def add(name, data, kind=tarfile.REGTYPE, mode=0o644):
-        t.addfile(entry_info(name, kind, mode, len(data)), io.BytesIO(data) if data else None)
-    add("blobs", b"", tarfile.DIRTYPE, 0o755)
-    add("blobs/sha256", b"", tarfile.DIRTYPE, 0o755)
-    for d, data in blobs.items():
-        add("blobs/sha256/" + d, data)
-    add("oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
-    add("index.json", json.dumps(index, sort_keys=True).encode())
-PY
+  local out=$1 ref=$2 user=$3 port=$4 entry=$5 f files=()
+  shift 5
+  for f in "$@"; do files+=(--file "$f:$(basename "$f"):755"); done
+  python3 "$ROOT/hack/oci.py" --out "$out" --ref "$ref" --user "$user" \
+    ${port:+--port "$port/tcp"} --entrypoint "[\"$entry\"]" --env PATH=/ \
+    --history hack/images.sh --dir etc:755 --dir tmp:1777 \
+    --text "etc/passwd:644:root:x:0:0:root:/:/nonexistent
+nobody:x:65534:65534:nobody:/:/nonexistent
+" --text "etc/group:644:root:x:0:
+nogroup:x:65534:
+" "${files[@]}"
 }
 
 # locked_build DIR FN: runs FN DIR once per cache directory (flock; `.complete` written last).

@@ -80,6 +80,17 @@ fn holder_pod(holder: &str) -> &str {
     holder.rsplit_once('-').map_or(holder, |(pod, _)| pod)
 }
 
+/// Waits until both of Serin's replicas are Ready (the Deployment replaced what went).
+async fn two_ready_replicas(client: &Client, what: &str) {
+    wait_until(what, Duration::from_secs(120), || async {
+        match serin_pods(client).await.iter().filter(|p| ready(p)).count() {
+            2 => Ok(()),
+            n => Err(format!("{n} ready")),
+        }
+    })
+    .await;
+}
+
 async fn lease_holder(client: &Client) -> Option<String> {
     Api::<Lease>::namespaced(client.clone(), NS)
         .get_opt("serin-controller")
@@ -557,18 +568,7 @@ async fn deleting_the_leader_mid_release_hands_the_release_over_where_it_was() {
     );
 
     // The Deployment brings the second replica back.
-    wait_until(
-        "two Ready replicas again",
-        Duration::from_secs(120),
-        || async {
-            let pods = serin_pods(&client).await;
-            match pods.iter().filter(|p| ready(p)).count() {
-                2 => Ok(()),
-                n => Err(format!("{n} ready")),
-            }
-        },
-    )
-    .await;
+    two_ready_replicas(&client, "two Ready replicas again").await;
     no_forbidden_answer(&logs());
 }
 
@@ -615,18 +615,7 @@ async fn draining_the_node_keeps_one_replica_serving() {
     refused_through_the_service(&ns.name).expect("the remaining replica serves");
 
     drop(_uncordon);
-    wait_until(
-        "two Ready replicas after uncordon",
-        Duration::from_secs(120),
-        || async {
-            let pods = serin_pods(&client).await;
-            match pods.iter().filter(|p| ready(p)).count() {
-                2 => Ok(()),
-                n => Err(format!("{n} ready")),
-            }
-        },
-    )
-    .await;
+    two_ready_replicas(&client, "two Ready replicas after uncordon").await;
 }
 
 struct Uncordon(String);
@@ -651,6 +640,9 @@ const MIN_ROTATIONS: usize = 3;
 async fn self_signed_certificates_rotate_in_the_cluster_without_a_failed_review() {
     in_cluster(SHORT_LIVED);
     let client = support::client().await;
+    // The Secret the replicas share still holds the long-lived pair of the default settings;
+    // without it they make a short-lived one at once.
+    fresh_self_signed_pair(&client).await;
     let ns = TestNamespace::create(&client, "rotation").await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
@@ -691,8 +683,41 @@ async fn self_signed_certificates_rotate_in_the_cluster_without_a_failed_review(
         "only {rotations} rotations in {REVIEWS_FOR:?}"
     );
     no_forbidden_answer(&logs());
-    // Back to the default lifetimes for the other tests.
+    // Back to the default lifetimes (and a pair made with them) for the other tests.
     in_cluster("");
+    fresh_self_signed_pair(&client).await;
+}
+
+/// Deletes the self-signed Secret and waits until the replicas made a new pair, published it
+/// and both serve it.
+async fn fresh_self_signed_pair(client: &Client) {
+    let old = secret_serial("serin-webhook-tls").ok();
+    let (ok, _, err) = kubectl(&["-n", NS, "delete", "secret", "serin-webhook-tls"], None);
+    assert!(ok, "deleting the self-signed Secret: {err}");
+    let fresh = wait_until(
+        "a new self-signed pair",
+        Duration::from_secs(60),
+        || async {
+            match secret_serial("serin-webhook-tls") {
+                Ok(s) if Some(&s) != old.as_ref() => Ok(s),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    wait_until(
+        "both replicas to serve the new pair",
+        Duration::from_secs(60),
+        || async {
+            let ips = pod_ips(client).await;
+            let serials: Vec<_> = ips.iter().map(|ip| served_serial(ip)).collect();
+            match ips.len() == 2 && serials.iter().all(|s| s.as_deref() == Ok(fresh.as_str())) {
+                true => Ok(()),
+                false => Err(format!("{serials:?}")),
+            }
+        },
+    )
+    .await;
 }
 
 /// Dry-run creates of opted-in Deployments through the API server, four at a time, which it
@@ -783,15 +808,15 @@ fn served_serial(pod_ip: &str) -> Result<String, String> {
     }
 }
 
-/// The serial of the certificate in the Secret serin-system/serin-tls.
-fn secret_serial() -> Result<String, String> {
+/// The serial of the certificate in the Secret `serin-system/<secret>`.
+fn secret_serial(secret: &str) -> Result<String, String> {
     let (ok, out, err) = kubectl(
         &[
             "-n",
             NS,
             "get",
             "secret",
-            "serin-tls",
+            secret,
             "-o",
             "jsonpath={.data.tls\\.crt}",
         ],
@@ -811,7 +836,7 @@ fn secret_serial() -> Result<String, String> {
     serial
         .strip_prefix("serial=")
         .map(str::to_owned)
-        .ok_or_else(|| format!("no certificate in serin-tls: {serial}"))
+        .ok_or_else(|| format!("no certificate in {secret}: {serial}"))
 }
 
 async fn pod_ips(client: &Client) -> Vec<String> {
@@ -833,7 +858,7 @@ async fn cert_manager_certificates_are_served_and_a_renewal_fails_no_review() {
 
     // Both replicas serve the pair cert-manager issued, and the API server trusts it with the
     // caBundle the cainjector wrote.
-    let issued = secret_serial().expect("the Secret serin-tls");
+    let issued = secret_serial("serin-tls").expect("the Secret serin-tls");
     for ip in pod_ips(&client).await {
         assert_eq!(
             served_serial(&ip).as_deref(),
@@ -873,7 +898,7 @@ async fn cert_manager_certificates_are_served_and_a_renewal_fails_no_review() {
         "a new pair in serin-tls",
         Duration::from_secs(60),
         || async {
-            match secret_serial() {
+            match secret_serial("serin-tls") {
                 Ok(s) if s != issued => Ok(s),
                 other => Err(format!("{other:?}")),
             }
