@@ -157,7 +157,9 @@ down() {
   stop_pid serin "$S/serin.pid"
 }
 
-# audit reset | check: what the API server refused the host's Serin since `reset`. It runs as
+# audit reset | check: what RBAC refused the host's Serin since `reset` (the authorizer's
+# "... is forbidden: User ... cannot ..."; not other 403s, such as writes into a namespace
+# being deleted, which the tests' clean-up causes). It runs as
 # the `serin` ServiceAccount with the shipped RBAC (rbac.yaml and the secret-tracking and
 # alerts Components' grants); `make test-e2e` fails when any release path met a Forbidden.
 audit() {
@@ -169,7 +171,7 @@ audit() {
       local from lines
       from=$(cat "$S/audit-from" 2>/dev/null || echo 0)
       lines=$( { cat "$S/serin-history.log" 2>/dev/null; tail -n "+$(( from + 1 ))" "$S/serin.log" 2>/dev/null; } |
-        grep -i 'forbidden' || true)
+        grep -F 'forbidden: User' || true)
       if [ -n "$lines" ]; then
         say "the API server refused Serin's identity (shipped RBAC) during the tests:"
         printf '%s\n' "$lines" | head -n 20 >&2

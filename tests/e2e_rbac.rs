@@ -82,6 +82,12 @@ const NEEDED: &[Access<'static>] = &[
     ("patch", "apps", "deployments", NS),
     ("delete", "apps", "deployments", NS),
     ("patch", "apps", "deployments/scale", NS),
+    // Opted-in DaemonSets and their `-primary` copies (no scale subresource).
+    ("get", "apps", "daemonsets", NS),
+    ("watch", "apps", "daemonsets", CLUSTER),
+    ("create", "apps", "daemonsets", NS),
+    ("patch", "apps", "daemonsets", NS),
+    ("delete", "apps", "daemonsets", NS),
     ("create", "", "services", NS),
     ("patch", "", "services", NS),
     ("watch", "", "configmaps", CLUSTER),
@@ -245,7 +251,6 @@ const FORBIDDEN: &[Access<'static>] = &[
     ("delete", "", "pods", NS),
     ("create", "", "pods/exec", NS),
     ("update", "", "nodes", CLUSTER),
-    ("create", "apps", "daemonsets", NS),
     (
         "create",
         "apiextensions.k8s.io",
@@ -284,6 +289,7 @@ const FORBIDDEN: &[Access<'static>] = &[
     // whole (the Lease and, with --self-signed, its Secret aside), so `update` is not granted.
     ("update", "apps", "deployments", NS),
     ("update", "apps", "deployments/scale", NS),
+    ("update", "apps", "daemonsets", NS),
     ("update", "", "services", NS),
     ("update", "", "configmaps", NS),
     ("update", "serin.dev", "canaries", NS),
