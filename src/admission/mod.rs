@@ -78,16 +78,11 @@ async fn validate_deployments(
     State(state): State<AdmissionState>,
     body: Bytes,
 ) -> Json<AdmissionReview<DynamicObject>> {
-    let decode = review::decode_deployment;
-    review(
+    validate_workload(
         "validate-deployments",
         &state,
         &body,
-        decode,
-        async |req| match policy_view(&state, req).await {
-            Ok(view) => deployments::validate(req, &view),
-            Err(refusal) => AdmissionResponse::from(req).deny(refusal),
-        },
+        review::decode_deployment,
     )
     .await
 }
@@ -98,13 +93,28 @@ async fn validate_daemonsets(
     State(state): State<AdmissionState>,
     body: Bytes,
 ) -> Json<AdmissionReview<DynamicObject>> {
-    let decode = review::decode_daemonset;
-    review(
+    validate_workload(
         "validate-daemonsets",
         &state,
         &body,
+        review::decode_daemonset,
+    )
+    .await
+}
+
+/// [`deployments::validate`] of a workload under the policies covering it.
+async fn validate_workload<W: Workload + kube::Resource>(
+    webhook: &str,
+    state: &AdmissionState,
+    body: &[u8],
+    decode: fn(&[u8]) -> Result<AdmissionRequest<W>, review::Invalid>,
+) -> Json<AdmissionReview<DynamicObject>> {
+    review(
+        webhook,
+        state,
+        body,
         decode,
-        async |req| match policy_view(&state, req).await {
+        async |req| match policy_view(state, req).await {
             Ok(view) => deployments::validate(req, &view),
             Err(refusal) => AdmissionResponse::from(req).deny(refusal),
         },

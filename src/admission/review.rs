@@ -37,22 +37,28 @@ impl Invalid {
     }
 }
 
+/// The fast path of the typed decoders: a well-formed review of an `apps/v1` `kind`, parsed
+/// straight into the typed request in one pass; `None` when anything is off (the slow paths
+/// then say what).
+fn well_formed<K>(body: &[u8], kind: &str) -> Option<AdmissionRequest<K>>
+where
+    K: kube::Resource + serde::de::DeserializeOwned,
+{
+    let review = serde_json::from_slice::<AdmissionReview<K>>(body).ok()?;
+    let api_version_ok =
+        review.types.kind == "AdmissionReview" && review.types.api_version == REVIEW_API_VERSION;
+    let request: AdmissionRequest<K> = review.try_into().ok()?;
+    let gvk = &request.kind;
+    let is_kind = gvk.group == "apps" && gvk.version == "v1" && gvk.kind == kind;
+    (api_version_ok && is_kind && missing_part(&request).is_none()).then_some(request)
+}
+
 /// Decodes a review of an `apps/v1` Deployment, or says why it cannot be read.
 pub fn decode_deployment(body: &[u8]) -> Result<DeploymentRequest, Invalid> {
     // Fast path: a well-formed review parses straight into the typed request, in one pass.
     // Only when that fails do we take the slow path, which explains why.
-    if let Ok(review) = serde_json::from_slice::<AdmissionReview<Deployment>>(body) {
-        let api_version_ok = review.types.kind == "AdmissionReview"
-            && review.types.api_version == REVIEW_API_VERSION;
-        let request: Result<DeploymentRequest, _> = review.try_into();
-        if let Ok(request) = request {
-            let gvk = &request.kind;
-            let is_deployment =
-                gvk.group == "apps" && gvk.version == "v1" && gvk.kind == "Deployment";
-            if api_version_ok && is_deployment && missing_part(&request).is_none() {
-                return Ok(request);
-            }
-        }
+    if let Some(request) = well_formed::<Deployment>(body, "Deployment") {
+        return Ok(request);
     }
     explain(body)
 }
@@ -60,18 +66,8 @@ pub fn decode_deployment(body: &[u8]) -> Result<DeploymentRequest, Invalid> {
 /// Decodes a review of an `apps/v1` DaemonSet, or says why it cannot be read: the envelope
 /// as for any object, then the kind, then the object itself.
 pub fn decode_daemonset(body: &[u8]) -> Result<AdmissionRequest<DaemonSet>, Invalid> {
-    if let Ok(review) = serde_json::from_slice::<AdmissionReview<DaemonSet>>(body) {
-        let api_version_ok = review.types.kind == "AdmissionReview"
-            && review.types.api_version == REVIEW_API_VERSION;
-        let request: Result<AdmissionRequest<DaemonSet>, _> = review.try_into();
-        if let Ok(request) = request {
-            let gvk = &request.kind;
-            let is_daemonset =
-                gvk.group == "apps" && gvk.version == "v1" && gvk.kind == "DaemonSet";
-            if api_version_ok && is_daemonset && missing_part(&request).is_none() {
-                return Ok(request);
-            }
-        }
+    if let Some(request) = well_formed::<DaemonSet>(body, "DaemonSet") {
+        return Ok(request);
     }
     let request = decode_object(body)?;
     let refuse = |reason: String| invalid(Some(request.uid.clone()), reason);
