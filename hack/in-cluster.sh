@@ -56,16 +56,21 @@ forward() {
 # IN_CLUSTER_ENV="SERIN_X=v,SERIN_Y=w": more settings for the pods (the tests shorten the
 # self-signed certificates' lifetime with it); only SERIN_* names.
 extra_env() {
-  local kv
+  local kv entries
   [ -n "${IN_CLUSTER_ENV:-}" ] || return 0
-  tr ',' '\n' <<<"$IN_CLUSTER_ENV" | while IFS= read -r kv; do
+  IFS=, read -r -a entries <<<"$IN_CLUSTER_ENV"
+  # Checked here, not in a pipeline: a refusal must stop the script, not a subshell.
+  for kv in "${entries[@]}"; do
     [[ $kv =~ ^SERIN_[A-Z_]+=[A-Za-z0-9._:/-]*$ ]] || die "IN_CLUSTER_ENV: $kv is not SERIN_NAME=value"
+  done
+  for kv in "${entries[@]}"; do
     printf '            - {name: %s, value: "%s"}\n' "${kv%%=*}" "${kv#*=}"
   done
 }
 
 overlay() {
-  local ref=$1 component
+  local ref=$1 component env
+  env=$(extra_env) || exit 1
   case $CERTS in
     self-signed) component=../../manifests/overlays/self-signed ;;
     cert-manager) component=../../manifests/overlays/cert-manager ;;
@@ -105,7 +110,7 @@ patches:
             - {name: KUBERNETES_SERVICE_HOST, value: kubernetes.default.svc}
             - {name: KUBERNETES_SERVICE_PORT, value: "$API_PORT"}
             - {name: SERIN_PROMETHEUS_URL, value: "http://$NODE_IP:$PROM_PORT"}
-$(extra_env)
+$env
 EOF
   mv "$I/kustomization.yaml.tmp" "$I/kustomization.yaml"
 }

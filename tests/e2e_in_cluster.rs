@@ -942,3 +942,25 @@ async fn cert_manager_certificates_are_served_and_a_renewal_fails_no_review() {
     // Back to the self-signed installation the other tests use.
     in_cluster("");
 }
+
+/// A setting for the pods that is not `SERIN_NAME=value` stops the install, naming it (it was
+/// once dropped silently: the check ran in a pipeline's subshell).
+#[test]
+#[ignore = "e2e: needs the local environment (make test-in-cluster)"]
+fn a_malformed_setting_for_the_pods_stops_the_install_naming_it() {
+    support::kubeconfig();
+    let out = Command::new(repo_root().join("hack/in-cluster.sh"))
+        .arg("up")
+        .env("IN_CLUSTER_ENV", "SERIN_LOG_FORMAT=json,NOT-SERIN=1")
+        .output()
+        .expect("run hack/in-cluster.sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "installed with a malformed setting:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("IN_CLUSTER_ENV: NOT-SERIN=1 is not SERIN_NAME=value"),
+        "{stderr}"
+    );
+}
