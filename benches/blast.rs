@@ -8,8 +8,9 @@
 //! 30 %, 5 %, 100 %, 0 % (healthy) and 0.5 % (marginal) of requests, each run twice in the
 //! same run: the baseline (`serin.dev/sequential-checks: "false"`, Flagger's semantics: one
 //! check per interval, `threshold` failures) and the default (nothing new set). Then
-//! `BLAST_MARGINAL` (default 20) marginal releases under the default with the simulator's
-//! noise on (a seed each), counting wrong rollbacks.
+//! `BLAST_MARGINAL` (default 20) marginal releases under each mode with the simulator's
+//! noise on (a seed each, the same seeds for both), counting wrong rollbacks: the target is
+//! the default's; the baseline's shows what its smaller counts in the failing cases cost.
 //!
 //! Per release, each in a namespace of its own and all at once:
 //! - failed requests the canary served: the growth of the simulator's ground truth
@@ -372,13 +373,17 @@ async fn main() {
             });
         }
     }
-    for i in 0..marginal {
-        cases.push(Case {
-            label: "marginal+noise",
-            error_rate: 0.005,
-            mode: Mode::Default,
-            noise_seed: Some(first_seed + i),
-        });
+    // The same noisy marginal releases under both modes: the baseline's wrong rollbacks are
+    // the price of its small counts in the failing cases.
+    for mode in [Mode::Baseline, Mode::Default] {
+        for i in 0..marginal {
+            cases.push(Case {
+                label: "marginal+noise",
+                error_rate: 0.005,
+                mode,
+                noise_seed: Some(first_seed + i),
+            });
+        }
     }
     let total = cases.len();
     eprintln!(
@@ -492,11 +497,14 @@ async fn main() {
             );
         }
     }
-    let noisy: Vec<&Outcome> = outcomes
-        .iter()
-        .filter(|o| o.case.noise_seed.is_some())
-        .collect();
-    if !noisy.is_empty() {
+    for mode in [Mode::Baseline, Mode::Default] {
+        let noisy: Vec<&Outcome> = outcomes
+            .iter()
+            .filter(|o| o.case.noise_seed.is_some() && o.case.mode == mode)
+            .collect();
+        if noisy.is_empty() {
+            continue;
+        }
         let wrong = noisy
             .iter()
             .filter(|o| o.phase == Some(Phase::Failed))
@@ -509,13 +517,36 @@ async fn main() {
         promoted.sort_by(f64::total_cmp);
         let median = promoted.get(promoted.len() / 2).copied();
         let enough = noisy.len() >= 20;
+        let target = match mode {
+            Mode::Baseline => "baseline".to_owned(),
+            Mode::Default => format!(
+                "target: 0 of ≥ 20 {}",
+                check(wrong == 0 && unfinished == 0 && enough)
+            ),
+        };
         println!(
-            "marginal (0.5 %) with noise, default: {wrong} wrong rollbacks of {} releases ({unfinished} unfinished; promotion median {} s, latest {} s)   target: 0 of ≥ 20 {}",
+            "marginal (0.5 %) with noise, {}: {wrong} wrong rollbacks of {} releases ({unfinished} unfinished; promotion median {} s, latest {} s)   {target}",
+            format!("{mode:?}").to_lowercase(),
             noisy.len(),
             secs(median),
             secs(promoted.last().copied()),
-            check(wrong == 0 && unfinished == 0 && enough)
         );
+    }
+    // A target below two failed requests asks for a rollback on the first failure, which no
+    // test with a false-rollback bound can do: say what that rule would cost.
+    for (label, error_rate) in kinds {
+        let target = find(label, Mode::Baseline).failed_served / 3.0;
+        if error_rate > 0.01 && target < 2.0 {
+            println!(
+                "note: {label}: ⅓ of the baseline is {target:.1} failed requests, a rollback on the \
+                 first failure. A canary at the 1 % limit fails within its first 100 requests \
+                 {:.0} % of the time, a marginal one (0.5 %) {:.0} %: that rule would roll back \
+                 good canaries as a matter of course. At 99 % confidence the sequential test needs \
+                 4 failures at least, and about 6 on average for a 5 % canary (docs/analysis.md).",
+                100.0 * (1.0 - 0.99f64.powi(100)),
+                100.0 * (1.0 - 0.995f64.powi(100)),
+            );
+        }
     }
     if !baseline_annotation {
         println!("(baseline = default here: this Serin predates serin.dev/sequential-checks)");

@@ -12,6 +12,12 @@
 # Certificates: CERTS=self-signed (default; manifests/overlays/self-signed) or
 # CERTS=cert-manager (manifests/overlays/cert-manager; needs hack/cert-manager.sh up).
 #
+# The installer: INSTALL=kustomize (default: `kubectl apply -k`) or INSTALL=helm (`helm
+# upgrade --install` of charts/serin with the real Helm from hack/deps.sh helm, taking over
+# what a kustomize install left, as users moving to the chart do; the same changes below as
+# values in .serin/in-cluster/values.yaml). Either one removes the other's install first:
+# one Serin at a time.
+#
 # What differs from a user's cluster, all in the overlay at .serin/in-cluster/ and said here:
 # - the image is serin.local/serin:<tag> with imagePullPolicy Never (there is no registry);
 # - the pods select and tolerate the real node (kwok's fake node would not run them);
@@ -26,6 +32,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 I=$STATE/in-cluster
 CERTS=${CERTS:-self-signed}
+INSTALL=${INSTALL:-kustomize}
 kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$STATE/cluster/kubeconfig" "$@"; }
 NS=serin-system
 
@@ -115,6 +122,52 @@ EOF
   mv "$I/kustomization.yaml.tmp" "$I/kustomization.yaml"
 }
 
+# The chart's values for this machine: the same changes as overlay()'s patch.
+values() {
+  local ref=$1 kv entries=()
+  [ "$CERTS" = self-signed ] || [ "$CERTS" = cert-manager ] ||
+    die "CERTS must be self-signed or cert-manager, not $CERTS"
+  [ -z "${IN_CLUSTER_ENV:-}" ] || IFS=, read -r -a entries <<<"$IN_CLUSTER_ENV"
+  for kv in "${entries[@]}"; do
+    [[ $kv =~ ^SERIN_[A-Z_]+=[A-Za-z0-9._:/-]*$ ]] || die "IN_CLUSTER_ENV: $kv is not SERIN_NAME=value"
+  done
+  {
+    echo "# Written by hack/in-cluster.sh (INSTALL=helm): charts/serin's values for this machine."
+    echo "certificates: $CERTS"
+    # serin-system exists already (made before Serin, and kept across installs).
+    echo "namespace: {create: false}"
+    echo "image: {repository: \"${ref%:*}\", tag: \"${ref##*:}\", pullPolicy: Never}"
+    echo "prometheus: {url: \"http://$NODE_IP:$PROM_PORT\"}"
+    echo "nodeSelector: {serin.dev/node: real}"
+    echo "tolerations: [{key: serin.dev/node, operator: Equal, value: real, effect: NoSchedule}]"
+    echo "hostAliases: [{ip: \"$NODE_IP\", hostnames: [kubernetes.default.svc]}]"
+    echo "env:"
+    echo "- {name: KUBERNETES_SERVICE_HOST, value: kubernetes.default.svc}"
+    echo "- {name: KUBERNETES_SERVICE_PORT, value: \"$API_PORT\"}"
+    for kv in "${entries[@]}"; do echo "- {name: ${kv%%=*}, value: \"${kv#*=}\"}"; done
+  } >"$I/values.yaml.tmp"
+  mv "$I/values.yaml.tmp" "$I/values.yaml"
+}
+
+helm() {
+  local bin
+  bin=$("$ROOT/hack/deps.sh" helm | tail -1) || die "hack/deps.sh helm failed"
+  HELM_CONFIG_HOME=$I/helm/config HELM_CACHE_HOME=$I/helm/cache HELM_DATA_HOME=$I/helm/data \
+    "$bin/helm" --kubeconfig "$STATE/cluster/kubeconfig" "$@"
+}
+
+# A Helm release of Serin exists (its record is a Secret Helm labels owner=helm).
+helm_release() {
+  [ -n "$(kubectl -n "$NS" get secret -l owner=helm,name=serin -o name 2>/dev/null)" ]
+}
+
+# `helm uninstall`: the chart's objects go, its CRDs stay (resource policy keep).
+helm_uninstall() {
+  say "helm uninstall serin (the CRDs and every Canary stay)"
+  helm uninstall serin --namespace "$NS" --wait --timeout 120s >"$I/helm.log" 2>&1 ||
+    { cat "$I/helm.log" >&2; die "helm uninstall failed"; }
+}
+
 # The host's Serin registered its webhooks and the CRDs' conversion by url; the base names
 # the Service. Both at once is invalid, so the conversion goes to the Service first (the
 # webhook configurations were deleted with the host's Serin).
@@ -176,18 +229,30 @@ up() {
   "$ROOT/hack/image.sh" import "$CONTAINERD_SOCKET"
   local ref; ref=$("$ROOT/hack/image.sh" ref)
   forward
-  overlay "$ref"
+  case $INSTALL in
+    kustomize) overlay "$ref" ;;
+    helm) values "$ref" ;;
+    *) die "INSTALL must be kustomize or helm, not $INSTALL" ;;
+  esac
   # One Serin at a time: the host's process and its url registrations go first.
   if alive "$STATE/serin/serin.pid"; then "$ROOT/hack/serin.sh" down; fi
   to_service
-  say "kubectl apply -k $I ($CERTS certificates, image $ref)"
-  kubectl apply -k "$I" >"$I/apply.log" 2>&1 || { cat "$I/apply.log" >&2; die "kubectl apply -k failed"; }
+  if [ "$INSTALL" = helm ]; then
+    say "helm upgrade --install serin charts/serin ($CERTS certificates, image $ref, values $I/values.yaml)"
+    helm upgrade --install serin "$ROOT/charts/serin" --namespace "$NS" --take-ownership \
+      --values "$I/values.yaml" --timeout 180s >"$I/apply.log" 2>&1 ||
+      { cat "$I/apply.log" >&2; die "helm upgrade --install failed"; }
+  else
+    if helm_release; then helm_uninstall; fi
+    say "kubectl apply -k $I ($CERTS certificates, image $ref)"
+    kubectl apply -k "$I" >"$I/apply.log" 2>&1 || { cat "$I/apply.log" >&2; die "kubectl apply -k failed"; }
+  fi
   echo "$CERTS" >"$I/certs"
   kubectl -n "$NS" rollout status deployment/serin --timeout=180s >&2 ||
     die "Serin's pods did not become Ready (kubectl -n $NS describe pods -l app.kubernetes.io/name=serin; kubectl -n $NS logs deploy/serin)"
   wait_for "the Lease held by one of Serin's pods" "$I/apply.log" 60 lease_holder_is_a_pod
   wait_for "the webhooks and the conversion served through the Service" "$I/served.err" 60 served
-  say "Serin runs in the cluster: 2 replicas on $NODE_NAME, Lease held by $(kubectl -n "$NS" get lease serin-controller -o jsonpath='{.spec.holderIdentity}') ($(( $(date +%s) - t0 ))s)"
+  say "Serin runs in the cluster ($INSTALL): 2 replicas on $NODE_NAME, Lease held by $(kubectl -n "$NS" get lease serin-controller -o jsonpath='{.spec.holderIdentity}') ($(( $(date +%s) - t0 ))s)"
 }
 
 down() {
@@ -198,6 +263,7 @@ down() {
     # refuse every write of an annotated Deployment.
     kubectl delete mutatingwebhookconfiguration/serin validatingwebhookconfiguration/serin \
       --ignore-not-found >/dev/null
+    if helm_release; then helm_uninstall; fi
     if kubectl -n "$NS" get deployment serin >/dev/null 2>&1; then
       kubectl -n "$NS" delete deployment/serin service/serin poddisruptionbudget/serin \
         --ignore-not-found --wait=true --timeout=60s >/dev/null

@@ -186,6 +186,63 @@ fn values_schema_refuses_a_misspelt_key_naming_it() {
     assert!(ok, "a correct value is refused:\n{stderr}");
 }
 
+/// `env` and `hostAliases` (the settings a cluster without kube-proxy or with extra flags
+/// needs; hack/in-cluster.sh's Helm install uses both) render into the pod, and `env` may
+/// not set a variable the chart sets itself: the container would carry two and the later
+/// would win unseen, so the refusal names the value that sets it.
+#[test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
+fn env_and_host_aliases_render_and_env_may_not_shadow_the_charts_own() {
+    let (ok, out, stderr) = template(&[
+        "--set-json",
+        r#"env=[{"name":"SERIN_SELF_SIGNED_VALIDITY","value":"720h"}]"#,
+        "--set-json",
+        r#"hostAliases=[{"ip":"10.0.0.9","hostnames":["api.internal"]}]"#,
+    ]);
+    assert!(ok, "{stderr}");
+    let deployment = out
+        .split("\n---")
+        .find(|doc| doc.contains("\nkind: Deployment"))
+        .expect("a Deployment");
+    assert!(
+        deployment.contains("- name: SERIN_SELF_SIGNED_VALIDITY\n          value: 720h"),
+        "{deployment}"
+    );
+    assert!(
+        deployment.contains(
+            "hostAliases:\n        - hostnames:\n          - api.internal\n          ip: 10.0.0.9"
+        ),
+        "{deployment}"
+    );
+    // (what env sets, what the refusal must say)
+    let refused = [
+        (
+            r#"env=[{"name":"SERIN_PROMETHEUS_URL","value":"http://p:9090"}]"#,
+            "env: SERIN_PROMETHEUS_URL is set by the chart (use the value prometheus.url)",
+        ),
+        (
+            r#"env=[{"name":"SERIN_LISTEN","value":"0.0.0.0:9443"}]"#,
+            "env: SERIN_LISTEN is set by the chart; remove it from env",
+        ),
+        (
+            r#"env=[{"name":"SERIN_X","value":"1"},{"name":"SERIN_X","value":"2"}]"#,
+            "env: SERIN_X is listed twice",
+        ),
+        (
+            r#"env=[{"value":"1"}]"#,
+            "at '/env/0': missing property 'name'",
+        ),
+    ];
+    for (set, message) in refused {
+        let (ok, _, stderr) = template(&["--set-json", set]);
+        assert!(!ok, "helm template --set-json {set} was accepted");
+        assert!(
+            stderr.contains(message),
+            "{set}: not {message:?}:\n{stderr}"
+        );
+    }
+}
+
 #[test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 fn chart_refuses_a_release_namespace_other_than_serin_system() {

@@ -39,17 +39,26 @@ fn in_cluster(extra_env: &str) {
 }
 
 /// `hack/in-cluster.sh up` with the certificates from `certs` (`self-signed` or
-/// `cert-manager`).
+/// `cert-manager`), by `kubectl apply -k`.
 fn install(certs: &str, extra_env: &str) {
+    install_with("kustomize", certs, extra_env);
+}
+
+/// `hack/in-cluster.sh up` by `installer` (`kustomize` or `helm`).
+fn install_with(installer: &str, certs: &str, extra_env: &str) {
     support::kubeconfig();
     support::simulator();
     let status = Command::new(repo_root().join("hack/in-cluster.sh"))
         .arg("up")
+        .env("INSTALL", installer)
         .env("CERTS", certs)
         .env("IN_CLUSTER_ENV", extra_env)
         .status()
         .expect("run hack/in-cluster.sh");
-    assert!(status.success(), "hack/in-cluster.sh up failed");
+    assert!(
+        status.success(),
+        "hack/in-cluster.sh up ({installer}) failed"
+    );
 }
 
 async fn serin_pods(client: &Client) -> Vec<Pod> {
@@ -412,12 +421,21 @@ async fn installed_with_kubectl_apply_k_two_replicas_serve_and_release() {
     let ns = TestNamespace::create(&client, "incluster").await;
     let ns = &ns.name;
     refused_through_the_service(ns).expect("the validating webhook through the Service");
+    good_and_bad_release(&client, ns).await;
 
-    // A good release is promoted, a bad one rolled back, by the pods.
+    let memory = pod_memory();
+    println!("Serin's pods' working set after two releases: {memory:?}");
+    assert_eq!(memory.len(), 2, "{memory:?}");
+    no_forbidden_answer(&logs());
+}
+
+/// A good release is promoted and a bad one rolled back by the pods, and a Canary reads in
+/// v1alpha1, converted through the Service.
+async fn good_and_bad_release(client: &Client, ns: &str) {
     apply(&manifest(ns, "good", &Version::good("v1"), &[]));
     apply(&manifest(ns, "bad", &Version::good("v1"), &[]));
-    wait_phase(&client, ns, "good", Phase::Initialized, RELEASE).await;
-    wait_phase(&client, ns, "bad", Phase::Initialized, RELEASE).await;
+    wait_phase(client, ns, "good", Phase::Initialized, RELEASE).await;
+    wait_phase(client, ns, "bad", Phase::Initialized, RELEASE).await;
     apply(&manifest(ns, "good", &Version::good("v2"), &[]));
     let failing = Version {
         tag: "v2",
@@ -425,14 +443,14 @@ async fn installed_with_kubectl_apply_k_two_replicas_serve_and_release() {
         latency_ms: 40,
     };
     apply(&manifest(ns, "bad", &failing, &[]));
-    wait_phase(&client, ns, "good", Phase::Succeeded, RELEASE).await;
-    wait_phase(&client, ns, "bad", Phase::Failed, RELEASE).await;
+    wait_phase(client, ns, "good", Phase::Succeeded, RELEASE).await;
+    wait_phase(client, ns, "bad", Phase::Failed, RELEASE).await;
     assert_eq!(
-        support::release::image(&client, ns, "good-primary").await,
+        support::release::image(client, ns, "good-primary").await,
         "example.invalid/good:v2"
     );
     assert_eq!(
-        support::release::image(&client, ns, "bad-primary").await,
+        support::release::image(client, ns, "bad-primary").await,
         "example.invalid/bad:v1"
     );
 
@@ -450,11 +468,121 @@ async fn installed_with_kubectl_apply_k_two_replicas_serve_and_release() {
         None,
     );
     assert!(ok && out == "serin.dev/v1alpha1", "conversion: {out} {err}");
+}
 
-    let memory = pod_memory();
-    println!("Serin's pods' working set after two releases: {memory:?}");
-    assert_eq!(memory.len(), 2, "{memory:?}");
+/// The Helm release records of Serin (Secrets Helm labels `owner=helm`), with their status.
+fn helm_records() -> Vec<String> {
+    let (ok, out, err) = kubectl(
+        &[
+            "-n",
+            NS,
+            "get",
+            "secrets",
+            "-l",
+            "owner=helm,name=serin",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.labels.status}{\"\\n\"}{end}",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    out.lines().map(str::to_owned).collect()
+}
+
+/// Issue 19 item 7: the chart installs for real, on the real node, taking over what the
+/// kustomize install left (as users moving to the chart do), serves reviews and releases
+/// with the shipped RBAC; `helm uninstall` removes Serin but keeps its CRDs and every
+/// Canary; the kustomize install then takes over again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "e2e: needs the local environment (make test-in-cluster)"]
+async fn installed_with_helm_serves_releases_and_uninstalls_keeping_the_canaries() {
+    in_cluster("");
+    install_with("helm", "self-signed", "");
+    let client = support::client().await;
+    assert_eq!(helm_records(), ["deployed"], "one deployed Helm release");
+    let deployments = Api::<Deployment>::namespaced(client.clone(), NS);
+    let serin = deployments.get("serin").await.expect("Deployment serin");
+    let labels = serin.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("Helm"),
+        "{labels:?}"
+    );
+    two_ready_replicas(&client, "the chart's pods").await;
+    let pods = serin_pods(&client).await;
+    for pod in &pods {
+        let image = pod.spec.as_ref().map(|s| s.containers[0].image.clone());
+        assert!(
+            image
+                .flatten()
+                .is_some_and(|i| i.starts_with("serin.local/serin:")),
+            "{} runs another image",
+            name(pod)
+        );
+    }
+    let holder = lease_holder(&client).await.expect("a Lease holder");
+    assert!(
+        pods.iter().any(|p| name(p) == holder_pod(&holder)),
+        "the Lease is held by {holder}, not by the chart's pods"
+    );
+
+    let ns = TestNamespace::create(&client, "inhelm").await;
+    let ns = &ns.name;
+    refused_through_the_service(ns).expect("the validating webhook through the Service");
+    good_and_bad_release(&client, ns).await;
     no_forbidden_answer(&logs());
+
+    // helm uninstall (hack/in-cluster.sh down): Serin's Deployment and webhooks go, the
+    // CRDs and the Canaries stay.
+    let status = Command::new(repo_root().join("hack/in-cluster.sh"))
+        .arg("down")
+        .status()
+        .expect("run hack/in-cluster.sh down");
+    assert!(status.success(), "hack/in-cluster.sh down failed");
+    assert!(helm_records().is_empty(), "the Helm release is gone");
+    assert!(
+        deployments.get_opt("serin").await.expect("read").is_none(),
+        "Deployment serin is still there after helm uninstall"
+    );
+    let (ok, _, err) = kubectl(&["get", "validatingwebhookconfiguration", "serin"], None);
+    assert!(!ok && err.contains("NotFound"), "{err}");
+    let (ok, out, err) = kubectl(
+        &[
+            "-n",
+            ns,
+            "get",
+            "canaries",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ],
+        None,
+    );
+    assert!(
+        ok && out == "bad good",
+        "Canaries after helm uninstall: {out} {err}"
+    );
+
+    // Back to the kustomize install the other tests use; it carries the kept Canaries on:
+    // the next revision is released.
+    in_cluster("");
+    apply(&manifest(ns, "good", &Version::good("v3"), &[]));
+    wait_until(
+        "good's v3 released after the reinstall",
+        RELEASE,
+        || async {
+            match support::release::image(&client, ns, "good-primary").await {
+                image if image == "example.invalid/good:v3" => Ok(()),
+                image => Err(format!("good-primary runs {image}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        release_status(&client, ns, "good").await.phase,
+        Phase::Succeeded
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
