@@ -654,12 +654,10 @@ async fn deleting_the_leader_mid_release_hands_the_release_over_where_it_was() {
         moved.canary_weight >= before.canary_weight,
         "the weight fell back: {moved:?}"
     );
-    assert!(
-        moved.iterations >= before.iterations,
-        "the checks restarted: {moved:?}"
-    );
 
-    // The release ends once, promoted once, with one analysis.
+    // The release ends once, promoted once, with one analysis (a restarted analysis would
+    // record a second NewRevision; `iterations` stay 0 in a canary release, so they prove
+    // nothing here).
     let lowest = AtomicU64::new(u64::MAX);
     wait_until(
         "the release to succeed after the failover",
