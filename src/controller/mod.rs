@@ -80,7 +80,7 @@ pub async fn run(
     );
     let daemonsets = {
         let metrics = metrics.clone();
-        watches::daemonset_controller(&client, answered_daemonsets)
+        watches::daemonset_controller(&client, options.tracking, answered_daemonsets)
             .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
             .graceful_shutdown_on(shutdown.clone())
             .run(

@@ -1,6 +1,7 @@
 //! What the controller's watches keep and which of their events need a reconcile: the
 //! predicates over Deployments, `-primary` Deployments, Canaries and HPAs, the slimming of
-//! cached objects, and which opted-in Deployments use a changed ConfigMap or Secret.
+//! cached objects, and which opted-in workloads (Deployments or DaemonSets) use a changed
+//! ConfigMap or Secret.
 
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::{StreamExt, TryStreamExt};
@@ -18,7 +19,7 @@ use super::requests;
 use crate::crd::Canary;
 use crate::release::observe;
 use crate::release::{ConfigKind, OWNER_LABEL, Tracking, config_refs};
-use crate::spec::MANAGED_LABEL;
+use crate::spec::{MANAGED_LABEL, Workload};
 
 /// What a Deployment event must change to need a reconcile: the spec, Serin's annotations
 /// and label, or how far the rollout has come. The Deployment controller's other status
@@ -115,27 +116,32 @@ pub(super) fn spec_or_request(canary: &Canary) -> Option<u64> {
     Some(hash.finish())
 }
 
-/// The opted-in Deployments whose pod template uses the config `meta` names.
-pub(super) fn users_of(
-    deployments: &reflector::Store<Deployment>,
+/// The opted-in workloads (Deployments or DaemonSets, by the store) whose pod template uses
+/// the config `meta` names.
+pub(super) fn users_of<K>(
+    workloads: &reflector::Store<K>,
     kind: ConfigKind,
     meta: &kube::api::ObjectMeta,
-) -> Vec<reflector::ObjectRef<Deployment>> {
+) -> Vec<reflector::ObjectRef<K>>
+where
+    K: Workload + kube::Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
     let (Some(namespace), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
         return Vec::new();
     };
-    deployments
+    workloads
         .state()
         .iter()
-        .filter(|d| d.metadata.namespace.as_deref() == Some(namespace))
-        .filter(|d| {
-            d.spec.as_ref().is_some_and(|spec| {
-                config_refs(&spec.template)
+        .filter(|w| Workload::meta(w.as_ref()).namespace.as_deref() == Some(namespace))
+        .filter(|w| {
+            w.template().is_some_and(|template| {
+                config_refs(template)
                     .iter()
                     .any(|r| r.kind == kind && r.name == name)
             })
         })
-        .map(|d| reflector::ObjectRef::from_obj(d.as_ref()))
+        .map(|w| reflector::ObjectRef::from_obj(w.as_ref()))
         .collect()
 }
 
@@ -292,11 +298,12 @@ pub(super) fn controller(
 /// The controller of opted-in DaemonSets (label `serin.dev/canary`): the same reconcile
 /// pipeline, queued by the DaemonSet's own changes (spec, Serin's annotations and label, how
 /// far its rollout has come), by its `-primary` DaemonSet and its Canary (both owned by it),
-/// and by the analysis answers (`answered`). Its caches are its own: primaries are read from
-/// the API server at each reconcile. A change of a tracked ConfigMap is noticed at the next
-/// reconcile of the DaemonSet (at the latest its next interval), not by a watch of its own.
+/// by the tracked ConfigMaps and Secrets its pod template uses (as for a Deployment), and by
+/// the analysis answers (`answered`). Its caches are its own: primaries are read from the API
+/// server at each reconcile.
 pub(super) fn daemonset_controller(
     client: &Client,
+    tracking: Tracking,
     answered: UnboundedReceiver<reflector::ObjectRef<DaemonSet>>,
 ) -> Controller<DaemonSet> {
     let daemonsets: Api<DaemonSet> = Api::all(client.clone());
@@ -322,10 +329,11 @@ pub(super) fn daemonset_controller(
         .map_ok(mark_deleted)
         .touched_objects()
         .predicate_filter(or_deleted(spec_or_request), Default::default());
-    Controller::for_stream(opted_in, reader)
+    let controller = Controller::for_stream(opted_in, reader.clone())
         .reconcile_on(answered)
         .owns_stream(canaries)
-        .owns_stream(primaries)
+        .owns_stream(primaries);
+    watch_configs(controller, client, reader, tracking)
 }
 
 /// What a DaemonSet event (the user's or a `-primary`) must change to need a reconcile: the
@@ -382,14 +390,20 @@ pub(super) fn fan_out(
     (deployments, daemonsets)
 }
 
-/// A tracked ConfigMap or Secret that changes is a new revision of every opted-in Deployment
-/// whose pod template uses it. Metadata is enough to notice the change.
-fn watch_configs(
-    controller: Controller<Deployment>,
+/// A tracked ConfigMap or Secret that changes is a new revision of every opted-in workload
+/// (of the controller's kind) whose pod template uses it. Metadata is enough to notice the
+/// change.
+fn watch_configs<K>(
+    controller: Controller<K>,
     client: &Client,
-    reader: reflector::Store<Deployment>,
+    reader: reflector::Store<K>,
     tracking: Tracking,
-) -> Controller<Deployment> {
+) -> Controller<K>
+where
+    K: Workload + kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+    K: Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + std::fmt::Debug + Unpin,
+{
     let (maps_users, secrets_users) = (reader.clone(), reader);
     let config_maps = watcher(
         Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
@@ -546,5 +560,55 @@ mod tests {
 
         hpa.metadata.labels = Some([(OWNER_LABEL.to_owned(), "web".to_owned())].into());
         assert_eq!(hpa_target(&hpa), None);
+    }
+
+    #[test]
+    fn a_changed_config_map_queues_the_daemonsets_that_use_it_and_no_other() {
+        let daemonset = |name: &str, namespace: &str, config: &str| -> DaemonSet {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {
+                    "selector": {"matchLabels": {"app": name}},
+                    "template": {
+                        "metadata": {"labels": {"app": name}},
+                        "spec": {"containers": [{"name": "agent",
+                                                 "envFrom": [{"configMapRef": {"name": config}}]}]}
+                    }
+                }
+            }))
+            .unwrap_or_else(|e| panic!("test DaemonSet: {e}"))
+        };
+        let (store, mut writer) = reflector::store::<DaemonSet>();
+        for ds in [
+            daemonset("agent", "prod", "agent-config"),
+            daemonset("other", "prod", "other-config"),
+            daemonset("agent", "staging", "agent-config"),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(ds));
+        }
+        let config = |namespace: &str, name: &str| kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            users_of(
+                &store,
+                ConfigKind::ConfigMap,
+                &config("prod", "agent-config")
+            ),
+            [reflector::ObjectRef::new("agent").within("prod")]
+        );
+        // A Secret of the same name is another config; another namespace, another user.
+        assert!(users_of(&store, ConfigKind::Secret, &config("prod", "agent-config")).is_empty());
+        assert_eq!(
+            users_of(
+                &store,
+                ConfigKind::ConfigMap,
+                &config("staging", "agent-config")
+            ),
+            [reflector::ObjectRef::new("agent").within("staging")]
+        );
+        assert!(users_of(&store, ConfigKind::ConfigMap, &config("prod", "unused")).is_empty());
     }
 }
