@@ -14,10 +14,12 @@ use std::time::Duration;
 use kube::Client;
 use serin::release::{Phase, ReleaseStatus};
 use support::daemonset::{
-    SETTLE, assert_idle, image, manifest, manifest_named, manifest_using, opt_in, ready_on_nodes,
+    SETTLE, assert_idle, image, manifest, manifest_named, opt_in, ready_on_nodes,
     scheduled_on_nodes, wait_opted_in,
 };
-use support::release::{Version, apply, canary, release_status, wait_phase};
+use support::release::{
+    Version, apply, canary, config_map, reading_config, release_status, wait_phase,
+};
 use support::{kubectl, wait_until};
 
 const RELEASE: Duration = Duration::from_secs(150);
@@ -25,9 +27,8 @@ const RELEASE: Duration = Duration::from_secs(150);
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_good_daemonset_release_is_promoted_and_its_canary_idles_again() {
-    let (client, ns) = support::release_namespace("ds-good").await;
+    let (client, ns) = agent_opted_in("ds-good").await;
     let ns = &ns.name;
-    opt_in(&client, ns, &[]).await;
     assert!(image(ns, "agent-primary").ends_with(":1"));
 
     apply(&manifest(ns, &Version::good("2"), &[]));
@@ -40,9 +41,8 @@ async fn a_good_daemonset_release_is_promoted_and_its_canary_idles_again() {
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_bad_daemonset_release_is_rolled_back_and_its_primary_left_alone() {
-    let (client, ns) = support::release_namespace("ds-bad").await;
+    let (client, ns) = agent_opted_in("ds-bad").await;
     let ns = &ns.name;
-    opt_in(&client, ns, &[]).await;
 
     let broken = Version {
         error_rate: 0.5,
@@ -56,6 +56,13 @@ async fn a_bad_daemonset_release_is_rolled_back_and_its_primary_left_alone() {
     );
     assert!(ready_on_nodes(ns, "agent-primary") >= 1);
     wait_canary_idle(ns, "the canary idle after the rollback").await;
+}
+
+/// A test namespace where `agent` is opted in at version 1, its canary idle.
+async fn agent_opted_in(prefix: &str) -> (Client, support::TestNamespace) {
+    let (client, ns) = support::release_namespace(prefix).await;
+    opt_in(&client, &ns.name, &[]).await;
+    (client, ns)
 }
 
 /// Waits until no canary pod runs, then checks the switch is back.
@@ -117,9 +124,8 @@ fn kubectl_ok(what: &str, args: &[&str]) {
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn kubectl_set_image_starts_a_release_and_never_takes_the_primary_off_its_nodes() {
-    let (client, ns) = support::release_namespace("ds-set-image").await;
+    let (client, ns) = agent_opted_in("ds-set-image").await;
     let ns = &ns.name;
-    opt_in(&client, ns, &[]).await;
 
     let image_arg = "app=example.invalid/agent:3";
     let args = ["-n", ns, "set", "image", "daemonset/agent", image_arg];
@@ -136,9 +142,8 @@ async fn kubectl_set_image_starts_a_release_and_never_takes_the_primary_off_its_
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn rollout_restart_and_a_template_patch_are_released_and_an_annotation_alone_is_not() {
-    let (client, ns) = support::release_namespace("ds-road").await;
+    let (client, ns) = agent_opted_in("ds-road").await;
     let ns = &ns.name;
-    opt_in(&client, ns, &[]).await;
     let initial = release_status(&client, ns, "agent").await.revision;
 
     kubectl_ok(
@@ -225,19 +230,11 @@ async fn rollout_restart_and_a_template_patch_are_released_and_an_annotation_alo
 async fn a_changed_config_map_starts_a_release_of_the_daemonset_that_reads_it() {
     let (client, ns) = support::release_namespace("ds-config").await;
     let ns = &ns.name;
-    let config = |level: &str| {
-        format!(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: agent-config, namespace: {ns}}}\ndata: {{LOG_LEVEL: {level}}}\n"
-        )
-    };
+    let config = |level: &str| config_map(ns, "agent-config", "LOG_LEVEL", level);
     apply(&config("info"));
     let slow = [("serin.dev/interval", "1m")];
-    apply(&manifest_using(
-        ns,
-        &Version::good("1"),
-        &slow,
-        "agent-config",
-    ));
+    let agent = manifest(ns, &Version::good("1"), &slow);
+    apply(&reading_config(&agent, "agent-config"));
     wait_opted_in(&client, ns).await;
     let copy = |ns: &str| {
         let path = "jsonpath={.data.LOG_LEVEL}";

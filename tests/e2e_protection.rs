@@ -49,6 +49,13 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {EDITOR}}}]
     ));
 }
 
+/// A test namespace with Serin running where [`EDITOR`] may edit ([`grant_edit`]).
+async fn editable_namespace(prefix: &str) -> (Client, support::TestNamespace) {
+    let (client, ns) = support::serin_namespace(prefix).await;
+    grant_edit(&ns.name);
+    (client, ns)
+}
+
 /// Who runs kubectl: the admin of the test kubeconfig, or [`EDITOR`] by impersonation.
 #[derive(Clone, Copy, Debug)]
 enum Who {
@@ -258,9 +265,8 @@ async fn assert_managed_objects_are_protected(client: &Client, ns: &str, who: Wh
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_user_with_edit_rights_cannot_edit_scale_or_delete_the_primary_or_the_traffic_split() {
-    let (client, ns) = support::serin_namespace("protect-user").await;
+    let (client, ns) = editable_namespace("protect-user").await;
     let ns = &ns.name;
-    grant_edit(ns);
     opt_in(&client, ns, "web", &Route::SMI, &[]).await;
     // RBAC allows it all: any refusal below is Serin's.
     for (verb, resource) in [
@@ -312,9 +318,8 @@ fn managed_objects(ns: &str, owner: &str) -> Result<(), String> {
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn deleting_the_opted_in_deployment_removes_everything_serin_made_for_it() {
-    let (client, ns) = support::serin_namespace("protect-owner").await;
+    let (client, ns) = editable_namespace("protect-owner").await;
     let ns = &ns.name;
-    grant_edit(ns);
     opt_in(&client, ns, "web", &Route::SMI, &[]).await;
     opt_in(&client, ns, "api", &Route::SMI, &[]).await;
     assert!(
@@ -444,9 +449,8 @@ spec:
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn left_overs_whose_owner_is_gone_can_be_deleted_by_their_user() {
-    let (_client, ns) = support::serin_namespace("protect-leftover").await;
+    let (_client, ns) = editable_namespace("protect-leftover").await;
     let ns = &ns.name;
-    grant_edit(ns);
     apply(&format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: gone-config-primary\n  namespace: {ns}\n  labels: {{serin.dev/owner: gone}}\ndata: {{greeting: hello}}\n"
     ));
@@ -502,9 +506,8 @@ async fn a_hand_edited_canary_status_is_refused_even_for_the_cluster_admin() {
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_daemonsets_primary_and_services_are_refused_naming_it_until_it_opts_out() {
     use support::daemonset::{node_selector, opt_in as opt_in_daemonset, ready_on_nodes};
-    let (client, ns) = support::serin_namespace("protect-ds").await;
+    let (client, ns) = editable_namespace("protect-ds").await;
     let ns = &ns.name;
-    grant_edit(ns);
     opt_in_daemonset(&client, ns, &[]).await;
     const MANAGED: &str = "protect-managed.serin.dev";
     let label = r#"{"metadata":{"labels":{"edited-by-hand":"true"}}}"#;

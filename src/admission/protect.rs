@@ -842,79 +842,51 @@ mod tests {
     }
 
     const DEPLOYMENT_AGENT: &str = "/apis/apps/v1/namespaces/prod/deployments/agent";
+    const DAEMONSET_AGENT: &str = "/apis/apps/v1/namespaces/prod/daemonsets/agent";
+
+    /// [`service_delete`] with `reference`, reviewed against an API server holding DaemonSet
+    /// `agent` (labelled as opted in or not) or nothing: the response and the paths read.
+    async fn review_against(
+        stored: Option<bool>,
+        reference: Option<(&str, &str)>,
+    ) -> (AdmissionResponse, Vec<String>) {
+        let (client, asked) = fake_api(stored.map(stored_daemonset).into_iter().collect());
+        let response = review(&service_delete(reference), SERIN, Some(&client)).await;
+        let asked = asked.lock().map(|a| a.clone()).unwrap_or_default();
+        (response, asked)
+    }
 
     #[tokio::test]
     async fn the_review_reads_the_owner_of_the_kind_its_owner_reference_names() {
-        let (client, asked) = fake_api(vec![stored_daemonset(true)]);
-        let response = review(
-            &service_delete(Some(("DaemonSet", "d1"))),
-            SERIN,
-            Some(&client),
-        )
-        .await;
+        let (response, asked) = review_against(Some(true), Some(("DaemonSet", "d1"))).await;
         assert!(!response.allowed);
         let message = &response.result.message;
-        assert!(
-            message
-                .contains("Service \"agent-canary\" is managed by Serin for DaemonSet \"agent\""),
-            "{message}"
-        );
-        assert!(
-            message.contains("kubectl annotate daemonset agent serin.dev/enabled-"),
-            "{message}"
-        );
-        let asked = asked.lock().map(|a| a.clone()).unwrap_or_default();
-        assert!(
-            !asked.iter().any(|p| p == DEPLOYMENT_AGENT),
-            "no Deployment is read for a DaemonSet's object: {asked:?}"
-        );
+        for expected in [
+            "Service \"agent-canary\" is managed by Serin for DaemonSet \"agent\"",
+            "kubectl annotate daemonset agent serin.dev/enabled-",
+        ] {
+            assert!(message.contains(expected), "no {expected:?} in: {message}");
+        }
+        assert_eq!(asked, [DAEMONSET_AGENT], "no Deployment is read");
     }
 
     #[tokio::test]
     async fn without_an_owner_reference_the_owner_is_looked_up_as_a_deployment_then_a_daemonset() {
-        let (client, asked) = fake_api(vec![stored_daemonset(true)]);
-        let response = review(&service_delete(None), SERIN, Some(&client)).await;
+        let (response, asked) = review_against(Some(true), None).await;
+        let message = &response.result.message;
         assert!(!response.allowed);
-        assert!(
-            response.result.message.contains("for DaemonSet \"agent\""),
-            "{}",
-            response.result.message
-        );
-        let asked = asked.lock().map(|a| a.clone()).unwrap_or_default();
-        assert_eq!(
-            asked,
-            [
-                DEPLOYMENT_AGENT,
-                "/apis/apps/v1/namespaces/prod/daemonsets/agent"
-            ]
-        );
+        assert!(message.contains("for DaemonSet \"agent\""), "{message}");
+        assert_eq!(asked, [DEPLOYMENT_AGENT, DAEMONSET_AGENT]);
         // Neither kind exists: a left-over, which passes.
-        let (client, _) = fake_api(Vec::new());
-        assert!(
-            review(&service_delete(None), SERIN, Some(&client))
-                .await
-                .allowed
-        );
+        assert!(review_against(None, None).await.0.allowed);
     }
 
     #[tokio::test]
     async fn a_daemonset_opted_out_or_replaced_lets_its_objects_go() {
-        let (client, _) = fake_api(vec![stored_daemonset(false)]);
-        let response = review(
-            &service_delete(Some(("DaemonSet", "d1"))),
-            SERIN,
-            Some(&client),
-        )
-        .await;
-        assert!(response.allowed, "{}", response.result.message);
+        let (opted_out, _) = review_against(Some(false), Some(("DaemonSet", "d1"))).await;
+        assert!(opted_out.allowed, "{}", opted_out.result.message);
         // A new DaemonSet of the same name (another uid) does not own the old objects.
-        let (client, _) = fake_api(vec![stored_daemonset(true)]);
-        let response = review(
-            &service_delete(Some(("DaemonSet", "d0"))),
-            SERIN,
-            Some(&client),
-        )
-        .await;
-        assert!(response.allowed, "{}", response.result.message);
+        let (replaced, _) = review_against(Some(true), Some(("DaemonSet", "d0"))).await;
+        assert!(replaced.allowed, "{}", replaced.result.message);
     }
 }

@@ -586,29 +586,20 @@ mod tests {
         ] {
             writer.apply_watcher_event(&watcher::Event::Apply(ds));
         }
-        let config = |namespace: &str, name: &str| kube::api::ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(namespace.into()),
-            ..Default::default()
+        let users = |kind, namespace: &str, name: &str| {
+            let meta = kube::api::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(namespace.into()),
+                ..Default::default()
+            };
+            users_of(&store, kind, &meta)
         };
-        assert_eq!(
-            users_of(
-                &store,
-                ConfigKind::ConfigMap,
-                &config("prod", "agent-config")
-            ),
-            [reflector::ObjectRef::new("agent").within("prod")]
-        );
+        let agent = |namespace| vec![reflector::ObjectRef::new("agent").within(namespace)];
+        let map = ConfigKind::ConfigMap;
+        assert_eq!(users(map, "prod", "agent-config"), agent("prod"));
         // A Secret of the same name is another config; another namespace, another user.
-        assert!(users_of(&store, ConfigKind::Secret, &config("prod", "agent-config")).is_empty());
-        assert_eq!(
-            users_of(
-                &store,
-                ConfigKind::ConfigMap,
-                &config("staging", "agent-config")
-            ),
-            [reflector::ObjectRef::new("agent").within("staging")]
-        );
-        assert!(users_of(&store, ConfigKind::ConfigMap, &config("prod", "unused")).is_empty());
+        assert!(users(ConfigKind::Secret, "prod", "agent-config").is_empty());
+        assert_eq!(users(map, "staging", "agent-config"), agent("staging"));
+        assert!(users(map, "prod", "unused").is_empty());
     }
 }

@@ -183,6 +183,25 @@ mod tests {
         }
     }
 
+    /// The two lines refusing workload `name` of `kind` (with the default Service) whose
+    /// `-primary` is too long.
+    fn name_refusals(kind: &str, name: &str) -> [String; 2] {
+        let primary = format!("{name}-primary");
+        let length = primary.len();
+        let resource = kind.to_lowercase();
+        [
+            format!(
+                "metadata.name: {name:?} makes the primary {kind} {primary:?} {length} \
+                 characters long, above the limit of 63 for label values, and the primary's \
+                 pods carry its name in one (such as Linkerd's linkerd.io/proxy-{resource})"
+            ),
+            format!(
+                "serin.dev/service: {name:?} (default) makes Service {primary:?} {length} \
+                 characters long, above the limit of 63 for Service names"
+            ),
+        ]
+    }
+
     fn admitted(deploy: &Deployment) -> bool {
         matches!(read_deployment(deploy), Ok(OptIn::Enabled(_)))
     }
@@ -203,23 +222,7 @@ mod tests {
         let annotations = json!({ENABLED: "true"});
         let mut deploy = deployment(&name, "web", "config", json!({}));
         deploy.metadata.annotations = serde_json::from_value(annotations).ok();
-        let lines = problems(&deploy);
-        let primary = format!("{name}-primary");
-        assert_eq!(
-            lines,
-            [
-                format!(
-                    "metadata.name: {name:?} makes the primary Deployment {primary:?} 71 \
-                     characters long, above the limit of 63 for label values, and the \
-                     primary's pods carry its name in one (such as Linkerd's \
-                     linkerd.io/proxy-deployment)"
-                ),
-                format!(
-                    "serin.dev/service: {name:?} (default) makes Service {primary:?} 71 \
-                     characters long, above the limit of 63 for Service names"
-                ),
-            ]
-        );
+        assert_eq!(problems(&deploy), name_refusals("Deployment", &name));
     }
 
     #[test]
@@ -317,26 +320,12 @@ mod tests {
         );
         // 56: a valid DaemonSet name (up to 253), but its primary and Services are not.
         let name = "a".repeat(56);
-        let primary = format!("{name}-primary");
         let lines: Vec<String> = match read_workload(&daemonset(&name)) {
             Err(problems) => problems.iter().map(ToString::to_string).collect(),
             Ok(ok) => panic!("expected problems, got {ok:?}"),
         };
-        assert_eq!(
-            lines,
-            [
-                format!(
-                    "metadata.name: {name:?} makes the primary DaemonSet {primary:?} 64 \
-                     characters long, above the limit of 63 for label values, and the \
-                     primary's pods carry its name in one (such as Linkerd's \
-                     linkerd.io/proxy-daemonset)"
-                ),
-                format!(
-                    "serin.dev/service: {name:?} (default) makes Service {primary:?} 64 \
-                     characters long, above the limit of 63 for Service names"
-                ),
-            ]
-        );
+        assert_eq!(lines, name_refusals("DaemonSet", &name));
+        assert!(lines[0].contains("\"aaaaaaaa") && lines[0].contains(" 64 characters"));
         // A name at the object limit is refused the same way, not accepted or cut.
         let longest = "a".repeat(253);
         assert!(read_workload(&daemonset(&longest)).is_err());

@@ -33,21 +33,6 @@ pub(crate) fn manifest(ns: &str, version: &Version, extra: &[(&str, &str)]) -> S
     manifest_named(ns, "agent", version, extra)
 }
 
-/// [`manifest`] whose container reads its environment from ConfigMap `config`.
-pub(crate) fn manifest_using(
-    ns: &str,
-    version: &Version,
-    extra: &[(&str, &str)],
-    config: &str,
-) -> String {
-    manifest(ns, version, extra).replace(
-        "        ports: [{containerPort: 8080}]\n",
-        &format!(
-            "        ports: [{{containerPort: 8080}}]\n        envFrom: [{{configMapRef: {{name: {config}}}}}]\n"
-        ),
-    )
-}
-
 /// A field of a DaemonSet by kubectl's JSONPath (empty when it has none).
 pub(crate) fn field(ns: &str, name: &str, path: &str) -> String {
     let path = format!("jsonpath={path}");
