@@ -278,10 +278,11 @@ async fn a_changed_config_map_starts_a_release_of_the_daemonset_that_reads_it() 
 
 /// A DaemonSet name may be a DNS subdomain of 253 characters, but what Serin derives from it
 /// (`<name>-primary`, the Services) are held to 63: the apply is refused naming the field and
-/// the limit, and nothing is created.
+/// the limit, and nothing is created. A `-primary` name already taken by a DaemonSet of the
+/// user's refuses the opt-in too.
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
-async fn a_daemonset_whose_primary_would_be_too_long_is_refused_at_apply() {
+async fn a_daemonset_whose_primary_would_be_too_long_or_is_taken_is_refused_at_apply() {
     let (_client, ns) = support::serin_namespace("ds-names").await;
     let ns = &ns.name;
     let name = "a".repeat(56);
@@ -309,4 +310,20 @@ async fn a_daemonset_whose_primary_would_be_too_long_is_refused_at_apply() {
     // One character less fits.
     let fits = "a".repeat(55);
     apply(&manifest_named(ns, &fits, &Version::good("1"), &[]));
+
+    // A DaemonSet of the user's under the name the primary would take refuses the opt-in.
+    let plain: String = manifest_named(ns, "taken-primary", &Version::good("1"), &[])
+        .lines()
+        .filter(|l| *l != "  annotations:" && !l.starts_with("    serin.dev/"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    apply(&plain);
+    let (ok, _, stderr) = kubectl(
+        &["apply", "-f", "-"],
+        Some(&manifest_named(ns, "taken", &Version::good("1"), &[])),
+    );
+    assert!(!ok, "the opt-in of taken was admitted over taken-primary");
+    let expected = "DaemonSet \"taken-primary\" exists and is not managed by Serin; Serin would \
+                    write over it: rename or delete it, or choose another name for this DaemonSet";
+    assert!(stderr.contains(expected), "no {expected:?} in:\n{stderr}");
 }
