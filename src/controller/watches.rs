@@ -203,6 +203,9 @@ pub(super) struct Writers {
 /// are a fraction of the size.
 pub(super) struct Stores {
     pub opted_in: reflector::Store<Deployment>,
+    /// The opted-in DaemonSets, and the writer their controller's watch fills them through.
+    pub daemonsets: reflector::Store<DaemonSet>,
+    pub daemonsets_writer: Writer<DaemonSet>,
     pub primaries: reflector::Store<Deployment>,
     pub canaries: reflector::Store<Canary>,
     pub hpas: reflector::Store<HorizontalPodAutoscaler>,
@@ -212,11 +215,14 @@ pub(super) struct Stores {
 impl Stores {
     pub(super) fn new() -> Self {
         let (opted_in, opted_in_writer) = reflector::store();
+        let (daemonsets, daemonsets_writer) = reflector::store();
         let (primaries, primaries_writer) = reflector::store();
         let (canaries, canaries_writer) = reflector::store();
         let (hpas, hpas_writer) = reflector::store();
         Self {
             opted_in,
+            daemonsets,
+            daemonsets_writer,
             primaries,
             canaries,
             hpas,
@@ -232,13 +238,13 @@ impl Stores {
 
 /// The controller over the opted-in Deployments of `reader`, with every watch whose events
 /// need a reconcile: their Canaries and primaries, the HPAs that target them, the tracked
-/// ConfigMaps and Secrets they use, and the analysis answers (`answered`). A Canary's
-/// deletion takes its series out of `release_metrics`.
+/// ConfigMaps and Secrets they use (`configs`, from [`watch_configs`]), and the analysis
+/// answers (`answered`). A Canary's deletion takes its series out of `release_metrics`.
 pub(super) fn controller(
     client: &Client,
     writers: Writers,
     reader: reflector::Store<Deployment>,
-    tracking: Tracking,
+    configs: UnboundedReceiver<reflector::ObjectRef<Deployment>>,
     answered: UnboundedReceiver<reflector::ObjectRef<Deployment>>,
     release_metrics: Option<ReleaseMetrics>,
 ) -> Controller<Deployment> {
@@ -287,27 +293,27 @@ pub(super) fn controller(
     .reflect(writers.hpas)
     .applied_objects()
     .predicate_filter(hpa_spec, Default::default());
-    let controller = Controller::for_stream(opted_in, reader.clone())
+    Controller::for_stream(opted_in, reader)
         .reconcile_on(answered)
+        .reconcile_on(configs)
         .owns_stream(canaries)
         .owns_stream(primaries)
-        .watches_stream(hpas, |hpa| hpa_target(&hpa));
-    watch_configs(controller, client, reader, tracking)
+        .watches_stream(hpas, |hpa| hpa_target(&hpa))
 }
 
 /// The controller of opted-in DaemonSets (label `serin.dev/canary`): the same reconcile
 /// pipeline, queued by the DaemonSet's own changes (spec, Serin's annotations and label, how
 /// far its rollout has come), by its `-primary` DaemonSet and its Canary (both owned by it),
-/// by the tracked ConfigMaps and Secrets its pod template uses (as for a Deployment), and by
-/// the analysis answers (`answered`). Its caches are its own: primaries are read from the API
-/// server at each reconcile.
+/// by the tracked ConfigMaps and Secrets its pod template uses (`configs`, as for a
+/// Deployment), and by the analysis answers (`answered`). `writer` fills the cache of opted-in
+/// DaemonSets that `reader` reads; primaries are read from the API server at each reconcile.
 pub(super) fn daemonset_controller(
     client: &Client,
-    tracking: Tracking,
+    (reader, writer): (reflector::Store<DaemonSet>, Writer<DaemonSet>),
+    configs: UnboundedReceiver<reflector::ObjectRef<DaemonSet>>,
     answered: UnboundedReceiver<reflector::ObjectRef<DaemonSet>>,
 ) -> Controller<DaemonSet> {
     let daemonsets: Api<DaemonSet> = Api::all(client.clone());
-    let (reader, writer) = reflector::store();
     let opted_in = watcher(
         daemonsets.clone(),
         watcher::Config::default().labels(MANAGED_LABEL),
@@ -329,11 +335,11 @@ pub(super) fn daemonset_controller(
         .map_ok(mark_deleted)
         .touched_objects()
         .predicate_filter(or_deleted(spec_or_request), Default::default());
-    let controller = Controller::for_stream(opted_in, reader.clone())
+    Controller::for_stream(opted_in, reader)
         .reconcile_on(answered)
+        .reconcile_on(configs)
         .owns_stream(canaries)
-        .owns_stream(primaries);
-    watch_configs(controller, client, reader, tracking)
+        .owns_stream(primaries)
 }
 
 /// What a DaemonSet event (the user's or a `-primary`) must change to need a reconcile: the
@@ -390,43 +396,72 @@ pub(super) fn fan_out(
     (deployments, daemonsets)
 }
 
-/// A tracked ConfigMap or Secret that changes is a new revision of every opted-in workload
-/// (of the controller's kind) whose pod template uses it. Metadata is enough to notice the
-/// change.
-fn watch_configs<K>(
-    controller: Controller<K>,
+/// The opted-in workloads a tracked config's change queues, for each controller.
+pub(super) struct ConfigUsers {
+    pub deployments: UnboundedReceiver<reflector::ObjectRef<Deployment>>,
+    pub daemonsets: UnboundedReceiver<reflector::ObjectRef<DaemonSet>>,
+    /// The task that watches the configs; aborted when the controllers stop.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// A tracked ConfigMap or Secret that changes is a new revision of every opted-in Deployment
+/// and DaemonSet whose pod template uses it ([`users_of`] in each cache). One watch of
+/// ConfigMaps (and, with Secret tracking, one of Secrets) serves both controllers: watching
+/// every ConfigMap of the cluster once per kind of workload would double what the API server
+/// sends. Metadata is enough to notice the change.
+pub(super) fn watch_configs(
     client: &Client,
-    reader: reflector::Store<K>,
     tracking: Tracking,
-) -> Controller<K>
-where
-    K: Workload + kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
-    K: Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + std::fmt::Debug + Unpin,
-{
-    let (maps_users, secrets_users) = (reader.clone(), reader);
+    deployments: reflector::Store<Deployment>,
+    daemonsets: reflector::Store<DaemonSet>,
+) -> ConfigUsers {
+    let (to_deployments, deployments_queued) = futures::channel::mpsc::unbounded();
+    let (to_daemonsets, daemonsets_queued) = futures::channel::mpsc::unbounded();
     let config_maps = watcher(
         Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
-    .applied_objects();
-    let controller = controller.watches_stream(config_maps, move |cm| {
-        users_of(&maps_users, ConfigKind::ConfigMap, &cm.metadata)
+    .applied_objects()
+    .map_ok(|cm| (ConfigKind::ConfigMap, cm.metadata));
+    // Without Secret tracking there is no watch of Secrets at all: the base RBAC grants none.
+    let changes = match tracking.secrets {
+        false => config_maps.boxed(),
+        true => {
+            let secrets = watcher(
+                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .applied_objects()
+            .map_ok(|secret| (ConfigKind::Secret, secret.metadata));
+            futures::stream::select(config_maps, secrets).boxed()
+        }
+    };
+    let task = tokio::spawn(async move {
+        let mut changes = changes;
+        while let Some(change) = changes.next().await {
+            let (kind, meta) = match change {
+                Ok(change) => change,
+                // The watch backs off and retries by itself.
+                Err(e) => {
+                    tracing::debug!(error = %e, "config watch");
+                    continue;
+                }
+            };
+            for user in users_of(&deployments, kind, &meta) {
+                let _ = to_deployments.unbounded_send(user);
+            }
+            for user in users_of(&daemonsets, kind, &meta) {
+                let _ = to_daemonsets.unbounded_send(user);
+            }
+        }
     });
-    // Without Secret tracking there is no watch at all: the base RBAC grants none.
-    if !tracking.secrets {
-        return controller;
+    ConfigUsers {
+        deployments: deployments_queued,
+        daemonsets: daemonsets_queued,
+        task,
     }
-    let secrets = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .applied_objects();
-    controller.watches_stream(secrets, move |secret| {
-        users_of(&secrets_users, ConfigKind::Secret, &secret.metadata)
-    })
 }
 
 #[cfg(test)]
