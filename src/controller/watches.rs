@@ -396,6 +396,25 @@ pub(super) fn fan_out(
     (deployments, daemonsets)
 }
 
+/// The metadata of every `K` (a ConfigMap or a Secret) created or changed, as `kind`.
+fn changes_of<K>(
+    client: &Client,
+    kind: ConfigKind,
+) -> futures::stream::BoxStream<'static, Result<(ConfigKind, kube::api::ObjectMeta), watcher::Error>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+    K: serde::de::DeserializeOwned,
+{
+    watcher(
+        Api::<PartialObjectMeta<K>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects()
+    .map_ok(move |object| (kind, object.metadata))
+    .boxed()
+}
+
 /// The opted-in workloads a tracked config's change queues, for each controller.
 pub(super) struct ConfigUsers {
     pub deployments: UnboundedReceiver<reflector::ObjectRef<Deployment>>,
@@ -417,24 +436,12 @@ pub(super) fn watch_configs(
 ) -> ConfigUsers {
     let (to_deployments, deployments_queued) = futures::channel::mpsc::unbounded();
     let (to_daemonsets, daemonsets_queued) = futures::channel::mpsc::unbounded();
-    let config_maps = watcher(
-        Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .applied_objects()
-    .map_ok(|cm| (ConfigKind::ConfigMap, cm.metadata));
+    let config_maps = changes_of::<ConfigMap>(client, ConfigKind::ConfigMap);
     // Without Secret tracking there is no watch of Secrets at all: the base RBAC grants none.
     let changes = match tracking.secrets {
-        false => config_maps.boxed(),
+        false => config_maps,
         true => {
-            let secrets = watcher(
-                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-                watcher::Config::default(),
-            )
-            .default_backoff()
-            .applied_objects()
-            .map_ok(|secret| (ConfigKind::Secret, secret.metadata));
+            let secrets = changes_of::<Secret>(client, ConfigKind::Secret);
             futures::stream::select(config_maps, secrets).boxed()
         }
     };
