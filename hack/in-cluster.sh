@@ -239,8 +239,11 @@ up() {
   to_service
   if [ "$INSTALL" = helm ]; then
     say "helm upgrade --install serin charts/serin ($CERTS certificates, image $ref, values $I/values.yaml)"
+    # --force-conflicts: Helm 4 applies server-side, and `kubectl apply` owns the admission
+    # policies' atomic fields (matchConstraints, validations) with the API server's defaults
+    # filled in, which the chart does not write: without it the take-over stops on conflicts.
     helm upgrade --install serin "$ROOT/charts/serin" --namespace "$NS" --take-ownership \
-      --values "$I/values.yaml" --timeout 180s >"$I/apply.log" 2>&1 ||
+      --force-conflicts --values "$I/values.yaml" --timeout 180s >"$I/apply.log" 2>&1 ||
       { cat "$I/apply.log" >&2; die "helm upgrade --install failed"; }
   else
     if helm_release; then helm_uninstall; fi
