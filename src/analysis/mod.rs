@@ -21,6 +21,7 @@
 //! An unobservable canary is never promoted: see [`plan`] for what counts as "no data".
 
 pub mod credentials;
+pub mod histogram;
 pub mod http;
 pub mod measure;
 pub mod notify;

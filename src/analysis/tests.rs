@@ -653,6 +653,7 @@ fn planned(name: &str, address: &str, no_data: NoData) -> PlannedCheck {
         secret: None,
         query: Ok("up".into()),
         counts: None,
+        latency_counts: None,
     }
 }
 

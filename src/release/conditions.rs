@@ -93,10 +93,16 @@ fn message(status: &ReleaseStatus, paused: bool) -> String {
         Phase::Succeeded => {
             format!("Revision {revision} was promoted: the primary runs it and serves all traffic")
         }
-        Phase::Failed => format!(
-            "Revision {revision} was rolled back{failed}; the primary runs revision {promoted}{}",
-            last_values(status)
-        ),
+        Phase::Failed => match &status.rollback_reason {
+            Some(why) => format!(
+                "Revision {revision} was rolled back ({why}); the primary runs revision {promoted}"
+            ),
+            None => format!(
+                "Revision {revision} was rolled back{failed}; the primary runs revision \
+                 {promoted}{}",
+                last_values(status)
+            ),
+        },
         Phase::Terminating => {
             "Opted out: restoring the Deployment before removing the primary".into()
         }

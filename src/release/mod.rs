@@ -47,7 +47,7 @@ pub use objects::{
 };
 pub use observations::{
     CanaryObservation, Evidence, Gates, MetricCheck, NoData, Observations, PrimaryObservation,
-    Requests, builtin_checks,
+    Requests, SlowerThan, builtin_checks,
 };
 pub use repairs::{Changes, Repairs, repairs};
 pub use revision::{TrackedConfig, revision};

@@ -145,6 +145,10 @@ pub struct ReleaseStatus {
     /// Of those, requests that failed.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub step_failed_requests: u64,
+    /// Why the release was rolled back, naming the check that decided it (with its counts
+    /// when a sequential check did); absent until a rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_reason: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {

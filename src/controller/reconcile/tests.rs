@@ -719,11 +719,16 @@ async fn a_promoted_daemonset_canary_is_idled_again_then_the_release_succeeds() 
 }
 
 /// A Prometheus on loopback that counts 25 requests of the canary since the weight moved,
-/// 8 of them failed (and a success rate of 68 % over the window).
+/// 8 of them failed (and a success rate of 68 % over the window), all faster than 5 ms.
 async fn prometheus_of_a_failing_canary() -> String {
     use axum::extract::Query;
     let answer = |Query(params): Query<BTreeMap<String, String>>| async move {
         let query = params.get("query").cloned().unwrap_or_default();
+        if query.contains("by (le)") {
+            return axum::Json(json!({"status": "success", "data": {"resultType": "vector",
+                "result": [{"metric": {"le": "5"}, "value": [1700000000.0, "25"]},
+                    {"metric": {"le": "+Inf"}, "value": [1700000000.0, "25"]}]}}));
+        }
         let value = match (query.contains("increase("), query.contains("failure")) {
             (true, true) => "8",
             (true, false) => "25",
