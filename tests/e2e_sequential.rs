@@ -234,8 +234,14 @@ async fn a_slow_canary_is_rolled_back_on_its_slow_requests_before_the_p99_check_
     );
     // The per-interval p99 check needs threshold × interval = 20 s of failed checks; the
     // slow requests are decisive at the first look or two.
-    assert_eq!(status.failed_checks, 0, "decided on evidence, not on threshold");
-    assert!(exposed < Duration::from_secs(15), "{exposed:?} with traffic");
+    assert_eq!(
+        status.failed_checks, 0,
+        "decided on evidence, not on threshold"
+    );
+    assert!(
+        exposed < Duration::from_secs(15),
+        "{exposed:?} with traffic"
+    );
     // The reason names the latency check and how many requests were slow.
     let slow_requests: u64 = reason
         .strip_prefix("request-duration: ")

@@ -402,10 +402,16 @@ async fn prometheus_case(
         "empty" => vector(&[]),
         // Traefik's buckets (seconds): 100 requests, 60 above 0.3 s, 5 above 1.2 s.
         "buckets" => {
-            let samples: Vec<String> = [("0.1", 10), ("0.3", 40), ("1.2", 95), ("5", 100), ("+Inf", 100)]
-                .iter()
-                .map(|(le, n)| format!(r#"{{"metric":{{"le":"{le}"}},"value":[1700000000.1,"{n}"]}}"#))
-                .collect();
+            let samples: Vec<String> = [
+                ("0.1", 10),
+                ("0.3", 40),
+                ("1.2", 95),
+                ("5", 100),
+                ("+Inf", 100),
+            ]
+            .iter()
+            .map(|(le, n)| format!(r#"{{"metric":{{"le":"{le}"}},"value":[1700000000.1,"{n}"]}}"#))
+            .collect();
             json(
                 StatusCode::OK,
                 &format!(
@@ -1040,10 +1046,7 @@ fn with_sequential_checks_the_builtin_latency_is_planned_with_its_histogram_and_
         .expect("the latency is counted");
     assert_eq!(latency.limit_ms, 500.0);
     assert!(
-        latency
-            .buckets
-            .query
-            .contains("response_latency_ms_bucket"),
+        latency.buckets.query.contains("response_latency_ms_bucket"),
         "{latency:?}"
     );
     // The success rate keeps its counts and gets no histogram.
@@ -1092,7 +1095,10 @@ async fn the_latency_histogram_is_measured_into_slow_requests_above_the_boundary
         (100.0, 60.0)
     );
     let slow = evidence.slower_than.expect("a latency count");
-    assert_eq!((slow.limit_ms, slow.boundary_ms, slow.quantile), (500.0, 300.0, 0.99));
+    assert_eq!(
+        (slow.limit_ms, slow.boundary_ms, slow.quantile),
+        (500.0, 300.0, 0.99)
+    );
     // A limit below the first bucket, or an answer that is no histogram, is a failed check.
     let mut below = check.clone();
     if let Some(l) = below.latency_counts.as_mut() {
@@ -1108,9 +1114,16 @@ async fn the_latency_histogram_is_measured_into_slow_requests_above_the_boundary
         &Default::default(),
     )
     .await;
-    assert!(measured.checks.iter().all(|c| c.evidence.is_none() && c.no_data == NoData::Fail));
     assert!(
-        measured.errors[0].contains("below the histogram's smallest bucket (buckets: 100ms, 300ms, 1200ms, 5000ms)"),
+        measured
+            .checks
+            .iter()
+            .all(|c| c.evidence.is_none() && c.no_data == NoData::Fail)
+    );
+    assert!(
+        measured.errors[0].contains(
+            "below the histogram's smallest bucket (buckets: 100ms, 300ms, 1200ms, 5000ms)"
+        ),
         "{:?}",
         measured.errors
     );

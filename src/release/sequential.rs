@@ -25,6 +25,10 @@
 //! Counts accumulate over looks (they are totals since the weight moved), so looking every
 //! few seconds does not spend the error budget as repeated fixed-size tests would: the SPRT's
 //! error bounds hold for any number of looks.
+//!
+//! The latency check uses the same test on the share of requests slower than its limit
+//! ([`Test::for_quantile`]: 1 % for a p99). `serin.dev/confidence` moves only the rollback
+//! boundary ([`Test::judge_at`], [`decide_at`]); [`combine`] joins the two checks' decisions.
 
 /// Requests counted since the weight last moved.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

@@ -293,7 +293,11 @@ fn latency_buckets_read_the_p99s_histogram_by_le_since_the_move_in_its_unit() {
         );
         // Seconds where the p99 is scaled to milliseconds, milliseconds elsewhere.
         let in_seconds = p99.ends_with("* 1000");
-        assert_eq!(buckets.unit_ms, if in_seconds { 1000.0 } else { 1.0 }, "{p99}");
+        assert_eq!(
+            buckets.unit_ms,
+            if in_seconds { 1000.0 } else { 1.0 },
+            "{p99}"
+        );
     }
     assert!(observers[0].latency_buckets(0).query.contains("[1s]"));
 }

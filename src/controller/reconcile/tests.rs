@@ -730,7 +730,8 @@ async fn prometheus_counting(requests: u32, failed: u32, fast: u32) -> String {
     use axum::extract::Query;
     let answer = move |Query(params): Query<BTreeMap<String, String>>| async move {
         let query = params.get("query").cloned().unwrap_or_default();
-        let sample = |le: &str, value: String| json!({"metric": {"le": le}, "value": [1700000000.0, value]});
+        let sample =
+            |le: &str, value: String| json!({"metric": {"le": le}, "value": [1700000000.0, value]});
         if query.contains("by (le)") {
             return axum::Json(json!({"status": "success", "data": {"resultType": "vector",
                 "result": [sample("5", fast.min(requests).to_string()),
@@ -812,8 +813,7 @@ async fn a_look_that_decides_a_rollback_sets_the_router_to_the_primary_first_in_
 /// A look rolls back on the latency histogram alone (no request failed): the status says
 /// the latency check decided, with the number of slow requests.
 #[tokio::test]
-async fn a_look_at_the_latency_histogram_rolls_back_a_slow_canary_and_the_status_says_why()
-{
+async fn a_look_at_the_latency_histogram_rolls_back_a_slow_canary_and_the_status_says_why() {
     let ready = json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
         "readyReplicas": 2, "availableReplicas": 2});
     let deploy = web(2, ready);
