@@ -783,6 +783,9 @@ impl Step<'_> {
             self.roll_back(&format!(
                 "{failed} failed checks reached the threshold of {threshold}"
             ));
+            // The status already says so ("after N failed checks"); the reason is kept for
+            // what failed checks do not tell (a sequential test, an abort, a webhook).
+            self.status.rollback_reason = None;
         }
     }
 

@@ -1659,3 +1659,28 @@ fn a_higher_confidence_holds_on_evidence_that_rolls_back_at_99() {
         quick.log
     );
 }
+
+#[test]
+fn with_sequential_checks_off_a_slow_canary_is_rolled_back_on_threshold_p99_checks() {
+    let mut world = at_first_weight(CanarySpec {
+        sequential_checks: false,
+        threshold: 2,
+        ..spec()
+    });
+    world.latency_ms = Some(700.0);
+    for _ in 0..10 {
+        if world.status.phase == Phase::Failed {
+            break;
+        }
+        world.tick_in(5);
+    }
+    assert_eq!(world.status.phase, Phase::Failed);
+    assert_eq!(world.status.failed_checks, 2);
+    let failed = world.events("CheckFailed");
+    assert!(
+        failed[0].contains("request-duration 700.00ms > 500ms"),
+        "{failed:?}"
+    );
+    // `failedChecks` says why; no reason of a sequential test.
+    assert_eq!(world.status.rollback_reason, None);
+}
