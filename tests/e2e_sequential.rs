@@ -289,3 +289,39 @@ async fn a_canary_with_a_healthy_latency_is_promoted_on_its_counts() {
     let events = events(&client, ns, "web").await.join("\n");
     assert!(!events.contains("RolledBack"), "{events}");
 }
+
+/// Traefik's default buckets (0.1, 0.3, 1.2, 5 s) have no 500 ms boundary: every request
+/// above 300 ms counts as slow, so a canary at 400 ms (within the limit as written) is rolled
+/// back, and the reason says which boundary counted. Traefik's `le` labels are in seconds, as
+/// the real Prometheus stores them.
+#[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
+async fn a_limit_between_traefiks_buckets_counts_every_request_above_the_boundary_below_it() {
+    let (client, ns) = support::release_namespace("seq-traefik-le").await;
+    let ns = &ns.name;
+    let route = Route::GATEWAY_API_TRAEFIK;
+    let annotations = route.annotations(&settings(&[LATENCY]));
+    scenarios::opt_in(&client, ns, "web", &route, &annotations).await;
+    let between = Version {
+        tag: "v2",
+        error_rate: 0.0,
+        latency_ms: 400,
+    };
+    apply(&manifest(ns, "web", &between, &annotations));
+    let failed = wait_phase(&client, ns, "web", Phase::Failed, Duration::from_secs(90)).await;
+    let status = failed.status.expect("status").release;
+    let reason = status.rollback_reason.clone().unwrap_or_default();
+    println!("400 ms canary through Traefik: {reason}");
+    assert!(
+        reason.starts_with("request-duration: ")
+            && reason.contains(
+                "requests slower than 300ms (the histogram's largest bucket at or below the \
+                 500ms limit: requests between the two count as slow)"
+            ),
+        "{reason}"
+    );
+    assert_eq!(
+        status.failed_checks, 0,
+        "decided on evidence, not on threshold"
+    );
+}
