@@ -352,3 +352,59 @@ spec:
         "{stdout}"
     );
 }
+
+#[test]
+fn the_confidence_and_a_latency_below_the_histograms_buckets_are_checked_as_admission_does() {
+    let with = |annotations: &str| {
+        GOOD.replace(
+            r#"{serin.dev/enabled: "true"}"#,
+            &format!(r#"{{serin.dev/enabled: "true", {annotations}}}"#),
+        )
+    };
+    let out = check(
+        &["-f", "-"],
+        &with(
+            r#"serin.dev/confidence: "80", serin.dev/provider: gatewayapi, serin.dev/metrics-provider: traefik, serin.dev/latency: 50ms"#,
+        ),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "-: Deployment web: serin.dev/confidence: \"80\" must be a percentage from 90 to 99.9"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "-: Deployment web: serin.dev/latency: \"50ms\" is below the smallest bucket of \
+             traefik's latency histogram (100ms)"
+        ),
+        "{stdout}"
+    );
+    // A policy's minimum confidence, as in the cluster.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: serin.dev/v1beta1\nkind: CanaryPolicy\nmetadata: {name: careful}\nspec:\n  limits: {minConfidence: 99.5}\n",
+    )
+    .expect("write policy");
+    let policy = policy.to_string_lossy().into_owned();
+    let out = check(&["-f", "-", "--policy", &policy], GOOD);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "-: Deployment web: serin.dev/confidence: 99 is below the limit minConfidence 99.5 \
+         (allowed: 99.5 to 99.9) (CanaryPolicy careful)"
+    );
+    let out = check(
+        &["-f", "-", "--policy", &policy],
+        &with(r#"serin.dev/confidence: "99.9""#),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -663,19 +663,13 @@ async fn a_release_whose_template_a_newer_policy_forbids_calls_nothing_and_holds
     let (url, calls) = open_gate().await;
     let (ok, out) = apply(&gate_template(ns, "gate", &url));
     assert!(ok, "{out}");
-    let config = |value: &str| {
-        format!(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web-config, namespace: {ns}}}\ndata: {{greeting: {value}}}\n"
-        )
-    };
+    let config = |value: &str| support::release::config_map(ns, "web-config", "greeting", value);
     support::release::apply(&config("hello"));
     // The Deployment reads a tracked ConfigMap: a change of it is a new revision that no
     // Deployment write (and so no Deployment admission) comes with.
     let extra = [("serin.dev/analysis", "gates")];
-    let deployment = manifest(ns, "web", &Version::good("v1"), &extra).replace(
-        "ports: [{containerPort: 8080}]",
-        "ports: [{containerPort: 8080}]\n        envFrom: [{configMapRef: {name: web-config}}]",
-    );
+    let deployment = manifest(ns, "web", &Version::good("v1"), &extra);
+    let deployment = support::release::reading_config(&deployment, "web-config");
     support::release::apply(&deployment);
     let settle = Duration::from_secs(60);
     wait_phase(&client, ns, "web", Phase::Initialized, settle).await;

@@ -1,8 +1,8 @@
 //! Protection of managed objects on the real local cluster: with the built kubectl, a user
 //! with edit rights in the namespace and the cluster admin cannot edit, scale or delete what
-//! Serin made for an opted-in Deployment, and are told which Deployment to change instead;
-//! while deleting the Deployment or its namespace, and the HPA controller scaling a primary,
-//! still work.
+//! Serin made for an opted-in Deployment or DaemonSet, and are told which one to change
+//! instead; while deleting the Deployment or its namespace, opting a DaemonSet out, and the
+//! HPA controller scaling a primary, still work.
 
 mod support;
 
@@ -47,6 +47,13 @@ roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: trafficsplit-e
 subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {EDITOR}}}]
 "#
     ));
+}
+
+/// A test namespace with Serin running where [`EDITOR`] may edit ([`grant_edit`]).
+async fn editable_namespace(prefix: &str) -> (Client, support::TestNamespace) {
+    let (client, ns) = support::serin_namespace(prefix).await;
+    grant_edit(&ns.name);
+    (client, ns)
 }
 
 /// Who runs kubectl: the admin of the test kubeconfig, or [`EDITOR`] by impersonation.
@@ -106,14 +113,27 @@ fn assert_refused(
     owner: &str,
     (ok, stdout, stderr): (bool, String, String),
 ) {
+    assert_refused_for("Deployment", what, webhook, owner, (ok, stdout, stderr));
+}
+
+/// [`assert_refused`] for an owner of `kind` (`Deployment` or `DaemonSet`).
+fn assert_refused_for(
+    kind: &str,
+    what: &str,
+    webhook: &str,
+    owner: &str,
+    (ok, stdout, stderr): (bool, String, String),
+) {
     assert!(
         !ok,
         "{what} must be refused by Serin, but kubectl succeeded:\n{stdout}{stderr}"
     );
+    let resource = kind.to_lowercase();
     for expected in [
         format!("admission webhook \"{webhook}\" denied the request"),
-        format!("is managed by Serin for Deployment \"{owner}\""),
-        format!("remove the annotation serin.dev/enabled from Deployment \"{owner}\""),
+        format!("is managed by Serin for {kind} \"{owner}\""),
+        format!("remove the annotation serin.dev/enabled from {kind} \"{owner}\""),
+        format!("kubectl annotate {resource} {owner} serin.dev/enabled-"),
     ] {
         assert!(
             stderr.contains(&expected),
@@ -245,9 +265,8 @@ async fn assert_managed_objects_are_protected(client: &Client, ns: &str, who: Wh
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn a_user_with_edit_rights_cannot_edit_scale_or_delete_the_primary_or_the_traffic_split() {
-    let (client, ns) = support::serin_namespace("protect-user").await;
+    let (client, ns) = editable_namespace("protect-user").await;
     let ns = &ns.name;
-    grant_edit(ns);
     opt_in(&client, ns, "web", &Route::SMI, &[]).await;
     // RBAC allows it all: any refusal below is Serin's.
     for (verb, resource) in [
@@ -282,7 +301,7 @@ fn managed_objects(ns: &str, owner: &str) -> Result<(), String> {
         ns,
         &[
             "get",
-            "deployments,services,configmaps,secrets,horizontalpodautoscalers,trafficsplits.split.smi-spec.io,canaries.serin.dev",
+            "deployments,daemonsets,services,configmaps,secrets,horizontalpodautoscalers,trafficsplits.split.smi-spec.io,canaries.serin.dev",
             "-l",
             &selector,
             "-o",
@@ -299,9 +318,8 @@ fn managed_objects(ns: &str, owner: &str) -> Result<(), String> {
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn deleting_the_opted_in_deployment_removes_everything_serin_made_for_it() {
-    let (client, ns) = support::serin_namespace("protect-owner").await;
+    let (client, ns) = editable_namespace("protect-owner").await;
     let ns = &ns.name;
-    grant_edit(ns);
     opt_in(&client, ns, "web", &Route::SMI, &[]).await;
     opt_in(&client, ns, "api", &Route::SMI, &[]).await;
     assert!(
@@ -431,9 +449,8 @@ spec:
 #[tokio::test]
 #[ignore = "e2e: needs the local environment (make test-e2e)"]
 async fn left_overs_whose_owner_is_gone_can_be_deleted_by_their_user() {
-    let (_client, ns) = support::serin_namespace("protect-leftover").await;
+    let (_client, ns) = editable_namespace("protect-leftover").await;
     let ns = &ns.name;
-    grant_edit(ns);
     apply(&format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: gone-config-primary\n  namespace: {ns}\n  labels: {{serin.dev/owner: gone}}\ndata: {{greeting: hello}}\n"
     ));
@@ -480,4 +497,136 @@ async fn a_hand_edited_canary_status_is_refused_even_for_the_cluster_admin() {
         .expect("status");
     assert_eq!(status.release.phase, Phase::Initialized);
     assert_eq!(status.release.canary_weight, 0);
+}
+
+/// What Serin makes for an opted-in DaemonSet (its `-primary` DaemonSet, the Services, the
+/// TrafficSplit) is protected like a Deployment's, the refusal naming the DaemonSet and how to
+/// opt it out; once it is opted out, Serin removes them all and the DaemonSet runs on its own.
+#[tokio::test]
+#[ignore = "e2e: needs the local environment (make test-e2e)"]
+async fn a_daemonsets_primary_and_services_are_refused_naming_it_until_it_opts_out() {
+    use support::daemonset::{node_selector, opt_in as opt_in_daemonset, ready_on_nodes};
+    let (client, ns) = editable_namespace("protect-ds").await;
+    let ns = &ns.name;
+    opt_in_daemonset(&client, ns, &[]).await;
+    const MANAGED: &str = "protect-managed.serin.dev";
+    let label = r#"{"metadata":{"labels":{"edited-by-hand":"true"}}}"#;
+    let selector = r#"{"spec":{"selector":{"app":"somewhere-else"}}}"#;
+    for who in [Who::Editor, Who::Admin] {
+        let attempts = [
+            (
+                "kubectl edit daemonset/agent-primary",
+                kubectl_edit(who, ns, "daemonset/agent-primary"),
+            ),
+            (
+                "kubectl patch daemonset/agent-primary",
+                kubectl_as(
+                    who,
+                    ns,
+                    &[
+                        "patch",
+                        "daemonset/agent-primary",
+                        "--type=merge",
+                        "-p",
+                        label,
+                    ],
+                ),
+            ),
+            (
+                "kubectl set image daemonset/agent-primary",
+                kubectl_as(
+                    who,
+                    ns,
+                    &[
+                        "set",
+                        "image",
+                        "daemonset/agent-primary",
+                        "app=example.invalid/agent:hand",
+                    ],
+                ),
+            ),
+            (
+                "kubectl delete daemonset/agent-primary",
+                kubectl_as(
+                    who,
+                    ns,
+                    &["delete", "daemonset/agent-primary", "--wait=false"],
+                ),
+            ),
+            (
+                "kubectl edit service/agent",
+                kubectl_edit(who, ns, "service/agent"),
+            ),
+            (
+                "kubectl patch service/agent-primary",
+                kubectl_as(
+                    who,
+                    ns,
+                    &[
+                        "patch",
+                        "service/agent-primary",
+                        "--type=merge",
+                        "-p",
+                        selector,
+                    ],
+                ),
+            ),
+            (
+                "kubectl delete service/agent-canary",
+                kubectl_as(who, ns, &["delete", "service/agent-canary", "--wait=false"]),
+            ),
+            (
+                "kubectl delete trafficsplit/agent",
+                kubectl_as(
+                    who,
+                    ns,
+                    &[
+                        "delete",
+                        "trafficsplits.split.smi-spec.io/agent",
+                        "--wait=false",
+                    ],
+                ),
+            ),
+        ];
+        for (what, result) in attempts {
+            let what = format!("{what} as {who:?}");
+            assert_refused_for("DaemonSet", &what, MANAGED, "agent", result);
+        }
+    }
+    // Nothing got through.
+    assert_eq!(
+        support::daemonset::image(ns, "agent-primary"),
+        "example.invalid/agent:1"
+    );
+    let labels = support::daemonset::field(ns, "agent-primary", "{.metadata.labels}");
+    assert!(
+        !labels.contains("edited-by-hand"),
+        "agent-primary: {labels}"
+    );
+    assert!(ready_on_nodes(ns, "agent-primary") >= 1);
+
+    // The way out the refusal names, by the user with edit rights.
+    let (ok, _, stderr) = kubectl_as(
+        Who::Editor,
+        ns,
+        &["annotate", "daemonset", "agent", "serin.dev/enabled-"],
+    );
+    assert!(ok, "{EDITOR} opts agent out: {stderr}");
+    wait_until(
+        "Serin to remove what it made for the DaemonSet",
+        CLEANUP,
+        || async { managed_objects(ns, "agent") },
+    )
+    .await;
+    assert_eq!(
+        node_selector(ns, "agent"),
+        serde_json::json!({"kubernetes.io/os": "linux"}),
+        "the opted-out DaemonSet runs on its nodes again"
+    );
+    assert!(
+        support::release::canary(&client, ns, "agent")
+            .await
+            .is_none(),
+        "the Canary is gone"
+    );
 }

@@ -556,17 +556,11 @@ async fn a_change_to_a_tracked_config_map_alone_is_released_as_a_new_revision() 
     use k8s_openapi::api::core::v1::ConfigMap;
     let (client, ns) = support::release_namespace("config").await;
     let ns = &ns.name;
-    let config = |greeting: &str| {
-        format!(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web-config, namespace: {ns}}}\ndata: {{greeting: {greeting}}}\n"
-        )
-    };
+    let config =
+        |greeting: &str| support::release::config_map(ns, "web-config", "greeting", greeting);
     apply(&config("hello"));
     let with_config = |version: &Version| {
-        manifest(ns, "web", version, &[]).replace(
-            "        ports: [{containerPort: 8080}]\n",
-            "        ports: [{containerPort: 8080}]\n        envFrom: [{configMapRef: {name: web-config}}]\n",
-        )
+        support::release::reading_config(&manifest(ns, "web", version, &[]), "web-config")
     };
     apply(&with_config(&Version::good("v1")));
     let first = wait_phase(&client, ns, "web", Phase::Initialized, SETTLE).await;

@@ -83,8 +83,13 @@ pub fn name_conflicts(
         let line = match (&found.owner, &found.controller) {
             (Some(owner), _) if owner == name => continue,
             (Some(owner), _) if rivals.contains(&owner.as_str()) => continue,
-            (Some(owner), _) => {
-                format!("{kind} {derived:?} is managed by Serin for Deployment {owner:?}")
+            (Some(owner), controller) => {
+                // The owner's kind is its owner reference's, when it has one to it.
+                let owner_kind = match controller {
+                    Some((owner_kind, name)) if name == owner => owner_kind.as_str(),
+                    _ => "Deployment",
+                };
+                format!("{kind} {derived:?} is managed by Serin for {owner_kind} {owner:?}")
             }
             (None, Some((owner_kind, owner))) => format!(
                 "{kind} {derived:?} exists, controlled by {owner_kind} {owner:?}, not by Serin"
@@ -1052,6 +1057,32 @@ mod tests {
                 .starts_with("Deployment \"web\": names its release needs are taken (3):\n"),
             "{}",
             response.result.message
+        );
+    }
+
+    #[test]
+    fn a_daemonsets_primary_name_taken_by_another_daemonset_refuses_the_opt_in() {
+        let spec = spec::CanarySpec::defaults("agent".into(), Some(9898));
+        let mut theirs = occupant("Service", "agent-canary", Some("agent-v0"));
+        theirs.controller = Some(("DaemonSet".into(), "agent-v0".into()));
+        let names = Names {
+            objects: vec![
+                occupant("DaemonSet", "agent-primary", None),
+                // A Deployment of that name is another object: no conflict.
+                occupant("Deployment", "agent-primary", None),
+                theirs,
+            ],
+            services: Vec::new(),
+        };
+        assert_eq!(
+            name_conflicts(WorkloadKind::DaemonSet, "agent", &spec, &names),
+            [
+                "DaemonSet \"agent-primary\" exists and is not managed by Serin; Serin would \
+                 write over it: rename or delete it, or choose another name for this DaemonSet",
+                "Service \"agent-canary\" is managed by Serin for DaemonSet \"agent-v0\"; \
+                 Serin would write over it: rename or delete it, or choose another \
+                 serin.dev/service",
+            ]
         );
     }
 

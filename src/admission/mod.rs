@@ -195,7 +195,8 @@ async fn policy_view<W: Workload + kube::Resource>(
     let names = match canary.as_ref().filter(|c| claims_names(req, c)) {
         Some(canary) => {
             let name = Workload::meta(deploy).name.as_deref().unwrap_or(&req.name);
-            Some(index.names(namespace, name, &canary.service).await?)
+            let kind = Workload::kind(deploy);
+            Some(index.names(namespace, kind, name, &canary.service).await?)
         }
         None => None,
     };

@@ -451,7 +451,7 @@ impl<'a> Asker<'a> {
         let planned: Vec<PlannedCheck> = self
             .planned(status)
             .into_iter()
-            .filter(|p| p.counts.is_some())
+            .filter(PlannedCheck::counted)
             .collect();
         if planned.is_empty() {
             return Some((Vec::new(), Vec::new()));

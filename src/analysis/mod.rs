@@ -9,6 +9,8 @@
 //! - [`queries`] (pure): the `{{ variables }}` of a custom query;
 //! - [`observers`] (pure): the builtin queries, one file per data plane (Flagger's metrics
 //!   observers);
+//! - [`histogram`] (pure): the sequential latency check's counts from a latency histogram
+//!   (the requests above the bucket at the limit);
 //! - [`promql`] (pure): the escaping every query uses;
 //! - [`validate`] (pure): what is wrong with an `AnalysisTemplate` beyond its schema, for
 //!   admission;
@@ -21,6 +23,7 @@
 //! An unobservable canary is never promoted: see [`plan`] for what counts as "no data".
 
 pub mod credentials;
+pub mod histogram;
 pub mod http;
 pub mod measure;
 pub mod notify;

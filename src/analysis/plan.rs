@@ -13,11 +13,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures::future::join_all;
 
 use crate::crd::{AnalysisTemplateSpec, MetricTemplate, NoDataPolicy};
-use crate::release::{Counts, Evidence, MetricCheck, NoData, builtin_checks};
-use crate::spec::{Builtin, CanarySpec, Compare, Strategy};
+use crate::release::{Counts, Evidence, MetricCheck, NoData, SlowerThan, builtin_checks};
+use crate::spec::{Builtin, CanarySpec, Compare, LATENCY_QUANTILE, Strategy};
 
 use super::credentials::{Credentials, CredentialsError};
-use super::observers::{Observer, Side};
+use super::histogram::slow_requests;
+use super::observers::{LatencyBuckets, Observer, Side};
 use super::prometheus::PrometheusClient;
 use super::queries::{QueryError, QueryVars, metric_query};
 
@@ -35,6 +36,25 @@ pub struct PlannedCheck {
     /// The request counts to measure besides the value, when the check is judged on them
     /// ([`with_counts`]).
     pub counts: Option<CountQueries>,
+    /// The latency histogram to read besides the value, when the latency check is judged on
+    /// its slow requests ([`with_counts`]).
+    pub latency_counts: Option<LatencyCounts>,
+}
+
+impl PlannedCheck {
+    /// Judged on counts, so measured at the looks between intervals too.
+    pub fn counted(&self) -> bool {
+        self.counts.is_some() || self.latency_counts.is_some()
+    }
+}
+
+/// The histogram query of the counted latency check, and its limit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LatencyCounts {
+    /// The canary's requests since the weight moved, by latency bucket.
+    pub buckets: LatencyBuckets,
+    /// The check's limit (`serin.dev/latency`, or the template metric's `max`), milliseconds.
+    pub limit_ms: f64,
 }
 
 /// The queries of a counted check: requests and failed requests since the weight moved.
@@ -53,10 +73,11 @@ pub fn count_window(spec: &CanarySpec, seconds_since_weight_moved: u64) -> u64 {
     seconds_since_weight_moved.clamp(1, (spec.metrics_window.as_millis() / 1000).max(1))
 }
 
-/// `planned` with the request counts of the builtin success-rate check (the builtin query,
-/// whether planned from the annotations or named in a template without a query) over the
-/// last `seconds` (see [`count_window`]), when `serin.dev/sequential-checks` is on and the
-/// strategy shifts traffic step by step: the sequential test judges it then.
+/// `planned` with the request counts of the builtin success-rate check, and the latency
+/// histogram of the builtin latency check (the builtin queries, whether planned from the
+/// annotations or named in a template without a query), over the last `seconds` (see
+/// [`count_window`]), when `serin.dev/sequential-checks` is on and the strategy shifts
+/// traffic step by step: the sequential test judges them then.
 pub fn with_counts(
     mut planned: Vec<PlannedCheck>,
     spec: &CanarySpec,
@@ -69,6 +90,7 @@ pub fn with_counts(
     }
     let observer = Observer::of(spec, namespace, target);
     let builtin = Builtin::SuccessRate.query_for(&observer, spec.metrics_window);
+    let latency = Builtin::Duration.query_for(&observer, spec.metrics_window);
     let side = |side| {
         [
             observer.request_count(side, false, seconds),
@@ -80,6 +102,15 @@ pub fn with_counts(
             p.counts = Some(CountQueries {
                 canary: side(Side::Canary),
                 primary: (spec.compare == Compare::Primary).then(|| side(Side::Primary)),
+            });
+        }
+        if p.check.name == Builtin::Duration.name()
+            && p.query.as_ref() == Ok(&latency)
+            && let Some(limit_ms) = p.check.max
+        {
+            p.latency_counts = Some(LatencyCounts {
+                buckets: observer.latency_buckets(seconds),
+                limit_ms,
             });
         }
     }
@@ -115,6 +146,7 @@ pub fn plan_checks(
                 address: None,
                 secret: None,
                 counts: None,
+                latency_counts: None,
             })
             .collect(),
         metrics => metrics
@@ -146,6 +178,7 @@ fn template_check(metric: &MetricTemplate, vars: &QueryVars<'_>) -> PlannedCheck
         secret: metric.secret_ref.as_ref().map(|s| s.name.clone()),
         query: metric_query(metric, vars),
         counts: None,
+        latency_counts: None,
     }
 }
 
@@ -186,6 +219,9 @@ pub async fn measure(
     let answers = join_all(planned.iter().map(|p| async move {
         let query = p.query.as_ref().map_err(ToString::to_string)?;
         let value = ask(prometheus, p, secrets, query).await?;
+        if let Some(latency) = &p.latency_counts {
+            return Ok((value, Some(slow(prometheus, p, secrets, latency).await?)));
+        }
         let Some(counts) = &p.counts else {
             return Ok::<_, String>((value, None));
         };
@@ -194,7 +230,14 @@ pub async fn measure(
             Some(queries) => Some(count(prometheus, p, secrets, queries).await?),
             None => None,
         };
-        Ok((value, Some(Evidence { canary, primary })))
+        Ok((
+            value,
+            Some(Evidence {
+                canary,
+                primary,
+                slower_than: None,
+            }),
+        ))
     }))
     .await;
     let mut measurement = Measurement::default();
@@ -234,18 +277,50 @@ async fn count(
     })
 }
 
-/// One query of `planned`, at its Prometheus, with the credentials of its Secret.
-async fn ask(
+/// The canary's requests and slow requests since the weight moved, from its latency
+/// histogram ([`slow_requests`]).
+async fn slow(
     prometheus: &PrometheusClient,
     planned: &PlannedCheck,
     secrets: &SecretCredentials,
-    query: &str,
-) -> Result<Option<f64>, String> {
+    latency: &LatencyCounts,
+) -> Result<Evidence, String> {
+    let query = &latency.buckets.query;
+    let buckets = match credentials_of(planned, secrets)? {
+        None => {
+            prometheus
+                .query_buckets(planned.address.as_deref(), query)
+                .await
+        }
+        Some((address, credentials)) => {
+            prometheus
+                .query_buckets_with(address, credentials, query)
+                .await
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    let unit = latency.buckets.unit_ms;
+    let in_ms: Vec<(f64, f64)> = buckets.iter().map(|(le, n)| (le * unit, *n)).collect();
+    let (canary, boundary_ms) = slow_requests(&in_ms, latency.limit_ms)?;
+    Ok(Evidence {
+        canary,
+        primary: None,
+        slower_than: Some(SlowerThan {
+            limit_ms: latency.limit_ms,
+            boundary_ms,
+            quantile: LATENCY_QUANTILE,
+        }),
+    })
+}
+
+/// Where a query of `planned` with a Secret goes, and with which credentials; `None`
+/// without a Secret (the default client's address and credentials, or the metric's address).
+fn credentials_of<'a>(
+    planned: &'a PlannedCheck,
+    secrets: &'a SecretCredentials,
+) -> Result<Option<(&'a str, &'a Credentials)>, String> {
     let Some(secret) = &planned.secret else {
-        return prometheus
-            .query(planned.address.as_deref(), query)
-            .await
-            .map_err(|e| e.to_string());
+        return Ok(None);
     };
     // Admission refuses a secretRef without an address; one stored before that rule is
     // never sent to the default Prometheus.
@@ -255,13 +330,31 @@ async fn ask(
              is asked with Serin's own credentials"
         )
     })?;
-    let credentials = match secrets.get(secret) {
-        Some(Ok(credentials)) => credentials,
-        Some(Err(e)) => return Err(e.to_string()),
-        None => return Err(format!("Secret {secret:?} was not read")),
-    };
-    prometheus
-        .query_with(address, credentials, query)
-        .await
-        .map_err(|e| format!("{e} (with the credentials of Secret {secret:?})"))
+    match secrets.get(secret) {
+        Some(Ok(credentials)) => Ok(Some((address, credentials))),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err(format!("Secret {secret:?} was not read")),
+    }
+}
+
+/// One query of `planned`, at its Prometheus, with the credentials of its Secret.
+async fn ask(
+    prometheus: &PrometheusClient,
+    planned: &PlannedCheck,
+    secrets: &SecretCredentials,
+    query: &str,
+) -> Result<Option<f64>, String> {
+    match credentials_of(planned, secrets)? {
+        None => prometheus
+            .query(planned.address.as_deref(), query)
+            .await
+            .map_err(|e| e.to_string()),
+        Some((address, credentials)) => prometheus
+            .query_with(address, credentials, query)
+            .await
+            .map_err(|e| {
+                let secret = planned.secret.as_deref().unwrap_or_default();
+                format!("{e} (with the credentials of Secret {secret:?})")
+            }),
+    }
 }

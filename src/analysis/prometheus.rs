@@ -22,6 +22,9 @@ pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Answers larger than this are refused; one number never needs that much.
 const MAX_ANSWER_BYTES: usize = 4 << 20;
 
+/// The most samples a latency histogram's answer may have (a bucket each; Envoy's has 20).
+pub const MAX_BUCKETS: usize = 200;
+
 /// How much of an unexpected answer a message quotes.
 const QUOTED_BYTES: usize = 200;
 
@@ -134,8 +137,53 @@ impl PrometheusClient {
         address: Option<&str>,
         promql: &str,
     ) -> Result<Option<f64>, MetricsError> {
+        let (address, data) = self.answer(address, promql).await?;
+        Ask::new(&address, promql).number(data)
+    }
+
+    /// [`PrometheusClient::query`] at `address` with `credentials` (a metric's `secretRef`).
+    pub async fn query_with(
+        &self,
+        address: &str,
+        credentials: &Credentials,
+        promql: &str,
+    ) -> Result<Option<f64>, MetricsError> {
+        let data = self.ask(address, Some(credentials), promql).await?;
+        Ask::new(address, promql).number(data)
+    }
+
+    /// Runs `promql`, a histogram's counts `by (le)`, and returns each sample's `le` boundary
+    /// with its value (`+Inf` as infinity), at most [`MAX_BUCKETS`]; empty without data.
+    /// Asked as [`PrometheusClient::query`] asks.
+    pub async fn query_buckets(
+        &self,
+        address: Option<&str>,
+        promql: &str,
+    ) -> Result<Vec<(f64, f64)>, MetricsError> {
+        let (address, data) = self.answer(address, promql).await?;
+        Ask::new(&address, promql).buckets(data)
+    }
+
+    /// [`PrometheusClient::query_buckets`] at `address` with `credentials`.
+    pub async fn query_buckets_with(
+        &self,
+        address: &str,
+        credentials: &Credentials,
+        promql: &str,
+    ) -> Result<Vec<(f64, f64)>, MetricsError> {
+        let data = self.ask(address, Some(credentials), promql).await?;
+        Ask::new(address, promql).buckets(data)
+    }
+
+    /// The answer to `promql` at `address` (the default, with the flags' credentials, when
+    /// `None`), and the address asked.
+    async fn answer(
+        &self,
+        address: Option<&str>,
+        promql: &str,
+    ) -> Result<(String, Data), MetricsError> {
         match address {
-            Some(address) => self.ask(address, None, promql).await,
+            Some(address) => Ok((address.to_owned(), self.ask(address, None, promql).await?)),
             None => {
                 let address = &self.default_address;
                 let credentials =
@@ -146,19 +194,10 @@ impl PrometheusClient {
                             query: promql.to_owned(),
                             reason: e.to_string(),
                         })?;
-                self.ask(address, credentials.as_ref(), promql).await
+                let data = self.ask(address, credentials.as_ref(), promql).await?;
+                Ok((address.clone(), data))
             }
         }
-    }
-
-    /// [`PrometheusClient::query`] at `address` with `credentials` (a metric's `secretRef`).
-    pub async fn query_with(
-        &self,
-        address: &str,
-        credentials: &Credentials,
-        promql: &str,
-    ) -> Result<Option<f64>, MetricsError> {
-        self.ask(address, Some(credentials), promql).await
     }
 
     async fn ask(
@@ -166,7 +205,7 @@ impl PrometheusClient {
         address: &str,
         credentials: Option<&Credentials>,
         promql: &str,
-    ) -> Result<Option<f64>, MetricsError> {
+    ) -> Result<Data, MetricsError> {
         let ask = Ask {
             address,
             query: promql,
@@ -261,34 +300,83 @@ impl PrometheusClient {
                 )));
             }
         };
-        let data = answer
+        answer
             .data
-            .ok_or_else(|| ask.unreadable("\"data\" is missing".into()))?;
+            .ok_or_else(|| ask.unreadable("\"data\" is missing".into()))
+    }
+}
+
+impl Ask<'_> {
+    fn new<'a>(address: &'a str, query: &'a str) -> Ask<'a> {
+        Ask { address, query }
+    }
+
+    /// The first sample's value, or a scalar result's; `None` for no data (nothing, NaN).
+    fn number(&self, data: Data) -> Result<Option<f64>, MetricsError> {
         let sample = match data.result_type.as_str() {
             "vector" => {
                 let samples: Vec<VectorSample> = serde_json::from_value(data.result)
-                    .map_err(|e| ask.unreadable(format!("bad vector: {e}")))?;
+                    .map_err(|e| self.unreadable(format!("bad vector: {e}")))?;
                 match samples.into_iter().next() {
                     Some(first) => first.value,
                     None => return Ok(None),
                 }
             }
             "scalar" => serde_json::from_value(data.result)
-                .map_err(|e| ask.unreadable(format!("bad scalar: {e}")))?,
-            other => {
-                return Err(MetricsError::NotANumber {
-                    address: address.to_owned(),
-                    query: promql.to_owned(),
-                    result_type: other.to_owned(),
-                });
-            }
+                .map_err(|e| self.unreadable(format!("bad scalar: {e}")))?,
+            other => return Err(self.not_a_number(other)),
         };
-        let (_time, value) = sample;
-        // Prometheus writes values as strings: "12.5", "NaN", "+Inf", "-Inf".
-        let value: f64 = value
-            .parse()
-            .map_err(|_| ask.unreadable(format!("{value:?} is not a number")))?;
+        let value = self.value(&sample)?;
         Ok((!value.is_nan()).then_some(value))
+    }
+
+    /// Each sample's `le` label and value, from a vector by `le`.
+    fn buckets(&self, data: Data) -> Result<Vec<(f64, f64)>, MetricsError> {
+        if data.result_type != "vector" {
+            return Err(self.not_a_number(&data.result_type));
+        }
+        let samples: Vec<VectorSample> = serde_json::from_value(data.result)
+            .map_err(|e| self.unreadable(format!("bad vector: {e}")))?;
+        if samples.len() > MAX_BUCKETS {
+            return Err(self.unreadable(format!(
+                "{} series, more than the {MAX_BUCKETS} buckets a latency histogram may have",
+                samples.len()
+            )));
+        }
+        samples
+            .iter()
+            .map(|sample| {
+                let le = sample.metric.get("le").ok_or_else(|| {
+                    self.unreadable(
+                        "a series without the label \"le\" of a histogram bucket".into(),
+                    )
+                })?;
+                let boundary = match le.as_str() {
+                    "+Inf" => f64::INFINITY,
+                    other => other
+                        .parse()
+                        .ok()
+                        .filter(|b: &f64| !b.is_nan())
+                        .ok_or_else(|| self.unreadable(format!("le {other:?} is not a number")))?,
+                };
+                Ok((boundary, self.value(&sample.value)?))
+            })
+            .collect()
+    }
+
+    /// Prometheus writes values as strings: "12.5", "NaN", "+Inf", "-Inf".
+    fn value(&self, (_time, value): &Sample) -> Result<f64, MetricsError> {
+        value
+            .parse()
+            .map_err(|_| self.unreadable(format!("{value:?} is not a number")))
+    }
+
+    fn not_a_number(&self, result_type: &str) -> MetricsError {
+        MetricsError::NotANumber {
+            address: self.address.to_owned(),
+            query: self.query.to_owned(),
+            result_type: result_type.to_owned(),
+        }
     }
 }
 
@@ -317,6 +405,8 @@ type Sample = (serde_json::Value, String);
 
 #[derive(Deserialize)]
 struct VectorSample {
+    #[serde(default)]
+    metric: std::collections::BTreeMap<String, String>,
     value: Sample,
 }
 

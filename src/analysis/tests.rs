@@ -15,7 +15,8 @@ use crate::release::{MetricCheck, NoData, builtin_checks};
 use crate::spec::{Builtin, CanarySpec, Duration};
 use http::serve_on_loopback;
 use observers::tests::{GLOO, LINKERD, NGINX, TRAEFIK};
-use plan::measure;
+use plan::{LatencyCounts, measure, with_counts};
+use prometheus::MAX_BUCKETS;
 
 fn spec() -> CanarySpec {
     CanarySpec::defaults("web-svc".into(), Some(8080))
@@ -399,6 +400,38 @@ async fn prometheus_case(
             r#"{"status":"success","data":{"resultType":"scalar","result":[1700000000.123,"42"]}}"#,
         ),
         "empty" => vector(&[]),
+        // Traefik's buckets (seconds): 100 requests, 60 above 0.3 s, 5 above 1.2 s.
+        "buckets" => {
+            let samples: Vec<String> = [
+                ("0.1", 10),
+                ("0.3", 40),
+                ("1.2", 95),
+                ("5", 100),
+                ("+Inf", 100),
+            ]
+            .iter()
+            .map(|(le, n)| format!(r#"{{"metric":{{"le":"{le}"}},"value":[1700000000.1,"{n}"]}}"#))
+            .collect();
+            json(
+                StatusCode::OK,
+                &format!(
+                    r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#,
+                    samples.join(",")
+                ),
+            )
+        }
+        "too-many-buckets" => {
+            let samples: Vec<String> = (0..=MAX_BUCKETS)
+                .map(|le| format!(r#"{{"metric":{{"le":"{le}"}},"value":[1700000000.1,"1"]}}"#))
+                .collect();
+            json(
+                StatusCode::OK,
+                &format!(
+                    r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#,
+                    samples.join(",")
+                ),
+            )
+        }
         "nan" => vector(&["NaN"]),
         "inf" => vector(&["+Inf"]),
         "matrix" => json(
@@ -653,6 +686,7 @@ fn planned(name: &str, address: &str, no_data: NoData) -> PlannedCheck {
         secret: None,
         query: Ok("up".into()),
         counts: None,
+        latency_counts: None,
     }
 }
 
@@ -992,4 +1026,115 @@ fn a_metrics_own_interval_overrides_the_metrics_window_for_that_metric_only() {
     assert!(query(1).contains("[30s]"), "{}", query(1));
     assert!(!query(1).contains("[1m]"), "{}", query(1));
     assert_eq!(query(2), "sum(rate(x[1m]))");
+}
+
+// ---- the counted latency check -----------------------------------------------------------------
+
+/// The builtin latency check of `spec`, planned with its counts over 30 seconds.
+fn latency_plan(spec: &CanarySpec, template: Option<&AnalysisTemplateSpec>) -> Vec<PlannedCheck> {
+    let planned = plan_checks(spec, template, "shop", "web");
+    with_counts(planned, spec, "shop", "web", 30)
+}
+
+#[test]
+fn with_sequential_checks_the_builtin_latency_is_planned_with_its_histogram_and_limit() {
+    let planned = latency_plan(&spec(), None);
+    let latency = planned
+        .iter()
+        .find(|p| p.check.name == "request-duration")
+        .and_then(|p| p.latency_counts.clone())
+        .expect("the latency is counted");
+    assert_eq!(latency.limit_ms, 500.0);
+    assert!(
+        latency.buckets.query.contains("response_latency_ms_bucket"),
+        "{latency:?}"
+    );
+    // The success rate keeps its counts and gets no histogram.
+    assert!(planned.iter().all(|p| p.counted()));
+    assert!(planned[0].latency_counts.is_none());
+    // Sequential checks off: the per-interval p99 alone, as before.
+    let off = CanarySpec {
+        sequential_checks: false,
+        ..spec()
+    };
+    assert!(latency_plan(&off, None).iter().all(|p| !p.counted()));
+}
+
+#[test]
+fn a_template_latency_is_counted_against_its_max_unless_it_has_its_own_query() {
+    let mut builtin = metric("request-duration", None);
+    builtin.threshold_range.max = Some(300.0);
+    let planned = latency_plan(&spec(), Some(&template(vec![builtin])));
+    assert_eq!(
+        planned[0].latency_counts.as_ref().map(|l| l.limit_ms),
+        Some(300.0)
+    );
+    let mut own = metric("request-duration", Some("my_p99{app=\"web\"}"));
+    own.threshold_range.max = Some(300.0);
+    let planned = latency_plan(&spec(), Some(&template(vec![own])));
+    assert!(planned[0].latency_counts.is_none());
+}
+
+#[tokio::test]
+async fn the_latency_histogram_is_measured_into_slow_requests_above_the_boundary_at_the_limit() {
+    let base = prometheus().await;
+    let mut check = planned("request-duration", &format!("{base}/buckets"), NoData::Fail);
+    check.latency_counts = Some(LatencyCounts {
+        buckets: crate::analysis::observers::LatencyBuckets {
+            query: "buckets".into(),
+            unit_ms: 1000.0,
+        },
+        limit_ms: 500.0,
+    });
+    let measured = measure(&client(&base), &[check.clone()], &Default::default()).await;
+    assert_eq!(measured.errors, Vec::<String>::new());
+    let evidence = measured.checks[0].evidence.expect("counted");
+    // 500 ms is no Traefik boundary: counted from 300 ms, so 60 of 100 are slow.
+    assert_eq!(
+        (evidence.canary.requests, evidence.canary.failed),
+        (100.0, 60.0)
+    );
+    let slow = evidence.slower_than.expect("a latency count");
+    assert_eq!(
+        (slow.limit_ms, slow.boundary_ms, slow.quantile),
+        (500.0, 300.0, 0.99)
+    );
+    // A limit below the first bucket, or an answer that is no histogram, is a failed check.
+    let mut below = check.clone();
+    if let Some(l) = below.latency_counts.as_mut() {
+        l.limit_ms = 50.0;
+    }
+    let mut not_buckets = check.clone();
+    not_buckets.address = Some(format!("{base}/vector"));
+    let mut too_many = check;
+    too_many.address = Some(format!("{base}/too-many-buckets"));
+    let measured = measure(
+        &client(&base),
+        &[below, not_buckets, too_many],
+        &Default::default(),
+    )
+    .await;
+    assert!(
+        measured
+            .checks
+            .iter()
+            .all(|c| c.evidence.is_none() && c.no_data == NoData::Fail)
+    );
+    assert!(
+        measured.errors[0].contains(
+            "below the histogram's smallest bucket (buckets: 100ms, 300ms, 1200ms, 5000ms)"
+        ),
+        "{:?}",
+        measured.errors
+    );
+    assert!(
+        measured.errors[1].contains("without the label \"le\""),
+        "{:?}",
+        measured.errors
+    );
+    assert!(
+        measured.errors[2].contains("more than the 200 buckets"),
+        "{:?}",
+        measured.errors
+    );
 }

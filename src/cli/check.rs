@@ -496,6 +496,17 @@ spec:
             )),
             "{lines:?}"
         );
+        // A DaemonSet's name is held to the same limits, the primary named as a DaemonSet.
+        let findings = check_yaml(&long.replace("kind: Deployment", "kind: DaemonSet"));
+        let Verdict::Invalid(lines) = &findings[0].verdict else {
+            panic!("refused: {findings:?}");
+        };
+        assert!(
+            lines.iter().any(|l| l.starts_with(&format!(
+                "metadata.name: {name:?} makes the primary DaemonSet \"{name}-primary\" 71"
+            ))),
+            "{lines:?}"
+        );
     }
 
     #[test]

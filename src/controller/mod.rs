@@ -70,17 +70,25 @@ pub async fn run(
         .map(|metrics| tokio::spawn(metrics::prune_forever(metrics, stores.canaries)));
     let metrics = options.metrics.clone();
     let (answered, answered_daemonsets) = watches::fan_out(answered);
+    let configs = watches::watch_configs(
+        &client,
+        options.tracking,
+        stores.opted_in.clone(),
+        stores.daemonsets.clone(),
+    );
+    let daemonset_cache = (stores.daemonsets, stores.daemonsets_writer);
     let controller = watches::controller(
         &client,
         stores.writers,
         stores.opted_in,
-        options.tracking,
+        configs.deployments,
         answered,
         options.release_metrics.clone(),
     );
     let daemonsets = {
         let metrics = metrics.clone();
-        watches::daemonset_controller(&client, answered_daemonsets)
+        let configs = configs.daemonsets;
+        watches::daemonset_controller(&client, daemonset_cache, configs, answered_daemonsets)
             .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
             .graceful_shutdown_on(shutdown.clone())
             .run(
@@ -115,6 +123,7 @@ pub async fn run(
         () = lease::keep(&leases, &options.lease, lease) => true,
     };
     sweeper.abort();
+    configs.task.abort();
     if let Some(pruner) = pruner {
         pruner.abort();
     }

@@ -1,6 +1,7 @@
 //! What the controller's watches keep and which of their events need a reconcile: the
 //! predicates over Deployments, `-primary` Deployments, Canaries and HPAs, the slimming of
-//! cached objects, and which opted-in Deployments use a changed ConfigMap or Secret.
+//! cached objects, and which opted-in workloads (Deployments or DaemonSets) use a changed
+//! ConfigMap or Secret.
 
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::{StreamExt, TryStreamExt};
@@ -18,7 +19,7 @@ use super::requests;
 use crate::crd::Canary;
 use crate::release::observe;
 use crate::release::{ConfigKind, OWNER_LABEL, Tracking, config_refs};
-use crate::spec::MANAGED_LABEL;
+use crate::spec::{MANAGED_LABEL, Workload};
 
 /// What a Deployment event must change to need a reconcile: the spec, Serin's annotations
 /// and label, or how far the rollout has come. The Deployment controller's other status
@@ -115,27 +116,32 @@ pub(super) fn spec_or_request(canary: &Canary) -> Option<u64> {
     Some(hash.finish())
 }
 
-/// The opted-in Deployments whose pod template uses the config `meta` names.
-pub(super) fn users_of(
-    deployments: &reflector::Store<Deployment>,
+/// The opted-in workloads (Deployments or DaemonSets, by the store) whose pod template uses
+/// the config `meta` names.
+pub(super) fn users_of<K>(
+    workloads: &reflector::Store<K>,
     kind: ConfigKind,
     meta: &kube::api::ObjectMeta,
-) -> Vec<reflector::ObjectRef<Deployment>> {
+) -> Vec<reflector::ObjectRef<K>>
+where
+    K: Workload + kube::Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
     let (Some(namespace), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
         return Vec::new();
     };
-    deployments
+    workloads
         .state()
         .iter()
-        .filter(|d| d.metadata.namespace.as_deref() == Some(namespace))
-        .filter(|d| {
-            d.spec.as_ref().is_some_and(|spec| {
-                config_refs(&spec.template)
+        .filter(|w| Workload::meta(w.as_ref()).namespace.as_deref() == Some(namespace))
+        .filter(|w| {
+            w.template().is_some_and(|template| {
+                config_refs(template)
                     .iter()
                     .any(|r| r.kind == kind && r.name == name)
             })
         })
-        .map(|d| reflector::ObjectRef::from_obj(d.as_ref()))
+        .map(|w| reflector::ObjectRef::from_obj(w.as_ref()))
         .collect()
 }
 
@@ -197,6 +203,9 @@ pub(super) struct Writers {
 /// are a fraction of the size.
 pub(super) struct Stores {
     pub opted_in: reflector::Store<Deployment>,
+    /// The opted-in DaemonSets, and the writer their controller's watch fills them through.
+    pub daemonsets: reflector::Store<DaemonSet>,
+    pub daemonsets_writer: Writer<DaemonSet>,
     pub primaries: reflector::Store<Deployment>,
     pub canaries: reflector::Store<Canary>,
     pub hpas: reflector::Store<HorizontalPodAutoscaler>,
@@ -206,11 +215,14 @@ pub(super) struct Stores {
 impl Stores {
     pub(super) fn new() -> Self {
         let (opted_in, opted_in_writer) = reflector::store();
+        let (daemonsets, daemonsets_writer) = reflector::store();
         let (primaries, primaries_writer) = reflector::store();
         let (canaries, canaries_writer) = reflector::store();
         let (hpas, hpas_writer) = reflector::store();
         Self {
             opted_in,
+            daemonsets,
+            daemonsets_writer,
             primaries,
             canaries,
             hpas,
@@ -226,13 +238,13 @@ impl Stores {
 
 /// The controller over the opted-in Deployments of `reader`, with every watch whose events
 /// need a reconcile: their Canaries and primaries, the HPAs that target them, the tracked
-/// ConfigMaps and Secrets they use, and the analysis answers (`answered`). A Canary's
-/// deletion takes its series out of `release_metrics`.
+/// ConfigMaps and Secrets they use (`configs`, from [`watch_configs`]), and the analysis
+/// answers (`answered`). A Canary's deletion takes its series out of `release_metrics`.
 pub(super) fn controller(
     client: &Client,
     writers: Writers,
     reader: reflector::Store<Deployment>,
-    tracking: Tracking,
+    configs: UnboundedReceiver<reflector::ObjectRef<Deployment>>,
     answered: UnboundedReceiver<reflector::ObjectRef<Deployment>>,
     release_metrics: Option<ReleaseMetrics>,
 ) -> Controller<Deployment> {
@@ -281,26 +293,27 @@ pub(super) fn controller(
     .reflect(writers.hpas)
     .applied_objects()
     .predicate_filter(hpa_spec, Default::default());
-    let controller = Controller::for_stream(opted_in, reader.clone())
+    Controller::for_stream(opted_in, reader)
         .reconcile_on(answered)
+        .reconcile_on(configs)
         .owns_stream(canaries)
         .owns_stream(primaries)
-        .watches_stream(hpas, |hpa| hpa_target(&hpa));
-    watch_configs(controller, client, reader, tracking)
+        .watches_stream(hpas, |hpa| hpa_target(&hpa))
 }
 
 /// The controller of opted-in DaemonSets (label `serin.dev/canary`): the same reconcile
 /// pipeline, queued by the DaemonSet's own changes (spec, Serin's annotations and label, how
 /// far its rollout has come), by its `-primary` DaemonSet and its Canary (both owned by it),
-/// and by the analysis answers (`answered`). Its caches are its own: primaries are read from
-/// the API server at each reconcile. A change of a tracked ConfigMap is noticed at the next
-/// reconcile of the DaemonSet (at the latest its next interval), not by a watch of its own.
+/// by the tracked ConfigMaps and Secrets its pod template uses (`configs`, as for a
+/// Deployment), and by the analysis answers (`answered`). `writer` fills the cache of opted-in
+/// DaemonSets that `reader` reads; primaries are read from the API server at each reconcile.
 pub(super) fn daemonset_controller(
     client: &Client,
+    (reader, writer): (reflector::Store<DaemonSet>, Writer<DaemonSet>),
+    configs: UnboundedReceiver<reflector::ObjectRef<DaemonSet>>,
     answered: UnboundedReceiver<reflector::ObjectRef<DaemonSet>>,
 ) -> Controller<DaemonSet> {
     let daemonsets: Api<DaemonSet> = Api::all(client.clone());
-    let (reader, writer) = reflector::store();
     let opted_in = watcher(
         daemonsets.clone(),
         watcher::Config::default().labels(MANAGED_LABEL),
@@ -324,6 +337,7 @@ pub(super) fn daemonset_controller(
         .predicate_filter(or_deleted(spec_or_request), Default::default());
     Controller::for_stream(opted_in, reader)
         .reconcile_on(answered)
+        .reconcile_on(configs)
         .owns_stream(canaries)
         .owns_stream(primaries)
 }
@@ -382,37 +396,79 @@ pub(super) fn fan_out(
     (deployments, daemonsets)
 }
 
-/// A tracked ConfigMap or Secret that changes is a new revision of every opted-in Deployment
-/// whose pod template uses it. Metadata is enough to notice the change.
-fn watch_configs(
-    controller: Controller<Deployment>,
+/// The metadata of every `K` (a ConfigMap or a Secret) created or changed, as `kind`.
+fn changes_of<K>(
     client: &Client,
-    reader: reflector::Store<Deployment>,
+    kind: ConfigKind,
+) -> futures::stream::BoxStream<'static, Result<(ConfigKind, kube::api::ObjectMeta), watcher::Error>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+    K: serde::de::DeserializeOwned,
+{
+    watcher(
+        Api::<PartialObjectMeta<K>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects()
+    .map_ok(move |object| (kind, object.metadata))
+    .boxed()
+}
+
+/// The opted-in workloads a tracked config's change queues, for each controller.
+pub(super) struct ConfigUsers {
+    pub deployments: UnboundedReceiver<reflector::ObjectRef<Deployment>>,
+    pub daemonsets: UnboundedReceiver<reflector::ObjectRef<DaemonSet>>,
+    /// The task that watches the configs; aborted when the controllers stop.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// A tracked ConfigMap or Secret that changes is a new revision of every opted-in Deployment
+/// and DaemonSet whose pod template uses it ([`users_of`] in each cache). One watch of
+/// ConfigMaps (and, with Secret tracking, one of Secrets) serves both controllers: watching
+/// every ConfigMap of the cluster once per kind of workload would double what the API server
+/// sends. Metadata is enough to notice the change.
+pub(super) fn watch_configs(
+    client: &Client,
     tracking: Tracking,
-) -> Controller<Deployment> {
-    let (maps_users, secrets_users) = (reader.clone(), reader);
-    let config_maps = watcher(
-        Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .applied_objects();
-    let controller = controller.watches_stream(config_maps, move |cm| {
-        users_of(&maps_users, ConfigKind::ConfigMap, &cm.metadata)
+    deployments: reflector::Store<Deployment>,
+    daemonsets: reflector::Store<DaemonSet>,
+) -> ConfigUsers {
+    let (to_deployments, deployments_queued) = futures::channel::mpsc::unbounded();
+    let (to_daemonsets, daemonsets_queued) = futures::channel::mpsc::unbounded();
+    let config_maps = changes_of::<ConfigMap>(client, ConfigKind::ConfigMap);
+    // Without Secret tracking there is no watch of Secrets at all: the base RBAC grants none.
+    let changes = match tracking.secrets {
+        false => config_maps,
+        true => {
+            let secrets = changes_of::<Secret>(client, ConfigKind::Secret);
+            futures::stream::select(config_maps, secrets).boxed()
+        }
+    };
+    let task = tokio::spawn(async move {
+        let mut changes = changes;
+        while let Some(change) = changes.next().await {
+            let (kind, meta) = match change {
+                Ok(change) => change,
+                // The watch backs off and retries by itself.
+                Err(e) => {
+                    tracing::debug!(error = %e, "config watch");
+                    continue;
+                }
+            };
+            for user in users_of(&deployments, kind, &meta) {
+                let _ = to_deployments.unbounded_send(user);
+            }
+            for user in users_of(&daemonsets, kind, &meta) {
+                let _ = to_daemonsets.unbounded_send(user);
+            }
+        }
     });
-    // Without Secret tracking there is no watch at all: the base RBAC grants none.
-    if !tracking.secrets {
-        return controller;
+    ConfigUsers {
+        deployments: deployments_queued,
+        daemonsets: daemonsets_queued,
+        task,
     }
-    let secrets = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .applied_objects();
-    controller.watches_stream(secrets, move |secret| {
-        users_of(&secrets_users, ConfigKind::Secret, &secret.metadata)
-    })
 }
 
 #[cfg(test)]
@@ -546,5 +602,46 @@ mod tests {
 
         hpa.metadata.labels = Some([(OWNER_LABEL.to_owned(), "web".to_owned())].into());
         assert_eq!(hpa_target(&hpa), None);
+    }
+
+    #[test]
+    fn a_changed_config_map_queues_the_daemonsets_that_use_it_and_no_other() {
+        let daemonset = |name: &str, namespace: &str, config: &str| -> DaemonSet {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {
+                    "selector": {"matchLabels": {"app": name}},
+                    "template": {
+                        "metadata": {"labels": {"app": name}},
+                        "spec": {"containers": [{"name": "agent",
+                                                 "envFrom": [{"configMapRef": {"name": config}}]}]}
+                    }
+                }
+            }))
+            .unwrap_or_else(|e| panic!("test DaemonSet: {e}"))
+        };
+        let (store, mut writer) = reflector::store::<DaemonSet>();
+        for ds in [
+            daemonset("agent", "prod", "agent-config"),
+            daemonset("other", "prod", "other-config"),
+            daemonset("agent", "staging", "agent-config"),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(ds));
+        }
+        let users = |kind, namespace: &str, name: &str| {
+            let meta = kube::api::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(namespace.into()),
+                ..Default::default()
+            };
+            users_of(&store, kind, &meta)
+        };
+        let agent = |namespace| vec![reflector::ObjectRef::new("agent").within(namespace)];
+        let map = ConfigKind::ConfigMap;
+        assert_eq!(users(map, "prod", "agent-config"), agent("prod"));
+        // A Secret of the same name is another config; another namespace, another user.
+        assert!(users(ConfigKind::Secret, "prod", "agent-config").is_empty());
+        assert_eq!(users(map, "staging", "agent-config"), agent("staging"));
+        assert!(users(map, "prod", "unused").is_empty());
     }
 }

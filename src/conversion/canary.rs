@@ -49,6 +49,7 @@ impl Versions for CanaryVersions {
                 sequential_checks: a.sequential_checks,
                 compare: a.compare,
                 compare_margin: a.compare_margin,
+                confidence: a.confidence,
             },
         }
     }
@@ -83,6 +84,7 @@ impl Versions for CanaryVersions {
                 sequential_checks: c.sequential_checks,
                 compare: c.compare,
                 compare_margin: c.compare_margin,
+                confidence: c.confidence,
             },
         };
         (alpha, Carried {})

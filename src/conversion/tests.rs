@@ -310,6 +310,7 @@ fn canary() -> impl Strategy<Value = CanarySpec> {
         any::<bool>(),
         prop::sample::select(Compare::ALL.to_vec()),
         0.0..=100.0f64,
+        90.0..=99.9f64,
     );
     (routing, analysis, (extras, sequential)).prop_map(
         |(
@@ -330,7 +331,7 @@ fn canary() -> impl Strategy<Value = CanarySpec> {
             ),
             (
                 (mirror_checks, mirror_percent, affinity_cookie, affinity_max_age),
-                (sequential_checks, compare, compare_margin),
+                (sequential_checks, compare, compare_margin, confidence),
             ),
         )| CanarySpec {
             provider,
@@ -359,6 +360,7 @@ fn canary() -> impl Strategy<Value = CanarySpec> {
             sequential_checks,
             compare,
             compare_margin,
+            confidence,
         },
     )
 }
@@ -505,12 +507,14 @@ fn the_sequential_settings_are_spec_fields_of_both_versions() {
         "spec": {"provider": "linkerd", "port": 9898, "service": "web",
             "analysis": {"interval": "1m", "threshold": 5, "stepWeight": 10, "maxWeight": 50,
                 "successRate": 99.0, "latency": "500ms", "metricsWindow": "1m", "skip": false,
-                "sequentialChecks": false, "compare": "primary", "compareMargin": 0.5}}
+                "sequentialChecks": false, "compare": "primary", "compareMargin": 0.5,
+                "confidence": 99.9}}
     });
     let beta = convert_object(alpha.clone(), Version::V1beta1).expect("converts");
     assert_eq!(beta["spec"]["sequentialChecks"], json!(false));
     assert_eq!(beta["spec"]["compare"], json!("primary"));
     assert_eq!(beta["spec"]["compareMargin"], json!(0.5));
+    assert_eq!(beta["spec"]["confidence"], json!(99.9));
     assert_eq!(
         convert_object(beta, Version::V1alpha1).expect("converts back"),
         alpha
@@ -539,6 +543,7 @@ fn a_canarys_hosts_are_a_spec_field_of_both_versions() {
     defaulted["spec"]["analysis"]["sequentialChecks"] = json!(true);
     defaulted["spec"]["analysis"]["compare"] = json!("none");
     defaulted["spec"]["analysis"]["compareMargin"] = json!(1.0);
+    defaulted["spec"]["analysis"]["confidence"] = json!(99.0);
     assert_eq!(
         convert_object(beta, Version::V1alpha1).expect("converts back"),
         defaulted
@@ -555,7 +560,8 @@ fn a_canarys_mirroring_and_session_affinity_sit_in_v1alpha1s_analysis() {
                 "successRate": 99.0, "latency": "500ms", "metricsWindow": "1m", "skip": false,
                 "mirrorChecks": 2, "mirrorPercent": 50, "affinityCookie": "serin-canary",
                 "affinityMaxAge": "1h",
-                "sequentialChecks": true, "compare": "none", "compareMargin": 1.0}}
+                "sequentialChecks": true, "compare": "none", "compareMargin": 1.0,
+                "confidence": 99.0}}
     });
     let beta = convert_object(alpha.clone(), Version::V1beta1).expect("converts");
     assert_eq!(beta["spec"]["mirrorChecks"], json!(2));

@@ -242,6 +242,11 @@ pub struct PolicyLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub max_compare_margin: Option<f64>,
+    /// Lowest `serin.dev/confidence` a release may use, percent: a release may not trade
+    /// more wrong rollbacks for faster ones below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 90, max = 99.9))]
+    pub min_confidence: Option<f64>,
 }
 
 /// What a policy does with what it finds.

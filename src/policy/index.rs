@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::ListParams;
@@ -25,7 +25,7 @@ use kube::{Api, Client};
 use super::{NamedPolicy, Subject};
 use crate::crd::{AnalysisTemplate, AnalysisTemplateSpec, CanaryPolicy};
 use crate::release::{CANARY_SUFFIX, OWNER_LABEL, PRIMARY_SUFFIX, primary_name};
-use crate::spec::{ENABLED, MANAGED_LABEL};
+use crate::spec::{ENABLED, MANAGED_LABEL, WorkloadKind};
 
 /// The annotation that names a Deployment's apex Service (written explicitly by the mutating
 /// webhook); the Deployment's name when absent.
@@ -229,30 +229,52 @@ impl PolicyIndex {
         }
     }
 
-    /// What holds the names the opt-in of Deployment `name` with apex Service `service` would
-    /// take in `namespace`: the objects under the derived names (four reads of metadata, at
-    /// once) and the apex Services of the namespace's other opted-in Deployments (from the
-    /// cache, so that the cost does not grow with their number).
-    pub async fn names(&self, namespace: &str, name: &str, service: &str) -> Result<Names, String> {
+    /// What holds the names the opt-in of workload `name` (of `kind`) with apex Service
+    /// `service` would take in `namespace`: the objects under the derived names (four reads of
+    /// metadata, at once; the `-primary` of the workload's own kind) and the apex Services of
+    /// the namespace's other opted-in Deployments (from the cache, so that the cost does not
+    /// grow with their number).
+    pub async fn names(
+        &self,
+        namespace: &str,
+        kind: WorkloadKind,
+        name: &str,
+        service: &str,
+    ) -> Result<Names, String> {
         self.ready().await.map_err(|e| e.to_string())?;
-        let deployments = Api::<Deployment>::namespaced(self.client.clone(), namespace);
         let services = Api::<Service>::namespaced(self.client.clone(), namespace);
         let primary = primary_name(name);
+        let primary_found = async {
+            match kind {
+                WorkloadKind::Deployment => {
+                    Api::<Deployment>::namespaced(self.client.clone(), namespace)
+                        .get_metadata_opt(&primary)
+                        .await
+                        .map(|found| found.map(|m| m.metadata))
+                }
+                WorkloadKind::DaemonSet => {
+                    Api::<DaemonSet>::namespaced(self.client.clone(), namespace)
+                        .get_metadata_opt(&primary)
+                        .await
+                        .map(|found| found.map(|m| m.metadata))
+                }
+            }
+        };
         let service_names = [
             service.to_owned(),
             format!("{service}{PRIMARY_SUFFIX}"),
             format!("{service}{CANARY_SUFFIX}"),
         ];
-        let (primary, found) = futures::join!(
-            deployments.get_metadata_opt(&primary),
+        let (found_primary, found) = futures::join!(
+            primary_found,
             futures::future::join_all(service_names.iter().map(|s| services.get_metadata_opt(s)))
         );
         let read = |kind: &str, what: &str, e: kube::Error| {
             format!("serin could not read {kind} {what:?} ({e}); retry")
         };
         let mut objects = Vec::new();
-        if let Some(meta) = primary.map_err(|e| read("Deployment", &primary_name(name), e))? {
-            objects.push(Occupant::of("Deployment", &meta.metadata));
+        if let Some(meta) = found_primary.map_err(|e| read(kind.as_str(), &primary, e))? {
+            objects.push(Occupant::of(kind.as_str(), &meta));
         }
         for (result, svc) in found.into_iter().zip(&service_names) {
             if let Some(meta) = result.map_err(|e| read("Service", svc, e))? {

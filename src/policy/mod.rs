@@ -261,6 +261,15 @@ fn limit_findings(
             canary.compare_margin
         ));
     }
+    if let Some(min) = limits.min_confidence
+        && canary.confidence < min
+    {
+        found.push(format!(
+            "serin.dev/confidence: {} is below the limit minConfidence {min} (allowed: {min} \
+             to 99.9)",
+            canary.confidence
+        ));
+    }
     let checks_quality = limits.min_success_rate.is_some() || limits.max_latency.is_some();
     if checks_quality && canary.skip_analysis {
         found.push(

@@ -628,6 +628,39 @@ fn a_policy_may_require_the_sequential_checks_and_bound_the_compare_margin() {
 }
 
 #[test]
+fn a_policy_may_require_a_minimum_confidence() {
+    let p = policy(
+        "careful",
+        limits(PolicyLimits {
+            min_confidence: Some(99.0),
+            ..Default::default()
+        }),
+    );
+    let judged = |confidence: f64| {
+        let spec = CanarySpec {
+            confidence,
+            ..canary()
+        };
+        messages(&findings(
+            &[&p],
+            Release {
+                canary: Some(&spec),
+                template: None,
+            },
+        ))
+    };
+    assert_eq!(
+        judged(95.0),
+        [
+            "serin.dev/confidence: 95 is below the limit minConfidence 99 (allowed: 99 to 99.9) (CanaryPolicy careful)"
+        ]
+    );
+    // The default (99) and above are within the limit.
+    assert!(judged(99.0).is_empty());
+    assert!(judged(99.9).is_empty());
+}
+
+#[test]
 fn defaults_fill_only_what_the_user_left_out() {
     let defaults = PolicyDefaults {
         step_weight: Some(5),

@@ -200,6 +200,7 @@ fn limits_problems(limits: &PolicyLimits) -> Vec<Problem> {
         100.0,
     );
     range("maxCompareMargin", limits.max_compare_margin, 0.0, 100.0);
+    range("minConfidence", limits.min_confidence, 90.0, 99.9);
     if let (Some(step), Some(max)) = (limits.max_step_weight, limits.max_weight)
         && step > max
     {

@@ -94,7 +94,12 @@ fn message(status: &ReleaseStatus, paused: bool) -> String {
             format!("Revision {revision} was promoted: the primary runs it and serves all traffic")
         }
         Phase::Failed => format!(
-            "Revision {revision} was rolled back{failed}; the primary runs revision {promoted}{}",
+            "Revision {revision} was rolled back{failed}{}; the primary runs revision \
+             {promoted}{}",
+            match &status.rollback_reason {
+                Some(why) => format!(": {why}"),
+                None => String::new(),
+            },
             last_values(status)
         ),
         Phase::Terminating => {
@@ -221,6 +226,29 @@ mod tests {
             condition.message,
             "Revision rev2 was rolled back after 3 failed checks; the primary runs revision rev1 \
              (last values: request-success-rate 70.00, request-duration no data)"
+        );
+    }
+
+    #[test]
+    fn a_rollback_says_which_check_decided_it_when_the_status_knows() {
+        let failed = ReleaseStatus {
+            rollback_reason: Some(
+                "request-duration: 412 of 2031 requests slower than 500ms since the weight \
+                 moved to 10%: worse than 1% with 99% confidence (sequential test)"
+                    .into(),
+            ),
+            last_checks: vec![CheckValue {
+                name: "request-duration".into(),
+                value: Some(700.0),
+            }],
+            ..status(Phase::Failed)
+        };
+        let conditions = conditions(&[], &failed, false, &at(100));
+        assert_eq!(
+            promoted(&conditions).message,
+            "Revision rev2 was rolled back: request-duration: 412 of 2031 requests slower than \
+             500ms since the weight moved to 10%: worse than 1% with 99% confidence (sequential \
+             test); the primary runs revision rev1 (last values: request-duration 700.00)"
         );
     }
 

@@ -38,8 +38,9 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 
 use super::actions::{Action, EventType, HookKind, Reason};
+use super::observations::SlowerThan;
 use super::observations::{MetricCheck, Observations};
-use super::sequential::{Counts, Decision, Test, decide};
+use super::sequential::{Counts, Decision, Test, combine, decide_at};
 use super::status::{CheckValue, Phase, ReleaseStatus};
 use super::weights::{Route, Weights};
 use crate::spec::{CanarySpec, Strategy};
@@ -602,35 +603,48 @@ impl Step<'_> {
         }
     }
 
-    /// The sequential test on every counted check (the worst decision, with why), and the
-    /// canary's counts recorded in the status; `None` when no check was counted.
+    /// The sequential test on every counted check (the worst decision, with why: see
+    /// [`combine`]), and the canary's counts recorded in the status; `None` when no check was
+    /// counted. The success rate is judged on failed requests (and, with `compare: primary`,
+    /// against the primary), the latency on slow requests, both at `serin.dev/confidence`.
     fn judge_counts(&mut self, checks: &[MetricCheck]) -> Option<(Decision, String)> {
         let mut worst: Option<(Decision, String)> = None;
         for check in checks {
             let Some(evidence) = check.evidence else {
                 continue;
             };
-            self.record_counts(evidence.canary);
-            let percent = check.min.unwrap_or(self.spec.success_rate);
-            let test = Test::for_success_rate(percent);
-            let decision = decide(
-                test,
-                evidence.canary,
-                evidence.primary,
-                self.spec.compare_margin,
-            );
-            let why = self.explain(check, percent, decision, evidence.canary, evidence.primary);
-            let rank = |d: Decision| match d {
-                Decision::Advance => 0,
-                Decision::Hold => 1,
-                Decision::SharedFailure => 2,
-                Decision::RollBack | Decision::WorseThanPrimary => 3,
+            let (decision, why) = match evidence.slower_than {
+                Some(slow) => {
+                    let test = Test::for_quantile(slow.quantile);
+                    let decision = decide_at(
+                        test,
+                        evidence.canary,
+                        None,
+                        self.spec.compare_margin,
+                        self.spec.confidence,
+                    );
+                    let why = self.explain_latency(check, slow, test, decision, evidence.canary);
+                    (decision, why)
+                }
+                None => {
+                    // The blast radius counts failed requests, not slow ones.
+                    self.record_counts(evidence.canary);
+                    let percent = check.min.unwrap_or(self.spec.success_rate);
+                    let decision = decide_at(
+                        Test::for_success_rate(percent),
+                        evidence.canary,
+                        evidence.primary,
+                        self.spec.compare_margin,
+                        self.spec.confidence,
+                    );
+                    let why =
+                        self.explain(check, percent, decision, evidence.canary, evidence.primary);
+                    (decision, why)
+                }
             };
-            if worst
-                .as_ref()
-                .is_none_or(|(w, _)| rank(decision) > rank(*w))
-            {
-                worst = Some((decision, why));
+            match &worst {
+                Some((w, _)) if combine(*w, decision) == *w => {}
+                _ => worst = Some((decision, why)),
             }
         }
         worst
@@ -654,7 +668,7 @@ impl Step<'_> {
             self.status.canary_weight
         );
         let limit = 100.0 - percent;
-        let confidence = (1.0 - super::sequential::ALPHA) * 100.0;
+        let confidence = self.spec.confidence;
         match (decision, primary) {
             (Decision::WorseThanPrimary, Some(p)) => format!(
                 "{seen}, more than {} points above the primary's {:.2}% ({:.0} of {:.0}) \
@@ -682,6 +696,44 @@ impl Step<'_> {
                  {limit:.2}%"
             ),
             (Decision::Advance, _) => seen,
+        }
+    }
+
+    /// Why the latency's counts decided as they did: `request-duration: 412 of 2031 requests
+    /// slower than 500ms since the weight moved to 10%: worse than 1% with 99% confidence`.
+    fn explain_latency(
+        &self,
+        check: &MetricCheck,
+        slow: SlowerThan,
+        test: Test,
+        decision: Decision,
+        canary: Counts,
+    ) -> String {
+        // The limit is a bucket boundary, or the conservative rule counted from a lower one.
+        let slower = match slow.boundary_ms < slow.limit_ms {
+            false => format!("slower than {}ms", slow.limit_ms),
+            true => format!(
+                "slower than {}ms (the histogram's largest bucket at or below the {}ms limit: \
+                 requests between the two count as slow)",
+                slow.boundary_ms, slow.limit_ms
+            ),
+        };
+        let seen = format!(
+            "{}: {:.0} of {:.0} requests {slower} since the weight moved to {}%",
+            check.name, canary.failed, canary.requests, self.status.canary_weight
+        );
+        // `1 − 0.99` is 0.010000000000000009: rounded to what a user writes.
+        let share = (test.limit * 100.0 * 1e6).round() / 1e6;
+        match decision {
+            Decision::RollBack | Decision::WorseThanPrimary | Decision::SharedFailure => format!(
+                "{seen}: worse than {share}% with {}% confidence (sequential test)",
+                self.spec.confidence
+            ),
+            Decision::Hold => format!(
+                "{seen}: too few requests yet to tell the share of slow requests from the \
+                 limit of {share}%"
+            ),
+            Decision::Advance => seen,
         }
     }
 
@@ -731,6 +783,9 @@ impl Step<'_> {
             self.roll_back(&format!(
                 "{failed} failed checks reached the threshold of {threshold}"
             ));
+            // The status already says so ("after N failed checks"); the reason is kept for
+            // what failed checks do not tell (a sequential test, an abort, a webhook).
+            self.status.rollback_reason = None;
         }
     }
 
@@ -750,6 +805,7 @@ impl Step<'_> {
         };
         self.status.canary_weight = 0;
         self.status.mirrored_checks = None;
+        self.status.rollback_reason = Some(why.to_owned());
         self.transition(Phase::Failed);
         self.actions.push(Action::ScaleCanaryToZero);
         self.actions.push(Action::CallHook(HookKind::PostRollout));

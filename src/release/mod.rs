@@ -14,7 +14,7 @@
 //! - [`drive`]: the ask/answer loop around `step` (measurements, gates, the `rollback`
 //!   poll), which the controller and the machine's tests both use;
 //! - [`sequential`]: the sequential test that judges a canary on its request counts (the
-//!   builtin success-rate check with `serin.dev/sequential-checks`);
+//!   builtin success-rate and latency checks with `serin.dev/sequential-checks`);
 //! - [`repairs`]: what a reconcile reapplies besides what the machine asks for;
 //! - [`weights`]: how traffic is split ([`Weights`]) and routed ([`Route`]: mirroring and
 //!   session affinity besides);
@@ -47,7 +47,7 @@ pub use objects::{
 };
 pub use observations::{
     CanaryObservation, Evidence, Gates, MetricCheck, NoData, Observations, PrimaryObservation,
-    Requests, builtin_checks,
+    Requests, SlowerThan, builtin_checks,
 };
 pub use repairs::{Changes, Repairs, repairs};
 pub use revision::{TrackedConfig, revision};

@@ -37,9 +37,28 @@ pub struct MetricCheck {
 /// The requests a counted check saw since the canary's weight last moved.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Evidence {
+    /// The canary's requests, and of those the failed ones (or, for a latency check, the
+    /// slow ones: see `slower_than`).
     pub canary: Counts,
     /// The primary's over the same window (`serin.dev/compare: primary`).
     pub primary: Option<Counts>,
+    /// For a latency check: `canary.failed` counts the requests slower than this, read from
+    /// the latency histogram. `None` for the success rate.
+    pub slower_than: Option<SlowerThan>,
+}
+
+/// What a latency check's counts count as slow.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SlowerThan {
+    /// The user's limit (`serin.dev/latency`, or the template metric's `max`), milliseconds.
+    pub limit_ms: f64,
+    /// The histogram's largest bucket boundary at or below the limit, milliseconds: every
+    /// request above it counts as slow (all of them above the limit, some below it: never
+    /// fewer slow requests than there are).
+    pub boundary_ms: f64,
+    /// The quantile the limit is of (0.99 for a p99): at most `1 − quantile` of the requests
+    /// may be slower.
+    pub quantile: f64,
 }
 
 impl MetricCheck {
@@ -71,6 +90,14 @@ impl MetricCheck {
             None => format!("{} no data", self.name),
         };
         match self.evidence {
+            Some(Evidence {
+                canary,
+                slower_than: Some(slow),
+                ..
+            }) => format!(
+                "{value} ({:.0} of {:.0} requests slower than {}ms since the weight moved)",
+                canary.failed, canary.requests, slow.boundary_ms
+            ),
             Some(e) => format!(
                 "{value} ({:.0} of {:.0} requests failed since the weight moved)",
                 e.canary.failed, e.canary.requests

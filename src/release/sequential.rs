@@ -25,6 +25,10 @@
 //! Counts accumulate over looks (they are totals since the weight moved), so looking every
 //! few seconds does not spend the error budget as repeated fixed-size tests would: the SPRT's
 //! error bounds hold for any number of looks.
+//!
+//! The latency check uses the same test on the share of requests slower than its limit
+//! ([`Test::for_quantile`]: 1 % for a p99). `serin.dev/confidence` moves only the rollback
+//! boundary ([`Test::judge_at`], [`decide_at`]); [`combine`] joins the two checks' decisions.
 
 /// Requests counted since the weight last moved.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -128,6 +132,44 @@ impl Test {
     }
 }
 
+/// The false-rollback bound α of a confidence in percent (`serin.dev/confidence`): 99 is
+/// [`ALPHA`]. Out-of-range values (admission refuses them) are held to 50–99.99 %.
+pub fn alpha_of(confidence_percent: f64) -> f64 {
+    // `(100 − c) / 100`, not `1 − c/100`: 99 gives exactly 0.01, the default's α.
+    ((100.0 - confidence_percent) / 100.0).clamp(0.0001, 0.5)
+}
+
+impl Test {
+    /// The test of the share of requests slower than a latency limit, for a limit on the
+    /// `quantile` (0.99 for `serin.dev/latency`, a p99): at most `1 − quantile` of the
+    /// requests may be slower (1 %).
+    pub fn for_quantile(quantile: f64) -> Self {
+        Test {
+            limit: (1.0 - quantile).clamp(0.0, 1.0),
+        }
+    }
+
+    /// Wald's rollback boundary at a confidence in percent (`ln((1−β)/α)`, α from
+    /// [`alpha_of`]): a higher confidence needs more evidence to roll back.
+    pub fn rollback_boundary_at(confidence_percent: f64) -> f64 {
+        ((1.0 - BETA) / alpha_of(confidence_percent)).ln()
+    }
+
+    /// [`Test::judge`] with the rollback boundary of `confidence_percent` in place of the
+    /// default's: the same minimum and the same pass, only "bad" moves.
+    pub fn judge_at(&self, counts: Counts, confidence_percent: f64) -> Verdict {
+        let bad =
+            self.log_likelihood_ratio(counts) >= Self::rollback_boundary_at(confidence_percent);
+        match (bad, self.judge(counts)) {
+            (true, _) => Verdict::Bad,
+            // Bad at the default boundary but not at this one: not enough evidence yet.
+            (false, Verdict::Bad) if counts.requests < min_requests(self.limit) => Verdict::Thin,
+            (false, Verdict::Bad) => Verdict::Hold,
+            (false, verdict) => verdict,
+        }
+    }
+}
+
 /// The fewest requests that may count as a pass: a third of the requests in which a canary
 /// failing exactly at the limit would fail once on average (34 for a 1 % limit), at least
 /// 10. Below that, silence says nothing: a canary at the limit shows no failure in so few
@@ -148,6 +190,22 @@ pub fn relative_test(primary: Counts, margin_points: f64) -> Option<Test> {
     })
 }
 
+/// What the success-rate and latency checks decide together: the worse of the two (a
+/// rollback on either rolls back, a hold on either holds, the weight moves only when both
+/// say so), the success rate's when they tie.
+pub fn combine(success_rate: Decision, latency: Decision) -> Decision {
+    let rank = |d: Decision| match d {
+        Decision::Advance => 0,
+        Decision::Hold => 1,
+        Decision::SharedFailure => 2,
+        Decision::RollBack | Decision::WorseThanPrimary => 3,
+    };
+    match rank(latency) > rank(success_rate) {
+        true => latency,
+        false => success_rate,
+    }
+}
+
 /// What the canary's and (with `compare: primary`) the primary's counts decide together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -166,7 +224,18 @@ pub enum Decision {
 /// Judges the canary's `canary` counts against the absolute `test`, and, when `primary`
 /// counts are given (`compare: primary`), against the primary's rate plus `margin_points`.
 pub fn decide(test: Test, canary: Counts, primary: Option<Counts>, margin_points: f64) -> Decision {
-    let absolute = test.judge(canary);
+    decide_at(test, canary, primary, margin_points, (1.0 - ALPHA) * 100.0)
+}
+
+/// [`decide`] with the rollback boundary of `confidence_percent` (`serin.dev/confidence`).
+pub fn decide_at(
+    test: Test,
+    canary: Counts,
+    primary: Option<Counts>,
+    margin_points: f64,
+    confidence_percent: f64,
+) -> Decision {
+    let absolute = test.judge_at(canary, confidence_percent);
     let Some(primary) = primary else {
         return match absolute {
             Verdict::Bad => Decision::RollBack,
@@ -175,8 +244,9 @@ pub fn decide(test: Test, canary: Counts, primary: Option<Counts>, margin_points
         };
     };
     // The primary's own verdict needs evidence as well: a quiet primary is not "failing".
-    let primary_fails = test.judge(primary) == Verdict::Bad;
-    let relative = relative_test(primary, margin_points).map(|t| t.judge(canary));
+    let primary_fails = test.judge_at(primary, confidence_percent) == Verdict::Bad;
+    let relative =
+        relative_test(primary, margin_points).map(|t| t.judge_at(canary, confidence_percent));
     match (absolute, relative) {
         (_, Some(Verdict::Bad)) => Decision::WorseThanPrimary,
         (Verdict::Bad, _) if primary_fails => Decision::SharedFailure,

@@ -145,6 +145,11 @@ pub struct ReleaseStatus {
     /// Of those, requests that failed.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub step_failed_requests: u64,
+    /// Why the release was rolled back, naming the check that decided it (with its counts
+    /// when a sequential check did), or the abort, webhook or deadline that did; absent
+    /// until a rollback, and after one on `threshold` failed checks (`failedChecks` says it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_reason: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {

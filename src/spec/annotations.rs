@@ -44,12 +44,13 @@ pub(super) enum Key {
     SequentialChecks,
     Compare,
     CompareMargin,
+    Confidence,
     DesiredReplicas,
     Revision,
 }
 
 impl Key {
-    pub(super) const ALL: [Key; 29] = [
+    pub(super) const ALL: [Key; 30] = [
         Key::Enabled,
         Key::Provider,
         Key::Port,
@@ -77,6 +78,7 @@ impl Key {
         Key::SequentialChecks,
         Key::Compare,
         Key::CompareMargin,
+        Key::Confidence,
         Key::DesiredReplicas,
         Key::Revision,
     ];
@@ -110,6 +112,7 @@ impl Key {
             Key::SequentialChecks => "serin.dev/sequential-checks",
             Key::Compare => "serin.dev/compare",
             Key::CompareMargin => "serin.dev/compare-margin",
+            Key::Confidence => "serin.dev/confidence",
             Key::DesiredReplicas => DESIRED_REPLICAS,
             Key::Revision => REVISION,
         }
@@ -145,6 +148,7 @@ impl Key {
             Key::SequentialChecks => "sequentialChecks",
             Key::Compare => "compare",
             Key::CompareMargin => "compareMargin",
+            Key::Confidence => "confidence",
         })
     }
 
@@ -169,6 +173,7 @@ impl Key {
             }
             Key::Compare => Compare::expectation(),
             Key::CompareMargin => range("a number of percentage points"),
+            Key::Confidence => range("a percentage"),
             Key::Provider => Provider::expectation(),
             Key::MetricsProvider => MetricsProvider::expectation(),
             Key::Port
@@ -353,6 +358,7 @@ fn apply(key: Key, raw: &str, reading: &mut Reading<'_>) -> Result<(), Vec<Probl
         Key::SequentialChecks => spec.sequential_checks = boolean(raw).ok_or_else(refused)?,
         Key::Compare => spec.compare = parsed(raw).ok_or_else(refused)?,
         Key::CompareMargin => spec.compare_margin = decimal(raw).ok_or_else(refused)?,
+        Key::Confidence => spec.confidence = decimal(raw).ok_or_else(refused)?,
     }
     Ok(())
 }
@@ -553,6 +559,7 @@ pub(super) fn value_of(key: Key, spec: &CanarySpec) -> Option<String> {
         Key::SequentialChecks => Some(spec.sequential_checks.to_string()),
         Key::Compare => Some(spec.compare.to_string()),
         Key::CompareMargin => Some(spec.compare_margin.to_string()),
+        Key::Confidence => Some(spec.confidence.to_string()),
     }
 }
 
@@ -655,6 +662,7 @@ mod tests {
             ("serin.dev/sequential-checks", "false"),
             ("serin.dev/compare", "primary"),
             ("serin.dev/compare-margin", "0.5"),
+            ("serin.dev/confidence", "99.9"),
         ]);
         let expected = CanarySpec {
             provider: Provider::GatewayApi,
@@ -689,6 +697,7 @@ mod tests {
             sequential_checks: false,
             compare: Compare::Primary,
             compare_margin: 0.5,
+            confidence: 99.9,
         };
         assert_eq!(spec, expected);
     }
@@ -956,16 +965,29 @@ mod tests {
                 ("serin.dev/sequential-checks", "yes"),
                 ("serin.dev/compare", "baseline"),
                 ("serin.dev/compare-margin", "150"),
+                ("serin.dev/confidence", "80"),
             ]),
             [
                 r#"serin.dev/compare: "baseline" is not supported; allowed: none, primary"#,
                 r#"serin.dev/compare-margin: "150" must be a number of percentage points from 0 to 100"#,
+                r#"serin.dev/confidence: "80" must be a percentage from 90 to 99.9"#,
                 r#"serin.dev/sequential-checks: "yes" must be "true" or "false""#,
             ]
         );
+        for (raw, why) in [("99.95", "above the range"), ("99%", "not a number")] {
+            assert_eq!(
+                refused(&[("serin.dev/confidence", raw)]),
+                [format!(
+                    r#"serin.dev/confidence: "{raw}" must be a percentage from 90 to 99.9"#
+                )],
+                "{why}"
+            );
+        }
         let spec = enabled(&[]);
         assert!(spec.sequential_checks, "sequential by default");
         assert_eq!((spec.compare, spec.compare_margin), (Compare::None, 1.0));
+        assert_eq!(spec.confidence, 99.0, "99 % by default");
+        assert_eq!(enabled(&[("serin.dev/confidence", "95")]).confidence, 95.0);
     }
 
     #[test]
@@ -1242,6 +1264,7 @@ mod tests {
                 any::<bool>(),
                 proptest::sample::select(Compare::ALL.to_vec()),
                 prop_oneof![Just(0.0), Just(1.0), Just(2.5), Just(100.0)],
+                prop_oneof![Just(90.0), Just(95.0), Just(99.0), Just(99.9)],
             ),
             proptest::sample::select(MetricsProvider::ALL.to_vec()),
             proptest::collection::btree_set(
@@ -1254,13 +1277,19 @@ mod tests {
                     (provider, port, service, gateway, durations, counts, rules),
                     success_rate,
                     analysis,
-                    (skip_analysis, sequential_checks, compare, compare_margin),
+                    (skip_analysis, sequential_checks, compare, compare_margin, confidence),
                     metrics,
                     hosts,
                 )| {
                     let (interval, latency, metrics_window) = durations;
                     let (threshold, (step_weight, step_weights, max_weight), iterations) = counts;
                     let ab = provider.can_match() && iterations.is_some();
+                    // A latency judged on the histogram is at least its first bucket.
+                    let smallest = metrics_provider_of(provider, metrics).latency_buckets_ms()[0];
+                    let latency = match sequential_checks && iterations.is_none() {
+                        true => latency.max(smallest.ceil() as u64),
+                        false => latency,
+                    };
                     let mut rules = rules;
                     if provider == Provider::Nginx {
                         // ingress-nginx matches one header and one cookie at most.
@@ -1319,9 +1348,18 @@ mod tests {
                         sequential_checks,
                         compare,
                         compare_margin,
+                        confidence,
                     }
                 },
             )
+    }
+
+    /// The metrics provider the generated spec ends up with (see `valid_spec`).
+    fn metrics_provider_of(provider: Provider, metrics: MetricsProvider) -> MetricsProvider {
+        match metrics.observes(provider) {
+            true => metrics,
+            false => provider.default_metrics_provider(),
+        }
     }
 
     proptest! {
@@ -1345,6 +1383,7 @@ mod tests {
             [
                 "serin.dev/compare",
                 "serin.dev/compare-margin",
+                "serin.dev/confidence",
                 "serin.dev/enabled",
                 "serin.dev/interval",
                 "serin.dev/latency",

@@ -2,6 +2,10 @@
 //! `Canary.status` and in a `CanaryPolicy`'s limits. Which query measures one is the
 //! observer's (`crate::analysis::observers`).
 
+/// The quantile `request-duration` (and so `serin.dev/latency`) limits: the p99. The
+/// sequential latency check allows `1 − LATENCY_QUANTILE` of the requests (1 %) above the limit.
+pub const LATENCY_QUANTILE: f64 = 0.99;
+
 /// The builtin checks, asked of whoever sees the canary's requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Builtin {

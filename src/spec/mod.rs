@@ -22,14 +22,14 @@ use std::fmt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::PodSpec;
 
-pub use builtin::Builtin;
+pub use builtin::{Builtin, LATENCY_QUANTILE};
 pub(crate) use configs::visit_config_refs;
 pub use configs::{ConfigKind, ConfigRef, config_refs};
 pub use duration::{Duration, InvalidDuration, Limits};
 pub use model::{
     CanarySpec, Compare, DEFAULT_AFFINITY_MAX_AGE, GatewayRef, MatchRule, MetricsProvider,
     Provider, Strategy, UnknownMetricsProvider, UnknownProvider, default_compare_margin,
-    sequential_by_default,
+    default_confidence, sequential_by_default,
 };
 pub use schema::annotation_schema;
 pub use workload::{IDLE_NODE_LABEL, Workload, WorkloadKind, object_reference};

@@ -24,6 +24,9 @@ pub const DEFAULT_AFFINITY_MAX_AGE: Duration = Duration::from_secs(86_400);
 /// (`success-rate` 99 allows 1 % of failures), so the comparison is no stricter than the
 /// absolute limit users already chose, and a primary at 0.2 % still lets a canary reach 1.2 %.
 pub(super) const DEFAULT_COMPARE_MARGIN: f64 = 1.0;
+/// The confidence (percent) of the sequential checks' rollback when `serin.dev/confidence`
+/// does not say: a canary at the limit is rolled back with at most 1 % probability.
+pub(super) const DEFAULT_CONFIDENCE: f64 = 99.0;
 
 /// Service names are DNS-1035 labels.
 const DNS_1035_LABEL: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
@@ -143,6 +146,12 @@ pub struct CanarySpec {
     #[serde(default = "default_compare_margin")]
     #[schemars(range(min = 0, max = 100))]
     pub compare_margin: f64,
+    /// The confidence (percent) the sequential checks need to roll back: a canary exactly at
+    /// the limit is rolled back with at most `100 − confidence` percent probability. Higher
+    /// is fewer wrong rollbacks and more failed (or slow) requests before a bad canary's.
+    #[serde(default = "default_confidence")]
+    #[schemars(range(min = 90, max = 99.9))]
+    pub confidence: f64,
 }
 
 /// `sequentialChecks` when a stored Canary does not say (one written before the field).
@@ -153,6 +162,11 @@ pub fn sequential_by_default() -> bool {
 /// `compareMargin` when a stored Canary does not say.
 pub fn default_compare_margin() -> f64 {
     DEFAULT_COMPARE_MARGIN
+}
+
+/// `confidence` when a stored Canary does not say.
+pub fn default_confidence() -> f64 {
+    DEFAULT_CONFIDENCE
 }
 
 /// What the canary is compared with (`serin.dev/compare`).
@@ -250,6 +264,7 @@ impl CanarySpec {
             sequential_checks: true,
             compare: Compare::None,
             compare_margin: DEFAULT_COMPARE_MARGIN,
+            confidence: DEFAULT_CONFIDENCE,
         }
     }
 
@@ -438,6 +453,29 @@ impl MetricsProvider {
             MetricsProvider::Traefik => provider == Provider::GatewayApi,
             MetricsProvider::Nginx => provider == Provider::Nginx,
             MetricsProvider::Envoy => provider == Provider::Gloo,
+        }
+    }
+
+    /// The finite bucket boundaries (milliseconds) of this data plane's request latency
+    /// histogram as it ships (Linkerd's `response_latency_ms`, Traefik's and ingress-nginx's
+    /// defaults, Envoy's `upstream_rq_time`): the sequential latency check counts the
+    /// requests above the largest boundary at or below the limit, so a limit below the
+    /// first is refused.
+    pub fn latency_buckets_ms(self) -> &'static [f64] {
+        match self {
+            MetricsProvider::Linkerd => &[
+                1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 100.0, 200.0, 300.0, 400.0,
+                500.0, 1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 10000.0, 20000.0, 30000.0, 40000.0,
+                50000.0,
+            ],
+            MetricsProvider::Traefik => &[100.0, 300.0, 1200.0, 5000.0],
+            MetricsProvider::Nginx => &[
+                5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+            ],
+            MetricsProvider::Envoy => &[
+                0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
+                10000.0, 30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+            ],
         }
     }
 

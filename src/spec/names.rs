@@ -1,12 +1,14 @@
-//! The names Serin derives from an opted-in Deployment and the limits Kubernetes sets them.
-//! A Deployment whose name, selector labels, `serin.dev/service`, `serin.dev/ingress` or
-//! ConfigMaps make one of them too long could never be released: the controller's writes
-//! would all be refused. So the opt-in is refused instead, naming the derived name, its length
-//! and the limit.
+//! The names Serin derives from an opted-in workload (a Deployment or a DaemonSet) and the
+//! limits Kubernetes sets them. A workload whose name, selector labels, `serin.dev/service`,
+//! `serin.dev/ingress` or ConfigMaps make one of them too long could never be released: the
+//! controller's writes would all be refused. So the opt-in is refused instead, naming the
+//! derived name, its length and the limit. Both kinds have the same limits: a DaemonSet's own
+//! name may be a DNS subdomain of 253 characters, but its `-primary`, its default
+//! `serin.dev/service` and the `serin.dev/owner` label are held to 63 as a Deployment's are.
 //!
 //! | derived from | name | limit |
 //! |---|---|---|
-//! | Deployment `<name>` | Deployment `<name>-primary` | 63: its pods carry it in a label (Linkerd's `linkerd.io/proxy-deployment`, the `deployment` of the metrics); `<name>` itself is the `serin.dev/owner` label of every object Serin makes |
+//! | workload `<name>` | Deployment or DaemonSet `<name>-primary` | 63: its pods carry it in a label (Linkerd's `linkerd.io/proxy-deployment` or `linkerd.io/proxy-daemonset`, the `deployment` of the metrics); `<name>` itself is the `serin.dev/owner` label of every object Serin makes |
 //! | selector label value `v` | primary pods' label value `v-primary` | 63, and a label value starts with a letter or digit |
 //! | `serin.dev/service` `<svc>` | Services `<svc>-primary`, `<svc>-canary` | 63 (Service names are DNS-1035 labels) |
 //! | `serin.dev/ingress` `<ing>` | canary Ingress `<ing>-canary` | 253 (object names) |
@@ -77,9 +79,13 @@ fn of_workload(workload: &dyn Workload) -> Vec<Problem> {
     let mut problems = Vec::new();
     let name = workload.meta().name.as_deref().unwrap_or_default();
     let primary = format!("{name}{PRIMARY_SUFFIX}");
-    let limit = "for label values, and the primary's pods carry its name in one (such as \
-                 Linkerd's linkerd.io/proxy-deployment)";
-    if let Some(why) = too_long(workload.kind().as_str(), &primary, MAX_LABEL, limit) {
+    let kind = workload.kind();
+    let limit = format!(
+        "for label values, and the primary's pods carry its name in one (such as Linkerd's \
+         linkerd.io/proxy-{})",
+        kind.as_str().to_lowercase()
+    );
+    if let Some(why) = too_long(kind.as_str(), &primary, MAX_LABEL, &limit) {
         problems.push(Problem::new(
             "metadata.name",
             format!("{} makes the primary {why}", quoted(name)),
@@ -177,6 +183,25 @@ mod tests {
         }
     }
 
+    /// The two lines refusing workload `name` of `kind` (with the default Service) whose
+    /// `-primary` is too long.
+    fn name_refusals(kind: &str, name: &str) -> [String; 2] {
+        let primary = format!("{name}-primary");
+        let length = primary.len();
+        let resource = kind.to_lowercase();
+        [
+            format!(
+                "metadata.name: {name:?} makes the primary {kind} {primary:?} {length} \
+                 characters long, above the limit of 63 for label values, and the primary's \
+                 pods carry its name in one (such as Linkerd's linkerd.io/proxy-{resource})"
+            ),
+            format!(
+                "serin.dev/service: {name:?} (default) makes Service {primary:?} {length} \
+                 characters long, above the limit of 63 for Service names"
+            ),
+        ]
+    }
+
     fn admitted(deploy: &Deployment) -> bool {
         matches!(read_deployment(deploy), Ok(OptIn::Enabled(_)))
     }
@@ -197,23 +222,7 @@ mod tests {
         let annotations = json!({ENABLED: "true"});
         let mut deploy = deployment(&name, "web", "config", json!({}));
         deploy.metadata.annotations = serde_json::from_value(annotations).ok();
-        let lines = problems(&deploy);
-        let primary = format!("{name}-primary");
-        assert_eq!(
-            lines,
-            [
-                format!(
-                    "metadata.name: {name:?} makes the primary Deployment {primary:?} 71 \
-                     characters long, above the limit of 63 for label values, and the \
-                     primary's pods carry its name in one (such as Linkerd's \
-                     linkerd.io/proxy-deployment)"
-                ),
-                format!(
-                    "serin.dev/service: {name:?} (default) makes Service {primary:?} 71 \
-                     characters long, above the limit of 63 for Service names"
-                ),
-            ]
-        );
+        assert_eq!(problems(&deploy), name_refusals("Deployment", &name));
     }
 
     #[test]
@@ -281,6 +290,45 @@ mod tests {
             lines[0]
         );
         assert!(lines[0].contains("254 characters long, above the limit of 253"));
+    }
+
+    #[test]
+    fn a_daemonset_name_is_held_to_the_limits_of_its_primary_and_its_services() {
+        use super::super::read_workload;
+        use k8s_openapi::api::apps::v1::DaemonSet;
+        let daemonset = |name: &str| -> DaemonSet {
+            let deploy = deployment(name, "agent", "config", json!({}));
+            let mut value = serde_json::to_value(deploy).unwrap_or_default();
+            if let Some(annotations) = value["metadata"]["annotations"].as_object_mut() {
+                annotations.remove("serin.dev/service");
+            }
+            if let Some(object) = value.as_object_mut() {
+                object.insert("apiVersion".into(), json!("apps/v1"));
+                object.insert("kind".into(), json!("DaemonSet"));
+            }
+            if let Some(spec) = value["spec"].as_object_mut() {
+                spec.remove("replicas");
+            }
+            serde_json::from_value(value).unwrap_or_else(|e| panic!("test DaemonSet: {e}"))
+        };
+        // 55 characters: `<name>-primary` is 63.
+        let fits = daemonset(&"a".repeat(55));
+        assert!(
+            matches!(read_workload(&fits), Ok(OptIn::Enabled(_))),
+            "{:?}",
+            read_workload(&fits)
+        );
+        // 56: a valid DaemonSet name (up to 253), but its primary and Services are not.
+        let name = "a".repeat(56);
+        let lines: Vec<String> = match read_workload(&daemonset(&name)) {
+            Err(problems) => problems.iter().map(ToString::to_string).collect(),
+            Ok(ok) => panic!("expected problems, got {ok:?}"),
+        };
+        assert_eq!(lines, name_refusals("DaemonSet", &name));
+        assert!(lines[0].contains("\"aaaaaaaa") && lines[0].contains(" 64 characters"));
+        // A name at the object limit is refused the same way, not accepted or cut.
+        let longest = "a".repeat(253);
+        assert!(read_workload(&daemonset(&longest)).is_err());
     }
 
     #[test]

@@ -9,7 +9,12 @@ use k8s_openapi::api::core::v1::PodSpec;
 use super::Problem;
 use super::annotations::{Key, Reading, quoted};
 use super::duration::Limits;
-use super::model::{MatchRule, MetricsProvider, Provider};
+use super::model::{MatchRule, MetricsProvider, Provider, Strategy};
+
+/// A bucket boundary as users write latencies: `100ms`, `0.5ms`.
+fn milliseconds(ms: f64) -> String {
+    format!("{ms}ms")
+}
 
 /// Every containerPort of the pod template, in order; the first is the default port.
 pub(super) fn container_ports(pod: &PodSpec) -> Vec<i32> {
@@ -348,6 +353,39 @@ pub(super) fn check(reading: &mut Reading<'_>, ports: Option<&[i32]>) {
         {
             refuse(key, format!("{} {bound}", reading.shown(key)));
         }
+    }
+
+    // With sequential checks the latency is judged on the histogram's buckets: the requests
+    // above the largest boundary at or below the limit are the slow ones, so a limit below
+    // the first boundary has no bucket to count from.
+    let metrics = spec.effective_metrics_provider();
+    let buckets = metrics.latency_buckets_ms();
+    if spec.sequential_checks
+        && spec.strategy() == Strategy::Canary
+        && usable(&[
+            Key::Latency,
+            Key::SequentialChecks,
+            Key::Provider,
+            Key::MetricsProvider,
+        ])
+        && let Some(&first) = buckets.first()
+        && (spec.latency.as_millis() as f64) < first
+        && found.iter().all(|(key, _)| *key != Key::Latency)
+    {
+        let shown: Vec<String> = buckets.iter().map(|b| milliseconds(*b)).collect();
+        found.push((
+            Key::Latency,
+            format!(
+                "{} is below the smallest bucket of {metrics}'s latency histogram ({}), which \
+                 {} judges; allowed: at least {} (its buckets: {}), or {}: \"false\"",
+                reading.shown(Key::Latency),
+                milliseconds(first),
+                Key::SequentialChecks.annotation(),
+                milliseconds(first),
+                shown.join(", "),
+                Key::SequentialChecks.annotation(),
+            ),
+        ));
     }
 
     for (key, message) in found {
@@ -846,6 +884,40 @@ mod tests {
                 r#"serin.dev/latency: "0s" must be at least 1ms"#,
                 r#"serin.dev/metrics-window: "0" must be at least 1s"#,
             ]
+        );
+    }
+
+    #[test]
+    fn a_latency_below_the_first_bucket_is_refused_naming_the_buckets_when_judged_on_them() {
+        let traefik = [
+            ("serin.dev/provider", "gatewayapi"),
+            ("serin.dev/metrics-provider", "traefik"),
+        ];
+        let mut pairs = traefik.to_vec();
+        pairs.push(("serin.dev/latency", "50ms"));
+        assert_eq!(
+            refused(&pairs),
+            [
+                "serin.dev/latency: \"50ms\" is below the smallest bucket of traefik's latency \
+                 histogram (100ms), which serin.dev/sequential-checks judges; allowed: at least \
+                 100ms (its buckets: 100ms, 300ms, 1200ms, 5000ms), or \
+                 serin.dev/sequential-checks: \"false\""
+            ]
+        );
+        // The first bucket itself is a boundary; the per-interval p99 has no such floor.
+        pairs.pop();
+        pairs.push(("serin.dev/latency", "100ms"));
+        assert_eq!(enabled(&pairs).latency, Duration::from_millis(100));
+        pairs.pop();
+        pairs.extend([
+            ("serin.dev/latency", "50ms"),
+            ("serin.dev/sequential-checks", "false"),
+        ]);
+        assert_eq!(enabled(&pairs).latency, Duration::from_millis(50));
+        // Linkerd's first bucket is 1ms, so any latency Serin accepts is at or above it.
+        assert_eq!(
+            enabled(&[("serin.dev/latency", "1ms")]).latency,
+            Duration::from_millis(1)
         );
     }
 

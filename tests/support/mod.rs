@@ -19,6 +19,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
 pub(crate) mod chart;
+pub(crate) mod daemonset;
 pub(crate) mod kustomize;
 pub(crate) mod plugin;
 pub(crate) mod release;

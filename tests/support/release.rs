@@ -91,6 +91,24 @@ metadata:
     )
 }
 
+/// ConfigMap `name` in `namespace` holding `key: value`.
+pub(crate) fn config_map(namespace: &str, name: &str, key: &str, value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {namespace}}}\ndata: {{{key}: {value}}}\n"
+    )
+}
+
+/// A [`manifest`] (of either kind) whose container reads its environment from ConfigMap
+/// `config`: a tracked config.
+pub(crate) fn reading_config(manifest: &str, config: &str) -> String {
+    manifest.replace(
+        "        ports: [{containerPort: 8080}]\n",
+        &format!(
+            "        ports: [{{containerPort: 8080}}]\n        envFrom: [{{configMapRef: {{name: {config}}}}}]\n"
+        ),
+    )
+}
+
 /// `kubectl apply` of a manifest; panics with kubectl's output on failure.
 pub(crate) fn apply(manifest: &str) {
     let (ok, stdout, stderr) = kubectl(&["apply", "-f", "-"], Some(manifest));

@@ -74,3 +74,15 @@ pub(super) fn count(
     };
     format!("sum(increase(envoy_cluster_upstream_rq{{{selector}{failure}}}[{range}]))")
 }
+
+/// The requests Envoy sent to the canary's Upstream over `range` by latency bucket (`le`, in
+/// milliseconds), for the sequential latency check.
+pub(super) fn latency_buckets(
+    namespace: &str,
+    service: &str,
+    port: Option<i32>,
+    range: &str,
+) -> String {
+    let selector = selector(namespace, service, port, Side::Canary);
+    format!("sum by (le) (increase(envoy_cluster_upstream_rq_time_bucket{{{selector}}}[{range}]))")
+}

@@ -56,3 +56,12 @@ pub(super) fn count(
     };
     format!("sum(increase(response_total{{{selector}{failure},direction=\"inbound\"}}[{range}]))")
 }
+
+/// The canary Deployment's inbound requests over `range` by latency bucket (`le`, in
+/// milliseconds), for the sequential latency check.
+pub(super) fn latency_buckets(namespace: &str, deployment: &str, range: &str) -> String {
+    let selector = selector(namespace, deployment);
+    format!(
+        "sum by (le) (increase(response_latency_ms_bucket{{{selector},direction=\"inbound\"}}[{range}]))"
+    )
+}

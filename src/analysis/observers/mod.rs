@@ -127,6 +127,48 @@ impl Observer<'_> {
     }
 }
 
+/// A histogram of the canary's request latencies, by bucket: the query and the unit of its
+/// `le` boundaries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LatencyBuckets {
+    /// `sum by (le) (increase(<histogram>_bucket{…}[<seconds>s]))`: one cumulative count per
+    /// boundary, `+Inf` the total.
+    pub query: String,
+    /// Milliseconds per unit of `le`: 1 for a histogram in milliseconds, 1000 in seconds.
+    pub unit_ms: f64,
+}
+
+impl Observer<'_> {
+    /// The canary's requests of the last `seconds` by latency bucket, for the sequential
+    /// latency check (the requests above a boundary are the total minus its bucket).
+    pub fn latency_buckets(&self, seconds: u64) -> LatencyBuckets {
+        let range = format!("{}s", seconds.max(1));
+        let (query, unit_ms) = match *self {
+            Observer::Linkerd {
+                namespace,
+                deployment,
+            } => (linkerd::latency_buckets(namespace, deployment, &range), 1.0),
+            Observer::Nginx { namespace, ingress } => {
+                (nginx::latency_buckets(namespace, ingress, &range), 1000.0)
+            }
+            Observer::Gloo {
+                namespace,
+                service,
+                port,
+            } => (gloo::latency_buckets(namespace, service, port, &range), 1.0),
+            Observer::Traefik {
+                namespace,
+                service,
+                port,
+            } => (
+                traefik::latency_buckets(namespace, service, port, &range),
+                1000.0,
+            ),
+        };
+        LatencyBuckets { query, unit_ms }
+    }
+}
+
 /// The builtin queries, as the observers write them. (`Builtin` itself, its names and units,
 /// is spec vocabulary: `crate::spec::Builtin`.)
 impl Builtin {

@@ -47,3 +47,13 @@ pub(super) fn count(
         label_value(ingress)
     )
 }
+
+/// The requests ingress-nginx sent to the canary upstream over `range` by latency bucket
+/// (`le`, in seconds), for the sequential latency check.
+pub(super) fn latency_buckets(namespace: &str, ingress: &str, range: &str) -> String {
+    format!(
+        "sum by (le) (increase(nginx_ingress_controller_request_duration_seconds_bucket{{namespace=\"{}\",ingress=\"{}\",canary!=\"\"}}[{range}]))",
+        label_value(namespace),
+        label_value(ingress)
+    )
+}

@@ -247,3 +247,57 @@ fn request_counts_select_the_ratios_series_since_the_move_and_the_primarys_apart
             .contains("[1s]")
     );
 }
+
+#[test]
+fn latency_buckets_read_the_p99s_histogram_by_le_since_the_move_in_its_unit() {
+    let observers = [
+        Observer::Linkerd {
+            namespace: "shop",
+            deployment: "web",
+        },
+        Observer::Nginx {
+            namespace: "shop",
+            ingress: "web",
+        },
+        Observer::Gloo {
+            namespace: "shop",
+            service: "web",
+            port: Some(9898),
+        },
+        Observer::Traefik {
+            namespace: "shop",
+            service: "web",
+            port: Some(9898),
+        },
+    ];
+    for observer in observers {
+        let p99 = Builtin::Duration.query_for(&observer, Duration::from_secs(60));
+        let buckets = observer.latency_buckets(30);
+        assert!(
+            buckets.query.starts_with("sum by (le) (increase(")
+                && buckets.query.ends_with("[30s]))"),
+            "{}",
+            buckets.query
+        );
+        // The same series as the p99, over the seconds since the move instead of the window.
+        let series = p99
+            .split("sum(rate(")
+            .nth(1)
+            .and_then(|rest| rest.split('[').next())
+            .unwrap_or_default();
+        assert!(series.contains("_bucket{"), "{p99}");
+        assert!(
+            buckets.query.contains(series),
+            "{} does not read {series}",
+            buckets.query
+        );
+        // Seconds where the p99 is scaled to milliseconds, milliseconds elsewhere.
+        let in_seconds = p99.ends_with("* 1000");
+        assert_eq!(
+            buckets.unit_ms,
+            if in_seconds { 1000.0 } else { 1.0 },
+            "{p99}"
+        );
+    }
+    assert!(observers[0].latency_buckets(0).query.contains("[1s]"));
+}

@@ -95,6 +95,20 @@ fn normalize(name: &str) -> String {
         .join("-")
 }
 
+/// The requests Traefik sent to the canary's backend over `range` by latency bucket (`le`, in
+/// seconds), for the sequential latency check.
+pub(super) fn latency_buckets(
+    namespace: &str,
+    service: &str,
+    port: Option<i32>,
+    range: &str,
+) -> String {
+    let selector = selector(namespace, service, port, Side::Canary);
+    format!(
+        "sum by (le) (increase(traefik_service_request_duration_seconds_bucket{{{selector}}}[{range}]))"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::normalize;

@@ -719,16 +719,31 @@ async fn a_promoted_daemonset_canary_is_idled_again_then_the_release_succeeds() 
 }
 
 /// A Prometheus on loopback that counts 25 requests of the canary since the weight moved,
-/// 8 of them failed (and a success rate of 68 % over the window).
+/// 8 of them failed (and a success rate of 68 % over the window), all faster than 5 ms.
 async fn prometheus_of_a_failing_canary() -> String {
+    prometheus_counting(25, 8, 25).await
+}
+
+/// A Prometheus on loopback that counts `requests` of the canary since the weight moved,
+/// `failed` of them failed, `fast` of them within 500 ms (Linkerd's buckets).
+async fn prometheus_counting(requests: u32, failed: u32, fast: u32) -> String {
     use axum::extract::Query;
-    let answer = |Query(params): Query<BTreeMap<String, String>>| async move {
+    let answer = move |Query(params): Query<BTreeMap<String, String>>| async move {
         let query = params.get("query").cloned().unwrap_or_default();
+        let sample =
+            |le: &str, value: String| json!({"metric": {"le": le}, "value": [1700000000.0, value]});
+        if query.contains("by (le)") {
+            return axum::Json(json!({"status": "success", "data": {"resultType": "vector",
+                "result": [sample("5", fast.min(requests).to_string()),
+                    sample("500", fast.to_string()),
+                    sample("+Inf", requests.to_string())]}}));
+        }
+        let rate = 100.0 * f64::from(requests - failed) / f64::from(requests.max(1));
         let value = match (query.contains("increase("), query.contains("failure")) {
-            (true, true) => "8",
-            (true, false) => "25",
-            (false, _) if query.contains("histogram_quantile") => "5",
-            (false, _) => "68",
+            (true, true) => failed.to_string(),
+            (true, false) => requests.to_string(),
+            (false, _) if query.contains("histogram_quantile") => "5".to_owned(),
+            (false, _) => rate.to_string(),
         };
         axum::Json(json!({"status": "success", "data": {"resultType": "vector",
             "result": [{"metric": {}, "value": [1700000000.0, value]}]}}))
@@ -792,5 +807,75 @@ async fn a_look_that_decides_a_rollback_sets_the_router_to_the_primary_first_in_
     assert_eq!(
         (&status["canaryRequests"], &status["canaryFailedRequests"]),
         (&json!(25), &json!(8))
+    );
+}
+
+/// A look rolls back on the latency histogram alone (no request failed): the status says
+/// the latency check decided, with the number of slow requests.
+#[tokio::test]
+async fn a_look_at_the_latency_histogram_rolls_back_a_slow_canary_and_the_status_says_why() {
+    let ready = json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
+        "readyReplicas": 2, "availableReplicas": 2});
+    let deploy = web(2, ready);
+    let six_seconds_ago = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        k8s_openapi::jiff::Timestamp::now() - std::time::Duration::from_secs(6),
+    );
+    let progressing = ReleaseStatus {
+        phase: Phase::Progressing,
+        revision: Some(revision_of(&deploy)),
+        last_promoted_revision: Some("old".into()),
+        canary_weight: 10,
+        // The weight moved six seconds ago; the interval (1m) is far, a look is due.
+        last_check_time: Some(six_seconds_ago.clone()),
+        weight_change_time: Some(six_seconds_ago),
+        ..Default::default()
+    };
+    let cluster = cluster(&deploy, progressing, "old", Weights::to_canary(10));
+    let prometheus = prometheus_counting(200, 0, 20).await;
+    let ctx = context_asking(client(cluster.clone()), &prometheus);
+    let deploy = Arc::new(deploy);
+    // The first reconcile asks and ends; the answer comes in a task of its own, and the
+    // writes stated are those of the reconcile that picked it up.
+    for _ in 0..50 {
+        cluster.lock().expect("cluster").calls.clear();
+        reconcile(deploy.clone(), ctx.clone())
+            .await
+            .expect("reconciled");
+        if writes(&cluster).contains(&"status Failed".to_owned()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        writes(&cluster),
+        [
+            "PATCH trafficsplits/web",
+            "scale web 0",
+            "event RolledBack",
+            "status Failed",
+        ]
+    );
+    let stored = cluster.lock().expect("cluster").objects.clone();
+    assert_eq!(stored[SPLIT]["spec"]["backends"][0]["weight"], json!(100));
+    let status = &stored[CANARY]["status"];
+    assert_eq!(
+        (&status["canaryRequests"], &status["canaryFailedRequests"]),
+        (&json!(200), &json!(0))
+    );
+    let reason = status["rollbackReason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with(
+            "request-duration: 180 of 200 requests slower than 500ms since the weight moved \
+             to 10%: worse than 1% with 99% confidence"
+        ),
+        "{status}"
+    );
+    let promoted = &status["conditions"][0];
+    assert!(
+        promoted["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("request-duration: 180 of 200 requests slower than 500ms"),
+        "{promoted}"
     );
 }

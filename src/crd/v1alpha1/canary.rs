@@ -83,4 +83,7 @@ pub struct Analysis {
     pub compare: Compare,
     #[serde(default = "crate::spec::default_compare_margin")]
     pub compare_margin: f64,
+    /// The sequential checks' confidence to roll back, percent.
+    #[serde(default = "crate::spec::default_confidence")]
+    pub confidence: f64,
 }

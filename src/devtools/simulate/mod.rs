@@ -330,6 +330,38 @@ fn labels((namespace, deployment, authority): &SeriesKey) -> String {
 mod tests {
     use super::*;
 
+    /// The simulator writes each data plane's histogram with the buckets Serin's admission
+    /// knows it ships (`MetricsProvider::latency_buckets_ms`), so a limit refused there is
+    /// one the simulated histogram could not judge either.
+    #[test]
+    fn simulated_buckets_are_the_ones_admission_knows_each_data_plane_ships() {
+        use crate::spec::MetricsProvider;
+        let finite_ms = |bounds: &[f64], unit_ms: f64| -> Vec<f64> {
+            bounds
+                .iter()
+                .filter(|b| b.is_finite())
+                .map(|b| (b * unit_ms * 1000.0).round() / 1000.0)
+                .collect()
+        };
+        for (provider, bounds, unit_ms) in [
+            (MetricsProvider::Linkerd, &BUCKETS_MS[..], 1.0),
+            (
+                MetricsProvider::Traefik,
+                &traefik::BUCKETS_SECONDS[..],
+                1000.0,
+            ),
+            (MetricsProvider::Nginx, &nginx::BUCKETS_SECONDS[..], 1000.0),
+            (MetricsProvider::Envoy, &gloo::BUCKETS_MS[..], 1.0),
+        ] {
+            assert_eq!(
+                finite_ms(bounds, unit_ms),
+                provider.latency_buckets_ms(),
+                "{provider}"
+            );
+            assert_eq!(bounds.last(), Some(&f64::INFINITY), "{provider}");
+        }
+    }
+
     fn backend(deployment: &str, weight: u32, error_rate: f64, latency_ms: f64) -> Backend {
         Backend {
             namespace: "shop".into(),

@@ -1,7 +1,7 @@
 use super::*;
 use crate::release::drive::{Answers, GateAnswer, drive};
 use crate::release::{
-    CanaryObservation, Counts, Evidence, Gates, NoData, PrimaryObservation, Requests,
+    CanaryObservation, Counts, Evidence, Gates, NoData, PrimaryObservation, Requests, SlowerThan,
     builtin_checks,
 };
 use k8s_openapi::jiff::Timestamp;
@@ -29,6 +29,9 @@ struct World {
     /// The request counts behind the success rate since the weight moved, when the world
     /// counts them (as the builtin check does with `serin.dev/sequential-checks`).
     counts: Option<Evidence>,
+    /// The requests and slow requests behind the latency since the weight moved, when the
+    /// world counts them (the builtin latency check with `serin.dev/sequential-checks`).
+    latency_counts: Option<Evidence>,
     gates: Gates,
     requests: Requests,
     status: ReleaseStatus,
@@ -55,6 +58,7 @@ impl World {
             latency_ms: Some(100.0),
             no_data: NoData::Fail,
             counts: None,
+            latency_counts: None,
             gates: open_gates(),
             requests: Requests::default(),
             status: ReleaseStatus::default(),
@@ -190,6 +194,9 @@ impl Answers for Answering<'_> {
             check.no_data = world.no_data;
             if check.name == "request-success-rate" {
                 check.evidence = world.counts;
+            }
+            if check.name == "request-duration" {
+                check.evidence = world.latency_counts;
             }
         }
         Some((measured, Vec::new()))
@@ -1327,6 +1334,7 @@ fn counted(requests: f64, failed: f64) -> Option<Evidence> {
     Some(Evidence {
         canary: Counts { requests, failed },
         primary: None,
+        slower_than: None,
     })
 }
 
@@ -1450,6 +1458,7 @@ fn a_canary_failing_with_its_primary_holds_under_compare_primary_and_says_why() 
             requests: 450.0,
             failed: 135.0,
         }),
+        slower_than: None,
     };
     world.counts = Some(failing_together);
     for _ in 0..6 {
@@ -1517,4 +1526,161 @@ fn a_look_is_asked_again_five_seconds_later_and_a_restart_resumes_from_the_statu
         "{:?}",
         world.log
     );
+}
+
+// ---- the counted latency check --------------------------------------------------------------
+
+/// `slow` of `requests` slower than `boundary_ms`, against the default 500ms p99 limit.
+fn slow(requests: f64, slow: f64, boundary_ms: f64) -> Option<Evidence> {
+    Some(Evidence {
+        canary: Counts {
+            requests,
+            failed: slow,
+        },
+        primary: None,
+        slower_than: Some(SlowerThan {
+            limit_ms: 500.0,
+            boundary_ms,
+            quantile: 0.99,
+        }),
+    })
+}
+
+#[test]
+fn slow_requests_roll_back_at_a_look_naming_the_latency_check_and_its_counts() {
+    let mut world = at_first_weight(spec());
+    world.counts = counted(2031.0, 0.0);
+    world.latency_counts = slow(2031.0, 412.0, 500.0);
+    world.tick_in(5);
+    assert_eq!(world.status.phase, Phase::Failed);
+    let rolled_back = world.events("RolledBack");
+    assert_eq!(rolled_back.len(), 1);
+    assert!(
+        rolled_back[0].contains(
+            "request-duration: 412 of 2031 requests slower than 500ms since the weight moved \
+             to 10%: worse than 1% with 99% confidence"
+        ),
+        "{rolled_back:?}"
+    );
+    // The status says which check decided; the blast radius counts failures, not slow ones.
+    let reason = world.status.rollback_reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("request-duration: 412 of 2031"),
+        "{reason}"
+    );
+    assert_eq!(
+        (
+            world.status.canary_requests,
+            world.status.canary_failed_requests
+        ),
+        (2031, 0)
+    );
+}
+
+#[test]
+fn a_limit_between_buckets_says_which_boundary_counted() {
+    let mut world = at_first_weight(spec());
+    world.counts = counted(100.0, 0.0);
+    world.latency_counts = slow(100.0, 60.0, 300.0);
+    world.tick_in(5);
+    assert_eq!(world.status.phase, Phase::Failed);
+    let rolled_back = world.events("RolledBack");
+    assert!(
+        rolled_back[0].contains(
+            "60 of 100 requests slower than 300ms (the histogram's largest \
+             bucket at or below the 500ms limit"
+        ),
+        "{rolled_back:?}"
+    );
+}
+
+#[test]
+fn the_weight_moves_only_when_both_the_failures_and_the_latency_say_so() {
+    let mut world = at_first_weight(spec());
+    // Failures fine, latency undecided (2 slow in 50: above the limit, not decisively).
+    world.counts = counted(50.0, 0.0);
+    world.latency_counts = slow(50.0, 2.0, 500.0);
+    world.tick_in(5);
+    world.tick_in(5);
+    assert_eq!(world.status.phase, Phase::Progressing);
+    assert_eq!(world.status.canary_weight, 10, "{:?}", world.log);
+    let holds = world.events("Analysis");
+    assert!(
+        holds
+            .iter()
+            .any(|m| m.contains("request-duration") && m.contains("too few requests")),
+        "{holds:?}"
+    );
+    // Both good: the weight moves at the next interval.
+    world.latency_counts = slow(100.0, 1.0, 500.0);
+    world.counts = counted(100.0, 0.0);
+    world.tick_in(5);
+    world.tick_in(5);
+    assert_eq!(world.status.canary_weight, 20, "{:?}", world.log);
+    // A good latency never hides failures: those roll back on their own.
+    world.latency_counts = slow(40.0, 0.0, 500.0);
+    world.counts = counted(25.0, 8.0);
+    world.tick_in(5);
+    assert_eq!(world.status.phase, Phase::Failed);
+    let reason = world.status.rollback_reason.clone().unwrap_or_default();
+    assert!(reason.starts_with("request-success-rate"), "{reason}");
+}
+
+#[test]
+fn a_higher_confidence_holds_on_evidence_that_rolls_back_at_99() {
+    // 5 failures in 25 requests: past ln(99) = 4.6 but not past ln(990) = 6.9.
+    let mut careful = at_first_weight(CanarySpec {
+        confidence: 99.9,
+        ..spec()
+    });
+    careful.counts = counted(25.0, 5.0);
+    careful.tick_in(5);
+    assert_eq!(careful.status.phase, Phase::Progressing);
+    let mut default = at_first_weight(spec());
+    default.counts = counted(25.0, 5.0);
+    default.tick_in(5);
+    assert_eq!(default.status.phase, Phase::Failed);
+    assert!(
+        default.events("RolledBack")[0].contains("with 99% confidence"),
+        "{:?}",
+        default.log
+    );
+    // A lower confidence rolls back on less: 2 failures in 10 requests at 90 %.
+    let mut quick = at_first_weight(CanarySpec {
+        confidence: 90.0,
+        ..spec()
+    });
+    quick.counts = counted(10.0, 2.0);
+    quick.tick_in(5);
+    assert_eq!(quick.status.phase, Phase::Failed);
+    assert!(
+        quick.events("RolledBack")[0].contains("with 90% confidence"),
+        "{:?}",
+        quick.log
+    );
+}
+
+#[test]
+fn with_sequential_checks_off_a_slow_canary_is_rolled_back_on_threshold_p99_checks() {
+    let mut world = at_first_weight(CanarySpec {
+        sequential_checks: false,
+        threshold: 2,
+        ..spec()
+    });
+    world.latency_ms = Some(700.0);
+    for _ in 0..10 {
+        if world.status.phase == Phase::Failed {
+            break;
+        }
+        world.tick_in(5);
+    }
+    assert_eq!(world.status.phase, Phase::Failed);
+    assert_eq!(world.status.failed_checks, 2);
+    let failed = world.events("CheckFailed");
+    assert!(
+        failed[0].contains("request-duration 700.00ms > 500ms"),
+        "{failed:?}"
+    );
+    // `failedChecks` says why; no reason of a sequential test.
+    assert_eq!(world.status.rollback_reason, None);
 }

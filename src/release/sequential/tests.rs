@@ -252,3 +252,74 @@ fn a_canary_failing_5_percent_is_rolled_back_before_it_is_promoted() {
         "{seconds} s, {failed} failed"
     );
 }
+
+#[test]
+fn the_confidence_moves_the_rollback_boundary_and_nothing_else() {
+    assert_eq!(Test::rollback_boundary_at(99.0), Test::rollback_boundary());
+    assert!(Test::rollback_boundary_at(90.0) < Test::rollback_boundary_at(99.0));
+    assert!(Test::rollback_boundary_at(99.0) < Test::rollback_boundary_at(99.9));
+    // At 99 % the verdicts are the default test's.
+    for requests in [0.0f64, 10.0, 34.0, 50.0, 100.0, 500.0] {
+        for failed in [0.0, 1.0, 2.0, 4.0, 9.0, 15.0] {
+            let c = counts(requests.max(failed), failed);
+            assert_eq!(ONE_PERCENT.judge_at(c, 99.0), ONE_PERCENT.judge(c), "{c:?}");
+        }
+    }
+    // Four failures in a row: decisive at 99 %, thin at 99.9 % (ln 990 = 6.9 > 4 ln 4);
+    // five are decisive there. At 90 % two are enough (2 ln 4 = 2.8 > ln 9.9 = 2.3).
+    assert_eq!(ONE_PERCENT.judge_at(counts(4.0, 4.0), 99.9), Verdict::Thin);
+    assert_eq!(ONE_PERCENT.judge_at(counts(5.0, 5.0), 99.9), Verdict::Bad);
+    assert_eq!(ONE_PERCENT.judge_at(counts(2.0, 2.0), 99.0), Verdict::Thin);
+    assert_eq!(ONE_PERCENT.judge_at(counts(2.0, 2.0), 90.0), Verdict::Bad);
+    // With enough requests, evidence short of the higher boundary holds.
+    assert_eq!(
+        ONE_PERCENT.judge_at(counts(500.0, 15.0), 99.0),
+        Verdict::Bad
+    );
+    assert_eq!(
+        ONE_PERCENT.judge_at(counts(500.0, 15.0), 99.9),
+        Verdict::Hold
+    );
+    // The pass and the minimum do not depend on the confidence.
+    assert_eq!(ONE_PERCENT.judge_at(counts(50.0, 1.0), 90.0), Verdict::Good);
+    assert_eq!(ONE_PERCENT.judge_at(counts(33.0, 0.0), 90.0), Verdict::Thin);
+}
+
+#[test]
+fn a_p99_limit_allows_one_percent_of_slow_requests() {
+    assert!((Test::for_quantile(0.99).limit - 0.01).abs() < 1e-12);
+    assert!((Test::for_quantile(0.95).limit - 0.05).abs() < 1e-12);
+}
+
+#[test]
+fn combined_the_worse_decision_wins_and_the_weight_moves_only_when_both_advance() {
+    use Decision::*;
+    assert_eq!(combine(Advance, Advance), Advance);
+    assert_eq!(combine(Advance, Hold), Hold);
+    assert_eq!(combine(Hold, Advance), Hold);
+    assert_eq!(combine(Advance, RollBack), RollBack);
+    assert_eq!(combine(RollBack, Advance), RollBack);
+    assert_eq!(combine(SharedFailure, RollBack), RollBack);
+    assert_eq!(combine(Hold, SharedFailure), SharedFailure);
+    // Both rolling back: the success rate's reason is kept.
+    assert_eq!(combine(WorseThanPrimary, RollBack), WorseThanPrimary);
+}
+
+#[test]
+fn the_confidence_reaches_the_comparison_with_the_primary() {
+    let primary = counts(1000.0, 0.0);
+    // 5 of 25 against a primary at 0 % plus 1 point: rolled back at 99 %, held at 99.9 %.
+    let canary = counts(25.0, 5.0);
+    assert_eq!(
+        decide_at(ONE_PERCENT, canary, Some(primary), 1.0, 99.0),
+        Decision::WorseThanPrimary
+    );
+    assert_eq!(
+        decide_at(ONE_PERCENT, canary, Some(primary), 1.0, 99.9),
+        Decision::Hold
+    );
+    assert_eq!(
+        decide(ONE_PERCENT, canary, Some(primary), 1.0),
+        decide_at(ONE_PERCENT, canary, Some(primary), 1.0, 99.0)
+    );
+}
