@@ -61,28 +61,38 @@ forward() {
 }
 
 # IN_CLUSTER_ENV="SERIN_X=v,SERIN_Y=w": more settings for the pods (the tests shorten the
-# self-signed certificates' lifetime with it); only SERIN_* names.
-extra_env() {
-  local kv entries
-  [ -n "${IN_CLUSTER_ENV:-}" ] || return 0
-  IFS=, read -r -a entries <<<"$IN_CLUSTER_ENV"
-  # Checked here, not in a pipeline: a refusal must stop the script, not a subshell.
-  for kv in "${entries[@]}"; do
+# self-signed certificates' lifetime with it); only SERIN_* names. Read into EXTRA_ENV.
+EXTRA_ENV=()
+
+# The settings of this run, checked once before anything is built or started (the image
+# build alone takes minutes), in the script's own shell: a refusal stops the script.
+check_settings() {
+  local kv
+  case $CERTS in
+    self-signed | cert-manager) ;;
+    *) die "CERTS must be self-signed or cert-manager, not $CERTS" ;;
+  esac
+  case $INSTALL in
+    kustomize | helm) ;;
+    *) die "INSTALL must be kustomize or helm, not $INSTALL" ;;
+  esac
+  [ -z "${IN_CLUSTER_ENV:-}" ] || IFS=, read -r -a EXTRA_ENV <<<"$IN_CLUSTER_ENV"
+  for kv in "${EXTRA_ENV[@]}"; do
     [[ $kv =~ ^SERIN_[A-Z_]+=[A-Za-z0-9._:/-]*$ ]] || die "IN_CLUSTER_ENV: $kv is not SERIN_NAME=value"
   done
-  for kv in "${entries[@]}"; do
-    printf '            - {name: %s, value: "%s"}\n' "${kv%%=*}" "${kv#*=}"
+}
+
+# EXTRA_ENV as YAML list items, each line prefixed with $1.
+extra_env() {
+  local kv
+  for kv in "${EXTRA_ENV[@]}"; do
+    printf '%s- {name: %s, value: "%s"}\n' "$1" "${kv%%=*}" "${kv#*=}"
   done
 }
 
 overlay() {
-  local ref=$1 component env
-  env=$(extra_env) || exit 1
-  case $CERTS in
-    self-signed) component=../../manifests/overlays/self-signed ;;
-    cert-manager) component=../../manifests/overlays/cert-manager ;;
-    *) die "CERTS must be self-signed or cert-manager, not $CERTS" ;;
-  esac
+  local ref=$1 component=../../manifests/overlays/$CERTS env
+  env=$(extra_env '            ')
   cat >"$I/kustomization.yaml.tmp" <<EOF
 # Written by hack/in-cluster.sh: manifests/ as users install it, with what this machine
 # needs (see the script's header).
@@ -124,13 +134,7 @@ EOF
 
 # The chart's values for this machine: the same changes as overlay()'s patch.
 values() {
-  local ref=$1 kv entries=()
-  [ "$CERTS" = self-signed ] || [ "$CERTS" = cert-manager ] ||
-    die "CERTS must be self-signed or cert-manager, not $CERTS"
-  [ -z "${IN_CLUSTER_ENV:-}" ] || IFS=, read -r -a entries <<<"$IN_CLUSTER_ENV"
-  for kv in "${entries[@]}"; do
-    [[ $kv =~ ^SERIN_[A-Z_]+=[A-Za-z0-9._:/-]*$ ]] || die "IN_CLUSTER_ENV: $kv is not SERIN_NAME=value"
-  done
+  local ref=$1
   {
     echo "# Written by hack/in-cluster.sh (INSTALL=helm): charts/serin's values for this machine."
     echo "certificates: $CERTS"
@@ -144,7 +148,7 @@ values() {
     echo "env:"
     echo "- {name: KUBERNETES_SERVICE_HOST, value: kubernetes.default.svc}"
     echo "- {name: KUBERNETES_SERVICE_PORT, value: \"$API_PORT\"}"
-    for kv in "${entries[@]}"; do echo "- {name: ${kv%%=*}, value: \"${kv#*=}\"}"; done
+    extra_env ''
   } >"$I/values.yaml.tmp"
   mv "$I/values.yaml.tmp" "$I/values.yaml"
 }
@@ -219,6 +223,7 @@ up() {
   mkdir -p "$I"
   exec 9>"$I/.lock"; flock 9
   local t0; t0=$(date +%s)
+  check_settings
   "$ROOT/hack/cluster.sh" status || die "the cluster is not running (make up first)"
   node_env
   # cert-manager's CRDs, controller and cainjector (on the host) before its Component.
@@ -232,7 +237,6 @@ up() {
   case $INSTALL in
     kustomize) overlay "$ref" ;;
     helm) values "$ref" ;;
-    *) die "INSTALL must be kustomize or helm, not $INSTALL" ;;
   esac
   # One Serin at a time: the host's process and its url registrations go first.
   if alive "$STATE/serin/serin.pid"; then "$ROOT/hack/serin.sh" down; fi
